@@ -1,0 +1,276 @@
+//! Stage three: code generation for `#[plugin]` and `#[record]`, from a checked model.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Fields, ItemStruct};
+
+use crate::attr::Args;
+use crate::ctxt::Ctxt;
+use crate::model::{self, EntityCheck, FieldModel, Protocols, Validator};
+
+/// What the attribute is on: a plugin's config struct or a nested record.
+pub enum Kind {
+    Plugin,
+    Record,
+}
+
+pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream {
+    let attr_span = args.span();
+    let mut item: ItemStruct = match syn::parse2(input) {
+        Ok(item) => item,
+        Err(err) => {
+            return syn::Error::new(err.span(), "#[plugin] and #[record] go on a struct with named fields")
+                .to_compile_error();
+        }
+    };
+    let args: Args = match syn::parse2(args) {
+        Ok(a) => a,
+        Err(err) => return err.to_compile_error(),
+    };
+
+    let cx = Ctxt::default();
+    if !item.generics.params.is_empty() {
+        cx.error_spanned_by(&item.generics, "a plugin config struct cannot be generic");
+    }
+    let fields: Vec<FieldModel> = match &item.fields {
+        Fields::Named(named) => named.named.iter().filter_map(|f| model::parse_field(&cx, f)).collect(),
+        Fields::Unit => Vec::new(),
+        Fields::Unnamed(u) => {
+            cx.error_spanned_by(u, "config fields need names: use `struct S { field: Type }`");
+            Vec::new()
+        }
+    };
+    let (checks, rest) = model::parse_entity_checks(&cx, &args.0, &fields);
+    let plugin_args = match kind {
+        Kind::Plugin => Some(model::parse_plugin_args(&cx, &rest, attr_span)),
+        Kind::Record => {
+            for arg in rest {
+                cx.error_spanned_by(
+                    &arg.key,
+                    format!("unknown record attribute `{}`; records take entity checks only", arg.name()),
+                );
+            }
+            None
+        }
+    };
+    if let Err(errors) = cx.check() {
+        strip_field_attrs(&mut item);
+        return quote!(#item #errors);
+    }
+
+    strip_field_attrs(&mut item);
+    if matches!(item.fields, Fields::Unit) {
+        item.fields = Fields::Named(syn::parse_quote!({}));
+    }
+    let ident = &item.ident;
+    let record_schema = record_schema_tokens(&fields, &checks);
+    let default_checks = fields.iter().filter_map(default_check);
+
+    let kind_impls = match plugin_args {
+        Some(p) => {
+            let name = p.name.clone().unwrap_or_else(|| model::kebab_case(ident));
+            let priority = p.priority.unwrap_or_default() as i32;
+            let version = p.version.clone().unwrap_or_default();
+            let protocols = match p.protocols {
+                Protocols::All => quote!(::kong_pdk::schema::ProtocolsTypedef::Protocols),
+                Protocols::Http => quote!(::kong_pdk::schema::ProtocolsTypedef::ProtocolsHttp),
+            };
+            let (nc, nr, ns) = (p.no_consumer, p.no_route, p.no_service);
+            quote! {
+                impl ::kong_pdk::Plugin for #ident {
+                    const NAME: &'static str = #name;
+                    const PRIORITY: i32 = #priority;
+                    const VERSION: &'static str = #version;
+
+                    fn schema() -> &'static ::kong_pdk::schema::PluginSchema {
+                        static SCHEMA: ::std::sync::OnceLock<::kong_pdk::schema::PluginSchema> =
+                            ::std::sync::OnceLock::new();
+                        SCHEMA.get_or_init(|| ::kong_pdk::schema::PluginSchema {
+                            name: #name,
+                            protocols: #protocols,
+                            no_consumer: #nc,
+                            no_route: #nr,
+                            no_service: #ns,
+                            config: <Self as ::kong_pdk::schema::ConfigRecord>::record_schema(),
+                        })
+                    }
+                }
+
+                ::kong_pdk::__private::inventory::submit! {
+                    ::kong_pdk::registry::Registration::of::<#ident>()
+                }
+            }
+        }
+        None => quote! {
+            impl ::kong_pdk::schema::ConfigType for #ident {
+                fn field_schema() -> ::kong_pdk::schema::FieldSchema {
+                    ::kong_pdk::schema::FieldSchema::record(
+                        <Self as ::kong_pdk::schema::ConfigRecord>::record_schema(),
+                    )
+                }
+            }
+        },
+    };
+
+    quote! {
+        #[derive(::kong_pdk::__private::serde::Deserialize)]
+        #[serde(crate = "::kong_pdk::__private::serde")]
+        #item
+
+        impl ::kong_pdk::schema::ConfigRecord for #ident {
+            fn record_schema() -> ::kong_pdk::schema::RecordSchema {
+                #record_schema
+            }
+        }
+
+        #kind_impls
+
+        const _: () = {
+            #(#default_checks)*
+        };
+    }
+}
+
+fn strip_field_attrs(item: &mut ItemStruct) {
+    for field in item.fields.iter_mut() {
+        field.attrs.retain(|a| !a.path().is_ident("field"));
+    }
+}
+
+fn validator_tokens(v: &Validator) -> TokenStream {
+    match v {
+        Validator::OneOf(items) => {
+            let items = items.iter().map(|v| v.to_json_tokens());
+            quote!(__f.one_of = ::std::option::Option::Some(::std::vec![#(#items),*]);)
+        }
+        Validator::Between(lo, hi) => {
+            let (lo, hi) = (lo.to_json_tokens(), hi.to_json_tokens());
+            quote!(__f.between = ::std::option::Option::Some((#lo, #hi));)
+        }
+        Validator::Gt(v) => {
+            let v = v.to_json_tokens();
+            quote!(__f.gt = ::std::option::Option::Some(#v);)
+        }
+        Validator::LenEq(v) => {
+            let n = v.as_i128().unwrap_or_default() as usize;
+            quote!(__f.len_eq = ::std::option::Option::Some(#n);)
+        }
+        Validator::LenMin(v) => {
+            let n = v.as_i128().unwrap_or_default() as usize;
+            quote!(__f.len_min = ::std::option::Option::Some(#n);)
+        }
+        Validator::LenMax(v) => {
+            let n = v.as_i128().unwrap_or_default() as usize;
+            quote!(__f.len_max = ::std::option::Option::Some(#n);)
+        }
+        Validator::Match(s) => quote!(__f.pattern = ::std::option::Option::Some(::kong_pdk::schema::Pattern::new(#s));),
+        Validator::StartsWith(s) => {
+            quote!(__f.starts_with = ::std::option::Option::Some(::std::string::String::from(#s));)
+        }
+    }
+}
+
+fn field_tokens(f: &FieldModel) -> TokenStream {
+    let ty = &f.ty;
+    let name = &f.name;
+    let base = quote_spanned!(ty.span()=> <#ty as ::kong_pdk::schema::ConfigType>::field_schema());
+    let typedef = f.typedef.as_ref().map(|td| {
+        quote_spanned!(td.span()=> ::kong_pdk::schema::typedefs::#td::apply::<#ty>(&mut __f);)
+    });
+    let has_default = f.default.is_some();
+    let required = match f.required {
+        Some((r, _)) => quote!(#r),
+        None => quote!(!<#ty as ::kong_pdk::schema::ConfigType>::OPTIONAL && !#has_default),
+    };
+    let default = f.default.as_ref().map(|d| {
+        let d = d.to_json_tokens();
+        quote!(__f.default = ::std::option::Option::Some(#d);)
+    });
+    let validators = f.validators.iter().map(validator_tokens);
+    let description = f.description.as_ref().map(|d| {
+        quote!(__f.description = ::std::option::Option::Some(::std::string::String::from(#d));)
+    });
+    let (uuid, referenceable, encrypted) = (f.uuid, f.referenceable, f.encrypted);
+    let flags = [
+        uuid.then(|| quote!(__f.uuid = true;)),
+        referenceable.then(|| quote!(__f.referenceable = true;)),
+        encrypted.then(|| quote!(__f.encrypted = true;)),
+    ];
+    quote! {{
+        #[allow(unused_mut)]
+        let mut __f = #base;
+        #typedef
+        __f.required = #required;
+        #default
+        #(#validators)*
+        #description
+        #(#flags)*
+        ::kong_pdk::schema::Field::new(#name, __f)
+    }}
+}
+
+fn names(fields: &[String]) -> TokenStream {
+    quote!(::std::vec![#(::std::string::String::from(#fields)),*])
+}
+
+fn matcher_tokens(validators: &[Validator], required: bool) -> TokenStream {
+    let validators = validators.iter().map(validator_tokens);
+    quote! {{
+        let mut __f = ::kong_pdk::schema::FieldSchema::matcher();
+        __f.required = #required;
+        #(#validators)*
+        __f
+    }}
+}
+
+fn record_schema_tokens(fields: &[FieldModel], checks: &[EntityCheck]) -> TokenStream {
+    let fields = fields.iter().map(field_tokens);
+    let checks = checks.iter().map(|c| match c {
+        EntityCheck::List { kind, fields } => {
+            let variant = match *kind {
+                "at_least_one_of" => quote!(AtLeastOneOf),
+                "only_one_of" => quote!(OnlyOneOf),
+                "mutually_exclusive" => quote!(MutuallyExclusive),
+                "mutually_required" => quote!(MutuallyRequired),
+                _ => quote!(Distinct),
+            };
+            let names = names(fields);
+            quote!(::kong_pdk::schema::EntityCheck::#variant(#names))
+        }
+        EntityCheck::Conditional { if_field, if_match, then_field, then_match, then_required, then_err } => {
+            let if_match = matcher_tokens(if_match, false);
+            let then_match = matcher_tokens(then_match, *then_required);
+            let then_err = match then_err {
+                Some(e) => quote!(::std::option::Option::Some(::std::string::String::from(#e))),
+                None => quote!(::std::option::Option::None),
+            };
+            quote!(::kong_pdk::schema::EntityCheck::Conditional(::std::boxed::Box::new(
+                ::kong_pdk::schema::Conditional {
+                    if_field: ::std::string::String::from(#if_field),
+                    if_match: #if_match,
+                    then_field: ::std::string::String::from(#then_field),
+                    then_match: #then_match,
+                    then_err: #then_err,
+                }
+            )))
+        }
+    });
+    quote! {
+        ::kong_pdk::schema::RecordSchema {
+            fields: ::std::vec![#(#fields),*],
+            entity_checks: ::std::vec![#(#checks),*],
+        }
+    }
+}
+
+/// A compile-time check that a default literal fits the field's Rust type, spanned at the literal.
+fn default_check(f: &FieldModel) -> Option<TokenStream> {
+    let default = f.default.as_ref()?;
+    let marker = default.literal_marker()?;
+    let ty = &f.ty;
+    let span = default.span();
+    Some(quote_spanned! {span=>
+        ::kong_pdk::schema::literal::default_fits::<#ty, #marker>();
+    })
+}

@@ -1,0 +1,493 @@
+//! Stage one and two for `#[plugin]` and `#[record]`: the struct and its attributes parsed into
+//! a model, and the model checked. Every problem is reported at the user's own token.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::{Attribute, Ident, Type};
+
+use crate::attr::{Arg, ArgValue, Args, Value};
+use crate::ctxt::Ctxt;
+
+/// Typedefs the SDK provides (`kong_pdk::schema::typedefs`), as in Kong's `typedefs.lua`.
+pub const TYPEDEFS: &[&str] = &[
+    "cidr",
+    "cidr_v4",
+    "header_name",
+    "host",
+    "host_with_optional_port",
+    "http_method",
+    "ip",
+    "ip_or_cidr",
+    "name",
+    "path",
+    "port",
+    "protocols",
+    "protocols_http",
+    "semantic_version",
+    "sni",
+    "tag",
+    "tags",
+    "timeout",
+    "url",
+    "utf8_name",
+    "uuid",
+    "wildcard_host",
+];
+
+/// A validator attribute and its value.
+pub enum Validator {
+    OneOf(Vec<Value>),
+    Between(Value, Value),
+    Gt(Value),
+    LenEq(Value),
+    LenMin(Value),
+    LenMax(Value),
+    Match(syn::LitStr),
+    StartsWith(syn::LitStr),
+}
+
+/// One config field.
+pub struct FieldModel {
+    pub name: String,
+    pub ty: Type,
+    pub is_option: bool,
+    pub typedef: Option<Ident>,
+    pub default: Option<Value>,
+    pub required: Option<(bool, Span)>,
+    pub validators: Vec<Validator>,
+    pub uuid: bool,
+    pub referenceable: bool,
+    pub encrypted: bool,
+    pub description: Option<String>,
+}
+
+/// A record-level entity check, with field names already checked.
+pub enum EntityCheck {
+    List { kind: &'static str, fields: Vec<String> },
+    Conditional { if_field: String, if_match: Vec<Validator>, then_field: String, then_match: Vec<Validator>, then_required: bool, then_err: Option<String> },
+}
+
+/// Which `protocols` typedef a plugin's `protocols` field uses.
+pub enum Protocols {
+    All,
+    Http,
+}
+
+/// `#[plugin(...)]` arguments.
+pub struct PluginArgs {
+    pub priority: Option<i64>,
+    pub version: Option<String>,
+    pub name: Option<String>,
+    pub protocols: Protocols,
+    pub no_consumer: bool,
+    pub no_route: bool,
+    pub no_service: bool,
+}
+
+/// Extracts `///` doc comments as one trimmed description.
+pub fn doc_string(attrs: &[Attribute]) -> Option<String> {
+    let mut lines = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &attr.meta {
+            if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value {
+                lines.push(s.value().trim().to_owned());
+            }
+        }
+    }
+    let text = lines.join(" ").trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+fn is_option(ty: &Type) -> bool {
+    if let Type::Path(p) = ty {
+        if p.qself.is_none() {
+            if let Some(last) = p.path.segments.last() {
+                return last.ident == "Option";
+            }
+        }
+    }
+    false
+}
+
+fn lit_str(cx: &Ctxt, arg: &Arg) -> Option<syn::LitStr> {
+    match &arg.value {
+        ArgValue::Value(Value::Str(s)) => Some(s.clone()),
+        _ => {
+            cx.error_spanned_by(&arg.key, format!("`{}` takes a string: `{} = \"...\"`", arg.name(), arg.name()));
+            None
+        }
+    }
+}
+
+fn single_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
+    match &arg.value {
+        ArgValue::Value(v) => Some(v.clone()),
+        ArgValue::Values(v) if v.len() == 1 => Some(v[0].clone()),
+        _ => {
+            cx.error_spanned_by(&arg.key, format!("`{}` takes a value: `{} = ...`", arg.name(), arg.name()));
+            None
+        }
+    }
+}
+
+fn number_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
+    let v = single_value(cx, arg)?;
+    if v.as_f64().is_none() {
+        cx.syn_error(syn::Error::new(v.span(), format!("`{}` takes a number, found {}", arg.name(), v.kind())));
+        return None;
+    }
+    Some(v)
+}
+
+fn length_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
+    let v = single_value(cx, arg)?;
+    match v.as_i128() {
+        Some(n) if n >= 0 => Some(v),
+        _ => {
+            cx.syn_error(syn::Error::new(v.span(), format!("`{}` takes a non-negative integer", arg.name())));
+            None
+        }
+    }
+}
+
+/// Parses one validator argument; `None` when `arg` is not a validator.
+fn validator(cx: &Ctxt, arg: &Arg) -> Option<Option<Validator>> {
+    let v = match arg.name().as_str() {
+        "one_of" => match &arg.value {
+            ArgValue::Value(Value::Array { items, .. }) | ArgValue::Values(items) if !items.is_empty() => {
+                Some(Validator::OneOf(items.clone()))
+            }
+            _ => {
+                cx.error_spanned_by(&arg.key, "`one_of` takes a non-empty array: `one_of = [\"a\", \"b\"]`");
+                None
+            }
+        },
+        "between" => match &arg.value {
+            ArgValue::Value(Value::Tuple { items, .. } | Value::Array { items, .. }) | ArgValue::Values(items)
+                if items.len() == 2 && items.iter().all(|v| v.as_f64().is_some()) =>
+            {
+                Some(Validator::Between(items[0].clone(), items[1].clone()))
+            }
+            _ => {
+                cx.error_spanned_by(&arg.key, "`between` takes two numbers: `between = (0, 10)`");
+                None
+            }
+        },
+        "gt" => number_value(cx, arg).map(Validator::Gt),
+        "len_eq" => length_value(cx, arg).map(Validator::LenEq),
+        "len_min" => length_value(cx, arg).map(Validator::LenMin),
+        "len_max" => length_value(cx, arg).map(Validator::LenMax),
+        "match" => lit_str(cx, arg).map(Validator::Match),
+        "starts_with" => lit_str(cx, arg).map(Validator::StartsWith),
+        _ => return None,
+    };
+    Some(v)
+}
+
+fn flag(cx: &Ctxt, arg: &Arg) -> bool {
+    match &arg.value {
+        ArgValue::Flag => true,
+        ArgValue::Value(Value::Bool(b)) => b.value,
+        _ => {
+            cx.error_spanned_by(&arg.key, format!("`{}` is a flag: write `{}` or `{} = false`", arg.name(), arg.name(), arg.name()));
+            false
+        }
+    }
+}
+
+/// Parses a field's `#[field(...)]` attributes and doc comment.
+pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
+    let ident = field.ident.clone()?;
+    let mut model = FieldModel {
+        name: ident.unraw().to_string(),
+        ty: field.ty.clone(),
+        is_option: is_option(&field.ty),
+        typedef: None,
+        default: None,
+        required: None,
+        validators: Vec::new(),
+        uuid: false,
+        referenceable: false,
+        encrypted: false,
+        description: doc_string(&field.attrs),
+    };
+    for attr in field.attrs.iter().filter(|a| a.path().is_ident("field")) {
+        let args = match attr.parse_args::<Args>() {
+            Ok(args) => args,
+            Err(err) => {
+                cx.syn_error(err);
+                continue;
+            }
+        };
+        for arg in &args.0 {
+            if let Some(v) = validator(cx, arg) {
+                model.validators.extend(v);
+                continue;
+            }
+            match arg.name().as_str() {
+                "typedef" => match &arg.value {
+                    ArgValue::Value(Value::Ident(id)) => {
+                        if TYPEDEFS.contains(&id.to_string().as_str()) {
+                            model.typedef = Some(id.clone());
+                        } else {
+                            cx.error_spanned_by(id, format!("unknown typedef `{id}`; Kong's typedefs are: {}", TYPEDEFS.join(", ")));
+                        }
+                    }
+                    _ => cx.error_spanned_by(&arg.key, "`typedef` takes a typedef name: `typedef = header_name`"),
+                },
+                "default" => model.default = single_value(cx, arg),
+                "required" => model.required = Some((flag(cx, arg), arg.key.span())),
+                "uuid" => model.uuid = flag(cx, arg),
+                "referenceable" => model.referenceable = flag(cx, arg),
+                "encrypted" => model.encrypted = flag(cx, arg),
+                "description" => model.description = lit_str(cx, arg).map(|s| s.value()),
+                other => cx.error_spanned_by(
+                    &arg.key,
+                    format!(
+                        "unknown field attribute `{other}`; expected one of: typedef, default, required, one_of, between, gt, len_eq, len_min, len_max, match, starts_with, uuid, referenceable, encrypted, description"
+                    ),
+                ),
+            }
+        }
+    }
+    check_field(cx, &model);
+    Some(model)
+}
+
+fn check_field(cx: &Ctxt, f: &FieldModel) {
+    if let Some((required, span)) = f.required {
+        if required && f.is_option {
+            cx.syn_error(syn::Error::new(span, "an `Option` field cannot be `required`; use the inner type instead"));
+        }
+        if !required && !f.is_option && f.default.is_none() {
+            cx.syn_error(syn::Error::new(
+                span,
+                "a field that is not required needs a `default` or an `Option<...>` type, so a config without it still has a value",
+            ));
+        }
+    }
+    if let Some(Value::Ident(id)) = &f.default {
+        cx.error_spanned_by(id, "a default must be a literal: a string, number, boolean or array");
+    }
+    if let Some(Value::Tuple { span, .. }) = &f.default {
+        cx.syn_error(syn::Error::new(*span, "a default must be a literal: use `[...]` for arrays"));
+    }
+    for v in &f.validators {
+        if let Validator::Between(lo, hi) = v {
+            if lo.as_f64() > hi.as_f64() {
+                cx.syn_error(syn::Error::new(lo.span(), "`between` needs the lower bound first"));
+            }
+        }
+    }
+}
+
+fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel]) -> Vec<String> {
+    let items: Vec<Value> = match &arg.value {
+        ArgValue::Values(v) => v.clone(),
+        ArgValue::Value(Value::Array { items, .. }) => items.clone(),
+        _ => {
+            cx.error_spanned_by(&arg.key, format!("`{}` takes field names: `{}(\"a\", \"b\")`", arg.name(), arg.name()));
+            return Vec::new();
+        }
+    };
+    if items.len() < 2 {
+        cx.error_spanned_by(&arg.key, format!("`{}` needs at least two fields", arg.name()));
+    }
+    items.iter().filter_map(|v| field_ref(cx, v, fields)).collect()
+}
+
+fn field_ref(cx: &Ctxt, v: &Value, fields: &[FieldModel]) -> Option<String> {
+    let Some(name) = v.as_str() else {
+        cx.syn_error(syn::Error::new(v.span(), "expected a field name as a string"));
+        return None;
+    };
+    if !fields.iter().any(|f| f.name == name) {
+        cx.syn_error(syn::Error::new(v.span(), format!("no field named `{name}` in this struct")));
+        return None;
+    }
+    Some(name)
+}
+
+fn matcher(cx: &Ctxt, arg: &Arg) -> (Vec<Validator>, bool) {
+    let mut out = Vec::new();
+    let mut required = false;
+    let args: &[Arg] = match &arg.value {
+        ArgValue::Args(a) => a,
+        _ => {
+            cx.error_spanned_by(&arg.key, format!("`{}` takes validators: `{}(one_of = [\"x\"])`", arg.name(), arg.name()));
+            return (out, required);
+        }
+    };
+    for a in args {
+        if a.name() == "required" {
+            required = flag(cx, a);
+        } else if let Some(v) = validator(cx, a) {
+            out.extend(v);
+        } else {
+            cx.error_spanned_by(&a.key, format!("`{}` is not a validator", a.name()));
+        }
+    }
+    (out, required)
+}
+
+/// Parses the entity checks among a struct-level argument list; returns the arguments that are
+/// not entity checks.
+pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]) -> (Vec<EntityCheck>, Vec<&'a Arg>) {
+    let mut checks = Vec::new();
+    let mut rest = Vec::new();
+    for arg in args {
+        let kind = match arg.name().as_str() {
+            "at_least_one_of" => "at_least_one_of",
+            "only_one_of" => "only_one_of",
+            "mutually_exclusive" => "mutually_exclusive",
+            "mutually_required" => "mutually_required",
+            "distinct" => "distinct",
+            "conditional" => {
+                let ArgValue::Args(inner) = &arg.value else {
+                    cx.error_spanned_by(&arg.key, "`conditional` takes `if_field = \"a\", if_match(...), then_field = \"b\", then_match(...)`");
+                    continue;
+                };
+                let (mut if_field, mut then_field, mut then_err) = (None, None, None);
+                let (mut if_match, mut then_match, mut then_required) = (Vec::new(), Vec::new(), false);
+                for a in inner {
+                    match a.name().as_str() {
+                        "if_field" => if_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields)),
+                        "then_field" => then_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields)),
+                        "then_err" => then_err = lit_str(cx, a).map(|s| s.value()),
+                        "if_match" => if_match = matcher(cx, a).0,
+                        "then_match" => (then_match, then_required) = matcher(cx, a),
+                        other => cx.error_spanned_by(&a.key, format!("unknown `conditional` argument `{other}`")),
+                    }
+                }
+                match (if_field, then_field) {
+                    (Some(if_field), Some(then_field)) => checks.push(EntityCheck::Conditional {
+                        if_field,
+                        if_match,
+                        then_field,
+                        then_match,
+                        then_required,
+                        then_err,
+                    }),
+                    _ => cx.error_spanned_by(&arg.key, "`conditional` needs both `if_field` and `then_field`"),
+                }
+                continue;
+            }
+            _ => {
+                rest.push(arg);
+                continue;
+            }
+        };
+        checks.push(EntityCheck::List { kind, fields: string_list(cx, arg, fields) });
+    }
+    (checks, rest)
+}
+
+/// Checks `x.y.z` (an optional `-suffix` allowed), as Kong does when it loads a plugin.
+fn valid_version(v: &str) -> bool {
+    let core = v.split_once('-').map_or(v, |(c, _)| c);
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Parses the `#[plugin(...)]` arguments that are not entity checks.
+pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArgs {
+    let mut out = PluginArgs {
+        priority: None,
+        version: None,
+        name: None,
+        protocols: Protocols::All,
+        no_consumer: false,
+        no_route: false,
+        no_service: false,
+    };
+    for arg in args {
+        match arg.name().as_str() {
+            "priority" => match single_value(cx, arg) {
+                Some(v) => match v.as_i128() {
+                    Some(n) if i32::try_from(n).is_ok() => out.priority = Some(n as i64),
+                    Some(_) => cx.syn_error(syn::Error::new(v.span(), "PRIORITY must fit in an i32")),
+                    None => cx.syn_error(syn::Error::new(
+                        v.span(),
+                        format!("PRIORITY must be an integer, found {}", v.kind()),
+                    )),
+                },
+                None => {}
+            },
+            "version" => {
+                if let Some(s) = lit_str(cx, arg) {
+                    if valid_version(&s.value()) {
+                        out.version = Some(s.value());
+                    } else {
+                        cx.error_spanned_by(
+                            &s,
+                            format!("VERSION \"{}\" does not follow the \"x.y.z\" format", s.value()),
+                        );
+                    }
+                }
+            }
+            "name" => {
+                if let Some(s) = lit_str(cx, arg) {
+                    let name = s.value();
+                    if name.is_empty()
+                        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    {
+                        cx.error_spanned_by(&s, "a plugin name may only contain A-Z, a-z, 0-9, '-' and '_'");
+                    }
+                    out.name = Some(name);
+                }
+            }
+            "protocols" => match &arg.value {
+                ArgValue::Value(Value::Ident(id)) if id == "protocols" => out.protocols = Protocols::All,
+                ArgValue::Value(Value::Ident(id)) if id == "protocols_http" => out.protocols = Protocols::Http,
+                _ => cx.error_spanned_by(&arg.key, "`protocols` is `protocols` (any protocol) or `protocols_http` (http subsystem only)"),
+            },
+            "no_consumer" => out.no_consumer = flag(cx, arg),
+            "no_route" => out.no_route = flag(cx, arg),
+            "no_service" => out.no_service = flag(cx, arg),
+            other => cx.error_spanned_by(
+                &arg.key,
+                format!(
+                    "unknown plugin attribute `{other}`; expected one of: priority, version, name, protocols, no_consumer, no_route, no_service, at_least_one_of, only_one_of, mutually_exclusive, mutually_required, distinct, conditional"
+                ),
+            ),
+        }
+    }
+    if out.priority.is_none() {
+        cx.syn_error(syn::Error::new(
+            attr_span,
+            "missing `priority`: every plugin needs a PRIORITY, e.g. #[plugin(priority = 1000, version = \"0.0.1\")]",
+        ));
+    }
+    if out.version.is_none() && !args.iter().any(|a| a.name() == "version") {
+        cx.syn_error(syn::Error::new(
+            attr_span,
+            "missing `version`: every plugin needs a VERSION in \"x.y.z\" format, e.g. #[plugin(priority = 1000, version = \"0.0.1\")]",
+        ));
+    }
+    out
+}
+
+/// `MyPlugin` → `my-plugin`, `HTTPLog` → `http-log`.
+pub fn kebab_case(ident: &Ident) -> String {
+    let s = ident.unraw().to_string();
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '_' {
+            out.push('-');
+            continue;
+        }
+        if c.is_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
+                out.push('-');
+            }
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}

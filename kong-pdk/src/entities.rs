@@ -1,0 +1,199 @@
+//! The core entities a plugin sees through the PDK: the matched [`Route`] and [`Service`], the
+//! authenticated [`Consumer`] and its [`Credential`]. Field names and JSON shapes are Kong's.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A reference to another entity by primary key: `{"id": "..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// The referenced entity's id.
+    pub id: Uuid,
+}
+
+/// An upstream service (`/services`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Primary key.
+    pub id: Uuid,
+    /// Unique name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `http`, `https`, `grpc`, `grpcs`, `tcp`, `tls`, `udp`, `ws`, `wss`.
+    #[serde(default = "Service::default_protocol")]
+    pub protocol: String,
+    /// Upstream host.
+    pub host: String,
+    /// Upstream port.
+    #[serde(default = "Service::default_port")]
+    pub port: u16,
+    /// Path prefix sent upstream.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Retries on connection failure.
+    #[serde(default = "Service::default_retries")]
+    pub retries: u32,
+    /// Connect timeout, ms.
+    #[serde(default = "Service::default_timeout")]
+    pub connect_timeout: u64,
+    /// Write timeout, ms.
+    #[serde(default = "Service::default_timeout")]
+    pub write_timeout: u64,
+    /// Read timeout, ms.
+    #[serde(default = "Service::default_timeout")]
+    pub read_timeout: u64,
+    /// Whether the service takes traffic.
+    #[serde(default = "Service::default_enabled")]
+    pub enabled: bool,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+impl Service {
+    fn default_protocol() -> String {
+        "http".into()
+    }
+    fn default_port() -> u16 {
+        80
+    }
+    fn default_retries() -> u32 {
+        5
+    }
+    fn default_timeout() -> u64 {
+        60_000
+    }
+    fn default_enabled() -> bool {
+        true
+    }
+
+    /// A service with Kong's defaults for `host`.
+    pub fn new(host: impl Into<String>, port: u16) -> Service {
+        Service {
+            id: Uuid::new_v4(),
+            name: None,
+            protocol: Service::default_protocol(),
+            host: host.into(),
+            port,
+            path: None,
+            retries: 5,
+            connect_timeout: 60_000,
+            write_timeout: 60_000,
+            read_timeout: 60_000,
+            enabled: true,
+            tags: None,
+        }
+    }
+}
+
+/// A route (`/routes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Primary key.
+    pub id: Uuid,
+    /// Unique name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Protocols the route accepts.
+    #[serde(default = "Route::default_protocols")]
+    pub protocols: Vec<String>,
+    /// Methods matched.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Hosts matched.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Paths matched.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Headers matched.
+    #[serde(default)]
+    pub headers: Option<serde_json::Map<String, Value>>,
+    /// Strip the matched path prefix.
+    #[serde(default = "Route::default_true")]
+    pub strip_path: bool,
+    /// Send the client's Host upstream.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Regex path priority.
+    #[serde(default)]
+    pub regex_priority: i64,
+    /// Status for HTTP requests to HTTPS-only routes.
+    #[serde(default = "Route::default_redirect")]
+    pub https_redirect_status_code: u16,
+    /// The service it routes to.
+    #[serde(default)]
+    pub service: Option<ForeignKey>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+impl Route {
+    fn default_protocols() -> Vec<String> {
+        vec!["http".into(), "https".into()]
+    }
+    fn default_true() -> bool {
+        true
+    }
+    fn default_redirect() -> u16 {
+        426
+    }
+
+    /// A route on `paths` with Kong's defaults.
+    pub fn new(paths: &[&str]) -> Route {
+        Route {
+            id: Uuid::new_v4(),
+            name: None,
+            protocols: Route::default_protocols(),
+            methods: None,
+            hosts: None,
+            paths: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
+            headers: None,
+            strip_path: true,
+            preserve_host: false,
+            regex_priority: 0,
+            https_redirect_status_code: 426,
+            service: None,
+            tags: None,
+        }
+    }
+}
+
+/// A consumer (`/consumers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consumer {
+    /// Primary key.
+    pub id: Uuid,
+    /// Unique username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Unique custom id.
+    #[serde(default)]
+    pub custom_id: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+impl Consumer {
+    /// A consumer with a username.
+    pub fn new(username: impl Into<String>) -> Consumer {
+        Consumer { id: Uuid::new_v4(), username: Some(username.into()), custom_id: None, tags: None }
+    }
+}
+
+/// A credential an auth plugin authenticated with (a key-auth key, a basic-auth pair, ...):
+/// its id, its consumer and the plugin-specific fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    /// Primary key.
+    pub id: Uuid,
+    /// The consumer it belongs to.
+    #[serde(default)]
+    pub consumer: Option<ForeignKey>,
+    /// Other fields, as stored.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
+}

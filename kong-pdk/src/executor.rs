@@ -1,0 +1,473 @@
+//! The phase executor: runs one request's plugins through the phases with Kong's rules,
+//! independent of sockets (`kong/runloop/handler.lua`, `plugins_iterator.lua`).
+//!
+//! - Plugins run by PRIORITY descending, ties by name descending.
+//! - `certificate` and `rewrite` run global instances only (routing has not happened).
+//! - `access` is the collecting phase: for each plugin type, the instance that applies is the
+//!   first of route+service+consumer, route+consumer, service+consumer, route+service,
+//!   consumer, route, service, global; it is collected for the later phases it implements, and
+//!   its `access` runs unless a response was already produced (`exit`, or an error).
+//! - Later phases run the collected instances; when access never ran (exit in rewrite, no
+//!   route), only global instances run them.
+//! - A failing or panicking handler becomes `500 An unexpected error occurred` in Kong's
+//!   template, logged with the plugin's name; the process lives on.
+//! - A collected plugin implementing `response` turns on buffered proxying.
+//!
+//! A [`PluginSet`] is an immutable snapshot of the configured instances; a gateway swaps in a
+//! new one when configuration changes, and in-flight requests finish on the one they started
+//! with.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::phase::Phase;
+use crate::registry::{ErasedInstance, LoadError, Plugins, Scope};
+use crate::schema::SchemaViolation;
+use crate::transaction::{Source, Transaction};
+
+/// Runs a future, turning a panic into an error: a panicking plugin fails its request, not
+/// the gateway.
+pub(crate) async fn catch<F: Future<Output = crate::Result>>(fut: F) -> crate::Result {
+    CatchUnwind { fut }.await
+}
+
+struct CatchUnwind<F> {
+    fut: F,
+}
+
+impl<F: Future<Output = crate::Result>> Future for CatchUnwind<F> {
+    type Output = crate::Result;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<crate::Result> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of `self`.
+        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.fut) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Poll::Ready(Err(crate::Error::msg(format!("handler panicked: {msg}"))))
+            }
+        }
+    }
+}
+
+/// A configured plugin instance, as stored (Kong's `plugins` entity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginEntity {
+    /// Primary key.
+    pub id: Uuid,
+    /// The plugin's name.
+    pub name: String,
+    /// Its scope.
+    pub scope: Scope,
+    /// Its config (validated and completed with defaults when added).
+    pub config: Value,
+    /// Disabled instances are ignored.
+    pub enabled: bool,
+}
+
+impl PluginEntity {
+    /// An enabled, global instance of `name` with `config`.
+    pub fn new(name: impl Into<String>, config: Value) -> PluginEntity {
+        PluginEntity { id: Uuid::new_v4(), name: name.into(), scope: Scope::GLOBAL, config, enabled: true }
+    }
+
+    /// The same instance scoped to a route.
+    #[must_use]
+    pub fn route(mut self, id: Uuid) -> Self {
+        self.scope.route = Some(id);
+        self
+    }
+
+    /// The same instance scoped to a service.
+    #[must_use]
+    pub fn service(mut self, id: Uuid) -> Self {
+        self.scope.service = Some(id);
+        self
+    }
+
+    /// The same instance scoped to a consumer.
+    #[must_use]
+    pub fn consumer(mut self, id: Uuid) -> Self {
+        self.scope.consumer = Some(id);
+        self
+    }
+}
+
+const ROUTE: u8 = 1;
+const SERVICE: u8 = 2;
+const CONSUMER: u8 = 4;
+
+/// Kong's precedence, as combinations of ROUTE | SERVICE | CONSUMER.
+const PRECEDENCE: [u8; 8] = [
+    ROUTE | SERVICE | CONSUMER,
+    ROUTE | CONSUMER,
+    SERVICE | CONSUMER,
+    ROUTE | SERVICE,
+    CONSUMER,
+    ROUTE,
+    SERVICE,
+    0,
+];
+
+fn combo(scope: &Scope) -> u8 {
+    (scope.route.is_some() as u8) * ROUTE
+        | (scope.service.is_some() as u8) * SERVICE
+        | (scope.consumer.is_some() as u8) * CONSUMER
+}
+
+/// One plugin type's instances in a snapshot.
+struct Slot {
+    /// Which combinations exist (bit per combination value), to skip useless lookups.
+    combos: u16,
+    instances: HashMap<Scope, Arc<dyn ErasedInstance>>,
+    no_consumer: bool,
+    no_route: bool,
+    no_service: bool,
+}
+
+impl Slot {
+    fn lookup(&self, route: Option<Uuid>, service: Option<Uuid>, consumer: Option<Uuid>) -> Option<&Arc<dyn ErasedInstance>> {
+        let route = if self.no_route { None } else { route };
+        let service = if self.no_service { None } else { service };
+        let consumer = if self.no_consumer { None } else { consumer };
+        for c in PRECEDENCE {
+            if self.combos & (1 << c) == 0 {
+                continue;
+            }
+            let scope = Scope {
+                route: if c & ROUTE != 0 { Some(route?) } else { None },
+                service: if c & SERVICE != 0 {
+                    match service {
+                        Some(s) => Some(s),
+                        None => continue,
+                    }
+                } else {
+                    None
+                },
+                consumer: if c & CONSUMER != 0 {
+                    match consumer {
+                        Some(s) => Some(s),
+                        None => continue,
+                    }
+                } else {
+                    None
+                },
+            };
+            if let Some(i) = self.instances.get(&scope) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// An immutable snapshot of the configured plugin instances: what runs for each request.
+pub struct PluginSet {
+    plugins: Arc<Plugins>,
+    slots: Vec<Slot>,
+    globals: Vec<Vec<Arc<dyn ErasedInstance>>>,
+    all: Vec<Arc<dyn ErasedInstance>>,
+}
+
+impl std::fmt::Debug for PluginSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSet").field("instances", &self.all.len()).finish()
+    }
+}
+
+/// Builds a [`PluginSet`].
+pub struct PluginSetBuilder {
+    plugins: Arc<Plugins>,
+    entries: Vec<(usize, Arc<dyn ErasedInstance>)>,
+}
+
+fn scope_violation(field: &str) -> SchemaViolation {
+    let mut fields = serde_json::Map::new();
+    fields.insert(field.to_owned(), Value::from("value must be null"));
+    SchemaViolation::new(fields)
+}
+
+impl PluginSetBuilder {
+    /// Validates `entity` against its plugin's schema and adds it. Disabled entities are
+    /// validated and left out, as Kong does.
+    pub fn add(&mut self, entity: PluginEntity) -> Result<&mut Self, LoadError> {
+        let index = self.plugins.index_of(&entity.name).ok_or_else(|| LoadError::NotEnabled(entity.name.clone()))?;
+        let ty = &self.plugins.types[index];
+        let meta = ty.meta();
+        let invalid = |violation| LoadError::Invalid { name: entity.name.clone(), violation };
+        for (forbidden, set, field) in [
+            (meta.no_consumer, entity.scope.consumer.is_some(), "consumer"),
+            (meta.no_route, entity.scope.route.is_some(), "route"),
+            (meta.no_service, entity.scope.service.is_some(), "service"),
+        ] {
+            if forbidden && set {
+                return Err(invalid(scope_violation(field)));
+            }
+        }
+        let instance = ty.instantiate(entity.id, entity.scope, entity.config.clone()).map_err(invalid)?;
+        if entity.enabled {
+            if self.entries.iter().any(|(i, e)| *i == index && e.scope() == entity.scope) {
+                let mut fields = serde_json::Map::new();
+                fields.insert("@entity".into(), Value::Array(vec![Value::from(format!(
+                    "a plugin '{}' is already configured for this scope",
+                    entity.name
+                ))]));
+                return Err(invalid(SchemaViolation::new(fields)));
+            }
+            self.entries.push((index, instance));
+        }
+        Ok(self)
+    }
+
+    /// The snapshot.
+    pub fn build(self) -> PluginSet {
+        let mut slots: Vec<(usize, Slot)> = Vec::new();
+        let mut globals: Vec<Vec<(usize, Arc<dyn ErasedInstance>)>> = vec![Vec::new(); Phase::ALL.len()];
+        let mut all = Vec::with_capacity(self.entries.len());
+        for (index, inst) in self.entries {
+            let meta = inst.meta();
+            let scope = inst.scope();
+            if scope.is_global() {
+                for phase in meta.phases.iter() {
+                    globals[phase as usize].push((index, inst.clone()));
+                }
+            }
+            let pos = match slots.iter().position(|(i, _)| *i == index) {
+                Some(p) => p,
+                None => {
+                    slots.push((
+                        index,
+                        Slot {
+                            combos: 0,
+                            instances: HashMap::new(),
+                            no_consumer: meta.no_consumer,
+                            no_route: meta.no_route,
+                            no_service: meta.no_service,
+                        },
+                    ));
+                    slots.len() - 1
+                }
+            };
+            let slot = &mut slots[pos].1;
+            slot.combos |= 1 << combo(&scope);
+            slot.instances.insert(scope, inst.clone());
+            all.push(inst);
+        }
+        slots.sort_by_key(|(i, _)| *i);
+        for g in &mut globals {
+            g.sort_by_key(|(i, _)| *i);
+        }
+        PluginSet {
+            plugins: self.plugins,
+            slots: slots.into_iter().map(|(_, s)| s).collect(),
+            globals: globals.into_iter().map(|g| g.into_iter().map(|(_, i)| i).collect()).collect(),
+            all,
+        }
+    }
+}
+
+/// Collecting phases and the phases their collected plugins run in afterwards.
+const HTTP_DOWNSTREAM: [Phase; 4] = [Phase::Response, Phase::HeaderFilter, Phase::BodyFilter, Phase::Log];
+const WS_DOWNSTREAM: [Phase; 3] = [Phase::WsClientFrame, Phase::WsUpstreamFrame, Phase::WsClose];
+const STREAM_DOWNSTREAM: [Phase; 1] = [Phase::Log];
+
+impl PluginSet {
+    /// A builder for a snapshot of `plugins`' instances.
+    pub fn builder(plugins: Arc<Plugins>) -> PluginSetBuilder {
+        PluginSetBuilder { plugins, entries: Vec::new() }
+    }
+
+    /// A snapshot with no instances.
+    pub fn empty(plugins: Arc<Plugins>) -> PluginSet {
+        PluginSet::builder(plugins).build()
+    }
+
+    /// The loaded plugin types.
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
+    }
+
+    /// Runs `configure` of every loaded plugin type that defines it, with its enabled
+    /// instances in this snapshot (or none). Call before the snapshot takes traffic.
+    pub async fn configure(&self) {
+        for ty in &self.plugins.types {
+            let meta = ty.meta();
+            if !meta.phases.contains(Phase::Configure) {
+                continue;
+            }
+            let instances: Vec<Arc<dyn ErasedInstance>> =
+                self.all.iter().filter(|i| i.meta().index == meta.index).cloned().collect();
+            if let Err(err) = catch(ty.configure(&self.plugins.node, &instances)).await {
+                tracing::error!(target: "kong", "failed to execute plugin '{}:configure ({err})'", meta.name);
+            }
+        }
+    }
+
+    /// Runs `certificate` of the global instances.
+    pub async fn run_certificate(&self, tx: &mut Transaction) {
+        self.run_globals(Phase::Certificate, tx).await;
+    }
+
+    /// Runs `rewrite` of the global instances. An exit or error stops the phase; the request
+    /// then skips access and proxying.
+    pub async fn run_rewrite(&self, tx: &mut Transaction) {
+        self.run_globals(Phase::Rewrite, tx).await;
+    }
+
+    async fn run_globals(&self, phase: Phase, tx: &mut Transaction) {
+        for inst in &self.globals[phase as usize] {
+            if !self.call(phase, inst, tx).await || tx.exit.is_some() {
+                break;
+            }
+        }
+    }
+
+    /// Runs the collecting `access` phase (call after routing set `tx.route`/`tx.service`).
+    pub async fn run_access(&self, tx: &mut Transaction) {
+        self.collect(Phase::Access, &HTTP_DOWNSTREAM, tx).await;
+    }
+
+    /// Runs the collecting `ws_handshake` phase of a WebSocket service.
+    pub async fn run_ws_handshake(&self, tx: &mut Transaction) {
+        self.collect(Phase::WsHandshake, &WS_DOWNSTREAM, tx).await;
+    }
+
+    /// Runs the collecting `preread` phase of a stream connection.
+    pub async fn run_preread(&self, tx: &mut Transaction) {
+        self.collect(Phase::Preread, &STREAM_DOWNSTREAM, tx).await;
+    }
+
+    async fn collect(&self, phase: Phase, downstream: &[Phase], tx: &mut Transaction) {
+        let route = tx.route.as_ref().map(|r| r.id);
+        let service = tx.service.as_ref().map(|s| s.id);
+        let mut collected = Vec::new();
+        for slot in &self.slots {
+            let consumer = tx.consumer.as_ref().map(|c| c.id);
+            let Some(inst) = slot.lookup(route, service, consumer) else { continue };
+            let phases = inst.meta().phases;
+            if downstream.iter().any(|p| phases.contains(*p)) {
+                collected.push(inst.clone());
+            }
+            if phase == Phase::Access && phases.contains(Phase::Response) {
+                tx.buffered = true;
+            }
+            if phases.contains(phase) && tx.exit.is_none() {
+                self.call(phase, inst, tx).await;
+            }
+        }
+        tx.collected = Some(collected);
+    }
+
+    /// Runs `response` with the buffered upstream response in `tx.upstream_response`.
+    pub async fn run_response(&self, tx: &mut Transaction) {
+        self.run_downstream(Phase::Response, tx, true).await;
+    }
+
+    /// Runs `header_filter`; afterwards the headers count as sent.
+    pub async fn run_header_filter(&self, tx: &mut Transaction) {
+        self.run_downstream(Phase::HeaderFilter, tx, true).await;
+        tx.response.headers_sent = true;
+    }
+
+    /// Runs `body_filter` over one chunk and returns the chunk to send. A failing filter
+    /// marks the transaction aborted (the gateway cuts the response).
+    pub async fn run_body_filter(&self, tx: &mut Transaction, chunk: Bytes, eof: bool) -> Bytes {
+        tx.body.chunk = chunk;
+        tx.body.eof = eof;
+        self.run_downstream(Phase::BodyFilter, tx, true).await;
+        std::mem::take(&mut tx.body.chunk)
+    }
+
+    /// Runs `log`. Failures are logged and the other plugins still run.
+    pub async fn run_log(&self, tx: &mut Transaction) {
+        self.run_downstream(Phase::Log, tx, false).await;
+    }
+
+    /// Runs `ws_client_frame` or `ws_upstream_frame` over `tx.frame()`.
+    pub async fn run_ws_frame(&self, tx: &mut Transaction, from_client: bool) {
+        let phase = if from_client { Phase::WsClientFrame } else { Phase::WsUpstreamFrame };
+        self.run_downstream(phase, tx, true).await;
+    }
+
+    /// Runs `ws_close`.
+    pub async fn run_ws_close(&self, tx: &mut Transaction) {
+        self.run_downstream(Phase::WsClose, tx, false).await;
+    }
+
+    async fn run_downstream(&self, phase: Phase, tx: &mut Transaction, stop_on_failure: bool) {
+        let stop_on_exit = matches!(phase, Phase::Response | Phase::HeaderFilter);
+        match tx.collected.take() {
+            Some(list) => {
+                for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
+                    let had_exit = tx.exit.is_some();
+                    let ok = self.call(phase, inst, tx).await;
+                    if (!ok && stop_on_failure) || (stop_on_exit && !had_exit && tx.exit.is_some()) {
+                        break;
+                    }
+                }
+                tx.collected = Some(list);
+            }
+            None => {
+                for inst in &self.globals[phase as usize] {
+                    let had_exit = tx.exit.is_some();
+                    let ok = self.call(phase, inst, tx).await;
+                    if (!ok && stop_on_failure) || (stop_on_exit && !had_exit && tx.exit.is_some()) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls one handler; on error or panic, logs it with the plugin's name and applies
+    /// Kong's consequence for the phase. Returns whether the handler succeeded.
+    async fn call(&self, phase: Phase, inst: &Arc<dyn ErasedInstance>, tx: &mut Transaction) -> bool {
+        let result = catch(inst.call(phase, tx)).await;
+        let Err(err) = result else { return true };
+        let name = inst.meta().name;
+        crate::pdk::log::emit(crate::pdk::Level::Err, &format!("[{name}] {phase} failed: {err}"));
+        if let Some(lines) = &mut tx.captured_logs {
+            lines.push(crate::pdk::LogLine { level: crate::pdk::Level::Err, message: format!("[{name}] {phase} failed: {err}") });
+        }
+        match phase {
+            Phase::Certificate | Phase::Rewrite | Phase::Access | Phase::Preread | Phase::WsHandshake | Phase::Response => {
+                unexpected(tx);
+            }
+            Phase::HeaderFilter => {
+                if !tx.response.headers_sent {
+                    unexpected(tx);
+                }
+            }
+            Phase::BodyFilter => tx.aborted = true,
+            Phase::WsClientFrame | Phase::WsUpstreamFrame => {
+                if let Some(f) = &mut tx.frame {
+                    f.dropped = true;
+                    f.close = Some((1011, "An unexpected error occurred".into()));
+                }
+            }
+            Phase::Log | Phase::WsClose | Phase::InitWorker | Phase::Configure => {}
+        }
+        false
+    }
+}
+
+/// Replaces the response with Kong's `500 An unexpected error occurred`.
+fn unexpected(tx: &mut Transaction) {
+    tx.response.headers.clear();
+    tx.exit = None;
+    tx.error_response(500, "An unexpected error occurred", None);
+    tx.source = Some(Source::Error);
+}

@@ -1,0 +1,125 @@
+//! # kong-pdk: Kong Gateway plugins in Rust
+//!
+//! Write a Kong plugin as a Rust struct (its configuration) and an impl of the phases it
+//! needs. The SDK gives you Kong's model exactly — phases, PRIORITY and VERSION, `schema.lua`
+//! typedefs and validation messages, the PDK's `kong.request`, `kong.response`, `kong.service`,
+//! `kong.client`, `kong.ctx`, `kong.log` — with Rust's guarantees on top: a PDK call Kong
+//! forbids in a phase, a bad VERSION or a default of the wrong type do not compile.
+//!
+//! ## The quick start plugin
+//!
+//! Kong's quick start `my-plugin` adds a header to every response; its name is configurable:
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//!
+//! /// Adds a header to every response.
+//! #[plugin(priority = 1000, version = "0.0.1")] // name defaults to "my-plugin"
+//! pub struct MyPlugin {
+//!     /// Name of the response header to set.
+//!     #[field(typedef = header_name, default = "X-MyPlugin")]
+//!     response_header_name: String,
+//! }
+//!
+//! #[handler]
+//! impl Handler for MyPlugin {
+//!     async fn response(&self, kong: &mut Kong<Response>) -> kong_pdk::Result {
+//!         kong.response().set_header(&self.response_header_name, "response")?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! - [`#[plugin]`](macro@plugin) turns the struct into the plugin's config: Kong's schema
+//!   ([`schema`]), deserialisation with defaults, NAME/PRIORITY/VERSION ([`Plugin`]) and a
+//!   registration every gateway binary linking the crate finds ([`registry`]).
+//! - [`#[handler]`](macro@handler) on `impl Handler` records which phases you define; the
+//!   executor never calls the others. See [`Handler`] for every phase.
+//! - Each phase gets a [`Kong<Phase>`](Kong) context with the PDK ([`pdk`]); what Kong forbids
+//!   in that phase is not there ([`phase`]).
+//!
+//! ## Running and testing
+//!
+//! The [`executor`] runs a request's plugins through the phases with Kong's rules (priority
+//! order, config precedence, short-circuits, errors). [`testing`] runs a plugin against a
+//! synthetic request and a fake upstream, no gateway needed. The `kong-gateway` binary of this
+//! project's examples serves real traffic with the same executor.
+//!
+//! ## Crate layout
+//!
+//! | module | Kong |
+//! |---|---|
+//! | [`plugin`] | `handler.lua`: PRIORITY, VERSION, phase methods |
+//! | [`schema`] | `schema.lua`, `typedefs.lua`, schema violations |
+//! | [`pdk`] | `kong.*` |
+//! | [`phase`] | `kong/pdk/private/phases.lua`, as types |
+//! | [`executor`] | `runloop/handler.lua`, `plugins_iterator.lua` |
+//! | [`entities`] | services, routes, consumers, credentials |
+//! | [`testing`] | Pongo / `spec.helpers`, at unit level |
+
+#![warn(missing_docs)]
+
+pub mod entities;
+mod error;
+pub mod executor;
+pub mod pdk;
+pub mod phase;
+pub mod plugin;
+pub mod registry;
+pub mod schema;
+pub mod testing;
+pub mod transaction;
+
+pub use error::{Error, PdkError, Result};
+pub use pdk::{Kong, Worker};
+pub use phase::{Phase, Phases};
+pub use plugin::{Handler, Instance, Plugin};
+pub use transaction::TypeMap;
+
+/// Declares a plugin: the struct's fields are its configuration.
+///
+/// Arguments: `priority = <i32>` (required), `version = "x.y.z"` (required), `name = "..."`
+/// (default: the struct's name in kebab-case), `protocols = protocols | protocols_http`,
+/// `no_consumer`, `no_route`, `no_service`, and entity checks (see [`schema`]). Fields take
+/// `#[field(...)]` attributes (see [`schema`]).
+///
+/// ```compile_fail
+/// use kong_pdk::prelude::*;
+/// #[plugin(version = "1.0.0")] // error: missing `priority`
+/// pub struct NoPriority {}
+/// ```
+pub use kong_pdk_macros::plugin;
+
+/// Declares a nested configuration record (a struct used as a field type).
+pub use kong_pdk_macros::record;
+
+/// Marks a plugin's `impl Handler for ...`: records its phases, checks Kong's load rules and
+/// defaults `type State` to `()`.
+///
+/// ```compile_fail
+/// use kong_pdk::prelude::*;
+/// #[plugin(priority = 1, version = "1.0.0")]
+/// pub struct Both {}
+/// #[handler]
+/// impl Handler for Both {
+///     async fn response(&self, _: &mut Kong<Response>) -> kong_pdk::Result { Ok(()) }
+///     async fn header_filter(&self, _: &mut Kong<HeaderFilter>) -> kong_pdk::Result { Ok(()) }
+/// }
+/// ```
+pub use kong_pdk_macros::handler;
+
+/// Everything a plugin author needs: `use kong_pdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::phase::{
+        Access, BodyFilter, Certificate, HeaderFilter, Log, Preread, Response, Rewrite, WsClientFrame, WsClose,
+        WsHandshake, WsUpstreamFrame,
+    };
+    pub use crate::{Handler, Instance, Kong, Phase, Plugin, Worker, handler, plugin, record};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use serde;
+    pub use serde_json;
+}

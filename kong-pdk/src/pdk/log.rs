@@ -1,0 +1,234 @@
+//! `kong.log`: log lines prefixed with the plugin's name (through `tracing`, target `kong`),
+//! and in `log` the request summary `serialize()` that logging plugins send.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+
+use serde_json::{Map, Value, json};
+
+use crate::phase::{self, RequestPhase};
+use crate::transaction::Transaction;
+
+/// A log level of Kong's (`kong.log.<level>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `notice` (what `kong.log(...)` uses).
+    Notice,
+    /// `warn`.
+    Warn,
+    /// `err`.
+    Err,
+    /// `crit`.
+    Crit,
+    /// `alert`.
+    Alert,
+    /// `emerg`.
+    Emerg,
+}
+
+/// A line a plugin logged, as kept by the [testing](crate::testing) harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Level.
+    pub level: Level,
+    /// `[plugin-name] message`.
+    pub message: String,
+}
+
+/// Emits one line at `level`.
+pub(crate) fn emit(level: Level, line: &str) {
+    match level {
+        Level::Debug => tracing::debug!(target: "kong", "{line}"),
+        Level::Info | Level::Notice => tracing::info!(target: "kong", "{line}"),
+        Level::Warn => tracing::warn!(target: "kong", "{line}"),
+        Level::Err | Level::Crit | Level::Alert | Level::Emerg => tracing::error!(target: "kong", "{line}"),
+    }
+}
+
+/// `kong.log`.
+pub struct Log<'a, P> {
+    tx: Option<&'a mut Transaction>,
+    plugin: &'static str,
+    _phase: PhantomData<fn() -> P>,
+}
+
+macro_rules! level_fn {
+    ($($(#[$doc:meta])* $name:ident => $level:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&mut self, message: impl Display) {
+            self.write(Level::$level, message);
+        }
+    )*};
+}
+
+impl<'a, P: RequestPhase> Log<'a, P> {
+    pub(crate) fn new(tx: Option<&'a mut Transaction>, plugin: &'static str) -> Self {
+        Log { tx, plugin, _phase: PhantomData }
+    }
+
+    fn write(&mut self, level: Level, message: impl Display) {
+        let line = format!("[{}] {message}", self.plugin);
+        emit(level, &line);
+        if let Some(tx) = self.tx.as_deref_mut() {
+            if let Some(lines) = &mut tx.captured_logs {
+                lines.push(LogLine { level, message: line });
+            }
+        }
+    }
+
+    level_fn! {
+        /// `kong.log.debug(...)`.
+        debug => Debug;
+        /// `kong.log.info(...)`.
+        info => Info;
+        /// `kong.log.notice(...)`, also `kong.log(...)`.
+        notice => Notice;
+        /// `kong.log.warn(...)`.
+        warn => Warn;
+        /// `kong.log.err(...)`.
+        err => Err;
+        /// `kong.log.crit(...)`.
+        crit => Crit;
+        /// `kong.log.alert(...)`.
+        alert => Alert;
+        /// `kong.log.emerg(...)`.
+        emerg => Emerg;
+    }
+
+    /// `set_serialize_value(key, value)`: sets a (dotted) key in what `serialize()` returns.
+    pub fn set_serialize_value(&mut self, key: &str, value: Value) {
+        if let Some(tx) = self.tx.as_deref_mut() {
+            tx.serialize_values.retain(|(k, _)| k != key);
+            tx.serialize_values.push((key.to_owned(), value));
+        }
+    }
+
+    /// `serialize()`: Kong's request summary (`request`, `response`, `route`, `service`,
+    /// `consumer`, `latencies`, `client_ip`, `started_at`, `source`, ...).
+    pub fn serialize(&self) -> Value
+    where
+        P: phase::Serialize,
+    {
+        match self.tx.as_deref() {
+            Some(tx) => serialize(tx),
+            None => Value::Null,
+        }
+    }
+}
+
+fn headers_json(headers: &http::HeaderMap, redact: bool) -> Value {
+    let mut out = Map::new();
+    for name in headers.keys() {
+        let values: Vec<Value> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                if redact && (name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION) {
+                    Value::from("REDACTED")
+                } else {
+                    Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                }
+            })
+            .collect();
+        let v = if values.len() == 1 { values.into_iter().next().unwrap_or_default() } else { Value::Array(values) };
+        out.insert(name.as_str().to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+fn set_dotted(root: &mut Value, key: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let obj = cur.as_object_mut().expect("object");
+        if i == parts.len() - 1 {
+            obj.insert((*part).to_owned(), value);
+            return;
+        }
+        cur = obj.entry((*part).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+pub(crate) fn serialize(tx: &Transaction) -> Value {
+    let req = &tx.request;
+    let query = crate::pdk::request::parse_args(req.query.as_deref().unwrap_or(""), 100);
+    let querystring: Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                crate::pdk::QueryValue::Flag => Value::Bool(true),
+                crate::pdk::QueryValue::Value(s) => Value::String(s),
+                crate::pdk::QueryValue::List(l) => Value::Array(
+                    l.into_iter().map(|i| i.as_str().map_or(Value::Bool(true), Value::from)).collect(),
+                ),
+            };
+            (k, v)
+        })
+        .collect();
+    let uri = match &req.query {
+        Some(q) => format!("{}?{q}", req.raw_path),
+        None => req.raw_path.clone(),
+    };
+    let default_port = if req.scheme == "https" { 443 } else { 80 };
+    let url = if req.port == default_port {
+        format!("{}://{}{}", req.scheme, req.host, uri)
+    } else {
+        format!("{}://{}:{}{}", req.scheme, req.host, req.port, uri)
+    };
+    let request_size = req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    let response_size = tx.response.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    let elapsed = tx.elapsed_ms();
+    let mut out = json!({
+        "request": {
+            "id": tx.id,
+            "uri": uri,
+            "url": url,
+            "querystring": querystring,
+            "method": req.method.as_str(),
+            "headers": headers_json(&req.headers, true),
+            "size": request_size,
+        },
+        "upstream_uri": tx.upstream.path_with_query(),
+        "upstream_status": tx.upstream_response.as_ref().map(|r| r.status.to_string()),
+        "response": {
+            "status": tx.response.status,
+            "headers": headers_json(&tx.response.headers, false),
+            "size": response_size,
+        },
+        "latencies": {
+            "kong": tx.latencies.kong.unwrap_or(elapsed),
+            "proxy": tx.latencies.proxy.map_or(Value::from(-1), Value::from),
+            "request": elapsed,
+            "receive": tx.latencies.receive.unwrap_or(0),
+        },
+        "tries": [],
+        "route": tx.route.as_deref(),
+        "service": tx.service.as_deref(),
+        "consumer": tx.consumer.as_deref(),
+        "authenticated_entity": tx.credential.as_deref().map(|c| json!({ "id": c.id })),
+        "client_ip": tx.client.forwarded_ip.to_string(),
+        "started_at": tx.started_at_ms,
+        "source": match tx.source() {
+            crate::transaction::Source::Service => "upstream",
+            _ => "kong",
+        },
+        "workspace": "00000000-0000-0000-0000-000000000000",
+        "workspace_name": "default",
+    });
+    if req.scheme == "https" {
+        set_dotted(&mut out, "request.tls", json!({ "version": "TLSv1.3", "client_verify": "NONE" }));
+    }
+    let obj = out.as_object_mut().expect("object");
+    obj.retain(|_, v| !v.is_null());
+    for (k, v) in &tx.serialize_values {
+        set_dotted(&mut out, k, v.clone());
+    }
+    out
+}

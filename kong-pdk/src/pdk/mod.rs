@@ -1,0 +1,198 @@
+//! The Plugin Development Kit: what a handler can see and do, module by module as in Kong
+//! (`kong.request`, `kong.response`, `kong.service`, `kong.client`, `kong.ctx`, `kong.log`,
+//! `kong.node`, `kong.router`, `kong.ip`, `kong.plugin`).
+//!
+//! A handler receives `&mut Kong<Phase>`; each module is a method (`kong.response()`), and each
+//! function carries the phase rule Kong checks at run time as a trait bound checked at compile
+//! time (see [`phase`](crate::phase)).
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//!
+//! #[plugin(priority = 1000, version = "1.0.0")]
+//! pub struct Guard {
+//!     #[field(typedef = header_name, default = "X-Api-Key")]
+//!     header: String,
+//! }
+//!
+//! #[handler]
+//! impl Handler for Guard {
+//!     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+//!         if kong.request().get_header(&self.header).is_none() {
+//!             return kong.response().error(401, Some("No API key found in request"));
+//!         }
+//!         kong.service().request().set_header("X-Checked", "yes")?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+mod client;
+mod ctx;
+pub(crate) mod error_template;
+pub(crate) mod log;
+mod node;
+mod request;
+mod response;
+mod router;
+mod service;
+mod websocket;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+pub use client::Client;
+pub use ctx::Ctx;
+pub use error_template::{ErrorFormat, default_message};
+pub use log::{Level, Log, LogLine};
+pub use node::{Node, NodeInfo};
+pub use request::{QueryValue, Request};
+pub use response::{ExitBody, Response};
+pub use router::Router;
+pub use service::{Service, ServiceRequest, ServiceResponse};
+pub use websocket::WebSocket;
+
+use crate::phase::{self, RequestPhase};
+use crate::registry::PluginMeta;
+use crate::transaction::Transaction;
+
+/// The context a phase handler receives: Kong's `kong` global, for one request, one plugin,
+/// one phase `P`. `S` is the plugin type's [`Handler::State`](crate::Handler::State).
+///
+/// Handlers receive it as `&mut Kong<Access>` (or `&mut Kong<Access, MyState>`).
+#[repr(transparent)]
+pub struct Kong<P: RequestPhase, S = ()> {
+    pub(crate) tx: Transaction,
+    _phase: PhantomData<fn() -> (P, S)>,
+}
+
+impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
+    /// Views the transaction as a phase context. The executor sets `tx.current` first.
+    pub(crate) fn from_tx(tx: &mut Transaction) -> &mut Kong<P, S> {
+        // SAFETY: `Kong<P, S>` is `repr(transparent)` over `Transaction` (the other field is
+        // a zero-sized marker), so the layouts are identical.
+        unsafe { &mut *(tx as *mut Transaction as *mut Kong<P, S>) }
+    }
+
+    fn plugin(&self) -> &PluginMeta {
+        self.tx.current.meta.as_deref().expect("a plugin is running")
+    }
+
+    /// `kong.request`: the client request.
+    pub fn request(&mut self) -> Request<'_, P>
+    where
+        P: phase::RequestRead,
+    {
+        Request::new(&mut self.tx)
+    }
+
+    /// `kong.response`: the response sent to the client.
+    pub fn response(&mut self) -> Response<'_, P> {
+        let name = self.plugin().name;
+        Response::new(&mut self.tx, name)
+    }
+
+    /// `kong.service`: the upstream target, and `kong.service.request`/`.response`.
+    pub fn service(&mut self) -> Service<'_, P> {
+        Service::new(&mut self.tx)
+    }
+
+    /// `kong.client`: the connected client, its consumer and credential.
+    pub fn client(&mut self) -> Client<'_, P> {
+        Client::new(&mut self.tx)
+    }
+
+    /// `kong.ctx`: per-request storage, shared by all plugins or private to this plugin type.
+    pub fn ctx(&mut self) -> Ctx<'_> {
+        let index = self.plugin().index;
+        Ctx::new(&mut self.tx, index)
+    }
+
+    /// `kong.log`: logging prefixed with the plugin's name, and (in `log`) `serialize()`.
+    pub fn log(&mut self) -> Log<'_, P> {
+        let name = self.plugin().name;
+        Log::new(Some(&mut self.tx), name)
+    }
+
+    /// `kong.node`: this gateway node.
+    pub fn node(&self) -> Node<'_> {
+        Node::new(&self.tx.node)
+    }
+
+    /// `kong.router`: the matched route and service.
+    pub fn router(&self) -> Router<'_>
+    where
+        P: phase::AuthAndLater,
+    {
+        Router::new(&self.tx)
+    }
+
+    /// `kong.ip.is_trusted`: whether `ip` is in the `trusted_ips` setting.
+    pub fn ip_is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.tx.node.is_trusted(ip)
+    }
+
+    /// `kong.plugin.get_id`: the id of the plugin instance running.
+    pub fn plugin_id(&self) -> Uuid {
+        self.tx.current.instance
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &'static str {
+        self.plugin().name
+    }
+
+    /// `kong.websocket`: the current frame (`ws_client_frame`, `ws_upstream_frame`).
+    pub fn websocket(&mut self) -> WebSocket<'_>
+    where
+        P: phase::Frame,
+    {
+        WebSocket::new(&mut self.tx)
+    }
+
+    /// The plugin type's state (`type State` of the handler impl).
+    pub fn state(&self) -> &S {
+        self.tx
+            .current
+            .state
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<S>())
+            .expect("the executor installs the running plugin's state")
+    }
+}
+
+/// The context of `init_worker` and `configure`: no request, but the plugin's state, its
+/// logger and the node.
+pub struct Worker<S> {
+    plugin: Arc<PluginMeta>,
+    state: Arc<S>,
+    node: Arc<NodeInfo>,
+}
+
+impl<S> Worker<S> {
+    pub(crate) fn new(plugin: Arc<PluginMeta>, state: Arc<S>, node: Arc<NodeInfo>) -> Self {
+        Worker { plugin, state, node }
+    }
+
+    /// The plugin type's state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// `kong.log`, prefixed with the plugin name.
+    pub fn log(&self) -> Log<'_, phase::Log> {
+        Log::new(None, self.plugin.name)
+    }
+
+    /// `kong.node`.
+    pub fn node(&self) -> Node<'_> {
+        Node::new(&self.node)
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &'static str {
+        self.plugin.name
+    }
+}

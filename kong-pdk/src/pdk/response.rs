@@ -1,0 +1,384 @@
+//! `kong.response`: the response Kong sends to the client. Getters work once a response exists
+//! (response, header_filter, body_filter, log); setters, `exit` and `error` until the headers
+//! are sent (rewrite, access, response, header_filter); body functions in body_filter.
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//!
+//! #[plugin(priority = 2, version = "1.0.0")]
+//! pub struct Maintenance {}
+//!
+//! #[handler]
+//! impl Handler for Maintenance {
+//!     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+//!         // A table body is sent as compact JSON with a JSON content type.
+//!         kong.response().exit(503, serde_json::json!({ "message": "down for maintenance" }))
+//!     }
+//! }
+//! ```
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::error_template::{ErrorFormat, default_message};
+use crate::error::PdkError;
+use crate::phase::{self, RequestPhase};
+use crate::transaction::{Exit, Source, Transaction};
+
+/// The body of `kong.response.exit`: nothing, raw bytes, or a JSON table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExitBody {
+    /// No body (`Content-Length: 0`).
+    Empty,
+    /// Sent as is; no Content-Type is added.
+    Raw(Bytes),
+    /// Encoded as compact JSON with `Content-Type: application/json; charset=utf-8`.
+    Json(Value),
+}
+
+impl From<()> for ExitBody {
+    fn from(_: ()) -> Self {
+        ExitBody::Empty
+    }
+}
+impl From<&str> for ExitBody {
+    fn from(s: &str) -> Self {
+        ExitBody::Raw(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+impl From<String> for ExitBody {
+    fn from(s: String) -> Self {
+        ExitBody::Raw(Bytes::from(s))
+    }
+}
+impl From<Bytes> for ExitBody {
+    fn from(b: Bytes) -> Self {
+        ExitBody::Raw(b)
+    }
+}
+impl From<Value> for ExitBody {
+    fn from(v: Value) -> Self {
+        ExitBody::Json(v)
+    }
+}
+impl<T: Into<ExitBody>> From<Option<T>> for ExitBody {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(ExitBody::Empty, Into::into)
+    }
+}
+
+/// `kong.response`.
+pub struct Response<'a, P> {
+    tx: &'a mut Transaction,
+    plugin: &'static str,
+    _phase: PhantomData<fn() -> P>,
+}
+
+pub(crate) fn header_name(name: &str) -> Result<HeaderName, PdkError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| PdkError::new(format!("invalid header name \"{name}\"")))
+}
+
+/// Kong's header value rules: `""` becomes `" "`; values must be valid header text.
+pub(crate) fn header_value(name: &str, value: &str) -> Result<HeaderValue, PdkError> {
+    let value = if value.is_empty() { " " } else { value };
+    HeaderValue::from_str(value).map_err(|_| PdkError::new(format!("invalid header value for \"{name}\"")))
+}
+
+fn check_status(status: u16, lo: u16) -> Result<(), PdkError> {
+    if (lo..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(PdkError::new(format!("code must be a number between {lo} and 599")))
+    }
+}
+
+impl<'a, P: RequestPhase> Response<'a, P> {
+    pub(crate) fn new(tx: &'a mut Transaction, plugin: &'static str) -> Self {
+        Response { tx, plugin, _phase: PhantomData }
+    }
+
+    fn check_not_sent(&self) -> Result<(), PdkError> {
+        if self.tx.response.headers_sent {
+            Err(PdkError::new("headers have already been sent"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `get_status()`.
+    pub fn get_status(&self) -> u16
+    where
+        P: phase::ResponseRead,
+    {
+        self.tx.response.status
+    }
+
+    /// `get_header(name)`: the first value.
+    pub fn get_header(&self, name: &str) -> Option<&str>
+    where
+        P: phase::ResponseRead,
+    {
+        super::request::header(&self.tx.response.headers, name)
+    }
+
+    /// `get_headers()`.
+    pub fn get_headers(&self) -> &HeaderMap
+    where
+        P: phase::ResponseRead,
+    {
+        &self.tx.response.headers
+    }
+
+    /// `get_source()`: `"service"`, `"exit"` or `"error"`.
+    pub fn get_source(&self) -> &'static str
+    where
+        P: phase::ResponseRead,
+    {
+        self.tx.source().as_str()
+    }
+
+    /// `set_status(code)`: 100 to 599.
+    pub fn set_status(&mut self, status: u16) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        check_status(status, 100)?;
+        self.tx.response.status = status;
+        Ok(())
+    }
+
+    /// `set_header(name, value)`: replaces every value of `name`. Numbers and booleans are
+    /// written as text; `""` is sent as `" "`; `Transfer-Encoding` is ignored, as in Kong.
+    pub fn set_header(&mut self, name: &str, value: impl Display) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        let n = header_name(name)?;
+        if n == TRANSFER_ENCODING {
+            tracing::warn!(target: "kong", "[{}] manually setting Transfer-Encoding. Ignored.", self.plugin);
+            return Ok(());
+        }
+        let v = header_value(name, &value.to_string())?;
+        self.tx.response.headers.insert(n, v);
+        Ok(())
+    }
+
+    /// `set_header(name, {values})`: replaces `name` with several values.
+    pub fn set_header_values(&mut self, name: &str, values: &[&str]) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        self.clear_header(name)?;
+        for v in values {
+            self.add_header(name, v)?;
+        }
+        Ok(())
+    }
+
+    /// `add_header(name, value)`: appends a value.
+    pub fn add_header(&mut self, name: &str, value: impl Display) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        let n = header_name(name)?;
+        let v = header_value(name, &value.to_string())?;
+        self.tx.response.headers.append(n, v);
+        Ok(())
+    }
+
+    /// `clear_header(name)`.
+    pub fn clear_header(&mut self, name: &str) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        let n = header_name(name)?;
+        self.tx.response.headers.remove(n);
+        Ok(())
+    }
+
+    /// `set_headers({...})`: sets several headers.
+    pub fn set_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Result<(), PdkError>
+    where
+        P: phase::ResponseWrite,
+    {
+        for (k, v) in headers {
+            self.set_header(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// `exit(status, body)`: produce the response and stop processing. In access, later
+    /// plugins' `access` does not run (their header_filter, body_filter and log still do); the
+    /// first exit wins. Return its result from the handler: `return kong.response().exit(..)`.
+    pub fn exit(&mut self, status: u16, body: impl Into<ExitBody>) -> crate::Result
+    where
+        P: phase::ResponseWrite,
+    {
+        self.exit_with(status, body, [])
+    }
+
+    /// `exit(status, body, headers)`.
+    pub fn exit_with<'h>(
+        &mut self,
+        status: u16,
+        body: impl Into<ExitBody>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> crate::Result
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        check_status(status, 100)?;
+        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
+            return Ok(());
+        }
+        for (k, v) in headers {
+            let n = header_name(k)?;
+            self.tx.response.headers.insert(n, header_value(k, v)?);
+        }
+        let body = match body.into() {
+            ExitBody::Empty => Bytes::new(),
+            ExitBody::Raw(b) => b,
+            ExitBody::Json(v) => {
+                if !self.tx.response.headers.contains_key(CONTENT_TYPE) {
+                    self.tx
+                        .response
+                        .headers
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                }
+                Bytes::from(serde_json::to_vec(&v).map_err(crate::Error::from)?)
+            }
+        };
+        self.tx.exit_with(status, body, Source::Exit);
+        Ok(())
+    }
+
+    /// `error(status, message)`: an error response in Kong's template, negotiated from the
+    /// request's `Accept` (JSON by default), with the request id. `None` uses Kong's default
+    /// message for the status.
+    pub fn error(&mut self, status: u16, message: Option<&str>) -> crate::Result
+    where
+        P: phase::ResponseWrite,
+    {
+        self.error_with(status, message, [])
+    }
+
+    /// `error(status, message, headers)`: a `Content-Type` among the headers picks the
+    /// template.
+    pub fn error_with<'h>(
+        &mut self,
+        status: u16,
+        message: Option<&str>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> crate::Result
+    where
+        P: phase::ResponseWrite,
+    {
+        self.check_not_sent()?;
+        check_status(status, 400)?;
+        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
+            return Ok(());
+        }
+        let mut content_type = None;
+        for (k, v) in headers {
+            let n = header_name(k)?;
+            if n == CONTENT_TYPE {
+                content_type = Some(v.to_ascii_lowercase());
+            }
+            self.tx.response.headers.insert(n, header_value(k, v)?);
+        }
+        let message = message.map_or_else(|| default_message(status), str::to_owned);
+        self.tx.error_response(status, &message, content_type.as_deref());
+        Ok(())
+    }
+
+    /// The current body chunk (body_filter).
+    pub fn chunk(&self) -> &Bytes
+    where
+        P: phase::BodyWrite,
+    {
+        &self.tx.body.chunk
+    }
+
+    /// Replaces the current body chunk (body_filter).
+    pub fn set_chunk(&mut self, chunk: impl Into<Bytes>)
+    where
+        P: phase::BodyWrite,
+    {
+        self.tx.body.chunk = chunk.into();
+    }
+
+    /// Whether this is the last chunk (body_filter).
+    pub fn is_eof(&self) -> bool
+    where
+        P: phase::BodyWrite,
+    {
+        self.tx.body.eof
+    }
+
+    /// `get_raw_body()`: buffers the body; `None` (and nothing sent for this chunk) until the
+    /// last chunk, then the whole body. Later plugins see the held-back chunks as empty.
+    pub fn get_raw_body(&mut self) -> Option<Bytes>
+    where
+        P: phase::BodyWrite,
+    {
+        let chunk = std::mem::take(&mut self.tx.body.chunk);
+        let buffer = self.tx.body.buffer.get_or_insert_with(BytesMut::new);
+        buffer.extend_from_slice(&chunk);
+        if self.tx.body.eof {
+            let body = self.tx.body.buffer.take().unwrap_or_default().freeze();
+            self.tx.body.chunk = body.clone();
+            Some(body)
+        } else {
+            None
+        }
+    }
+
+    /// `set_raw_body(body)`: replaces the whole body and ends it (`""` becomes `"\n"`, as Kong).
+    pub fn set_raw_body(&mut self, body: impl Into<Bytes>)
+    where
+        P: phase::BodyWrite,
+    {
+        let body = body.into();
+        self.tx.body.chunk = if body.is_empty() { Bytes::from_static(b"\n") } else { body };
+        self.tx.body.buffer = None;
+        self.tx.body.eof = true;
+    }
+}
+
+impl Transaction {
+    /// Records a response that replaces the upstream's (exit, error, failure).
+    pub(crate) fn exit_with(&mut self, status: u16, body: Bytes, source: Source) {
+        self.response.status = status;
+        self.response.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.exit = Some(Exit { status, body });
+        self.source = Some(source);
+    }
+
+    /// Records an error response in Kong's template (`kong.response.error`), negotiated from
+    /// `Accept` unless `content_type` names the format.
+    pub fn error_response(&mut self, status: u16, message: &str, content_type: Option<&str>) {
+        let format = match content_type {
+            Some(ct) => ErrorFormat::negotiate(Some(ct.split(';').next().unwrap_or(ct)), ErrorFormat::Json),
+            None => ErrorFormat::negotiate(super::request::header(&self.request.headers, "accept"), ErrorFormat::Json),
+        };
+        let body = if self.request.method == http::Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(format.render(message, &self.id))
+        };
+        if content_type.is_none() {
+            self.response.headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+        }
+        self.exit_with(status, body, Source::Exit);
+    }
+}

@@ -1,0 +1,251 @@
+//! `kong.service`, `kong.service.request` and `kong.service.response`: where the request goes,
+//! what is sent there, and what came back.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::Value;
+
+use super::response::{header_name, header_value};
+use crate::error::PdkError;
+use crate::phase::{self, RequestPhase};
+use crate::transaction::{Timeouts, Transaction};
+
+/// `kong.service`.
+pub struct Service<'a, P> {
+    tx: &'a mut Transaction,
+    _phase: PhantomData<fn() -> P>,
+}
+
+impl<'a, P: RequestPhase> Service<'a, P> {
+    pub(crate) fn new(tx: &'a mut Transaction) -> Self {
+        Service { tx, _phase: PhantomData }
+    }
+
+    /// `set_target(host, port)`: send the request to this host and port.
+    pub fn set_target(&mut self, host: &str, port: u16) -> Result<(), PdkError>
+    where
+        P: phase::ServiceTarget,
+    {
+        if host.is_empty() {
+            return Err(PdkError::new("host must be a string"));
+        }
+        self.tx.upstream.host = host.to_owned();
+        self.tx.upstream.port = port;
+        Ok(())
+    }
+
+    /// `set_retries(n)`: 0 to 32767.
+    pub fn set_retries(&mut self, retries: u32) -> Result<(), PdkError>
+    where
+        P: phase::ServiceBalancer,
+    {
+        if retries > 32767 {
+            return Err(PdkError::new("retries must be an integer between 0 and 32767"));
+        }
+        self.tx.upstream.retries = retries;
+        Ok(())
+    }
+
+    /// `set_timeouts(connect, write, read)`: ms, 1 to 2147483646.
+    pub fn set_timeouts(&mut self, connect: u64, write: u64, read: u64) -> Result<(), PdkError>
+    where
+        P: phase::ServiceBalancer,
+    {
+        for (name, v) in [("connect", connect), ("write", write), ("read", read)] {
+            if !(1..=2_147_483_646).contains(&v) {
+                return Err(PdkError::new(format!("{name}_timeout must be an integer between 1 and 2147483646")));
+            }
+        }
+        self.tx.upstream.timeouts = Timeouts { connect, write, read };
+        Ok(())
+    }
+
+    /// `kong.service.request`: the request sent upstream.
+    pub fn request(&mut self) -> ServiceRequest<'_, P> {
+        ServiceRequest { tx: self.tx, _phase: PhantomData }
+    }
+
+    /// `kong.service.response`: the upstream's response.
+    pub fn response(&self) -> ServiceResponse<'_, P>
+    where
+        P: phase::ServiceResponseRead,
+    {
+        ServiceResponse { tx: self.tx, _phase: PhantomData }
+    }
+}
+
+/// `kong.service.request`.
+pub struct ServiceRequest<'a, P> {
+    tx: &'a mut Transaction,
+    _phase: PhantomData<fn() -> P>,
+}
+
+const METHODS: [&str; 15] = [
+    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "MKCOL", "COPY", "MOVE", "PROPFIND", "PROPPATCH", "LOCK", "UNLOCK",
+    "PATCH", "TRACE",
+];
+
+impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
+    /// `enable_buffering()`: buffer the upstream response so `response` handlers and
+    /// `kong.service.response().get_raw_body()` see it whole.
+    pub fn enable_buffering(&mut self)
+    where
+        P: phase::EnableBuffering,
+    {
+        self.tx.buffered = true;
+    }
+
+    /// `set_scheme("http" | "https")`.
+    pub fn set_scheme(&mut self, scheme: &str) -> Result<(), PdkError> {
+        if scheme != "http" && scheme != "https" {
+            return Err(PdkError::new(format!("invalid scheme: {scheme}")));
+        }
+        self.tx.upstream.scheme = scheme.to_owned();
+        Ok(())
+    }
+
+    /// `set_path(path)`: must start with `/`.
+    pub fn set_path(&mut self, path: &str) -> Result<(), PdkError> {
+        if !path.starts_with('/') {
+            return Err(PdkError::new("path must start with /"));
+        }
+        self.tx.upstream.path = path.to_owned();
+        Ok(())
+    }
+
+    /// `set_raw_query(query)`: without `?`.
+    pub fn set_raw_query(&mut self, query: &str) {
+        self.tx.upstream.query = (!query.is_empty()).then(|| query.to_owned());
+    }
+
+    /// `set_method(method)`: one of Kong's methods.
+    pub fn set_method(&mut self, method: &str) -> Result<(), PdkError> {
+        if !METHODS.contains(&method) {
+            return Err(PdkError::new(format!("invalid method: {method}")));
+        }
+        self.tx.upstream.method = Method::from_bytes(method.as_bytes()).map_err(|_| PdkError::new(format!("invalid method: {method}")))?;
+        Ok(())
+    }
+
+    /// `set_query(args)`: replaces the query, encoded with sorted keys as Kong.
+    pub fn set_query<'k>(&mut self, args: impl IntoIterator<Item = (&'k str, &'k str)>) {
+        let mut args: Vec<(&str, &str)> = args.into_iter().collect();
+        args.sort();
+        let q: Vec<String> = args.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        self.set_raw_query(&q.join("&"));
+    }
+
+    /// `clear_query_arg(name)`: removes every occurrence.
+    pub fn clear_query_arg(&mut self, name: &str) {
+        if let Some(q) = &self.tx.upstream.query {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|p| super::request::percent_decode(p.split('=').next().unwrap_or_default(), true) != name)
+                .collect();
+            let joined = kept.join("&");
+            self.set_raw_query(&joined);
+        }
+    }
+
+    /// `set_header(name, value)`. `Host` sets the upstream Host header.
+    pub fn set_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError> {
+        let value = value.to_string();
+        let n = header_name(name)?;
+        if n == http::header::HOST {
+            self.tx.upstream.host_header = Some(value.clone());
+        }
+        self.tx.upstream.headers.insert(n, header_value(name, &value)?);
+        Ok(())
+    }
+
+    /// `add_header(name, value)`.
+    pub fn add_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError> {
+        let n = header_name(name)?;
+        self.tx.upstream.headers.append(n, header_value(name, &value.to_string())?);
+        Ok(())
+    }
+
+    /// `clear_header(name)`.
+    pub fn clear_header(&mut self, name: &str) -> Result<(), PdkError> {
+        let n = header_name(name)?;
+        self.tx.upstream.headers.remove(n);
+        Ok(())
+    }
+
+    /// `set_headers({...})`.
+    pub fn set_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Result<(), PdkError> {
+        for (k, v) in headers {
+            self.set_header(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// `set_raw_body(body)`: replaces the body sent upstream.
+    pub fn set_raw_body(&mut self, body: impl Into<Bytes>) {
+        let body = body.into();
+        self.tx.upstream.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.tx.upstream.headers.remove(http::header::TRANSFER_ENCODING);
+        self.tx.upstream.body = Some(body);
+    }
+
+    /// `set_body(args, "application/json")`: encodes `body` as JSON and sets the content type.
+    pub fn set_json_body(&mut self, body: &Value) -> Result<(), PdkError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| PdkError::new(e.to_string()))?;
+        self.tx.upstream.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.set_raw_body(bytes);
+        Ok(())
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `kong.service.response`.
+pub struct ServiceResponse<'a, P> {
+    tx: &'a Transaction,
+    _phase: PhantomData<fn() -> P>,
+}
+
+impl<P: RequestPhase> ServiceResponse<'_, P> {
+    /// `get_status()`: `None` when nothing was proxied.
+    pub fn get_status(&self) -> Option<u16> {
+        self.tx.upstream_response.as_ref().map(|r| r.status)
+    }
+
+    /// `get_headers()`: headers as the upstream sent them.
+    pub fn get_headers(&self) -> Option<&HeaderMap> {
+        self.tx.upstream_response.as_ref().map(|r| &r.headers)
+    }
+
+    /// `get_header(name)`: a header as the upstream sent it.
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        super::request::header(&self.tx.upstream_response.as_ref()?.headers, name)
+    }
+
+    /// `get_raw_body()`: the buffered body. Without buffered proxying, Kong's error.
+    pub fn get_raw_body(&self) -> Result<Bytes, PdkError> {
+        match self.tx.upstream_response.as_ref().and_then(|r| r.body.clone()) {
+            Some(b) if self.tx.buffered => Ok(b),
+            _ => Err(PdkError::new(
+                "service body is only available with buffered proxying (see: kong.service.request.enable_buffering function)",
+            )),
+        }
+    }
+
+    /// `get_body()`: the buffered body decoded as JSON.
+    pub fn get_body(&self) -> Result<Value, PdkError> {
+        let raw = self.get_raw_body()?;
+        serde_json::from_slice(&raw).map_err(|_| PdkError::new("invalid json body"))
+    }
+}

@@ -1,0 +1,446 @@
+//! The process-wide registry of compiled-in plugins, and their type-erased form.
+//!
+//! `#[plugin]` submits a [`Registration`] for its struct; a gateway finds every plugin linked
+//! into the binary with [`registered`] and loads the enabled ones into [`Plugins`].
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//!
+//! #[plugin(priority = 7, version = "2.1.0", name = "hello-world")]
+//! pub struct Hello {}
+//! #[handler]
+//! impl Handler for Hello {}
+//!
+//! let reg = kong_pdk::registry::find("hello-world").expect("registered");
+//! assert_eq!((reg.name(), reg.priority(), reg.version()), ("hello-world", 7, "2.1.0"));
+//! ```
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::pdk::{Kong, NodeInfo, Worker};
+use crate::phase::{self, Phase, Phases};
+use crate::plugin::{Handler, Instance};
+use crate::schema::{PluginSchema, SchemaViolation};
+use crate::transaction::Transaction;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A plugin compiled into this binary: its static facts and how to build it.
+pub struct Registration {
+    describe: fn() -> Arc<dyn PluginType>,
+    name: fn() -> &'static str,
+    priority: fn() -> i32,
+    version: fn() -> &'static str,
+    schema: fn() -> &'static PluginSchema,
+    phases: fn() -> Phases,
+}
+
+impl Registration {
+    /// The registration of `T` (what `#[plugin]` submits).
+    pub const fn of<T: Handler>() -> Registration {
+        Registration {
+            describe: || Arc::new(TypeImpl::<T>::new(Arc::new(T::State::default()))),
+            name: || T::NAME,
+            priority: || T::PRIORITY,
+            version: || T::VERSION,
+            schema: T::schema,
+            phases: || T::PHASES,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// Its PRIORITY.
+    pub fn priority(&self) -> i32 {
+        (self.priority)()
+    }
+
+    /// Its VERSION.
+    pub fn version(&self) -> &'static str {
+        (self.version)()
+    }
+
+    /// Its schema.
+    pub fn schema(&self) -> &'static PluginSchema {
+        (self.schema)()
+    }
+
+    /// The phases it implements.
+    pub fn phases(&self) -> Phases {
+        (self.phases)()
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name())
+            .field("priority", &self.priority())
+            .field("version", &self.version())
+            .field("phases", &self.phases())
+            .finish()
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Every plugin registered in this binary, sorted by name.
+pub fn registered() -> Vec<&'static Registration> {
+    let mut all: Vec<&'static Registration> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by_key(|r| r.name());
+    all
+}
+
+/// The registered plugin named `name`.
+pub fn find(name: &str) -> Option<&'static Registration> {
+    inventory::iter::<Registration>.into_iter().find(|r| r.name() == name)
+}
+
+/// Static facts about a loaded plugin type.
+#[derive(Debug, Clone)]
+pub struct PluginMeta {
+    /// Name.
+    pub name: &'static str,
+    /// PRIORITY.
+    pub priority: i32,
+    /// VERSION.
+    pub version: &'static str,
+    /// Implemented phases.
+    pub phases: Phases,
+    /// Position in the loaded set (keys `kong.ctx.plugin`).
+    pub index: usize,
+    /// The schema declares `no_consumer`.
+    pub no_consumer: bool,
+    /// The schema declares `no_route`.
+    pub no_route: bool,
+    /// The schema declares `no_service`.
+    pub no_service: bool,
+}
+
+/// The scope a plugin instance is attached to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Route id.
+    pub route: Option<Uuid>,
+    /// Service id.
+    pub service: Option<Uuid>,
+    /// Consumer id.
+    pub consumer: Option<Uuid>,
+}
+
+impl Scope {
+    /// A global instance.
+    pub const GLOBAL: Scope = Scope { route: None, service: None, consumer: None };
+
+    /// Whether no route, service or consumer is set.
+    pub fn is_global(&self) -> bool {
+        *self == Scope::GLOBAL
+    }
+}
+
+/// A loaded plugin type, erased.
+pub(crate) trait PluginType: Send + Sync {
+    fn meta(&self) -> &PluginMeta;
+    fn set_index(&mut self, index: usize);
+    fn schema(&self) -> &'static PluginSchema;
+    fn instantiate(&self, id: Uuid, scope: Scope, config: Value) -> Result<Arc<dyn ErasedInstance>, SchemaViolation>;
+    fn init_worker<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, crate::Result>;
+    fn configure<'a>(&'a self, node: &'a NodeInfo, instances: &'a [Arc<dyn ErasedInstance>]) -> BoxFuture<'a, crate::Result>;
+}
+
+/// One configured plugin instance, erased.
+pub(crate) trait ErasedInstance: Send + Sync {
+    fn meta(&self) -> &PluginMeta;
+    fn scope(&self) -> Scope;
+    fn as_any(&self) -> &dyn Any;
+    fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result>;
+}
+
+struct TypeImpl<T: Handler> {
+    meta: Arc<PluginMeta>,
+    state: Arc<T::State>,
+}
+
+impl<T: Handler> TypeImpl<T> {
+    fn new(state: Arc<T::State>) -> Self {
+        let schema = T::schema();
+        TypeImpl {
+            meta: Arc::new(PluginMeta {
+                name: T::NAME,
+                priority: T::PRIORITY,
+                version: T::VERSION,
+                phases: T::PHASES,
+                index: 0,
+                no_consumer: schema.no_consumer,
+                no_route: schema.no_route,
+                no_service: schema.no_service,
+            }),
+            state,
+        }
+    }
+}
+
+struct InstanceImpl<T: Handler> {
+    meta: Arc<PluginMeta>,
+    state: Arc<dyn Any + Send + Sync>,
+    instance: Instance<T>,
+}
+
+impl<T: Handler> PluginType for TypeImpl<T> {
+    fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    fn set_index(&mut self, index: usize) {
+        Arc::make_mut(&mut self.meta).index = index;
+    }
+
+    fn schema(&self) -> &'static PluginSchema {
+        T::schema()
+    }
+
+    fn instantiate(&self, id: Uuid, scope: Scope, config: Value) -> Result<Arc<dyn ErasedInstance>, SchemaViolation> {
+        let config = T::schema().validate_config(config)?;
+        let config: T = serde_json::from_value(config).map_err(|e| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("config".into(), Value::String(e.to_string()));
+            SchemaViolation::new(fields)
+        })?;
+        Ok(Arc::new(InstanceImpl::<T> {
+            meta: self.meta.clone(),
+            state: self.state.clone(),
+            instance: Instance {
+                id,
+                route_id: scope.route,
+                service_id: scope.service,
+                consumer_id: scope.consumer,
+                config: Arc::new(config),
+            },
+        }))
+    }
+
+    fn init_worker<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, crate::Result> {
+        Box::pin(async move {
+            let worker = Worker::new(self.meta.clone(), self.state.clone(), Arc::new(node.clone()));
+            T::init_worker(&worker).await
+        })
+    }
+
+    fn configure<'a>(&'a self, node: &'a NodeInfo, instances: &'a [Arc<dyn ErasedInstance>]) -> BoxFuture<'a, crate::Result> {
+        Box::pin(async move {
+            let configs: Vec<Instance<T>> = instances
+                .iter()
+                .filter_map(|i| i.as_any().downcast_ref::<InstanceImpl<T>>())
+                .map(|i| i.instance.clone())
+                .collect();
+            let worker = Worker::new(self.meta.clone(), self.state.clone(), Arc::new(node.clone()));
+            let configs = (!configs.is_empty()).then_some(configs.as_slice());
+            T::configure(&worker, configs).await
+        })
+    }
+}
+
+impl<T: Handler> InstanceImpl<T> {
+    fn kong<'t, P: phase::RequestPhase>(&self, tx: &'t mut Transaction) -> &'t mut Kong<P, T::State> {
+        tx.current.meta = Some(self.meta.clone());
+        tx.current.state = Some(self.state.clone());
+        tx.current.instance = self.instance.id;
+        Kong::from_tx(tx)
+    }
+}
+
+impl<T: Handler> ErasedInstance for InstanceImpl<T> {
+    fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            route: self.instance.route_id,
+            service: self.instance.service_id,
+            consumer: self.instance.consumer_id,
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result> {
+        let conf = &*self.instance.config;
+        match phase {
+            Phase::Certificate => Box::pin(async move { conf.certificate(self.kong(tx)).await }),
+            Phase::Rewrite => Box::pin(async move { conf.rewrite(self.kong(tx)).await }),
+            Phase::Access => Box::pin(async move { conf.access(self.kong(tx)).await }),
+            Phase::Response => Box::pin(async move { conf.response(self.kong(tx)).await }),
+            Phase::HeaderFilter => Box::pin(async move { conf.header_filter(self.kong(tx)).await }),
+            Phase::BodyFilter => Box::pin(async move { conf.body_filter(self.kong(tx)).await }),
+            Phase::Log => Box::pin(async move { conf.log(self.kong(tx)).await }),
+            Phase::Preread => Box::pin(async move { conf.preread(self.kong(tx)).await }),
+            Phase::WsHandshake => Box::pin(async move { conf.ws_handshake(self.kong(tx)).await }),
+            Phase::WsClientFrame => Box::pin(async move { conf.ws_client_frame(self.kong(tx)).await }),
+            Phase::WsUpstreamFrame => Box::pin(async move { conf.ws_upstream_frame(self.kong(tx)).await }),
+            Phase::WsClose => Box::pin(async move { conf.ws_close(self.kong(tx)).await }),
+            Phase::InitWorker | Phase::Configure => Box::pin(async { Ok(()) }),
+        }
+    }
+}
+
+/// Why plugins could not be loaded or configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadError {
+    /// A name in the `plugins` setting that no compiled-in plugin has.
+    NotInstalled(String),
+    /// A plugin entity names a plugin that is not enabled.
+    NotEnabled(String),
+    /// A plugin entity's config or scope is invalid.
+    Invalid {
+        /// The plugin's name.
+        name: String,
+        /// Kong's schema violation.
+        violation: SchemaViolation,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::NotInstalled(n) => write!(f, "{n} plugin is enabled but not installed"),
+            LoadError::NotEnabled(n) => write!(f, "{n} plugin is in use but not enabled"),
+            LoadError::Invalid { name, violation } => write!(f, "invalid configuration for plugin {name}: {violation}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The plugin types loaded in a gateway (Kong's `plugins` setting), each with its state.
+/// Built once at start; [`PluginSet`](crate::executor::PluginSet)s are built against it.
+pub struct Plugins {
+    pub(crate) types: Vec<Arc<dyn PluginType>>,
+    by_name: HashMap<&'static str, usize>,
+    pub(crate) node: Arc<NodeInfo>,
+}
+
+impl fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.types.iter().map(|t| t.meta().name)).finish()
+    }
+}
+
+impl Plugins {
+    /// Loads the named registered plugins (sorted by priority, Kong's order).
+    pub fn load<'a>(names: impl IntoIterator<Item = &'a str>, node: NodeInfo) -> Result<Plugins, LoadError> {
+        let mut regs = Vec::new();
+        for name in names {
+            let reg = find(name).ok_or_else(|| LoadError::NotInstalled(name.to_owned()))?;
+            if !regs.iter().any(|r: &&Registration| r.name() == reg.name()) {
+                regs.push(reg);
+            }
+        }
+        Ok(Plugins::from_types(regs.into_iter().map(|r| (r.describe)()).collect(), node))
+    }
+
+    /// Loads every registered plugin.
+    pub fn load_all(node: NodeInfo) -> Plugins {
+        Plugins::from_types(registered().into_iter().map(|r| (r.describe)()).collect(), node)
+    }
+
+    /// Loads exactly the given plugin types, each with fresh state (for tests and embedding).
+    pub fn builder(node: NodeInfo) -> PluginsBuilder {
+        PluginsBuilder { types: Vec::new(), node }
+    }
+
+    fn from_types(mut types: Vec<Arc<dyn PluginType>>, node: NodeInfo) -> Plugins {
+        // Kong's order: PRIORITY descending, ties by name descending.
+        types.sort_by(|a, b| {
+            let (a, b) = (a.meta(), b.meta());
+            b.priority.cmp(&a.priority).then_with(|| b.name.cmp(a.name))
+        });
+        for (i, t) in types.iter_mut().enumerate() {
+            if let Some(t) = Arc::get_mut(t) {
+                t.set_index(i);
+            }
+        }
+        let by_name = types.iter().enumerate().map(|(i, t)| (t.meta().name, i)).collect();
+        Plugins { types, by_name, node: Arc::new(node) }
+    }
+
+    /// The loaded plugins' metadata, in execution order.
+    pub fn iter(&self) -> impl Iterator<Item = &PluginMeta> {
+        self.types.iter().map(|t| t.meta())
+    }
+
+    /// Whether `name` is loaded.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The schema of the loaded plugin `name`.
+    pub fn schema(&self, name: &str) -> Option<&'static PluginSchema> {
+        self.by_name.get(name).map(|&i| self.types[i].schema())
+    }
+
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The node this gateway runs as.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Runs every loaded plugin's `init_worker`, in priority order. Failures are logged as
+    /// Kong does and returned, so the caller can refuse to serve.
+    pub async fn init_worker(&self) -> Result<(), Vec<(String, crate::Error)>> {
+        let mut failures = Vec::new();
+        for t in &self.types {
+            if !t.meta().phases.contains(Phase::InitWorker) {
+                continue;
+            }
+            let result = crate::executor::catch(t.init_worker(&self.node)).await;
+            if let Err(err) = result {
+                tracing::error!(
+                    target: "kong",
+                    "worker initialization error: failed to execute the \"init_worker\" handler for plugin \"{}\": {err}; this node must be restarted",
+                    t.meta().name
+                );
+                failures.push((t.meta().name.to_owned(), err));
+            }
+        }
+        if failures.is_empty() { Ok(()) } else { Err(failures) }
+    }
+}
+
+/// Builds a [`Plugins`] from plugin types named in code rather than by registry name.
+pub struct PluginsBuilder {
+    types: Vec<Arc<dyn PluginType>>,
+    node: NodeInfo,
+}
+
+impl PluginsBuilder {
+    /// Adds plugin type `T` with fresh state.
+    #[must_use]
+    pub fn with<T: Handler>(mut self) -> Self {
+        if !self.types.iter().any(|t| t.meta().name == T::NAME) {
+            self.types.push(Arc::new(TypeImpl::<T>::new(Arc::new(T::State::default()))));
+        }
+        self
+    }
+
+    /// The loaded set.
+    pub fn build(self) -> Plugins {
+        Plugins::from_types(self.types, self.node)
+    }
+}

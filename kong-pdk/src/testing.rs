@@ -1,0 +1,535 @@
+//! Testing a plugin without a gateway: run its phases against a synthetic request and a fake
+//! upstream, then assert what went upstream and what the client got.
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//! use kong_pdk::testing::{Harness, MockResponse, TestRequest};
+//!
+//! #[plugin(priority = 1000, version = "0.0.1")]
+//! pub struct MyPlugin {
+//!     #[field(typedef = header_name, default = "X-MyPlugin")]
+//!     response_header_name: String,
+//! }
+//!
+//! #[handler]
+//! impl Handler for MyPlugin {
+//!     async fn response(&self, kong: &mut Kong<Response>) -> kong_pdk::Result {
+//!         kong.response().set_header(&self.response_header_name, "response")?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let gw = Harness::new().plugin::<MyPlugin>(serde_json::json!({})).start().await.unwrap();
+//! let res = gw
+//!     .send(TestRequest::get("/anything"), |_req| MockResponse::ok("hello"))
+//!     .await;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.header("X-MyPlugin"), Some("response"));
+//! assert_eq!(res.body_text(), "hello");
+//! # });
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use serde_json::Value;
+
+use crate::entities::{Consumer, Route, Service};
+use crate::executor::{PluginEntity, PluginSet};
+use crate::pdk::{LogLine, NodeInfo};
+use crate::plugin::Handler;
+use crate::registry::{LoadError, Plugins, PluginsBuilder, Scope};
+use crate::transaction::{ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest, UpstreamResponse};
+
+/// A synthetic client request.
+#[derive(Debug, Clone)]
+pub struct TestRequest {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    scheme: &'static str,
+    client_ip: IpAddr,
+    routed: bool,
+}
+
+impl TestRequest {
+    /// A request with `method` to `path_and_query` (`/a?b=c`).
+    pub fn new(method: Method, path_and_query: &str) -> TestRequest {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (path_and_query.to_owned(), None),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("kong.test"));
+        TestRequest {
+            method,
+            path,
+            query,
+            headers,
+            body: Bytes::new(),
+            scheme: "http",
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            routed: true,
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(path: &str) -> TestRequest {
+        TestRequest::new(Method::GET, path)
+    }
+
+    /// `POST path` with a body.
+    pub fn post(path: &str, body: impl Into<Bytes>) -> TestRequest {
+        TestRequest::new(Method::POST, path).body(body)
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
+        self.headers.append(name, HeaderValue::from_str(value).expect("valid header value"));
+        self
+    }
+
+    /// Sets the body (and Content-Length).
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self.headers.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        self
+    }
+
+    /// Sends it over HTTPS.
+    #[must_use]
+    pub fn https(mut self) -> Self {
+        self.scheme = "https";
+        self
+    }
+
+    /// Sets the client's address.
+    #[must_use]
+    pub fn client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    /// Makes the request match no route (Kong answers 404 after rewrite).
+    #[must_use]
+    pub fn unrouted(mut self) -> Self {
+        self.routed = false;
+        self
+    }
+}
+
+/// A fake upstream response.
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    status: u16,
+    headers: HeaderMap,
+    chunks: Vec<Bytes>,
+}
+
+impl MockResponse {
+    /// A response with `status` and no body.
+    pub fn new(status: u16) -> MockResponse {
+        MockResponse { status, headers: HeaderMap::new(), chunks: Vec::new() }
+    }
+
+    /// `200` with `body`.
+    pub fn ok(body: impl Into<Bytes>) -> MockResponse {
+        MockResponse::new(200).body(body)
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
+        self.headers.append(name, HeaderValue::from_str(value).expect("valid header value"));
+        self
+    }
+
+    /// Sets the body as one chunk.
+    #[must_use]
+    pub fn body(self, body: impl Into<Bytes>) -> Self {
+        self.chunks([body.into()])
+    }
+
+    /// Sets the body as several chunks (each runs through body_filter separately).
+    #[must_use]
+    pub fn chunks(mut self, chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        self.chunks = chunks.into_iter().collect();
+        let len: usize = self.chunks.iter().map(Bytes::len).sum();
+        self.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        self
+    }
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub struct Outcome {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+    chunks: Vec<Bytes>,
+    upstream: Option<(UpstreamRequest, Bytes)>,
+    logs: Vec<LogLine>,
+    aborted: bool,
+    tx: Transaction,
+}
+
+impl Outcome {
+    /// The status the client got.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every response header.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body the client got.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body as text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Panics
+    /// When the body is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body_text()))
+    }
+
+    /// The body chunks as sent, after body_filter.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The request sent upstream, and its body (`None` when nothing was proxied).
+    pub fn upstream_request(&self) -> Option<&UpstreamRequest> {
+        self.upstream.as_ref().map(|(r, _)| r)
+    }
+
+    /// The body sent upstream.
+    pub fn upstream_body(&self) -> Option<&Bytes> {
+        self.upstream.as_ref().map(|(_, b)| b)
+    }
+
+    /// Lines plugins logged through `kong.log()`, and handler failures.
+    pub fn logs(&self) -> &[LogLine] {
+        &self.logs
+    }
+
+    /// Whether a log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.iter().any(|l| l.message.contains(needle))
+    }
+
+    /// Whether a body filter failed and the response was cut short.
+    pub fn aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// The finished transaction (contexts, consumer, ...).
+    pub fn transaction(&self) -> &Transaction {
+        &self.tx
+    }
+}
+
+/// What a WebSocket session produced.
+#[derive(Debug)]
+pub struct WsOutcome {
+    /// The handshake's response, when a plugin rejected it.
+    pub rejected: Option<(u16, Bytes)>,
+    /// Frames forwarded, with their direction (`true` = client to upstream).
+    pub forwarded: Vec<(bool, Frame)>,
+    /// A close a plugin requested.
+    pub closed: Option<(u16, String)>,
+    /// Logged lines.
+    pub logs: Vec<LogLine>,
+}
+
+type AddType = fn(PluginsBuilder) -> PluginsBuilder;
+
+/// Configures plugins, a route and a service, then [starts](Harness::start) a [`TestGateway`].
+pub struct Harness {
+    types: Vec<AddType>,
+    entities: Vec<PluginEntity>,
+    route: Route,
+    service: Service,
+    node: NodeInfo,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
+impl Harness {
+    /// A route on `/` to a service `mock-upstream:80`, no plugins.
+    pub fn new() -> Harness {
+        let service = Service { name: Some("mock-upstream".into()), ..Service::new("mock-upstream", 80) };
+        let mut route = Route::new(&["/"]);
+        route.service = Some(crate::entities::ForeignKey { id: service.id });
+        Harness { types: Vec::new(), entities: Vec::new(), route, service, node: NodeInfo::default() }
+    }
+
+    /// Loads plugin type `T` without configuring an instance.
+    #[must_use]
+    pub fn load<T: Handler>(mut self) -> Self {
+        self.types.push(|b| b.with::<T>());
+        self
+    }
+
+    /// Adds a global instance of `T` with `config`.
+    #[must_use]
+    pub fn plugin<T: Handler>(self, config: Value) -> Self {
+        self.plugin_entity::<T>(PluginEntity::new(T::NAME, config))
+    }
+
+    /// Adds an instance of `T` scoped to the harness's route.
+    #[must_use]
+    pub fn route_plugin<T: Handler>(self, config: Value) -> Self {
+        let id = self.route.id;
+        self.plugin_entity::<T>(PluginEntity::new(T::NAME, config).route(id))
+    }
+
+    /// Adds an instance of `T` as given.
+    #[must_use]
+    pub fn plugin_entity<T: Handler>(mut self, entity: PluginEntity) -> Self {
+        self = self.load::<T>();
+        self.entities.push(entity);
+        self
+    }
+
+    /// The route requests match.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The route's service.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Changes the route.
+    #[must_use]
+    pub fn with_route(mut self, f: impl FnOnce(&mut Route)) -> Self {
+        f(&mut self.route);
+        self
+    }
+
+    /// Changes the service.
+    #[must_use]
+    pub fn with_service(mut self, f: impl FnOnce(&mut Service)) -> Self {
+        f(&mut self.service);
+        self
+    }
+
+    /// Sets the node's `trusted_ips`.
+    #[must_use]
+    pub fn trusted_ips(mut self, ips: &[&str]) -> Self {
+        self.node.trusted_ips = NodeInfo::parse_trusted_ips(ips).expect("valid trusted_ips");
+        self
+    }
+
+    /// Loads the plugins, runs `init_worker` and `configure`, and returns the gateway.
+    pub async fn start(self) -> Result<TestGateway, LoadError> {
+        let mut builder = Plugins::builder(self.node);
+        for add in &self.types {
+            builder = add(builder);
+        }
+        let plugins = Arc::new(builder.build());
+        if let Err(failures) = plugins.init_worker().await {
+            let (name, err) = &failures[0];
+            return Err(LoadError::Invalid {
+                name: name.clone(),
+                violation: crate::schema::SchemaViolation::new(
+                    [("init_worker".to_owned(), Value::from(err.to_string()))].into_iter().collect(),
+                ),
+            });
+        }
+        let mut set = PluginSet::builder(plugins);
+        for e in self.entities {
+            set.add(e)?;
+        }
+        let set = set.build();
+        set.configure().await;
+        Ok(TestGateway { set, route: Arc::new(self.route), service: Arc::new(self.service) })
+    }
+}
+
+/// A started harness: sends requests through the phases.
+pub struct TestGateway {
+    set: PluginSet,
+    route: Arc<Route>,
+    service: Arc<Service>,
+}
+
+impl TestGateway {
+    /// The plugin snapshot.
+    pub fn plugin_set(&self) -> &PluginSet {
+        &self.set
+    }
+
+    fn transaction(&self, req: &TestRequest) -> Transaction {
+        let host = req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("kong.test");
+        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        let request = ClientRequest {
+            method: req.method.clone(),
+            scheme: req.scheme,
+            host,
+            port: if req.scheme == "https" { 8443 } else { 8000 },
+            raw_path: req.path.clone(),
+            query: req.query.clone(),
+            version: Version::HTTP_11,
+            headers: req.headers.clone(),
+            body: RequestBody::Buffered(req.body.clone()),
+        };
+        let client = ClientConn { ip: req.client_ip, forwarded_ip: req.client_ip, port: 40000, forwarded_port: 40000, tls: req.scheme == "https", sni: None };
+        let mut tx = Transaction::new(request, client, self.set.plugins().node.clone());
+        tx.captured_logs = Some(Vec::new());
+        tx
+    }
+
+    /// Sends `req` through rewrite, access, the fake `upstream`, response, header_filter,
+    /// body_filter and log.
+    pub async fn send(&self, req: TestRequest, mut upstream: impl FnMut(&UpstreamRequest) -> MockResponse) -> Outcome {
+        let mut tx = self.transaction(&req);
+        let set = &self.set;
+        let mut proxied = None;
+        let mut upstream_chunks = Vec::new();
+
+        set.run_rewrite(&mut tx).await;
+        if tx.exit.is_none() {
+            if !req.routed {
+                tx.error_response(404, "no Route matched with those values", None);
+            } else {
+                tx.route = Some(self.route.clone());
+                tx.set_service(self.service.clone());
+                set.run_access(&mut tx).await;
+            }
+        }
+        if tx.exit.is_none() {
+            let body = tx.upstream.body.clone().unwrap_or_else(|| req.body.clone());
+            let mock = upstream(&tx.upstream);
+            proxied = Some((tx.upstream.clone(), body));
+            let mut headers = mock.headers.clone();
+            for (name, value) in tx.response.headers.iter() {
+                headers.insert(name.clone(), value.clone());
+            }
+            tx.response.headers = headers;
+            tx.response.status = mock.status;
+            let mut upstream_response = UpstreamResponse { status: mock.status, headers: mock.headers.clone(), body: None };
+            if tx.is_buffered() {
+                let mut all = BytesMut::new();
+                for c in &mock.chunks {
+                    all.extend_from_slice(c);
+                }
+                let all = all.freeze();
+                upstream_response.body = Some(all.clone());
+                tx.upstream_response = Some(upstream_response);
+                upstream_chunks = vec![all];
+                set.run_response(&mut tx).await;
+            } else {
+                tx.upstream_response = Some(upstream_response);
+                upstream_chunks = mock.chunks;
+            }
+        }
+        set.run_header_filter(&mut tx).await;
+        if let Some(exit) = &tx.exit {
+            upstream_chunks = vec![exit.body.clone()];
+        }
+        let mut chunks = Vec::new();
+        let n = upstream_chunks.len().max(1);
+        let mut iter = upstream_chunks.into_iter();
+        for i in 0..n {
+            let chunk = iter.next().unwrap_or_default();
+            let out = set.run_body_filter(&mut tx, chunk, i == n - 1).await;
+            if !out.is_empty() {
+                chunks.push(out);
+            }
+            if tx.is_aborted() || tx.body.eof && i < n - 1 {
+                break;
+            }
+        }
+        set.run_log(&mut tx).await;
+        let mut body = BytesMut::new();
+        for c in &chunks {
+            body.extend_from_slice(c);
+        }
+        Outcome {
+            status: tx.response.status,
+            headers: tx.response.headers.clone(),
+            body: body.freeze(),
+            chunks,
+            upstream: proxied,
+            logs: tx.captured_logs.take().unwrap_or_default(),
+            aborted: tx.is_aborted(),
+            tx,
+        }
+    }
+
+    /// Runs a WebSocket session: rewrite, ws_handshake, each frame through
+    /// ws_client_frame/ws_upstream_frame (`true` = from the client), then ws_close.
+    pub async fn websocket(&self, req: TestRequest, frames: Vec<(bool, FrameKind, Bytes)>) -> WsOutcome {
+        let mut tx = self.transaction(&req);
+        let set = &self.set;
+        set.run_rewrite(&mut tx).await;
+        if tx.exit.is_none() {
+            tx.route = Some(self.route.clone());
+            tx.set_service(self.service.clone());
+            set.run_ws_handshake(&mut tx).await;
+        }
+        let mut out = WsOutcome { rejected: None, forwarded: Vec::new(), closed: None, logs: Vec::new() };
+        if let Some(exit) = &tx.exit {
+            out.rejected = Some((exit.status, exit.body.clone()));
+        } else {
+            for (from_client, kind, data) in frames {
+                tx.set_frame(Some(Frame { kind, data, dropped: false, close: None }));
+                set.run_ws_frame(&mut tx, from_client).await;
+                let frame = tx.frame.take().expect("frame");
+                if let Some(close) = frame.close.clone() {
+                    out.closed = Some(close);
+                }
+                if !frame.dropped {
+                    out.forwarded.push((from_client, frame));
+                }
+                if out.closed.is_some() {
+                    break;
+                }
+            }
+        }
+        set.run_ws_close(&mut tx).await;
+        out.logs = tx.captured_logs.take().unwrap_or_default();
+        out
+    }
+
+    /// A consumer to authenticate as, for tests of consumer-scoped configs.
+    pub fn consumer(username: &str) -> Consumer {
+        Consumer::new(username)
+    }
+
+    /// The route's scope, for [`PluginEntity`]s.
+    pub fn route_scope(&self) -> Scope {
+        Scope { route: Some(self.route.id), ..Scope::GLOBAL }
+    }
+}

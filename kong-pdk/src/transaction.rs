@@ -1,0 +1,535 @@
+//! One request's (or stream connection's) state as it moves through the phases: the client
+//! request, routing results, the request sent upstream, the upstream's response, the response
+//! Kong sends, and the per-request contexts. Independent of sockets: a gateway fills it from
+//! the wire, the [testing](crate::testing) harness from a synthetic request.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Version};
+use serde_json::Value;
+
+use crate::entities::{Consumer, Credential, Route, Service};
+use crate::pdk::NodeInfo;
+use crate::registry::ErasedInstance;
+
+/// HTTP or stream traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subsystem {
+    /// HTTP, HTTPS, gRPC, WebSocket.
+    Http,
+    /// TCP, TLS, UDP.
+    Stream,
+}
+
+/// Where the response came from (`kong.response.get_source()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Proxied from the upstream.
+    Service,
+    /// Produced by a plugin's `exit`/`error`.
+    Exit,
+    /// An error (handler failure, upstream failure, no route).
+    Error,
+}
+
+impl Source {
+    /// Kong's name: `"service"`, `"exit"` or `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Service => "service",
+            Source::Exit => "exit",
+            Source::Error => "error",
+        }
+    }
+}
+
+/// Reads a request body that has not been read yet (implemented by the gateway over its
+/// connection).
+pub trait BodyReader: Send {
+    /// Reads the whole body, failing when it is larger than `limit` bytes.
+    fn read_to_end(&mut self, limit: usize) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>>;
+}
+
+/// The client request body.
+pub enum RequestBody {
+    /// Fully read.
+    Buffered(Bytes),
+    /// Still on the connection.
+    Pending(Box<dyn BodyReader>),
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestBody::Buffered(b) => f.debug_tuple("Buffered").field(&b.len()).finish(),
+            RequestBody::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// The request as the client sent it.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// Method.
+    pub method: Method,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+    /// Host, lowercase, without port.
+    pub host: String,
+    /// The port the request arrived on.
+    pub port: u16,
+    /// Path as received (no query).
+    pub raw_path: String,
+    /// Query string without `?`.
+    pub query: Option<String>,
+    /// HTTP version.
+    pub version: Version,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: RequestBody,
+}
+
+/// The client connection.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    /// The directly connected peer.
+    pub ip: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// The client address after trusted `X-Forwarded-For`/`real_ip` processing.
+    pub forwarded_ip: IpAddr,
+    /// Its port.
+    pub forwarded_port: u16,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The TLS server name, when TLS.
+    pub sni: Option<String>,
+}
+
+impl Default for ClientConn {
+    fn default() -> Self {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        ClientConn { ip, port: 0, forwarded_ip: ip, forwarded_port: 0, tls: false, sni: None }
+    }
+}
+
+/// Regex captures of the matched route path (`kong.request.get_uri_captures()`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UriCaptures {
+    /// Unnamed groups, in order (group 0 is the whole match).
+    pub unnamed: Vec<String>,
+    /// Named groups.
+    pub named: HashMap<String, String>,
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect.
+    pub connect: u64,
+    /// Write.
+    pub write: u64,
+    /// Read.
+    pub read: u64,
+}
+
+/// The request Kong sends upstream (`kong.service.request` changes it).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// `"http"` or `"https"`.
+    pub scheme: String,
+    /// Target host.
+    pub host: String,
+    /// Target port.
+    pub port: u16,
+    /// The Host header to send, when set explicitly.
+    pub host_header: Option<String>,
+    /// Method.
+    pub method: Method,
+    /// Path (already joined with the service path).
+    pub path: String,
+    /// Query string without `?`.
+    pub query: Option<String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// A replacement body; `None` forwards the client's.
+    pub body: Option<Bytes>,
+    /// Retries on connection failure.
+    pub retries: u32,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl UpstreamRequest {
+    /// Path and query, as sent on the request line.
+    pub fn path_with_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// The response the upstream sent (`kong.service.response`).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The whole body, when buffered proxying is on.
+    pub body: Option<Bytes>,
+}
+
+/// A response produced by `exit`/`error` (or an error), replacing the upstream's.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// Status.
+    pub status: u16,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// The response Kong sends to the client.
+#[derive(Debug, Clone, Default)]
+pub struct DownstreamResponse {
+    /// Status (0 until known).
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Whether the headers have been sent (setters fail after that).
+    pub headers_sent: bool,
+}
+
+/// Body-filter state for the current chunk.
+#[derive(Debug, Default)]
+pub(crate) struct BodyState {
+    pub(crate) chunk: Bytes,
+    pub(crate) eof: bool,
+    /// Chunks held back by `get_raw_body`, until EOF.
+    pub(crate) buffer: Option<BytesMut>,
+}
+
+/// A WebSocket frame seen in `ws_client_frame`/`ws_upstream_frame`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Opcode name: `text`, `binary`, `ping`, `pong`, `close`, `continuation`.
+    pub kind: FrameKind,
+    /// Payload.
+    pub data: Bytes,
+    /// Dropped by a plugin: not forwarded.
+    pub dropped: bool,
+    /// Close the connection with this code and reason after this frame.
+    pub close: Option<(u16, String)>,
+}
+
+/// WebSocket frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Text.
+    Text,
+    /// Binary.
+    Binary,
+    /// Ping.
+    Ping,
+    /// Pong.
+    Pong,
+    /// Close.
+    Close,
+    /// Continuation.
+    Continuation,
+}
+
+/// A type-keyed map: `kong.ctx.shared` and `kong.ctx.plugin`.
+///
+/// ```
+/// let mut map = kong_pdk::TypeMap::default();
+/// #[derive(Debug, PartialEq)]
+/// struct RequestType(&'static str);
+/// map.insert(RequestType("WebSocket"));
+/// assert_eq!(map.get::<RequestType>(), Some(&RequestType("WebSocket")));
+/// assert!(map.get::<u32>().is_none());
+/// ```
+#[derive(Default)]
+pub struct TypeMap {
+    map: Option<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+}
+
+impl TypeMap {
+    /// Stores `value`, returning the previous value of its type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) -> Option<T> {
+        self.map
+            .get_or_insert_with(HashMap::new)
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+
+    /// The value of type `T`.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.map.as_ref()?.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The value of type `T`, mutably.
+    pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
+        self.map.as_mut()?.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    /// Removes the value of type `T`.
+    pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
+        self.map.as_mut()?.remove(&TypeId::of::<T>()).and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+}
+
+impl fmt::Debug for TypeMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TypeMap({} values)", self.map.as_ref().map_or(0, HashMap::len))
+    }
+}
+
+/// One request's state. Created by the gateway (or the test harness) per request; the executor
+/// runs phases over it; the PDK reads and changes it.
+pub struct Transaction {
+    pub(crate) id: String,
+    pub(crate) started_at_ms: u64,
+    pub(crate) started: Instant,
+    pub(crate) subsystem: Subsystem,
+    pub(crate) node: Arc<NodeInfo>,
+    /// The client request.
+    pub request: ClientRequest,
+    /// The client connection.
+    pub client: ClientConn,
+    /// The matched route.
+    pub route: Option<Arc<Route>>,
+    /// The matched route's service.
+    pub service: Option<Arc<Service>>,
+    /// Captures of the matched regex path.
+    pub captures: UriCaptures,
+    pub(crate) consumer: Option<Arc<Consumer>>,
+    pub(crate) credential: Option<Arc<Credential>>,
+    /// The request to send upstream.
+    pub upstream: UpstreamRequest,
+    pub(crate) buffered: bool,
+    /// The upstream's response, once received.
+    pub upstream_response: Option<UpstreamResponse>,
+    /// The response to the client.
+    pub response: DownstreamResponse,
+    pub(crate) exit: Option<Exit>,
+    pub(crate) source: Option<Source>,
+    pub(crate) body: BodyState,
+    pub(crate) shared: TypeMap,
+    pub(crate) plugin_ctx: Vec<(usize, TypeMap)>,
+    pub(crate) frame: Option<Frame>,
+    pub(crate) serialize_values: Vec<(String, Value)>,
+    pub(crate) collected: Option<Vec<Arc<dyn ErasedInstance>>>,
+    pub(crate) aborted: bool,
+    pub(crate) latencies: Latencies,
+    pub(crate) captured_logs: Option<Vec<crate::pdk::LogLine>>,
+    pub(crate) current: CurrentPlugin,
+}
+
+/// The plugin whose handler is running, installed by the executor before each call.
+#[derive(Default)]
+pub(crate) struct CurrentPlugin {
+    pub(crate) meta: Option<Arc<crate::registry::PluginMeta>>,
+    pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) instance: uuid::Uuid,
+}
+
+/// Timings the gateway records for `serialize()` and the latency headers, in ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latencies {
+    /// Time spent waiting for the upstream.
+    pub proxy: Option<u64>,
+    /// Time spent in Kong before proxying.
+    pub kong: Option<u64>,
+    /// Time receiving the response.
+    pub receive: Option<u64>,
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("id", &self.id)
+            .field("request", &self.request)
+            .field("upstream", &self.upstream)
+            .field("response", &self.response)
+            .field("exit", &self.exit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Transaction {
+    /// A transaction for an HTTP request. The upstream request starts as a copy of the client
+    /// request; the gateway sets its target once routed.
+    pub fn new(request: ClientRequest, client: ClientConn, node: Arc<NodeInfo>) -> Transaction {
+        let upstream = UpstreamRequest {
+            scheme: "http".into(),
+            host: String::new(),
+            port: 80,
+            host_header: None,
+            method: request.method.clone(),
+            path: request.raw_path.clone(),
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+            body: None,
+            retries: 5,
+            timeouts: Timeouts { connect: 60_000, write: 60_000, read: 60_000 },
+        };
+        Transaction {
+            id: new_request_id(),
+            started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            started: Instant::now(),
+            subsystem: Subsystem::Http,
+            node,
+            request,
+            client,
+            route: None,
+            service: None,
+            captures: UriCaptures::default(),
+            consumer: None,
+            credential: None,
+            upstream,
+            buffered: false,
+            upstream_response: None,
+            response: DownstreamResponse::default(),
+            exit: None,
+            source: None,
+            body: BodyState::default(),
+            shared: TypeMap::default(),
+            plugin_ctx: Vec::new(),
+            frame: None,
+            serialize_values: Vec::new(),
+            collected: None,
+            aborted: false,
+            latencies: Latencies::default(),
+            captured_logs: None,
+            current: CurrentPlugin::default(),
+        }
+    }
+
+    /// A transaction for a stream (TCP/TLS/UDP) connection.
+    pub fn stream(client: ClientConn, server_port: u16, node: Arc<NodeInfo>) -> Transaction {
+        let request = ClientRequest {
+            method: Method::GET,
+            scheme: if client.tls { "tls" } else { "tcp" },
+            host: String::new(),
+            port: server_port,
+            raw_path: String::new(),
+            query: None,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            body: RequestBody::Buffered(Bytes::new()),
+        };
+        let mut tx = Transaction::new(request, client, node);
+        tx.subsystem = Subsystem::Stream;
+        tx
+    }
+
+    /// The request id (`X-Kong-Request-Id`).
+    pub fn request_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The subsystem.
+    pub fn subsystem(&self) -> Subsystem {
+        self.subsystem
+    }
+
+    /// Whether a plugin asked for buffered proxying (it implements `response`, or called
+    /// `enable_buffering`).
+    pub fn is_buffered(&self) -> bool {
+        self.buffered
+    }
+
+    /// The response a plugin (or an error) produced, replacing the upstream's.
+    pub fn exit(&self) -> Option<&Exit> {
+        self.exit.as_ref()
+    }
+
+    /// Where the response comes from.
+    pub fn source(&self) -> Source {
+        self.source.unwrap_or(if self.exit.is_some() { Source::Exit } else { Source::Service })
+    }
+
+    /// The authenticated consumer.
+    pub fn consumer(&self) -> Option<&Arc<Consumer>> {
+        self.consumer.as_ref()
+    }
+
+    /// The authenticated credential.
+    pub fn credential(&self) -> Option<&Arc<Credential>> {
+        self.credential.as_ref()
+    }
+
+    /// Whether a body filter failed and the response must be cut short.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// The current WebSocket frame.
+    pub fn frame(&self) -> Option<&Frame> {
+        self.frame.as_ref()
+    }
+
+    /// Sets the current WebSocket frame before running a frame phase.
+    pub fn set_frame(&mut self, frame: Option<Frame>) {
+        self.frame = frame;
+    }
+
+    /// The request start time, ms since the epoch.
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
+    }
+
+    /// Milliseconds since the request started.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records timings for `serialize()`.
+    pub fn set_latencies(&mut self, latencies: Latencies) {
+        self.latencies = latencies;
+    }
+
+    /// Points the upstream request at the matched service, joining paths as Kong (v0 path
+    /// handling is the gateway's job; this sets target, retries and timeouts).
+    pub fn set_service(&mut self, service: Arc<Service>) {
+        self.upstream.scheme = match service.protocol.as_str() {
+            "https" | "grpcs" | "wss" | "tls" => "https".into(),
+            _ => "http".into(),
+        };
+        self.upstream.host = service.host.clone();
+        self.upstream.port = service.port;
+        self.upstream.retries = service.retries;
+        self.upstream.timeouts = Timeouts {
+            connect: service.connect_timeout,
+            write: service.write_timeout,
+            read: service.read_timeout,
+        };
+        self.service = Some(service);
+    }
+
+    pub(crate) fn plugin_ctx(&mut self, index: usize) -> &mut TypeMap {
+        let pos = match self.plugin_ctx.iter().position(|(i, _)| *i == index) {
+            Some(p) => p,
+            None => {
+                self.plugin_ctx.push((index, TypeMap::default()));
+                self.plugin_ctx.len() - 1
+            }
+        };
+        &mut self.plugin_ctx[pos].1
+    }
+}
