@@ -59,6 +59,9 @@
 
 #![warn(missing_docs)]
 
+// Lets the macros' `::kong_pdk::` paths resolve inside this crate's own tests.
+extern crate self as kong_pdk;
+
 pub mod entities;
 mod error;
 pub mod executor;

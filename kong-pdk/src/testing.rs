@@ -390,6 +390,20 @@ impl TestGateway {
         &self.set
     }
 
+    /// Replaces the configured instances, as a gateway does on a configuration change: the
+    /// new snapshot is validated and `configure`d before it takes traffic; on error the old one
+    /// stays.
+    pub async fn reconfigure(&mut self, entities: Vec<PluginEntity>) -> Result<(), LoadError> {
+        let mut set = PluginSet::builder(self.set.plugins().clone());
+        for e in entities {
+            set.add(e)?;
+        }
+        let set = set.build();
+        set.configure().await;
+        self.set = set;
+        Ok(())
+    }
+
     fn transaction(&self, req: &TestRequest) -> Transaction {
         let host = req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("kong.test");
         let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();

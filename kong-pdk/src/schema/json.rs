@@ -78,7 +78,9 @@ pub(crate) fn field_json(f: &FieldSchema, with_required: bool) -> Value {
     if let FieldKind::Foreign { reference } = f.kind {
         m.insert("reference".into(), Value::String(reference.into()));
     }
-    if with_required {
+    // Kong prints `required` where the definition states it: when true, and in the
+    // `required = false, default = ...` idiom.
+    if with_required && (f.required || f.default.is_some()) {
         m.insert("required".into(), Value::Bool(f.required));
     }
     if let Some(d) = &f.default {
