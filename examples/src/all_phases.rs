@@ -86,7 +86,9 @@ mod tests {
     use super::*;
 
     fn phases(logs: &[kong_pdk::pdk::LogLine]) -> Vec<String> {
-        logs.iter().map(|l| l.message.trim_start_matches("[all-phases] ").to_owned()).collect()
+        logs.iter()
+            .map(|l| l.message.trim_start_matches("[all-phases] ").to_owned())
+            .collect()
     }
 
     #[test]
@@ -100,9 +102,21 @@ mod tests {
     async fn http_request_runs_the_http_phases_in_order() {
         let gw = Harness::new().plugin::<AllPhases>(json!({})).start().await.unwrap();
         let res = gw
-            .send(TestRequest::get("/"), |_| MockResponse::new(200).chunks([Bytes::from("a"), Bytes::from("b")]))
+            .send(TestRequest::get("/"), |_| {
+                MockResponse::new(200).chunks([Bytes::from("a"), Bytes::from("b")])
+            })
             .await;
-        assert_eq!(phases(res.logs()), ["rewrite", "access", "header_filter", "body_filter", "body_filter", "log"]);
+        assert_eq!(
+            phases(res.logs()),
+            [
+                "rewrite",
+                "access",
+                "header_filter",
+                "body_filter",
+                "body_filter",
+                "log"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -111,10 +125,22 @@ mod tests {
         let out = gw
             .websocket(
                 TestRequest::get("/ws"),
-                vec![(true, FrameKind::Text, Bytes::from("hi")), (false, FrameKind::Text, Bytes::from("hi"))],
+                vec![
+                    (true, FrameKind::Text, Bytes::from("hi")),
+                    (false, FrameKind::Text, Bytes::from("hi")),
+                ],
             )
             .await;
-        assert_eq!(phases(&out.logs), ["rewrite", "ws_handshake", "ws_client_frame", "ws_upstream_frame", "ws_close"]);
+        assert_eq!(
+            phases(&out.logs),
+            [
+                "rewrite",
+                "ws_handshake",
+                "ws_client_frame",
+                "ws_upstream_frame",
+                "ws_close"
+            ]
+        );
         assert_eq!(out.forwarded.len(), 2);
     }
 }

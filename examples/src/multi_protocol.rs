@@ -15,7 +15,12 @@ pub struct MultiProto {}
 
 /// Shared by `log` and `ws_close`: any phase that can read the request.
 fn finish<P: RequestPhase + RequestRead>(kong: &mut Kong<P>) {
-    let kind = kong.ctx().plugin().get::<RequestType>().copied().unwrap_or(RequestType("unknown"));
+    let kind = kong
+        .ctx()
+        .plugin()
+        .get::<RequestType>()
+        .copied()
+        .unwrap_or(RequestType("unknown"));
     kong.log().notice(format!("finishing {} request", kind.0));
 }
 
@@ -60,6 +65,10 @@ mod tests {
     async fn websocket_sessions_are_websocket() {
         let gw = Harness::new().plugin::<MultiProto>(json!({})).start().await.unwrap();
         let out = gw.websocket(TestRequest::get("/ws"), vec![]).await;
-        assert!(out.logs.iter().any(|l| l.message == "[multi-proto] finishing WebSocket request"));
+        assert!(
+            out.logs
+                .iter()
+                .any(|l| l.message == "[multi-proto] finishing WebSocket request")
+        );
     }
 }

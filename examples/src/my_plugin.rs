@@ -47,7 +47,11 @@ mod tests {
 
     #[tokio::test]
     async fn sets_the_default_header_on_the_response() {
-        let gw = Harness::new().route_plugin::<MyPlugin>(json!({})).start().await.unwrap();
+        let gw = Harness::new()
+            .route_plugin::<MyPlugin>(json!({}))
+            .start()
+            .await
+            .unwrap();
         let res = gw.send(TestRequest::get("/anything"), |_| MockResponse::ok("{}")).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.header("X-MyPlugin"), Some("response"));
@@ -82,7 +86,11 @@ mod tests {
 
     #[tokio::test]
     async fn v1_sets_the_fixed_header() {
-        let gw = Harness::new().plugin::<v1::MyPluginV1>(json!({})).start().await.unwrap();
+        let gw = Harness::new()
+            .plugin::<v1::MyPluginV1>(json!({}))
+            .start()
+            .await
+            .unwrap();
         let res = gw.send(TestRequest::get("/"), |_| MockResponse::ok("")).await;
         assert_eq!(res.header("X-MyPlugin"), Some("response"));
     }

@@ -36,13 +36,29 @@ pub enum ArgValue {
 #[derive(Clone)]
 pub enum Value {
     Str(syn::LitStr),
-    Int { text: String, negative: bool, lit: syn::LitInt },
-    Float { text: String, negative: bool, lit: syn::LitFloat },
+    Int {
+        text: String,
+        negative: bool,
+        lit: syn::LitInt,
+    },
+    Float {
+        text: String,
+        negative: bool,
+        lit: syn::LitFloat,
+    },
     Bool(syn::LitBool),
     Ident(Ident),
-    Array { items: Vec<Value>, span: Span },
-    Tuple { items: Vec<Value>, span: Span },
-    EmptyMap { span: Span },
+    Array {
+        items: Vec<Value>,
+        span: Span,
+    },
+    Tuple {
+        items: Vec<Value>,
+        span: Span,
+    },
+    EmptyMap {
+        span: Span,
+    },
 }
 
 impl Value {
@@ -54,9 +70,7 @@ impl Value {
             Value::Float { lit, .. } => lit.span(),
             Value::Bool(l) => l.span,
             Value::Ident(i) => i.span(),
-            Value::Array { span, .. } | Value::Tuple { span, .. } | Value::EmptyMap { span } => {
-                *span
-            }
+            Value::Array { span, .. } | Value::Tuple { span, .. } | Value::EmptyMap { span } => *span,
         }
     }
 
@@ -178,13 +192,19 @@ impl Parse for Value {
             let content;
             let b = bracketed!(content in input);
             let items = content.parse_terminated(Value::parse, Token![,])?;
-            return Ok(Value::Array { items: items.into_iter().collect(), span: b.span.join() });
+            return Ok(Value::Array {
+                items: items.into_iter().collect(),
+                span: b.span.join(),
+            });
         }
         if input.peek(syn::token::Paren) {
             let content;
             let p = parenthesized!(content in input);
             let items = content.parse_terminated(Value::parse, Token![,])?;
-            return Ok(Value::Tuple { items: items.into_iter().collect(), span: p.span.join() });
+            return Ok(Value::Tuple {
+                items: items.into_iter().collect(),
+                span: p.span.join(),
+            });
         }
         if input.peek(syn::token::Brace) {
             let content;
@@ -207,10 +227,16 @@ impl Parse for Value {
         let lit: Lit = input.parse()?;
         match lit {
             Lit::Str(s) if !negative => Ok(Value::Str(s)),
-            Lit::Int(i) => Ok(Value::Int { text: i.base10_digits().to_owned(), negative, lit: i }),
-            Lit::Float(f) => {
-                Ok(Value::Float { text: f.base10_digits().to_owned(), negative, lit: f })
-            }
+            Lit::Int(i) => Ok(Value::Int {
+                text: i.base10_digits().to_owned(),
+                negative,
+                lit: i,
+            }),
+            Lit::Float(f) => Ok(Value::Float {
+                text: f.base10_digits().to_owned(),
+                negative,
+                lit: f,
+            }),
             Lit::Bool(b) if !negative => Ok(Value::Bool(b)),
             other => Err(syn::Error::new(
                 other.span(),

@@ -1,7 +1,7 @@
 //! Stage three: code generation for `#[plugin]` and `#[record]`, from a checked model.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Fields, ItemStruct};
 
@@ -48,7 +48,10 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
             for arg in rest {
                 cx.error_spanned_by(
                     &arg.key,
-                    format!("unknown record attribute `{}`; records take entity checks only", arg.name()),
+                    format!(
+                        "unknown record attribute `{}`; records take entity checks only",
+                        arg.name()
+                    ),
                 );
             }
             None
@@ -56,7 +59,8 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
     };
     if let Err(errors) = cx.check() {
         strip_field_attrs(&mut item);
-        return quote!(#item #errors);
+        let fallback = fallback_impls(&item, matches!(kind, Kind::Plugin));
+        return quote!(#item #errors #fallback);
     }
 
     strip_field_attrs(&mut item);
@@ -132,6 +136,37 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
     }
 }
 
+/// After an error, impls with placeholder values, so the user sees their mistake and not a
+/// cascade of "trait not implemented" errors from code that uses the struct.
+fn fallback_impls(item: &ItemStruct, plugin: bool) -> TokenStream {
+    let ident = &item.ident;
+    let plugin_impl = plugin.then(|| {
+        quote! {
+            impl ::kong_pdk::Plugin for #ident {
+                const NAME: &'static str = "";
+                const PRIORITY: i32 = 0;
+                const VERSION: &'static str = "0.0.0";
+                fn schema() -> &'static ::kong_pdk::schema::PluginSchema {
+                    ::std::unreachable!()
+                }
+            }
+        }
+    });
+    quote! {
+        impl ::kong_pdk::schema::ConfigRecord for #ident {
+            fn record_schema() -> ::kong_pdk::schema::RecordSchema {
+                ::std::unreachable!()
+            }
+        }
+        impl<'de> ::kong_pdk::__private::serde::Deserialize<'de> for #ident {
+            fn deserialize<D: ::kong_pdk::__private::serde::Deserializer<'de>>(_: D) -> ::std::result::Result<Self, D::Error> {
+                ::std::unreachable!()
+            }
+        }
+        #plugin_impl
+    }
+}
+
 fn strip_field_attrs(item: &mut ItemStruct) {
     for field in item.fields.iter_mut() {
         field.attrs.retain(|a| !a.path().is_ident("field"));
@@ -175,9 +210,10 @@ fn field_tokens(f: &FieldModel) -> TokenStream {
     let ty = &f.ty;
     let name = &f.name;
     let base = quote_spanned!(ty.span()=> <#ty as ::kong_pdk::schema::ConfigType>::field_schema());
-    let typedef = f.typedef.as_ref().map(|td| {
-        quote_spanned!(td.span()=> ::kong_pdk::schema::typedefs::#td::apply::<#ty>(&mut __f);)
-    });
+    let typedef = f
+        .typedef
+        .as_ref()
+        .map(|td| quote_spanned!(td.span()=> ::kong_pdk::schema::typedefs::#td::apply::<#ty>(&mut __f);));
     let has_default = f.default.is_some();
     let required = match f.required {
         Some((r, _)) => quote!(#r),
@@ -188,9 +224,10 @@ fn field_tokens(f: &FieldModel) -> TokenStream {
         quote!(__f.default = ::std::option::Option::Some(#d);)
     });
     let validators = f.validators.iter().map(validator_tokens);
-    let description = f.description.as_ref().map(|d| {
-        quote!(__f.description = ::std::option::Option::Some(::std::string::String::from(#d));)
-    });
+    let description = f
+        .description
+        .as_ref()
+        .map(|d| quote!(__f.description = ::std::option::Option::Some(::std::string::String::from(#d));));
     let (uuid, referenceable, encrypted) = (f.uuid, f.referenceable, f.encrypted);
     let flags = [
         uuid.then(|| quote!(__f.uuid = true;)),
@@ -238,7 +275,14 @@ fn record_schema_tokens(fields: &[FieldModel], checks: &[EntityCheck]) -> TokenS
             let names = names(fields);
             quote!(::kong_pdk::schema::EntityCheck::#variant(#names))
         }
-        EntityCheck::Conditional { if_field, if_match, then_field, then_match, then_required, then_err } => {
+        EntityCheck::Conditional {
+            if_field,
+            if_match,
+            then_field,
+            then_match,
+            then_required,
+            then_err,
+        } => {
             let if_match = matcher_tokens(if_match, false);
             let then_match = matcher_tokens(then_match, *then_required);
             let then_err = match then_err {
@@ -268,9 +312,26 @@ fn record_schema_tokens(fields: &[FieldModel], checks: &[EntityCheck]) -> TokenS
 fn default_check(f: &FieldModel) -> Option<TokenStream> {
     let default = f.default.as_ref()?;
     let marker = default.literal_marker()?;
-    let ty = &f.ty;
     let span = default.span();
+    // The type is re-spanned to the literal so the error points at the default.
+    let ty = respan(f.ty.to_token_stream(), span);
     Some(quote_spanned! {span=>
         ::kong_pdk::schema::literal::default_fits::<#ty, #marker>();
     })
+}
+
+fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }

@@ -63,8 +63,18 @@ pub struct FieldModel {
 
 /// A record-level entity check, with field names already checked.
 pub enum EntityCheck {
-    List { kind: &'static str, fields: Vec<String> },
-    Conditional { if_field: String, if_match: Vec<Validator>, then_field: String, then_match: Vec<Validator>, then_required: bool, then_err: Option<String> },
+    List {
+        kind: &'static str,
+        fields: Vec<String>,
+    },
+    Conditional {
+        if_field: String,
+        if_match: Vec<Validator>,
+        then_field: String,
+        then_match: Vec<Validator>,
+        then_required: bool,
+        then_err: Option<String>,
+    },
 }
 
 /// Which `protocols` typedef a plugin's `protocols` field uses.
@@ -92,7 +102,10 @@ pub fn doc_string(attrs: &[Attribute]) -> Option<String> {
             continue;
         }
         if let syn::Meta::NameValue(nv) = &attr.meta {
-            if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value {
+            if let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s), ..
+            }) = &nv.value
+            {
                 lines.push(s.value().trim().to_owned());
             }
         }
@@ -116,7 +129,10 @@ fn lit_str(cx: &Ctxt, arg: &Arg) -> Option<syn::LitStr> {
     match &arg.value {
         ArgValue::Value(Value::Str(s)) => Some(s.clone()),
         _ => {
-            cx.error_spanned_by(&arg.key, format!("`{}` takes a string: `{} = \"...\"`", arg.name(), arg.name()));
+            cx.error_spanned_by(
+                &arg.key,
+                format!("`{}` takes a string: `{} = \"...\"`", arg.name(), arg.name()),
+            );
             None
         }
     }
@@ -127,7 +143,10 @@ fn single_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
         ArgValue::Value(v) => Some(v.clone()),
         ArgValue::Values(v) if v.len() == 1 => Some(v[0].clone()),
         _ => {
-            cx.error_spanned_by(&arg.key, format!("`{}` takes a value: `{} = ...`", arg.name(), arg.name()));
+            cx.error_spanned_by(
+                &arg.key,
+                format!("`{}` takes a value: `{} = ...`", arg.name(), arg.name()),
+            );
             None
         }
     }
@@ -136,7 +155,10 @@ fn single_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
 fn number_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
     let v = single_value(cx, arg)?;
     if v.as_f64().is_none() {
-        cx.syn_error(syn::Error::new(v.span(), format!("`{}` takes a number, found {}", arg.name(), v.kind())));
+        cx.syn_error(syn::Error::new(
+            v.span(),
+            format!("`{}` takes a number, found {}", arg.name(), v.kind()),
+        ));
         return None;
     }
     Some(v)
@@ -147,7 +169,10 @@ fn length_value(cx: &Ctxt, arg: &Arg) -> Option<Value> {
     match v.as_i128() {
         Some(n) if n >= 0 => Some(v),
         _ => {
-            cx.syn_error(syn::Error::new(v.span(), format!("`{}` takes a non-negative integer", arg.name())));
+            cx.syn_error(syn::Error::new(
+                v.span(),
+                format!("`{}` takes a non-negative integer", arg.name()),
+            ));
             None
         }
     }
@@ -192,7 +217,15 @@ fn flag(cx: &Ctxt, arg: &Arg) -> bool {
         ArgValue::Flag => true,
         ArgValue::Value(Value::Bool(b)) => b.value,
         _ => {
-            cx.error_spanned_by(&arg.key, format!("`{}` is a flag: write `{}` or `{} = false`", arg.name(), arg.name(), arg.name()));
+            cx.error_spanned_by(
+                &arg.key,
+                format!(
+                    "`{}` is a flag: write `{}` or `{} = false`",
+                    arg.name(),
+                    arg.name(),
+                    arg.name()
+                ),
+            );
             false
         }
     }
@@ -260,7 +293,10 @@ pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
 fn check_field(cx: &Ctxt, f: &FieldModel) {
     if let Some((required, span)) = f.required {
         if required && f.is_option {
-            cx.syn_error(syn::Error::new(span, "an `Option` field cannot be `required`; use the inner type instead"));
+            cx.syn_error(syn::Error::new(
+                span,
+                "an `Option` field cannot be `required`; use the inner type instead",
+            ));
         }
         if !required && !f.is_option && f.default.is_none() {
             cx.syn_error(syn::Error::new(
@@ -273,7 +309,10 @@ fn check_field(cx: &Ctxt, f: &FieldModel) {
         cx.error_spanned_by(id, "a default must be a literal: a string, number, boolean or array");
     }
     if let Some(Value::Tuple { span, .. }) = &f.default {
-        cx.syn_error(syn::Error::new(*span, "a default must be a literal: use `[...]` for arrays"));
+        cx.syn_error(syn::Error::new(
+            *span,
+            "a default must be a literal: use `[...]` for arrays",
+        ));
     }
     for v in &f.validators {
         if let Validator::Between(lo, hi) = v {
@@ -289,7 +328,10 @@ fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel]) -> Vec<String> {
         ArgValue::Values(v) => v.clone(),
         ArgValue::Value(Value::Array { items, .. }) => items.clone(),
         _ => {
-            cx.error_spanned_by(&arg.key, format!("`{}` takes field names: `{}(\"a\", \"b\")`", arg.name(), arg.name()));
+            cx.error_spanned_by(
+                &arg.key,
+                format!("`{}` takes field names: `{}(\"a\", \"b\")`", arg.name(), arg.name()),
+            );
             return Vec::new();
         }
     };
@@ -305,7 +347,10 @@ fn field_ref(cx: &Ctxt, v: &Value, fields: &[FieldModel]) -> Option<String> {
         return None;
     };
     if !fields.iter().any(|f| f.name == name) {
-        cx.syn_error(syn::Error::new(v.span(), format!("no field named `{name}` in this struct")));
+        cx.syn_error(syn::Error::new(
+            v.span(),
+            format!("no field named `{name}` in this struct"),
+        ));
         return None;
     }
     Some(name)
@@ -317,7 +362,10 @@ fn matcher(cx: &Ctxt, arg: &Arg) -> (Vec<Validator>, bool) {
     let args: &[Arg] = match &arg.value {
         ArgValue::Args(a) => a,
         _ => {
-            cx.error_spanned_by(&arg.key, format!("`{}` takes validators: `{}(one_of = [\"x\"])`", arg.name(), arg.name()));
+            cx.error_spanned_by(
+                &arg.key,
+                format!("`{}` takes validators: `{}(one_of = [\"x\"])`", arg.name(), arg.name()),
+            );
             return (out, required);
         }
     };
@@ -347,7 +395,10 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
             "distinct" => "distinct",
             "conditional" => {
                 let ArgValue::Args(inner) = &arg.value else {
-                    cx.error_spanned_by(&arg.key, "`conditional` takes `if_field = \"a\", if_match(...), then_field = \"b\", then_match(...)`");
+                    cx.error_spanned_by(
+                        &arg.key,
+                        "`conditional` takes `if_field = \"a\", if_match(...), then_field = \"b\", then_match(...)`",
+                    );
                     continue;
                 };
                 let (mut if_field, mut then_field, mut then_err) = (None, None, None);
@@ -380,7 +431,10 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
                 continue;
             }
         };
-        checks.push(EntityCheck::List { kind, fields: string_list(cx, arg, fields) });
+        checks.push(EntityCheck::List {
+            kind,
+            fields: string_list(cx, arg, fields),
+        });
     }
     (checks, rest)
 }
@@ -389,7 +443,10 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
 fn valid_version(v: &str) -> bool {
     let core = v.split_once('-').map_or(v, |(c, _)| c);
     let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Parses the `#[plugin(...)]` arguments that are not entity checks.
@@ -405,17 +462,18 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
     };
     for arg in args {
         match arg.name().as_str() {
-            "priority" => match single_value(cx, arg) {
-                Some(v) => match v.as_i128() {
-                    Some(n) if i32::try_from(n).is_ok() => out.priority = Some(n as i64),
-                    Some(_) => cx.syn_error(syn::Error::new(v.span(), "PRIORITY must fit in an i32")),
-                    None => cx.syn_error(syn::Error::new(
-                        v.span(),
-                        format!("PRIORITY must be an integer, found {}", v.kind()),
-                    )),
-                },
-                None => {}
-            },
+            "priority" => {
+                if let Some(v) = single_value(cx, arg) {
+                    match v.as_i128() {
+                        Some(n) if i32::try_from(n).is_ok() => out.priority = Some(n as i64),
+                        Some(_) => cx.syn_error(syn::Error::new(v.span(), "PRIORITY must fit in an i32")),
+                        None => cx.syn_error(syn::Error::new(
+                            v.span(),
+                            format!("PRIORITY must be an integer, found {}", v.kind()),
+                        )),
+                    }
+                }
+            }
             "version" => {
                 if let Some(s) = lit_str(cx, arg) {
                     if valid_version(&s.value()) {

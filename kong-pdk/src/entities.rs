@@ -180,7 +180,12 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer with a username.
     pub fn new(username: impl Into<String>) -> Consumer {
-        Consumer { id: Uuid::new_v4(), username: Some(username.into()), custom_id: None, tags: None }
+        Consumer {
+            id: Uuid::new_v4(),
+            username: Some(username.into()),
+            custom_id: None,
+            tags: None,
+        }
     }
 }
 

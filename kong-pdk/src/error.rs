@@ -39,7 +39,9 @@ impl std::error::Error for Message {}
 impl Error {
     /// An error with a message.
     pub fn msg(message: impl Into<String>) -> Error {
-        Error { inner: Box::new(Message(message.into())) }
+        Error {
+            inner: Box::new(Message(message.into())),
+        }
     }
 
     /// The underlying error, to downcast.

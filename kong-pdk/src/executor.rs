@@ -81,7 +81,13 @@ pub struct PluginEntity {
 impl PluginEntity {
     /// An enabled, global instance of `name` with `config`.
     pub fn new(name: impl Into<String>, config: Value) -> PluginEntity {
-        PluginEntity { id: Uuid::new_v4(), name: name.into(), scope: Scope::GLOBAL, config, enabled: true }
+        PluginEntity {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            scope: Scope::GLOBAL,
+            config,
+            enabled: true,
+        }
     }
 
     /// The same instance scoped to a route.
@@ -123,9 +129,8 @@ const PRECEDENCE: [u8; 8] = [
 ];
 
 fn combo(scope: &Scope) -> u8 {
-    (scope.route.is_some() as u8) * ROUTE
-        | (scope.service.is_some() as u8) * SERVICE
-        | (scope.consumer.is_some() as u8) * CONSUMER
+    let bit = |set: bool, bit: u8| if set { bit } else { 0 };
+    bit(scope.route.is_some(), ROUTE) | bit(scope.service.is_some(), SERVICE) | bit(scope.consumer.is_some(), CONSUMER)
 }
 
 /// One plugin type's instances in a snapshot.
@@ -139,7 +144,12 @@ struct Slot {
 }
 
 impl Slot {
-    fn lookup(&self, route: Option<Uuid>, service: Option<Uuid>, consumer: Option<Uuid>) -> Option<&Arc<dyn ErasedInstance>> {
+    fn lookup(
+        &self,
+        route: Option<Uuid>,
+        service: Option<Uuid>,
+        consumer: Option<Uuid>,
+    ) -> Option<&Arc<dyn ErasedInstance>> {
         let route = if self.no_route { None } else { route };
         let service = if self.no_service { None } else { service };
         let consumer = if self.no_consumer { None } else { consumer };
@@ -204,10 +214,16 @@ impl PluginSetBuilder {
     /// Validates `entity` against its plugin's schema and adds it. Disabled entities are
     /// validated and left out, as Kong does.
     pub fn add(&mut self, entity: PluginEntity) -> Result<&mut Self, LoadError> {
-        let index = self.plugins.index_of(&entity.name).ok_or_else(|| LoadError::NotEnabled(entity.name.clone()))?;
+        let index = self
+            .plugins
+            .index_of(&entity.name)
+            .ok_or_else(|| LoadError::NotEnabled(entity.name.clone()))?;
         let ty = &self.plugins.types[index];
         let meta = ty.meta();
-        let invalid = |violation| LoadError::Invalid { name: entity.name.clone(), violation };
+        let invalid = |violation| LoadError::Invalid {
+            name: entity.name.clone(),
+            violation,
+        };
         for (forbidden, set, field) in [
             (meta.no_consumer, entity.scope.consumer.is_some(), "consumer"),
             (meta.no_route, entity.scope.route.is_some(), "route"),
@@ -217,14 +233,23 @@ impl PluginSetBuilder {
                 return Err(invalid(scope_violation(field)));
             }
         }
-        let instance = ty.instantiate(entity.id, entity.scope, entity.config.clone()).map_err(invalid)?;
+        let instance = ty
+            .instantiate(entity.id, entity.scope, entity.config.clone())
+            .map_err(invalid)?;
         if entity.enabled {
-            if self.entries.iter().any(|(i, e)| *i == index && e.scope() == entity.scope) {
+            if self
+                .entries
+                .iter()
+                .any(|(i, e)| *i == index && e.scope() == entity.scope)
+            {
                 let mut fields = serde_json::Map::new();
-                fields.insert("@entity".into(), Value::Array(vec![Value::from(format!(
-                    "a plugin '{}' is already configured for this scope",
-                    entity.name
-                ))]));
+                fields.insert(
+                    "@entity".into(),
+                    Value::Array(vec![Value::from(format!(
+                        "a plugin '{}' is already configured for this scope",
+                        entity.name
+                    ))]),
+                );
                 return Err(invalid(SchemaViolation::new(fields)));
             }
             self.entries.push((index, instance));
@@ -273,7 +298,10 @@ impl PluginSetBuilder {
         PluginSet {
             plugins: self.plugins,
             slots: slots.into_iter().map(|(_, s)| s).collect(),
-            globals: globals.into_iter().map(|g| g.into_iter().map(|(_, i)| i).collect()).collect(),
+            globals: globals
+                .into_iter()
+                .map(|g| g.into_iter().map(|(_, i)| i).collect())
+                .collect(),
             all,
         }
     }
@@ -287,7 +315,10 @@ const STREAM_DOWNSTREAM: [Phase; 1] = [Phase::Log];
 impl PluginSet {
     /// A builder for a snapshot of `plugins`' instances.
     pub fn builder(plugins: Arc<Plugins>) -> PluginSetBuilder {
-        PluginSetBuilder { plugins, entries: Vec::new() }
+        PluginSetBuilder {
+            plugins,
+            entries: Vec::new(),
+        }
     }
 
     /// A snapshot with no instances.
@@ -308,8 +339,12 @@ impl PluginSet {
             if !meta.phases.contains(Phase::Configure) {
                 continue;
             }
-            let instances: Vec<Arc<dyn ErasedInstance>> =
-                self.all.iter().filter(|i| i.meta().index == meta.index).cloned().collect();
+            let instances: Vec<Arc<dyn ErasedInstance>> = self
+                .all
+                .iter()
+                .filter(|i| i.meta().index == meta.index)
+                .cloned()
+                .collect();
             if let Err(err) = catch(ty.configure(&self.plugins.node, &instances)).await {
                 tracing::error!(target: "kong", "failed to execute plugin '{}:configure ({err})'", meta.name);
             }
@@ -356,7 +391,9 @@ impl PluginSet {
         let mut collected = Vec::new();
         for slot in &self.slots {
             let consumer = tx.consumer.as_ref().map(|c| c.id);
-            let Some(inst) = slot.lookup(route, service, consumer) else { continue };
+            let Some(inst) = slot.lookup(route, service, consumer) else {
+                continue;
+            };
             let phases = inst.meta().phases;
             if downstream.iter().any(|p| phases.contains(*p)) {
                 collected.push(inst.clone());
@@ -398,7 +435,11 @@ impl PluginSet {
 
     /// Runs `ws_client_frame` or `ws_upstream_frame` over `tx.frame()`.
     pub async fn run_ws_frame(&self, tx: &mut Transaction, from_client: bool) {
-        let phase = if from_client { Phase::WsClientFrame } else { Phase::WsUpstreamFrame };
+        let phase = if from_client {
+            Phase::WsClientFrame
+        } else {
+            Phase::WsUpstreamFrame
+        };
         self.run_downstream(phase, tx, true).await;
     }
 
@@ -440,10 +481,18 @@ impl PluginSet {
         let name = inst.meta().name;
         crate::pdk::log::emit(crate::pdk::Level::Err, &format!("[{name}] {phase} failed: {err}"));
         if let Some(lines) = &mut tx.captured_logs {
-            lines.push(crate::pdk::LogLine { level: crate::pdk::Level::Err, message: format!("[{name}] {phase} failed: {err}") });
+            lines.push(crate::pdk::LogLine {
+                level: crate::pdk::Level::Err,
+                message: format!("[{name}] {phase} failed: {err}"),
+            });
         }
         match phase {
-            Phase::Certificate | Phase::Rewrite | Phase::Access | Phase::Preread | Phase::WsHandshake | Phase::Response => {
+            Phase::Certificate
+            | Phase::Rewrite
+            | Phase::Access
+            | Phase::Preread
+            | Phase::WsHandshake
+            | Phase::Response => {
                 unexpected(tx);
             }
             Phase::HeaderFilter => {

@@ -147,7 +147,10 @@ pub trait Handler: Plugin {
     }
 
     /// During the TLS handshake (global instances only).
-    fn certificate(&self, kong: &mut Kong<phase::Certificate, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn certificate(
+        &self,
+        kong: &mut Kong<phase::Certificate, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
@@ -171,13 +174,19 @@ pub trait Handler: Plugin {
     }
 
     /// When the response headers are about to be sent.
-    fn header_filter(&self, kong: &mut Kong<phase::HeaderFilter, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn header_filter(
+        &self,
+        kong: &mut Kong<phase::HeaderFilter, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// For each chunk of the response body (`kong.response().chunk()`).
-    fn body_filter(&self, kong: &mut Kong<phase::BodyFilter, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn body_filter(
+        &self,
+        kong: &mut Kong<phase::BodyFilter, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
@@ -195,19 +204,28 @@ pub trait Handler: Plugin {
     }
 
     /// WebSocket services: the handshake (instead of `access`).
-    fn ws_handshake(&self, kong: &mut Kong<phase::WsHandshake, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn ws_handshake(
+        &self,
+        kong: &mut Kong<phase::WsHandshake, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// WebSocket services: each frame from the client.
-    fn ws_client_frame(&self, kong: &mut Kong<phase::WsClientFrame, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn ws_client_frame(
+        &self,
+        kong: &mut Kong<phase::WsClientFrame, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// WebSocket services: each frame from the upstream.
-    fn ws_upstream_frame(&self, kong: &mut Kong<phase::WsUpstreamFrame, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn ws_upstream_frame(
+        &self,
+        kong: &mut Kong<phase::WsUpstreamFrame, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }

@@ -141,7 +141,11 @@ pub struct Scope {
 
 impl Scope {
     /// A global instance.
-    pub const GLOBAL: Scope = Scope { route: None, service: None, consumer: None };
+    pub const GLOBAL: Scope = Scope {
+        route: None,
+        service: None,
+        consumer: None,
+    };
 
     /// Whether no route, service or consumer is set.
     pub fn is_global(&self) -> bool {
@@ -156,7 +160,11 @@ pub(crate) trait PluginType: Send + Sync {
     fn schema(&self) -> &'static PluginSchema;
     fn instantiate(&self, id: Uuid, scope: Scope, config: Value) -> Result<Arc<dyn ErasedInstance>, SchemaViolation>;
     fn init_worker<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, crate::Result>;
-    fn configure<'a>(&'a self, node: &'a NodeInfo, instances: &'a [Arc<dyn ErasedInstance>]) -> BoxFuture<'a, crate::Result>;
+    fn configure<'a>(
+        &'a self,
+        node: &'a NodeInfo,
+        instances: &'a [Arc<dyn ErasedInstance>],
+    ) -> BoxFuture<'a, crate::Result>;
 }
 
 /// One configured plugin instance, erased.
@@ -237,7 +245,11 @@ impl<T: Handler> PluginType for TypeImpl<T> {
         })
     }
 
-    fn configure<'a>(&'a self, node: &'a NodeInfo, instances: &'a [Arc<dyn ErasedInstance>]) -> BoxFuture<'a, crate::Result> {
+    fn configure<'a>(
+        &'a self,
+        node: &'a NodeInfo,
+        instances: &'a [Arc<dyn ErasedInstance>],
+    ) -> BoxFuture<'a, crate::Result> {
         Box::pin(async move {
             let configs: Vec<Instance<T>> = instances
                 .iter()
@@ -335,7 +347,9 @@ pub struct Plugins {
 
 impl fmt::Debug for Plugins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.types.iter().map(|t| t.meta().name)).finish()
+        f.debug_list()
+            .entries(self.types.iter().map(|t| t.meta().name))
+            .finish()
     }
 }
 
@@ -349,7 +363,10 @@ impl Plugins {
                 regs.push(reg);
             }
         }
-        Ok(Plugins::from_types(regs.into_iter().map(|r| (r.describe)()).collect(), node))
+        Ok(Plugins::from_types(
+            regs.into_iter().map(|r| (r.describe)()).collect(),
+            node,
+        ))
     }
 
     /// Loads every registered plugin.
@@ -359,7 +376,10 @@ impl Plugins {
 
     /// Loads exactly the given plugin types, each with fresh state (for tests and embedding).
     pub fn builder(node: NodeInfo) -> PluginsBuilder {
-        PluginsBuilder { types: Vec::new(), node }
+        PluginsBuilder {
+            types: Vec::new(),
+            node,
+        }
     }
 
     fn from_types(mut types: Vec<Arc<dyn PluginType>>, node: NodeInfo) -> Plugins {
@@ -374,7 +394,11 @@ impl Plugins {
             }
         }
         let by_name = types.iter().enumerate().map(|(i, t)| (t.meta().name, i)).collect();
-        Plugins { types, by_name, node: Arc::new(node) }
+        Plugins {
+            types,
+            by_name,
+            node: Arc::new(node),
+        }
     }
 
     /// The loaded plugins' metadata, in execution order.
@@ -434,7 +458,8 @@ impl PluginsBuilder {
     #[must_use]
     pub fn with<T: Handler>(mut self) -> Self {
         if !self.types.iter().any(|t| t.meta().name == T::NAME) {
-            self.types.push(Arc::new(TypeImpl::<T>::new(Arc::new(T::State::default()))));
+            self.types
+                .push(Arc::new(TypeImpl::<T>::new(Arc::new(T::State::default()))));
         }
         self
     }

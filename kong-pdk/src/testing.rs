@@ -43,7 +43,9 @@ use crate::executor::{PluginEntity, PluginSet};
 use crate::pdk::{LogLine, NodeInfo};
 use crate::plugin::Handler;
 use crate::registry::{LoadError, Plugins, PluginsBuilder, Scope};
-use crate::transaction::{ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest, UpstreamResponse};
+use crate::transaction::{
+    ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest, UpstreamResponse,
+};
 
 /// A synthetic client request.
 #[derive(Debug, Clone)]
@@ -93,7 +95,8 @@ impl TestRequest {
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
-        self.headers.append(name, HeaderValue::from_str(value).expect("valid header value"));
+        self.headers
+            .append(name, HeaderValue::from_str(value).expect("valid header value"));
         self
     }
 
@@ -138,7 +141,11 @@ pub struct MockResponse {
 impl MockResponse {
     /// A response with `status` and no body.
     pub fn new(status: u16) -> MockResponse {
-        MockResponse { status, headers: HeaderMap::new(), chunks: Vec::new() }
+        MockResponse {
+            status,
+            headers: HeaderMap::new(),
+            chunks: Vec::new(),
+        }
     }
 
     /// `200` with `body`.
@@ -150,7 +157,8 @@ impl MockResponse {
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
-        self.headers.append(name, HeaderValue::from_str(value).expect("valid header value"));
+        self.headers
+            .append(name, HeaderValue::from_str(value).expect("valid header value"));
         self
     }
 
@@ -286,10 +294,19 @@ impl Default for Harness {
 impl Harness {
     /// A route on `/` to a service `mock-upstream:80`, no plugins.
     pub fn new() -> Harness {
-        let service = Service { name: Some("mock-upstream".into()), ..Service::new("mock-upstream", 80) };
+        let service = Service {
+            name: Some("mock-upstream".into()),
+            ..Service::new("mock-upstream", 80)
+        };
         let mut route = Route::new(&["/"]);
         route.service = Some(crate::entities::ForeignKey { id: service.id });
-        Harness { types: Vec::new(), entities: Vec::new(), route, service, node: NodeInfo::default() }
+        Harness {
+            types: Vec::new(),
+            entities: Vec::new(),
+            route,
+            service,
+            node: NodeInfo::default(),
+        }
     }
 
     /// Loads plugin type `T` without configuring an instance.
@@ -363,7 +380,9 @@ impl Harness {
             return Err(LoadError::Invalid {
                 name: name.clone(),
                 violation: crate::schema::SchemaViolation::new(
-                    [("init_worker".to_owned(), Value::from(err.to_string()))].into_iter().collect(),
+                    [("init_worker".to_owned(), Value::from(err.to_string()))]
+                        .into_iter()
+                        .collect(),
                 ),
             });
         }
@@ -373,7 +392,11 @@ impl Harness {
         }
         let set = set.build();
         set.configure().await;
-        Ok(TestGateway { set, route: Arc::new(self.route), service: Arc::new(self.service) })
+        Ok(TestGateway {
+            set,
+            route: Arc::new(self.route),
+            service: Arc::new(self.service),
+        })
     }
 }
 
@@ -405,7 +428,11 @@ impl TestGateway {
     }
 
     fn transaction(&self, req: &TestRequest) -> Transaction {
-        let host = req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("kong.test");
+        let host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("kong.test");
         let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
         let request = ClientRequest {
             method: req.method.clone(),
@@ -418,7 +445,14 @@ impl TestGateway {
             headers: req.headers.clone(),
             body: RequestBody::Buffered(req.body.clone()),
         };
-        let client = ClientConn { ip: req.client_ip, forwarded_ip: req.client_ip, port: 40000, forwarded_port: 40000, tls: req.scheme == "https", sni: None };
+        let client = ClientConn {
+            ip: req.client_ip,
+            forwarded_ip: req.client_ip,
+            port: 40000,
+            forwarded_port: 40000,
+            tls: req.scheme == "https",
+            sni: None,
+        };
         let mut tx = Transaction::new(request, client, self.set.plugins().node.clone());
         tx.captured_logs = Some(Vec::new());
         tx
@@ -452,7 +486,11 @@ impl TestGateway {
             }
             tx.response.headers = headers;
             tx.response.status = mock.status;
-            let mut upstream_response = UpstreamResponse { status: mock.status, headers: mock.headers.clone(), body: None };
+            let mut upstream_response = UpstreamResponse {
+                status: mock.status,
+                headers: mock.headers.clone(),
+                body: None,
+            };
             if tx.is_buffered() {
                 let mut all = BytesMut::new();
                 for c in &mock.chunks {
@@ -513,12 +551,22 @@ impl TestGateway {
             tx.set_service(self.service.clone());
             set.run_ws_handshake(&mut tx).await;
         }
-        let mut out = WsOutcome { rejected: None, forwarded: Vec::new(), closed: None, logs: Vec::new() };
+        let mut out = WsOutcome {
+            rejected: None,
+            forwarded: Vec::new(),
+            closed: None,
+            logs: Vec::new(),
+        };
         if let Some(exit) = &tx.exit {
             out.rejected = Some((exit.status, exit.body.clone()));
         } else {
             for (from_client, kind, data) in frames {
-                tx.set_frame(Some(Frame { kind, data, dropped: false, close: None }));
+                tx.set_frame(Some(Frame {
+                    kind,
+                    data,
+                    dropped: false,
+                    close: None,
+                }));
                 set.run_ws_frame(&mut tx, from_client).await;
                 let frame = tx.frame.take().expect("frame");
                 if let Some(close) = frame.close.clone() {
@@ -544,6 +592,9 @@ impl TestGateway {
 
     /// The route's scope, for [`PluginEntity`]s.
     pub fn route_scope(&self) -> Scope {
-        Scope { route: Some(self.route.id), ..Scope::GLOBAL }
+        Scope {
+            route: Some(self.route.id),
+            ..Scope::GLOBAL
+        }
     }
 }

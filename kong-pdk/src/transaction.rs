@@ -118,7 +118,14 @@ pub struct ClientConn {
 impl Default for ClientConn {
     fn default() -> Self {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        ClientConn { ip, port: 0, forwarded_ip: ip, forwarded_port: 0, tls: false, sni: None }
+        ClientConn {
+            ip,
+            port: 0,
+            forwarded_ip: ip,
+            forwarded_port: 0,
+            tls: false,
+            sni: None,
+        }
     }
 }
 
@@ -285,7 +292,10 @@ impl TypeMap {
 
     /// Removes the value of type `T`.
     pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
-        self.map.as_mut()?.remove(&TypeId::of::<T>()).and_then(|b| b.downcast().ok().map(|b| *b))
+        self.map
+            .as_mut()?
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast().ok().map(|b| *b))
     }
 }
 
@@ -386,11 +396,17 @@ impl Transaction {
             headers: request.headers.clone(),
             body: None,
             retries: 5,
-            timeouts: Timeouts { connect: 60_000, write: 60_000, read: 60_000 },
+            timeouts: Timeouts {
+                connect: 60_000,
+                write: 60_000,
+                read: 60_000,
+            },
         };
         Transaction {
             id: new_request_id(),
-            started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             started: Instant::now(),
             subsystem: Subsystem::Http,
             node,
@@ -461,7 +477,11 @@ impl Transaction {
 
     /// Where the response comes from.
     pub fn source(&self) -> Source {
-        self.source.unwrap_or(if self.exit.is_some() { Source::Exit } else { Source::Service })
+        self.source.unwrap_or(if self.exit.is_some() {
+            Source::Exit
+        } else {
+            Source::Service
+        })
     }
 
     /// The authenticated consumer.

@@ -69,7 +69,9 @@ impl Handler for Exiter {
     }
     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
         if self.phase == "access" {
-            return kong.response().exit_with(self.status, json!({ "message": "denied" }), [("X-Exit", "access")]);
+            return kong
+                .response()
+                .exit_with(self.status, json!({ "message": "denied" }), [("X-Exit", "access")]);
         }
         Ok(())
     }
@@ -127,9 +129,15 @@ pub struct TestAuth {}
 #[handler]
 impl Handler for TestAuth {
     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
-        let id = kong.request().get_header("x-consumer-id").and_then(|v| v.parse::<Uuid>().ok());
+        let id = kong
+            .request()
+            .get_header("x-consumer-id")
+            .and_then(|v| v.parse::<Uuid>().ok());
         if let Some(id) = id {
-            let consumer = Consumer { id, ..Consumer::new("alice") };
+            let consumer = Consumer {
+                id,
+                ..Consumer::new("alice")
+            };
             kong.client().authenticate(Some(consumer), None)?;
         }
         Ok(())
@@ -261,7 +269,11 @@ impl Handler for Configured {
 
     async fn access(&self, kong: &mut Kong<Access, Seen>) -> kong_pdk::Result {
         let seen = kong.state();
-        let summary = format!("{} {:?}", seen.init.load(Ordering::SeqCst), seen.configs.lock().unwrap());
+        let summary = format!(
+            "{} {:?}",
+            seen.init.load(Ordering::SeqCst),
+            seen.configs.lock().unwrap()
+        );
         kong.response().set_header("X-Configs", summary)?;
         Ok(())
     }
@@ -303,7 +315,10 @@ async fn rewrite_runs_global_instances_only() {
     let logs = phases_of(&res);
     assert!(logs.contains(&"[trace-a] rewrite".to_owned()));
     assert!(!logs.contains(&"[trace-b] rewrite".to_owned()));
-    assert!(logs.contains(&"[trace-b] access".to_owned()), "route-scoped instances run from access on");
+    assert!(
+        logs.contains(&"[trace-b] access".to_owned()),
+        "route-scoped instances run from access on"
+    );
 }
 
 #[tokio::test]
@@ -313,7 +328,8 @@ async fn config_precedence_follows_kongs_eight_levels() {
     let (r, s) = (base.route().id, base.service().id);
     let c = consumer;
     // Kong's order, most specific first.
-    let levels: Vec<(&str, Option<Uuid>, Option<Uuid>, Option<Uuid>)> = vec![
+    type Level<'a> = (&'a str, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+    let levels: Vec<Level> = vec![
         ("route+service+consumer", Some(r), Some(s), Some(c)),
         ("route+consumer", Some(r), None, Some(c)),
         ("service+consumer", None, Some(s), Some(c)),
@@ -336,7 +352,9 @@ async fn config_precedence_follows_kongs_eight_levels() {
             h = h.plugin_entity::<Scoped>(e);
         }
         let gw = h.start().await.unwrap();
-        let res = gw.send(TestRequest::get("/").header("X-Consumer-Id", &c.to_string()), ok).await;
+        let res = gw
+            .send(TestRequest::get("/").header("X-Consumer-Id", &c.to_string()), ok)
+            .await;
         assert_eq!(res.header("X-Scoped"), Some(levels[skip].0), "with levels {skip}..");
     }
 }
@@ -347,12 +365,16 @@ async fn consumer_scoped_config_is_invisible_to_plugins_running_before_auth() {
     let gw = Harness::new()
         .plugin::<TestAuth>(json!({}))
         .plugin::<EarlyScoped>(json!({ "label": "global" }))
-        .plugin_entity::<EarlyScoped>(PluginEntity::new("early-scoped", json!({ "label": "consumer" })).consumer(consumer))
+        .plugin_entity::<EarlyScoped>(
+            PluginEntity::new("early-scoped", json!({ "label": "consumer" })).consumer(consumer),
+        )
         .plugin_entity::<Scoped>(PluginEntity::new("scoped", json!({ "label": "consumer" })).consumer(consumer))
         .start()
         .await
         .unwrap();
-    let res = gw.send(TestRequest::get("/").header("X-Consumer-Id", &consumer.to_string()), ok).await;
+    let res = gw
+        .send(TestRequest::get("/").header("X-Consumer-Id", &consumer.to_string()), ok)
+        .await;
     assert_eq!(res.header("X-Early"), Some("global"));
     assert_eq!(res.header("X-Scoped"), Some("consumer"));
 }
@@ -380,7 +402,10 @@ async fn exit_in_access_stops_later_access_but_collected_plugins_still_filter_an
     assert_eq!(res.header("X-Exit"), Some("access"));
     let logs = phases_of(&res);
     assert!(logs.contains(&"[trace-a] access".to_owned()));
-    assert!(!logs.contains(&"[trace-b] access".to_owned()), "access after the exit does not run");
+    assert!(
+        !logs.contains(&"[trace-b] access".to_owned()),
+        "access after the exit does not run"
+    );
     for l in ["[trace-b] header_filter", "[trace-b] body_filter", "[trace-b] log"] {
         assert!(logs.contains(&l.to_owned()), "{l} still runs");
     }
@@ -403,12 +428,21 @@ async fn exit_in_rewrite_skips_access_and_only_globals_run_later_phases() {
     assert_eq!(res.status(), 418);
     assert_eq!(res.body_text(), "from rewrite");
     let logs = phases_of(&res);
-    assert!(logs.contains(&"[trace-a] rewrite".to_owned()), "higher priority ran before the exit");
-    assert!(!logs.contains(&"[trace-b] rewrite".to_owned()), "rewrite after the exit does not run");
+    assert!(
+        logs.contains(&"[trace-a] rewrite".to_owned()),
+        "higher priority ran before the exit"
+    );
+    assert!(
+        !logs.contains(&"[trace-b] rewrite".to_owned()),
+        "rewrite after the exit does not run"
+    );
     assert!(!logs.iter().any(|l| l.ends_with("access")));
     assert!(logs.contains(&"[trace-b] header_filter".to_owned()));
     assert!(logs.contains(&"[trace-b] log".to_owned()));
-    assert!(!logs.iter().any(|l| l.starts_with("[trace-c]")), "route-scoped instances never run");
+    assert!(
+        !logs.iter().any(|l| l.starts_with("[trace-c]")),
+        "route-scoped instances never run"
+    );
 }
 
 #[tokio::test]
@@ -424,14 +458,29 @@ async fn no_route_is_a_404_in_kongs_template_and_only_globals_run() {
     let res = gw.send(TestRequest::get("/nowhere").unrouted(), ok).await;
     assert_eq!(res.status(), 404);
     let id = res.transaction().request_id().to_owned();
-    assert_eq!(res.body_text(), format!("{{\n  \"message\":\"no Route matched with those values\",\n  \"request_id\":\"{id}\"\n}}"));
+    assert_eq!(
+        res.body_text(),
+        format!("{{\n  \"message\":\"no Route matched with those values\",\n  \"request_id\":\"{id}\"\n}}")
+    );
     let logs = phases_of(&res);
-    assert_eq!(logs, ["[trace-a] rewrite", "[trace-a] header_filter", "[trace-a] body_filter", "[trace-a] log"]);
+    assert_eq!(
+        logs,
+        [
+            "[trace-a] rewrite",
+            "[trace-a] header_filter",
+            "[trace-a] body_filter",
+            "[trace-a] log"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn exit_in_header_filter_replaces_the_upstream_response() {
-    let gw = Harness::new().plugin::<Exiter>(json!({ "phase": "header_filter", "status": 500 })).start().await.unwrap();
+    let gw = Harness::new()
+        .plugin::<Exiter>(json!({ "phase": "header_filter", "status": 500 }))
+        .start()
+        .await
+        .unwrap();
     let res = gw.send(TestRequest::get("/"), ok).await;
     assert_eq!(res.status(), 500);
     assert_eq!(res.body_text(), "from header_filter");
@@ -454,8 +503,16 @@ async fn an_access_error_or_panic_is_a_500_and_the_rest_still_runs() {
         let res = failing(mode, "access").await;
         assert_eq!(res.status(), 500, "{mode}");
         let id = res.transaction().request_id().to_owned();
-        assert_eq!(res.body_text(), format!("{{\n  \"message\":\"An unexpected error occurred\",\n  \"request_id\":\"{id}\"\n}}"));
-        assert!(res.logs().iter().any(|l| l.message.starts_with("[failer] access failed:")), "{mode}: logged with the plugin name");
+        assert_eq!(
+            res.body_text(),
+            format!("{{\n  \"message\":\"An unexpected error occurred\",\n  \"request_id\":\"{id}\"\n}}")
+        );
+        assert!(
+            res.logs()
+                .iter()
+                .any(|l| l.message.starts_with("[failer] access failed:")),
+            "{mode}: logged with the plugin name"
+        );
         let logs = phases_of(&res);
         assert!(!logs.contains(&"[trace-b] access".to_owned()));
         assert!(logs.contains(&"[trace-b] log".to_owned()));
@@ -495,7 +552,11 @@ async fn a_log_error_does_not_stop_other_log_handlers() {
 
 #[tokio::test]
 async fn the_gateway_keeps_serving_after_a_panic() {
-    let gw = Harness::new().plugin::<Failer>(json!({ "mode": "panic", "phase": "access" })).start().await.unwrap();
+    let gw = Harness::new()
+        .plugin::<Failer>(json!({ "mode": "panic", "phase": "access" }))
+        .start()
+        .await
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(gw.send(TestRequest::get("/"), ok).await.status(), 500);
     }
@@ -505,20 +566,29 @@ async fn the_gateway_keeps_serving_after_a_panic() {
 async fn errors_are_negotiated_from_accept() {
     let res = failing("error", "access").await;
     assert_eq!(res.header("content-type"), Some("application/json; charset=utf-8"));
-    let gw = Harness::new().plugin::<Failer>(json!({ "phase": "access" })).start().await.unwrap();
+    let gw = Harness::new()
+        .plugin::<Failer>(json!({ "phase": "access" }))
+        .start()
+        .await
+        .unwrap();
     let res = gw.send(TestRequest::get("/").header("Accept", "text/html"), ok).await;
     assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(res.body_text().contains("<p>An unexpected error occurred.</p>"));
     let res = gw.send(TestRequest::get("/").header("Accept", "text/plain"), ok).await;
     let id = res.transaction().request_id().to_owned();
-    assert_eq!(res.body_text(), format!("An unexpected error occurred\nrequest_id: {id}\n"));
+    assert_eq!(
+        res.body_text(),
+        format!("An unexpected error occurred\nrequest_id: {id}\n")
+    );
 }
 
 #[tokio::test]
 async fn a_response_handler_turns_on_buffered_proxying() {
     let gw = Harness::new().plugin::<BodyReader>(json!({})).start().await.unwrap();
     let res = gw
-        .send(TestRequest::get("/"), |_| MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("cd")]))
+        .send(TestRequest::get("/"), |_| {
+            MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("cd")])
+        })
         .await;
     assert!(res.transaction().is_buffered());
     assert_eq!(res.header("X-Body-Len"), Some("4"));
@@ -544,7 +614,11 @@ async fn service_body_needs_buffering() {
             Ok(())
         }
     }
-    let gw = Harness::new().plugin::<UnbufferedReader>(json!({})).start().await.unwrap();
+    let gw = Harness::new()
+        .plugin::<UnbufferedReader>(json!({}))
+        .start()
+        .await
+        .unwrap();
     let res = gw.send(TestRequest::get("/"), ok).await;
     assert_eq!(res.status(), 200);
     assert!(res.header("X-Err").is_some());
@@ -554,20 +628,31 @@ async fn service_body_needs_buffering() {
 async fn get_raw_body_in_body_filter_buffers_until_the_last_chunk() {
     let gw = Harness::new().plugin::<UpperBody>(json!({})).start().await.unwrap();
     let res = gw
-        .send(TestRequest::get("/"), |_| MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("cd"), Bytes::from("e")]))
+        .send(TestRequest::get("/"), |_| {
+            MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("cd"), Bytes::from("e")])
+        })
         .await;
     assert_eq!(res.chunks(), [Bytes::from("ABCDE")]);
 }
 
 #[tokio::test]
 async fn ctx_shared_is_per_request_and_ctx_plugin_per_plugin_type() {
-    let gw = Harness::new().plugin::<CtxWriter>(json!({})).plugin::<CtxReader>(json!({})).start().await.unwrap();
+    let gw = Harness::new()
+        .plugin::<CtxWriter>(json!({}))
+        .plugin::<CtxReader>(json!({}))
+        .start()
+        .await
+        .unwrap();
     let res = gw.send(TestRequest::get("/"), ok).await;
     assert_eq!(res.header("X-Shared"), Some("from writer"));
     assert_eq!(res.header("X-Reader-Private"), Some("none"));
     assert_eq!(res.header("X-Writer-Private"), Some("writer only"));
     let again = gw.send(TestRequest::get("/"), ok).await;
-    assert_eq!(again.header("X-Shared"), Some("from writer"), "a new request starts empty, then the writer runs again");
+    assert_eq!(
+        again.header("X-Shared"),
+        Some("from writer"),
+        "a new request starts empty, then the writer runs again"
+    );
 }
 
 #[tokio::test]
@@ -587,9 +672,14 @@ async fn init_worker_runs_once_and_configure_gets_every_enabled_config_or_none()
     assert_eq!(res.header("X-Configs"), Some(r#"1 [Some(["one", "two"])]"#));
 
     gw.reconfigure(vec![]).await.unwrap();
-    gw.reconfigure(vec![PluginEntity::new("configured", json!({ "label": "three" }))]).await.unwrap();
+    gw.reconfigure(vec![PluginEntity::new("configured", json!({ "label": "three" }))])
+        .await
+        .unwrap();
     let res = gw.send(TestRequest::get("/"), ok).await;
-    assert_eq!(res.header("X-Configs"), Some(r#"1 [Some(["one", "two"]), None, Some(["three"])]"#));
+    assert_eq!(
+        res.header("X-Configs"),
+        Some(r#"1 [Some(["one", "two"]), None, Some(["three"])]"#)
+    );
 }
 
 #[tokio::test]
@@ -600,11 +690,20 @@ async fn invalid_plugin_entities_are_rejected_with_kong_errors() {
     assert_eq!(err, LoadError::NotEnabled("nope".into()));
     assert_eq!(err.to_string(), "nope plugin is in use but not enabled");
     let err = b.add(PluginEntity::new("scoped", json!({}))).err().unwrap();
-    assert_eq!(err.to_string(), "invalid configuration for plugin scoped: schema violation (config.label: required field missing)");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration for plugin scoped: schema violation (config.label: required field missing)"
+    );
     b.add(PluginEntity::new("scoped", json!({ "label": "a" }))).unwrap();
-    let err = b.add(PluginEntity::new("scoped", json!({ "label": "b" }))).err().unwrap();
+    let err = b
+        .add(PluginEntity::new("scoped", json!({ "label": "b" })))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("already configured for this scope"));
-    assert_eq!(Plugins::load(["no-such-plugin"], NodeInfo::default()).err(), Some(LoadError::NotInstalled("no-such-plugin".into())));
+    assert_eq!(
+        Plugins::load(["no-such-plugin"], NodeInfo::default()).err(),
+        Some(LoadError::NotInstalled("no-such-plugin".into()))
+    );
 }
 
 #[tokio::test]
@@ -619,7 +718,10 @@ async fn no_consumer_plugins_cannot_be_scoped_to_a_consumer() {
         .add(PluginEntity::new("no-consumer-test", json!({})).consumer(Uuid::new_v4()))
         .err()
         .unwrap();
-    assert_eq!(err.to_string(), "invalid configuration for plugin no-consumer-test: schema violation (consumer: value must be null)");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration for plugin no-consumer-test: schema violation (consumer: value must be null)"
+    );
 }
 
 #[tokio::test]
@@ -631,7 +733,13 @@ async fn the_registry_finds_compiled_in_plugins() {
     // Linking a plugin crate registers its plugins.
     assert_eq!(kong_pdk_examples::my_plugin::MyPlugin::NAME, "my-plugin");
     let names: Vec<&str> = kong_pdk::registry::registered().iter().map(|r| r.name()).collect();
-    for example in ["my-plugin", "my-plugin-v1", "all-phases", "my-custom-plugin", "multi-proto"] {
+    for example in [
+        "my-plugin",
+        "my-plugin-v1",
+        "all-phases",
+        "my-custom-plugin",
+        "multi-proto",
+    ] {
         assert!(names.contains(&example), "{example} registered: {names:?}");
     }
     let loaded = Plugins::load(["trace-b", "trace-a", "trace-c"], NodeInfo::default()).unwrap();

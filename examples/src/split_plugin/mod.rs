@@ -31,9 +31,15 @@ mod tests {
 
     #[tokio::test]
     async fn phases_from_separate_modules_run() {
-        let gw = Harness::new().plugin::<MyCustomPlugin>(json!({})).start().await.unwrap();
+        let gw = Harness::new()
+            .plugin::<MyCustomPlugin>(json!({}))
+            .start()
+            .await
+            .unwrap();
         let res = gw
-            .send(TestRequest::get("/"), |_| MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("c")]))
+            .send(TestRequest::get("/"), |_| {
+                MockResponse::new(200).chunks([Bytes::from("ab"), Bytes::from("c")])
+            })
             .await;
         assert!(res.logged("access phase"));
         assert!(res.logged("body_filter phase"));

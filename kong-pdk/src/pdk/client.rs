@@ -18,7 +18,10 @@ pub struct Client<'a, P> {
 
 impl<'a, P: RequestPhase> Client<'a, P> {
     pub(crate) fn new(tx: &'a mut Transaction) -> Self {
-        Client { tx, _phase: PhantomData }
+        Client {
+            tx,
+            _phase: PhantomData,
+        }
     }
 
     /// `get_ip()`: the directly connected peer.
@@ -76,7 +79,11 @@ impl<'a, P: RequestPhase> Client<'a, P> {
     where
         P: phase::AuthAndLater,
     {
-        let route = self.tx.route.as_ref().ok_or_else(|| PdkError::new("No active route found"))?;
+        let route = self
+            .tx
+            .route
+            .as_ref()
+            .ok_or_else(|| PdkError::new("No active route found"))?;
         let scheme = self.tx.request.scheme;
         if route.protocols.len() == 1 {
             return Ok(route.protocols[0].clone());

@@ -54,7 +54,11 @@ impl ErrorFormat {
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
-            let format = if media == "*/*" { Some(default) } else { ErrorFormat::from_media(&media) };
+            let format = if media == "*/*" {
+                Some(default)
+            } else {
+                ErrorFormat::from_media(&media)
+            };
             if let Some(format) = format {
                 if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
                     best = Some((q, format));

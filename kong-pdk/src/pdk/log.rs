@@ -67,7 +67,11 @@ macro_rules! level_fn {
 
 impl<'a, P: RequestPhase> Log<'a, P> {
     pub(crate) fn new(tx: Option<&'a mut Transaction>, plugin: &'static str) -> Self {
-        Log { tx, plugin, _phase: PhantomData }
+        Log {
+            tx,
+            plugin,
+            _phase: PhantomData,
+        }
     }
 
     fn write(&mut self, level: Level, message: impl Display) {
@@ -134,7 +138,11 @@ fn headers_json(headers: &http::HeaderMap, redact: bool) -> Value {
                 }
             })
             .collect();
-        let v = if values.len() == 1 { values.into_iter().next().unwrap_or_default() } else { Value::Array(values) };
+        let v = if values.len() == 1 {
+            values.into_iter().next().unwrap_or_default()
+        } else {
+            Value::Array(values)
+        };
         out.insert(name.as_str().to_owned(), v);
     }
     Value::Object(out)
@@ -152,7 +160,9 @@ fn set_dotted(root: &mut Value, key: &str, value: Value) {
             obj.insert((*part).to_owned(), value);
             return;
         }
-        cur = obj.entry((*part).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        cur = obj
+            .entry((*part).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -166,7 +176,9 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
                 crate::pdk::QueryValue::Flag => Value::Bool(true),
                 crate::pdk::QueryValue::Value(s) => Value::String(s),
                 crate::pdk::QueryValue::List(l) => Value::Array(
-                    l.into_iter().map(|i| i.as_str().map_or(Value::Bool(true), Value::from)).collect(),
+                    l.into_iter()
+                        .map(|i| i.as_str().map_or(Value::Bool(true), Value::from))
+                        .collect(),
                 ),
             };
             (k, v)
@@ -182,8 +194,17 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
     } else {
         format!("{}://{}:{}{}", req.scheme, req.host, req.port, uri)
     };
-    let request_size = req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-    let response_size = tx.response.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    let request_size = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let response_size = tx
+        .response
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
     let elapsed = tx.elapsed_ms();
     let mut out = json!({
         "request": {
@@ -223,7 +244,11 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
         "workspace_name": "default",
     });
     if req.scheme == "https" {
-        set_dotted(&mut out, "request.tls", json!({ "version": "TLSv1.3", "client_verify": "NONE" }));
+        set_dotted(
+            &mut out,
+            "request.tls",
+            json!({ "version": "TLSv1.3", "client_verify": "NONE" }),
+        );
     }
     let obj = out.as_object_mut().expect("object");
     obj.retain(|_, v| !v.is_null());

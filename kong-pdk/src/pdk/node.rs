@@ -17,7 +17,11 @@ pub struct NodeInfo {
 
 impl Default for NodeInfo {
     fn default() -> Self {
-        NodeInfo { id: Uuid::new_v4(), hostname: "localhost".into(), trusted_ips: Vec::new() }
+        NodeInfo {
+            id: Uuid::new_v4(),
+            hostname: "localhost".into(),
+            trusted_ips: Vec::new(),
+        }
     }
 }
 

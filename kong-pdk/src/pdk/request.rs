@@ -53,16 +53,14 @@ pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' if plus => out.push(b' '),
             c => out.push(c),
         }
@@ -142,7 +140,10 @@ pub fn normalize_path(path: &str) -> String {
 
 impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
     pub(crate) fn new(tx: &'a mut Transaction) -> Self {
-        Request { tx, _phase: PhantomData }
+        Request {
+            tx,
+            _phase: PhantomData,
+        }
     }
 
     fn trusted(&self) -> bool {
@@ -323,7 +324,8 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         };
         if body.len() > limit {
             return Err(PdkError::new(if default_limit {
-                "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'".to_owned()
+                "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'"
+                    .to_owned()
             } else {
                 format!("request body file too big: {} > {limit}", body.len())
             }));
@@ -339,7 +341,9 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         P: phase::RequestBody,
     {
         let ct = self.get_header("content-type").map(str::to_ascii_lowercase);
-        let Some(ct) = ct else { return Err(PdkError::new("missing content type")) };
+        let Some(ct) = ct else {
+            return Err(PdkError::new("missing content type"));
+        };
         let mime = ct.split(';').next().unwrap_or_default().trim().to_owned();
         let body = self.read_body(CLIENT_BODY_BUFFER_SIZE, true).await?;
         if mime.starts_with("application/json") {
@@ -350,7 +354,9 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         } else if mime.starts_with("application/x-www-form-urlencoded") {
             let text = String::from_utf8_lossy(&body);
             let args = parse_args(&text, 100);
-            Ok(Value::Object(args.into_iter().map(|(k, v)| (k, query_json(v))).collect()))
+            Ok(Value::Object(
+                args.into_iter().map(|(k, v)| (k, query_json(v))).collect(),
+            ))
         } else {
             Err(PdkError::new(format!("unsupported content type '{mime}'")))
         }
@@ -390,7 +396,10 @@ mod tests {
     #[test]
     fn parses_query_args_as_kong_tables() {
         let q = parse_args("a=1&b&c=&a=2&d=x%20y+z", 100);
-        assert_eq!(q["a"], QueryValue::List(vec![QueryValue::Value("1".into()), QueryValue::Value("2".into())]));
+        assert_eq!(
+            q["a"],
+            QueryValue::List(vec![QueryValue::Value("1".into()), QueryValue::Value("2".into())])
+        );
         assert_eq!(q["b"], QueryValue::Flag);
         assert_eq!(q["c"], QueryValue::Value(String::new()));
         assert_eq!(q["d"], QueryValue::Value("x y z".into()));

@@ -99,7 +99,11 @@ fn check_status(status: u16, lo: u16) -> Result<(), PdkError> {
 
 impl<'a, P: RequestPhase> Response<'a, P> {
     pub(crate) fn new(tx: &'a mut Transaction, plugin: &'static str) -> Self {
-        Response { tx, plugin, _phase: PhantomData }
+        Response {
+            tx,
+            plugin,
+            _phase: PhantomData,
+        }
     }
 
     fn check_not_sent(&self) -> Result<(), PdkError> {
@@ -250,10 +254,10 @@ impl<'a, P: RequestPhase> Response<'a, P> {
             ExitBody::Raw(b) => b,
             ExitBody::Json(v) => {
                 if !self.tx.response.headers.contains_key(CONTENT_TYPE) {
-                    self.tx
-                        .response
-                        .headers
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                    self.tx.response.headers.insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/json; charset=utf-8"),
+                    );
                 }
                 Bytes::from(serde_json::to_vec(&v).map_err(crate::Error::from)?)
             }
@@ -349,7 +353,11 @@ impl<'a, P: RequestPhase> Response<'a, P> {
         P: phase::BodyWrite,
     {
         let body = body.into();
-        self.tx.body.chunk = if body.is_empty() { Bytes::from_static(b"\n") } else { body };
+        self.tx.body.chunk = if body.is_empty() {
+            Bytes::from_static(b"\n")
+        } else {
+            body
+        };
         self.tx.body.buffer = None;
         self.tx.body.eof = true;
     }
@@ -359,7 +367,9 @@ impl Transaction {
     /// Records a response that replaces the upstream's (exit, error, failure).
     pub(crate) fn exit_with(&mut self, status: u16, body: Bytes, source: Source) {
         self.response.status = status;
-        self.response.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.response
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         self.exit = Some(Exit { status, body });
         self.source = Some(source);
     }
@@ -369,7 +379,10 @@ impl Transaction {
     pub fn error_response(&mut self, status: u16, message: &str, content_type: Option<&str>) {
         let format = match content_type {
             Some(ct) => ErrorFormat::negotiate(Some(ct.split(';').next().unwrap_or(ct)), ErrorFormat::Json),
-            None => ErrorFormat::negotiate(super::request::header(&self.request.headers, "accept"), ErrorFormat::Json),
+            None => ErrorFormat::negotiate(
+                super::request::header(&self.request.headers, "accept"),
+                ErrorFormat::Json,
+            ),
         };
         let body = if self.request.method == http::Method::HEAD {
             Bytes::new()
@@ -377,7 +390,9 @@ impl Transaction {
             Bytes::from(format.render(message, &self.id))
         };
         if content_type.is_none() {
-            self.response.headers.insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+            self.response
+                .headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
         }
         self.exit_with(status, body, Source::Exit);
     }

@@ -20,7 +20,10 @@ pub struct Service<'a, P> {
 
 impl<'a, P: RequestPhase> Service<'a, P> {
     pub(crate) fn new(tx: &'a mut Transaction) -> Self {
-        Service { tx, _phase: PhantomData }
+        Service {
+            tx,
+            _phase: PhantomData,
+        }
     }
 
     /// `set_target(host, port)`: send the request to this host and port.
@@ -55,7 +58,9 @@ impl<'a, P: RequestPhase> Service<'a, P> {
     {
         for (name, v) in [("connect", connect), ("write", write), ("read", read)] {
             if !(1..=2_147_483_646).contains(&v) {
-                return Err(PdkError::new(format!("{name}_timeout must be an integer between 1 and 2147483646")));
+                return Err(PdkError::new(format!(
+                    "{name}_timeout must be an integer between 1 and 2147483646"
+                )));
             }
         }
         self.tx.upstream.timeouts = Timeouts { connect, write, read };
@@ -64,7 +69,10 @@ impl<'a, P: RequestPhase> Service<'a, P> {
 
     /// `kong.service.request`: the request sent upstream.
     pub fn request(&mut self) -> ServiceRequest<'_, P> {
-        ServiceRequest { tx: self.tx, _phase: PhantomData }
+        ServiceRequest {
+            tx: self.tx,
+            _phase: PhantomData,
+        }
     }
 
     /// `kong.service.response`: the upstream's response.
@@ -72,7 +80,10 @@ impl<'a, P: RequestPhase> Service<'a, P> {
     where
         P: phase::ServiceResponseRead,
     {
-        ServiceResponse { tx: self.tx, _phase: PhantomData }
+        ServiceResponse {
+            tx: self.tx,
+            _phase: PhantomData,
+        }
     }
 }
 
@@ -83,8 +94,21 @@ pub struct ServiceRequest<'a, P> {
 }
 
 const METHODS: [&str; 15] = [
-    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "MKCOL", "COPY", "MOVE", "PROPFIND", "PROPPATCH", "LOCK", "UNLOCK",
-    "PATCH", "TRACE",
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+    "PATCH",
+    "TRACE",
 ];
 
 impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
@@ -125,7 +149,8 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
         if !METHODS.contains(&method) {
             return Err(PdkError::new(format!("invalid method: {method}")));
         }
-        self.tx.upstream.method = Method::from_bytes(method.as_bytes()).map_err(|_| PdkError::new(format!("invalid method: {method}")))?;
+        self.tx.upstream.method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| PdkError::new(format!("invalid method: {method}")))?;
         Ok(())
     }
 
@@ -133,7 +158,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     pub fn set_query<'k>(&mut self, args: impl IntoIterator<Item = (&'k str, &'k str)>) {
         let mut args: Vec<(&str, &str)> = args.into_iter().collect();
         args.sort();
-        let q: Vec<String> = args.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let q: Vec<String> = args
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
         self.set_raw_query(&q.join("&"));
     }
 
@@ -163,7 +191,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     /// `add_header(name, value)`.
     pub fn add_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError> {
         let n = header_name(name)?;
-        self.tx.upstream.headers.append(n, header_value(name, &value.to_string())?);
+        self.tx
+            .upstream
+            .headers
+            .append(n, header_value(name, &value.to_string())?);
         Ok(())
     }
 
@@ -185,7 +216,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     /// `set_raw_body(body)`: replaces the body sent upstream.
     pub fn set_raw_body(&mut self, body: impl Into<Bytes>) {
         let body = body.into();
-        self.tx.upstream.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.tx
+            .upstream
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         self.tx.upstream.headers.remove(http::header::TRANSFER_ENCODING);
         self.tx.upstream.body = Some(body);
     }
@@ -193,7 +227,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     /// `set_body(args, "application/json")`: encodes `body` as JSON and sets the content type.
     pub fn set_json_body(&mut self, body: &Value) -> Result<(), PdkError> {
         let bytes = serde_json::to_vec(body).map_err(|e| PdkError::new(e.to_string()))?;
-        self.tx.upstream.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.tx
+            .upstream
+            .headers
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.set_raw_body(bytes);
         Ok(())
     }

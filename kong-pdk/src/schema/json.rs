@@ -122,7 +122,11 @@ pub(crate) fn field_json(f: &FieldSchema, with_required: bool) -> Value {
     if let Some(p) = &f.pattern {
         m.insert("match".into(), Value::String(p.as_str().into()));
     }
-    for (key, on) in [("uuid", f.uuid), ("referenceable", f.referenceable), ("encrypted", f.encrypted)] {
+    for (key, on) in [
+        ("uuid", f.uuid),
+        ("referenceable", f.referenceable),
+        ("encrypted", f.encrypted),
+    ] {
         if on {
             m.insert(key.into(), Value::Bool(true));
         }

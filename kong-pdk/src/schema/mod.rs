@@ -130,9 +130,12 @@ impl Pattern {
     /// # Panics
     /// When `source` is not a valid regex: schemas are built once, at start.
     pub fn new(source: &str) -> Pattern {
-        let regex = Regex::new(source)
-            .unwrap_or_else(|e| panic!("invalid `match` pattern {source:?} in a plugin schema: {e}"));
-        Pattern { source: source.to_owned(), regex }
+        let regex =
+            Regex::new(source).unwrap_or_else(|e| panic!("invalid `match` pattern {source:?} in a plugin schema: {e}"));
+        Pattern {
+            source: source.to_owned(),
+            regex,
+        }
     }
 
     /// The pattern's source text.
@@ -196,13 +199,20 @@ pub struct FieldSchema {
 impl FieldSchema {
     /// A schema of the given kind with no attributes.
     pub fn of(kind: FieldKind) -> FieldSchema {
-        FieldSchema { kind, ..FieldSchema::default() }
+        FieldSchema {
+            kind,
+            ..FieldSchema::default()
+        }
     }
 
     /// A record schema; records are required (Kong makes entity records required, so an
     /// omitted record is built from its defaults).
     pub fn record(record: RecordSchema) -> FieldSchema {
-        FieldSchema { kind: FieldKind::Record(record), required: true, ..FieldSchema::default() }
+        FieldSchema {
+            kind: FieldKind::Record(record),
+            required: true,
+            ..FieldSchema::default()
+        }
     }
 
     /// An untyped bag of validators, as in a `conditional` check's `if_match`/`then_match`.
@@ -223,7 +233,10 @@ pub struct Field {
 impl Field {
     /// A field.
     pub fn new(name: impl Into<String>, schema: FieldSchema) -> Field {
-        Field { name: name.into(), schema }
+        Field {
+            name: name.into(),
+            schema,
+        }
     }
 }
 
@@ -307,7 +320,11 @@ impl PluginSchema {
     pub fn fields(&self) -> Vec<Field> {
         let mut fields = Vec::with_capacity(5);
         for (on, name, typedef) in [
-            (self.no_consumer, "consumer", typedefs::no_consumer as fn() -> FieldSchema),
+            (
+                self.no_consumer,
+                "consumer",
+                typedefs::no_consumer as fn() -> FieldSchema,
+            ),
             (self.no_route, "route", typedefs::no_route),
             (self.no_service, "service", typedefs::no_service),
         ] {
@@ -339,7 +356,11 @@ impl PluginSchema {
         if let Err(e) = validate::validate_field(&record, &mut config) {
             errors.insert("config".to_owned(), e);
         }
-        if errors.is_empty() { Ok(config) } else { Err(SchemaViolation::new(errors)) }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(SchemaViolation::new(errors))
+        }
     }
 
     /// Validates the scoping fields of a plugin entity (`consumer`, `route`, `service`,
@@ -347,7 +368,10 @@ impl PluginSchema {
     pub fn validate_entity(&self, entity: Value) -> Result<Value, SchemaViolation> {
         let Value::Object(mut obj) = entity else {
             let mut errors = serde_json::Map::new();
-            errors.insert("@entity".into(), Value::Array(vec![Value::from("expected an input table")]));
+            errors.insert(
+                "@entity".into(),
+                Value::Array(vec![Value::from("expected an input table")]),
+            );
             return Err(SchemaViolation::new(errors));
         };
         let mut errors = serde_json::Map::new();
@@ -357,7 +381,11 @@ impl PluginSchema {
                 errors.insert(field.name.clone(), e);
             }
         }
-        if errors.is_empty() { Ok(Value::Object(obj)) } else { Err(SchemaViolation::new(errors)) }
+        if errors.is_empty() {
+            Ok(Value::Object(obj))
+        } else {
+            Err(SchemaViolation::new(errors))
+        }
     }
 }
 
@@ -428,13 +456,19 @@ impl<T: ConfigType, S> ConfigType for HashSet<T, S> {
 
 impl<T: ConfigType> ConfigType for BTreeMap<String, T> {
     fn field_schema() -> FieldSchema {
-        FieldSchema::of(FieldKind::Map { keys: element::<String>(), values: element::<T>() })
+        FieldSchema::of(FieldKind::Map {
+            keys: element::<String>(),
+            values: element::<T>(),
+        })
     }
 }
 
 impl<T: ConfigType, S> ConfigType for HashMap<String, T, S> {
     fn field_schema() -> FieldSchema {
-        FieldSchema::of(FieldKind::Map { keys: element::<String>(), values: element::<T>() })
+        FieldSchema::of(FieldKind::Map {
+            keys: element::<String>(),
+            values: element::<T>(),
+        })
     }
 }
 

@@ -61,11 +61,17 @@ impl FitsTypedef<kind::StringSet> for std::collections::BTreeSet<String> {}
 impl<S> FitsTypedef<kind::StringSet> for std::collections::HashSet<String, S> {}
 
 fn string(description: &str) -> FieldSchema {
-    FieldSchema { description: Some(description.into()), ..FieldSchema::of(FieldKind::String) }
+    FieldSchema {
+        description: Some(description.into()),
+        ..FieldSchema::of(FieldKind::String)
+    }
 }
 
 fn custom(description: &str, validator: super::CustomValidator) -> FieldSchema {
-    FieldSchema { custom_validator: Some(validator), ..string(description) }
+    FieldSchema {
+        custom_validator: Some(validator),
+        ..string(description)
+    }
 }
 
 fn str_of(v: &Value) -> &str {
@@ -304,7 +310,10 @@ fn foreign_null(reference: &'static str, description: &str) -> FieldSchema {
 
 /// `typedefs.no_consumer`: the plugin cannot be scoped to a consumer.
 pub fn no_consumer() -> FieldSchema {
-    foreign_null("consumers", "Custom type for representing a foreign key with a null value allowed.")
+    foreign_null(
+        "consumers",
+        "Custom type for representing a foreign key with a null value allowed.",
+    )
 }
 
 /// `typedefs.no_route`: the plugin cannot be scoped to a route.
@@ -314,7 +323,10 @@ pub fn no_route() -> FieldSchema {
 
 /// `typedefs.no_service`: the plugin cannot be scoped to a service.
 pub fn no_service() -> FieldSchema {
-    foreign_null("services", "A reference to the 'services' table with a null value allowed.")
+    foreign_null(
+        "services",
+        "A reference to the 'services' table with a null value allowed.",
+    )
 }
 
 /// Kong's `utils.validate_header_name`.
@@ -322,26 +334,38 @@ pub fn validate_header_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("no header name provided".into());
     }
-    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
-        Err(format!("bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"))
+        Err(format!(
+            "bad header name '{name}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+        ))
     }
 }
 
 fn validate_tag(tag: &str) -> Result<(), String> {
-    let ok = !tag.is_empty() && tag.chars().all(|c| !c.is_ascii() || ((' '..='~').contains(&c) && c != ',' && c != '/'));
+    let ok = !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| !c.is_ascii() || ((' '..='~').contains(&c) && c != ',' && c != '/'));
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid tag '{tag}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"))
+        Err(format!(
+            "invalid tag '{tag}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+        ))
     }
 }
 
 fn validate_path(path: &str) -> Result<(), String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b".-_~/%:@!$&'()*+,;=".contains(&b);
     if !path.starts_with('/') || !path.bytes().all(allowed) {
-        return Err(format!("invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"));
+        return Err(format!(
+            "invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"
+        ));
     }
     let b = path.as_bytes();
     let mut i = 0;
@@ -364,7 +388,9 @@ fn validate_url(url: &str) -> Result<(), String> {
     let scheme_end = url.find(':').filter(|&i| {
         i > 0
             && url.as_bytes()[0].is_ascii_alphabetic()
-            && url[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && url[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     });
     let rest = match scheme_end {
         Some(i) => &url[i + 1..],
@@ -416,7 +442,9 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').enumerate().all(|(i, label)| {
             (!label.is_empty() || (i > 0 && name.ends_with('.') && label.is_empty()))
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -428,20 +456,33 @@ pub fn parse_host(s: &str) -> Result<(HostKind, Option<u16>), HostError> {
         addr.parse::<Ipv6Addr>().map_err(|_| HostError::Invalid)?;
         return match after {
             "" => Ok((HostKind::Ipv6, None)),
-            p => Ok((HostKind::Ipv6, Some(port_of(p.strip_prefix(':').ok_or(HostError::Invalid)?)?))),
+            p => Ok((
+                HostKind::Ipv6,
+                Some(port_of(p.strip_prefix(':').ok_or(HostError::Invalid)?)?),
+            )),
         };
     }
     if s.matches(':').count() > 1 {
-        return s.parse::<Ipv6Addr>().map(|_| (HostKind::Ipv6, None)).map_err(|_| HostError::Invalid);
+        return s
+            .parse::<Ipv6Addr>()
+            .map(|_| (HostKind::Ipv6, None))
+            .map_err(|_| HostError::Invalid);
     }
     let (host, port) = match s.split_once(':') {
         Some((h, p)) => (h, Some(port_of(p)?)),
         None => (s, None),
     };
     if !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return host.parse::<Ipv4Addr>().map(|_| (HostKind::Ipv4, port)).map_err(|_| HostError::Invalid);
+        return host
+            .parse::<Ipv4Addr>()
+            .map(|_| (HostKind::Ipv4, port))
+            .map_err(|_| HostError::Invalid);
     }
-    if valid_name(host) { Ok((HostKind::Name, port)) } else { Err(HostError::Invalid) }
+    if valid_name(host) {
+        Ok((HostKind::Name, port))
+    } else {
+        Err(HostError::Invalid)
+    }
 }
 
 fn name_only(h: &str) -> Result<(), String> {

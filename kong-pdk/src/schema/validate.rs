@@ -30,9 +30,7 @@ fn scalar_text(v: &Value) -> String {
 
 fn is_integer(v: &Value) -> bool {
     match v {
-        Value::Number(n) => {
-            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
-        }
+        Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0),
         _ => false,
     }
 }
@@ -49,7 +47,8 @@ fn is_nonempty(v: Option<&Value>) -> bool {
 }
 
 fn is_vault_reference(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.starts_with("{vault://") && s.ends_with('}'))
+    v.as_str()
+        .is_some_and(|s| s.starts_with("{vault://") && s.ends_with('}'))
 }
 
 fn length_of(v: &Value) -> Option<usize> {
@@ -85,14 +84,16 @@ pub(crate) fn run_validators(f: &FieldSchema, v: &Value) -> Result<(), String> {
         }
     }
     if let Some(one_of) = &f.one_of {
-        let found = one_of.iter().any(|o| o == v || (o.is_number() && o.as_f64() == v.as_f64()));
+        let found = one_of
+            .iter()
+            .any(|o| o == v || (o.is_number() && o.as_f64() == v.as_f64()));
         if !found {
             let list: Vec<String> = one_of.iter().map(scalar_text).collect();
             return Err(format!("expected one of: {}", list.join(", ")));
         }
     }
     if let Some(gt) = &f.gt {
-        if !(v.as_f64() > gt.as_f64()) {
+        if v.as_f64().partial_cmp(&gt.as_f64()) != Some(std::cmp::Ordering::Greater) {
             return Err(format!("value must be greater than {}", num(gt)));
         }
     }
@@ -232,12 +233,18 @@ fn validate_map(keys: &FieldSchema, values: &FieldSchema, value: &mut Value) -> 
             errors.insert(k.clone(), e);
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(Value::Object(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Value::Object(errors))
+    }
 }
 
 /// Validates a record's fields and entity checks.
 pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Result<(), ErrorNode> {
-    let Value::Object(obj) = value else { return Err(msg("expected a record")) };
+    let Value::Object(obj) = value else {
+        return Err(msg("expected a record"));
+    };
     let mut errors = Map::new();
     for key in obj.keys() {
         if record.field(key).is_none() {
@@ -255,9 +262,16 @@ pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Resul
         run_entity_check(record, check, obj, &mut errors, &mut entity);
     }
     if !entity.is_empty() {
-        errors.insert("@entity".into(), Value::Array(entity.into_iter().map(Value::String).collect()));
+        errors.insert(
+            "@entity".into(),
+            Value::Array(entity.into_iter().map(Value::String).collect()),
+        );
     }
-    if errors.is_empty() { Ok(()) } else { Err(Value::Object(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Value::Object(errors))
+    }
 }
 
 fn quoted(fields: &[String]) -> String {
@@ -298,7 +312,11 @@ fn run_entity_check(
             entity.push(format!("all or none of these fields must be set: {}", quoted(f)))
         }
         EntityCheck::Distinct(f) => {
-            let values: Vec<&Value> = f.iter().filter_map(|n| obj.get(n.as_str())).filter(|v| !v.is_null()).collect();
+            let values: Vec<&Value> = f
+                .iter()
+                .filter_map(|n| obj.get(n.as_str()))
+                .filter(|v| !v.is_null())
+                .collect();
             let dup = values.iter().enumerate().any(|(i, v)| values[..i].contains(v));
             if dup {
                 entity.push(format!("values of these fields must be distinct: {}", quoted(f)));
@@ -322,7 +340,11 @@ fn run_conditional(
     }
     let then_value = obj.get(&c.then_field).cloned().unwrap_or(Value::Null);
     let outcome = if then_value.is_null() {
-        if c.then_match.required { Err("required field missing".to_owned()) } else { Ok(()) }
+        if c.then_match.required {
+            Err("required field missing".to_owned())
+        } else {
+            Ok(())
+        }
     } else {
         let mut typed = c.then_match.clone();
         if let Some(field) = record.field(&c.then_field) {
@@ -332,6 +354,9 @@ fn run_conditional(
     };
     if let Err(e) = outcome {
         errors.insert(c.then_field.clone(), msg(c.then_err.clone().unwrap_or(e)));
-        entity.push(format!("failed conditional validation given value of field '{}'", c.if_field));
+        entity.push(format!(
+            "failed conditional validation given value of field '{}'",
+            c.if_field
+        ));
     }
 }

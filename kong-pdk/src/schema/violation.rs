@@ -19,7 +19,10 @@ impl SchemaViolation {
     /// Builds the violation, composing the message as Kong's `errors:schema_violation` does.
     pub fn new(fields: Map<String, Value>) -> SchemaViolation {
         let message = compose(&fields);
-        SchemaViolation { fields: Value::Object(fields), message }
+        SchemaViolation {
+            fields: Value::Object(fields),
+            message,
+        }
     }
 
     /// `schema violation (config.x: msg)` or `N schema violations (a; b)`.
@@ -73,7 +76,7 @@ fn sorted_entries(v: &Value) -> Vec<(String, &Value)> {
 fn compose(errors: &Map<String, Value>) -> String {
     let mut buf: Vec<String> = Vec::new();
     if let Some(Value::Array(entity)) = errors.get("@entity") {
-        buf.extend(entity.iter().map(|e| plain(e)));
+        buf.extend(entity.iter().map(plain));
     }
     let mut names: Vec<&String> = errors.keys().filter(|k| *k != "@entity").collect();
     names.sort();
@@ -121,7 +124,16 @@ fn pretty(v: &Value, depth: usize) -> String {
         Value::Array(items) => {
             let items: Vec<String> = items
                 .iter()
-                .map(|i| format!("{pad}{}", if i.is_null() { "\"userdata: NULL\"".to_owned() } else { pretty(i, depth + 1) }))
+                .map(|i| {
+                    format!(
+                        "{pad}{}",
+                        if i.is_null() {
+                            "\"userdata: NULL\"".to_owned()
+                        } else {
+                            pretty(i, depth + 1)
+                        }
+                    )
+                })
                 .collect();
             format!("{{\n{}\n{close}}}", items.join(",\n"))
         }
