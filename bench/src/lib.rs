@@ -1,1 +1,1 @@
-
+//! Criterion benchmarks of kong-pdk; see `benches/`. Run with `cargo bench -p kong-pdk-bench`.

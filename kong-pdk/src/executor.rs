@@ -133,11 +133,31 @@ fn combo(scope: &Scope) -> u8 {
     bit(scope.route.is_some(), ROUTE) | bit(scope.service.is_some(), SERVICE) | bit(scope.consumer.is_some(), CONSUMER)
 }
 
+/// Hashes scopes by folding their ids: ids are random UUIDs, so no keyed hash is needed.
+#[derive(Default)]
+struct ScopeHasher(u64);
+
+impl std::hash::Hasher for ScopeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+type ScopeMap = HashMap<Scope, Arc<dyn ErasedInstance>, std::hash::BuildHasherDefault<ScopeHasher>>;
+
 /// One plugin type's instances in a snapshot.
 struct Slot {
     /// Which combinations exist (bit per combination value), to skip useless lookups.
     combos: u16,
-    instances: HashMap<Scope, Arc<dyn ErasedInstance>>,
+    instances: ScopeMap,
     no_consumer: bool,
     no_route: bool,
     no_service: bool,
@@ -270,6 +290,12 @@ impl PluginSetBuilder {
                     globals[phase as usize].push((index, inst.clone()));
                 }
             }
+            all.push(inst.clone());
+            // A plugin that runs in no per-request phase after routing changes nothing there:
+            // leave it out of the per-request lookups.
+            if !COLLECTED_PHASES.iter().any(|p| meta.phases.contains(*p)) {
+                continue;
+            }
             let pos = match slots.iter().position(|(i, _)| *i == index) {
                 Some(p) => p,
                 None => {
@@ -277,7 +303,7 @@ impl PluginSetBuilder {
                         index,
                         Slot {
                             combos: 0,
-                            instances: HashMap::new(),
+                            instances: ScopeMap::default(),
                             no_consumer: meta.no_consumer,
                             no_route: meta.no_route,
                             no_service: meta.no_service,
@@ -288,8 +314,7 @@ impl PluginSetBuilder {
             };
             let slot = &mut slots[pos].1;
             slot.combos |= 1 << combo(&scope);
-            slot.instances.insert(scope, inst.clone());
-            all.push(inst);
+            slot.instances.insert(scope, inst);
         }
         slots.sort_by_key(|(i, _)| *i);
         for g in &mut globals {
@@ -311,6 +336,18 @@ impl PluginSetBuilder {
 const HTTP_DOWNSTREAM: [Phase; 4] = [Phase::Response, Phase::HeaderFilter, Phase::BodyFilter, Phase::Log];
 const WS_DOWNSTREAM: [Phase; 3] = [Phase::WsClientFrame, Phase::WsUpstreamFrame, Phase::WsClose];
 const STREAM_DOWNSTREAM: [Phase; 1] = [Phase::Log];
+const COLLECTED_PHASES: [Phase; 10] = [
+    Phase::Access,
+    Phase::Response,
+    Phase::HeaderFilter,
+    Phase::BodyFilter,
+    Phase::Log,
+    Phase::Preread,
+    Phase::WsHandshake,
+    Phase::WsClientFrame,
+    Phase::WsUpstreamFrame,
+    Phase::WsClose,
+];
 
 impl PluginSet {
     /// A builder for a snapshot of `plugins`' instances.
@@ -477,6 +514,7 @@ impl PluginSet {
     /// Kong's consequence for the phase. Returns whether the handler succeeded.
     async fn call(&self, phase: Phase, inst: &Arc<dyn ErasedInstance>, tx: &mut Transaction) -> bool {
         let result = catch(inst.call(phase, tx)).await;
+        tx.current.clear();
         let Err(err) = result else { return true };
         let name = inst.meta().name;
         crate::pdk::log::emit(crate::pdk::Level::Err, &format!("[{name}] {phase} failed: {err}"));

@@ -265,9 +265,7 @@ impl<T: Handler> PluginType for TypeImpl<T> {
 
 impl<T: Handler> InstanceImpl<T> {
     fn kong<'t, P: phase::RequestPhase>(&self, tx: &'t mut Transaction) -> &'t mut Kong<P, T::State> {
-        tx.current.meta = Some(self.meta.clone());
-        tx.current.state = Some(self.state.clone());
-        tx.current.instance = self.instance.id;
+        tx.current.set(&self.meta, &*self.state, self.instance.id);
         Kong::from_tx(tx)
     }
 }

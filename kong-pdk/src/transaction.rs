@@ -346,12 +346,51 @@ pub struct Transaction {
     pub(crate) current: CurrentPlugin,
 }
 
-/// The plugin whose handler is running, installed by the executor before each call.
+/// The plugin whose handler is running, installed by the executor for the duration of one
+/// handler call (and cleared after it), so the phase context can reach the plugin's metadata
+/// and state without reference counting on every call.
 #[derive(Default)]
 pub(crate) struct CurrentPlugin {
-    pub(crate) meta: Option<Arc<crate::registry::PluginMeta>>,
-    pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+    meta: Option<std::ptr::NonNull<crate::registry::PluginMeta>>,
+    state: Option<std::ptr::NonNull<dyn Any + Send + Sync>>,
     pub(crate) instance: uuid::Uuid,
+}
+
+// SAFETY: the pointers refer to `Send + Sync` data owned by the plugin instance, which the
+// executor keeps alive while they are set (see `set`/`clear`).
+unsafe impl Send for CurrentPlugin {}
+unsafe impl Sync for CurrentPlugin {}
+
+impl CurrentPlugin {
+    /// Installs the running plugin. The caller keeps `meta` and `state` alive until `clear`.
+    pub(crate) fn set(
+        &mut self,
+        meta: &crate::registry::PluginMeta,
+        state: &(dyn Any + Send + Sync),
+        instance: uuid::Uuid,
+    ) {
+        self.meta = Some(std::ptr::NonNull::from(meta));
+        self.state = Some(std::ptr::NonNull::from(state));
+        self.instance = instance;
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.meta = None;
+        self.state = None;
+    }
+
+    pub(crate) fn meta(&self) -> &crate::registry::PluginMeta {
+        let meta = self.meta.expect("a plugin handler is running");
+        // SAFETY: set for the duration of a handler call, during which the instance owning the
+        // metadata is borrowed by the executor.
+        unsafe { meta.as_ref() }
+    }
+
+    pub(crate) fn state(&self) -> &(dyn Any + Send + Sync) {
+        let state = self.state.expect("a plugin handler is running");
+        // SAFETY: as for `meta`.
+        unsafe { state.as_ref() }
+    }
 }
 
 /// Timings the gateway records for `serialize()` and the latency headers, in ms.
@@ -377,8 +416,28 @@ impl fmt::Debug for Transaction {
     }
 }
 
+/// A request id: 32 lowercase hex digits from a per-thread generator (wyrand, seeded once
+/// from the OS), so ids cost no system call.
 fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+    }
+    fn next(state: &Cell<u64>) -> u64 {
+        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) ^ t) as u64
+    }
+    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let mut id = String::with_capacity(32);
+    for v in [a, b] {
+        for i in (0..16).rev() {
+            let nibble = ((v >> (i * 4)) & 0xf) as u8;
+            id.push(char::from(if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 }));
+        }
+    }
+    id
 }
 
 impl Transaction {

@@ -77,7 +77,7 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
     }
 
     fn plugin(&self) -> &PluginMeta {
-        self.tx.current.meta.as_deref().expect("a plugin is running")
+        self.tx.current.meta()
     }
 
     /// `kong.request`: the client request.
@@ -156,9 +156,8 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
     pub fn state(&self) -> &S {
         self.tx
             .current
-            .state
-            .as_deref()
-            .and_then(|s| s.downcast_ref::<S>())
+            .state()
+            .downcast_ref::<S>()
             .expect("the executor installs the running plugin's state")
     }
 }
