@@ -49,7 +49,7 @@
 //!
 //! | module | Kong |
 //! |---|---|
-//! | [`plugin`] | `handler.lua`: PRIORITY, VERSION, phase methods |
+//! | [`plugin`](mod@plugin) | `handler.lua`: PRIORITY, VERSION, phase methods |
 //! | [`schema`] | `schema.lua`, `typedefs.lua`, schema violations |
 //! | [`pdk`] | `kong.*` |
 //! | [`phase`] | `kong/pdk/private/phases.lua`, as types |

@@ -4,7 +4,7 @@
 //!
 //! A handler receives `&mut Kong<Phase>`; each module is a method (`kong.response()`), and each
 //! function carries the phase rule Kong checks at run time as a trait bound checked at compile
-//! time (see [`phase`](crate::phase)).
+//! time (see the [phase module](crate::phase)).
 //!
 //! ```
 //! use kong_pdk::prelude::*;

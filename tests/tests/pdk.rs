@@ -1,0 +1,398 @@
+//! The PDK's functions, with Kong's values and messages, exercised through the harness.
+
+use std::sync::Mutex;
+
+use kong_pdk::entities::Consumer;
+use kong_pdk::pdk::QueryValue;
+use kong_pdk::prelude::*;
+use kong_pdk::testing::{Harness, MockResponse, TestRequest};
+use serde_json::{Value, json};
+
+/// Reads the request in access and reports through response headers.
+#[plugin(priority = 100, version = "1.0.0", name = "request-probe")]
+pub struct RequestProbe {}
+
+#[handler]
+impl Handler for RequestProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        let req = kong.request();
+        let report = json!({
+            "scheme": req.get_scheme(),
+            "host": req.get_host(),
+            "port": req.get_port(),
+            "method": req.get_method(),
+            "path": req.get_path(),
+            "raw_path": req.get_raw_path(),
+            "path_with_query": req.get_path_with_query(),
+            "raw_query": req.get_raw_query(),
+            "a": req.get_query_arg("a").and_then(|v| v.as_str().map(str::to_owned)),
+            "flag": req.get_query_arg("flag") == Some(QueryValue::Flag),
+            "header": req.get_header("x_custom_header"),
+            "forwarded_scheme": req.get_forwarded_scheme(),
+            "forwarded_host": req.get_forwarded_host(),
+            "forwarded_port": req.get_forwarded_port(),
+            "http_version": req.get_http_version(),
+        });
+        let body = kong.request().get_body().await;
+        let report = json!({ "request": report, "body": body.map_err(|e| e.message().to_owned()) });
+        kong.response().set_header("X-Report", report.to_string())?;
+        Ok(())
+    }
+}
+
+fn report(res: &kong_pdk::testing::Outcome) -> Value {
+    serde_json::from_str(res.header("X-Report").expect("report")).unwrap()
+}
+
+#[tokio::test]
+async fn request_getters_return_kongs_values() {
+    let gw = Harness::new().plugin::<RequestProbe>(json!({})).start().await.unwrap();
+    let res = gw
+        .send(
+            TestRequest::post("/a/./b/../c%7e?a=1&a=2&flag", r#"{"k":"v"}"#)
+                .header("Content-Type", "application/json")
+                .header("X-Custom-Header", "yes")
+                .header("X-Forwarded-Proto", "HTTPS")
+                .header("X-Forwarded-Host", "public.example.com:8443"),
+            |_| MockResponse::ok(""),
+        )
+        .await;
+    let r = report(&res);
+    assert_eq!(r["request"]["scheme"], "http");
+    assert_eq!(r["request"]["host"], "kong.test");
+    assert_eq!(r["request"]["port"], 8000);
+    assert_eq!(r["request"]["method"], "POST");
+    assert_eq!(r["request"]["path"], "/a/c~");
+    assert_eq!(r["request"]["raw_path"], "/a/./b/../c%7e");
+    assert_eq!(r["request"]["path_with_query"], "/a/./b/../c%7e?a=1&a=2&flag");
+    assert_eq!(r["request"]["raw_query"], "a=1&a=2&flag");
+    assert_eq!(r["request"]["a"], "1");
+    assert_eq!(r["request"]["flag"], true);
+    assert_eq!(r["request"]["header"], "yes", "`_` matches `-`, case-insensitive");
+    assert_eq!(r["request"]["forwarded_scheme"], "http", "client not trusted");
+    assert_eq!(r["request"]["forwarded_host"], "kong.test");
+    assert_eq!(r["request"]["http_version"], 1.1);
+    assert_eq!(r["body"]["Ok"], json!({ "k": "v" }));
+}
+
+#[tokio::test]
+async fn forwarded_getters_trust_only_trusted_ips() {
+    let gw = Harness::new()
+        .plugin::<RequestProbe>(json!({}))
+        .trusted_ips(&["127.0.0.0/8"])
+        .start()
+        .await
+        .unwrap();
+    let res = gw
+        .send(
+            TestRequest::get("/")
+                .header("X-Forwarded-Proto", "HTTPS")
+                .header("X-Forwarded-Host", "Public.Example.com:8443"),
+            |_| MockResponse::ok(""),
+        )
+        .await;
+    let r = report(&res);
+    assert_eq!(r["request"]["forwarded_scheme"], "https");
+    assert_eq!(r["request"]["forwarded_host"], "public.example.com");
+    assert_eq!(r["request"]["forwarded_port"], 8443);
+    assert_eq!(r["body"]["Err"], "missing content type");
+}
+
+#[tokio::test]
+async fn get_body_reports_kongs_errors() {
+    let gw = Harness::new().plugin::<RequestProbe>(json!({})).start().await.unwrap();
+    let res = gw
+        .send(
+            TestRequest::post("/", "not json").header("Content-Type", "application/json"),
+            |_| MockResponse::ok(""),
+        )
+        .await;
+    assert_eq!(report(&res)["body"]["Err"], "invalid json body");
+    let res = gw
+        .send(
+            TestRequest::post("/", "a=1&b").header("Content-Type", "application/x-www-form-urlencoded"),
+            |_| MockResponse::ok(""),
+        )
+        .await;
+    assert_eq!(report(&res)["body"]["Ok"], json!({ "a": "1", "b": true }));
+    let res = gw
+        .send(TestRequest::post("/", "x").header("Content-Type", "text/csv"), |_| {
+            MockResponse::ok("")
+        })
+        .await;
+    assert_eq!(report(&res)["body"]["Err"], "unsupported content type 'text/csv'");
+    let big = "x".repeat(9 * 1024);
+    let res = gw
+        .send(
+            TestRequest::post("/", big).header("Content-Type", "application/json"),
+            |_| MockResponse::ok(""),
+        )
+        .await;
+    assert_eq!(
+        report(&res)["body"]["Err"],
+        "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'"
+    );
+}
+
+/// Rewrites the upstream request.
+#[plugin(priority = 100, version = "1.0.0", name = "upstream-rewriter")]
+pub struct UpstreamRewriter {}
+
+#[handler]
+impl Handler for UpstreamRewriter {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        let mut svc = kong.service();
+        svc.set_target("backend.internal", 9000)?;
+        svc.set_retries(2)?;
+        svc.set_timeouts(100, 200, 300)?;
+        let mut req = svc.request();
+        req.set_method("PUT")?;
+        req.set_path("/v2/items")?;
+        req.set_query([("z", "last"), ("a", "first one")]);
+        req.clear_query_arg("z");
+        req.set_header("X-Added", 42)?;
+        req.add_header("X-Multi", "a")?;
+        req.add_header("X-Multi", "b")?;
+        req.clear_header("X-Remove-Me")?;
+        req.set_header("Host", "backend.example")?;
+        req.set_scheme("https")?;
+        req.set_json_body(&json!({ "replaced": true }))?;
+        assert_eq!(
+            req.set_path("relative").unwrap_err().message(),
+            "path must start with /"
+        );
+        assert_eq!(req.set_method("FETCH").unwrap_err().message(), "invalid method: FETCH");
+        assert_eq!(req.set_scheme("ftp").unwrap_err().message(), "invalid scheme: ftp");
+        assert_eq!(
+            kong.service().set_retries(40000).unwrap_err().message(),
+            "retries must be an integer between 0 and 32767"
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn service_request_setters_shape_the_upstream_request() {
+    let gw = Harness::new()
+        .plugin::<UpstreamRewriter>(json!({}))
+        .start()
+        .await
+        .unwrap();
+    let res = gw
+        .send(TestRequest::get("/old?x=1").header("X-Remove-Me", "1"), |_| {
+            MockResponse::ok("")
+        })
+        .await;
+    let up = res.upstream_request().expect("proxied");
+    assert_eq!(
+        (up.host.as_str(), up.port, up.scheme.as_str()),
+        ("backend.internal", 9000, "https")
+    );
+    assert_eq!(up.retries, 2);
+    assert_eq!(
+        (up.timeouts.connect, up.timeouts.write, up.timeouts.read),
+        (100, 200, 300)
+    );
+    assert_eq!(up.method, http::Method::PUT);
+    assert_eq!(up.path_with_query(), "/v2/items?a=first%20one");
+    assert_eq!(up.headers["x-added"], "42");
+    assert_eq!(up.headers.get_all("x-multi").iter().count(), 2);
+    assert!(up.headers.get("x-remove-me").is_none());
+    assert_eq!(up.host_header.as_deref(), Some("backend.example"));
+    assert_eq!(res.upstream_body().unwrap().as_ref(), br#"{"replaced":true}"#);
+    assert_eq!(up.headers["content-type"], "application/json");
+}
+
+/// Exercises `kong.response` argument checks and `error` defaults.
+#[plugin(priority = 100, version = "1.0.0", name = "response-probe")]
+pub struct ResponseProbe {
+    #[field(default = 0)]
+    error_status: u16,
+}
+
+#[handler]
+impl Handler for ResponseProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        let mut res = kong.response();
+        assert_eq!(
+            res.set_status(99).unwrap_err().message(),
+            "code must be a number between 100 and 599"
+        );
+        assert_eq!(
+            res.set_header("bad header", "x").unwrap_err().message(),
+            "invalid header name \"bad header\""
+        );
+        res.set_header("X-Empty", "")?;
+        res.set_header("Transfer-Encoding", "chunked")?;
+        if self.error_status != 0 {
+            assert!(res.error(302, None).is_err(), "error needs 400..599");
+            return res.error(self.error_status, None);
+        }
+        Ok(())
+    }
+
+    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> kong_pdk::Result {
+        let source = kong.response().get_source();
+        let status = kong.response().get_status();
+        kong.response().set_header("X-Source", source)?;
+        kong.response().set_header("X-Seen-Status", status)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn response_setters_follow_kongs_rules() {
+    let gw = Harness::new().plugin::<ResponseProbe>(json!({})).start().await.unwrap();
+    let res = gw.send(TestRequest::get("/"), |_| MockResponse::new(204)).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.header("X-Empty"), Some(" "), "\"\" is sent as a space");
+    assert_eq!(res.header("transfer-encoding"), None, "Transfer-Encoding is ignored");
+    assert_eq!(res.header("X-Source"), Some("service"));
+    assert_eq!(res.header("X-Seen-Status"), Some("204"));
+}
+
+#[tokio::test]
+async fn error_uses_kongs_default_messages() {
+    for (status, message) in [
+        (401, "Unauthorized"),
+        (429, "Too many requests"),
+        (503, "The upstream server is currently unavailable"),
+        (599, "The upstream server responded with 599"),
+    ] {
+        let gw = Harness::new()
+            .plugin::<ResponseProbe>(json!({ "error_status": status }))
+            .start()
+            .await
+            .unwrap();
+        let res = gw.send(TestRequest::get("/"), |_| MockResponse::ok("")).await;
+        assert_eq!(res.status(), status);
+        assert_eq!(res.json()["message"], message);
+        assert_eq!(res.json()["request_id"], res.transaction().request_id());
+        assert_eq!(res.header("X-Source"), Some("exit"));
+    }
+    let gw = Harness::new()
+        .plugin::<ResponseProbe>(json!({ "error_status": 404 }))
+        .start()
+        .await
+        .unwrap();
+    let res = gw
+        .send(TestRequest::new(http::Method::HEAD, "/"), |_| MockResponse::ok(""))
+        .await;
+    assert_eq!(res.status(), 404);
+    assert!(res.body().is_empty(), "HEAD gets no body");
+}
+
+/// Authenticates in access; reads the consumer in log and serializes.
+#[plugin(priority = 100, version = "1.0.0", name = "client-probe")]
+pub struct ClientProbe {}
+
+static SERIALIZED: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for ClientProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        assert_eq!(
+            kong.client().authenticate(None, None).unwrap_err().message(),
+            "either credential or consumer must be provided"
+        );
+        kong.client().authenticate(Some(Consumer::new("bob")), None)?;
+        let ip = kong.client().get_ip();
+        kong.response().set_header("X-Client-Ip", ip)?;
+        kong.log().set_serialize_value("custom.field", json!("added"));
+        Ok(())
+    }
+
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        let user = kong.client().get_consumer().and_then(|c| c.username.clone());
+        assert_eq!(user.as_deref(), Some("bob"));
+        assert!(kong.router().get_route().is_some());
+        SERIALIZED.lock().unwrap().push(kong.log().serialize());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn client_consumer_and_serialize() {
+    let gw = Harness::new().plugin::<ClientProbe>(json!({})).start().await.unwrap();
+    let res = gw
+        .send(
+            TestRequest::get("/path?q=1")
+                .header("Authorization", "secret")
+                .client_ip("10.1.2.3".parse().unwrap()),
+            |_| MockResponse::ok("hello").header("X-Up", "1"),
+        )
+        .await;
+    assert_eq!(res.header("X-Client-Ip"), Some("10.1.2.3"));
+    let s = SERIALIZED.lock().unwrap().pop().expect("serialized in log");
+    assert_eq!(s["request"]["method"], "GET");
+    assert_eq!(s["request"]["uri"], "/path?q=1");
+    assert_eq!(s["request"]["url"], "http://kong.test:8000/path?q=1");
+    assert_eq!(s["request"]["querystring"], json!({ "q": "1" }));
+    assert_eq!(s["request"]["headers"]["authorization"], "REDACTED");
+    assert_eq!(s["request"]["id"], res.transaction().request_id());
+    assert_eq!(s["response"]["status"], 200);
+    assert_eq!(s["response"]["headers"]["x-up"], "1");
+    assert_eq!(s["upstream_status"], "200");
+    assert_eq!(s["consumer"]["username"], "bob");
+    assert_eq!(s["client_ip"], "10.1.2.3");
+    assert_eq!(s["source"], "upstream");
+    assert_eq!(s["custom"]["field"], "added");
+    assert!(s["route"]["id"].is_string());
+    assert!(s["service"]["id"].is_string());
+}
+
+/// Drops, rewrites and closes WebSocket frames.
+#[plugin(priority = 100, version = "1.0.0", name = "frame-probe")]
+pub struct FrameProbe {}
+
+#[handler]
+impl Handler for FrameProbe {
+    async fn ws_handshake(&self, kong: &mut Kong<WsHandshake>) -> kong_pdk::Result {
+        if kong.request().get_header("x-reject").is_some() {
+            return kong.response().exit(403, "no websockets for you");
+        }
+        Ok(())
+    }
+
+    async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> kong_pdk::Result {
+        let data = kong.websocket().get_frame().map(|f| f.data.clone()).unwrap_or_default();
+        match data.as_ref() {
+            b"drop" => kong.websocket().drop_frame(),
+            b"bye" => kong.websocket().close(1000, "goodbye"),
+            other => {
+                let upper = other.to_ascii_uppercase();
+                kong.websocket().set_frame_data(upper);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn websocket_frames_can_be_rewritten_dropped_and_closed() {
+    use bytes::Bytes;
+    use kong_pdk::transaction::FrameKind::Text;
+    let gw = Harness::new().plugin::<FrameProbe>(json!({})).start().await.unwrap();
+    let out = gw
+        .websocket(
+            TestRequest::get("/ws"),
+            vec![
+                (true, Text, Bytes::from("hello")),
+                (true, Text, Bytes::from("drop")),
+                (false, Text, Bytes::from("from upstream")),
+                (true, Text, Bytes::from("bye")),
+                (true, Text, Bytes::from("never")),
+            ],
+        )
+        .await;
+    let forwarded: Vec<(bool, &[u8])> = out.forwarded.iter().map(|(c, f)| (*c, f.data.as_ref())).collect();
+    assert_eq!(
+        forwarded,
+        [(true, b"HELLO".as_ref()), (false, b"from upstream".as_ref())]
+    );
+    assert_eq!(out.closed, Some((1000, "goodbye".to_owned())));
+    let out = gw
+        .websocket(TestRequest::get("/ws").header("X-Reject", "1"), vec![])
+        .await;
+    assert_eq!(out.rejected, Some((403, Bytes::from("no websockets for you"))));
+}
