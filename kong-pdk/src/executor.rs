@@ -293,7 +293,7 @@ impl PluginSetBuilder {
             all.push(inst.clone());
             // A plugin that runs in no per-request phase after routing changes nothing there:
             // leave it out of the per-request lookups.
-            if !COLLECTED_PHASES.iter().any(|p| meta.phases.contains(*p)) {
+            if !meta.phases.iter().any(|p| p >= Phase::Access) {
                 continue;
             }
             let pos = match slots.iter().position(|(i, _)| *i == index) {
@@ -336,18 +336,6 @@ impl PluginSetBuilder {
 const HTTP_DOWNSTREAM: [Phase; 4] = [Phase::Response, Phase::HeaderFilter, Phase::BodyFilter, Phase::Log];
 const WS_DOWNSTREAM: [Phase; 3] = [Phase::WsClientFrame, Phase::WsUpstreamFrame, Phase::WsClose];
 const STREAM_DOWNSTREAM: [Phase; 1] = [Phase::Log];
-const COLLECTED_PHASES: [Phase; 10] = [
-    Phase::Access,
-    Phase::Response,
-    Phase::HeaderFilter,
-    Phase::BodyFilter,
-    Phase::Log,
-    Phase::Preread,
-    Phase::WsHandshake,
-    Phase::WsClientFrame,
-    Phase::WsUpstreamFrame,
-    Phase::WsClose,
-];
 
 impl PluginSet {
     /// A builder for a snapshot of `plugins`' instances.
@@ -487,27 +475,17 @@ impl PluginSet {
 
     async fn run_downstream(&self, phase: Phase, tx: &mut Transaction, stop_on_failure: bool) {
         let stop_on_exit = matches!(phase, Phase::Response | Phase::HeaderFilter);
-        match tx.collected.take() {
-            Some(list) => {
-                for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
-                    let had_exit = tx.exit.is_some();
-                    let ok = self.call(phase, inst, tx).await;
-                    if (!ok && stop_on_failure) || (stop_on_exit && !had_exit && tx.exit.is_some()) {
-                        break;
-                    }
-                }
-                tx.collected = Some(list);
-            }
-            None => {
-                for inst in &self.globals[phase as usize] {
-                    let had_exit = tx.exit.is_some();
-                    let ok = self.call(phase, inst, tx).await;
-                    if (!ok && stop_on_failure) || (stop_on_exit && !had_exit && tx.exit.is_some()) {
-                        break;
-                    }
-                }
+        // The collected instances, or the globals when access never ran.
+        let collected = tx.collected.take();
+        let list = collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
+            let had_exit = tx.exit.is_some();
+            let ok = self.call(phase, inst, tx).await;
+            if (!ok && stop_on_failure) || (stop_on_exit && !had_exit && tx.exit.is_some()) {
+                break;
             }
         }
+        tx.collected = collected;
     }
 
     /// Calls one handler; on error or panic, logs it with the plugin's name and applies

@@ -47,6 +47,12 @@ use crate::transaction::{
     ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest, UpstreamResponse,
 };
 
+/// Appends a header given by a test, which must be valid.
+fn append_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
+    headers.append(name, HeaderValue::from_str(value).expect("valid header value"));
+}
+
 /// A synthetic client request.
 #[derive(Debug, Clone)]
 pub struct TestRequest {
@@ -94,9 +100,7 @@ impl TestRequest {
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
-        self.headers
-            .append(name, HeaderValue::from_str(value).expect("valid header value"));
+        append_header(&mut self.headers, name, value);
         self
     }
 
@@ -156,9 +160,7 @@ impl MockResponse {
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
-        self.headers
-            .append(name, HeaderValue::from_str(value).expect("valid header value"));
+        append_header(&mut self.headers, name, value);
         self
     }
 
