@@ -107,9 +107,12 @@ pub struct Route {
     /// Paths matched.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
-    /// Headers matched.
+    /// Headers matched: name → accepted values (`~*` prefix: a regex).
     #[serde(default)]
-    pub headers: Option<serde_json::Map<String, Value>>,
+    pub headers: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// TLS server names matched.
+    #[serde(default)]
+    pub snis: Option<Vec<String>>,
     /// Strip the matched path prefix.
     #[serde(default = "Route::default_true")]
     pub strip_path: bool,
@@ -151,6 +154,7 @@ impl Route {
             hosts: None,
             paths: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
             headers: None,
+            snis: None,
             strip_path: true,
             preserve_host: false,
             regex_priority: 0,

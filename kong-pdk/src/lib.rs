@@ -69,6 +69,8 @@ pub mod pdk;
 pub mod phase;
 pub mod plugin;
 pub mod registry;
+#[cfg(feature = "gateway")]
+pub mod router;
 pub mod schema;
 pub mod testing;
 pub mod transaction;
