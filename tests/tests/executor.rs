@@ -144,33 +144,27 @@ impl Handler for TestAuth {
     }
 }
 
-/// Sets `X-Scoped: <label>`: shows which instance applies.
-#[plugin(priority = 5, version = "1.0.0", name = "scoped")]
-pub struct Scoped {
-    label: String,
+macro_rules! labeler {
+    ($ty:ident, $name:literal, $prio:literal, $header:literal) => {
+        /// Sets a header to its configured label: shows which instance applies.
+        #[plugin(priority = $prio, version = "1.0.0", name = $name)]
+        pub struct $ty {
+            label: String,
+        }
+
+        #[handler]
+        impl Handler for $ty {
+            async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+                kong.response().set_header($header, &self.label)?;
+                Ok(())
+            }
+        }
+    };
 }
 
-#[handler]
-impl Handler for Scoped {
-    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
-        kong.response().set_header("X-Scoped", &self.label)?;
-        Ok(())
-    }
-}
-
-/// Scoped like `scoped` but runs before the auth plugin.
-#[plugin(priority = 2000, version = "1.0.0", name = "early-scoped")]
-pub struct EarlyScoped {
-    label: String,
-}
-
-#[handler]
-impl Handler for EarlyScoped {
-    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
-        kong.response().set_header("X-Early", &self.label)?;
-        Ok(())
-    }
-}
+labeler!(Scoped, "scoped", 5, "X-Scoped");
+// Runs before the auth plugin (priority 1250).
+labeler!(EarlyScoped, "early-scoped", 2000, "X-Early");
 
 /// Reads the buffered upstream body in `response`.
 #[plugin(priority = 3, version = "1.0.0", name = "body-reader")]
