@@ -65,6 +65,8 @@ extern crate self as kong_pdk;
 pub mod entities;
 mod error;
 pub mod executor;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod pdk;
 pub mod phase;
 pub mod plugin;

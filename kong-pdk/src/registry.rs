@@ -423,6 +423,11 @@ impl Plugins {
         &self.node
     }
 
+    /// The node, shared with the requests.
+    pub fn node_arc(&self) -> Arc<NodeInfo> {
+        self.node.clone()
+    }
+
     /// Runs every loaded plugin's `init_worker`, in priority order. Failures are logged as
     /// Kong does and returned, so the caller can refuse to serve.
     pub async fn init_worker(&self) -> Result<(), Vec<(String, crate::Error)>> {

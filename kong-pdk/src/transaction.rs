@@ -53,7 +53,7 @@ impl Source {
 
 /// Reads a request body that has not been read yet (implemented by the gateway over its
 /// connection).
-pub trait BodyReader: Send {
+pub trait BodyReader: Send + Sync {
     /// Reads the whole body, failing when it is larger than `limit` bytes.
     fn read_to_end(&mut self, limit: usize) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>>;
 }
@@ -518,6 +518,16 @@ impl Transaction {
         &self.id
     }
 
+    /// The node settings the request runs with.
+    pub fn node_info(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Whether a body filter ended the body early (`set_raw_body`).
+    pub fn body_ended(&self) -> bool {
+        self.body.eof
+    }
+
     /// The subsystem.
     pub fn subsystem(&self) -> Subsystem {
         self.subsystem
@@ -532,6 +542,11 @@ impl Transaction {
     /// The response a plugin (or an error) produced, replacing the upstream's.
     pub fn exit(&self) -> Option<&Exit> {
         self.exit.as_ref()
+    }
+
+    /// Marks where the response comes from (the gateway marks its own errors).
+    pub fn set_source(&mut self, source: Source) {
+        self.source = Some(source);
     }
 
     /// Where the response comes from.

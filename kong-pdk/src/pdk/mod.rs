@@ -32,7 +32,7 @@ mod ctx;
 pub(crate) mod error_template;
 pub(crate) mod log;
 mod node;
-mod request;
+pub(crate) mod request;
 mod response;
 mod router;
 mod service;

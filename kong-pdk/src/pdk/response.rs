@@ -377,12 +377,15 @@ impl Transaction {
     /// Records an error response in Kong's template (`kong.response.error`), negotiated from
     /// `Accept` unless `content_type` names the format.
     pub fn error_response(&mut self, status: u16, message: &str, content_type: Option<&str>) {
+        self.error_response_as(status, message, content_type, ErrorFormat::Json);
+    }
+
+    /// Like [`error_response`](Self::error_response) with another default format: Kong's
+    /// nginx-level errors (502, 504, ...) default to `text/plain` (`error_default_type`).
+    pub fn error_response_as(&mut self, status: u16, message: &str, content_type: Option<&str>, default: ErrorFormat) {
         let format = match content_type {
-            Some(ct) => ErrorFormat::negotiate(Some(ct.split(';').next().unwrap_or(ct)), ErrorFormat::Json),
-            None => ErrorFormat::negotiate(
-                super::request::header(&self.request.headers, "accept"),
-                ErrorFormat::Json,
-            ),
+            Some(ct) => ErrorFormat::negotiate(Some(ct.split(';').next().unwrap_or(ct)), default),
+            None => ErrorFormat::negotiate(super::request::header(&self.request.headers, "accept"), default),
         };
         let body = if self.request.method == http::Method::HEAD {
             Bytes::new()

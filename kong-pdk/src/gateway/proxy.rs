@@ -1,0 +1,236 @@
+//! One request's way through the gateway: rewrite, routing, access, the upstream call with
+//! retries and timeouts, response, header_filter, the filtered body and log.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{self, IncomingSlot, ProxyBody};
+use super::{Proxy, headers};
+use crate::pdk::ErrorFormat;
+use crate::pdk::request::normalize_path;
+use crate::router::{RequestInfo, upstream_path};
+use crate::transaction::{ClientConn, ClientRequest, RequestBody, Source, Transaction, UpstreamResponse};
+
+enum UpstreamError {
+    Connect,
+    Timeout,
+    Invalid,
+}
+
+pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr, port: u16) -> Response<ProxyBody> {
+    let snap = proxy.snapshot();
+    let set = &snap.plugins;
+    let (parts, incoming) = req.into_parts();
+    let authority = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.ends_with(']') => h,
+        _ => authority.as_str(),
+    }
+    .trim_start_matches('[')
+    .trim_end_matches(']')
+    .to_ascii_lowercase();
+    let slot = IncomingSlot::new(incoming);
+    let request = ClientRequest {
+        method: parts.method.clone(),
+        scheme: "http",
+        host,
+        port,
+        raw_path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        version: parts.version,
+        headers: parts.headers,
+        body: RequestBody::Pending(Box::new(slot.clone())),
+    };
+    let client = ClientConn {
+        ip: peer.ip(),
+        port: peer.port(),
+        forwarded_ip: peer.ip(),
+        forwarded_port: peer.port(),
+        tls: false,
+        sni: None,
+    };
+    let mut tx = Transaction::new(request, client, set.plugins().node_arc());
+
+    set.run_rewrite(&mut tx).await;
+    let mut stripped = None;
+    if tx.exit().is_none() {
+        let path = normalize_path(&tx.request.raw_path);
+        let found = snap.router.find(&RequestInfo {
+            method: tx.request.method.as_str(),
+            host: &tx.request.host,
+            port,
+            path: &path,
+            headers: &tx.request.headers,
+            sni: None,
+        });
+        match found {
+            None => tx.error_response(404, "no Route matched with those values", None),
+            Some(m) => {
+                tx.route = Some(m.route.clone());
+                tx.captures = m.captures;
+                if let Some(service) = m.service {
+                    let strip = m.route.strip_path;
+                    tx.upstream.path = upstream_path(service.path.as_deref(), &path, m.matched_path.as_deref(), strip);
+                    tx.set_service(service);
+                    if strip {
+                        stripped = m.matched_path;
+                    }
+                }
+                set.run_access(&mut tx).await;
+                if tx.exit().is_none() && tx.service.is_none() {
+                    tx.error_response(503, "no Service found with those values", None);
+                }
+            }
+        }
+    }
+
+    let access_done = Instant::now();
+    let mut upstream_body = None;
+    let mut upstream_ms = 0;
+    if tx.exit().is_none() {
+        let outgoing = match tx.request.body {
+            RequestBody::Buffered(ref b) => Some(b.clone()),
+            RequestBody::Pending(_) => None,
+        };
+        let body = match (tx.upstream.body.clone(), outgoing) {
+            (Some(replaced), _) => Outgoing::Bytes(replaced),
+            (None, Some(read)) => Outgoing::Bytes(read),
+            (None, None) => match slot.take() {
+                Some(incoming) => Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed()),
+                None => Outgoing::Bytes(Bytes::new()),
+            },
+        };
+        let result = send(proxy, &tx, stripped.as_deref(), body).await;
+        upstream_ms = access_done.elapsed().as_millis() as u64;
+        match result {
+            Ok(resp) => {
+                let (parts, incoming) = resp.into_parts();
+                let mut upstream_headers = parts.headers;
+                headers::strip_hop_by_hop(&mut upstream_headers);
+                let plugin_set = std::mem::replace(&mut tx.response.headers, upstream_headers.clone());
+                for (name, value) in plugin_set.iter() {
+                    tx.response.headers.insert(name.clone(), value.clone());
+                }
+                tx.response.status = parts.status.as_u16();
+                tx.upstream_response = Some(UpstreamResponse {
+                    status: parts.status.as_u16(),
+                    headers: upstream_headers,
+                    body: None,
+                });
+                if tx.is_buffered() {
+                    match incoming.collect().await {
+                        Ok(collected) => {
+                            let bytes = collected.to_bytes();
+                            if let Some(r) = tx.upstream_response.as_mut() {
+                                r.body = Some(bytes.clone());
+                            }
+                            tx.response
+                                .headers
+                                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                            set.run_response(&mut tx).await;
+                            upstream_body = Some(body::Source::Bytes(bytes));
+                        }
+                        Err(_) => upstream_error(&mut tx, UpstreamError::Invalid),
+                    }
+                } else {
+                    upstream_body = Some(body::Source::Upstream(incoming));
+                }
+            }
+            Err(e) => upstream_error(&mut tx, e),
+        }
+    }
+    set.run_header_filter(&mut tx).await;
+    let proxied = tx.upstream_response.is_some() && tx.exit().is_none();
+    let proxy_ms = tx.elapsed_ms().saturating_sub(upstream_ms);
+    headers::response(&mut tx, &proxy.headers, proxied, upstream_ms, proxy_ms);
+
+    let source = match (tx.exit(), upstream_body) {
+        (Some(exit), _) => body::Source::Bytes(exit.body.clone()),
+        (None, Some(source)) => source,
+        (None, None) => body::Source::Bytes(Bytes::new()),
+    };
+    let mut builder = Response::builder().status(tx.response.status);
+    if let Some(h) = builder.headers_mut() {
+        *h = tx.response.headers.clone();
+    }
+    let is_head = tx.request.method == http::Method::HEAD;
+    let body = if is_head {
+        body::full(Bytes::new())
+    } else {
+        body::filtered(snap.clone(), tx, source)
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
+}
+
+fn upstream_error(tx: &mut Transaction, e: UpstreamError) {
+    let (status, message) = match e {
+        UpstreamError::Timeout => (504, "The upstream server is timing out"),
+        UpstreamError::Connect | UpstreamError::Invalid => {
+            (502, "An invalid response was received from the upstream server")
+        }
+    };
+    tx.response.headers.clear();
+    tx.error_response_as(status, message, None, ErrorFormat::Plain);
+    tx.set_source(Source::Error);
+}
+
+/// The request body sent upstream: known bytes can be sent again on a retry, a stream cannot.
+enum Outgoing {
+    Bytes(Bytes),
+    Stream(ProxyBody),
+}
+
+async fn send(
+    proxy: &Proxy,
+    tx: &Transaction,
+    stripped: Option<&str>,
+    body: Outgoing,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let up = &tx.upstream;
+    let uri: Uri = format!("http://{}:{}{}", up.host, up.port, up.path_with_query())
+        .parse()
+        .map_err(|_| UpstreamError::Invalid)?;
+    let headers = headers::upstream(tx, stripped, &proxy.headers);
+    let timeout = Duration::from_millis(up.timeouts.connect + up.timeouts.read);
+    let (replay, mut stream) = match body {
+        Outgoing::Bytes(b) => (Some(b), None),
+        Outgoing::Stream(s) => (None, Some(s)),
+    };
+    let replayable = replay.is_some();
+    let mut attempt = 0;
+    loop {
+        let this_body = match &replay {
+            Some(b) => body::full(b.clone()),
+            None => stream.take().unwrap_or_else(|| body::full(Bytes::new())),
+        };
+        let mut req = Request::builder()
+            .method(up.method.clone())
+            .uri(uri.clone())
+            .version(http::Version::HTTP_11);
+        if let Some(h) = req.headers_mut() {
+            *h = headers.clone();
+        }
+        let req = req.body(this_body).map_err(|_| UpstreamError::Invalid)?;
+        match tokio::time::timeout(timeout, proxy.client.request(req)).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(e)) if e.is_connect() && replayable && attempt < up.retries => attempt += 1,
+            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect),
+            Ok(Err(_)) => return Err(UpstreamError::Invalid),
+        }
+    }
+}

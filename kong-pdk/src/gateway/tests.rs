@@ -1,0 +1,351 @@
+//! The proxy over real sockets on random ports: routing, plugins, Kong's headers and errors,
+//! streaming through body_filter, and configuration swaps.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::entities::{Route, Service};
+use crate::executor::{PluginEntity, PluginSet};
+use crate::pdk::NodeInfo;
+use crate::prelude::*;
+use crate::registry::Plugins;
+
+#[plugin(priority = 1000, version = "0.0.1", name = "gw-test-header")]
+struct AddHeader {
+    #[field(typedef = header_name, default = "X-MyPlugin")]
+    response_header_name: String,
+}
+
+#[handler]
+impl Handler for AddHeader {
+    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> crate::Result {
+        kong.response().set_header(&self.response_header_name, "response")?;
+        Ok(())
+    }
+}
+
+#[plugin(priority = 10, version = "1.0.0", name = "gw-test-upper")]
+struct Upper {}
+
+#[handler]
+impl Handler for Upper {
+    async fn body_filter(&self, kong: &mut Kong<BodyFilter>) -> crate::Result {
+        let upper = kong.response().chunk().to_ascii_uppercase();
+        kong.response().set_chunk(upper);
+        Ok(())
+    }
+}
+
+#[plugin(priority = 5, version = "1.0.0", name = "gw-test-panic")]
+struct Panicky {}
+
+#[handler]
+impl Handler for Panicky {
+    async fn access(&self, kong: &mut Kong<Access>) -> crate::Result {
+        if kong.request().get_header("x-panic").is_some() {
+            panic!("asked to");
+        }
+        Ok(())
+    }
+}
+
+/// An upstream that echoes the request as JSON (path, headers), or streams `/stream`.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                    if path == "/stream" {
+                        let chunks = ["abc", "def", "ghi"].into_iter().map(Bytes::from).collect();
+                        return Ok::<_, Infallible>(Response::new(Chunks(chunks).boxed()));
+                    }
+                    let headers: serde_json::Map<String, Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), Value::from(v.to_str().unwrap_or_default())))
+                        .collect();
+                    let method = req.method().to_string();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let echo = json!({ "path": path, "method": method, "headers": headers, "body": String::from_utf8_lossy(&body) });
+                    let resp = Response::builder()
+                        .header("content-type", "application/json")
+                        .header("server", "mock-upstream/1.0.0")
+                        .body(
+                            Full::new(Bytes::from(echo.to_string()))
+                                .map_err(|never| match never {})
+                                .boxed(),
+                        )
+                        .unwrap();
+                    Ok(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A body sent as separate chunks (chunked transfer encoding).
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+struct Gateway {
+    addr: SocketAddr,
+    proxy: Arc<Proxy>,
+    plugins: Arc<Plugins>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn service_at(addr: SocketAddr) -> Arc<Service> {
+    let mut s = Service::new("127.0.0.1", addr.port());
+    s.name = Some("mock".into());
+    Arc::new(s)
+}
+
+fn route(paths: &[&str], service: Option<&Arc<Service>>) -> (Arc<Route>, Option<Arc<Service>>) {
+    (Arc::new(Route::new(paths)), service.cloned())
+}
+
+async fn snapshot(
+    plugins: &Arc<Plugins>,
+    routes: Vec<(Arc<Route>, Option<Arc<Service>>)>,
+    entities: Vec<PluginEntity>,
+) -> Snapshot {
+    let mut set = PluginSet::builder(plugins.clone());
+    for e in entities {
+        set.add(e).unwrap();
+    }
+    let set = set.build();
+    set.configure().await;
+    Snapshot {
+        router: crate::router::Router::new(routes).unwrap(),
+        plugins: set,
+    }
+}
+
+async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entities: Vec<PluginEntity>) -> Gateway {
+    let plugins = Arc::new(
+        Plugins::builder(NodeInfo::default())
+            .with::<AddHeader>()
+            .with::<Upper>()
+            .with::<Panicky>()
+            .build(),
+    );
+    let snap = snapshot(&plugins, routes, entities).await;
+    let proxy = Arc::new(Proxy::new(snap, HeaderSettings::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Gateway {
+        addr,
+        proxy,
+        plugins,
+        shutdown: Some(tx),
+    }
+}
+
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder().uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Got { status, headers, body }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_with_kongs_headers_and_runs_plugins() {
+    let up = upstream().await;
+    let svc = service_at(up);
+    let r = route(&["/mock"], Some(&svc));
+    let route_id = r.0.id;
+    let gw = start(
+        vec![r],
+        vec![PluginEntity::new("gw-test-header", json!({})).route(route_id)],
+    )
+    .await;
+    let res = get(gw.addr, "/mock/anything?a=1", &[("X-Forwarded-For", "203.0.113.7")]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("X-MyPlugin"), Some("response"));
+    assert_eq!(res.header("via"), Some("1.1 kong/3.10.0"));
+    assert_eq!(
+        res.header("server"),
+        Some("mock-upstream/1.0.0"),
+        "the upstream's Server passes through"
+    );
+    assert!(res.header("x-kong-upstream-latency").is_some());
+    assert!(res.header("x-kong-proxy-latency").is_some());
+    assert_eq!(res.header("x-kong-request-id").map(str::len), Some(32));
+    let echo = res.json();
+    assert_eq!(echo["path"], "/anything?a=1", "strip_path removed /mock");
+    assert_eq!(echo["headers"]["host"], format!("127.0.0.1:{}", up.port()));
+    assert_eq!(echo["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(echo["headers"]["x-forwarded-port"], gw.addr.port().to_string());
+    assert_eq!(echo["headers"]["x-forwarded-prefix"], "/mock");
+    assert_eq!(echo["headers"]["x-forwarded-path"], "/mock/anything");
+    assert_eq!(echo["headers"]["via"], "1.1 kong/3.10.0");
+    assert_eq!(
+        echo["headers"]["x-kong-request-id"],
+        res.header("x-kong-request-id").unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_no_service_and_upstream_failures_use_kongs_errors() {
+    let up = upstream().await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = start(
+        vec![
+            route(&["/orphan"], None),
+            route(&["/dead"], Some(&service_at(dead))),
+            route(&["/ok"], Some(&service_at(up))),
+        ],
+        vec![],
+    )
+    .await;
+
+    let res = get(gw.addr, "/nowhere", &[]).await;
+    assert_eq!(res.status, 404);
+    let id = res.header("x-kong-request-id").unwrap().to_owned();
+    assert_eq!(
+        res.body,
+        format!("{{\n  \"message\":\"no Route matched with those values\",\n  \"request_id\":\"{id}\"\n}}")
+    );
+    assert_eq!(res.header("server"), Some("kong/3.10.0"));
+    assert!(res.header("x-kong-response-latency").is_some());
+
+    let res = get(gw.addr, "/orphan", &[]).await;
+    assert_eq!(res.status, 503);
+    assert_eq!(res.json()["message"], "no Service found with those values");
+
+    let res = get(gw.addr, "/dead", &[]).await;
+    assert_eq!(res.status, 502);
+    let id = res.header("x-kong-request-id").unwrap().to_owned();
+    assert_eq!(
+        res.body,
+        format!("An invalid response was received from the upstream server\nrequest_id: {id}\n")
+    );
+    assert_eq!(res.header("content-type"), Some("text/plain; charset=utf-8"));
+
+    let res = get(gw.addr, "/dead", &[("Accept", "application/json")]).await;
+    assert_eq!(
+        res.json()["message"],
+        "An invalid response was received from the upstream server"
+    );
+    assert_eq!(get(gw.addr, "/ok", &[]).await.status, 200, "the gateway keeps serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_filter_sees_each_streamed_chunk() {
+    let up = upstream().await;
+    let gw = start(
+        vec![route(&["/"], Some(&service_at(up)))],
+        vec![PluginEntity::new("gw-test-upper", json!({}))],
+    )
+    .await;
+    let res = get(gw.addr, "/stream", &[]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, "ABCDEFGHI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panic_is_a_500_and_other_requests_keep_flowing() {
+    let up = upstream().await;
+    let gw = start(
+        vec![route(&["/"], Some(&service_at(up)))],
+        vec![PluginEntity::new("gw-test-panic", json!({}))],
+    )
+    .await;
+    let res = get(gw.addr, "/", &[("X-Panic", "1")]).await;
+    assert_eq!(res.status, 500);
+    assert_eq!(res.json()["message"], "An unexpected error occurred");
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_swap_takes_effect_without_restart() {
+    let up = upstream().await;
+    let svc = service_at(up);
+    let gw = start(vec![route(&["/old"], Some(&svc))], vec![]).await;
+    assert_eq!(get(gw.addr, "/old", &[]).await.status, 200);
+    assert_eq!(get(gw.addr, "/new", &[]).await.status, 404);
+    let snap = snapshot(
+        &gw.plugins,
+        vec![route(&["/new"], Some(&svc))],
+        vec![PluginEntity::new(
+            "gw-test-header",
+            json!({ "response_header_name": "X-Swapped" }),
+        )],
+    )
+    .await;
+    gw.proxy.swap(snap);
+    let res = get(gw.addr, "/new", &[]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("X-Swapped"), Some("response"));
+    assert_eq!(get(gw.addr, "/old", &[]).await.status, 404);
+}
