@@ -1,5 +1,5 @@
 //! The HTTP proxy that runs the phase pipeline: a hyper 1 server whose requests are routed by
-//! [`Router`](crate::router::Router), run through the [`PluginSet`](crate::executor::PluginSet)
+//! [`Router`], run through the [`PluginSet`]
 //! and proxied upstream over pooled keep-alive connections, bodies streaming both ways.
 //!
 //! Configuration is an immutable [`Snapshot`] (router + plugin instances) that
