@@ -165,12 +165,13 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
     if let Some(h) = builder.headers_mut() {
         *h = tx.response.headers.clone();
     }
-    let is_head = tx.request.method == http::Method::HEAD;
-    let body = if is_head {
-        body::full(Bytes::new())
+    // HEAD responses carry no body, but body_filter (with an empty last chunk) and log still run.
+    let source = if tx.request.method == http::Method::HEAD {
+        body::Source::Bytes(Bytes::new())
     } else {
-        body::filtered(snap.clone(), tx, source)
+        source
     };
+    let body = body::filtered(snap.clone(), tx, source);
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
