@@ -8,6 +8,7 @@
 
 mod body;
 mod headers;
+pub mod mock_upstream;
 mod proxy;
 
 use std::net::SocketAddr;

@@ -349,3 +349,47 @@ async fn a_configuration_swap_takes_effect_without_restart() {
     assert_eq!(res.header("X-Swapped"), Some("response"));
     assert_eq!(get(gw.addr, "/old", &[]).await.status, 404);
 }
+
+async fn mock_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(mock_upstream::serve(listener, std::future::pending()));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_upstream_answers_as_kongs_does() {
+    let mock = mock_upstream().await;
+    let res = get(mock, "/anything/x?a=1&b", &[("X-Test", "1")]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-powered-by"), Some("mock_upstream"));
+    assert_eq!(res.header("server"), Some("mock-upstream/1.0.0"));
+    assert!(res.body.ends_with(b"\n"));
+    let j = res.json();
+    assert_eq!(j["uri_args"], json!({ "a": "1", "b": true }));
+    assert_eq!(j["headers"]["x-test"], "1");
+    assert_eq!(j["url"], format!("http://{mock}/anything/x?a=1&b"));
+    assert_eq!(j["vars"]["request_method"], "GET");
+    assert_eq!(get(mock, "/status/418", &[]).await.status, 418);
+    assert_eq!(get(mock, "/status/418", &[]).await.json()["code"], 418);
+    assert_eq!(get(mock, "/post", &[]).await.status, 405);
+    assert_eq!(get(mock, "/nope", &[]).await.status, 404);
+    assert!(get(mock, "/", &[]).await.json()["valid_routes"]["/anything"].is_string());
+    let res = get(mock, "/response-headers?X-Custom=yes", &[]).await;
+    assert_eq!(res.header("x-custom"), Some("yes"));
+    let res = get(mock, "/stream/3", &[]).await;
+    assert_eq!(res.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_to_the_mock_upstream_like_the_quick_start() {
+    let mock = mock_upstream().await;
+    let r = route(&["/mock"], Some(&service_at(mock)));
+    let id = r.0.id;
+    let gw = start(vec![r], vec![PluginEntity::new("gw-test-header", json!({})).route(id)]).await;
+    let res = get(gw.addr, "/mock/anything", &[]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("X-MyPlugin"), Some("response"));
+    assert_eq!(res.header("x-powered-by"), Some("mock_upstream"));
+    assert_eq!(res.json()["vars"]["uri"], "/anything");
+}

@@ -1,0 +1,274 @@
+//! Kong's test mock upstream (`spec/fixtures/mock_upstream.lua`): an HTTP server that echoes
+//! requests as JSON, so newcomers and tests have an upstream without internet.
+//!
+//! Every JSON response has `X-Powered-By: mock_upstream`, `Server: mock-upstream/1.0.0` and
+//! `Content-Type: application/json`, and its body ends with a newline. Paths: `/` (with
+//! `valid_routes`), `/anything*` and `/request*` (any method), `/get` (GET only), `/post` (POST
+//! only), `/status/{code}`, `/delay/{seconds}`, `/response-headers?k=v`, `/cache/{n}`,
+//! `/stream/{n}` (n JSON lines, chunked), `/xml`; anything else is a 404 with the echo.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use super::body::{ProxyBody, full};
+use crate::pdk::request::parse_args;
+
+/// The mock upstream's default address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:15555";
+
+/// Serves the mock upstream on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let local = stream.local_addr().ok();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| async move {
+                        Ok::<_, Infallible>(respond(req, peer, local).await)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn args_json(query: &str) -> Value {
+    Value::Object(
+        parse_args(query, 100)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    crate::pdk::QueryValue::Flag => Value::Bool(true),
+                    crate::pdk::QueryValue::Value(s) => Value::String(s),
+                    crate::pdk::QueryValue::List(l) => Value::Array(
+                        l.into_iter()
+                            .map(|i| i.as_str().map_or(Value::Bool(true), Value::from))
+                            .collect(),
+                    ),
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
+/// The default JSON body (`get_default_json_response`).
+fn echo(parts: &http::request::Parts, body: &Bytes, peer: SocketAddr, local: Option<SocketAddr>) -> Map<String, Value> {
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let v = Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match headers.get_mut(name.as_str()) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(prev) => *prev = Value::Array(vec![prev.clone(), v]),
+            None => {
+                headers.insert(name.as_str().to_owned(), v);
+            }
+        }
+    }
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:15555");
+    let request_uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let query = parts.uri.query().unwrap_or("");
+    let ct = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let text = String::from_utf8_lossy(body).into_owned();
+    let (kind, params) = if ct.starts_with("application/json") {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => ("json", v),
+            Err(_) => ("json (error)", Value::Null),
+        }
+    } else if ct.starts_with("application/x-www-form-urlencoded") {
+        ("form", args_json(&text))
+    } else if ct.starts_with("multipart/form-data") {
+        ("multipart-form", Value::Null)
+    } else {
+        ("unknown", Value::Null)
+    };
+    let server_port = local.map_or(15555, |l| l.port());
+    let mut out = Map::new();
+    out.insert("headers".into(), Value::Object(headers));
+    out.insert(
+        "post_data".into(),
+        json!({ "text": text, "kind": kind, "params": params }),
+    );
+    out.insert("url".into(), Value::from(format!("http://{host}{request_uri}")));
+    out.insert("uri_args".into(), args_json(query));
+    out.insert(
+        "vars".into(),
+        json!({
+            "uri": parts.uri.path(),
+            "host": host.split(':').next().unwrap_or(host),
+            "hostname": "localhost",
+            "https": "",
+            "scheme": "http",
+            "is_args": if parts.uri.query().is_some() { "?" } else { "" },
+            "server_addr": local.map_or("127.0.0.1".to_owned(), |l| l.ip().to_string()),
+            "server_port": server_port.to_string(),
+            "server_name": "mock_upstream",
+            "server_protocol": format!("{:?}", parts.version),
+            "remote_addr": peer.ip().to_string(),
+            "remote_port": peer.port().to_string(),
+            "realip_remote_addr": peer.ip().to_string(),
+            "realip_remote_port": peer.port().to_string(),
+            "request": format!("{} {} {:?}", parts.method, request_uri, parts.version),
+            "request_uri": request_uri,
+            "request_method": parts.method.as_str(),
+            "request_length": body.len().to_string(),
+            "ssl_server_name": "no SNI",
+        }),
+    );
+    out
+}
+
+fn json_response(status: u16, body: Map<String, Value>) -> Response<ProxyBody> {
+    let mut text = Value::Object(body).to_string();
+    text.push('\n');
+    Response::builder()
+        .status(status)
+        .header("X-Powered-By", "mock_upstream")
+        .header("Server", "mock-upstream/1.0.0")
+        .header("Content-Type", "application/json")
+        .body(full(Bytes::from(text)))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+fn text_response(status: u16, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut()
+        .insert("Server", HeaderValue::from_static("mock-upstream/1.0.0"));
+    r
+}
+
+/// Lines sent one per frame (chunked).
+struct Lines(VecDeque<Bytes>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = super::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|l| Ok(http_body::Frame::data(l))))
+    }
+}
+
+async fn respond(req: Request<Incoming>, peer: SocketAddr, local: Option<SocketAddr>) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut data = echo(&parts, &body, peer, local);
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] => {
+            data.insert(
+                "valid_routes".into(),
+                json!({
+                    "/anything": "Accepts any request and echoes it",
+                    "/request": "Alias of /anything",
+                    "/get": "Accepts a GET request and returns it in JSON format",
+                    "/post": "Accepts a POST request and returns it in JSON format",
+                    "/status/:code": "Returns a response with the specified <status code>",
+                    "/delay/:duration": "Delay the response for <duration> seconds",
+                    "/response-headers?:key=:val": "Returns given response headers",
+                    "/cache/:n": "Sets a Cache-Control header for n seconds",
+                    "/stream/:num": "Stream <num> chunks of JSON data via chunked Transfer Encoding",
+                    "/xml": "Returns a simple XML document",
+                }),
+            );
+            json_response(200, data)
+        }
+        [first, ..] if first.starts_with("anything") || first.starts_with("request") => json_response(200, data),
+        ["get"] if parts.method != Method::GET => text_response(405, "Method not allowed for the requested URL"),
+        ["post"] if parts.method != Method::POST => text_response(405, "Method not allowed for the requested URL"),
+        ["get"] | ["post"] => json_response(200, data),
+        ["status", code] if code.len() == 3 => match code.parse::<u16>() {
+            Ok(c) if (100..=599).contains(&c) => {
+                data.insert("code".into(), Value::from(c));
+                json_response(c, data)
+            }
+            _ => json_response(404, data),
+        },
+        ["delay", secs] => match secs.parse::<f64>() {
+            Ok(s) if (0.0..=60.0).contains(&s) => {
+                tokio::time::sleep(Duration::from_secs_f64(s)).await;
+                data.insert("delay".into(), Value::from(s));
+                json_response(200, data)
+            }
+            _ => json_response(404, data),
+        },
+        ["response-headers"] => {
+            let mut r = json_response(200, data);
+            for (k, v) in parse_args(parts.uri.query().unwrap_or(""), 100) {
+                if let (Ok(name), Some(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.as_str()) {
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        r.headers_mut().insert(name, v);
+                    }
+                }
+            }
+            r
+        }
+        ["cache", n] if n.parse::<u64>().is_ok() => {
+            let mut r = json_response(200, data);
+            if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={n}")) {
+                r.headers_mut().insert(http::header::CACHE_CONTROL, v);
+            }
+            r
+        }
+        ["stream", n] if n.parse::<usize>().is_ok_and(|n| n <= 1000) => {
+            let n: usize = n.parse().unwrap_or(0);
+            let lines = (0..n)
+                .map(|i| {
+                    let mut line = data.clone();
+                    line.insert("id".into(), Value::from(i));
+                    let mut s = Value::Object(line).to_string();
+                    s.push('\n');
+                    Bytes::from(s)
+                })
+                .collect();
+            let mut r = Response::new(BodyExt::boxed(Lines(lines)));
+            r.headers_mut()
+                .insert("Content-Type", HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert("X-Powered-By", HeaderValue::from_static("mock_upstream"));
+            r.headers_mut()
+                .insert("Server", HeaderValue::from_static("mock-upstream/1.0.0"));
+            r
+        }
+        ["xml"] => {
+            let mut r = text_response(
+                200,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<note>\n  <body>Kong, Monolith destroyer.</body>\n</note>\n",
+            );
+            r.headers_mut()
+                .insert("Content-Type", HeaderValue::from_static("application/xml"));
+            r
+        }
+        _ => json_response(404, data),
+    }
+}
