@@ -6,9 +6,11 @@
 //! - [`split_plugin`]: a plugin whose phases live in their own modules;
 //! - [`multi_protocol`]: one plugin for WebSocket and non-WebSocket services.
 //!
-//! Linking this crate registers them all (see `kong_pdk::registry`).
+//! Linking this crate registers them all (see `kong_pdk::registry`). [`conf`] holds the settings
+//! and commands of the `kong-gateway` binary.
 
 pub mod all_phases;
+pub mod conf;
 pub mod multi_protocol;
 pub mod my_plugin;
 pub mod split_plugin;

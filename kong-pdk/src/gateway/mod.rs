@@ -7,6 +7,7 @@
 //! in flight finish on the snapshot they started with.
 
 mod body;
+pub mod declarative;
 mod headers;
 pub mod mock_upstream;
 mod proxy;

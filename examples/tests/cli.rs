@@ -1,0 +1,177 @@
+//! The `kong-gateway` binary end to end: `start` with a declarative config and the in-process
+//! mock upstream serves the quick start's route; `health`, `version` and `config parse` answer;
+//! SIGTERM stops it cleanly.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kong-gateway");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A raw HTTP/1.1 GET; returns the whole response text.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Gateway {
+    child: Child,
+    proxy: u16,
+    prefix: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, header: Option<&str>) -> Gateway {
+    let (proxy, mock) = (free_port(), free_port());
+    let plugin_config = header
+        .map(|h| format!("\n    config:\n      response_header_name: {h}"))
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("kong.yml"),
+        format!(
+            "_format_version: \"3.0\"\nservices:\n- name: example_service\n  url: http://127.0.0.1:{mock}\n  routes:\n  - name: example_route\n    paths: [\"/mock\"]\n  plugins:\n  - name: my-plugin{plugin_config}\n"
+        ),
+    )
+    .unwrap();
+    let prefix = dir.join("prefix");
+    std::fs::write(
+        dir.join("kong.conf"),
+        format!(
+            "proxy_listen = 127.0.0.1:{proxy}\ndatabase = off\ndeclarative_config = {}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            dir.join("kong.yml").display(),
+            prefix.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["start", "-c"])
+        .arg(dir.join("kong.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the proxy port", || TcpStream::connect(("127.0.0.1", proxy)).ok());
+    Gateway { child, proxy, prefix }
+}
+
+#[test]
+fn start_serves_the_quick_start_route_with_my_plugin() {
+    let dir = temp_dir("quick-start");
+    let mut gw = start(&dir, None);
+    let res = http_get(gw.proxy, "/mock/anything").unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    let lower = res.to_ascii_lowercase();
+    assert!(lower.contains("\r\nx-myplugin: response\r\n"), "{res}");
+    assert!(lower.contains("\r\nvia: 1.1 kong/3.10.0\r\n"), "{res}");
+    assert!(lower.contains("\r\nx-powered-by: mock_upstream\r\n"), "{res}");
+    let res = http_get(gw.proxy, "/nothing-here").unwrap();
+    assert!(res.starts_with("HTTP/1.1 404"), "{res}");
+    assert!(res.contains("no Route matched with those values"));
+
+    let health = Command::new(BIN)
+        .args(["health", "-p"])
+        .arg(&gw.prefix)
+        .output()
+        .unwrap();
+    assert!(health.status.success());
+    assert!(String::from_utf8_lossy(&health.stdout).contains("Kong is healthy"));
+
+    // SIGTERM: stop accepting, drain, exit 0, remove the pid file.
+    let pid = gw.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_until("the gateway to exit", || gw.child.try_wait().unwrap());
+    assert!(status.success());
+    let health = Command::new(BIN)
+        .args(["health", "-p"])
+        .arg(&gw.prefix)
+        .output()
+        .unwrap();
+    assert!(!health.status.success());
+}
+
+#[test]
+fn the_configured_header_name_is_used() {
+    let dir = temp_dir("custom-header");
+    let gw = start(&dir, Some("X-CustomHeaderName"));
+    let res = http_get(gw.proxy, "/mock/anything").unwrap().to_ascii_lowercase();
+    assert!(res.contains("\r\nx-customheadername: response\r\n"), "{res}");
+    assert!(!res.contains("x-myplugin"));
+}
+
+#[test]
+fn config_parse_and_version() {
+    let dir = temp_dir("parse");
+    std::fs::write(
+        dir.join("good.yml"),
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(dir.join("good.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "parse successful\n");
+
+    std::fs::write(
+        dir.join("bad.yml"),
+        "_format_version: \"3.0\"\nplugins:\n- name: my-plugin\n  config:\n    response_header_name: \"bad name\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("kong.conf"), "plugins = bundled,my-plugin\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(dir.join("bad.yml"))
+        .arg("-c")
+        .arg(dir.join("kong.conf"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad header name 'bad name'"), "{err}");
+
+    std::fs::write(dir.join("noformat.yml"), "services: []\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(dir.join("noformat.yml"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("_format_version"));
+
+    let out = Command::new(BIN).arg("version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Kong 3.10.0 (kong-pdk 0.1.0)\n");
+}

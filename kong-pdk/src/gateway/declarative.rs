@@ -1,0 +1,390 @@
+//! Declarative configuration (`kong.yml`, format 3.0): services, routes, consumers and
+//! plugins, nested or at top level, referencing each other by id or name.
+//!
+//! ```
+//! use kong_pdk::gateway::declarative::Config;
+//!
+//! let yml = r#"
+//! _format_version: "3.0"
+//! services:
+//! - name: example_service
+//!   url: http://127.0.0.1:15555
+//!   routes:
+//!   - name: example_route
+//!     paths: ["/mock"]
+//!   plugins:
+//!   - name: my-plugin
+//!     config: { response_header_name: X-CustomHeaderName }
+//! "#;
+//! let config = Config::parse(yml).unwrap();
+//! assert_eq!(config.services[0].port, 15555);
+//! assert_eq!(config.routes[0].service.unwrap().id, config.services[0].id);
+//! assert_eq!(config.plugins[0].scope.service, Some(config.services[0].id));
+//! // Ids are deterministic: parsing again gives the same ones.
+//! assert_eq!(Config::parse(yml).unwrap().services[0].id, config.services[0].id);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::Snapshot;
+use crate::entities::{Consumer, ForeignKey, Route, Service};
+use crate::executor::{PluginEntity, PluginSet};
+use crate::registry::{LoadError, Plugins, Scope};
+use crate::router::Router;
+
+/// The namespace of the deterministic ids of entities declared without one.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6b6f_6e67_2d70_646b_8000_0000_0000_0001);
+
+/// A parsed declarative configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Services.
+    pub services: Vec<Service>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+    /// Plugin instances.
+    pub plugins: Vec<PluginEntity>,
+}
+
+/// Why a declarative configuration is invalid: Kong's error tree by entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// `{"services": [{"url": "..."}], ...}`-shaped details, or a message.
+    pub fields: Value,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "declarative config is invalid: {}", self.fields)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: &str, message: impl Into<String>) -> ConfigError {
+    let mut v = Value::String(message.into());
+    for part in path.split('.').rev().filter(|p| !p.is_empty()) {
+        let mut m = Map::new();
+        m.insert(part.to_owned(), v);
+        v = Value::Object(m);
+    }
+    ConfigError { fields: v }
+}
+
+fn id_of(entity: &Map<String, Value>, kind: &str, key: Option<&str>, path: &str) -> Result<Uuid, ConfigError> {
+    match entity.get("id") {
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| err(&format!("{path}.id"), "expected a valid UUID")),
+        Some(_) => Err(err(&format!("{path}.id"), "expected a string")),
+        None => Ok(match key {
+            Some(k) => Uuid::new_v5(&NAMESPACE, format!("{kind}:{k}").as_bytes()),
+            None => Uuid::new_v5(&NAMESPACE, format!("{kind}:{path}:{entity:?}").as_bytes()),
+        }),
+    }
+}
+
+fn strip_meta(v: &mut Map<String, Value>) {
+    v.retain(|k, _| k != "_comment" && k != "_ignore");
+}
+
+/// Expands a service's `url` shorthand into protocol, host, port and path.
+fn apply_url(svc: &mut Map<String, Value>, path: &str) -> Result<(), ConfigError> {
+    let Some(url) = svc.remove("url") else { return Ok(()) };
+    let url = url
+        .as_str()
+        .ok_or_else(|| err(&format!("{path}.url"), "expected a string"))?
+        .to_owned();
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| err(&format!("{path}.url"), "missing scheme in url"))?;
+    let (authority, p) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    if authority.is_empty() {
+        return Err(err(&format!("{path}.url"), "missing host in url"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (
+            h,
+            p.parse::<u16>().map_err(|_| {
+                err(
+                    &format!("{path}.url"),
+                    format!("could not parse url. invalid port: {p}"),
+                )
+            })?,
+        ),
+        _ => (
+            authority,
+            if scheme == "https" || scheme == "grpcs" {
+                443
+            } else {
+                80
+            },
+        ),
+    };
+    svc.insert("protocol".into(), Value::from(scheme));
+    svc.insert("host".into(), Value::from(host));
+    svc.insert("port".into(), Value::from(port));
+    if let Some(p) = p {
+        svc.insert("path".into(), Value::from(p));
+    }
+    Ok(())
+}
+
+struct Refs {
+    services: HashMap<String, Uuid>,
+    routes: HashMap<String, Uuid>,
+    consumers: HashMap<String, Uuid>,
+}
+
+fn resolve(map: &HashMap<String, Uuid>, v: &Value, path: &str, entity: &str) -> Result<Uuid, ConfigError> {
+    let key = match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("id").or_else(|| o.get("name")).or_else(|| o.get("username")) {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(err(path, "expected a reference")),
+        },
+        _ => return Err(err(path, "expected a reference")),
+    };
+    if let Ok(id) = key.parse::<Uuid>() {
+        if map.values().any(|v| *v == id) {
+            return Ok(id);
+        }
+    }
+    map.get(&key).copied().ok_or_else(|| {
+        err(
+            path,
+            format!("the foreign key cannot be resolved with '{{name=\"{key}\"}}' for an existing '{entity}' entity"),
+        )
+    })
+}
+
+impl Config {
+    /// Parses YAML (or JSON, which is YAML) in Kong's declarative format.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let value: Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| err("", format!("failed parsing declarative configuration: {e}")))?;
+        Config::from_value(value)
+    }
+
+    /// Reads a declarative configuration value.
+    pub fn from_value(value: Value) -> Result<Config, ConfigError> {
+        let Value::Object(mut root) = value else {
+            return Err(err("", "expected an object"));
+        };
+        match root.get("_format_version").and_then(Value::as_str) {
+            Some("1.1" | "2.1" | "3.0") => {}
+            Some(v) => {
+                return Err(err(
+                    "_format_version",
+                    format!("expected one of: 1.1, 2.1, 3.0; got {v}"),
+                ));
+            }
+            None => return Err(err("_format_version", "required field missing")),
+        }
+        strip_meta(&mut root);
+        let mut cfg = Config::default();
+        let mut refs = Refs {
+            services: HashMap::new(),
+            routes: HashMap::new(),
+            consumers: HashMap::new(),
+        };
+        // Pending nested children: (kind, parent id, entity, path).
+        let mut routes: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
+        let mut plugins: Vec<(Map<String, Value>, Scope, String)> = Vec::new();
+
+        for (i, svc) in array(&mut root, "services")?.into_iter().enumerate() {
+            let path = format!("services.{}", i + 1);
+            let Value::Object(mut svc) = svc else {
+                return Err(err(&path, "expected a record"));
+            };
+            strip_meta(&mut svc);
+            apply_url(&mut svc, &path)?;
+            let name = svc.get("name").and_then(Value::as_str).map(str::to_owned);
+            let id = id_of(&svc, "services", name.as_deref(), &path)?;
+            svc.insert("id".into(), Value::from(id.to_string()));
+            for (j, r) in take_array(&mut svc, "routes", &path)?.into_iter().enumerate() {
+                let Value::Object(r) = r else {
+                    return Err(err(&format!("{path}.routes.{}", j + 1), "expected a record"));
+                };
+                routes.push((r, Some(id), format!("{path}.routes.{}", j + 1)));
+            }
+            for (j, p) in take_array(&mut svc, "plugins", &path)?.into_iter().enumerate() {
+                let Value::Object(p) = p else {
+                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
+                };
+                plugins.push((
+                    p,
+                    Scope {
+                        service: Some(id),
+                        ..Scope::GLOBAL
+                    },
+                    format!("{path}.plugins.{}", j + 1),
+                ));
+            }
+            let service: Service = serde_json::from_value(Value::Object(svc)).map_err(|e| err(&path, e.to_string()))?;
+            refs.services.insert(name.unwrap_or_else(|| id.to_string()), id);
+            refs.services.insert(id.to_string(), id);
+            cfg.services.push(service);
+        }
+        for (i, r) in array(&mut root, "routes")?.into_iter().enumerate() {
+            let path = format!("routes.{}", i + 1);
+            let Value::Object(r) = r else {
+                return Err(err(&path, "expected a record"));
+            };
+            routes.push((r, None, path));
+        }
+        for (mut r, parent, path) in routes {
+            strip_meta(&mut r);
+            let service = match (parent, r.remove("service")) {
+                (Some(id), _) => Some(id),
+                (None, Some(Value::Null)) | (None, None) => None,
+                (None, Some(v)) => Some(resolve(&refs.services, &v, &format!("{path}.service"), "services")?),
+            };
+            let name = r.get("name").and_then(Value::as_str).map(str::to_owned);
+            let id = id_of(&r, "routes", name.as_deref(), &path)?;
+            r.insert("id".into(), Value::from(id.to_string()));
+            for (j, p) in take_array(&mut r, "plugins", &path)?.into_iter().enumerate() {
+                let Value::Object(p) = p else {
+                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
+                };
+                plugins.push((
+                    p,
+                    Scope {
+                        route: Some(id),
+                        ..Scope::GLOBAL
+                    },
+                    format!("{path}.plugins.{}", j + 1),
+                ));
+            }
+            let mut route: Route = serde_json::from_value(Value::Object(r)).map_err(|e| err(&path, e.to_string()))?;
+            route.service = service.map(|id| ForeignKey { id });
+            refs.routes.insert(name.unwrap_or_else(|| id.to_string()), id);
+            refs.routes.insert(id.to_string(), id);
+            cfg.routes.push(route);
+        }
+        for (i, c) in array(&mut root, "consumers")?.into_iter().enumerate() {
+            let path = format!("consumers.{}", i + 1);
+            let Value::Object(mut c) = c else {
+                return Err(err(&path, "expected a record"));
+            };
+            strip_meta(&mut c);
+            let username = c.get("username").and_then(Value::as_str).map(str::to_owned);
+            let custom_id = c.get("custom_id").and_then(Value::as_str).map(str::to_owned);
+            if username.is_none() && custom_id.is_none() {
+                return Err(err(
+                    &format!("{path}.@entity"),
+                    "at least one of these fields must be non-empty: 'custom_id', 'username'",
+                ));
+            }
+            let id = id_of(&c, "consumers", username.as_deref().or(custom_id.as_deref()), &path)?;
+            c.insert("id".into(), Value::from(id.to_string()));
+            for (j, p) in take_array(&mut c, "plugins", &path)?.into_iter().enumerate() {
+                let Value::Object(p) = p else {
+                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
+                };
+                plugins.push((
+                    p,
+                    Scope {
+                        consumer: Some(id),
+                        ..Scope::GLOBAL
+                    },
+                    format!("{path}.plugins.{}", j + 1),
+                ));
+            }
+            c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
+            let consumer: Consumer = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
+            if let Some(u) = &consumer.username {
+                refs.consumers.insert(u.clone(), id);
+            }
+            refs.consumers.insert(id.to_string(), id);
+            cfg.consumers.push(consumer);
+        }
+        for (i, p) in array(&mut root, "plugins")?.into_iter().enumerate() {
+            let path = format!("plugins.{}", i + 1);
+            let Value::Object(p) = p else {
+                return Err(err(&path, "expected a record"));
+            };
+            plugins.push((p, Scope::GLOBAL, path));
+        }
+        for (mut p, mut scope, path) in plugins {
+            strip_meta(&mut p);
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| err(&format!("{path}.name"), "required field missing"))?;
+            for (field, map, entity) in [
+                ("service", &refs.services, "services"),
+                ("route", &refs.routes, "routes"),
+                ("consumer", &refs.consumers, "consumers"),
+            ] {
+                if let Some(v) = p.get(field).filter(|v| !v.is_null()) {
+                    let id = resolve(map, v, &format!("{path}.{field}"), entity)?;
+                    match field {
+                        "service" => scope.service = Some(id),
+                        "route" => scope.route = Some(id),
+                        _ => scope.consumer = Some(id),
+                    }
+                }
+            }
+            let key = format!("{name}:{:?}:{:?}:{:?}", scope.route, scope.service, scope.consumer);
+            let id = id_of(&p, "plugins", Some(&key), &path)?;
+            let enabled = p.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+            let config = p.remove("config").unwrap_or(Value::Null);
+            cfg.plugins.push(PluginEntity {
+                id,
+                name,
+                scope,
+                config,
+                enabled,
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Builds the proxy snapshot: plugin configs validated against their schemas (an invalid
+    /// one rejects the whole configuration), the router compiled, `configure` run.
+    pub async fn snapshot(&self, plugins: &Arc<Plugins>) -> Result<Snapshot, LoadError> {
+        let mut set = PluginSet::builder(plugins.clone());
+        for p in &self.plugins {
+            set.add(p.clone())?;
+        }
+        let set = set.build();
+        let services: HashMap<Uuid, Arc<Service>> = self.services.iter().map(|s| (s.id, Arc::new(s.clone()))).collect();
+        let routes = self.routes.iter().map(|r| {
+            (
+                Arc::new(r.clone()),
+                r.service.and_then(|fk| services.get(&fk.id).cloned()),
+            )
+        });
+        let router = Router::new(routes).map_err(|e| LoadError::Invalid {
+            name: "routes".into(),
+            violation: crate::schema::SchemaViolation::new(
+                [("paths".to_owned(), Value::from(e.message))].into_iter().collect(),
+            ),
+        })?;
+        set.configure().await;
+        Ok(Snapshot { router, plugins: set })
+    }
+}
+
+fn array(root: &mut Map<String, Value>, key: &str) -> Result<Vec<Value>, ConfigError> {
+    take_array(root, key, "")
+}
+
+fn take_array(obj: &mut Map<String, Value>, key: &str, path: &str) -> Result<Vec<Value>, ConfigError> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(err(&format!("{path}.{key}"), "expected an array")),
+    }
+}
