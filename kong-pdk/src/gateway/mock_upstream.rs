@@ -49,23 +49,7 @@ pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Out
 }
 
 fn args_json(query: &str) -> Value {
-    Value::Object(
-        parse_args(query, 100)
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    crate::pdk::QueryValue::Flag => Value::Bool(true),
-                    crate::pdk::QueryValue::Value(s) => Value::String(s),
-                    crate::pdk::QueryValue::List(l) => Value::Array(
-                        l.into_iter()
-                            .map(|i| i.as_str().map_or(Value::Bool(true), Value::from))
-                            .collect(),
-                    ),
-                };
-                (k, v)
-            })
-            .collect(),
-    )
+    crate::pdk::request::args_json(query, 100)
 }
 
 /// The default JSON body (`get_default_json_response`).

@@ -168,22 +168,7 @@ fn set_dotted(root: &mut Value, key: &str, value: Value) {
 
 pub(crate) fn serialize(tx: &Transaction) -> Value {
     let req = &tx.request;
-    let query = crate::pdk::request::parse_args(req.query.as_deref().unwrap_or(""), 100);
-    let querystring: Map<String, Value> = query
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                crate::pdk::QueryValue::Flag => Value::Bool(true),
-                crate::pdk::QueryValue::Value(s) => Value::String(s),
-                crate::pdk::QueryValue::List(l) => Value::Array(
-                    l.into_iter()
-                        .map(|i| i.as_str().map_or(Value::Bool(true), Value::from))
-                        .collect(),
-                ),
-            };
-            (k, v)
-        })
-        .collect();
+    let querystring = crate::pdk::request::args_json(req.query.as_deref().unwrap_or(""), 100);
     let uri = match &req.query {
         Some(q) => format!("{}?{q}", req.raw_path),
         None => req.raw_path.clone(),

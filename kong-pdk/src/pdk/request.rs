@@ -371,6 +371,16 @@ fn query_json(v: QueryValue) -> Value {
     }
 }
 
+/// A query or form string as Kong's JSON table: strings, `true` for flags, arrays for repeats.
+pub(crate) fn args_json(query: &str, limit: usize) -> Value {
+    Value::Object(
+        parse_args(query, limit)
+            .into_iter()
+            .map(|(k, v)| (k, query_json(v)))
+            .collect(),
+    )
+}
+
 /// First value of a header, case-insensitive, with `_` matching `-`.
 pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let value = if name.contains('_') {
