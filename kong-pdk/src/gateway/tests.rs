@@ -393,3 +393,48 @@ async fn proxies_to_the_mock_upstream_like_the_quick_start() {
     assert_eq!(res.header("x-powered-by"), Some("mock_upstream"));
     assert_eq!(res.json()["vars"]["uri"], "/anything");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_swaps_under_load_lose_no_request() {
+    let mock = mock_upstream().await;
+    let svc = service_at(mock);
+    let gw = start(vec![route(&["/mock"], Some(&svc))], vec![]).await;
+    let addr = gw.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut statuses = Vec::with_capacity(100);
+                for _ in 0..100 {
+                    statuses.push(get(addr, "/mock/anything", &[]).await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Swap continuously while the clients run, so requests straddle swaps.
+    let mut swaps = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        let header = if swaps % 2 == 0 { "X-Even" } else { "X-Odd" };
+        let snap = snapshot(
+            &gw.plugins,
+            vec![route(&["/mock"], Some(&svc))],
+            vec![PluginEntity::new(
+                "gw-test-header",
+                json!({ "response_header_name": header }),
+            )],
+        )
+        .await;
+        gw.proxy.swap(snap);
+        swaps += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(swaps >= 10, "the configuration changed {swaps} times during the load");
+    for c in clients {
+        let statuses = c.await.unwrap();
+        assert_eq!(statuses.len(), 100);
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "every request answered 200: {statuses:?}"
+        );
+    }
+}
