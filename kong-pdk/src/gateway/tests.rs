@@ -438,3 +438,82 @@ async fn snapshot_swaps_under_load_lose_no_request() {
         );
     }
 }
+
+/// A body of `remaining` bytes made on the fly in 64 KiB chunks.
+struct Generated {
+    remaining: usize,
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.remaining.min(64 * 1024);
+        self.remaining -= n;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![b'x'; n])))))
+    }
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_response_streams_through_with_flat_memory() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Generated { remaining: SIZE }))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    });
+    let gw = start(
+        vec![route(&["/"], Some(&service_at(up)))],
+        vec![PluginEntity::new("gw-test-upper", json!({}))],
+    )
+    .await;
+    let before = rss_bytes();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{}/big", gw.addr).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut total = 0usize;
+    let mut peak = before;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            assert!(data.iter().all(|b| *b == b'X'), "body_filter ran on every chunk");
+            total += data.len();
+            peak = peak.max(rss_bytes());
+        }
+    }
+    assert_eq!(total, SIZE);
+    let growth = peak.saturating_sub(before);
+    assert!(
+        growth < 40 * 1024 * 1024,
+        "memory grew by {} MiB while streaming 100 MiB",
+        growth / (1024 * 1024)
+    );
+}
