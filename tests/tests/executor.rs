@@ -273,6 +273,17 @@ impl Handler for Configured {
     }
 }
 
+/// A global `trace-a` and a `trace-b` scoped to the harness's route.
+async fn global_a_and_route_scoped_b() -> kong_pdk::testing::TestGateway {
+    let h = Harness::new();
+    let route = h.route().id;
+    h.plugin::<TraceA>(json!({}))
+        .plugin_entity::<TraceB>(PluginEntity::new("trace-b", json!({})).route(route))
+        .start()
+        .await
+        .unwrap()
+}
+
 fn phases_of(res: &Outcome) -> Vec<String> {
     res.logs().iter().map(|l| l.message.clone()).collect()
 }
@@ -297,14 +308,7 @@ async fn plugins_run_by_priority_then_name_descending() {
 
 #[tokio::test]
 async fn rewrite_runs_global_instances_only() {
-    let h = Harness::new();
-    let route = h.route().id;
-    let gw = h
-        .plugin::<TraceA>(json!({}))
-        .plugin_entity::<TraceB>(PluginEntity::new("trace-b", json!({})).route(route))
-        .start()
-        .await
-        .unwrap();
+    let gw = global_a_and_route_scoped_b().await;
     let res = gw.send(TestRequest::get("/"), ok).await;
     let logs = phases_of(&res);
     assert!(logs.contains(&"[trace-a] rewrite".to_owned()));
@@ -441,14 +445,7 @@ async fn exit_in_rewrite_skips_access_and_only_globals_run_later_phases() {
 
 #[tokio::test]
 async fn no_route_is_a_404_in_kongs_template_and_only_globals_run() {
-    let h = Harness::new();
-    let route = h.route().id;
-    let gw = h
-        .plugin::<TraceA>(json!({}))
-        .plugin_entity::<TraceB>(PluginEntity::new("trace-b", json!({})).route(route))
-        .start()
-        .await
-        .unwrap();
+    let gw = global_a_and_route_scoped_b().await;
     let res = gw.send(TestRequest::get("/nowhere").unrouted(), ok).await;
     assert_eq!(res.status(), 404);
     let id = res.transaction().request_id().to_owned();

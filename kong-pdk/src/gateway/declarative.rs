@@ -197,37 +197,27 @@ impl Config {
             routes: HashMap::new(),
             consumers: HashMap::new(),
         };
-        // Pending nested children: (kind, parent id, entity, path).
+        // Routes and plugins, with the parent they were nested under, resolved once every
+        // entity they may reference is known.
         let mut routes: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
         let mut plugins: Vec<(Map<String, Value>, Scope, String)> = Vec::new();
 
-        for (i, svc) in array(&mut root, "services")?.into_iter().enumerate() {
-            let path = format!("services.{}", i + 1);
-            let Value::Object(mut svc) = svc else {
-                return Err(err(&path, "expected a record"));
-            };
-            strip_meta(&mut svc);
+        for (mut svc, path) in records(&mut root, "services", "")? {
             apply_url(&mut svc, &path)?;
             let name = svc.get("name").and_then(Value::as_str).map(str::to_owned);
             let id = id_of(&svc, "services", name.as_deref(), &path)?;
             svc.insert("id".into(), Value::from(id.to_string()));
-            for (j, r) in take_array(&mut svc, "routes", &path)?.into_iter().enumerate() {
-                let Value::Object(r) = r else {
-                    return Err(err(&format!("{path}.routes.{}", j + 1), "expected a record"));
-                };
-                routes.push((r, Some(id), format!("{path}.routes.{}", j + 1)));
+            for (r, rpath) in records(&mut svc, "routes", &path)? {
+                routes.push((r, Some(id), rpath));
             }
-            for (j, p) in take_array(&mut svc, "plugins", &path)?.into_iter().enumerate() {
-                let Value::Object(p) = p else {
-                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
-                };
+            for (p, ppath) in records(&mut svc, "plugins", &path)? {
                 plugins.push((
                     p,
                     Scope {
                         service: Some(id),
                         ..Scope::GLOBAL
                     },
-                    format!("{path}.plugins.{}", j + 1),
+                    ppath,
                 ));
             }
             let service: Service = serde_json::from_value(Value::Object(svc)).map_err(|e| err(&path, e.to_string()))?;
@@ -235,15 +225,10 @@ impl Config {
             refs.services.insert(id.to_string(), id);
             cfg.services.push(service);
         }
-        for (i, r) in array(&mut root, "routes")?.into_iter().enumerate() {
-            let path = format!("routes.{}", i + 1);
-            let Value::Object(r) = r else {
-                return Err(err(&path, "expected a record"));
-            };
+        for (r, path) in records(&mut root, "routes", "")? {
             routes.push((r, None, path));
         }
         for (mut r, parent, path) in routes {
-            strip_meta(&mut r);
             let service = match (parent, r.remove("service")) {
                 (Some(id), _) => Some(id),
                 (None, Some(Value::Null)) | (None, None) => None,
@@ -252,17 +237,14 @@ impl Config {
             let name = r.get("name").and_then(Value::as_str).map(str::to_owned);
             let id = id_of(&r, "routes", name.as_deref(), &path)?;
             r.insert("id".into(), Value::from(id.to_string()));
-            for (j, p) in take_array(&mut r, "plugins", &path)?.into_iter().enumerate() {
-                let Value::Object(p) = p else {
-                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
-                };
+            for (p, ppath) in records(&mut r, "plugins", &path)? {
                 plugins.push((
                     p,
                     Scope {
                         route: Some(id),
                         ..Scope::GLOBAL
                     },
-                    format!("{path}.plugins.{}", j + 1),
+                    ppath,
                 ));
             }
             let mut route: Route = serde_json::from_value(Value::Object(r)).map_err(|e| err(&path, e.to_string()))?;
@@ -271,12 +253,7 @@ impl Config {
             refs.routes.insert(id.to_string(), id);
             cfg.routes.push(route);
         }
-        for (i, c) in array(&mut root, "consumers")?.into_iter().enumerate() {
-            let path = format!("consumers.{}", i + 1);
-            let Value::Object(mut c) = c else {
-                return Err(err(&path, "expected a record"));
-            };
-            strip_meta(&mut c);
+        for (mut c, path) in records(&mut root, "consumers", "")? {
             let username = c.get("username").and_then(Value::as_str).map(str::to_owned);
             let custom_id = c.get("custom_id").and_then(Value::as_str).map(str::to_owned);
             if username.is_none() && custom_id.is_none() {
@@ -287,17 +264,14 @@ impl Config {
             }
             let id = id_of(&c, "consumers", username.as_deref().or(custom_id.as_deref()), &path)?;
             c.insert("id".into(), Value::from(id.to_string()));
-            for (j, p) in take_array(&mut c, "plugins", &path)?.into_iter().enumerate() {
-                let Value::Object(p) = p else {
-                    return Err(err(&format!("{path}.plugins.{}", j + 1), "expected a record"));
-                };
+            for (p, ppath) in records(&mut c, "plugins", &path)? {
                 plugins.push((
                     p,
                     Scope {
                         consumer: Some(id),
                         ..Scope::GLOBAL
                     },
-                    format!("{path}.plugins.{}", j + 1),
+                    ppath,
                 ));
             }
             c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
@@ -308,15 +282,10 @@ impl Config {
             refs.consumers.insert(id.to_string(), id);
             cfg.consumers.push(consumer);
         }
-        for (i, p) in array(&mut root, "plugins")?.into_iter().enumerate() {
-            let path = format!("plugins.{}", i + 1);
-            let Value::Object(p) = p else {
-                return Err(err(&path, "expected a record"));
-            };
+        for (p, path) in records(&mut root, "plugins", "")? {
             plugins.push((p, Scope::GLOBAL, path));
         }
         for (mut p, mut scope, path) in plugins {
-            strip_meta(&mut p);
             let name = p
                 .get("name")
                 .and_then(Value::as_str)
@@ -377,14 +346,34 @@ impl Config {
     }
 }
 
-fn array(root: &mut Map<String, Value>, key: &str) -> Result<Vec<Value>, ConfigError> {
-    take_array(root, key, "")
-}
+/// An entity record and its error path.
+type Record = (Map<String, Value>, String);
 
-fn take_array(obj: &mut Map<String, Value>, key: &str, path: &str) -> Result<Vec<Value>, ConfigError> {
-    match obj.remove(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(err(&format!("{path}.{key}"), "expected an array")),
-    }
+/// Removes the array `key` from `obj` and returns its records, each with its error path
+/// (`services.1.routes.2`).
+fn records(obj: &mut Map<String, Value>, key: &str, parent: &str) -> Result<Vec<Record>, ConfigError> {
+    let prefix = if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    };
+    let items = match obj.remove(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(err(&prefix, "expected an array")),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("{prefix}.{}", i + 1);
+            match item {
+                Value::Object(mut m) => {
+                    strip_meta(&mut m);
+                    Ok((m, path))
+                }
+                _ => Err(err(&path, "expected a record")),
+            }
+        })
+        .collect()
 }

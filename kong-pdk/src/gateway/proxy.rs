@@ -15,7 +15,7 @@ use super::{Proxy, headers};
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::router::{RequestInfo, upstream_path};
-use crate::transaction::{ClientConn, ClientRequest, RequestBody, Source, Transaction, UpstreamResponse};
+use crate::transaction::{ClientConn, ClientRequest, Latencies, RequestBody, Source, Transaction, UpstreamResponse};
 
 enum UpstreamError {
     Connect,
@@ -155,6 +155,11 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
     let proxied = tx.upstream_response.is_some() && tx.exit().is_none();
     let proxy_ms = tx.elapsed_ms().saturating_sub(upstream_ms);
     headers::response(&mut tx, &proxy.headers, proxied, upstream_ms, proxy_ms);
+    tx.set_latencies(Latencies {
+        proxy: proxied.then_some(upstream_ms),
+        kong: Some(proxy_ms),
+        receive: None,
+    });
 
     let source = match (tx.exit(), upstream_body) {
         (Some(exit), _) => body::Source::Bytes(exit.body.clone()),
