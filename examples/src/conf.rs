@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kong_pdk::gateway::declarative::Config;
+use kong_pdk::gateway::tls::CertificatePair;
 use kong_pdk::gateway::{HeaderSettings, Proxy, mock_upstream};
 use kong_pdk::pdk::NodeInfo;
 use kong_pdk::registry::Plugins;
@@ -13,8 +14,11 @@ use kong_pdk::registry::Plugins;
 /// The settings `start` runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `proxy_listen` addresses (plain HTTP).
-    pub proxy_listen: Vec<SocketAddr>,
+    /// `proxy_listen` entries.
+    pub proxy_listen: Vec<Listen>,
+    /// `ssl_cert` and `ssl_cert_key`: the default certificate of TLS listeners (generated in
+    /// `<prefix>/ssl` when unset).
+    pub ssl_cert: Option<(PathBuf, PathBuf)>,
     /// `database` (only `off` for now).
     pub database: String,
     /// `declarative_config`.
@@ -36,7 +40,18 @@ pub struct Settings {
     pub mock_upstream: Option<SocketAddr>,
 }
 
-fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
+/// One `proxy_listen` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The `ssl` flag: TLS, with HTTP/2 offered by ALPN.
+    pub ssl: bool,
+}
+
+/// Parses Kong's `proxy_listen`: `addr [flags], ...` or `off`. Flags other than `ssl` (`http2`,
+/// `reuseport`, `backlog=N`, ...) are accepted; HTTP/2 is always on.
+fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if entry == "off" {
@@ -44,14 +59,11 @@ fn parse_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
         }
         let mut parts = entry.split_whitespace();
         let addr = parts.next().unwrap_or_default();
-        if parts.any(|flag| flag == "ssl") {
-            tracing::warn!(target: "kong", "proxy_listen entry '{entry}' needs TLS, which this gateway does not serve yet; skipped");
-            continue;
-        }
-        out.push(
-            addr.parse()
-                .map_err(|_| format!("proxy_listen: invalid address '{addr}'"))?,
-        );
+        let ssl = parts.any(|flag| flag == "ssl");
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("proxy_listen: invalid address '{addr}'"))?;
+        out.push(Listen { addr, ssl });
     }
     Ok(out)
 }
@@ -80,7 +92,10 @@ impl Settings {
             }
         }
         let mut s = Settings {
-            proxy_listen: vec!["0.0.0.0:8000".parse().expect("valid")],
+            proxy_listen: parse_listen(
+                "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384",
+            )?,
+            ssl_cert: None,
             database: "off".into(),
             declarative_config: None,
             plugins: vec!["bundled".into()],
@@ -91,9 +106,12 @@ impl Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
         };
+        let (mut ssl_cert, mut ssl_key) = (None, None);
         for (k, v) in pairs {
             match k.as_str() {
                 "proxy_listen" => s.proxy_listen = parse_listen(&v)?,
+                "ssl_cert" => ssl_cert = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
+                "ssl_cert_key" => ssl_key = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "database" => s.database = v.to_ascii_lowercase(),
                 "declarative_config" => s.declarative_config = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "plugins" => {
@@ -132,6 +150,11 @@ impl Settings {
         if let Some(p) = prefix {
             s.prefix = p;
         }
+        s.ssl_cert = match (ssl_cert, ssl_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("ssl_cert and ssl_cert_key must be set together".into()),
+        };
         if s.database != "off" {
             return Err(format!(
                 "database = {}: only database = off (DB-less, with declarative_config) is available in this version",
@@ -259,6 +282,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// The default certificate of TLS listeners: `ssl_cert`/`ssl_cert_key`, or Kong's generated
+/// one in `<prefix>/ssl`.
+fn default_certificate(s: &Settings) -> Result<CertificatePair, String> {
+    match &s.ssl_cert {
+        Some((cert, key)) => {
+            let read =
+                |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("could not read {}: {e}", p.display()));
+            CertificatePair::from_pem(&read(cert)?, &read(key)?, None)
+                .map_err(|(field, e)| format!("ssl_cert: {field}: {e}"))
+        }
+        None => CertificatePair::default_in(&s.prefix.join("ssl")),
+    }
+}
+
 /// `start`: runs the gateway until SIGINT/SIGTERM.
 pub fn run(s: Settings) -> Result<(), String> {
     init_logging(&s.log_level);
@@ -287,7 +324,11 @@ pub fn run(s: Settings) -> Result<(), String> {
             .snapshot(&plugins)
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
-        let proxy = Arc::new(Proxy::new(snapshot, s.headers));
+        let mut proxy = Proxy::new(snapshot, s.headers);
+        if s.proxy_listen.iter().any(|l| l.ssl) {
+            proxy = proxy.with_default_certificate(default_certificate(&s)?);
+        }
+        let proxy = Arc::new(proxy);
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -297,15 +338,23 @@ pub fn run(s: Settings) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
-        for addr in &s.proxy_listen {
+        for listen in &s.proxy_listen {
+            let addr = listen.addr;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("proxy_listen: could not listen on {addr}: {e}"))?;
-            tracing::info!(target: "kong", "proxy listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
             let mut stop = stop_rx.clone();
-            servers.push(tokio::spawn(proxy.clone().serve(listener, async move {
+            let stopped = async move {
                 let _ = stop.changed().await;
-            })));
+            };
+            if listen.ssl {
+                tracing::info!(target: "kong", "proxy listening on {local} (ssl, http2)");
+                servers.push(tokio::spawn(proxy.clone().serve_tls(listener, stopped)));
+            } else {
+                tracing::info!(target: "kong", "proxy listening on {local}");
+                servers.push(tokio::spawn(proxy.clone().serve(listener, stopped)));
+            }
         }
         std::fs::write(pid_file(&s.prefix), std::process::id().to_string()).map_err(|e| e.to_string())?;
         tracing::info!(target: "kong", "Kong started");
@@ -319,4 +368,47 @@ pub fn run(s: Settings) -> Result<(), String> {
         tracing::info!(target: "kong", "Kong stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_listen_reads_kongs_flags() {
+        let l = parse_listen("0.0.0.0:8000 reuseport backlog=16384, 127.0.0.1:8443 http2 ssl").unwrap();
+        assert_eq!(
+            l,
+            vec![
+                Listen {
+                    addr: "0.0.0.0:8000".parse().unwrap(),
+                    ssl: false
+                },
+                Listen {
+                    addr: "127.0.0.1:8443".parse().unwrap(),
+                    ssl: true
+                },
+            ]
+        );
+        assert!(parse_listen("off").unwrap().is_empty());
+        assert!(parse_listen("nowhere:80").is_err());
+    }
+
+    #[test]
+    fn the_default_certificate_is_generated_once_in_the_prefix() {
+        let dir = std::env::temp_dir().join(format!("kong-conf-test-{}-default-cert", std::process::id()));
+        let s = Settings {
+            prefix: dir.clone(),
+            ..Settings::load(None, Some(dir.clone())).unwrap()
+        };
+        default_certificate(&s).unwrap();
+        let first = std::fs::read(dir.join("ssl/kong-default.crt")).unwrap();
+        default_certificate(&s).unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("ssl/kong-default.crt")).unwrap(),
+            first,
+            "kept across starts"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

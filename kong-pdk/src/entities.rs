@@ -206,3 +206,39 @@ pub struct Credential {
     #[serde(flatten)]
     pub fields: serde_json::Map<String, Value>,
 }
+
+/// A TLS certificate and its key (`/certificates`), served for the [`Sni`]s that reference it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// Primary key.
+    pub id: Uuid,
+    /// PEM certificate chain, end-entity certificate first.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// An alternative certificate of the other key type (RSA or ECDSA).
+    #[serde(default)]
+    pub cert_alt: Option<String>,
+    /// The alternative certificate's key.
+    #[serde(default)]
+    pub key_alt: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A server name (`/snis`): which [`Certificate`] a TLS handshake naming it gets. Names may
+/// carry one wildcard, leftmost (`*.example.com`) or rightmost (`example.*`); `*` alone
+/// catches every name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sni {
+    /// Primary key.
+    pub id: Uuid,
+    /// The server name.
+    pub name: String,
+    /// The certificate served for it.
+    pub certificate: ForeignKey,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}

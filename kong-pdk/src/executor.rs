@@ -376,6 +376,12 @@ impl PluginSet {
         }
     }
 
+    /// Whether any global instance handles `phase` (the gateway skips building a transaction
+    /// for the `certificate` phase otherwise).
+    pub fn has_globals(&self, phase: Phase) -> bool {
+        !self.globals[phase as usize].is_empty()
+    }
+
     /// Runs `certificate` of the global instances.
     pub async fn run_certificate(&self, tx: &mut Transaction) {
         self.run_globals(Phase::Certificate, tx).await;

@@ -418,7 +418,7 @@ impl fmt::Debug for Transaction {
 
 /// A request id: 32 lowercase hex digits from a per-thread generator (wyrand, seeded once
 /// from the OS), so ids cost no system call.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
@@ -510,6 +510,14 @@ impl Transaction {
         };
         let mut tx = Transaction::new(request, client, node);
         tx.subsystem = Subsystem::Stream;
+        tx
+    }
+
+    /// A transaction for a TLS handshake on an HTTP listener (the `certificate` phase).
+    pub fn handshake(client: ClientConn, server_port: u16, node: Arc<NodeInfo>) -> Transaction {
+        let mut tx = Transaction::stream(client, server_port, node);
+        tx.subsystem = Subsystem::Http;
+        tx.request.scheme = "https";
         tx
     }
 

@@ -90,10 +90,7 @@ async fn a_100_mib_response_streams_through_with_flat_memory() {
     route.service = Some(kong_pdk::entities::ForeignKey { id: service.id });
     let router = Router::new([(Arc::new(route), Some(service))]).unwrap();
     let proxy = Arc::new(Proxy::new(
-        Snapshot {
-            router,
-            plugins: set.build(),
-        },
+        Snapshot::new(router, set.build()),
         HeaderSettings::default(),
     ));
     let gw = TcpListener::bind("127.0.0.1:0").await.unwrap();

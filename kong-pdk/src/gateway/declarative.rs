@@ -31,7 +31,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::Snapshot;
-use crate::entities::{Consumer, ForeignKey, Route, Service};
+use super::tls::Certificates;
+use crate::entities::{Certificate, Consumer, ForeignKey, Route, Service, Sni};
 use crate::executor::{PluginEntity, PluginSet};
 use crate::registry::{LoadError, Plugins, Scope};
 use crate::router::Router;
@@ -50,6 +51,10 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     /// Plugin instances.
     pub plugins: Vec<PluginEntity>,
+    /// TLS certificates.
+    pub certificates: Vec<Certificate>,
+    /// Server names, each pointing at a certificate.
+    pub snis: Vec<Sni>,
 }
 
 /// Why a declarative configuration is invalid: Kong's error tree by entity.
@@ -285,6 +290,48 @@ impl Config {
         for (p, path) in records(&mut root, "plugins", "")? {
             plugins.push((p, Scope::GLOBAL, path));
         }
+        let mut certificates = HashMap::new();
+        let mut snis: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
+        for (mut c, path) in records(&mut root, "certificates", "")? {
+            let pem = c.get("cert").and_then(Value::as_str).map(str::to_owned);
+            let id = id_of(&c, "certificates", pem.as_deref(), &path)?;
+            c.insert("id".into(), Value::from(id.to_string()));
+            if let Some(Value::Array(names)) = c.get_mut("snis") {
+                // Kong accepts nested SNIs as names or as records.
+                for name in names.iter_mut() {
+                    if let Value::String(n) = name {
+                        *name = serde_json::json!({ "name": n });
+                    }
+                }
+            }
+            for (sni, spath) in records(&mut c, "snis", &path)? {
+                snis.push((sni, Some(id), spath));
+            }
+            let cert: Certificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
+            certificates.insert(id.to_string(), id);
+            cfg.certificates.push(cert);
+        }
+        for (sni, path) in records(&mut root, "snis", "")? {
+            snis.push((sni, None, path));
+        }
+        for (mut sni, parent, path) in snis {
+            let certificate = match (parent, sni.remove("certificate")) {
+                (Some(id), _) => id,
+                (None, Some(v)) if !v.is_null() => {
+                    resolve(&certificates, &v, &format!("{path}.certificate"), "certificates")?
+                }
+                (None, _) => return Err(err(&format!("{path}.certificate"), "required field missing")),
+            };
+            let name = sni.get("name").and_then(Value::as_str).map(str::to_owned);
+            let id = id_of(&sni, "snis", name.as_deref(), &path)?;
+            sni.insert("id".into(), Value::from(id.to_string()));
+            sni.insert(
+                "certificate".into(),
+                serde_json::json!({ "id": certificate.to_string() }),
+            );
+            let sni: Sni = serde_json::from_value(Value::Object(sni)).map_err(|e| err(&path, e.to_string()))?;
+            cfg.snis.push(sni);
+        }
         for (mut p, mut scope, path) in plugins {
             let name = p
                 .get("name")
@@ -341,8 +388,17 @@ impl Config {
                 [("paths".to_owned(), Value::from(e.message))].into_iter().collect(),
             ),
         })?;
+        let certificates =
+            Certificates::new(&self.certificates, &self.snis).map_err(|(path, message)| LoadError::Invalid {
+                name: "certificates".into(),
+                violation: crate::schema::SchemaViolation::new([(path, Value::from(message))].into_iter().collect()),
+            })?;
         set.configure().await;
-        Ok(Snapshot { router, plugins: set })
+        Ok(Snapshot {
+            router,
+            plugins: set,
+            certificates,
+        })
     }
 }
 
@@ -376,4 +432,76 @@ fn records(obj: &mut Map<String, Value>, key: &str, parent: &str) -> Result<Vec<
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::tls::CertificatePair;
+    use crate::pdk::NodeInfo;
+
+    fn pem(names: &[&str]) -> (String, String) {
+        let (_, cert, key) = CertificatePair::self_signed(names).unwrap();
+        (cert, key)
+    }
+
+    #[tokio::test]
+    async fn certificates_with_nested_and_top_level_snis() {
+        let (c1, k1) = pem(&["a.test"]);
+        let (c2, k2) = pem(&["b.test"]);
+        let yaml = serde_json::json!({
+            "_format_version": "3.0",
+            "certificates": [
+                { "cert": c1, "key": k1, "snis": ["a.test", { "name": "*.a.test" }] },
+                { "id": "6f1e8b4e-7c52-4b1c-9d2c-1f5a3e8b9c01", "cert": c2, "key": k2 },
+            ],
+            "snis": [{ "name": "b.test", "certificate": "6f1e8b4e-7c52-4b1c-9d2c-1f5a3e8b9c01" }],
+        });
+        let cfg = Config::from_value(yaml.clone()).unwrap();
+        assert_eq!(cfg.certificates.len(), 2);
+        let names: Vec<&str> = cfg.snis.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a.test", "*.a.test", "b.test"]);
+        assert_eq!(cfg.snis[0].certificate.id, cfg.certificates[0].id);
+        assert_eq!(cfg.snis[2].certificate.id, cfg.certificates[1].id);
+        assert_eq!(
+            Config::from_value(yaml).unwrap().certificates[0].id,
+            cfg.certificates[0].id,
+            "ids are deterministic"
+        );
+        let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+        let snap = cfg.snapshot(&plugins).await.unwrap();
+        assert!(snap.certificates.lookup("x.a.test").is_some());
+        assert!(snap.certificates.lookup("c.test").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bad_certificate_or_dangling_sni_rejects_the_config() {
+        let (c1, _) = pem(&["a.test"]);
+        let (_, k2) = pem(&["b.test"]);
+        let mismatched = serde_json::json!({
+            "_format_version": "3.0",
+            "certificates": [{ "cert": c1, "key": k2 }],
+        });
+        let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+        let err = Config::from_value(mismatched)
+            .unwrap()
+            .snapshot(&plugins)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("certificate does not match key"), "{err}");
+        let dangling = serde_json::json!({
+            "_format_version": "3.0",
+            "snis": [{ "name": "x.test", "certificate": "nope" }],
+        });
+        let err = Config::from_value(dangling).unwrap_err();
+        assert!(
+            err.fields["snis"]["1"]["certificate"]
+                .as_str()
+                .unwrap()
+                .starts_with("the foreign key cannot be resolved"),
+            "{:?}",
+            err.fields
+        );
+    }
 }

@@ -8,35 +8,55 @@
 
 mod body;
 pub mod declarative;
+mod h1guard;
 mod headers;
 pub mod mock_upstream;
 mod proxy;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
 pub use body::ProxyBody;
 
 use crate::executor::PluginSet;
+use crate::phase::Phase;
 use crate::router::Router;
+use crate::transaction::{ClientConn, Transaction};
+use tls::{CertificatePair, Certificates};
 
 /// The Kong version whose behaviour this gateway implements (`Via`, `Server`).
 pub const KONG_VERSION: &str = "3.10.0";
 
-/// What the proxy serves: routes and plugin instances, swapped as a whole.
+/// What the proxy serves: routes, plugin instances and certificates, swapped as a whole.
 pub struct Snapshot {
     /// The router.
     pub router: Router,
     /// The configured plugin instances.
     pub plugins: PluginSet,
+    /// Certificates by server name (certificate and SNI entities).
+    pub certificates: Certificates,
+}
+
+impl Snapshot {
+    /// A snapshot of `router` and `plugins`, without certificates.
+    pub fn new(router: Router, plugins: PluginSet) -> Snapshot {
+        Snapshot {
+            router,
+            plugins,
+            certificates: Certificates::default(),
+        }
+    }
 }
 
 /// Which headers Kong adds (Kong's `headers` setting).
@@ -95,26 +115,59 @@ impl HeaderSettings {
 
 /// The proxy: the current snapshot, the upstream connection pool and the settings.
 pub struct Proxy {
-    snapshot: ArcSwap<Snapshot>,
-    client: Client<HttpConnector, ProxyBody>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     headers: HeaderSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    /// The local (listener) port.
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+    pub(crate) sni: Option<String>,
+}
+
+/// How long a client may take to complete a TLS handshake or send a request head
+/// (Kong's `client_header_timeout`).
+const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Proxy {
     /// A proxy serving `snapshot`.
     pub fn new(snapshot: Snapshot, headers: HeaderSettings) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::upstream_client_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build(connector);
         Proxy {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             client,
             headers,
+            tls: None,
         }
+    }
+
+    /// Enables [`Proxy::serve_tls`]: `default` is served to handshakes without a server name or
+    /// whose name matches no SNI entity (Kong's `ssl_cert`/`ssl_cert_key`).
+    pub fn with_default_certificate(mut self, default: CertificatePair) -> Proxy {
+        self.tls = Some(tls::server_config(tls::Resolver {
+            snapshots: self.snapshot.clone(),
+            default,
+        }));
+        self
     }
 
     /// The snapshot new requests use.
@@ -129,45 +182,119 @@ impl Proxy {
     }
 
     /// Serves HTTP/1.1 and h2c (prior knowledge) on `listener` until `shutdown` completes,
-    /// then stops accepting and lets connections finish.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    /// then stops accepting, lets in-flight requests finish (for up to 30 s) and closes idle
+    /// keep-alive connections.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.accept_loop(listener, false, shutdown).await
+    }
+
+    /// Serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listener`, as [`Proxy::serve`] does.
+    /// Each handshake runs the `certificate` phase of the global plugins.
+    ///
+    /// # Panics
+    /// Without [`Proxy::with_default_certificate`].
+    pub async fn serve_tls(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        assert!(self.tls.is_some(), "serve_tls needs Proxy::with_default_certificate");
+        self.accept_loop(listener, true, shutdown).await
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: bool, shutdown: impl Future<Output = ()>) {
         let port = listener.local_addr().map_or(0, |a| a.port());
         let mut shutdown = std::pin::pin!(shutdown);
-        let conns = tokio::task::JoinSet::new();
-        let mut conns = conns;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut conns = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let proxy = self.clone();
+                    let stop = stop_rx.clone();
                     conns.spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let proxy = proxy.clone();
-                            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, port).await) }
-                        });
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await;
+                        let conn = Connection { peer, port, tls, sni: None };
+                        if tls {
+                            proxy.accept_tls(stream, conn, stop).await;
+                        } else {
+                            proxy.connection(stream, conn, stop).await;
+                        }
                     });
                 }
             }
         }
         drop(listener);
+        let _ = stop_tx.send(true);
         let drain = async { while conns.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            conns.abort_all();
+        }
     }
 
-    async fn handle(
-        &self,
-        req: hyper::Request<hyper::body::Incoming>,
-        peer: SocketAddr,
-        port: u16,
-    ) -> hyper::Response<ProxyBody> {
-        proxy::handle(self, req, peer, port).await
+    async fn accept_tls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        mut conn: Connection,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Some(config) = self.tls.clone() else { return };
+        let handshake = async {
+            let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+            let start = acceptor.await.ok()?;
+            conn.sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
+            let snapshot = self.snapshot();
+            if snapshot.plugins.has_globals(Phase::Certificate) {
+                let client = ClientConn {
+                    ip: conn.peer.ip(),
+                    port: conn.peer.port(),
+                    forwarded_ip: conn.peer.ip(),
+                    forwarded_port: conn.peer.port(),
+                    tls: true,
+                    sni: conn.sni.clone(),
+                };
+                let mut tx = Transaction::handshake(client, conn.port, snapshot.plugins.plugins().node_arc());
+                snapshot.plugins.run_certificate(&mut tx).await;
+            }
+            start.into_stream(config).await.ok()
+        };
+        match tokio::time::timeout(CLIENT_HEADER_TIMEOUT, handshake).await {
+            Ok(Some(stream)) => self.connection(stream, conn, stop).await,
+            _ => tracing::debug!(target: "kong", "TLS handshake with {} failed", conn.peer),
+        }
+    }
+
+    async fn connection<I>(self: Arc<Self>, io: I, conn: Connection, mut stop: tokio::sync::watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = Arc::new(conn);
+        let io = TokioIo::new(h1guard::Guarded::new(io, self.headers));
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(&proxy, req, &conn).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // half_close: the guard ends the read side after a rejected head while an earlier
+        // request may still be answered.
+        builder
+            .http1()
+            .half_close(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(CLIENT_HEADER_TIMEOUT);
+        let serving = builder.serve_connection_with_upgrades(io, service);
+        let mut serving = std::pin::pin!(serving);
+        tokio::select! {
+            _ = serving.as_mut() => return,
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        serving.as_mut().graceful_shutdown();
+        let _ = serving.await;
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -1,7 +1,6 @@
 //! One request's way through the gateway: rewrite, routing, access, the upstream call with
 //! retries and timeouts, response, header_filter, the filtered body and log.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{self, IncomingSlot, ProxyBody};
-use super::{Proxy, headers};
+use super::{Connection, Proxy, headers};
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::router::{RequestInfo, upstream_path};
@@ -23,7 +22,8 @@ enum UpstreamError {
     Invalid,
 }
 
-pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAddr, port: u16) -> Response<ProxyBody> {
+pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
+    let (peer, port) = (conn.peer, conn.port);
     let snap = proxy.snapshot();
     let set = &snap.plugins;
     let (parts, incoming) = req.into_parts();
@@ -44,7 +44,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
     let slot = IncomingSlot::new(incoming);
     let request = ClientRequest {
         method: parts.method.clone(),
-        scheme: "http",
+        scheme: if conn.tls { "https" } else { "http" },
         host,
         port,
         raw_path: parts.uri.path().to_owned(),
@@ -58,8 +58,8 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
         port: peer.port(),
         forwarded_ip: peer.ip(),
         forwarded_port: peer.port(),
-        tls: false,
-        sni: None,
+        tls: conn.tls,
+        sni: conn.sni.clone(),
     };
     let mut tx = Transaction::new(request, client, set.plugins().node_arc());
 
@@ -73,7 +73,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
             port,
             path: &path,
             headers: &tx.request.headers,
-            sni: None,
+            sni: conn.sni.as_deref(),
         });
         match found {
             None => tx.error_response(404, "no Route matched with those values", None),
@@ -88,7 +88,11 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
                         stripped = m.matched_path;
                     }
                 }
-                set.run_access(&mut tx).await;
+                if !https_allowed(&tx, &m.route) {
+                    https_required(&mut tx, m.route.https_redirect_status_code);
+                } else {
+                    set.run_access(&mut tx).await;
+                }
                 if tx.exit().is_none() && tx.service.is_none() {
                     tx.error_response(503, "no Service found with those values", None);
                 }
@@ -182,6 +186,43 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, peer: SocketAd
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
 }
 
+/// Whether the request may use `route`: a route whose protocols include `https` but not `http`
+/// takes only TLS requests, or requests a trusted proxy marked `X-Forwarded-Proto: https`.
+fn https_allowed(tx: &Transaction, route: &crate::entities::Route) -> bool {
+    let has = |p: &str| route.protocols.iter().any(|x| x == p);
+    if tx.request.scheme == "https" || !has("https") || has("http") {
+        return true;
+    }
+    tx.node_info().is_trusted(tx.client.ip)
+        && tx
+            .request
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Kong's answer to plain HTTP on an HTTPS-only route: 426 "Please use HTTPS protocol", or a
+/// redirect to the same URL over https.
+fn https_required(tx: &mut Transaction, status: u16) {
+    if status == 426 {
+        tx.error_response(426, "Please use HTTPS protocol", None);
+        tx.response
+            .headers
+            .insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        tx.response
+            .headers
+            .insert(http::header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+        return;
+    }
+    let query = tx.request.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("https://{}{}{query}", tx.request.host, tx.request.raw_path);
+    tx.exit_with(status, Bytes::new(), Source::Exit);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        tx.response.headers.insert(http::header::LOCATION, v);
+    }
+}
+
 fn upstream_error(tx: &mut Transaction, e: UpstreamError) {
     let (status, message) = match e {
         UpstreamError::Timeout => (504, "The upstream server is timing out"),
@@ -207,7 +248,8 @@ async fn send(
     body: Outgoing,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let up = &tx.upstream;
-    let uri: Uri = format!("http://{}:{}{}", up.host, up.port, up.path_with_query())
+    let scheme = if up.scheme == "https" { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{}:{}{}", up.host, up.port, up.path_with_query())
         .parse()
         .map_err(|_| UpstreamError::Invalid)?;
     let headers = headers::upstream(tx, stripped, &proxy.headers);

@@ -62,7 +62,7 @@ impl Handler for Panicky {
 }
 
 /// An upstream that echoes the request as JSON (path, headers), or streams `/stream`.
-async fn upstream() -> SocketAddr {
+pub(super) async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -111,7 +111,7 @@ async fn upstream() -> SocketAddr {
 }
 
 /// A body sent as separate chunks (chunked transfer encoding).
-struct Chunks(std::collections::VecDeque<Bytes>);
+pub(super) struct Chunks(std::collections::VecDeque<Bytes>);
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
@@ -125,24 +125,24 @@ impl http_body::Body for Chunks {
     }
 }
 
-struct Gateway {
-    addr: SocketAddr,
-    proxy: Arc<Proxy>,
-    plugins: Arc<Plugins>,
+pub(super) struct Gateway {
+    pub(super) addr: SocketAddr,
+    pub(super) proxy: Arc<Proxy>,
+    pub(super) plugins: Arc<Plugins>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-fn service_at(addr: SocketAddr) -> Arc<Service> {
+pub(super) fn service_at(addr: SocketAddr) -> Arc<Service> {
     let mut s = Service::new("127.0.0.1", addr.port());
     s.name = Some("mock".into());
     Arc::new(s)
 }
 
-fn route(paths: &[&str], service: Option<&Arc<Service>>) -> (Arc<Route>, Option<Arc<Service>>) {
+pub(super) fn route(paths: &[&str], service: Option<&Arc<Service>>) -> (Arc<Route>, Option<Arc<Service>>) {
     (Arc::new(Route::new(paths)), service.cloned())
 }
 
-async fn snapshot(
+pub(super) async fn snapshot(
     plugins: &Arc<Plugins>,
     routes: Vec<(Arc<Route>, Option<Arc<Service>>)>,
     entities: Vec<PluginEntity>,
@@ -153,13 +153,10 @@ async fn snapshot(
     }
     let set = set.build();
     set.configure().await;
-    Snapshot {
-        router: crate::router::Router::new(routes).unwrap(),
-        plugins: set,
-    }
+    Snapshot::new(crate::router::Router::new(routes).unwrap(), set)
 }
 
-async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entities: Vec<PluginEntity>) -> Gateway {
+pub(super) async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entities: Vec<PluginEntity>) -> Gateway {
     let plugins = Arc::new(
         Plugins::builder(NodeInfo::default())
             .with::<AddHeader>()
@@ -183,22 +180,22 @@ async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entities: Vec<Pl
     }
 }
 
-struct Got {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(super) struct Got {
+    pub(super) status: u16,
+    pub(super) headers: http::HeaderMap,
+    pub(super) body: Bytes,
 }
 
 impl Got {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+pub(super) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = Request::builder().uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
@@ -350,7 +347,7 @@ async fn a_configuration_swap_takes_effect_without_restart() {
     assert_eq!(get(gw.addr, "/old", &[]).await.status, 404);
 }
 
-async fn mock_upstream() -> SocketAddr {
+pub(super) async fn mock_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(mock_upstream::serve(listener, std::future::pending()));

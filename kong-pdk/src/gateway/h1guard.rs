@@ -1,0 +1,566 @@
+//! A guard in front of hyper's HTTP/1 parser. It follows the message framing of the client's
+//! byte stream and checks every request head before hyper sees it:
+//!
+//! - nginx's limits (`large_client_header_buffers 4 8k`): a request line over 8 KiB is answered
+//!   414 "URI too long"; a header line over 8 KiB, a head over 32 KiB or more than 100 headers
+//!   is nginx's 494, which Kong answers as 400 "Request header or cookie too large";
+//! - request smuggling shapes: `Content-Length` together with `Transfer-Encoding`, conflicting or
+//!   invalid `Content-Length`s, `Transfer-Encoding` on HTTP/1.0 are answered 400 "Bad request",
+//!   as nginx does;
+//! - a head that does not parse is answered 400 "Bad request".
+//!
+//! A rejected head never reaches hyper: the guard ends the read side (hyper sees a clean end of
+//! stream after the previous message), writes Kong's error response when hyper shuts the
+//! connection down, and closes. Bodies pass straight through into hyper's buffer; the guard only
+//! counts them (`Content-Length`) or walks their chunk framing, so it knows where the next head
+//! starts. HTTP/2 prior knowledge and upgraded connections pass through untouched.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{HeaderSettings, KONG_VERSION};
+use crate::pdk::ErrorFormat;
+
+/// The longest request line (nginx's 8k header buffer).
+pub(super) const LINE_MAX: usize = 8 * 1024;
+/// The longest request head (4 × 8k buffers).
+pub(super) const HEAD_MAX: usize = 4 * 8 * 1024;
+/// The most header lines in one request (hyper's own limit).
+pub(super) const MAX_HEADERS: usize = 100;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Where the guard is in the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Inside a body of this many remaining bytes.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// Not HTTP/1 message framing any more (h2, an upgrade, a head hyper will reject itself).
+    Tunnel,
+}
+
+/// The position inside a chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the hex size.
+    Size(u64),
+    /// Reading a chunk extension, up to the line end.
+    Ext(u64),
+    /// Inside chunk data.
+    Data(u64),
+    /// After chunk data, expecting CRLF.
+    DataEnd,
+    /// At the start of a trailer line (after the last chunk).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// After the CR of the empty line ending the trailers.
+    EndLf,
+}
+
+/// What a check of the buffered head found.
+enum Head {
+    /// The head is incomplete and within limits.
+    Partial,
+    /// A valid head of this many bytes, followed by a body framed so.
+    Complete(usize, Framing),
+    /// Answer this and close.
+    Reject(u16, &'static str, Option<String>),
+}
+
+/// An IO stream whose HTTP/1 request heads are checked before hyper reads them.
+pub(super) struct Guarded<T> {
+    io: T,
+    framing: Framing,
+    /// Bytes read from `io` that hyper has not received yet.
+    buf: BytesMut,
+    /// How many bytes at the front of `buf` are checked and may go to hyper.
+    ready: usize,
+    /// The error response to write before closing, once a head was rejected.
+    rejection: Option<bytes::Bytes>,
+    rejected: bool,
+    headers: HeaderSettings,
+    /// Whether any bytes arrived yet (the h2 preface is only looked for at the start).
+    started: bool,
+}
+
+impl<T> Guarded<T> {
+    pub(super) fn new(io: T, headers: HeaderSettings) -> Guarded<T> {
+        Guarded {
+            io,
+            framing: Framing::Head,
+            buf: BytesMut::new(),
+            ready: 0,
+            rejection: None,
+            rejected: false,
+            headers,
+            started: false,
+        }
+    }
+
+    fn reject(&mut self, status: u16, message: &str, accept: Option<&str>) {
+        let format = ErrorFormat::negotiate(accept, ErrorFormat::Plain);
+        let id = crate::transaction::new_request_id();
+        let body = format.render(message, &id);
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            format.content_type(),
+            body.len()
+        );
+        if self.headers.server_tokens {
+            head.push_str(&format!("Server: kong/{KONG_VERSION}\r\n"));
+        }
+        if self.headers.request_id {
+            head.push_str(&format!("X-Kong-Request-Id: {id}\r\n"));
+        }
+        head.push_str("\r\n");
+        head.push_str(&body);
+        tracing::info!(target: "kong", "client request rejected: {status} {message}");
+        self.rejection = Some(head.into());
+        self.rejected = true;
+        self.buf.clear();
+        self.ready = 0;
+    }
+}
+
+/// Advances the framing over `bytes` (body bytes); returns how many belong to the current
+/// message. The framing ends at `Head` when the body ended inside `bytes`.
+fn scan_body(framing: &mut Framing, bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while i < bytes.len() {
+        match *framing {
+            Framing::Head => return i,
+            Framing::Tunnel => return bytes.len(),
+            Framing::Length(n) => {
+                let take = (bytes.len() - i).min(usize::try_from(n).unwrap_or(usize::MAX));
+                i += take;
+                let left = n - take as u64;
+                *framing = if left == 0 {
+                    Framing::Head
+                } else {
+                    Framing::Length(left)
+                };
+            }
+            Framing::Chunked(Chunk::Data(n)) => {
+                let take = (bytes.len() - i).min(usize::try_from(n).unwrap_or(usize::MAX));
+                i += take;
+                let left = n - take as u64;
+                *framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+            }
+            Framing::Chunked(state) => {
+                let b = bytes[i];
+                i += 1;
+                *framing = match chunk_step(state, b) {
+                    Some(next) => next,
+                    // Malformed framing: hyper rejects it and closes; stop following it.
+                    None => Framing::Tunnel,
+                };
+            }
+        }
+    }
+    i
+}
+
+/// One byte of chunk framing (outside chunk data).
+fn chunk_step(state: Chunk, b: u8) -> Option<Framing> {
+    let next = match state {
+        Chunk::Size(n) => match b {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Chunk::Size(n.checked_mul(16)?.checked_add(digit)?)
+            }
+            b'\n' => return Some(size_line_end(n)),
+            _ => Chunk::Ext(n),
+        },
+        Chunk::Ext(n) => match b {
+            b'\n' => return Some(size_line_end(n)),
+            _ => Chunk::Ext(n),
+        },
+        Chunk::DataEnd => match b {
+            b'\r' => Chunk::DataEnd,
+            b'\n' => Chunk::Size(0),
+            _ => return None,
+        },
+        Chunk::TrailerStart => match b {
+            b'\r' => Chunk::EndLf,
+            b'\n' => return Some(Framing::Head),
+            _ => Chunk::Trailer,
+        },
+        Chunk::Trailer => match b {
+            b'\n' => Chunk::TrailerStart,
+            _ => Chunk::Trailer,
+        },
+        Chunk::EndLf => match b {
+            b'\n' => return Some(Framing::Head),
+            _ => return None,
+        },
+        Chunk::Data(_) => unreachable!("chunk data is skipped in bulk"),
+    };
+    Some(Framing::Chunked(next))
+}
+
+fn size_line_end(size: u64) -> Framing {
+    Framing::Chunked(if size == 0 {
+        Chunk::TrailerStart
+    } else {
+        Chunk::Data(size)
+    })
+}
+
+/// Checks a (possibly partial) request head at the start of `bytes`.
+fn check_head(bytes: &[u8]) -> Head {
+    // Line limits first: they apply to partial heads too, so a client cannot grow one forever.
+    let mut start = 0;
+    // nginx skips empty lines before the request line.
+    while start < bytes.len() && (bytes[start] == b'\r' || bytes[start] == b'\n') {
+        start += 1;
+    }
+    let mut line_no = 0;
+    let mut pos = start;
+    loop {
+        let end = bytes[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i);
+        let len = end.unwrap_or(bytes.len()) - pos;
+        if len > LINE_MAX {
+            return if line_no == 0 {
+                Head::Reject(414, "URI too long", None)
+            } else {
+                Head::Reject(400, "Request header or cookie too large", None)
+            };
+        }
+        match end {
+            // An empty line ends the head.
+            Some(e) if e == pos || (e == pos + 1 && bytes[pos] == b'\r') => break,
+            Some(e) => {
+                pos = e + 1;
+                line_no += 1;
+            }
+            None => {
+                if bytes.len() - start > HEAD_MAX {
+                    return Head::Reject(400, "Request header or cookie too large", None);
+                }
+                return Head::Partial;
+            }
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Head::Reject(400, "Request header or cookie too large", None);
+        }
+        Err(_) => return Head::Reject(400, "Bad request", None),
+    };
+    if len - start > HEAD_MAX {
+        return Head::Reject(400, "Request header or cookie too large", None);
+    }
+    let accept = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("accept"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_owned);
+    let bad = |accept: Option<String>| Head::Reject(400, "Bad request", accept);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                return bad(accept);
+            };
+            if length.is_some_and(|l| l != n) {
+                return bad(accept);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    let framing = match (chunked, length) {
+        (Some(_), Some(_)) => return bad(accept),
+        (Some(_), None) if req.version == Some(0) => return bad(accept),
+        (Some(true), None) => Framing::Chunked(Chunk::Size(0)),
+        // An unknown transfer coding: hyper answers it itself.
+        (Some(false), None) => Framing::Tunnel,
+        (None, Some(0)) | (None, None) => Framing::Head,
+        (None, Some(n)) => Framing::Length(n),
+    };
+    let framing = if upgrade || req.method == Some("CONNECT") {
+        Framing::Tunnel
+    } else {
+        framing
+    };
+    Head::Complete(len, framing)
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.ready > 0 {
+                let n = this.ready.min(out.remaining());
+                out.put_slice(&this.buf[..n]);
+                this.buf.advance(n);
+                this.ready -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.rejected {
+                // The end of the stream, as far as hyper knows.
+                return Poll::Ready(Ok(()));
+            }
+            match this.framing {
+                Framing::Tunnel => {
+                    if !this.buf.is_empty() {
+                        this.ready = this.buf.len();
+                        continue;
+                    }
+                    return Pin::new(&mut this.io).poll_read(cx, out);
+                }
+                Framing::Length(_) | Framing::Chunked(_) if !this.buf.is_empty() => {
+                    this.ready = scan_body(&mut this.framing, &this.buf);
+                }
+                Framing::Length(_) | Framing::Chunked(_) => {
+                    // Body bytes go straight into hyper's buffer; only what follows the body's
+                    // end is taken back for the next head check.
+                    let before = out.filled().len();
+                    ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
+                    let fresh = &out.filled()[before..];
+                    if fresh.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let used = scan_body(&mut this.framing, fresh);
+                    if used < fresh.len() {
+                        this.buf.extend_from_slice(&fresh[used..]);
+                        out.set_filled(before + used);
+                    }
+                    if used > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Framing::Head => {
+                    if !this.buf.is_empty() {
+                        if !this.started {
+                            this.started = true;
+                            let n = this.buf.len().min(H2_PREFACE.len());
+                            if this.buf[..n] == H2_PREFACE[..n] {
+                                if n < H2_PREFACE.len() {
+                                    this.started = false;
+                                } else {
+                                    this.framing = Framing::Tunnel;
+                                    continue;
+                                }
+                            }
+                        }
+                        if this.started {
+                            match check_head(&this.buf) {
+                                Head::Complete(len, framing) => {
+                                    this.ready = len;
+                                    this.framing = framing;
+                                    continue;
+                                }
+                                Head::Reject(status, message, accept) => {
+                                    this.reject(status, message, accept.as_deref());
+                                    continue;
+                                }
+                                Head::Partial => {}
+                            }
+                        }
+                    }
+                    if this.buf.capacity() - this.buf.len() < 4096 {
+                        this.buf.reserve(8192);
+                    }
+                    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf))?;
+                    if n == 0 {
+                        // The client closed: hand hyper whatever partial head there is.
+                        this.framing = Framing::Tunnel;
+                        if this.buf.is_empty() {
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while let Some(pending) = this.rejection.as_mut() {
+            if pending.is_empty() {
+                this.rejection = None;
+                ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+                break;
+            }
+            let n = ready!(Pin::new(&mut this.io).poll_write(cx, pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            pending.advance(n);
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Feeds `input` to a guard in pieces of `step` bytes; returns what hyper would read and
+    /// what the guard writes back at shutdown.
+    async fn run(input: &[u8], step: usize) -> (Vec<u8>, Vec<u8>) {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut guard = Guarded::new(server, HeaderSettings::default());
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move {
+            // The guard stops reading after a rejection, so later writes may fail.
+            for piece in input.chunks(step.max(1)) {
+                if client.write_all(piece).await.is_err() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = client.shutdown().await;
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut seen = Vec::new();
+        guard.read_to_end(&mut seen).await.unwrap();
+        guard.shutdown().await.unwrap();
+        drop(guard);
+        (seen, writer.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_pass_through_in_any_split() {
+        let input: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: t\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        for step in [1, 2, 7, 16, 64, input.len()] {
+            let (seen, back) = run(input, step).await;
+            assert_eq!(seen, input, "step {step}");
+            assert!(back.is_empty(), "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn smuggling_shapes_are_rejected_before_hyper_sees_them() {
+        let first: &[u8] = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd",
+            b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        ] {
+            let input = [first, bad].concat();
+            let (seen, back) = run(&input, 5).await;
+            assert_eq!(seen, first, "{}", String::from_utf8_lossy(bad));
+            let back = String::from_utf8(back).unwrap();
+            assert!(back.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{back}");
+            assert!(back.contains("\r\nConnection: close\r\n"), "{back}");
+            assert!(back.contains("\r\n\r\nBad request\nrequest_id: "), "{back}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_get_nginx_limits_and_kong_messages() {
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(LINE_MAX));
+        let (seen, back) = run(long_uri.as_bytes(), 1000).await;
+        assert!(seen.is_empty());
+        let back = String::from_utf8(back).unwrap();
+        assert!(back.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{back}");
+        assert!(back.contains("URI too long\nrequest_id: "), "{back}");
+
+        let long_header = format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n", "c".repeat(LINE_MAX));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS + 1));
+        let huge = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            format!("X-A: {}\r\n", "b".repeat(4000)).repeat(9)
+        );
+        for input in [long_header, many, huge] {
+            let (seen, back) = run(input.as_bytes(), 3000).await;
+            assert!(seen.is_empty());
+            let back = String::from_utf8(back).unwrap();
+            assert!(back.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{back}");
+            assert!(
+                back.contains("Request header or cookie too large\nrequest_id: "),
+                "{back}"
+            );
+        }
+        // Just under the limits is fine.
+        let ok = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(LINE_MAX - 20));
+        let (seen, back) = run(ok.as_bytes(), 1000).await;
+        assert_eq!(seen, ok.as_bytes());
+        assert!(back.is_empty());
+    }
+
+    #[tokio::test]
+    async fn json_clients_get_json_errors() {
+        let input =
+            b"POST / HTTP/1.1\r\nAccept: application/json\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (_, back) = run(input, 100).await;
+        let back = String::from_utf8(back).unwrap();
+        assert!(
+            back.contains("Content-Type: application/json; charset=utf-8\r\n"),
+            "{back}"
+        );
+        assert!(back.contains("\"message\":\"Bad request\""), "{back}");
+    }
+
+    #[tokio::test]
+    async fn h2_preface_and_upgrades_pass_through() {
+        let mut h2 = H2_PREFACE.to_vec();
+        h2.extend_from_slice(&[0u8; 9]);
+        h2.extend_from_slice(b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (seen, back) = run(&h2, 3).await;
+        assert_eq!(seen, h2);
+        assert!(back.is_empty());
+        let ws = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello";
+        let (seen, _) = run(ws, 4).await;
+        assert_eq!(seen, ws);
+    }
+}

@@ -1,0 +1,361 @@
+//! TLS, SNI, HTTP/2, the certificate phase, HTTPS-only routes, https upstreams and malformed
+//! requests, over real sockets on random ports.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::tests::{Got, get, mock_upstream, service_at};
+use super::tls::CertificatePair;
+use super::*;
+use crate::entities::{Certificate, ForeignKey, Route, Service, Sni};
+use crate::executor::PluginEntity;
+use crate::pdk::NodeInfo;
+use crate::prelude::*;
+use crate::registry::Plugins;
+
+/// Counts handshakes in `certificate` and reports the count on responses.
+#[plugin(priority = 1, version = "1.0.0", name = "gw-test-handshakes")]
+struct Handshakes {}
+
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+#[handler]
+impl Handler for Handshakes {
+    type State = Count;
+
+    async fn certificate(&self, kong: &mut Kong<crate::phase::Certificate, Count>) -> crate::Result {
+        kong.state().0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn access(&self, kong: &mut Kong<Access, Count>) -> crate::Result {
+        let n = kong.state().0.load(Ordering::SeqCst).to_string();
+        kong.response().set_header("X-Handshakes", &n)?;
+        Ok(())
+    }
+}
+
+struct TlsGateway {
+    http: SocketAddr,
+    https: SocketAddr,
+    default_der: Vec<u8>,
+    /// DER of the certificate for each SNI entity name.
+    certs: Vec<(&'static str, Vec<u8>)>,
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// A gateway with plain and TLS listeners, SNI entities for `names`, `routes` to the mock
+/// upstream and the handshake-counting plugin.
+async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Service>) -> TlsGateway {
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<Handshakes>().build());
+    let mut set = PluginSet::builder(plugins.clone());
+    set.add(PluginEntity::new("gw-test-handshakes", json!({}))).unwrap();
+    let set = set.build();
+    let mut certificates = Vec::new();
+    let mut snis = Vec::new();
+    let mut certs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let host = name.replace('*', "x");
+        let (_, cert, key) = CertificatePair::self_signed(&[host.as_str()]).unwrap();
+        certs.push((*name, der(&cert)));
+        let id = uuid::Uuid::from_u128(i as u128 + 1);
+        certificates.push(Certificate {
+            id,
+            cert,
+            key,
+            cert_alt: None,
+            key_alt: None,
+            tags: None,
+        });
+        snis.push(Sni {
+            id: uuid::Uuid::new_v4(),
+            name: (*name).into(),
+            certificate: ForeignKey { id },
+            tags: None,
+        });
+    }
+    let routes = routes.into_iter().map(|r| (Arc::new(r), Some(upstream.clone())));
+    let snapshot = Snapshot {
+        router: Router::new(routes).unwrap(),
+        plugins: set,
+        certificates: Certificates::new(&certificates, &snis).unwrap(),
+    };
+    let (default, default_pem, _) = CertificatePair::self_signed(&["localhost"]).unwrap();
+    let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()).with_default_certificate(default));
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http, https) = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
+    tokio::spawn(proxy.clone().serve(plain, std::future::pending()));
+    tokio::spawn(proxy.serve_tls(tls, std::future::pending()));
+    TlsGateway {
+        http,
+        https,
+        default_der: der(&default_pem),
+        certs,
+    }
+}
+
+/// Records the certificate the server presented.
+#[derive(Debug)]
+struct Recorder(Mutex<Option<Vec<u8>>>, Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One TLS connection: the certificate served, the ALPN protocol chosen, the stream.
+async fn connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    alpn: &[&[u8]],
+) -> (Vec<u8>, Option<Vec<u8>>, tokio_rustls::client::TlsStream<TcpStream>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(Recorder(Mutex::new(None), provider.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.enable_sni = sni.is_some();
+    let name = ServerName::try_from(sni.unwrap_or("unused.invalid").to_owned()).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let served = recorder.0.lock().unwrap().take().unwrap();
+    (served, alpn, stream)
+}
+
+/// Sends one GET over HTTP/2 (`h2`) or HTTP/1.1 on an established stream.
+async fn request<S>(stream: S, h2: bool, uri: &str) -> Got
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    let io = TokioIo::new(stream);
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = req;
+        let host = req.uri().authority().unwrap().to_string();
+        req.headers_mut().insert("host", host.parse().unwrap());
+        send.send_request(req).await.unwrap()
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Got { status, headers, body }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_alpn_negotiates_h2() {
+    let mock = mock_upstream().await;
+    let gw = start_tls(
+        &["a.test", "*.wild.test", "other.*"],
+        vec![Route::new(&["/mock"])],
+        service_at(mock),
+    )
+    .await;
+    let cert_of = |name: &str| gw.certs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    for (sni, expected) in [
+        (Some("a.test"), cert_of("a.test")),
+        (Some("b.wild.test"), cert_of("*.wild.test")),
+        (Some("other.example"), cert_of("other.*")),
+        (Some("unknown.test"), gw.default_der.clone()),
+        (None, gw.default_der.clone()),
+    ] {
+        let (served, alpn, stream) = connect(gw.https, sni, &[b"h2", b"http/1.1"]).await;
+        assert_eq!(served, expected, "certificate for {sni:?}");
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let res = request(
+            stream,
+            true,
+            &format!("https://{}/mock/anything", sni.unwrap_or("localhost")),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{sni:?}");
+        let echo = res.json();
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(echo["vars"]["uri"], "/anything");
+    }
+    // A client offering only HTTP/1.1 gets it.
+    let (_, alpn, stream) = connect(gw.https, Some("a.test"), &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(request(stream, false, "https://a.test/mock/anything").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_on_the_plain_listener() {
+    let mock = mock_upstream().await;
+    let gw = start_tls(&[], vec![Route::new(&["/mock"])], service_at(mock)).await;
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let res = request(tcp, true, &format!("http://{}/mock/anything", gw.http)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["headers"]["x-forwarded-proto"], "http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_phase_runs_once_per_handshake() {
+    let mock = mock_upstream().await;
+    let gw = start_tls(&["a.test"], vec![Route::new(&["/mock"])], service_at(mock)).await;
+    let plain = get(gw.http, "/mock/anything", &[]).await;
+    assert_eq!(plain.header("x-handshakes"), Some("0"), "plain HTTP has no handshake");
+    let (_, _, first) = connect(gw.https, Some("a.test"), &[b"http/1.1"]).await;
+    let (_, _, second) = connect(gw.https, Some("a.test"), &[b"http/1.1"]).await;
+    let res = request(first, false, "https://a.test/mock/anything").await;
+    assert_eq!(res.header("x-handshakes"), Some("2"));
+    let res = request(second, false, "https://a.test/mock/anything").await;
+    assert_eq!(res.header("x-handshakes"), Some("2"), "requests do not run it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_sni_and_https_only_routes_answer_plain_http_as_kong() {
+    let mock = mock_upstream().await;
+    let mut by_sni = Route::new(&["/sni"]);
+    by_sni.protocols = vec!["https".into()];
+    by_sni.snis = Some(vec!["a.test".into()]);
+    let mut secure = Route::new(&["/secure"]);
+    secure.protocols = vec!["https".into()];
+    let mut moved = Route::new(&["/moved"]);
+    moved.protocols = vec!["https".into()];
+    moved.https_redirect_status_code = 301;
+    let gw = start_tls(&["a.test", "b.test"], vec![by_sni, secure, moved], service_at(mock)).await;
+
+    let (_, _, s) = connect(gw.https, Some("a.test"), &[b"http/1.1"]).await;
+    assert_eq!(request(s, false, "https://a.test/sni/anything").await.status, 200);
+    let (_, _, s) = connect(gw.https, Some("b.test"), &[b"http/1.1"]).await;
+    assert_eq!(request(s, false, "https://b.test/sni/anything").await.status, 404);
+
+    let res = get(gw.http, "/secure/x", &[]).await;
+    assert_eq!(res.status, 426);
+    assert_eq!(res.json()["message"], "Please use HTTPS protocol");
+    assert_eq!(res.header("upgrade"), Some("TLS/1.2, HTTP/1.1"));
+    assert_eq!(res.header("connection"), Some("Upgrade"));
+    let (_, _, s) = connect(gw.https, Some("b.test"), &[b"h2"]).await;
+    assert_eq!(request(s, true, "https://b.test/secure/anything").await.status, 200);
+
+    let res = get(gw.http, "/moved/x?a=1", &[("Host", "example.test")]).await;
+    assert_eq!(res.status, 301);
+    assert_eq!(res.header("location"), Some("https://example.test/moved/x?a=1"));
+    assert!(res.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_reached_over_tls() {
+    let mock = mock_upstream().await;
+    // The TLS gateway fronts the mock; a second gateway reaches it with protocol https.
+    let tls_front = start_tls(&[], vec![Route::new(&["/"])], service_at(mock)).await;
+    let mut upstream = Service::new("127.0.0.1", tls_front.https.port());
+    upstream.protocol = "https".into();
+    let edge = start_tls(&[], vec![Route::new(&["/edge"])], Arc::new(upstream)).await;
+    let res = get(edge.http, "/edge/anything", &[]).await;
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json()["headers"]["x-forwarded-proto"], "https", "the front saw TLS");
+}
+
+/// Writes raw bytes and reads the whole answer (the gateway closes after an error).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_smuggling_requests_get_kongs_errors() {
+    let mock = mock_upstream().await;
+    let gw = start_tls(&[], vec![Route::new(&["/mock"])], service_at(mock)).await;
+    let long = format!("GET /mock/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    let out = raw(gw.http, long.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{out}");
+    assert!(out.contains("\r\nServer: kong/3.10.0\r\n"), "{out}");
+    assert!(out.contains("URI too long\nrequest_id: "), "{out}");
+
+    let big = format!("GET /mock HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n", "c".repeat(9000));
+    let out = raw(gw.http, big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(out.contains("Request header or cookie too large"), "{out}");
+
+    // CL.TE: a front end using Content-Length would forward the smuggled GET as body.
+    let smuggle = b"POST /mock/anything HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /mock/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let out = raw(gw.http, smuggle).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert_eq!(
+        out.matches("HTTP/1.1").count(),
+        1,
+        "one answer, the smuggled request never ran: {out}"
+    );
+
+    let out = raw(gw.http, b"GET /mock HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(out.contains("Bad request\nrequest_id: "), "{out}");
+
+    // Keep-alive: a good request, then a bad one on the same connection: both answered.
+    let two = b"GET /mock/anything HTTP/1.1\r\nHost: x\r\n\r\nGET /mock HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+    let out = raw(gw.http, two).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+
+    assert_eq!(
+        get(gw.http, "/mock/anything", &[]).await.status,
+        200,
+        "the gateway keeps serving"
+    );
+}
