@@ -382,6 +382,13 @@ impl PluginSet {
         !self.globals[phase as usize].is_empty()
     }
 
+    /// Whether a later phase (`header_filter`, `body_filter`, `log`) has handlers for `tx`:
+    /// the instances collected in access, or the globals when access never ran.
+    pub fn handles(&self, tx: &Transaction, phase: Phase) -> bool {
+        let list = tx.collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        list.iter().any(|i| i.meta().phases.contains(phase))
+    }
+
     /// Runs `certificate` of the global instances.
     pub async fn run_certificate(&self, tx: &mut Transaction) {
         self.run_globals(Phase::Certificate, tx).await;

@@ -3,27 +3,27 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use super::Snapshot;
+use crate::phase::Phase;
 use crate::transaction::{BodyReader, Transaction};
 
 /// An error inside a proxied body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of proxied requests and responses.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body of known bytes.
 pub fn full(bytes: Bytes) -> ProxyBody {
-    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed()
+    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// The client's body, shared between the transaction (a plugin may read it) and the proxy
@@ -53,20 +53,6 @@ impl BodyReader for IncomingSlot {
     }
 }
 
-/// A body fed by a channel: the response body after `body_filter`.
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx.poll_recv(cx).map(|r| r.map(|r| r.map(Frame::data)))
-    }
-}
-
 /// Where the response body comes from.
 pub(super) enum Source {
     /// Known bytes: a plugin's exit, an error, or a buffered upstream body.
@@ -75,46 +61,137 @@ pub(super) enum Source {
     Upstream(Incoming),
 }
 
-/// Streams `source` through `body_filter` on a task, then runs `log`; returns the body the
-/// client receives. Chunks flow through a small channel, so a slow client slows the upstream
-/// read instead of buffering.
-pub(super) fn filtered(snapshot: Arc<Snapshot>, mut tx: Transaction, source: Source) -> ProxyBody {
-    let (tx_chunks, rx) = mpsc::channel::<Result<Bytes, BoxError>>(8);
-    tokio::spawn(async move {
-        let set = &snapshot.plugins;
-        let send = |out: Bytes, tx_chunks: &mpsc::Sender<Result<Bytes, BoxError>>| {
-            let tx_chunks = tx_chunks.clone();
-            async move { out.is_empty() || tx_chunks.send(Ok(out)).await.is_ok() }
-        };
-        match source {
-            Source::Bytes(bytes) => {
-                let out = set.run_body_filter(&mut tx, bytes, true).await;
-                send(out, &tx_chunks).await;
+/// What the response body needs while it streams: the transaction (for `body_filter` and
+/// `log`) and the snapshot whose plugins run.
+struct Streaming {
+    snapshot: Arc<Snapshot>,
+    tx: Box<Transaction>,
+    source: Source,
+    /// Whether any plugin of this request has `body_filter` / `log`.
+    filter: bool,
+    log: bool,
+}
+
+impl Streaming {
+    /// The end of the response: `log` runs on its own task, after the client has the body.
+    fn finish(self) {
+        if self.log {
+            let Streaming { snapshot, mut tx, .. } = self;
+            tokio::spawn(async move { snapshot.plugins.run_log(&mut tx).await });
+        }
+    }
+}
+
+type Filtering = Pin<Box<dyn Future<Output = (Streaming, Bytes, bool)> + Send>>;
+
+/// The response body: each chunk of the source runs through `body_filter` as the client's
+/// connection asks for it, so a slow client slows the upstream read instead of buffering, and
+/// a chunk that is ready goes out in the same write as the response head. Without
+/// `body_filter` plugins chunks pass through untouched.
+struct Filtered {
+    streaming: Option<Streaming>,
+    filtering: Option<Filtering>,
+}
+
+impl Body for Filtered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(filtering) = this.filtering.as_mut() {
+                let (streaming, out, eof) = ready!(filtering.as_mut().poll(cx));
+                this.filtering = None;
+                if streaming.tx.is_aborted() {
+                    streaming.finish();
+                    return Poll::Ready(Some(Err("body_filter failed".into())));
+                }
+                let end = eof || streaming.tx.body_ended();
+                if end {
+                    streaming.finish();
+                } else {
+                    this.streaming = Some(streaming);
+                }
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                if end {
+                    return Poll::Ready(None);
+                }
+                continue;
             }
-            Source::Upstream(mut body) => loop {
-                let (chunk, eof) = match body.frame().await {
+            let Some(streaming) = this.streaming.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let (chunk, eof) = match &mut streaming.source {
+                Source::Bytes(bytes) => (std::mem::take(bytes), true),
+                Source::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => (data, false),
+                        // Trailers are not forwarded.
                         Err(_) => continue,
                     },
                     Some(Err(e)) => {
-                        let _ = tx_chunks.send(Err(Box::new(e))).await;
-                        break;
+                        if let Some(s) = this.streaming.take() {
+                            s.finish();
+                        }
+                        return Poll::Ready(Some(Err(Box::new(e))));
                     }
                     None => (Bytes::new(), true),
-                };
-                let out = set.run_body_filter(&mut tx, chunk, eof).await;
-                if tx.is_aborted() {
-                    let _ = tx_chunks.send(Err("body_filter failed".into())).await;
-                    break;
+                },
+            };
+            if !streaming.filter {
+                if eof {
+                    if let Some(s) = this.streaming.take() {
+                        s.finish();
+                    }
                 }
-                if !send(out, &tx_chunks).await || eof || tx.body_ended() {
-                    break;
+                if !chunk.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
-            },
+                if eof {
+                    return Poll::Ready(None);
+                }
+                continue;
+            }
+            let Some(mut streaming) = this.streaming.take() else {
+                return Poll::Ready(None);
+            };
+            this.filtering = Some(Box::pin(async move {
+                let out = streaming.snapshot.plugins.run_body_filter(&mut streaming.tx, chunk, eof).await;
+                (streaming, out, eof)
+            }));
         }
-        drop(tx_chunks);
-        set.run_log(&mut tx).await;
-    });
-    ChannelBody { rx }.boxed()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.streaming.is_none() && self.filtering.is_none()
+    }
+}
+
+impl Drop for Filtered {
+    fn drop(&mut self) {
+        // The client went away mid-body: Kong still logs the request.
+        if let Some(s) = self.streaming.take() {
+            s.finish();
+        }
+    }
+}
+
+/// The body the client receives: `source` through `body_filter`, then `log`.
+pub(super) fn filtered(snapshot: Arc<Snapshot>, tx: Transaction, source: Source) -> ProxyBody {
+    let filter = snapshot.plugins.handles(&tx, Phase::BodyFilter);
+    let log = snapshot.plugins.handles(&tx, Phase::Log);
+    Filtered {
+        streaming: Some(Streaming {
+            snapshot,
+            tx: Box::new(tx),
+            source,
+            filter,
+            log,
+        }),
+        filtering: None,
+    }
+    .boxed_unsync()
 }

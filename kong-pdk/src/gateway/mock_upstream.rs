@@ -235,7 +235,7 @@ async fn respond(req: Request<Incoming>, peer: SocketAddr, local: Option<SocketA
                     Bytes::from(s)
                 })
                 .collect();
-            let mut r = Response::new(BodyExt::boxed(Lines(lines)));
+            let mut r = Response::new(BodyExt::boxed_unsync(Lines(lines)));
             r.headers_mut()
                 .insert("Content-Type", HeaderValue::from_static("application/json"));
             r.headers_mut()

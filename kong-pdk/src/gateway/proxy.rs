@@ -112,7 +112,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             (Some(replaced), _) => Outgoing::Bytes(replaced),
             (None, Some(read)) => Outgoing::Bytes(read),
             (None, None) => match slot.take() {
-                Some(incoming) => Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed()),
+                Some(incoming) => Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed_unsync()),
                 None => Outgoing::Bytes(Bytes::new()),
             },
         };

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Drives wrk, in one run on this machine, against:
+#   (a) nginx serving the upstream response itself,
+#   (b) nginx proxy_pass to (a) with upstream keep-alive, one worker,
+#   (c) kong-gateway with one worker thread proxying to (a), my-plugin on the route;
+# then prints req/s, p99 latency and the ratios to nginx's proxy.
+#
+#   bash bench/http.sh                       # 10 s per run, 50 connections
+#   DURATION=30s CONNECTIONS=100 bash bench/http.sh
+#
+# Installs wrk and nginx (Debian packages) when missing. Ports are picked free; everything
+# runs under a temporary directory that is removed at the end.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+need() { command -v "$1" >/dev/null 2>&1 || NEED+=("$2"); }
+NEED=()
+need wrk wrk
+need nginx nginx-light
+if [ ${#NEED[@]} -gt 0 ]; then
+    echo "installing ${NEED[*]}" >&2
+    SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+    $SUDO apt-get install -y -q "${NEED[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port); KONG=$(free_port)
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "building kong-gateway (release)" >&2
+(cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway)
+GATEWAY="$ROOT/target/release/kong-gateway"
+
+# The upstream's answer: a small JSON body, as the mock upstream's /anything gives.
+BODY='{"message":"hello from the upstream","vars":{"uri":"/anything"}}'
+mkdir -p "$WORK/nginx-up" "$WORK/nginx-proxy" "$WORK/kong"
+cat > "$WORK/nginx-up/nginx.conf" <<EOF
+worker_processes 1;
+error_log stderr error;
+pid $WORK/nginx-up/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP reuseport backlog=16384;
+        location / { default_type application/json; return 200 '$BODY'; }
+    }
+}
+EOF
+cat > "$WORK/nginx-proxy/nginx.conf" <<EOF
+worker_processes 1;
+error_log stderr error;
+pid $WORK/nginx-proxy/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream up { server 127.0.0.1:$UP; keepalive 512; }
+    server {
+        listen 127.0.0.1:$NGX reuseport backlog=16384;
+        location /mock/ {
+            proxy_pass http://up/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            add_header X-MyPlugin response;
+        }
+    }
+}
+EOF
+cat > "$WORK/kong/kong.yml" <<EOF
+_format_version: "3.0"
+services:
+  - name: upstream
+    url: http://127.0.0.1:$UP
+    routes:
+      - name: mock
+        paths: ["/mock"]
+    plugins:
+      - name: my-plugin
+EOF
+cat > "$WORK/kong/kong.conf" <<EOF
+proxy_listen = 127.0.0.1:$KONG
+database = off
+declarative_config = $WORK/kong/kong.yml
+plugins = bundled,my-plugin
+prefix = $WORK/kong/prefix
+nginx_worker_processes = 1
+log_level = error
+EOF
+
+"$NGINX" -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+"$NGINX" -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+"$GATEWAY" start -c "$WORK/kong/kong.conf" >"$WORK/kong/out.log" 2>&1 & PIDS+=($!)
+
+wait_for() {
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "not answering: $1" >&2
+    cat "$WORK/kong/out.log" >&2
+    exit 1
+}
+wait_for "http://127.0.0.1:$UP/anything"
+wait_for "http://127.0.0.1:$NGX/mock/anything"
+wait_for "http://127.0.0.1:$KONG/mock/anything"
+curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
+    || { echo "my-plugin is not on the route" >&2; exit 1; }
+
+# Prints "req/s p99_ms" for one wrk run.
+run() {
+    local out rps p99
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then
+        echo "errors during the run against $1:" >&2
+        grep 'Non-2xx\|Socket errors' <<<"$out" >&2
+    fi
+    # p99 as milliseconds.
+    p99=$(awk -v v="$p99" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000;
+        printf "%.2f", n }')
+    echo "$rps $p99"
+}
+
+# Warm-up, then the measured runs.
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NGX/mock/anything" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$KONG/mock/anything" >/dev/null
+read -r A_RPS A_P99 < <(run "http://127.0.0.1:$UP/anything")
+read -r B_RPS B_P99 < <(run "http://127.0.0.1:$NGX/mock/anything")
+read -r C_RPS C_P99 < <(run "http://127.0.0.1:$KONG/mock/anything")
+
+printf '\nwrk -t%s -c%s -d%s, %s cores, %s\n\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$("$NGINX" -v 2>&1)"
+printf '| target | req/s | p99 (ms) | req/s vs nginx proxy |\n|---|---|---|---|\n'
+printf '| (a) nginx serving the response | %.0f | %s | |\n' "$A_RPS" "$A_P99"
+printf '| (b) nginx proxy_pass, keep-alive, 1 worker | %.0f | %s | 1.00 |\n' "$B_RPS" "$B_P99"
+printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %.2f |\n' "$C_RPS" "$C_P99" \
+    "$(awk -v c="$C_RPS" -v b="$B_RPS" 'BEGIN { print c / b }')"
