@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kong_pdk::admin::{Admin, Store};
 use kong_pdk::gateway::declarative::Config;
 use kong_pdk::gateway::tls::CertificatePair;
 use kong_pdk::gateway::{HeaderSettings, Proxy, mock_upstream};
@@ -19,8 +20,12 @@ pub struct Settings {
     /// `ssl_cert` and `ssl_cert_key`: the default certificate of TLS listeners (generated in
     /// `<prefix>/ssl` when unset).
     pub ssl_cert: Option<(PathBuf, PathBuf)>,
-    /// `database` (only `off` for now).
+    /// `database`: `sqlite` (embedded, the default), `postgres` or `off` (DB-less).
     pub database: String,
+    /// `admin_listen` addresses (plain HTTP entries).
+    pub admin_listen: Vec<SocketAddr>,
+    /// `pg_host`, `pg_port`, `pg_user`, `pg_password`, `pg_database`.
+    pub pg: PgSettings,
     /// `declarative_config`.
     pub declarative_config: Option<PathBuf>,
     /// `plugins`, with `bundled` expanded.
@@ -38,6 +43,43 @@ pub struct Settings {
     /// `mock_upstream`: also serve Kong's mock upstream on this address (this gateway's
     /// extension, so the quick start runs with one command).
     pub mock_upstream: Option<SocketAddr>,
+}
+
+/// PostgreSQL connection settings (Kong's `pg_*` keys).
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// `pg_host`.
+    pub host: String,
+    /// `pg_port`.
+    pub port: u16,
+    /// `pg_user`.
+    pub user: String,
+    /// `pg_password`.
+    pub password: Option<String>,
+    /// `pg_database`.
+    pub database: String,
+}
+
+impl PgSettings {
+    /// The connection URL.
+    pub fn url(&self) -> String {
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        let auth = match &self.password {
+            Some(p) => format!("{}:{}", enc(&self.user), enc(p)),
+            None => enc(&self.user),
+        };
+        format!("postgres://{auth}@{}:{}/{}", self.host, self.port, enc(&self.database))
+    }
 }
 
 /// One `proxy_listen` entry.
@@ -96,7 +138,15 @@ impl Settings {
                 "0.0.0.0:8000 reuseport backlog=16384, 0.0.0.0:8443 http2 ssl reuseport backlog=16384",
             )?,
             ssl_cert: None,
-            database: "off".into(),
+            database: "sqlite".into(),
+            admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
+            pg: PgSettings {
+                host: "127.0.0.1".into(),
+                port: 5432,
+                user: "kong".into(),
+                password: None,
+                database: "kong".into(),
+            },
             declarative_config: None,
             plugins: vec!["bundled".into()],
             prefix: PathBuf::from("prefix"),
@@ -113,6 +163,19 @@ impl Settings {
                 "ssl_cert" => ssl_cert = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "ssl_cert_key" => ssl_key = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "database" => s.database = v.to_ascii_lowercase(),
+                "admin_listen" => {
+                    s.admin_listen = parse_listen(&v)
+                        .map_err(|e| e.replace("proxy_listen", "admin_listen"))?
+                        .into_iter()
+                        .filter(|l| !l.ssl)
+                        .map(|l| l.addr)
+                        .collect()
+                }
+                "pg_host" => s.pg.host = v,
+                "pg_port" => s.pg.port = v.parse().map_err(|_| format!("pg_port: invalid value '{v}'"))?,
+                "pg_user" => s.pg.user = v,
+                "pg_password" => s.pg.password = Some(v),
+                "pg_database" => s.pg.database = v,
                 "declarative_config" => s.declarative_config = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "plugins" => {
                     s.plugins = v
@@ -155,9 +218,9 @@ impl Settings {
             (None, None) => None,
             _ => return Err("ssl_cert and ssl_cert_key must be set together".into()),
         };
-        if s.database != "off" {
+        if !matches!(s.database.as_str(), "off" | "sqlite" | "postgres") {
             return Err(format!(
-                "database = {}: only database = off (DB-less, with declarative_config) is available in this version",
+                "database has an invalid value: '{}' (\"sqlite\", \"postgres\", \"off\" accepted)",
                 s.database
             ));
         }
@@ -312,13 +375,13 @@ pub fn run(s: Settings) -> Result<(), String> {
             .init_worker()
             .await
             .map_err(|f| format!("init_worker failed for plugin {}", f[0].0))?;
-        let config = match &s.declarative_config {
-            Some(path) => {
+        let config = match (&s.declarative_config, s.database.as_str()) {
+            (Some(path), "off") => {
                 let text =
                     std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
                 Config::parse(&text).map_err(|e| e.to_string())?
             }
-            None => Config::default(),
+            _ => Config::default(),
         };
         let snapshot = config
             .snapshot(&plugins)
@@ -329,6 +392,21 @@ pub fn run(s: Settings) -> Result<(), String> {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
         let proxy = Arc::new(proxy);
+        if s.database != "off" {
+            let store = match s.database.as_str() {
+                "postgres" => Store::connect(&s.pg.url()).await,
+                _ => Store::sqlite(&s.prefix.join("kong.db")).await,
+            }
+            .map_err(|e| format!("could not open the {} database: {e}", s.database))?;
+            let admin = Admin::new(store, plugins.clone(), proxy.clone()).await?;
+            for addr in &s.admin_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("admin_listen: could not listen on {addr}: {e}"))?;
+                tracing::info!(target: "kong", "admin API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+                tokio::spawn(admin.clone().serve(listener, std::future::pending()));
+            }
+        }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

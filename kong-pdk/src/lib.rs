@@ -62,6 +62,8 @@
 // Lets the macros' `::kong_pdk::` paths resolve inside this crate's own tests.
 extern crate self as kong_pdk;
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod entities;
 mod error;
 pub mod executor;

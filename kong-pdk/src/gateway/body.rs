@@ -23,7 +23,9 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body of known bytes.
 pub fn full(bytes: Bytes) -> ProxyBody {
-    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// The client's body, shared between the transaction (a plugin may read it) and the proxy
@@ -159,7 +161,11 @@ impl Body for Filtered {
                 return Poll::Ready(None);
             };
             this.filtering = Some(Box::pin(async move {
-                let out = streaming.snapshot.plugins.run_body_filter(&mut streaming.tx, chunk, eof).await;
+                let out = streaming
+                    .snapshot
+                    .plugins
+                    .run_body_filter(&mut streaming.tx, chunk, eof)
+                    .await;
                 (streaming, out, eof)
             }));
         }

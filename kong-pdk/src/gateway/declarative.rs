@@ -106,42 +106,47 @@ fn apply_url(svc: &mut Map<String, Value>, path: &str) -> Result<(), ConfigError
         .as_str()
         .ok_or_else(|| err(&format!("{path}.url"), "expected a string"))?
         .to_owned();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| err(&format!("{path}.url"), "missing scheme in url"))?;
+    for (k, v) in parse_url(&url).map_err(|e| err(&format!("{path}.url"), e))? {
+        svc.insert(k.into(), v);
+    }
+    Ok(())
+}
+
+/// Kong's `url` shorthand of a service: the `protocol`, `host`, `port` and (when the URL has
+/// one) `path` fields it stands for.
+pub(crate) fn parse_url(url: &str) -> Result<Vec<(&'static str, Value)>, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("missing scheme in url")?;
     let (authority, p) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i..])),
         None => (rest, None),
     };
     if authority.is_empty() {
-        return Err(err(&format!("{path}.url"), "missing host in url"));
+        return Err("missing host in url".into());
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() => (
             h,
-            p.parse::<u16>().map_err(|_| {
-                err(
-                    &format!("{path}.url"),
-                    format!("could not parse url. invalid port: {p}"),
-                )
-            })?,
+            p.parse::<u16>()
+                .map_err(|_| format!("could not parse url. invalid port: {p}"))?,
         ),
         _ => (
             authority,
-            if scheme == "https" || scheme == "grpcs" {
+            if scheme == "https" || scheme == "grpcs" || scheme == "wss" {
                 443
             } else {
                 80
             },
         ),
     };
-    svc.insert("protocol".into(), Value::from(scheme));
-    svc.insert("host".into(), Value::from(host));
-    svc.insert("port".into(), Value::from(port));
+    let mut fields = vec![
+        ("protocol", Value::from(scheme)),
+        ("host", Value::from(host)),
+        ("port", Value::from(port)),
+    ];
     if let Some(p) = p {
-        svc.insert("path".into(), Value::from(p));
+        fields.push(("path", Value::from(p)));
     }
-    Ok(())
+    Ok(fields)
 }
 
 struct Refs {

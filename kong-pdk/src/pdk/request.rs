@@ -47,6 +47,20 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes `s`; `plus` turns `+` into a space (form encoding).
+/// Percent-encodes everything but RFC 3986 unreserved characters (for query values).
+#[cfg(feature = "admin")]
+pub(crate) fn percent_encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

@@ -63,6 +63,10 @@ use std::fmt;
 use regex::Regex;
 use serde_json::Value;
 
+#[cfg(feature = "admin")]
+pub(crate) use json::schema_json;
+#[cfg(feature = "admin")]
+pub(crate) use validate::validate_record;
 pub use violation::SchemaViolation;
 
 /// A custom validator: `Err(message)` with Kong's message when the value is invalid.

@@ -1,0 +1,159 @@
+//! The seed's quick start against `kong-gateway start` with the embedded store, as a new user
+//! types it (with the local mock upstream instead of httpbin.org); then kill -9 and a restart
+//! keep every acknowledged write.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kong-gateway");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request; returns (status, lowercased head, body).
+fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let body = form.unwrap_or_default();
+    let ctype = if form.is_some() {
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Node {
+    child: Child,
+    proxy: u16,
+    admin: u16,
+    mock: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, mock: u16) -> Node {
+    let (proxy, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("kong.conf"),
+        format!(
+            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            dir.join("prefix").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["start", "-c"])
+        .arg(dir.join("kong.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the admin API", || http(admin, "GET", "/status", None).ok());
+    Node {
+        child,
+        proxy,
+        admin,
+        mock,
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kong-quick-start-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_seeds_quick_start_then_kill_9_and_restart() {
+    let dir = temp_dir();
+    let node = start(&dir, free_port());
+    let (a, p) = (node.admin, node.proxy);
+
+    // curl -i -s -X POST http://localhost:8001/services --data name=example_service --data url='http://httpbin.org'
+    let url = format!("http%3A%2F%2F127.0.0.1%3A{}", node.mock);
+    let (status, _, body) = http(a, "POST", "/services", Some(&format!("name=example_service&url={url}"))).unwrap();
+    assert_eq!(status, 201, "{body}");
+    // curl -is -X POST http://localhost:8001/services/example_service/plugins --data 'name=my-plugin'
+    let (status, _, body) = http(a, "POST", "/services/example_service/plugins", Some("name=my-plugin")).unwrap();
+    assert_eq!(status, 201, "{body}");
+    // curl -i -X POST http://localhost:8001/services/example_service/routes --data 'paths[]=/mock' --data name=example_route
+    let (status, _, body) = http(
+        a,
+        "POST",
+        "/services/example_service/routes",
+        Some("paths%5B%5D=%2Fmock&name=example_route"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    // curl -i http://localhost:8000/mock/anything
+    let (status, head, _) = http(p, "GET", "/mock/anything", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nx-myplugin: response"), "{head}");
+
+    // The variant with config.response_header_name.
+    let (_, _, plugins) = http(a, "GET", "/services/example_service/plugins", None).unwrap();
+    let plugins: serde_json::Value = serde_json::from_str(&plugins).unwrap();
+    let id = plugins["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _, body) = http(
+        a,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        Some("config.response_header_name=X-CustomHeaderName"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, head, _) = http(p, "GET", "/mock/anything", None).unwrap();
+    assert!(head.contains("\r\nx-customheadername: response"), "{head}");
+
+    // curl -s localhost:8001 | jq '.plugins.available_on_server."my-plugin"'
+    let (_, _, root) = http(a, "GET", "/", None).unwrap();
+    let root: serde_json::Value = serde_json::from_str(&root).unwrap();
+    assert_eq!(
+        root["plugins"]["available_on_server"]["my-plugin"],
+        serde_json::json!({ "priority": 1000, "version": "0.0.1" })
+    );
+
+    // kill -9, then a restart on the same prefix: everything acknowledged is there.
+    let mock = node.mock;
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    drop(node);
+    let node = start(&dir, mock);
+    let (status, _, body) = http(node.admin, "GET", "/routes/example_route", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, head, _) = wait_until("the proxy", || http(node.proxy, "GET", "/mock/anything", None).ok());
+    assert_eq!(status, 200);
+    assert!(head.contains("\r\nx-customheadername: response"), "{head}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

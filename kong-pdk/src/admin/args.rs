@@ -1,0 +1,210 @@
+//! Admin API request bodies with Kong's conventions (`kong/api/arguments.lua`): JSON as-is;
+//! form-encoded keys build records (`config.x=1`), arrays (`paths[]=/a`, `paths[1]=/a`,
+//! repeated keys) and maps (`headers.x=v`, `headers[x]=v`); values are typed by the schema
+//! (`"true"` → true, `"5"` → 5, a scalar for an array → a one-element array) and `""` means
+//! null.
+
+use serde_json::{Map, Value};
+
+use crate::schema::{FieldKind, FieldSchema, RecordSchema};
+
+/// Decodes an `application/x-www-form-urlencoded` body into a JSON object (strings only;
+/// [`infer`] types them).
+pub(crate) fn form(body: &str) -> Map<String, Value> {
+    let mut root = Map::new();
+    for pair in body.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = crate::pdk::request::percent_decode(k, true);
+        let value = crate::pdk::request::percent_decode(v, true);
+        insert(&mut root, &path_of(&key), Value::String(value));
+    }
+    root
+}
+
+#[derive(Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+    Push,
+}
+
+/// `config.a[b][]` → [Key(config), Key(a), Key(b), Push].
+fn path_of(key: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (i, part) in key.split('.').enumerate() {
+        let (name, mut rest) = match part.find('[') {
+            Some(b) => (&part[..b], &part[b..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() || i == 0 {
+            steps.push(Step::Key(name.to_owned()));
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            let idx = &inner[..end];
+            steps.push(if idx.is_empty() {
+                Step::Push
+            } else if let Ok(n) = idx.parse::<usize>() {
+                Step::Index(n.max(1) - 1)
+            } else {
+                Step::Key(idx.to_owned())
+            });
+            rest = &inner[end + 1..];
+        }
+    }
+    steps
+}
+
+fn insert(obj: &mut Map<String, Value>, path: &[Step], value: Value) {
+    let Some((Step::Key(first), rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        // A repeated key makes an array.
+        match obj.get_mut(first) {
+            Some(Value::Array(a)) => a.push(value),
+            Some(existing) => {
+                let prev = existing.take();
+                *existing = Value::Array(vec![prev, value]);
+            }
+            None => {
+                obj.insert(first.clone(), value);
+            }
+        }
+        return;
+    }
+    let slot = obj.entry(first.clone()).or_insert(Value::Null);
+    insert_at(slot, rest, value);
+}
+
+fn insert_at(slot: &mut Value, path: &[Step], value: Value) {
+    let Some((step, rest)) = path.split_first() else {
+        *slot = value;
+        return;
+    };
+    match step {
+        Step::Key(k) => {
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = slot {
+                if rest.is_empty() {
+                    insert(m, &[Step::Key(k.clone())], value);
+                } else {
+                    insert_at(m.entry(k.clone()).or_insert(Value::Null), rest, value);
+                }
+            }
+        }
+        Step::Push | Step::Index(_) => {
+            if !slot.is_array() {
+                *slot = Value::Array(Vec::new());
+            }
+            if let Value::Array(a) = slot {
+                let i = match step {
+                    Step::Index(i) => *i,
+                    _ => a.len(),
+                };
+                if a.len() <= i {
+                    a.resize(i + 1, Value::Null);
+                }
+                insert_at(&mut a[i], rest, value);
+            }
+        }
+    }
+}
+
+/// Types form values by `schema`: numbers, booleans, one-element arrays, `""` → null.
+pub(crate) fn infer(value: &mut Value, schema: &FieldSchema) {
+    if value.as_str() == Some("") {
+        *value = Value::Null;
+        return;
+    }
+    match &schema.kind {
+        FieldKind::Integer | FieldKind::Number => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<serde_json::Number>().ok()) {
+                *value = Value::Number(n);
+            }
+        }
+        FieldKind::Boolean => match value.as_str() {
+            Some("true") => *value = Value::Bool(true),
+            Some("false") => *value = Value::Bool(false),
+            _ => {}
+        },
+        FieldKind::Array(elem) | FieldKind::Set(elem) => {
+            if !value.is_array() && !value.is_null() {
+                *value = Value::Array(vec![value.take()]);
+            }
+            if let Value::Array(items) = value {
+                items.retain(|v| !v.is_null());
+                for item in items {
+                    infer(item, elem);
+                }
+            }
+        }
+        FieldKind::Map { values, .. } => {
+            if let Value::Object(m) = value {
+                for v in m.values_mut() {
+                    infer(v, values);
+                }
+            }
+        }
+        FieldKind::Record(record) => infer_record(value, record),
+        FieldKind::String | FieldKind::Foreign { .. } => {}
+    }
+}
+
+/// [`infer`] over the fields of a record.
+pub(crate) fn infer_record(value: &mut Value, record: &RecordSchema) {
+    if let Value::Object(m) = value {
+        for field in &record.fields {
+            if let Some(v) = m.get_mut(&field.name) {
+                infer(v, &field.schema);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn forms_build_records_arrays_and_maps() {
+        let m = form(
+            "name=svc&config.response_header_name=X-Custom&paths[]=/a&paths[]=/b&methods=GET&hosts[2]=b&hosts[1]=a&headers.x-version=v1&headers[x-other]=o&tags=a&tags=b&url=http%3A%2F%2Fmock%3A15555%2Fp%20q",
+        );
+        assert_eq!(
+            Value::Object(m),
+            json!({
+                "name": "svc",
+                "config": { "response_header_name": "X-Custom" },
+                "paths": ["/a", "/b"],
+                "methods": "GET",
+                "hosts": ["a", "b"],
+                "headers": { "x-version": "v1", "x-other": "o" },
+                "tags": ["a", "b"],
+                "url": "http://mock:15555/p q",
+            })
+        );
+    }
+
+    #[test]
+    fn values_are_typed_by_the_schema() {
+        let record = RecordSchema {
+            fields: vec![
+                crate::schema::Field::new("port", FieldSchema::of(FieldKind::Integer)),
+                crate::schema::Field::new("on", FieldSchema::of(FieldKind::Boolean)),
+                crate::schema::Field::new(
+                    "methods",
+                    FieldSchema::of(FieldKind::Set(Box::new(FieldSchema::of(FieldKind::String)))),
+                ),
+                crate::schema::Field::new("path", FieldSchema::of(FieldKind::String)),
+            ],
+            entity_checks: vec![],
+        };
+        let mut v = Value::Object(form("port=8080&on=true&methods=GET&path="));
+        infer_record(&mut v, &record);
+        assert_eq!(v, json!({ "port": 8080, "on": true, "methods": ["GET"], "path": null }));
+    }
+}

@@ -1,0 +1,275 @@
+//! The core entity kinds the Admin API serves, with Kong's schemas (`kong/db/schema/entities`):
+//! fields, defaults, endpoint keys, unique fields and foreign keys.
+
+use std::sync::LazyLock;
+
+use serde_json::{Value, json};
+
+use crate::schema::typedefs;
+use crate::schema::{EntityCheck, Field, FieldKind, FieldSchema, RecordSchema};
+
+/// One entity kind.
+pub(crate) struct Kind {
+    /// The table / path name (`services`).
+    pub name: &'static str,
+    /// The fields and entity checks.
+    pub schema: RecordSchema,
+    /// The field that may stand for the id in paths (`name`, `username`).
+    pub endpoint_key: Option<&'static str>,
+    /// Fields whose values are unique among entities of the kind.
+    pub unique: &'static [&'static str],
+    /// Foreign fields: (field, referenced kind, deleting the referenced entity cascades).
+    pub foreign: &'static [(&'static str, &'static str, bool)],
+}
+
+fn f(kind: FieldKind) -> FieldSchema {
+    FieldSchema::of(kind)
+}
+
+fn with_default(mut s: FieldSchema, v: Value) -> FieldSchema {
+    s.default = Some(v);
+    s
+}
+
+fn required(mut s: FieldSchema) -> FieldSchema {
+    s.required = true;
+    s
+}
+
+fn foreign(reference: &'static str) -> FieldSchema {
+    f(FieldKind::Foreign { reference })
+}
+
+fn between(mut s: FieldSchema, lo: i64, hi: i64) -> FieldSchema {
+    s.between = Some((Value::from(lo), Value::from(hi)));
+    s
+}
+
+fn one_of(mut s: FieldSchema, values: Value) -> FieldSchema {
+    s.one_of = values.as_array().cloned();
+    s
+}
+
+fn set_of(elem: FieldSchema) -> FieldSchema {
+    f(FieldKind::Set(Box::new(elem)))
+}
+
+fn array_of(elem: FieldSchema) -> FieldSchema {
+    f(FieldKind::Array(Box::new(elem)))
+}
+
+fn common(fields: Vec<Field>) -> Vec<Field> {
+    let mut all = vec![
+        Field::new("id", typedefs::uuid::schema()),
+        Field::new("created_at", f(FieldKind::Integer)),
+        Field::new("updated_at", f(FieldKind::Integer)),
+    ];
+    all.extend(fields);
+    all.push(Field::new("tags", typedefs::tags::schema()));
+    all
+}
+
+const PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+    "ws",
+    "wss",
+];
+
+fn route_path(v: &Value) -> Result<(), String> {
+    match v.as_str() {
+        Some(p) if p.starts_with('/') || p.starts_with("~/") => Ok(()),
+        _ => Err("should start with: / (fixed path) or ~/ (regex path)".into()),
+    }
+}
+
+fn services() -> Kind {
+    let timeout = || with_default(between(f(FieldKind::Integer), 1, 2_147_483_646), json!(60000));
+    Kind {
+        name: "services",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("name", typedefs::utf8_name::schema()),
+                Field::new(
+                    "retries",
+                    with_default(between(f(FieldKind::Integer), 0, 32767), json!(5)),
+                ),
+                Field::new(
+                    "protocol",
+                    required(with_default(
+                        one_of(f(FieldKind::String), json!(PROTOCOLS)),
+                        json!("http"),
+                    )),
+                ),
+                Field::new("host", required(typedefs::host::schema())),
+                Field::new("port", required(with_default(typedefs::port::schema(), json!(80)))),
+                Field::new("path", typedefs::path::schema()),
+                Field::new("connect_timeout", timeout()),
+                Field::new("write_timeout", timeout()),
+                Field::new("read_timeout", timeout()),
+                Field::new("client_certificate", foreign("certificates")),
+                Field::new("tls_verify", f(FieldKind::Boolean)),
+                Field::new("tls_verify_depth", between(f(FieldKind::Integer), 0, 64)),
+                Field::new("ca_certificates", array_of(typedefs::uuid::schema())),
+                Field::new("enabled", required(with_default(f(FieldKind::Boolean), json!(true)))),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("name"),
+        unique: &["name"],
+        foreign: &[("client_certificate", "certificates", false)],
+    }
+}
+
+fn routes() -> Kind {
+    let mut path = f(FieldKind::String);
+    path.custom_validator = Some(route_path);
+    let bool_default = |v: bool| required(with_default(f(FieldKind::Boolean), json!(v)));
+    Kind {
+        name: "routes",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("name", typedefs::utf8_name::schema()),
+                Field::new(
+                    "protocols",
+                    required(with_default(
+                        set_of(one_of(f(FieldKind::String), json!(PROTOCOLS))),
+                        json!(["http", "https"]),
+                    )),
+                ),
+                Field::new("methods", set_of(typedefs::http_method::schema())),
+                Field::new("hosts", array_of(typedefs::wildcard_host::schema())),
+                Field::new("paths", array_of(path)),
+                Field::new(
+                    "headers",
+                    f(FieldKind::Map {
+                        keys: Box::new(typedefs::header_name::schema()),
+                        values: Box::new(array_of(f(FieldKind::String))),
+                    }),
+                ),
+                Field::new(
+                    "https_redirect_status_code",
+                    required(with_default(
+                        one_of(f(FieldKind::Integer), json!([426, 301, 302, 307, 308])),
+                        json!(426),
+                    )),
+                ),
+                Field::new("regex_priority", with_default(f(FieldKind::Integer), json!(0))),
+                Field::new("strip_path", bool_default(true)),
+                Field::new(
+                    "path_handling",
+                    with_default(one_of(f(FieldKind::String), json!(["v0", "v1"])), json!("v0")),
+                ),
+                Field::new("preserve_host", bool_default(false)),
+                Field::new("request_buffering", bool_default(true)),
+                Field::new("response_buffering", bool_default(true)),
+                Field::new("snis", set_of(typedefs::wildcard_host::schema())),
+                Field::new("service", foreign("services")),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("name"),
+        unique: &["name"],
+        foreign: &[("service", "services", false)],
+    }
+}
+
+fn consumers() -> Kind {
+    Kind {
+        name: "consumers",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("username", f(FieldKind::String)),
+                Field::new("custom_id", f(FieldKind::String)),
+            ]),
+            entity_checks: vec![EntityCheck::AtLeastOneOf(vec!["custom_id".into(), "username".into()])],
+        },
+        endpoint_key: Some("username"),
+        unique: &["username", "custom_id"],
+        foreign: &[],
+    }
+}
+
+fn plugins() -> Kind {
+    Kind {
+        name: "plugins",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("name", required(f(FieldKind::String))),
+                Field::new("instance_name", typedefs::utf8_name::schema()),
+                Field::new("route", foreign("routes")),
+                Field::new("service", foreign("services")),
+                Field::new("consumer", foreign("consumers")),
+                Field::new("protocols", typedefs::protocols::schema()),
+                Field::new("enabled", required(with_default(f(FieldKind::Boolean), json!(true)))),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("instance_name"),
+        unique: &["instance_name"],
+        foreign: &[
+            ("route", "routes", true),
+            ("service", "services", true),
+            ("consumer", "consumers", true),
+        ],
+    }
+}
+
+fn certificates() -> Kind {
+    Kind {
+        name: "certificates",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("cert", required(f(FieldKind::String))),
+                Field::new("key", required(f(FieldKind::String))),
+                Field::new("cert_alt", f(FieldKind::String)),
+                Field::new("key_alt", f(FieldKind::String)),
+            ]),
+            entity_checks: vec![EntityCheck::MutuallyRequired(vec!["cert_alt".into(), "key_alt".into()])],
+        },
+        endpoint_key: None,
+        unique: &[],
+        foreign: &[],
+    }
+}
+
+fn snis() -> Kind {
+    Kind {
+        name: "snis",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("name", required(typedefs::wildcard_host::schema())),
+                Field::new("certificate", required(foreign("certificates"))),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("name"),
+        unique: &["name"],
+        foreign: &[("certificate", "certificates", true)],
+    }
+}
+
+static KINDS: LazyLock<Vec<Kind>> =
+    LazyLock::new(|| vec![services(), routes(), consumers(), plugins(), certificates(), snis()]);
+
+/// Every kind, in dependency order (a kind only references kinds before it, but for
+/// `client_certificate`).
+pub(crate) fn all() -> &'static [Kind] {
+    &KINDS
+}
+
+/// The kind named `name`.
+pub(crate) fn get(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The singular name of a kind as a foreign field (`services` → `service`).
+pub(crate) fn singular(kind: &str) -> &str {
+    kind.strip_suffix('s').unwrap_or(kind)
+}

@@ -1,0 +1,1190 @@
+//! Kong's Admin API over a [`Store`]: CRUD for services, routes, consumers, plugins,
+//! certificates and SNIs with Kong's paths, bodies, errors and status codes. Every accepted
+//! write is committed to the store, then the proxy's snapshot is rebuilt and swapped; a write
+//! whose configuration would not build is refused and nothing is stored.
+//!
+//! ```no_run
+//! # async fn run(proxy: std::sync::Arc<kong_pdk::gateway::Proxy>, plugins: std::sync::Arc<kong_pdk::registry::Plugins>) {
+//! use kong_pdk::admin::{Admin, Store};
+//! let store = Store::sqlite("prefix/kong.db".as_ref()).await.unwrap();
+//! let admin = Admin::new(store, plugins, proxy).await.unwrap();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await.unwrap();
+//! admin.serve(listener, std::future::pending()).await;
+//! # }
+//! ```
+
+mod args;
+mod kinds;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+pub use store::{Op, Store, StoreError};
+
+use crate::entities::{Certificate, Consumer, Route, Service, Sni};
+use crate::executor::PluginEntity;
+use crate::gateway::declarative::Config;
+use crate::gateway::{KONG_VERSION, Proxy};
+use crate::registry::{Plugins, Scope};
+use crate::schema::SchemaViolation;
+use kinds::Kind;
+
+/// Entities by kind, then by id.
+type Entities = BTreeMap<&'static str, BTreeMap<String, Value>>;
+
+/// The Admin API: the store, the entities it holds, and the proxy it configures.
+pub struct Admin {
+    store: Store,
+    plugins: Arc<Plugins>,
+    proxy: Arc<Proxy>,
+    entities: Mutex<Entities>,
+    node_id: Uuid,
+}
+
+/// An Admin API error: Kong's status and body.
+#[derive(Debug)]
+struct ApiError(StatusCode, Value);
+
+type ApiResult = Result<(StatusCode, Value), ApiError>;
+
+fn message(status: u16, text: &str) -> ApiError {
+    ApiError(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        json!({ "message": text }),
+    )
+}
+
+fn db_error(code: u16, name: &str, message: String, fields: Option<Value>) -> ApiError {
+    let status = match code {
+        5 => StatusCode::CONFLICT,
+        6 => StatusCode::NOT_FOUND,
+        8 => StatusCode::INTERNAL_SERVER_ERROR,
+        12 => StatusCode::METHOD_NOT_ALLOWED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut body = json!({ "code": code, "name": name, "message": message });
+    if let Some(fields) = fields {
+        body["fields"] = fields;
+    }
+    ApiError(status, body)
+}
+
+fn violation(v: SchemaViolation) -> ApiError {
+    db_error(2, "schema violation", v.message().to_owned(), Some(v.fields().clone()))
+}
+
+fn field_violation(field: &str, text: impl Into<String>) -> ApiError {
+    let mut m = Map::new();
+    m.insert(field.to_owned(), Value::String(text.into()));
+    violation(SchemaViolation::new(m))
+}
+
+/// Kong's rendering of a key in messages: `'{name="x"}'`.
+fn key_text(field: &str, value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{{{field}=\"{s}\"}}"),
+        other => format!("{{{field}={other}}}"),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Admin {
+    /// Migrates the store, loads its entities and gives the proxy their configuration.
+    pub async fn new(store: Store, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
+        store.migrate().await.map_err(|e| e.to_string())?;
+        let mut entities = Entities::new();
+        for kind in kinds::all() {
+            entities.insert(kind.name, BTreeMap::new());
+        }
+        for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
+            let Some(k) = kinds::get(&kind) else { continue };
+            let id = value["id"].as_str().unwrap_or_default().to_owned();
+            entities.entry(k.name).or_default().insert(id, value);
+        }
+        let admin = Admin {
+            store,
+            plugins,
+            proxy,
+            entities: Mutex::new(entities),
+            node_id: Uuid::new_v4(),
+        };
+        {
+            let entities = admin.entities.lock().await;
+            let snapshot = admin.build(&entities).await.map_err(|e| format!("{:?}", e.1))?;
+            admin.proxy.swap(snapshot);
+        }
+        Ok(Arc::new(admin))
+    }
+
+    /// Serves the Admin API on `listener` until `shutdown` completes.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let admin = self.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let admin = admin.clone();
+                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers one Admin API request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let origin = req.headers().get(http::header::ORIGIN).cloned();
+        let (status, body, allow) = match self.route(req).await {
+            Ok((status, body)) => (status, body, None),
+            Err(ApiError(status, body)) if status == StatusCode::NO_CONTENT => {
+                (status, Value::Null, body.as_str().map(str::to_owned))
+            }
+            Err(ApiError(status, body)) => (status, body, None),
+        };
+        let mut resp = Response::new(Full::new(if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        }));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        if !body.is_null() {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            origin.unwrap_or_else(|| HeaderValue::from_static("*")),
+        );
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            h.insert(http::header::ALLOW, allow.clone());
+            h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+            h.insert(
+                http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Content-Type"),
+            );
+        }
+        h.insert(
+            http::header::SERVER,
+            HeaderValue::from_static(concat!("kong/", "3.10.0")),
+        );
+        h.insert(
+            "x-kong-admin-latency",
+            HeaderValue::from(started.elapsed().as_millis() as u64),
+        );
+        resp
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> ApiResult
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let segments: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| crate::pdk::request::percent_decode(s, false))
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = parts.method.clone();
+        if method == Method::OPTIONS {
+            return Err(ApiError(StatusCode::NO_CONTENT, Value::from(allowed(&segs))));
+        }
+        let read_body = |body: B, headers: http::HeaderMap, kind: &'static str| async move {
+            let (mut value, form) = read(body, &headers).await?;
+            if form {
+                self.infer(kinds::get(kind).expect("known kind"), &mut value);
+            }
+            Ok::<Value, ApiError>(value)
+        };
+        let get = method == Method::GET || method == Method::HEAD;
+        match segs.as_slice() {
+            [] if get => Ok((StatusCode::OK, self.info())),
+            ["status"] if get => Ok((StatusCode::OK, self.status().await)),
+            ["plugins", "enabled"] if get => Ok((
+                StatusCode::OK,
+                json!({ "enabled_plugins": self.plugins.iter().map(|m| m.name).collect::<Vec<_>>() }),
+            )),
+            ["endpoints"] if get => Ok((StatusCode::OK, endpoints())),
+            ["schemas", "plugins", "validate"] if method == Method::POST => {
+                let mut value = read_body(body, parts.headers, "plugins").await?;
+                let now = now();
+                self.validate_plugin(&mut value, now)?;
+                Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
+            }
+            ["schemas", "plugins", name] if get => match self.plugins.schema(name) {
+                Some(schema) => Ok((StatusCode::OK, schema.to_json())),
+                None => Err(message(404, &format!("No plugin named '{name}'"))),
+            },
+            ["schemas", kind] if get => match kinds::get(kind) {
+                Some(k) => Ok((
+                    StatusCode::OK,
+                    crate::schema::schema_json(&k.schema.fields, &k.schema.entity_checks),
+                )),
+                None => Err(message(404, &format!("No entity named '{kind}'"))),
+            },
+            ["schemas", kind, "validate"] if method == Method::POST => {
+                let kind = kinds::get(kind).ok_or_else(|| message(404, &format!("No entity named '{kind}'")))?;
+                let value = read_body(body, parts.headers, kind.name).await?;
+                let entities = self.entities.lock().await;
+                self.prepare(kind, value, None, &entities)?;
+                Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
+            }
+            [kind] if kinds::get(kind).is_some() => {
+                let kind = kinds::get(kind).expect("checked");
+                match method {
+                    Method::GET | Method::HEAD => self.list(kind, None, &query, &path).await,
+                    Method::POST => {
+                        let value = read_body(body, parts.headers, kind.name).await?;
+                        self.create(kind, value, None).await
+                    }
+                    _ => Err(message(405, "Method not allowed")),
+                }
+            }
+            [kind, key] if kinds::get(kind).is_some() => {
+                let kind = kinds::get(kind).expect("checked");
+                let value = if matches!(method, Method::PUT | Method::PATCH) {
+                    Some(read_body(body, parts.headers, kind.name).await?)
+                } else {
+                    None
+                };
+                self.one(kind, key, None, method, value).await
+            }
+            [parent, pkey, kind] if nested(parent, kind).is_some() => {
+                let (parent, kind, field) = nested(parent, kind).expect("checked");
+                let parent_id = {
+                    let entities = self.entities.lock().await;
+                    find(&entities, parent, pkey).map(|e| e["id"].clone())
+                };
+                let Some(parent_id) = parent_id else {
+                    return Err(message(404, "Not found"));
+                };
+                match method {
+                    Method::GET | Method::HEAD => self.list(kind, Some((field, &parent_id)), &query, &path).await,
+                    Method::POST => {
+                        let value = read_body(body, parts.headers, kind.name).await?;
+                        self.create(kind, value, Some((field, parent_id))).await
+                    }
+                    _ => Err(message(405, "Method not allowed")),
+                }
+            }
+            [kind, key, field] if kinds::get(kind).is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)) => {
+                if !get {
+                    return Err(message(405, "Method not allowed"));
+                }
+                let kind = kinds::get(kind).expect("checked");
+                let (_, target, _) = kind.foreign.iter().find(|f| f.0 == *field).expect("checked");
+                let entities = self.entities.lock().await;
+                let entity = find(&entities, kind, key).ok_or_else(|| message(404, "Not found"))?;
+                let id = entity[*field]["id"].as_str().unwrap_or_default();
+                let target = kinds::get(target).expect("known kind");
+                let found = entities[target.name].get(id).ok_or_else(|| message(404, "Not found"))?;
+                Ok((StatusCode::OK, found.clone()))
+            }
+            [parent, pkey, kind, key] if nested(parent, kind).is_some() => {
+                let (parent, kind, field) = nested(parent, kind).expect("checked");
+                let parent_id = {
+                    let entities = self.entities.lock().await;
+                    find(&entities, parent, pkey).map(|e| e["id"].clone())
+                };
+                let Some(parent_id) = parent_id else {
+                    return Err(message(404, "Not found"));
+                };
+                let value = if matches!(method, Method::PUT | Method::PATCH) {
+                    Some(read_body(body, parts.headers, kind.name).await?)
+                } else {
+                    None
+                };
+                self.one(kind, key, Some((field, parent_id)), method, value).await
+            }
+            _ => Err(message(404, "Not found")),
+        }
+    }
+
+    /// Types form-encoded values by the kind's schema (and a plugin's config schema).
+    fn infer(&self, kind: &Kind, value: &mut Value) {
+        args::infer_record(value, &kind.schema);
+        if kind.name == "plugins" {
+            if let Some(schema) = value["name"].as_str().and_then(|n| self.plugins.schema(n)) {
+                for field in schema.fields() {
+                    if let Some(v) = value.get_mut(&field.name) {
+                        args::infer(v, &field.schema);
+                    }
+                }
+            }
+        }
+    }
+
+    fn info(&self) -> Value {
+        let available: Map<String, Value> = self
+            .plugins
+            .iter()
+            .map(|m| {
+                (
+                    m.name.to_owned(),
+                    json!({ "version": m.version, "priority": m.priority }),
+                )
+            })
+            .collect();
+        json!({
+            "tagline": "Welcome to kong",
+            "version": KONG_VERSION,
+            "edition": "community",
+            "kong_pdk_version": env!("CARGO_PKG_VERSION"),
+            "hostname": self.plugins.node().hostname,
+            "node_id": self.node_id.to_string(),
+            "lua_version": Value::Null,
+            "plugins": {
+                "available_on_server": available,
+                "enabled_in_cluster": self.enabled_in_cluster(),
+            },
+            "configuration": {
+                "database": if self.store.is_sqlite() { "sqlite" } else { "postgres" },
+            },
+            "pids": { "master": std::process::id(), "workers": [std::process::id()] },
+        })
+    }
+
+    fn enabled_in_cluster(&self) -> Vec<String> {
+        let Ok(entities) = self.entities.try_lock() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entities["plugins"]
+            .values()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    async fn status(&self) -> Value {
+        let reachable = self.store.load().await.is_ok();
+        json!({
+            "database": { "reachable": reachable },
+            "server": {
+                "connections_active": Value::Null,
+                "total_requests": Value::Null,
+            },
+            "memory": { "lua_shared_dicts": {}, "workers_lua_vms": [] },
+        })
+    }
+
+    /// `GET /S` and nested `GET /P/{p}/S`: a page of entities.
+    async fn list(&self, kind: &'static Kind, parent: Option<(&str, &Value)>, query: &str, path: &str) -> ApiResult {
+        let args: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (
+                    crate::pdk::request::percent_decode(k, true),
+                    crate::pdk::request::percent_decode(v, true),
+                )
+            })
+            .collect();
+        let arg = |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let size = match arg("size") {
+            None => 100,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if (1..=1000).contains(&n) => n as usize,
+                Ok(_) => {
+                    return Err(db_error(
+                        9,
+                        "invalid size",
+                        "size must be an integer between 1 and 1000".into(),
+                        None,
+                    ));
+                }
+                Err(_) => return Err(db_error(9, "invalid size", "size must be a number".into(), None)),
+            },
+        };
+        let after = match arg("offset") {
+            None => None,
+            Some(o) => Some(decode_offset(o).ok_or_else(|| {
+                db_error(
+                    7,
+                    "invalid offset",
+                    format!("'{o}' is not a valid offset: bad base64 encoding"),
+                    None,
+                )
+            })?),
+        };
+        let tags = arg("tags").map(str::to_owned);
+        let filter_custom_id = if kind.name == "consumers" {
+            arg("custom_id")
+        } else {
+            None
+        };
+        if filter_custom_id == Some("") {
+            return Err(message(400, "custom_id must be an unempty string"));
+        }
+        let entities = self.entities.lock().await;
+        let matches = |e: &Value| {
+            if let Some((field, id)) = parent {
+                if &e[field]["id"] != id {
+                    return false;
+                }
+            }
+            if let Some(c) = filter_custom_id {
+                if e["custom_id"].as_str() != Some(c) {
+                    return false;
+                }
+            }
+            if let Some(t) = &tags {
+                let have: Vec<&str> = e["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let ok = if t.contains('/') {
+                    t.split('/').any(|x| have.contains(&x))
+                } else {
+                    t.split(',').all(|x| have.contains(&x))
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut page: Vec<Value> = Vec::with_capacity(size.min(64));
+        let mut more = false;
+        let range = match &after {
+            Some(a) => {
+                entities[kind.name].range::<String, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+            }
+            None => entities[kind.name].range::<String, _>(..),
+        };
+        for (_, e) in range {
+            if !matches(e) {
+                continue;
+            }
+            if page.len() == size {
+                more = true;
+                break;
+            }
+            page.push(e.clone());
+        }
+        let mut body = json!({ "data": page, "next": Value::Null });
+        if more {
+            let last = page.last().and_then(|e| e["id"].as_str()).unwrap_or_default();
+            let offset = encode_offset(last);
+            let mut next = format!(
+                "{path}?offset={}",
+                crate::pdk::request::percent_encode_component(&offset)
+            );
+            if let Some(t) = &tags {
+                next.push_str(&format!("&tags={}", crate::pdk::request::percent_encode_component(t)));
+            }
+            if arg("size").is_some() {
+                next.push_str(&format!("&size={size}"));
+            }
+            body["offset"] = Value::from(offset);
+            body["next"] = Value::from(next);
+        }
+        Ok((StatusCode::OK, body))
+    }
+
+    /// `/S/{key}` and `/P/{p}/S/{key}`: GET, PUT, PATCH, DELETE.
+    async fn one(
+        &self,
+        kind: &'static Kind,
+        key: &str,
+        parent: Option<(&'static str, Value)>,
+        method: Method,
+        body: Option<Value>,
+    ) -> ApiResult {
+        let existing = {
+            let entities = self.entities.lock().await;
+            find(&entities, kind, key).cloned()
+        };
+        // A nested path only reaches children of that parent.
+        let existing = existing.filter(|e| parent.as_ref().is_none_or(|(f, id)| &e[*f]["id"] == id));
+        match method {
+            Method::GET | Method::HEAD => existing
+                .map(|e| (StatusCode::OK, e))
+                .ok_or_else(|| message(404, "Not found")),
+            Method::DELETE => {
+                if let Some(e) = existing {
+                    self.delete(kind, &e).await?;
+                }
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            Method::PATCH => {
+                let Some(existing) = existing else {
+                    return Err(message(404, "Not found"));
+                };
+                let Some(Value::Object(patch)) = body else {
+                    return Err(message(400, "Cannot parse JSON body"));
+                };
+                let mut merged = existing.clone();
+                for (k, v) in patch {
+                    match (merged.get_mut(&k), v) {
+                        // Records (plugin config) merge; everything else is replaced.
+                        (Some(Value::Object(old)), Value::Object(new)) if k == "config" => {
+                            for (ck, cv) in new {
+                                old.insert(ck, cv);
+                            }
+                        }
+                        (_, v) => {
+                            merged[&k] = v;
+                        }
+                    }
+                }
+                if let Some((field, id)) = &parent {
+                    merged[*field] = json!({ "id": id });
+                }
+                merged["updated_at"] = Value::from(now());
+                self.save(kind, merged, Some(&existing), StatusCode::OK).await
+            }
+            Method::PUT => {
+                let Some(Value::Object(mut entity)) = body else {
+                    return Err(message(400, "Cannot parse JSON body"));
+                };
+                let id = match &existing {
+                    Some(e) => e["id"].clone(),
+                    None if Uuid::parse_str(key).is_ok() => Value::from(key),
+                    None => Value::from(Uuid::new_v4().to_string()),
+                };
+                if Uuid::parse_str(key).is_err() {
+                    if let Some(endpoint_key) = kind.endpoint_key {
+                        entity.insert(endpoint_key.into(), Value::from(key));
+                    }
+                }
+                entity.insert("id".into(), id);
+                if let Some((field, pid)) = &parent {
+                    entity.insert((*field).into(), json!({ "id": pid }));
+                }
+                let created = existing
+                    .as_ref()
+                    .map_or_else(now, |e| e["created_at"].as_i64().unwrap_or_else(now));
+                entity.insert("created_at".into(), Value::from(created));
+                entity.insert("updated_at".into(), Value::from(now()));
+                self.save(kind, Value::Object(entity), existing.as_ref(), StatusCode::OK)
+                    .await
+            }
+            _ => Err(message(405, "Method not allowed")),
+        }
+    }
+
+    async fn create(&self, kind: &'static Kind, body: Value, parent: Option<(&'static str, Value)>) -> ApiResult {
+        let Value::Object(mut entity) = body else {
+            return Err(message(400, "Cannot parse JSON body"));
+        };
+        if let Some((field, id)) = parent {
+            entity.insert(field.into(), json!({ "id": id }));
+        }
+        let t = now();
+        entity.entry("created_at").or_insert(Value::from(t));
+        entity.entry("updated_at").or_insert(Value::from(t));
+        if !entity.contains_key("id") {
+            entity.insert("id".into(), Value::from(Uuid::new_v4().to_string()));
+        }
+        self.save(kind, Value::Object(entity), None, StatusCode::CREATED).await
+    }
+
+    /// Validates `value` as a `kind` entity: url shorthand, schema, foreign keys, plugin
+    /// configs, certificate pairs. Returns the entity as stored.
+    fn prepare(
+        &self,
+        kind: &'static Kind,
+        value: Value,
+        previous: Option<&Value>,
+        entities: &Entities,
+    ) -> Result<Value, ApiError> {
+        let Value::Object(mut obj) = value else {
+            return Err(message(400, "Cannot parse JSON body"));
+        };
+        if kind.name == "services" {
+            if let Some(url) = obj.remove("url") {
+                let url = url
+                    .as_str()
+                    .ok_or_else(|| field_violation("url", "expected a string"))?
+                    .to_owned();
+                let parsed = crate::gateway::declarative::parse_url(&url).map_err(|e| field_violation("url", e))?;
+                for (k, v) in parsed {
+                    obj.insert(k.into(), v);
+                }
+            }
+        }
+        if let Some(id) = obj.get("id") {
+            if id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err()) {
+                return Err(field_violation("id", "expected a valid UUID"));
+            }
+        }
+        // Foreign keys may name the entity by its endpoint key.
+        for (field, target, _) in kind.foreign {
+            let Some(reference) = obj.get(*field).filter(|v| !v.is_null()).cloned() else {
+                continue;
+            };
+            let target = kinds::get(target).expect("known kind");
+            let resolved = match &reference {
+                Value::Object(m) if m.contains_key("id") => {
+                    let id = m["id"].as_str().unwrap_or_default();
+                    if !entities[target.name].contains_key(id) {
+                        return Err(db_error(
+                            4,
+                            "foreign key violation",
+                            format!(
+                                "the foreign key '{}' does not reference an existing '{}' entity.",
+                                key_text("id", &m["id"]),
+                                target.name
+                            ),
+                            Some(
+                                json!({ *field: format!("the foreign key '{}' does not reference an existing '{}' entity.", key_text("id", &m["id"]), target.name) }),
+                            ),
+                        ));
+                    }
+                    id.to_owned()
+                }
+                Value::Object(m) if m.len() == 1 => {
+                    let (k, v) = m.iter().next().expect("one entry");
+                    let found = entities[target.name]
+                        .values()
+                        .find(|e| e.get(k) == Some(v) && k != "id");
+                    match found {
+                        Some(e) => e["id"].as_str().unwrap_or_default().to_owned(),
+                        None => {
+                            let text = format!(
+                                "the foreign key cannot be resolved with '{}' for an existing '{}' entity",
+                                key_text(k, v),
+                                target.name
+                            );
+                            return Err(db_error(
+                                13,
+                                "foreign keys unresolved",
+                                format!("foreign key unresolved ({field}.{k}: {text})"),
+                                Some(json!({ *field: { k.as_str(): text } })),
+                            ));
+                        }
+                    }
+                }
+                _ => return Err(field_violation(field, "expected a record")),
+            };
+            obj.insert((*field).into(), json!({ "id": resolved }));
+        }
+        let mut value = Value::Object(obj);
+        if kind.name == "plugins" {
+            self.validate_plugin(&mut value, now())?;
+        } else {
+            crate::schema::validate_record(&kind.schema, &mut value).map_err(|e| {
+                let Value::Object(m) = e else {
+                    return message(400, "invalid entity");
+                };
+                violation(SchemaViolation::new(m))
+            })?;
+        }
+        match kind.name {
+            "routes" => route_checks(&value)?,
+            "certificates" => {
+                let alt = value["cert_alt"].as_str().zip(value["key_alt"].as_str());
+                crate::gateway::tls::CertificatePair::from_pem(
+                    value["cert"].as_str().unwrap_or_default(),
+                    value["key"].as_str().unwrap_or_default(),
+                    alt,
+                )
+                .map_err(|(f, m)| {
+                    if f == "@entity" {
+                        violation(SchemaViolation::new(
+                            [("@entity".to_owned(), json!([m]))].into_iter().collect(),
+                        ))
+                    } else {
+                        field_violation(f, m)
+                    }
+                })?;
+            }
+            _ => {}
+        }
+        if let Some(prev) = previous {
+            value["created_at"] = prev["created_at"].clone();
+        }
+        Ok(value)
+    }
+
+    /// Validates a plugin entity: the generic fields, then its own schema (scoping, protocols,
+    /// config).
+    fn validate_plugin(&self, value: &mut Value, t: i64) -> Result<(), ApiError> {
+        let name = value["name"].as_str().map(str::to_owned);
+        let Some(name) = name else {
+            return Err(field_violation("name", "required field missing"));
+        };
+        let Some(schema) = self.plugins.schema(&name) else {
+            return Err(field_violation(
+                "name",
+                format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+            ));
+        };
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| message(400, "Cannot parse JSON body"))?;
+        obj.entry("created_at").or_insert(Value::from(t));
+        obj.entry("updated_at").or_insert(Value::from(t));
+        let config = obj.remove("config").unwrap_or(Value::Null);
+        let protocols = obj.remove("protocols");
+        let mut generic = Value::Object(obj.clone());
+        let mut errors = Map::new();
+        let kind = kinds::get("plugins").expect("known kind");
+        if let Err(Value::Object(e)) = crate::schema::validate_record(&kind.schema, &mut generic) {
+            errors.extend(e.into_iter().filter(|(k, _)| k != "protocols"));
+        }
+        let mut scoped = json!({
+            "consumer": generic["consumer"].clone(),
+            "route": generic["route"].clone(),
+            "service": generic["service"].clone(),
+            "protocols": protocols.unwrap_or(Value::Null),
+            "config": config,
+        });
+        match schema.validate_entity(scoped.take()) {
+            Ok(valid) => {
+                if errors.is_empty() {
+                    for key in ["protocols", "config"] {
+                        generic[key] = valid[key].clone();
+                    }
+                    *value = generic;
+                }
+            }
+            Err(v) => {
+                if let Value::Object(e) = v.fields() {
+                    errors.extend(e.clone());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(violation(SchemaViolation::new(errors)))
+        }
+    }
+
+    /// Validates and stores `value`, then reconfigures the proxy.
+    async fn save(&self, kind: &'static Kind, value: Value, previous: Option<&Value>, status: StatusCode) -> ApiResult {
+        let mut entities = self.entities.lock().await;
+        let value = self.prepare(kind, value, previous, &entities)?;
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        if previous.is_none() && entities[kind.name].contains_key(&id) && status == StatusCode::CREATED {
+            return Err(db_error(
+                3,
+                "primary key violation",
+                format!("primary key violation on key '{}'", key_text("id", &value["id"])),
+                Some(json!({ "id": format!("primary key violation on key '{}'", key_text("id", &value["id"])) })),
+            ));
+        }
+        let mut unique = Vec::new();
+        for field in kind.unique {
+            if let Some(v) = value[*field].as_str() {
+                let taken = entities[kind.name]
+                    .values()
+                    .any(|e| e["id"] != value["id"] && e[*field].as_str() == Some(v));
+                if taken {
+                    return Err(unique_violation(kind, field, &value[*field]));
+                }
+                unique.push((*field, v.to_owned()));
+            }
+        }
+        if kind.name == "plugins" {
+            let cache_key = plugin_cache_key(&value);
+            if entities["plugins"]
+                .values()
+                .any(|e| e["id"] != value["id"] && plugin_cache_key(e) == cache_key)
+            {
+                let text = format!(
+                    "UNIQUE violation detected on '{{consumer={},name=\"{}\",route={},service={}}}'",
+                    lua_ref(&value["consumer"]),
+                    value["name"].as_str().unwrap_or_default(),
+                    lua_ref(&value["route"]),
+                    lua_ref(&value["service"])
+                );
+                return Err(db_error(5, "unique constraint violation", text, None));
+            }
+            unique.push(("cache_key", cache_key));
+        }
+        let mut candidate = entities.clone();
+        candidate
+            .get_mut(kind.name)
+            .expect("known kind")
+            .insert(id.clone(), value.clone());
+        let snapshot = self.build(&candidate).await?;
+        let op = Op::Put {
+            kind: kind.name,
+            id: id.clone(),
+            data: value.clone(),
+            unique,
+        };
+        self.store.write(&[op]).await.map_err(|e| match e {
+            StoreError::Unique(_, field, v) => unique_violation(kind, &field, &Value::from(v)),
+            StoreError::Database(e) => db_error(8, "database error", e, None),
+        })?;
+        *entities = candidate;
+        self.proxy.swap(snapshot);
+        Ok((status, value))
+    }
+
+    async fn delete(&self, kind: &'static Kind, entity: &Value) -> Result<(), ApiError> {
+        let mut entities = self.entities.lock().await;
+        let id = entity["id"].clone();
+        let mut ops = vec![Op::Delete {
+            kind: kind.name,
+            id: id.as_str().unwrap_or_default().to_owned(),
+        }];
+        // Children that cascade go with it; others forbid the delete.
+        for child in kinds::all() {
+            for (field, target, cascade) in child.foreign {
+                if *target != kind.name {
+                    continue;
+                }
+                for (cid, c) in &entities[child.name] {
+                    if c[*field]["id"] != id {
+                        continue;
+                    }
+                    if !cascade {
+                        return Err(db_error(
+                            4,
+                            "foreign key violation",
+                            format!(
+                                "an existing '{}' entity references this '{}' entity",
+                                child.name, kind.name
+                            ),
+                            Some(json!({ "@referenced_by": child.name })),
+                        ));
+                    }
+                    ops.push(Op::Delete {
+                        kind: child.name,
+                        id: cid.clone(),
+                    });
+                }
+            }
+        }
+        let mut candidate = entities.clone();
+        for op in &ops {
+            if let Op::Delete { kind, id } = op {
+                candidate.get_mut(kind).expect("known kind").remove(id);
+            }
+        }
+        let snapshot = self.build(&candidate).await?;
+        self.store
+            .write(&ops)
+            .await
+            .map_err(|e| db_error(8, "database error", e.to_string(), None))?;
+        *entities = candidate;
+        self.proxy.swap(snapshot);
+        Ok(())
+    }
+
+    /// The proxy snapshot for `entities`.
+    async fn build(&self, entities: &Entities) -> Result<crate::gateway::Snapshot, ApiError> {
+        let config = to_config(entities).map_err(|e| message(500, &e))?;
+        config.snapshot(&self.plugins).await.map_err(|e| match e {
+            crate::registry::LoadError::Invalid { violation: v, .. } => violation(v),
+            other => message(400, &other.to_string()),
+        })
+    }
+}
+
+fn unique_violation(kind: &Kind, field: &str, value: &Value) -> ApiError {
+    let text = format!("UNIQUE violation detected on '{}'", key_text(field, value));
+    let _ = kind;
+    db_error(
+        5,
+        "unique constraint violation",
+        text.clone(),
+        Some(json!({ field: text })),
+    )
+}
+
+fn lua_ref(v: &Value) -> String {
+    match v["id"].as_str() {
+        Some(id) => format!("{{id=\"{id}\"}}"),
+        None => "null".into(),
+    }
+}
+
+fn plugin_cache_key(p: &Value) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        p["name"].as_str().unwrap_or_default(),
+        p["route"]["id"].as_str().unwrap_or_default(),
+        p["service"]["id"].as_str().unwrap_or_default(),
+        p["consumer"]["id"].as_str().unwrap_or_default()
+    )
+}
+
+/// Kong's route subschema rules for http/https routes.
+fn route_checks(route: &Value) -> Result<(), ApiError> {
+    let protocols: Vec<&str> = route["protocols"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let set = |f: &str| match &route[f] {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
+    let http = protocols.iter().any(|p| *p == "http" || *p == "https");
+    if http {
+        let https = protocols.contains(&"https");
+        let (fields, names): (&[&str], &str) = if https {
+            (
+                &["methods", "hosts", "headers", "paths", "snis"],
+                "'methods', 'hosts', 'headers', 'paths', 'snis'",
+            )
+        } else {
+            (
+                &["methods", "hosts", "headers", "paths"],
+                "'methods', 'hosts', 'headers', 'paths'",
+            )
+        };
+        if !fields.iter().any(|f| set(f)) {
+            let which = if https { "https" } else { "http" };
+            return Err(violation(SchemaViolation::new(
+                [(
+                    "@entity".to_owned(),
+                    json!([format!("must set one of {names} when 'protocols' is '{which}'")]),
+                )]
+                .into_iter()
+                .collect(),
+            )));
+        }
+    }
+    if set("snis")
+        && !protocols
+            .iter()
+            .any(|p| matches!(*p, "grpcs" | "https" | "tls" | "tls_passthrough"))
+    {
+        return Err(field_violation(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        ));
+    }
+    if let Some(headers) = route["headers"].as_object() {
+        if headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
+            return Err(field_violation(
+                "headers",
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The entity `key` (an id or the kind's endpoint key value).
+fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option<&'a Value> {
+    let all = &entities[kind.name];
+    if Uuid::parse_str(key).is_ok() {
+        if let Some(e) = all.get(&key.to_ascii_lowercase()) {
+            return Some(e);
+        }
+    }
+    let field = kind.endpoint_key?;
+    all.values().find(|e| e[field].as_str() == Some(key))
+}
+
+/// `/{parent}/{p}/{child}`: the child kind and its foreign field to the parent.
+fn nested(parent: &str, child: &str) -> Option<(&'static Kind, &'static Kind, &'static str)> {
+    let parent = kinds::get(parent)?;
+    let child = kinds::get(child)?;
+    let (field, _, _) = child.foreign.iter().find(|(_, target, _)| *target == parent.name)?;
+    Some((parent, child, field))
+}
+
+fn allowed(segs: &[&str]) -> String {
+    let methods: &[&str] = match segs {
+        [] | ["status"] | ["endpoints"] => &["GET", "HEAD", "OPTIONS"],
+        [_] => &["GET", "HEAD", "OPTIONS", "POST"],
+        [_, _] => &["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PUT"],
+        [_, _, _] => &["GET", "HEAD", "OPTIONS", "POST"],
+        _ => &["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PUT"],
+    };
+    methods.join(", ")
+}
+
+fn endpoints() -> Value {
+    let mut list = vec![
+        "/".to_owned(),
+        "/status".into(),
+        "/plugins/enabled".into(),
+        "/endpoints".into(),
+    ];
+    list.push("/schemas/plugins/validate".into());
+    list.push("/schemas/plugins/{name}".into());
+    for kind in kinds::all() {
+        let one = kinds::singular(kind.name);
+        list.push(format!("/schemas/{}", kind.name));
+        list.push(format!("/{}", kind.name));
+        list.push(format!("/{}/{{{}s}}", kind.name, one));
+        for (field, target, _) in kind.foreign {
+            list.push(format!("/{}/{{{}s}}/{field}", kind.name, one));
+            list.push(format!("/{target}/{{{}s}}/{}", kinds::singular(target), kind.name));
+            list.push(format!(
+                "/{target}/{{{}s}}/{}/{{{}s}}",
+                kinds::singular(target),
+                kind.name,
+                one
+            ));
+        }
+    }
+    list.sort();
+    list.dedup();
+    json!({ "data": list, "next": Value::Null })
+}
+
+fn encode_offset(id: &str) -> String {
+    // URL-safe base64 of the last id, as Kong's opaque offsets are.
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = id.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn decode_offset(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            b'=' => continue,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| Uuid::parse_str(s).is_ok())
+}
+
+/// Reads a request body as Kong does: JSON or form-encoded (`true` when form-encoded, whose
+/// values still need typing); an empty body is `{}`.
+async fn read<B>(body: B, headers: &http::HeaderMap) -> Result<(Value, bool), ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let types: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_TYPE).iter().collect();
+    if types.len() > 1 {
+        return Err(message(400, "Multiple Content-Type headers not allowed"));
+    }
+    let bytes = http_body_util::Limited::new(body, 10 * 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|_| message(413, "Payload too large"))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok((Value::Object(Map::new()), false));
+    }
+    let ctype = types
+        .first()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match ctype.as_str() {
+        "application/json" => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v @ Value::Object(_)) => Ok((v, false)),
+            _ => Err(message(400, "Cannot parse JSON body")),
+        },
+        "application/x-www-form-urlencoded" => {
+            let text = String::from_utf8_lossy(&bytes);
+            Ok((Value::Object(args::form(&text)), true))
+        }
+        _ => Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, Value::Null)),
+    }
+}
+
+/// The declarative configuration of `entities` (what the proxy snapshot is built from).
+fn to_config(entities: &Entities) -> Result<Config, String> {
+    fn all<T: serde::de::DeserializeOwned>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
+        entities[kind]
+            .values()
+            .map(|v| serde_json::from_value(v.clone()).map_err(|e| format!("{kind}: {e}")))
+            .collect()
+    }
+    let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    let plugins = entities["plugins"]
+        .values()
+        .map(|p| PluginEntity {
+            id: uuid_of(p).unwrap_or_default(),
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
+            scope: Scope {
+                route: uuid_of(&p["route"]),
+                service: uuid_of(&p["service"]),
+                consumer: uuid_of(&p["consumer"]),
+            },
+            config: p["config"].clone(),
+            enabled: p["enabled"].as_bool().unwrap_or(true),
+        })
+        .collect();
+    Ok(Config {
+        services: all::<Service>(entities, "services")?,
+        routes: all::<Route>(entities, "routes")?,
+        consumers: all::<Consumer>(entities, "consumers")?,
+        plugins,
+        certificates: all::<Certificate>(entities, "certificates")?,
+        snis: all::<Sni>(entities, "snis")?,
+    })
+}

@@ -1,0 +1,206 @@
+//! Where entities live: SQLite (the embedded default, a file in the prefix) or PostgreSQL,
+//! through one schema and the same statements. Every write is one transaction; unique fields
+//! are enforced by the database itself, so concurrent nodes cannot both win.
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// The migrations, in order. `schema_meta` records how many have run.
+const MIGRATIONS: &[(&str, &[&str])] = &[(
+    "000_base",
+    &[
+        "CREATE TABLE IF NOT EXISTS entities (kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id))",
+        "CREATE TABLE IF NOT EXISTS unique_keys (kind TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, field, value))",
+        "CREATE TABLE IF NOT EXISTS cluster_events (id BIGINT NOT NULL PRIMARY KEY, node_id TEXT NOT NULL, channel TEXT NOT NULL, data TEXT)",
+    ],
+)];
+
+/// A store error.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A unique field's value is taken: (kind, field, value).
+    Unique(String, String, String),
+    /// The database failed.
+    Database(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unique(kind, field, value) => write!(f, "{kind}.{field} = {value} is taken"),
+            StoreError::Database(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// One change inside a write.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Insert or replace an entity, with its unique (field, value) pairs.
+    Put {
+        /// The kind.
+        kind: &'static str,
+        /// The id.
+        id: String,
+        /// The entity.
+        data: Value,
+        /// Its unique fields' values.
+        unique: Vec<(&'static str, String)>,
+    },
+    /// Delete an entity.
+    Delete {
+        /// The kind.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+}
+
+/// A connection pool to the configured database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+impl Store {
+    /// Opens (creating when missing) the SQLite database at `path`. Commits are durable: WAL
+    /// with `synchronous = FULL`.
+    pub async fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// Connects to a `sqlite://` or `postgres://` URL.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 4 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Store { pool, sqlite })
+    }
+
+    /// Whether this is the embedded SQLite store.
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
+    /// Runs the migrations not yet applied (`kong migrations bootstrap` / `up`); returns the
+    /// names of those it ran.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_meta (name TEXT NOT NULL PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        let done: Vec<String> = sqlx::query("SELECT name FROM schema_meta")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r: &AnyRow| r.get::<String, _>(0))
+            .collect();
+        let mut ran = Vec::new();
+        for (name, statements) in MIGRATIONS {
+            if done.iter().any(|d| d == name) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            for statement in *statements {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_meta (name) VALUES ($1)")
+                .bind(*name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            ran.push(*name);
+        }
+        Ok(ran)
+    }
+
+    /// Every stored entity, as (kind, entity).
+    pub async fn load(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, data FROM entities ORDER BY kind, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.get(0);
+                let data: String = r.get(1);
+                let value = serde_json::from_str(&data).map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok((kind, value))
+            })
+            .collect()
+    }
+
+    /// Applies `ops` in one transaction: all or nothing.
+    pub async fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for op in ops {
+            match op {
+                Op::Put { kind, id, data, unique } => {
+                    sqlx::query("DELETE FROM unique_keys WHERE kind = $1 AND id = $2")
+                        .bind(*kind)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    for (field, value) in unique {
+                        let inserted = sqlx::query(
+                            "INSERT INTO unique_keys (kind, field, value, id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(*kind)
+                        .bind(*field)
+                        .bind(value.as_str())
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                        if inserted.rows_affected() == 0 {
+                            return Err(StoreError::Unique((*kind).into(), (*field).into(), value.clone()));
+                        }
+                    }
+                    sqlx::query(
+                        "INSERT INTO entities (kind, id, data) VALUES ($1, $2, $3) ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data",
+                    )
+                    .bind(*kind)
+                    .bind(id.as_str())
+                    .bind(data.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Op::Delete { kind, id } => {
+                    for table in ["unique_keys", "entities"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE kind = $1 AND id = $2"))
+                            .bind(*kind)
+                            .bind(id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! The Admin API over the embedded store: the seed's quick start, Kong's bodies and errors,
+//! pagination, cascades, and persistence across restarts.
+
+use std::net::SocketAddr;
+
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::gateway::{HeaderSettings, Snapshot, mock_upstream};
+use crate::pdk::NodeInfo;
+use crate::prelude::*;
+use crate::router::Router;
+
+#[plugin(priority = 1000, version = "0.0.1", name = "admin-test-header")]
+struct AddHeader {
+    #[field(typedef = header_name, default = "X-MyPlugin")]
+    response_header_name: String,
+}
+
+#[handler]
+impl Handler for AddHeader {
+    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> crate::Result {
+        kong.response().set_header(&self.response_header_name, "response")?;
+        Ok(())
+    }
+}
+
+struct Node {
+    admin: Arc<Admin>,
+    proxy: SocketAddr,
+    mock: SocketAddr,
+    db: std::path::PathBuf,
+}
+
+fn temp_db() -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join(format!("kong-admin-test-{}", Uuid::new_v4()))
+        .join("kong.db")
+}
+
+async fn node(db: std::path::PathBuf) -> Node {
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
+    let empty = Snapshot::new(
+        Router::new(Vec::new()).unwrap(),
+        crate::executor::PluginSet::empty(plugins.clone()),
+    );
+    let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
+    let store = Store::sqlite(&db).await.unwrap();
+    let admin = Admin::new(store, plugins, proxy.clone()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    let mock = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_addr = mock.local_addr().unwrap();
+    tokio::spawn(mock_upstream::serve(mock, std::future::pending()));
+    Node {
+        admin,
+        proxy: addr,
+        mock: mock_addr,
+        db,
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+async fn call(admin: &Admin, method: &str, path: &str, ctype: Option<&str>, body: &str) -> Answer {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(c) = ctype {
+        req = req.header("content-type", c);
+    }
+    let resp = admin
+        .handle(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    Answer { status, headers, body }
+}
+
+async fn form(admin: &Admin, method: &str, path: &str, body: &str) -> Answer {
+    call(admin, method, path, Some("application/x-www-form-urlencoded"), body).await
+}
+
+async fn json_call(admin: &Admin, method: &str, path: &str, body: Value) -> Answer {
+    call(admin, method, path, Some("application/json"), &body.to_string()).await
+}
+
+async fn proxy_get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.headers().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start_works_verbatim() {
+    let n = node(temp_db()).await;
+    let a = &n.admin;
+    let svc = form(
+        a,
+        "POST",
+        "/services",
+        &format!("name=example_service&url=http://127.0.0.1:{}", n.mock.port()),
+    )
+    .await;
+    assert_eq!(svc.status, 201, "{}", svc.body);
+    assert_eq!(svc.body["host"], "127.0.0.1");
+    assert_eq!(svc.body["port"], n.mock.port());
+    assert_eq!(svc.body["protocol"], "http");
+    assert_eq!(svc.body["retries"], 5);
+    assert_eq!(svc.body["path"], Value::Null, "nulls are shown");
+    let plugin = form(
+        a,
+        "POST",
+        "/services/example_service/plugins",
+        "name=admin-test-header&config.response_header_name=X-CustomHeaderName",
+    )
+    .await;
+    assert_eq!(plugin.status, 201, "{}", plugin.body);
+    assert_eq!(plugin.body["service"]["id"], svc.body["id"]);
+    assert_eq!(plugin.body["config"]["response_header_name"], "X-CustomHeaderName");
+    assert_eq!(plugin.body["enabled"], true);
+    let route = form(a, "POST", "/services/example_service/routes", "paths[]=/mock").await;
+    assert_eq!(route.status, 201, "{}", route.body);
+    assert_eq!(route.body["paths"], json!(["/mock"]));
+    assert_eq!(route.body["protocols"], json!(["http", "https"]));
+
+    let (status, headers) = proxy_get(n.proxy, "/mock/anything").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("x-customheadername").unwrap(), "response");
+
+    let root = call(a, "GET", "/", None, "").await;
+    assert_eq!(
+        root.body["plugins"]["available_on_server"]["admin-test-header"],
+        json!({ "priority": 1000, "version": "0.0.1" })
+    );
+    assert_eq!(root.body["version"], "3.10.0");
+    assert_eq!(root.body["plugins"]["enabled_in_cluster"], json!(["admin-test-header"]));
+    assert_eq!(root.headers.get("access-control-allow-origin").unwrap(), "*");
+
+    // The configuration changes without a restart: patch the plugin, the header follows.
+    let id = plugin.body["id"].as_str().unwrap();
+    let patched = json_call(
+        a,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        json!({ "config": { "response_header_name": "X-Patched" } }),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let (_, headers) = proxy_get(n.proxy, "/mock/anything").await;
+    assert_eq!(headers.get("x-patched").unwrap(), "response");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_kongs_codes_messages_and_fields() {
+    let n = node(temp_db()).await;
+    let a = &n.admin;
+    let r = json_call(a, "POST", "/services", json!({ "name": "s" })).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.body,
+        json!({ "code": 2, "name": "schema violation", "message": "schema violation (host: required field missing)", "fields": { "host": "required field missing" } })
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "host": "h", "port": 70000, "retries": "x" }),
+    )
+    .await;
+    assert_eq!(
+        r.body["message"],
+        "2 schema violations (port: value should be between 0 and 65535; retries: expected an integer)"
+    );
+    assert!(
+        json_call(a, "POST", "/services", json!({ "name": "s", "host": "h" }))
+            .await
+            .status
+            == 201
+    );
+    let r = json_call(a, "POST", "/services", json!({ "name": "s", "host": "h2" })).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body["code"], 5);
+    assert_eq!(r.body["message"], "UNIQUE violation detected on '{name=\"s\"}'");
+    let r = json_call(a, "POST", "/consumers", json!({})).await;
+    assert_eq!(
+        r.body["fields"]["@entity"],
+        json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"])
+    );
+    let r = call(a, "POST", "/consumers", Some("application/json"), "{nope").await;
+    assert_eq!(
+        (r.status, r.body),
+        (400, json!({ "message": "Cannot parse JSON body" }))
+    );
+    let r = call(a, "POST", "/consumers", Some("text/csv"), "a,b").await;
+    assert_eq!(r.status, 415);
+    let r = json_call(a, "POST", "/plugins", json!({ "name": "nope" })).await;
+    assert_eq!(
+        r.body["fields"]["name"],
+        "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "service": { "name": "missing" }, "paths": ["/x"] }),
+    )
+    .await;
+    assert_eq!(r.body["code"], 13);
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "service": { "id": Uuid::new_v4() }, "paths": ["/x"] }),
+    )
+    .await;
+    assert_eq!(r.body["code"], 4);
+    let r = json_call(a, "POST", "/routes", json!({ "protocols": ["http"] })).await;
+    assert_eq!(
+        r.body["fields"]["@entity"],
+        json!(["must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"])
+    );
+    assert_eq!(call(a, "GET", "/services/nope", None, "").await.status, 404);
+    assert_eq!(
+        call(a, "GET", "/nothing-here", None, "").await.body,
+        json!({ "message": "Not found" })
+    );
+    assert_eq!(
+        call(a, "DELETE", "/services/nope", None, "").await.status,
+        204,
+        "delete is idempotent"
+    );
+    // A service with routes cannot go; its plugins go with it.
+    assert_eq!(
+        form(a, "POST", "/services/s/routes", "name=r&paths=/r").await.status,
+        201
+    );
+    assert_eq!(
+        form(a, "POST", "/services/s/plugins", "name=admin-test-header")
+            .await
+            .status,
+        201
+    );
+    let r = call(a, "DELETE", "/services/s", None, "").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.body["message"],
+        "an existing 'routes' entity references this 'services' entity"
+    );
+    assert_eq!(call(a, "DELETE", "/routes/r", None, "").await.status, 204);
+    assert_eq!(call(a, "DELETE", "/services/s", None, "").await.status, 204);
+    assert_eq!(
+        call(a, "GET", "/plugins", None, "").await.body["data"],
+        json!([]),
+        "plugins cascaded"
+    );
+    let r = call(a, "OPTIONS", "/services", None, "").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers.get("allow").unwrap(), "GET, HEAD, OPTIONS, POST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_put_upserts_and_nested_paths() {
+    let n = node(temp_db()).await;
+    let a = &n.admin;
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            form(a, "POST", "/consumers", &format!("username={name}&tags=t"))
+                .await
+                .status,
+            201
+        );
+    }
+    let first = call(a, "GET", "/consumers?size=2", None, "").await;
+    assert_eq!(first.body["data"].as_array().unwrap().len(), 2);
+    let next = first.body["next"].as_str().unwrap().to_owned();
+    assert!(next.starts_with("/consumers?offset="), "{next}");
+    assert!(next.ends_with("&size=2"), "{next}");
+    let second = call(a, "GET", &next, None, "").await;
+    assert_eq!(second.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(second.body["next"], Value::Null);
+    assert!(second.body.get("offset").is_none());
+    assert_eq!(call(a, "GET", "/consumers?size=0", None, "").await.body["code"], 9);
+    assert_eq!(call(a, "GET", "/consumers?offset=!!", None, "").await.body["code"], 7);
+    assert_eq!(
+        call(a, "GET", "/consumers?tags=t", None, "").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        call(a, "GET", "/consumers?tags=x", None, "").await.body["data"],
+        json!([])
+    );
+
+    // PUT by endpoint key creates, then replaces (omitted fields return to defaults).
+    let put = json_call(
+        a,
+        "PUT",
+        "/services/by-put",
+        json!({ "host": "one.test", "retries": 1 }),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(put.body["name"], "by-put");
+    let again = json_call(a, "PUT", "/services/by-put", json!({ "host": "two.test" })).await;
+    assert_eq!(again.body["id"], put.body["id"]);
+    assert_eq!(again.body["retries"], 5);
+    let route = form(a, "POST", "/services/by-put/routes", "name=rt&hosts=example.test").await;
+    assert_eq!(route.status, 201, "{}", route.body);
+    assert_eq!(
+        call(a, "GET", "/routes/rt/service", None, "").await.body["name"],
+        "by-put"
+    );
+    assert_eq!(
+        call(a, "GET", "/services/by-put/routes", None, "").await.body["data"][0]["name"],
+        "rt"
+    );
+    assert_eq!(call(a, "GET", "/services/by-put/routes/rt", None, "").await.status, 200);
+    assert_eq!(call(a, "GET", "/services/nope/routes", None, "").await.status, 404);
+    let schema = call(a, "GET", "/schemas/services", None, "").await;
+    assert!(
+        schema.body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.get("host").is_some())
+    );
+    let ok = json_call(
+        a,
+        "POST",
+        "/schemas/plugins/validate",
+        json!({ "name": "admin-test-header" }),
+    )
+    .await;
+    assert_eq!(ok.body, json!({ "message": "schema validation successful" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_survive_a_restart_and_a_refused_write_stores_nothing() {
+    let db = temp_db();
+    {
+        let n = node(db.clone()).await;
+        let svc = form(
+            &n.admin,
+            "POST",
+            "/services",
+            &format!("name=kept&url=http://127.0.0.1:{}", n.mock.port()),
+        )
+        .await;
+        assert_eq!(svc.status, 201);
+        assert_eq!(
+            form(&n.admin, "POST", "/services/kept/routes", "paths[]=/kept")
+                .await
+                .status,
+            201
+        );
+        // A regex the router cannot compile is refused whole.
+        let bad = form(&n.admin, "POST", "/services/kept/routes", "paths[]=~/(unclosed").await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+    }
+    let n = node(db.clone()).await;
+    let routes = call(&n.admin, "GET", "/routes", None, "").await;
+    assert_eq!(routes.body["data"].as_array().unwrap().len(), 1, "{}", routes.body);
+    assert_eq!(call(&n.admin, "GET", "/services/kept", None, "").await.status, 200);
+    let _ = std::fs::remove_dir_all(n.db.parent().unwrap());
+}
