@@ -293,13 +293,7 @@ impl Admin {
             }
             [parent, pkey, kind] if nested(parent, kind).is_some() => {
                 let (parent, kind, field) = nested(parent, kind).expect("checked");
-                let parent_id = {
-                    let entities = self.entities.lock().await;
-                    find(&entities, parent, pkey).map(|e| e["id"].clone())
-                };
-                let Some(parent_id) = parent_id else {
-                    return Err(message(404, "Not found"));
-                };
+                let parent_id = self.id_of(parent, pkey).await?;
                 match method {
                     Method::GET | Method::HEAD => self.list(kind, Some((field, &parent_id)), &query, &path).await,
                     Method::POST => {
@@ -324,13 +318,7 @@ impl Admin {
             }
             [parent, pkey, kind, key] if nested(parent, kind).is_some() => {
                 let (parent, kind, field) = nested(parent, kind).expect("checked");
-                let parent_id = {
-                    let entities = self.entities.lock().await;
-                    find(&entities, parent, pkey).map(|e| e["id"].clone())
-                };
-                let Some(parent_id) = parent_id else {
-                    return Err(message(404, "Not found"));
-                };
+                let parent_id = self.id_of(parent, pkey).await?;
                 let value = if matches!(method, Method::PUT | Method::PATCH) {
                     Some(read_body(body, parts.headers, kind.name).await?)
                 } else {
@@ -340,6 +328,14 @@ impl Admin {
             }
             _ => Err(message(404, "Not found")),
         }
+    }
+
+    /// The id of the `kind` entity `key` (an id or endpoint key); 404 when absent.
+    async fn id_of(&self, kind: &Kind, key: &str) -> Result<Value, ApiError> {
+        let entities = self.entities.lock().await;
+        find(&entities, kind, key)
+            .map(|e| e["id"].clone())
+            .ok_or_else(|| message(404, "Not found"))
     }
 
     /// Types form-encoded values by the kind's schema (and a plugin's config schema).
