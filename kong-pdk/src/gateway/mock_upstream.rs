@@ -40,7 +40,7 @@ pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Out
                         Ok::<_, Infallible>(respond(req, peer, local).await)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }
@@ -162,7 +162,57 @@ impl http_body::Body for Lines {
     }
 }
 
-async fn respond(req: Request<Incoming>, peer: SocketAddr, local: Option<SocketAddr>) -> Response<ProxyBody> {
+/// `/ws`: a WebSocket echo. Text and binary messages come back as sent; a close is answered.
+fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
+    let wants = |name: http::header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let key = req.headers().get("sec-websocket-key").cloned();
+    let (true, true, Some(key)) = (
+        wants(http::header::UPGRADE, "websocket"),
+        wants(http::header::CONNECTION, "upgrade"),
+        key,
+    ) else {
+        return text_response(400, "Expected a WebSocket upgrade request");
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+            if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
+                return;
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
+    resp
+}
+
+async fn respond(mut req: Request<Incoming>, peer: SocketAddr, local: Option<SocketAddr>) -> Response<ProxyBody> {
+    if req.uri().path() == "/ws" {
+        return websocket_echo(&mut req);
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut data = echo(&parts, &body, peer, local);
@@ -183,6 +233,7 @@ async fn respond(req: Request<Incoming>, peer: SocketAddr, local: Option<SocketA
                     "/cache/:n": "Sets a Cache-Control header for n seconds",
                     "/stream/:num": "Stream <num> chunks of JSON data via chunked Transfer Encoding",
                     "/xml": "Returns a simple XML document",
+                    "/ws": "Echoes WebSocket messages",
                 }),
             );
             json_response(200, data)

@@ -8,6 +8,7 @@ use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 
 use super::body::{self, IncomingSlot, ProxyBody};
 use super::{Connection, Proxy, headers};
@@ -26,7 +27,14 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     let (peer, port) = (conn.peer, conn.port);
     let snap = proxy.snapshot();
     let set = &snap.plugins;
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
+    // A WebSocket upgrade is proxied as a request whose 101 answer turns both connections
+    // into one tunnel (Kong's http/https services).
+    let client_upgrade = if headers::is_websocket(&parts.headers) {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let authority = parts
         .headers
         .get(HOST)
@@ -116,13 +124,32 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                 None => Outgoing::Bytes(Bytes::new()),
             },
         };
-        let result = send(proxy, &tx, stripped.as_deref(), body).await;
+        let result = send(proxy, &tx, stripped.as_deref(), body, client_upgrade.is_some()).await;
         upstream_ms = access_done.elapsed().as_millis() as u64;
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                let tunnel = match client_upgrade {
+                    Some(client) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                        Some((client, hyper::upgrade::on(&mut resp)))
+                    }
+                    _ => None,
+                };
                 let (parts, incoming) = resp.into_parts();
                 let mut upstream_headers = parts.headers;
+                let upgrade_to = upstream_headers.get(http::header::UPGRADE).cloned();
                 headers::strip_hop_by_hop(&mut upstream_headers);
+                if let Some((client, upstream)) = tunnel {
+                    upstream_headers.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                    if let Some(to) = upgrade_to {
+                        upstream_headers.insert(http::header::UPGRADE, to);
+                    }
+                    tokio::spawn(async move {
+                        if let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) {
+                            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        }
+                    });
+                }
                 let plugin_set = std::mem::replace(&mut tx.response.headers, upstream_headers.clone());
                 for (name, value) in plugin_set.iter() {
                     tx.response.headers.insert(name.clone(), value.clone());
@@ -133,7 +160,9 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                     headers: upstream_headers,
                     body: None,
                 });
-                if tx.is_buffered() {
+                if tx.response.status == 101 {
+                    upstream_body = Some(body::Source::Bytes(Bytes::new()));
+                } else if tx.is_buffered() {
                     match incoming.collect().await {
                         Ok(collected) => {
                             let bytes = collected.to_bytes();
@@ -246,13 +275,21 @@ async fn send(
     tx: &Transaction,
     stripped: Option<&str>,
     body: Outgoing,
+    websocket: bool,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let up = &tx.upstream;
     let scheme = if up.scheme == "https" { "https" } else { "http" };
     let uri: Uri = format!("{scheme}://{}:{}{}", up.host, up.port, up.path_with_query())
         .parse()
         .map_err(|_| UpstreamError::Invalid)?;
-    let headers = headers::upstream(tx, stripped, &proxy.headers);
+    let mut headers = headers::upstream(tx, stripped, &proxy.headers);
+    if websocket {
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     let timeout = Duration::from_millis(up.timeouts.connect + up.timeouts.read);
     let (replay, mut stream) = match body {
         Outgoing::Bytes(b) => (Some(b), None),

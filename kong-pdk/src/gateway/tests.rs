@@ -435,3 +435,31 @@ async fn snapshot_swaps_under_load_lose_no_request() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_tunnelled_to_the_mock_echo() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mock = mock_upstream().await;
+    let gw = start(vec![route(&["/mock"], Some(&service_at(mock)))], vec![]).await;
+    for (addr, path) in [(mock, "/ws"), (gw.addr, "/mock/ws")] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        if addr == gw.addr {
+            assert_eq!(resp.headers().get("via").unwrap(), "1.1 kong/3.10.0");
+        }
+        for text in ["hello", "world"] {
+            ws.send(Message::text(text)).await.unwrap();
+            let back = ws.next().await.unwrap().unwrap();
+            assert_eq!(back, Message::text(text), "{path}");
+        }
+        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
+        ws.close(None).await.unwrap();
+    }
+    // The gateway keeps serving plain requests after tunnels close.
+    assert_eq!(get(gw.addr, "/mock/anything", &[]).await.status, 200);
+}
