@@ -28,6 +28,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:15555";
 
 /// Serves the mock upstream on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let logs = Logs::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -35,9 +36,11 @@ pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Out
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let local = stream.local_addr().ok();
+                let logs = logs.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| async move {
-                        Ok::<_, Infallible>(respond(req, peer, local).await)
+                    let svc = hyper::service::service_fn(move |req| {
+                        let logs = logs.clone();
+                        async move { Ok::<_, Infallible>(respond(req, peer, local, &logs).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -209,7 +212,47 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
     resp
 }
 
-async fn respond(mut req: Request<Incoming>, peer: SocketAddr, local: Option<SocketAddr>) -> Response<ProxyBody> {
+/// Entries stored by `/post_log/{name}` (for logging plugins' tests), per mock instance.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>>);
+
+impl Logs {
+    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<String, Vec<Value>>) -> T) -> T {
+        let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+/// `/basic-auth/{user}/{pass}`: 200 when the Basic credentials match, else 401.
+fn basic_auth(parts: &http::request::Parts, user: &str, pass: &str) -> Response<ProxyBody> {
+    use base64::Engine as _;
+    let given = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if given.as_deref() == Some(&format!("{user}:{pass}")) {
+        let mut data = Map::new();
+        data.insert("authenticated".into(), Value::Bool(true));
+        data.insert("user".into(), Value::from(user));
+        return json_response(200, data);
+    }
+    let mut r = text_response(401, "Unauthorized");
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("mock_upstream"),
+    );
+    r
+}
+
+async fn respond(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    logs: &Logs,
+) -> Response<ProxyBody> {
     if req.uri().path() == "/ws" {
         return websocket_echo(&mut req);
     }
@@ -239,6 +282,39 @@ async fn respond(mut req: Request<Incoming>, peer: SocketAddr, local: Option<Soc
             json_response(200, data)
         }
         [first, ..] if first.starts_with("anything") || first.starts_with("request") => json_response(200, data),
+        ["basic-auth", user, pass] => basic_auth(&parts, user, pass),
+        ["timestamp"] => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let mut r = json_response(200, Map::new());
+            if let Ok(v) = HeaderValue::from_str(&format!("{now:.3}")) {
+                r.headers_mut().insert("Server-Time", v);
+            }
+            r
+        }
+        ["post_log", name] if parts.method == Method::POST => {
+            let entry = serde_json::from_slice(&body).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&body)));
+            logs.with(|l| l.entry((*name).to_owned()).or_default().push(entry));
+            json_response(200, Map::new())
+        }
+        ["read_log", name] => {
+            let entries = logs.with(|l| l.get(*name).cloned().unwrap_or_default());
+            let mut data = Map::new();
+            data.insert("count".into(), Value::from(entries.len()));
+            data.insert("entries".into(), Value::Array(entries));
+            json_response(200, data)
+        }
+        ["count_log", name] => {
+            let n = logs.with(|l| l.get(*name).map_or(0, Vec::len));
+            let mut r = text_response(200, "");
+            *r.body_mut() = full(Bytes::from(n.to_string()));
+            r
+        }
+        ["reset_log", name] => {
+            logs.with(|l| l.remove(*name));
+            json_response(200, Map::new())
+        }
         ["get"] if parts.method != Method::GET => text_response(405, "Method not allowed for the requested URL"),
         ["post"] if parts.method != Method::POST => text_response(405, "Method not allowed for the requested URL"),
         ["get"] | ["post"] => json_response(200, data),

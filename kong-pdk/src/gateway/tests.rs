@@ -463,3 +463,42 @@ async fn websocket_upgrades_are_tunnelled_to_the_mock_echo() {
     // The gateway keeps serving plain requests after tunnels close.
     assert_eq!(get(gw.addr, "/mock/anything", &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_upstream_checks_basic_auth_and_stores_logs() {
+    let mock = mock_upstream().await;
+    let res = get(mock, "/basic-auth/alice/secret", &[]).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.header("www-authenticate"), Some("mock_upstream"));
+    // "alice:secret" in base64.
+    let res = get(
+        mock,
+        "/basic-auth/alice/secret",
+        &[("Authorization", "Basic YWxpY2U6c2VjcmV0")],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json(), json!({ "authenticated": true, "user": "alice" }));
+    let wrong = get(
+        mock,
+        "/basic-auth/alice/other",
+        &[("Authorization", "Basic YWxpY2U6c2VjcmV0")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    for entry in [json!({ "n": 1 }), json!({ "n": 2 })] {
+        let req = Request::post(format!("http://{mock}/post_log/http"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(entry.to_string())))
+            .unwrap();
+        assert_eq!(client.request(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(get(mock, "/count_log/http", &[]).await.body, "2");
+    let read = get(mock, "/read_log/http", &[]).await.json();
+    assert_eq!(read["entries"], json!([{ "n": 1 }, { "n": 2 }]));
+    assert_eq!(get(mock, "/reset_log/http", &[]).await.status, 200);
+    assert_eq!(get(mock, "/count_log/http", &[]).await.body, "0");
+    assert!(get(mock, "/timestamp", &[]).await.header("server-time").is_some());
+}
