@@ -39,14 +39,52 @@ fn temp_db() -> std::path::PathBuf {
         .join("kong.db")
 }
 
+/// A fresh PostgreSQL database for one test (`KONG_TEST_PG_HOST`/`_PORT`/`_USER`, default
+/// 127.0.0.1:5432 as postgres). `None`, with the reason printed, when no server answers,
+/// unless `KONG_TEST_REQUIRE_PG=1` (CI), which makes that a failure.
+async fn postgres() -> Option<(String, impl AsyncFnOnce())> {
+    let host = std::env::var("KONG_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("KONG_TEST_PG_PORT").unwrap_or_else(|_| "5432".into());
+    let user = std::env::var("KONG_TEST_PG_USER").unwrap_or_else(|_| "postgres".into());
+    let base = format!("postgres://{user}@{host}:{port}");
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::AnyPool::connect(&format!("{base}/postgres")).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            assert!(
+                std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
+                "KONG_TEST_REQUIRE_PG=1 but PostgreSQL at {base} is unreachable: {e}"
+            );
+            eprintln!("skipping the postgres strategy: PostgreSQL at {base} is unreachable: {e}");
+            return None;
+        }
+    };
+    let name = format!("kong_test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{base}/{name}");
+    let drop = async move || {
+        let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+    };
+    Some((url, drop))
+}
+
 async fn node(db: std::path::PathBuf) -> Node {
+    let store = Store::sqlite(&db).await.unwrap();
+    node_on(store, db).await
+}
+
+async fn node_on(store: Store, db: std::path::PathBuf) -> Node {
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
     let empty = Snapshot::new(
         Router::new(Vec::new()).unwrap(),
         crate::executor::PluginSet::empty(plugins.clone()),
     );
     let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
-    let store = Store::sqlite(&db).await.unwrap();
     let admin = Admin::new(store, plugins, proxy.clone()).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -105,8 +143,25 @@ async fn proxy_get(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_quick_start_works_verbatim() {
-    let n = node(temp_db()).await;
+async fn the_quick_start_works_verbatim_on_sqlite() {
+    quick_start(node(temp_db()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start_works_verbatim_on_postgres_and_survives_a_restart() {
+    let Some((url, drop_db)) = postgres().await else { return };
+    let n = node_on(Store::connect(&url).await.unwrap(), temp_db()).await;
+    quick_start(n).await;
+    // A second node on the same database sees everything.
+    let again = node_on(Store::connect(&url).await.unwrap(), temp_db()).await;
+    let plugins = call(&again.admin, "GET", "/services/example_service/plugins", None, "").await;
+    assert_eq!(plugins.body["data"][0]["config"]["response_header_name"], "X-Patched");
+    let dup = form(&again.admin, "POST", "/services", "name=example_service&host=x.test").await;
+    assert_eq!(dup.status, 409, "{}", dup.body);
+    drop_db().await;
+}
+
+async fn quick_start(n: Node) {
     let a = &n.admin;
     let svc = form(
         a,
