@@ -392,20 +392,22 @@ pub fn run(s: Settings) -> Result<(), String> {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
         let proxy = Arc::new(proxy);
-        if s.database != "off" {
+        let admin = if s.database == "off" {
+            Admin::dbless(&config, plugins.clone(), proxy.clone()).await?
+        } else {
             let store = match s.database.as_str() {
                 "postgres" => Store::connect(&s.pg.url()).await,
                 _ => Store::sqlite(&s.prefix.join("kong.db")).await,
             }
             .map_err(|e| format!("could not open the {} database: {e}", s.database))?;
-            let admin = Admin::new(store, plugins.clone(), proxy.clone()).await?;
-            for addr in &s.admin_listen {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("admin_listen: could not listen on {addr}: {e}"))?;
-                tracing::info!(target: "kong", "admin API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-                tokio::spawn(admin.clone().serve(listener, std::future::pending()));
-            }
+            Admin::new(store, plugins.clone(), proxy.clone()).await?
+        };
+        for addr in &s.admin_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("admin_listen: could not listen on {addr}: {e}"))?;
+            tracing::info!(target: "kong", "admin API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            tokio::spawn(admin.clone().serve(listener, std::future::pending()));
         }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)

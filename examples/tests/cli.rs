@@ -56,7 +56,7 @@ fn start(dir: &Path, header: Option<&str>) -> Gateway {
     std::fs::write(
         dir.join("kong.conf"),
         format!(
-            "proxy_listen = 127.0.0.1:{proxy}\ndatabase = off\ndeclarative_config = {}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = off\ndatabase = off\ndeclarative_config = {}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
             dir.join("kong.yml").display(),
             prefix.display()
         ),

@@ -46,9 +46,10 @@ use kinds::Kind;
 /// Entities by kind, then by id.
 type Entities = BTreeMap<&'static str, BTreeMap<String, Value>>;
 
-/// The Admin API: the store, the entities it holds, and the proxy it configures.
+/// The Admin API: the store (none when DB-less), the entities it holds, and the proxy it
+/// configures.
 pub struct Admin {
-    store: Store,
+    store: Option<Store>,
     plugins: Arc<Plugins>,
     proxy: Arc<Proxy>,
     entities: Mutex<Entities>,
@@ -111,15 +112,27 @@ impl Admin {
     /// Migrates the store, loads its entities and gives the proxy their configuration.
     pub async fn new(store: Store, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
         store.migrate().await.map_err(|e| e.to_string())?;
-        let mut entities = Entities::new();
-        for kind in kinds::all() {
-            entities.insert(kind.name, BTreeMap::new());
-        }
+        let mut entities = empty_entities();
         for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
             let Some(k) = kinds::get(&kind) else { continue };
             let id = value["id"].as_str().unwrap_or_default().to_owned();
             entities.entry(k.name).or_default().insert(id, value);
         }
+        Admin::start(Some(store), entities, plugins, proxy).await
+    }
+
+    /// A DB-less Admin API (`database = off`): entities come from `config` and from
+    /// `POST /config`; entity writes answer 405 (code 12) as Kong's do.
+    pub async fn dbless(config: &Config, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
+        Admin::start(None, entities_of(config), plugins, proxy).await
+    }
+
+    async fn start(
+        store: Option<Store>,
+        entities: Entities,
+        plugins: Arc<Plugins>,
+        proxy: Arc<Proxy>,
+    ) -> Result<Arc<Admin>, String> {
         let admin = Admin {
             store,
             plugins,
@@ -239,7 +252,41 @@ impl Admin {
             Ok::<Value, ApiError>(value)
         };
         let get = method == Method::GET || method == Method::HEAD;
+        if self.store.is_none() && !get && segs.first().is_some_and(|k| kinds::get(k).is_some()) {
+            let kind = segs
+                .iter()
+                .rev()
+                .find(|s| kinds::get(s).is_some())
+                .copied()
+                .unwrap_or_default();
+            let verb = match method {
+                Method::PATCH => "update",
+                Method::DELETE => "delete",
+                _ => "create",
+            };
+            return Err(db_error(
+                12,
+                "operation unsupported",
+                format!("cannot {verb} '{kind}' entities when not using a database"),
+                None,
+            ));
+        }
         match segs.as_slice() {
+            ["config"] if get => Ok((StatusCode::OK, json!({ "config": self.config_yaml().await }))),
+            ["config"] if method == Method::POST => {
+                if self.store.is_some() {
+                    return Err(message(
+                        400,
+                        "this endpoint is only available when Kong is configured to not use a database",
+                    ));
+                }
+                let bytes = http_body_util::Limited::new(body, 10 * 1024 * 1024)
+                    .collect()
+                    .await
+                    .map_err(|_| message(413, "Payload too large"))?
+                    .to_bytes();
+                self.load_config(&parts.headers, &bytes).await
+            }
             [] if get => Ok((StatusCode::OK, self.info())),
             ["status"] if get => Ok((StatusCode::OK, self.status().await)),
             ["plugins", "enabled"] if get => Ok((
@@ -376,7 +423,11 @@ impl Admin {
                 "enabled_in_cluster": self.enabled_in_cluster(),
             },
             "configuration": {
-                "database": if self.store.is_sqlite() { "sqlite" } else { "postgres" },
+                "database": match &self.store {
+                    None => "off",
+                    Some(s) if s.is_sqlite() => "sqlite",
+                    Some(_) => "postgres",
+                },
             },
             "pids": { "master": std::process::id(), "workers": [std::process::id()] },
         })
@@ -396,15 +447,76 @@ impl Admin {
     }
 
     async fn status(&self) -> Value {
-        let reachable = self.store.load().await.is_ok();
-        json!({
-            "database": { "reachable": reachable },
+        let mut status = json!({
             "server": {
                 "connections_active": Value::Null,
                 "total_requests": Value::Null,
             },
             "memory": { "lua_shared_dicts": {}, "workers_lua_vms": [] },
-        })
+        });
+        match &self.store {
+            Some(store) => status["database"] = json!({ "reachable": store.load().await.is_ok() }),
+            None => {
+                let yaml = self.config_yaml().await;
+                let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, yaml.as_bytes()).simple().to_string();
+                status["configuration_hash"] = Value::from(hash);
+            }
+        }
+        status
+    }
+
+    /// The current entities as a declarative configuration (YAML), `GET /config`.
+    async fn config_yaml(&self) -> String {
+        let entities = self.entities.lock().await;
+        let mut doc = Map::new();
+        doc.insert("_format_version".into(), Value::from("3.0"));
+        for (kind, all) in entities.iter() {
+            if !all.is_empty() {
+                doc.insert((*kind).to_owned(), Value::Array(all.values().cloned().collect()));
+            }
+        }
+        serde_yaml_ng::to_string(&Value::Object(doc)).unwrap_or_default()
+    }
+
+    /// `POST /config` (DB-less): a whole new declarative configuration, JSON or YAML, or a
+    /// form's `config` field. Invalid → 400 code 14 and the running configuration stays.
+    async fn load_config(&self, headers: &http::HeaderMap, bytes: &[u8]) -> ApiResult {
+        let ctype = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let text = if ctype.starts_with("application/x-www-form-urlencoded") {
+            let form = args::form(&String::from_utf8_lossy(bytes));
+            form.get("config")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        let invalid = |fields: Value| {
+            let text = serde_json::to_string(&fields).unwrap_or_default();
+            db_error(
+                14,
+                "invalid declarative configuration",
+                format!("declarative config is invalid: {text}"),
+                Some(fields),
+            )
+        };
+        let config = Config::parse(&text).map_err(|e| invalid(e.fields))?;
+        let snapshot = config.snapshot(&self.plugins).await.map_err(|e| match e {
+            crate::registry::LoadError::Invalid { violation, .. } => invalid(violation.fields().clone()),
+            other => invalid(Value::from(other.to_string())),
+        })?;
+        let entities = entities_of(&config);
+        let body: Map<String, Value> = entities
+            .iter()
+            .map(|(k, all)| ((*k).to_owned(), Value::Array(all.values().cloned().collect())))
+            .collect();
+        *self.entities.lock().await = entities;
+        self.proxy.swap(snapshot);
+        Ok((StatusCode::CREATED, Value::Object(body)))
     }
 
     /// `GET /S` and nested `GET /P/{p}/S`: a page of entities.
@@ -849,7 +961,8 @@ impl Admin {
             data: value.clone(),
             unique,
         };
-        self.store.write(&[op]).await.map_err(|e| match e {
+        let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
+        store.write(&[op]).await.map_err(|e| match e {
             StoreError::Unique(_, field, v) => unique_violation(kind, &field, &Value::from(v)),
             StoreError::Database(e) => db_error(8, "database error", e, None),
         })?;
@@ -900,7 +1013,8 @@ impl Admin {
             }
         }
         let snapshot = self.build(&candidate).await?;
-        self.store
+        let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
+        store
             .write(&ops)
             .await
             .map_err(|e| db_error(8, "database error", e.to_string(), None))?;
@@ -1150,6 +1264,45 @@ where
         }
         _ => Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, Value::Null)),
     }
+}
+
+fn empty_entities() -> Entities {
+    kinds::all().iter().map(|k| (k.name, BTreeMap::new())).collect()
+}
+
+/// The entities of a declarative configuration, in the Admin API's shape.
+fn entities_of(config: &Config) -> Entities {
+    let mut entities = empty_entities();
+    fn put<T: serde::Serialize>(entities: &mut Entities, kind: &'static str, items: &[T]) {
+        for item in items {
+            if let Ok(v) = serde_json::to_value(item) {
+                let id = v["id"].as_str().unwrap_or_default().to_owned();
+                entities.get_mut(kind).expect("known kind").insert(id, v);
+            }
+        }
+    }
+    put(&mut entities, "services", &config.services);
+    put(&mut entities, "routes", &config.routes);
+    put(&mut entities, "consumers", &config.consumers);
+    put(&mut entities, "certificates", &config.certificates);
+    put(&mut entities, "snis", &config.snis);
+    let fk = |id: Option<Uuid>| id.map_or(Value::Null, |id| json!({ "id": id.to_string() }));
+    for p in &config.plugins {
+        let v = json!({
+            "id": p.id.to_string(),
+            "name": p.name,
+            "route": fk(p.scope.route),
+            "service": fk(p.scope.service),
+            "consumer": fk(p.scope.consumer),
+            "config": p.config,
+            "enabled": p.enabled,
+        });
+        entities
+            .get_mut("plugins")
+            .expect("known kind")
+            .insert(p.id.to_string(), v);
+    }
+    entities
 }
 
 /// The declarative configuration of `entities` (what the proxy snapshot is built from).

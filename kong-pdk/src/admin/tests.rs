@@ -434,3 +434,82 @@ async fn entities_survive_a_restart_and_a_refused_write_stores_nothing() {
     assert_eq!(call(&n.admin, "GET", "/services/kept", None, "").await.status, 200);
     let _ = std::fs::remove_dir_all(n.db.parent().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_config() {
+    let mock = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_addr = mock.local_addr().unwrap();
+    tokio::spawn(mock_upstream::serve(mock, std::future::pending()));
+    let yaml = |path: &str, header: &str| {
+        format!(
+            "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: http://127.0.0.1:{}\n  routes:\n  - name: r\n    paths: [\"{path}\"]\n  plugins:\n  - name: admin-test-header\n    config:\n      response_header_name: \"{header}\"\n",
+            mock_addr.port()
+        )
+    };
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
+    let empty = Snapshot::new(
+        Router::new(Vec::new()).unwrap(),
+        crate::executor::PluginSet::empty(plugins.clone()),
+    );
+    let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
+    let config = Config::parse(&yaml("/mock", "X-Declared")).unwrap();
+    let a = Admin::dbless(&config, plugins, proxy.clone()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+
+    assert_eq!(
+        call(&a, "GET", "/services/svc", None, "").await.body["host"],
+        "127.0.0.1"
+    );
+    assert_eq!(
+        call(&a, "GET", "/services/svc/routes", None, "").await.body["data"][0]["name"],
+        "r"
+    );
+    assert_eq!(
+        call(&a, "GET", "/status", None, "").await.body["configuration_hash"]
+            .as_str()
+            .map(str::len),
+        Some(32)
+    );
+    let (status, headers) = proxy_get(addr, "/mock/anything").await;
+    assert_eq!(
+        (status, headers.get("x-declared").unwrap().to_str().unwrap()),
+        (200, "response")
+    );
+
+    let r = form(&a, "POST", "/services", "name=x&host=x.test").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.body,
+        json!({ "code": 12, "name": "operation unsupported", "message": "cannot create 'services' entities when not using a database" })
+    );
+    assert_eq!(
+        form(&a, "PATCH", "/routes/r", "paths=/x").await.body["message"],
+        "cannot update 'routes' entities when not using a database"
+    );
+    assert_eq!(call(&a, "DELETE", "/services/svc", None, "").await.status, 405);
+
+    // An invalid configuration is refused whole; the running one stays.
+    let bad = call(&a, "POST", "/config", Some("text/yaml"), &yaml("/new", "bad header")).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["code"], 14);
+    assert!(
+        bad.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("declarative config is invalid: ")
+    );
+    assert_eq!(proxy_get(addr, "/mock/anything").await.0, 200);
+
+    let good = call(&a, "POST", "/config", Some("text/yaml"), &yaml("/new", "X-New")).await;
+    assert_eq!(good.status, 201, "{}", good.body);
+    assert_eq!(proxy_get(addr, "/mock/anything").await.0, 404);
+    let (status, headers) = proxy_get(addr, "/new/anything").await;
+    assert_eq!((status, headers.get("x-new").is_some()), (200, true));
+    let current = call(&a, "GET", "/config", None, "").await;
+    let text = current.body["config"].as_str().unwrap();
+    assert!(text.contains("_format_version") && text.contains("/new"), "{text}");
+    // The exported configuration loads back.
+    assert!(Config::parse(text).is_ok(), "{text}");
+}
