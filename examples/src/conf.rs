@@ -280,6 +280,60 @@ pub fn parse_config(s: &Settings, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What `migrations` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// `bootstrap` / `up`: run pending migrations.
+    Up,
+    /// `list`.
+    List,
+    /// `reset`: drop everything.
+    Reset,
+}
+
+async fn open_store(s: &Settings) -> Result<Store, String> {
+    match s.database.as_str() {
+        "postgres" => Store::connect(&s.pg.url()).await,
+        "sqlite" => Store::sqlite(&s.prefix.join("kong.db")).await,
+        other => return Err(format!("migrations need a database; database = {other}")),
+    }
+    .map_err(|e| format!("could not open the {} database: {e}", s.database))
+}
+
+/// `migrations bootstrap|up|list|reset`.
+pub fn migrations(s: &Settings, action: Migrations) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store = open_store(s).await?;
+        match action {
+            Migrations::Up => {
+                let ran = store.migrate().await.map_err(|e| e.to_string())?;
+                if ran.is_empty() {
+                    println!("Database is already up-to-date");
+                } else {
+                    for name in &ran {
+                        println!("migrating core: {name}");
+                    }
+                    println!("{} migrations processed", ran.len());
+                }
+            }
+            Migrations::List => {
+                for (name, done) in store.migrations().await.map_err(|e| e.to_string())? {
+                    println!("{} {name}", if done { "executed" } else { "pending " });
+                }
+            }
+            Migrations::Reset => {
+                store.reset().await.map_err(|e| e.to_string())?;
+                println!("Database schema reset");
+            }
+        }
+        Ok(())
+    })
+}
+
 fn pid_file(prefix: &Path) -> PathBuf {
     prefix.join("pids").join("kong.pid")
 }
@@ -395,12 +449,7 @@ pub fn run(s: Settings) -> Result<(), String> {
         let admin = if s.database == "off" {
             Admin::dbless(&config, plugins.clone(), proxy.clone()).await?
         } else {
-            let store = match s.database.as_str() {
-                "postgres" => Store::connect(&s.pg.url()).await,
-                _ => Store::sqlite(&s.prefix.join("kong.db")).await,
-            }
-            .map_err(|e| format!("could not open the {} database: {e}", s.database))?;
-            Admin::new(store, plugins.clone(), proxy.clone()).await?
+            Admin::new(open_store(&s).await?, plugins.clone(), proxy.clone()).await?
         };
         for addr in &s.admin_listen {
             let listener = tokio::net::TcpListener::bind(addr)

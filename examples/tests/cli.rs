@@ -161,3 +161,27 @@ fn config_parse_and_version() {
     let out = Command::new(BIN).arg("version").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Kong 3.10.0 (kong-pdk 0.1.0)\n");
 }
+
+#[test]
+fn migrations_bootstrap_list_and_reset_the_embedded_store() {
+    let dir = temp_dir("migrations");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("migrations")
+            .args(args)
+            .arg("-p")
+            .arg(dir.join("prefix"))
+            .env("KONG_DATABASE", "sqlite")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(run(&["list"]), (true, "pending  000_base\n".to_owned()));
+    let (ok, out) = run(&["bootstrap"]);
+    assert!(ok && out.contains("1 migrations processed"), "{out}");
+    assert_eq!(run(&["up"]), (true, "Database is already up-to-date\n".to_owned()));
+    assert_eq!(run(&["list"]), (true, "executed 000_base\n".to_owned()));
+    assert!(!run(&["reset"]).0, "reset asks for --yes");
+    assert_eq!(run(&["reset", "--yes"]), (true, "Database schema reset\n".to_owned()));
+    assert_eq!(run(&["list"]).1, "pending  000_base\n");
+}

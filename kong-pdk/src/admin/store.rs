@@ -140,6 +140,33 @@ impl Store {
         Ok(ran)
     }
 
+    /// The migrations' names with whether each has run (`kong migrations list`).
+    pub async fn migrations(&self) -> Result<Vec<(&'static str, bool)>, StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_meta (name TEXT NOT NULL PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        let done: Vec<String> = sqlx::query("SELECT name FROM schema_meta")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r: &AnyRow| r.get::<String, _>(0))
+            .collect();
+        Ok(MIGRATIONS
+            .iter()
+            .map(|(name, _)| (*name, done.iter().any(|d| d == name)))
+            .collect())
+    }
+
+    /// Drops every table this store created (`kong migrations reset`).
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        for table in ["entities", "unique_keys", "cluster_events", "schema_meta"] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Every stored entity, as (kind, entity).
     pub async fn load(&self) -> Result<Vec<(String, Value)>, StoreError> {
         let rows = sqlx::query("SELECT kind, data FROM entities ORDER BY kind, id")
