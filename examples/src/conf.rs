@@ -26,6 +26,8 @@ pub struct Settings {
     pub admin_listen: Vec<SocketAddr>,
     /// `pg_host`, `pg_port`, `pg_user`, `pg_password`, `pg_database`.
     pub pg: PgSettings,
+    /// `db_update_frequency`: how often other nodes' changes are looked for.
+    pub db_update_frequency: std::time::Duration,
     /// `declarative_config`.
     pub declarative_config: Option<PathBuf>,
     /// `plugins`, with `bundled` expanded.
@@ -140,6 +142,7 @@ impl Settings {
             ssl_cert: None,
             database: "sqlite".into(),
             admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
+            db_update_frequency: std::time::Duration::from_secs(5),
             pg: PgSettings {
                 host: "127.0.0.1".into(),
                 port: 5432,
@@ -170,6 +173,14 @@ impl Settings {
                         .filter(|l| !l.ssl)
                         .map(|l| l.addr)
                         .collect()
+                }
+                "db_update_frequency" => {
+                    s.db_update_frequency = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| *f > 0.0 && f.is_finite())
+                        .map(std::time::Duration::from_secs_f64)
+                        .ok_or_else(|| format!("db_update_frequency: invalid value '{v}'"))?
                 }
                 "pg_host" => s.pg.host = v,
                 "pg_port" => s.pg.port = v.parse().map_err(|_| format!("pg_port: invalid value '{v}'"))?,
@@ -449,7 +460,9 @@ pub fn run(s: Settings) -> Result<(), String> {
         let admin = if s.database == "off" {
             Admin::dbless(&config, plugins.clone(), proxy.clone()).await?
         } else {
-            Admin::new(open_store(&s).await?, plugins.clone(), proxy.clone()).await?
+            let admin = Admin::new(open_store(&s).await?, plugins.clone(), proxy.clone()).await?;
+            tokio::spawn(admin.clone().follow_cluster(s.db_update_frequency));
+            admin
         };
         for addr in &s.admin_listen {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -48,11 +48,16 @@ impl Drop for Node {
 }
 
 fn start(dir: &Path, mock: u16) -> Node {
+    start_with(dir, mock, "")
+}
+
+/// Starts a node whose kong.conf adds `extra` lines.
+fn start_with(dir: &Path, mock: u16, extra: &str) -> Node {
     let (proxy, admin) = (free_port(), free_port());
     std::fs::write(
         dir.join("kong.conf"),
         format!(
-            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n{extra}",
             dir.join("prefix").display()
         ),
     )
@@ -142,4 +147,83 @@ fn the_seeds_quick_start_then_kill_9_and_restart() {
     assert!(head.contains("\r\nx-customheadername: response"), "{head}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh PostgreSQL database (via psql), or `None` with the reason printed when PostgreSQL
+/// is unreachable; `KONG_TEST_REQUIRE_PG=1` (CI) makes that a failure.
+fn postgres_database() -> Option<String> {
+    let name = format!("kong_test_cluster_{}_{}", std::process::id(), free_port());
+    let created = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output();
+    match created {
+        Ok(out) if out.status.success() => Some(name),
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
+                "KONG_TEST_REQUIRE_PG=1 but PostgreSQL is unreachable: {why}"
+            );
+            eprintln!("skipping: PostgreSQL is unreachable: {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn two_nodes_on_one_postgres_database_share_configuration() {
+    let Some(db) = postgres_database() else { return };
+    let conf = format!(
+        "database = postgres\npg_host = 127.0.0.1\npg_user = postgres\npg_database = {db}\ndb_update_frequency = 0.1\n"
+    );
+    let (dir_a, dir_b) = (temp_dir(), temp_dir());
+    let mock = free_port();
+    let a = start_with(&dir_a, mock, &conf);
+    let b = start_with(&dir_b, free_port(), &conf);
+    let url = format!("http%3A%2F%2F127.0.0.1%3A{mock}");
+    let (status, _, body) = http(a.admin, "POST", "/services", Some(&format!("name=shared&url={url}"))).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = http(
+        a.admin,
+        "POST",
+        "/services/shared/routes",
+        Some("paths%5B%5D=%2Fshared"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = http(a.admin, "POST", "/services/shared/plugins", Some("name=my-plugin")).unwrap();
+    assert_eq!(status, 201, "{body}");
+    // Node B learns of the route through the cluster events and proxies it.
+    let head = wait_until("node B to serve the route created on node A", || {
+        http(b.proxy, "GET", "/shared/anything", None)
+            .ok()
+            .filter(|(status, _, _)| *status == 200)
+            .map(|(_, head, _)| head)
+    });
+    assert!(head.contains("\r\nx-myplugin: response"), "{head}");
+    let (status, _, _) = http(b.admin, "GET", "/routes", None).unwrap();
+    assert_eq!(status, 200);
+    drop((a, b));
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("DROP DATABASE {db} WITH (FORCE)"),
+        ])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir_a);
+    let _ = std::fs::remove_dir_all(&dir_b);
 }

@@ -148,6 +148,41 @@ impl Admin {
         Ok(Arc::new(admin))
     }
 
+    /// Follows writes made by other nodes on the same database: every `interval` (Kong's
+    /// `db_update_frequency`) it checks the cluster events and, when they changed, reloads the
+    /// entities and swaps the proxy's snapshot. Runs forever: spawn it.
+    pub async fn follow_cluster(self: Arc<Self>, interval: std::time::Duration) {
+        let Some(store) = self.store.clone() else { return };
+        let mut seen = store.version().await.ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(now) = store.version().await else { continue };
+            if seen == Some(now) {
+                continue;
+            }
+            match self.reload(&store).await {
+                Ok(()) => seen = Some(now),
+                Err(e) => tracing::error!(target: "kong", "could not apply the cluster's configuration: {e}"),
+            }
+        }
+    }
+
+    async fn reload(&self, store: &Store) -> Result<(), String> {
+        let mut loaded = empty_entities();
+        for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
+            let Some(k) = kinds::get(&kind) else { continue };
+            let id = value["id"].as_str().unwrap_or_default().to_owned();
+            loaded.entry(k.name).or_default().insert(id, value);
+        }
+        let mut entities = self.entities.lock().await;
+        let snapshot = self.build(&loaded).await.map_err(|e| e.1.to_string())?;
+        *entities = loaded;
+        self.proxy.swap(snapshot);
+        Ok(())
+    }
+
     /// Serves the Admin API on `listener` until `shutdown` completes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);

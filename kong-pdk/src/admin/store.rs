@@ -70,6 +70,7 @@ pub enum Op {
 pub struct Store {
     pool: AnyPool,
     sqlite: bool,
+    node_id: String,
 }
 
 impl Store {
@@ -101,7 +102,11 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Store { pool, sqlite })
+        Ok(Store {
+            pool,
+            sqlite,
+            node_id: uuid::Uuid::new_v4().to_string(),
+        })
     }
 
     /// Whether this is the embedded SQLite store.
@@ -227,7 +232,22 @@ impl Store {
                 }
             }
         }
+        // Other nodes on the same database notice the change (`cluster_events`).
+        let event = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+        sqlx::query("INSERT INTO cluster_events (id, node_id, channel, data) VALUES ($1, $2, 'invalidations', NULL)")
+            .bind(event)
+            .bind(self.node_id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A number that changes whenever any node writes (the count of cluster events).
+    pub async fn version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM cluster_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
     }
 }
