@@ -21,6 +21,39 @@ pub(crate) fn form(body: &str) -> Map<String, Value> {
     root
 }
 
+/// Decodes a `multipart/form-data` body with `boundary` like a form: each part's `name` is a
+/// key with the same conventions. `None` when the body is not valid multipart.
+pub(crate) fn multipart(body: &[u8], boundary: &str) -> Option<Map<String, Value>> {
+    let delimiter = format!("--{boundary}");
+    let text = std::str::from_utf8(body).ok()?;
+    let mut root = Map::new();
+    let mut seen_end = false;
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            seen_end = true;
+            break;
+        }
+        let part = part.strip_prefix("\r\n").or_else(|| part.strip_prefix('\n'))?;
+        let (head, value) = part.split_once("\r\n\r\n").or_else(|| part.split_once("\n\n"))?;
+        let value = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(value);
+        let name = head.lines().find_map(|line| {
+            let (h, v) = line.split_once(':')?;
+            if !h.trim().eq_ignore_ascii_case("content-disposition") {
+                return None;
+            }
+            v.split(';').find_map(|p| {
+                let p = p.trim();
+                p.strip_prefix("name=").map(|n| n.trim_matches('"').to_owned())
+            })
+        })?;
+        insert(&mut root, &path_of(&name), Value::String(value.to_owned()));
+    }
+    seen_end.then_some(root)
+}
+
 #[derive(Debug, PartialEq)]
 enum Step {
     Key(String),
@@ -187,6 +220,17 @@ mod tests {
                 "url": "http://mock:15555/p q",
             })
         );
+    }
+
+    #[test]
+    fn multipart_bodies_follow_the_form_conventions() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nsvc\r\n--XyZ\r\ncontent-disposition: form-data; name=\"paths[]\"\r\n\r\n/a\r\n--XyZ\r\nContent-Disposition: form-data; name=\"config.x\"\r\n\r\nline1\r\nline2\r\n--XyZ--\r\n";
+        let m = multipart(body.as_bytes(), "XyZ").unwrap();
+        assert_eq!(
+            Value::Object(m),
+            json!({ "name": "svc", "paths": ["/a"], "config": { "x": "line1\r\nline2" } })
+        );
+        assert!(multipart(b"--XyZ\r\nno end", "XyZ").is_none());
     }
 
     #[test]

@@ -1297,6 +1297,16 @@ where
             let text = String::from_utf8_lossy(&bytes);
             Ok((Value::Object(args::form(&text)), true))
         }
+        "multipart/form-data" => {
+            let full = types.first().and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let boundary = full
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("boundary="))
+                .map(|b| b.trim_matches('"'))
+                .ok_or_else(|| message(400, "Cannot parse multipart body"))?;
+            let form = args::multipart(&bytes, boundary).ok_or_else(|| message(400, "Cannot parse multipart body"))?;
+            Ok((Value::Object(form), true))
+        }
         _ => Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, Value::Null)),
     }
 }

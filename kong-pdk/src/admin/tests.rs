@@ -260,6 +260,20 @@ async fn errors_have_kongs_codes_messages_and_fields() {
         (r.status, r.body),
         (400, json!({ "message": "Cannot parse JSON body" }))
     );
+    let multipart = "--b1\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nmulti\r\n--b1\r\nContent-Disposition: form-data; name=\"tags[]\"\r\n\r\nt1\r\n--b1--\r\n";
+    let r = call(
+        a,
+        "POST",
+        "/consumers",
+        Some("multipart/form-data; boundary=b1"),
+        multipart,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["username"].clone(), r.body["tags"].clone()),
+        (json!("multi"), json!(["t1"]))
+    );
     let r = call(a, "POST", "/consumers", Some("text/csv"), "a,b").await;
     assert_eq!(r.status, 415);
     let r = json_call(a, "POST", "/plugins", json!({ "name": "nope" })).await;
