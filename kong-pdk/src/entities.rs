@@ -242,3 +242,51 @@ pub struct Sni {
     #[serde(default)]
     pub tags: Option<Vec<String>>,
 }
+
+/// A load-balancing upstream (`/upstreams`): a virtual host name that services use as their
+/// `host`, spread over its [`Target`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// Primary key.
+    pub id: Uuid,
+    /// The virtual host name services point at.
+    pub name: String,
+    /// `round-robin` (default), `consistent-hashing`, `least-connections` or `latency`.
+    #[serde(default = "Upstream::default_algorithm")]
+    pub algorithm: String,
+    /// The `Host` header sent to targets instead of the upstream's name.
+    #[serde(default)]
+    pub host_header: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+impl Upstream {
+    fn default_algorithm() -> String {
+        "round-robin".into()
+    }
+}
+
+/// A target of an [`Upstream`] (`/upstreams/{u}/targets`): `host:port` and a weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// Primary key.
+    pub id: Uuid,
+    /// The upstream it belongs to.
+    pub upstream: ForeignKey,
+    /// `host:port` (port 8000 when omitted).
+    pub target: String,
+    /// Relative weight; 0 takes the target out of rotation.
+    #[serde(default = "Target::default_weight")]
+    pub weight: u32,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+impl Target {
+    fn default_weight() -> u32 {
+        100
+    }
+}

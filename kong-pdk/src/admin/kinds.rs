@@ -255,8 +255,81 @@ fn snis() -> Kind {
     }
 }
 
-static KINDS: LazyLock<Vec<Kind>> =
-    LazyLock::new(|| vec![services(), routes(), consumers(), plugins(), certificates(), snis()]);
+fn target_value(v: &Value) -> Result<(), String> {
+    let s = v.as_str().unwrap_or_default();
+    let (host, _) = crate::gateway::split_target(s);
+    match crate::schema::typedefs::parse_host(&host) {
+        Ok(_) => Ok(()),
+        Err(_) => Err("Invalid target; not a valid hostname or ip address".into()),
+    }
+}
+
+fn upstreams() -> Kind {
+    Kind {
+        name: "upstreams",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("name", required(typedefs::host::schema())),
+                Field::new(
+                    "algorithm",
+                    with_default(
+                        one_of(
+                            f(FieldKind::String),
+                            json!(["consistent-hashing", "least-connections", "round-robin", "latency"]),
+                        ),
+                        json!("round-robin"),
+                    ),
+                ),
+                Field::new(
+                    "slots",
+                    with_default(between(f(FieldKind::Integer), 10, 65536), json!(10000)),
+                ),
+                Field::new("host_header", typedefs::host::schema()),
+                Field::new("client_certificate", foreign("certificates")),
+                Field::new("use_srv_name", with_default(f(FieldKind::Boolean), json!(false))),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("name"),
+        unique: &["name"],
+        foreign: &[("client_certificate", "certificates", false)],
+    }
+}
+
+fn targets() -> Kind {
+    let mut target = required(f(FieldKind::String));
+    target.custom_validator = Some(target_value);
+    Kind {
+        name: "targets",
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("upstream", required(foreign("upstreams"))),
+                Field::new("target", target),
+                Field::new(
+                    "weight",
+                    with_default(between(f(FieldKind::Integer), 0, 65535), json!(100)),
+                ),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: Some("target"),
+        unique: &[],
+        foreign: &[("upstream", "upstreams", true)],
+    }
+}
+
+static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+    vec![
+        services(),
+        routes(),
+        consumers(),
+        plugins(),
+        certificates(),
+        snis(),
+        upstreams(),
+        targets(),
+    ]
+});
 
 /// Every kind, in dependency order (a kind only references kinds before it, but for
 /// `client_certificate`).

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 pub use store::{Op, Store, StoreError};
 
-use crate::entities::{Certificate, Consumer, Route, Service, Sni};
+use crate::entities::{Certificate, Consumer, Route, Service, Sni, Target, Upstream};
 use crate::executor::PluginEntity;
 use crate::gateway::declarative::Config;
 use crate::gateway::{KONG_VERSION, Proxy};
@@ -1331,6 +1331,8 @@ fn entities_of(config: &Config) -> Entities {
     put(&mut entities, "consumers", &config.consumers);
     put(&mut entities, "certificates", &config.certificates);
     put(&mut entities, "snis", &config.snis);
+    put(&mut entities, "upstreams", &config.upstreams);
+    put(&mut entities, "targets", &config.targets);
     let fk = |id: Option<Uuid>| id.map_or(Value::Null, |id| json!({ "id": id.to_string() }));
     for p in &config.plugins {
         let v = json!({
@@ -1380,5 +1382,7 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
         plugins,
         certificates: all::<Certificate>(entities, "certificates")?,
         snis: all::<Sni>(entities, "snis")?,
+        upstreams: all::<Upstream>(entities, "upstreams")?,
+        targets: all::<Target>(entities, "targets")?,
     })
 }

@@ -527,3 +527,93 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     // The exported configuration loads back.
     assert!(Config::parse(text).is_ok(), "{text}");
 }
+
+async fn proxy_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_balance_over_their_targets() {
+    let n = node(temp_db()).await;
+    let a = &n.admin;
+    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = second.local_addr().unwrap();
+    tokio::spawn(mock_upstream::serve(second, std::future::pending()));
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+
+    assert_eq!(form(a, "POST", "/upstreams", "name=backend.internal").await.status, 201);
+    for t in [n.mock, second_addr] {
+        let r = form(
+            a,
+            "POST",
+            "/upstreams/backend.internal/targets",
+            &format!("target=127.0.0.1:{}", t.port()),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["weight"], 100);
+    }
+    let bad = form(a, "POST", "/upstreams/backend.internal/targets", "target=not_a host").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(
+        form(a, "POST", "/services", "name=lb&host=backend.internal")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(form(a, "POST", "/services/lb/routes", "paths=/lb").await.status, 201);
+
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, echo) = proxy_json(n.proxy, "/lb/anything").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            echo["headers"]["host"], "backend.internal",
+            "Host is the upstream's name"
+        );
+        ports.insert(echo["vars"]["server_port"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(ports.len(), 2, "both targets served: {ports:?}");
+
+    // A dead target is skipped by the retries.
+    let dead_target = form(
+        a,
+        "POST",
+        "/upstreams/backend.internal/targets",
+        &format!("target=127.0.0.1:{}", dead.port()),
+    )
+    .await;
+    assert_eq!(dead_target.status, 201);
+    for _ in 0..6 {
+        assert_eq!(proxy_json(n.proxy, "/lb/anything").await.0, 200);
+    }
+    // Every target out of rotation: Kong's 503.
+    let targets = call(a, "GET", "/upstreams/backend.internal/targets", None, "").await;
+    for t in targets.body["data"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        let r = json_call(
+            a,
+            "PATCH",
+            &format!("/upstreams/backend.internal/targets/{id}"),
+            json!({ "weight": 0 }),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let (status, body) = proxy_json(n.proxy, "/lb/anything").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["message"], "failure to get a peer from the ring-balancer");
+    // Deleting the upstream takes its targets along.
+    assert_eq!(
+        call(a, "DELETE", "/upstreams/backend.internal", None, "").await.status,
+        204
+    );
+    assert_eq!(call(a, "GET", "/targets", None, "").await.body["data"], json!([]));
+}

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::Snapshot;
 use super::tls::Certificates;
-use crate::entities::{Certificate, Consumer, ForeignKey, Route, Service, Sni};
+use crate::entities::{Certificate, Consumer, ForeignKey, Route, Service, Sni, Target, Upstream};
 use crate::executor::{PluginEntity, PluginSet};
 use crate::registry::{LoadError, Plugins, Scope};
 use crate::router::Router;
@@ -55,6 +55,10 @@ pub struct Config {
     pub certificates: Vec<Certificate>,
     /// Server names, each pointing at a certificate.
     pub snis: Vec<Sni>,
+    /// Upstreams (load balancers).
+    pub upstreams: Vec<Upstream>,
+    /// Their targets.
+    pub targets: Vec<Target>,
 }
 
 /// Why a declarative configuration is invalid: Kong's error tree by entity.
@@ -316,6 +320,39 @@ impl Config {
             certificates.insert(id.to_string(), id);
             cfg.certificates.push(cert);
         }
+        let mut upstreams = HashMap::new();
+        let mut targets: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
+        for (mut u, path) in records(&mut root, "upstreams", "")? {
+            let name = u.get("name").and_then(Value::as_str).map(str::to_owned);
+            let id = id_of(&u, "upstreams", name.as_deref(), &path)?;
+            u.insert("id".into(), Value::from(id.to_string()));
+            for (t, tpath) in records(&mut u, "targets", &path)? {
+                targets.push((t, Some(id), tpath));
+            }
+            let upstream: Upstream = serde_json::from_value(Value::Object(u)).map_err(|e| err(&path, e.to_string()))?;
+            upstreams.insert(upstream.name.clone(), id);
+            upstreams.insert(id.to_string(), id);
+            cfg.upstreams.push(upstream);
+        }
+        for (t, path) in records(&mut root, "targets", "")? {
+            targets.push((t, None, path));
+        }
+        for (mut t, parent, path) in targets {
+            let upstream = match (parent, t.remove("upstream")) {
+                (Some(id), _) => id,
+                (None, Some(v)) if !v.is_null() => resolve(&upstreams, &v, &format!("{path}.upstream"), "upstreams")?,
+                (None, _) => return Err(err(&format!("{path}.upstream"), "required field missing")),
+            };
+            let key = format!(
+                "{upstream}:{}",
+                t.get("target").and_then(Value::as_str).unwrap_or_default()
+            );
+            let id = id_of(&t, "targets", Some(&key), &path)?;
+            t.insert("id".into(), Value::from(id.to_string()));
+            t.insert("upstream".into(), serde_json::json!({ "id": upstream.to_string() }));
+            let target: Target = serde_json::from_value(Value::Object(t)).map_err(|e| err(&path, e.to_string()))?;
+            cfg.targets.push(target);
+        }
         for (sni, path) in records(&mut root, "snis", "")? {
             snis.push((sni, None, path));
         }
@@ -403,6 +440,7 @@ impl Config {
             router,
             plugins: set,
             certificates,
+            upstreams: super::Balancers::new(&self.upstreams, &self.targets),
         })
     }
 }

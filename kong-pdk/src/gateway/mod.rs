@@ -6,6 +6,7 @@
 //! [`Proxy::swap`] replaces atomically: no restart, no lock on the request path, and requests
 //! in flight finish on the snapshot they started with.
 
+mod balancer;
 mod body;
 pub mod declarative;
 mod h1guard;
@@ -27,6 +28,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+pub(crate) use balancer::split_target;
+pub use balancer::{Balancer, Balancers};
 pub use body::ProxyBody;
 
 use crate::executor::PluginSet;
@@ -46,6 +49,8 @@ pub struct Snapshot {
     pub plugins: PluginSet,
     /// Certificates by server name (certificate and SNI entities).
     pub certificates: Certificates,
+    /// Upstreams (load balancers) by name.
+    pub upstreams: Balancers,
 }
 
 impl Snapshot {
@@ -55,6 +60,7 @@ impl Snapshot {
             router,
             plugins,
             certificates: Certificates::default(),
+            upstreams: Balancers::default(),
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::transaction::{ClientConn, ClientRequest, Latencies, RequestBody, Sour
 
 enum UpstreamError {
     Connect,
+    /// The service's upstream has no target to send to.
+    NoPeer,
     Timeout,
     Invalid,
 }
@@ -120,11 +122,13 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             (Some(replaced), _) => Outgoing::Bytes(replaced),
             (None, Some(read)) => Outgoing::Bytes(read),
             (None, None) => match slot.take() {
+                // No body at all (most GETs): known bytes, so a failed connection can be retried.
+                Some(incoming) if http_body::Body::is_end_stream(&incoming) => Outgoing::Bytes(Bytes::new()),
                 Some(incoming) => Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed_unsync()),
                 None => Outgoing::Bytes(Bytes::new()),
             },
         };
-        let result = send(proxy, &tx, stripped.as_deref(), body, client_upgrade.is_some()).await;
+        let result = send(proxy, &snap, &tx, stripped.as_deref(), body, client_upgrade.is_some()).await;
         upstream_ms = access_done.elapsed().as_millis() as u64;
         match result {
             Ok(mut resp) => {
@@ -253,14 +257,19 @@ fn https_required(tx: &mut Transaction, status: u16) {
 }
 
 fn upstream_error(tx: &mut Transaction, e: UpstreamError) {
-    let (status, message) = match e {
-        UpstreamError::Timeout => (504, "The upstream server is timing out"),
-        UpstreamError::Connect | UpstreamError::Invalid => {
-            (502, "An invalid response was received from the upstream server")
-        }
+    // nginx's proxy errors default to text/plain; the balancer's is `kong.response.error`
+    // (JSON unless the client asks otherwise).
+    let (status, message, default) = match e {
+        UpstreamError::Timeout => (504, "The upstream server is timing out", ErrorFormat::Plain),
+        UpstreamError::NoPeer => (503, "failure to get a peer from the ring-balancer", ErrorFormat::Json),
+        UpstreamError::Connect | UpstreamError::Invalid => (
+            502,
+            "An invalid response was received from the upstream server",
+            ErrorFormat::Plain,
+        ),
     };
     tx.response.headers.clear();
-    tx.error_response_as(status, message, None, ErrorFormat::Plain);
+    tx.error_response_as(status, message, None, default);
     tx.set_source(Source::Error);
 }
 
@@ -272,6 +281,7 @@ enum Outgoing {
 
 async fn send(
     proxy: &Proxy,
+    snap: &super::Snapshot,
     tx: &Transaction,
     stripped: Option<&str>,
     body: Outgoing,
@@ -279,10 +289,27 @@ async fn send(
 ) -> Result<Response<Incoming>, UpstreamError> {
     let up = &tx.upstream;
     let scheme = if up.scheme == "https" { "https" } else { "http" };
-    let uri: Uri = format!("{scheme}://{}:{}{}", up.host, up.port, up.path_with_query())
-        .parse()
-        .map_err(|_| UpstreamError::Invalid)?;
+    let balancer = snap.upstreams.get(&up.host);
+    let uri_for = |attempt: u32| -> Result<Uri, UpstreamError> {
+        let (host, port) = match balancer {
+            Some(b) => b.pick(attempt).ok_or(UpstreamError::NoPeer)?,
+            None => (up.host.as_str(), up.port),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        format!("{scheme}://{host}:{port}{}", up.path_with_query())
+            .parse()
+            .map_err(|_| UpstreamError::Invalid)
+    };
     let mut headers = headers::upstream(tx, stripped, &proxy.headers);
+    if let Some(host) = balancer.and_then(|b| b.host_header.as_deref()) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(HOST, v);
+        }
+    }
     if websocket {
         headers.insert(
             http::header::CONNECTION,
@@ -304,7 +331,7 @@ async fn send(
         };
         let mut req = Request::builder()
             .method(up.method.clone())
-            .uri(uri.clone())
+            .uri(uri_for(attempt)?)
             .version(http::Version::HTTP_11);
         if let Some(h) = req.headers_mut() {
             *h = headers.clone();

@@ -96,6 +96,7 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
         router: Router::new(routes).unwrap(),
         plugins: set,
         certificates: Certificates::new(&certificates, &snis).unwrap(),
+        upstreams: Balancers::default(),
     };
     let (default, default_pem, _) = CertificatePair::self_signed(&["localhost"]).unwrap();
     let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()).with_default_certificate(default));
