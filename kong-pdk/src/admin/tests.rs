@@ -27,7 +27,7 @@ impl Handler for AddHeader {
 }
 
 struct Node {
-    admin: Arc<Admin>,
+    admin: AdminAddr,
     proxy: SocketAddr,
     mock: SocketAddr,
     db: std::path::PathBuf,
@@ -93,7 +93,7 @@ async fn node_on(store: Store, db: std::path::PathBuf) -> Node {
     let mock_addr = mock.local_addr().unwrap();
     tokio::spawn(mock_upstream::serve(mock, std::future::pending()));
     Node {
-        admin,
+        admin: serve_admin(admin).await,
         proxy: addr,
         mock: mock_addr,
         db,
@@ -106,14 +106,28 @@ struct Answer {
     body: Value,
 }
 
-async fn call(admin: &Admin, method: &str, path: &str, ctype: Option<&str>, body: &str) -> Answer {
-    let mut req = Request::builder().method(method).uri(path);
+/// The address of an Admin API served on a random port: every test goes over real HTTP.
+struct AdminAddr(SocketAddr);
+
+async fn serve_admin(admin: Arc<Admin>) -> AdminAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(admin.serve(listener, std::future::pending()));
+    AdminAddr(addr)
+}
+
+async fn call(admin: &AdminAddr, method: &str, path: &str, ctype: Option<&str>, body: &str) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", admin.0));
     if let Some(c) = ctype {
         req = req.header("content-type", c);
     }
-    let resp = admin
-        .handle(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await;
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -125,11 +139,11 @@ async fn call(admin: &Admin, method: &str, path: &str, ctype: Option<&str>, body
     Answer { status, headers, body }
 }
 
-async fn form(admin: &Admin, method: &str, path: &str, body: &str) -> Answer {
+async fn form(admin: &AdminAddr, method: &str, path: &str, body: &str) -> Answer {
     call(admin, method, path, Some("application/x-www-form-urlencoded"), body).await
 }
 
-async fn json_call(admin: &Admin, method: &str, path: &str, body: Value) -> Answer {
+async fn json_call(admin: &AdminAddr, method: &str, path: &str, body: Value) -> Answer {
     call(admin, method, path, Some("application/json"), &body.to_string()).await
 }
 
@@ -159,6 +173,29 @@ async fn the_quick_start_works_verbatim_on_postgres_and_survives_a_restart() {
     let dup = form(&again.admin, "POST", "/services", "name=example_service&host=x.test").await;
     assert_eq!(dup.status, 409, "{}", dup.body);
     drop_db().await;
+}
+
+/// Two tests: `$name::on_sqlite` runs `$body` on the embedded store, `$name::on_postgres` on
+/// a fresh PostgreSQL database (skipped when none answers, unless KONG_TEST_REQUIRE_PG=1).
+macro_rules! on_every_store {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$body(super::node(super::temp_db()).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                let Some((url, drop_db)) = super::postgres().await else {
+                    return;
+                };
+                let store = super::Store::connect(&url).await.unwrap();
+                super::$body(super::node_on(store, super::temp_db()).await).await;
+                drop_db().await;
+            }
+        }
+    };
 }
 
 async fn quick_start(n: Node) {
@@ -219,9 +256,9 @@ async fn quick_start(n: Node) {
     assert_eq!(headers.get("x-patched").unwrap(), "response");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_have_kongs_codes_messages_and_fields() {
-    let n = node(temp_db()).await;
+on_every_store!(errors_have_kongs_codes_messages_and_fields, errors);
+
+async fn errors(n: Node) {
     let a = &n.admin;
     let r = json_call(a, "POST", "/services", json!({ "name": "s" })).await;
     assert_eq!(r.status, 400);
@@ -341,9 +378,9 @@ async fn errors_have_kongs_codes_messages_and_fields() {
     assert_eq!(r.headers.get("allow").unwrap(), "GET, HEAD, OPTIONS, POST");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_put_upserts_and_nested_paths() {
-    let n = node(temp_db()).await;
+on_every_store!(pages_put_upserts_and_nested_paths, pages);
+
+async fn pages(n: Node) {
     let a = &n.admin;
     for name in ["a", "b", "c"] {
         assert_eq!(
@@ -467,7 +504,7 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     );
     let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
     let config = Config::parse(&yaml("/mock", "X-Declared")).unwrap();
-    let a = Admin::dbless(&config, plugins, proxy.clone()).await.unwrap();
+    let a = serve_admin(Admin::dbless(&config, plugins, proxy.clone()).await.unwrap()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(proxy.serve(listener, std::future::pending()));
@@ -539,9 +576,9 @@ async fn proxy_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstreams_balance_over_their_targets() {
-    let n = node(temp_db()).await;
+on_every_store!(upstreams_balance_over_their_targets, upstreams);
+
+async fn upstreams(n: Node) {
     let a = &n.admin;
     let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let second_addr = second.local_addr().unwrap();
