@@ -2,14 +2,13 @@
 //! mock upstream serves the quick start's route; `health`, `version` and `config parse` answer;
 //! SIGTERM stops it cleanly.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+
+use std::net::TcpStream;
 
 mod common;
-use common::{BIN, free_port, wait_until};
+use common::{BIN, exchange, free_port, wait_until};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
@@ -19,12 +18,10 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// A raw HTTP/1.1 GET; returns the whole response text.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 struct Gateway {

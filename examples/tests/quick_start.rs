@@ -2,32 +2,27 @@
 //! types it (with the local mock upstream instead of httpbin.org); then kill -9 and a restart
 //! keep every acknowledged write.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 mod common;
-use common::{BIN, free_port, wait_until};
+use common::{BIN, exchange, free_port, psql, wait_until};
 
 /// One HTTP/1.1 request; returns (status, lowercased head, body).
 fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let body = form.unwrap_or_default();
     let ctype = if form.is_some() {
         "Content-Type: application/x-www-form-urlencoded\r\n"
     } else {
         ""
     };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
-        body.len()
+    let out = exchange(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
     )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, head.to_ascii_lowercase(), body.to_owned()))
@@ -153,23 +148,9 @@ fn the_seeds_quick_start_then_kill_9_and_restart() {
 /// is unreachable; `KONG_TEST_REQUIRE_PG=1` (CI) makes that a failure.
 fn postgres_database() -> Option<String> {
     let name = format!("kong_test_cluster_{}_{}", std::process::id(), free_port());
-    let created = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-qc",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output();
-    match created {
-        Ok(out) if out.status.success() => Some(name),
-        other => {
-            let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
+    match psql(&format!("CREATE DATABASE {name}")) {
+        Ok(()) => Some(name),
+        Err(why) => {
             assert!(
                 std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
                 "KONG_TEST_REQUIRE_PG=1 but PostgreSQL is unreachable: {why}"
@@ -214,16 +195,7 @@ fn two_nodes_on_one_postgres_database_share_configuration() {
     let (status, _, _) = http(b.admin, "GET", "/routes", None).unwrap();
     assert_eq!(status, 200);
     drop((a, b));
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-qc",
-            &format!("DROP DATABASE {db} WITH (FORCE)"),
-        ])
-        .output();
+    let _ = psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
 }

@@ -112,12 +112,7 @@ impl Admin {
     /// Migrates the store, loads its entities and gives the proxy their configuration.
     pub async fn new(store: Store, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
         store.migrate().await.map_err(|e| e.to_string())?;
-        let mut entities = empty_entities();
-        for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
-            let Some(k) = kinds::get(&kind) else { continue };
-            let id = value["id"].as_str().unwrap_or_default().to_owned();
-            entities.entry(k.name).or_default().insert(id, value);
-        }
+        let entities = load_entities(&store).await?;
         Admin::start(Some(store), entities, plugins, proxy).await
     }
 
@@ -170,12 +165,7 @@ impl Admin {
     }
 
     async fn reload(&self, store: &Store) -> Result<(), String> {
-        let mut loaded = empty_entities();
-        for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
-            let Some(k) = kinds::get(&kind) else { continue };
-            let id = value["id"].as_str().unwrap_or_default().to_owned();
-            loaded.entry(k.name).or_default().insert(id, value);
-        }
+        let loaded = load_entities(store).await?;
         let mut entities = self.entities.lock().await;
         let snapshot = self.build(&loaded).await.map_err(|e| e.1.to_string())?;
         *entities = loaded;
@@ -214,12 +204,13 @@ impl Admin {
     {
         let started = Instant::now();
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let (status, body, allow) = match self.route(req).await {
-            Ok((status, body)) => (status, body, None),
-            Err(ApiError(status, body)) if status == StatusCode::NO_CONTENT => {
-                (status, Value::Null, body.as_str().map(str::to_owned))
+        let (status, body, allow) = if req.method() == Method::OPTIONS {
+            let segs: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+            (StatusCode::NO_CONTENT, Value::Null, Some(allowed(&segs)))
+        } else {
+            match self.route(req).await {
+                Ok((status, body)) | Err(ApiError(status, body)) => (status, body, None),
             }
-            Err(ApiError(status, body)) => (status, body, None),
         };
         let mut resp = Response::new(Full::new(if body.is_null() {
             Bytes::new()
@@ -252,7 +243,7 @@ impl Admin {
         }
         h.insert(
             http::header::SERVER,
-            HeaderValue::from_static(concat!("kong/", "3.10.0")),
+            HeaderValue::from_str(&format!("kong/{KONG_VERSION}")).expect("a valid header value"),
         );
         h.insert(
             "x-kong-admin-latency",
@@ -276,9 +267,6 @@ impl Admin {
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = parts.method.clone();
-        if method == Method::OPTIONS {
-            return Err(ApiError(StatusCode::NO_CONTENT, Value::from(allowed(&segs))));
-        }
         let read_body = |body: B, headers: http::HeaderMap, kind: &'static str| async move {
             let (mut value, form) = read(body, &headers).await?;
             if form {
@@ -322,7 +310,7 @@ impl Admin {
                     .to_bytes();
                 self.load_config(&parts.headers, &bytes).await
             }
-            [] if get => Ok((StatusCode::OK, self.info())),
+            [] if get => Ok((StatusCode::OK, self.info().await)),
             ["status"] if get => Ok((StatusCode::OK, self.status().await)),
             ["plugins", "enabled"] if get => Ok((
                 StatusCode::OK,
@@ -434,7 +422,7 @@ impl Admin {
         }
     }
 
-    fn info(&self) -> Value {
+    async fn info(&self) -> Value {
         let available: Map<String, Value> = self
             .plugins
             .iter()
@@ -455,7 +443,7 @@ impl Admin {
             "lua_version": Value::Null,
             "plugins": {
                 "available_on_server": available,
-                "enabled_in_cluster": self.enabled_in_cluster(),
+                "enabled_in_cluster": self.enabled_in_cluster().await,
             },
             "configuration": {
                 "database": match &self.store {
@@ -468,10 +456,8 @@ impl Admin {
         })
     }
 
-    fn enabled_in_cluster(&self) -> Vec<String> {
-        let Ok(entities) = self.entities.try_lock() else {
-            return Vec::new();
-        };
+    async fn enabled_in_cluster(&self) -> Vec<String> {
+        let entities = self.entities.lock().await;
         let mut names: Vec<String> = entities["plugins"]
             .values()
             .filter_map(|p| p["name"].as_str().map(str::to_owned))
@@ -808,17 +794,16 @@ impl Admin {
                 Value::Object(m) if m.contains_key("id") => {
                     let id = m["id"].as_str().unwrap_or_default();
                     if !entities[target.name].contains_key(id) {
+                        let text = format!(
+                            "the foreign key '{}' does not reference an existing '{}' entity.",
+                            key_text("id", &m["id"]),
+                            target.name
+                        );
                         return Err(db_error(
                             4,
                             "foreign key violation",
-                            format!(
-                                "the foreign key '{}' does not reference an existing '{}' entity.",
-                                key_text("id", &m["id"]),
-                                target.name
-                            ),
-                            Some(
-                                json!({ *field: format!("the foreign key '{}' does not reference an existing '{}' entity.", key_text("id", &m["id"]), target.name) }),
-                            ),
+                            text.clone(),
+                            Some(json!({ *field: text })),
                         ));
                     }
                     id.to_owned()
@@ -962,7 +947,7 @@ impl Admin {
                     .values()
                     .any(|e| e["id"] != value["id"] && e[*field].as_str() == Some(v));
                 if taken {
-                    return Err(unique_violation(kind, field, &value[*field]));
+                    return Err(unique_violation(field, &value[*field]));
                 }
                 unique.push((*field, v.to_owned()));
             }
@@ -998,7 +983,7 @@ impl Admin {
         };
         let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
         store.write(&[op]).await.map_err(|e| match e {
-            StoreError::Unique(_, field, v) => unique_violation(kind, &field, &Value::from(v)),
+            StoreError::Unique(_, field, v) => unique_violation(&field, &Value::from(v)),
             StoreError::Database(e) => db_error(8, "database error", e, None),
         })?;
         *entities = candidate;
@@ -1068,9 +1053,8 @@ impl Admin {
     }
 }
 
-fn unique_violation(kind: &Kind, field: &str, value: &Value) -> ApiError {
+fn unique_violation(field: &str, value: &Value) -> ApiError {
     let text = format!("UNIQUE violation detected on '{}'", key_text(field, value));
-    let _ = kind;
     db_error(
         5,
         "unique constraint violation",
@@ -1218,46 +1202,18 @@ fn endpoints() -> Value {
     json!({ "data": list, "next": Value::Null })
 }
 
+/// Kong's opaque page offsets: the last id, URL-safe base64.
 fn encode_offset(id: &str) -> String {
-    // URL-safe base64 of the last id, as Kong's opaque offsets are.
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = id.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
 }
 
 fn decode_offset(s: &str) -> Option<String> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => continue,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).ok().filter(|s| Uuid::parse_str(s).is_ok())
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(bytes).ok().filter(|s| Uuid::parse_str(s).is_ok())
 }
 
 /// Reads a request body as Kong does: JSON or form-encoded (`true` when form-encoded, whose
@@ -1309,6 +1265,17 @@ where
         }
         _ => Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, Value::Null)),
     }
+}
+
+/// Every entity `store` holds, by kind and id.
+async fn load_entities(store: &Store) -> Result<Entities, String> {
+    let mut entities = empty_entities();
+    for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
+        let Some(k) = kinds::get(&kind) else { continue };
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        entities.entry(k.name).or_default().insert(id, value);
+    }
+    Ok(entities)
 }
 
 fn empty_entities() -> Entities {

@@ -117,18 +117,9 @@ impl Store {
     /// Runs the migrations not yet applied (`kong migrations bootstrap` / `up`); returns the
     /// names of those it ran.
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_meta (name TEXT NOT NULL PRIMARY KEY)")
-            .execute(&self.pool)
-            .await?;
-        let done: Vec<String> = sqlx::query("SELECT name FROM schema_meta")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r: &AnyRow| r.get::<String, _>(0))
-            .collect();
         let mut ran = Vec::new();
-        for (name, statements) in MIGRATIONS {
-            if done.iter().any(|d| d == name) {
+        for ((name, statements), (_, done)) in MIGRATIONS.iter().zip(self.migrations().await?) {
+            if done {
                 continue;
             }
             let mut tx = self.pool.begin().await?;

@@ -102,7 +102,12 @@ impl Balancers {
         if self.0.is_empty() {
             return None;
         }
-        self.0.get(&host.to_ascii_lowercase())
+        // Names are kept lowercase; most hosts already are, so no allocation then.
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.0.get(&host.to_ascii_lowercase())
+        } else {
+            self.0.get(host)
+        }
     }
 }
 
