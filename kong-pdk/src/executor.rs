@@ -508,13 +508,7 @@ impl PluginSet {
         tx.current.clear();
         let Err(err) = result else { return true };
         let name = inst.meta().name;
-        crate::pdk::log::emit(crate::pdk::Level::Err, &format!("[{name}] {phase} failed: {err}"));
-        if let Some(lines) = &mut tx.captured_logs {
-            lines.push(crate::pdk::LogLine {
-                level: crate::pdk::Level::Err,
-                message: format!("[{name}] {phase} failed: {err}"),
-            });
-        }
+        crate::pdk::log::record(tx, crate::pdk::Level::Err, format!("[{name}] {phase} failed: {err}"));
         match phase {
             Phase::Certificate
             | Phase::Rewrite

@@ -1,5 +1,7 @@
 //! Testing a plugin without a gateway: run its phases against a synthetic request and a fake
-//! upstream, then assert what went upstream and what the client got.
+//! upstream, then assert what went upstream and what the client got. With the `testing`
+//! feature, `testing::helpers` runs the plugin in a real gateway instead, over every
+//! store strategy, the way Kong's `spec.helpers` do.
 //!
 //! ```
 //! use kong_pdk::prelude::*;
@@ -29,6 +31,9 @@
 //! assert_eq!(res.body_text(), "hello");
 //! # });
 //! ```
+
+#[cfg(feature = "testing")]
+pub mod helpers;
 
 use std::net::IpAddr;
 use std::sync::Arc;

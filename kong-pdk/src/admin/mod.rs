@@ -486,6 +486,12 @@ impl Admin {
         status
     }
 
+    /// The current entities as a declarative configuration (`kong config db_export`): what a
+    /// DB-less node would be started with to serve the same traffic.
+    pub async fn export(&self) -> Result<Config, String> {
+        to_config(&*self.entities.lock().await)
+    }
+
     /// The current entities as a declarative configuration (YAML), `GET /config`.
     async fn config_yaml(&self) -> String {
         let entities = self.entities.lock().await;

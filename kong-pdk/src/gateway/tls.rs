@@ -224,7 +224,7 @@ pub(super) fn server_config(resolver: Resolver) -> Arc<rustls::ServerConfig> {
 
 /// The client configuration for https upstreams. Like Kong's default
 /// (`proxy_ssl_verify off`), upstream certificates are not verified.
-pub(super) fn upstream_client_config() -> rustls::ClientConfig {
+pub(crate) fn upstream_client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

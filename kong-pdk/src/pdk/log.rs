@@ -39,6 +39,80 @@ pub struct LogLine {
     pub message: String,
 }
 
+impl Level {
+    /// Kong's name for the level, as in `error.log` (`[err]`, `[notice]`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Err => "error",
+            Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
+        }
+    }
+}
+
+/// The recent lines a node logged, kept in memory (the `error.log` the testing helpers print
+/// when an assertion fails). Set it as [`NodeInfo::error_log`](crate::pdk::NodeInfo::error_log).
+///
+/// ```
+/// use kong_pdk::pdk::{ErrorLog, Level};
+/// let log = ErrorLog::new(2);
+/// log.push(Level::Notice, "[my-plugin] one");
+/// log.push(Level::Err, "[my-plugin] two");
+/// log.push(Level::Warn, "[my-plugin] three");
+/// assert_eq!(log.lines(), ["[error] [my-plugin] two", "[warn] [my-plugin] three"]);
+/// ```
+#[derive(Debug)]
+pub struct ErrorLog {
+    capacity: usize,
+    lines: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl ErrorLog {
+    /// A log keeping the last `capacity` lines.
+    pub fn new(capacity: usize) -> ErrorLog {
+        ErrorLog {
+            capacity: capacity.max(1),
+            lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity.min(1024))),
+        }
+    }
+
+    /// Appends a line as `[level] line`, dropping the oldest when full.
+    pub fn push(&self, level: Level, line: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == self.capacity {
+            lines.pop_front();
+        }
+        lines.push_back(format!("[{}] {line}", level.as_str()));
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Emits one line at `level` for a request: to `tracing`, to the node's [`ErrorLog`] if it
+/// keeps one, and to the unit-test harness's capture.
+pub(crate) fn record(tx: &mut Transaction, level: Level, line: String) {
+    emit(level, &line);
+    if let Some(log) = &tx.node.error_log {
+        log.push(level, &line);
+    }
+    if let Some(lines) = &mut tx.captured_logs {
+        lines.push(LogLine { level, message: line });
+    }
+}
+
 /// Emits one line at `level`.
 pub(crate) fn emit(level: Level, line: &str) {
     match level {
@@ -76,11 +150,9 @@ impl<'a, P: RequestPhase> Log<'a, P> {
 
     fn write(&mut self, level: Level, message: impl Display) {
         let line = format!("[{}] {message}", self.plugin);
-        emit(level, &line);
-        if let Some(tx) = self.tx.as_deref_mut() {
-            if let Some(lines) = &mut tx.captured_logs {
-                lines.push(LogLine { level, message: line });
-            }
+        match self.tx.as_deref_mut() {
+            Some(tx) => record(tx, level, line),
+            None => emit(level, &line),
         }
     }
 

@@ -46,7 +46,7 @@ use uuid::Uuid;
 pub use client::Client;
 pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
-pub use log::{Level, Log, LogLine};
+pub use log::{ErrorLog, Level, Log, LogLine};
 pub use node::{Node, NodeInfo};
 pub use request::{QueryValue, Request};
 pub use response::{ExitBody, Response};

@@ -13,6 +13,9 @@ pub struct NodeInfo {
     pub hostname: String,
     /// `trusted_ips` as (network, prefix length) pairs.
     pub trusted_ips: Vec<(IpAddr, u8)>,
+    /// Where the node also keeps its recent log lines (the testing helpers read it); `None`
+    /// logs through `tracing` only.
+    pub error_log: Option<std::sync::Arc<super::ErrorLog>>,
 }
 
 impl Default for NodeInfo {
@@ -21,6 +24,7 @@ impl Default for NodeInfo {
             id: Uuid::new_v4(),
             hostname: "localhost".into(),
             trusted_ips: Vec::new(),
+            error_log: None,
         }
     }
 }

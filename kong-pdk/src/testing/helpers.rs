@@ -1,0 +1,775 @@
+//! Integration tests the Kong way (`spec.helpers`, run by Pongo there): a real gateway per
+//! test, on random ports, over each store strategy, configured through blueprints and probed
+//! with real HTTP clients. No Docker, no fixed ports: tests run in parallel.
+//!
+//! The seed's `01-integration_spec.lua`, in Rust:
+//!
+//! ```
+//! use kong_pdk::prelude::*;
+//! use kong_pdk::testing::helpers::{self, Conf};
+//! use serde_json::json;
+//!
+//! #[plugin(priority = 1000, version = "0.0.1")]
+//! pub struct MyPlugin {
+//!     #[field(typedef = header_name, default = "X-MyPlugin")]
+//!     response_header_name: String,
+//! }
+//!
+//! #[handler]
+//! impl Handler for MyPlugin {
+//!     async fn response(&self, kong: &mut Kong<Response>) -> kong_pdk::Result {
+//!         kong.response().set_header(&self.response_header_name, "response")?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! for strategy in helpers::all_strategies() {
+//!     let bp = helpers::get_db_utils(strategy, &[MyPlugin::NAME]).await;
+//!     // The route gets a service pointing at the test's mock upstream.
+//!     let route = bp.routes().insert(json!({ "paths": ["/mock"] })).await;
+//!     bp.plugins().insert(json!({ "name": MyPlugin::NAME, "route": { "id": route["id"] } })).await;
+//!     let kong = helpers::start_kong(&bp, Conf::default()).await;
+//!
+//!     let res = kong.proxy_client().get("/mock/anything").send().await;
+//!     res.assert_status(200);
+//!     assert_eq!(res.assert_header("X-MyPlugin"), "response");
+//!     kong.stop().await;
+//! }
+//! # });
+//! ```
+//!
+//! | Kong | here |
+//! |---|---|
+//! | `helpers.all_strategies()`, `each_strategy()` | [`all_strategies`], [`each_strategy`] |
+//! | `helpers.get_db_utils(strategy, nil, plugins)` | [`get_db_utils`] → [`Blueprint`] |
+//! | `bp.routes:insert{...}` | [`Blueprint::routes`]`().insert(json!({...}))` |
+//! | `helpers.start_kong{...}`, `stop_kong()` | [`start_kong`], [`Gateway::stop`] |
+//! | `helpers.proxy_client()`, `proxy_ssl_client()`, `admin_client()` | [`Gateway::proxy_client`], ... |
+//! | `assert.response(r).has.status(200)` | [`TestResponse::assert_status`] |
+//! | `assert.response(r).has.header(h)` | [`TestResponse::assert_header`] |
+//! | `assert.request(r).has.header(h)` | [`TestResponse::request`] → [`EchoedRequest`] |
+//! | `helpers.wait_until(f, timeout)` | [`wait_until`] |
+//! | `helpers.mock_upstream_url` | [`Blueprint::mock_upstream_url`] |
+//!
+//! When an assertion fails it prints the response body and the gateway's recent error log,
+//! as Kong's do.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, Store};
+use crate::executor::PluginSet;
+use crate::gateway::tls::CertificatePair;
+use crate::gateway::{HeaderSettings, Proxy, Snapshot, mock_upstream};
+use crate::pdk::{ErrorLog, NodeInfo};
+use crate::registry::{self, Plugins};
+use crate::router::Router;
+
+mod client;
+
+pub use client::{Client, EchoedRequest, RequestBuilder, TestResponse};
+
+/// How many error-log lines a test gateway keeps.
+const ERROR_LOG_LINES: usize = 1000;
+
+/// A store strategy: where the gateway under test keeps its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// DB-less: the blueprint becomes the declarative configuration the gateway starts with.
+    Off,
+    /// The embedded store: a SQLite file of the test's own.
+    Sqlite,
+    /// PostgreSQL: a database of the test's own, dropped afterwards.
+    Postgres,
+}
+
+impl Strategy {
+    /// Kong's name of the strategy (`off`, `sqlite`, `postgres`), as in `database = ...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Off => "off",
+            Strategy::Sqlite => "sqlite",
+            Strategy::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every strategy a plugin should be tested with: `off`, `sqlite` and, when PostgreSQL is
+/// reachable, `postgres` (Kong's `helpers.all_strategies()`).
+///
+/// PostgreSQL is found through `KONG_TEST_PG_HOST` and `KONG_TEST_PG_PORT` (default
+/// 127.0.0.1:5432). When it does not answer, `postgres` is left out with the reason printed,
+/// unless `KONG_TEST_REQUIRE_PG=1`, which makes that a panic (CI sets it). `KONG_DATABASE`
+/// narrows the list to one strategy, as with Kong.
+pub fn all_strategies() -> Vec<Strategy> {
+    strategies(&[Strategy::Off, Strategy::Sqlite, Strategy::Postgres])
+}
+
+/// The strategies with a database: `sqlite` and `postgres` (Kong's `helpers.each_strategy()`),
+/// with the same rules as [`all_strategies`].
+pub fn each_strategy() -> Vec<Strategy> {
+    strategies(&[Strategy::Sqlite, Strategy::Postgres])
+}
+
+fn strategies(candidates: &[Strategy]) -> Vec<Strategy> {
+    strategies_with(std::env::var("KONG_DATABASE").ok().as_deref(), candidates)
+}
+
+/// `candidates` narrowed to `only` (the `KONG_DATABASE` value), PostgreSQL checked.
+fn strategies_with(only: Option<&str>, candidates: &[Strategy]) -> Vec<Strategy> {
+    let mut out = Vec::new();
+    for &s in candidates {
+        if only.is_some_and(|o| o != s.as_str()) {
+            continue;
+        }
+        if s == Strategy::Postgres {
+            if let Err(why) = PgSettings::from_env().reachable() {
+                assert!(
+                    std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
+                    "KONG_TEST_REQUIRE_PG=1 but {why}"
+                );
+                eprintln!("skipping the postgres strategy: {why}");
+                continue;
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Where the test PostgreSQL server is (`KONG_TEST_PG_HOST`, `_PORT`, `_USER`, `_PASSWORD`).
+struct PgSettings {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+impl PgSettings {
+    fn from_env() -> PgSettings {
+        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+        PgSettings {
+            host: var("KONG_TEST_PG_HOST", "127.0.0.1"),
+            port: var("KONG_TEST_PG_PORT", "5432").parse().unwrap_or(5432),
+            user: var("KONG_TEST_PG_USER", "postgres"),
+            password: var("KONG_TEST_PG_PASSWORD", ""),
+        }
+    }
+
+    fn url(&self, database: &str) -> String {
+        let auth = if self.password.is_empty() {
+            self.user.clone()
+        } else {
+            format!("{}:{}", self.user, self.password)
+        };
+        format!("postgres://{auth}@{}:{}/{database}", self.host, self.port)
+    }
+
+    fn reachable(&self) -> Result<(), String> {
+        use std::net::ToSocketAddrs;
+        let unreachable = |e: String| format!("PostgreSQL at {}:{} is unreachable: {e}", self.host, self.port);
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map(drop)
+            .map_err(|e| unreachable(e.to_string()))
+    }
+}
+
+/// What a test's store leaves behind, removed when the blueprint goes.
+enum Scratch {
+    Dir(PathBuf),
+    Database { settings: PgSettings, name: String },
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        match self {
+            Scratch::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Scratch::Database { settings, name } => {
+                // Runs on a thread of its own: the test's runtime may be shutting down.
+                let (url, sql) = (
+                    settings.url("postgres"),
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                );
+                let dropping = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    rt.block_on(async {
+                        let pool = sqlx::AnyPool::connect(&url).await.ok()?;
+                        sqlx::query(&sql).execute(&pool).await.ok()
+                    })
+                });
+                let _ = dropping.join();
+            }
+        }
+    }
+}
+
+/// A name no other test of any process uses.
+fn unique_name() -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Kong's test mock upstream, served on a random port for one blueprint.
+struct MockUpstream {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A test's data: entities inserted through the Admin API's own validation, in a store of the
+/// test's own, and the mock upstream they point at (Kong's `bp` from `get_db_utils`).
+///
+/// Cheap to clone; the store and the mock upstream go when the last clone (and the last
+/// [`Gateway`] started from it) does.
+#[derive(Clone)]
+pub struct Blueprint(Arc<Inner>);
+
+struct Inner {
+    strategy: Strategy,
+    plugins: Arc<Plugins>,
+    store: Store,
+    /// The Admin API writes go through: the blueprint's own until a gateway starts, then that
+    /// gateway's, so later inserts reach it at once.
+    admin: std::sync::Mutex<Arc<Admin>>,
+    error_log: Arc<ErrorLog>,
+    mock: MockUpstream,
+    counter: AtomicUsize,
+    // Dropped last: the store's files or database.
+    _scratch: Scratch,
+}
+
+/// Prepares a test: a fresh store for `strategy`, the plugins named in `plugins` loaded (with
+/// `"bundled"`, every plugin linked into the test binary) and Kong's mock upstream started on a
+/// random port (Kong's `helpers.get_db_utils(strategy, nil, plugins)`).
+///
+/// Runs on the caller's tokio runtime, which needs its I/O and time drivers
+/// (`#[tokio::test]` has them).
+///
+/// # Panics
+/// When a plugin is not registered (not linked into the test binary) or the store cannot be
+/// created: a test cannot go on without them.
+pub async fn get_db_utils(strategy: Strategy, plugins: &[&str]) -> Blueprint {
+    let error_log = Arc::new(ErrorLog::new(ERROR_LOG_LINES));
+    let node = NodeInfo {
+        error_log: Some(error_log.clone()),
+        ..NodeInfo::default()
+    };
+    let names: Vec<&str> = if plugins.contains(&"bundled") {
+        registry::registered().iter().map(|r| r.name()).collect()
+    } else {
+        plugins.to_vec()
+    };
+    let plugins = Arc::new(Plugins::load(names, node).unwrap_or_else(|e| {
+        panic!("get_db_utils: {e} (is the plugin's crate used by the test, so that it is linked?)")
+    }));
+    plugins
+        .init_worker()
+        .await
+        .unwrap_or_else(|f| panic!("get_db_utils: init_worker failed for plugin {}", f[0].0));
+
+    let (store, scratch) = match strategy {
+        // DB-less tests insert into a scratch SQLite store; start_kong turns it into a
+        // declarative configuration.
+        Strategy::Off | Strategy::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("kong-pdk-test-{}", unique_name()));
+            let store = Store::sqlite(&dir.join("kong.db"))
+                .await
+                .unwrap_or_else(|e| panic!("get_db_utils: cannot create a SQLite store in {}: {e}", dir.display()));
+            (store, Scratch::Dir(dir))
+        }
+        Strategy::Postgres => {
+            let settings = PgSettings::from_env();
+            let name = format!("kong_pdk_test_{}", unique_name());
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&settings.url("postgres"))
+                .await
+                .unwrap_or_else(|e| panic!("get_db_utils: PostgreSQL is unreachable: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("get_db_utils: cannot create database {name}: {e}"));
+            pool.close().await;
+            let url = settings.url(&name);
+            let scratch = Scratch::Database { settings, name };
+            let store = Store::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("get_db_utils: cannot open {url}: {e}"));
+            (store, scratch)
+        }
+    };
+    let empty = Snapshot::new(
+        Router::new(Vec::new()).expect("an empty router"),
+        PluginSet::empty(plugins.clone()),
+    );
+    let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
+    let admin = Admin::new(store.clone(), plugins.clone(), proxy)
+        .await
+        .unwrap_or_else(|e| panic!("get_db_utils: {e}"));
+
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("get_db_utils: bind the mock upstream");
+    let addr = listener.local_addr().expect("a bound address");
+    let task = tokio::spawn(mock_upstream::serve(listener, std::future::pending()));
+
+    Blueprint(Arc::new(Inner {
+        strategy,
+        plugins,
+        store,
+        admin: std::sync::Mutex::new(admin),
+        error_log,
+        mock: MockUpstream { addr, task },
+        counter: AtomicUsize::new(0),
+        _scratch: scratch,
+    }))
+}
+
+impl Blueprint {
+    /// The strategy the blueprint was made for.
+    pub fn strategy(&self) -> Strategy {
+        self.0.strategy
+    }
+
+    /// The address of this test's mock upstream (Kong's is fixed at 127.0.0.1:15555; here each
+    /// test has its own).
+    pub fn mock_upstream(&self) -> SocketAddr {
+        self.0.mock.addr
+    }
+
+    /// `http://127.0.0.1:<port>` of this test's mock upstream (`helpers.mock_upstream_url`).
+    pub fn mock_upstream_url(&self) -> String {
+        format!("http://{}", self.0.mock.addr)
+    }
+
+    /// `bp.services`: defaults to the mock upstream (`protocol = http`, `host = 127.0.0.1`,
+    /// `port = <mock port>`).
+    pub fn services(&self) -> Table<'_> {
+        self.table("services")
+    }
+
+    /// `bp.routes`: without `service`, each route gets a new default service.
+    pub fn routes(&self) -> Table<'_> {
+        self.table("routes")
+    }
+
+    /// `bp.consumers`: defaults `username = consumer-username-N`, `custom_id = consumer-id-N`.
+    pub fn consumers(&self) -> Table<'_> {
+        self.table("consumers")
+    }
+
+    /// `bp.plugins`: give `name`, and `config` and a scope (`route`, `service`, `consumer`) as
+    /// needed.
+    pub fn plugins(&self) -> Table<'_> {
+        self.table("plugins")
+    }
+
+    /// `bp.certificates`.
+    pub fn certificates(&self) -> Table<'_> {
+        self.table("certificates")
+    }
+
+    /// `bp.snis`.
+    pub fn snis(&self) -> Table<'_> {
+        self.table("snis")
+    }
+
+    /// `bp.upstreams`.
+    pub fn upstreams(&self) -> Table<'_> {
+        self.table("upstreams")
+    }
+
+    /// `bp.targets`.
+    pub fn targets(&self) -> Table<'_> {
+        self.table("targets")
+    }
+
+    /// The entities of any kind the Admin API serves at `/<name>`.
+    pub fn table(&self, name: &str) -> Table<'_> {
+        Table {
+            bp: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Every entity as the declarative configuration a DB-less node starts with
+    /// (`helpers.make_yaml_file()`).
+    pub async fn declarative_config(&self) -> crate::gateway::declarative::Config {
+        self.current_admin()
+            .export()
+            .await
+            .unwrap_or_else(|e| panic!("declarative_config: {e}"))
+    }
+
+    fn current_admin(&self) -> Arc<Admin> {
+        self.0.admin.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn next(&self) -> usize {
+        self.0.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// One request to the blueprint's own Admin API, in-process.
+    async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        let bytes = match body {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v).expect("JSON"))
+            }
+            None => Bytes::new(),
+        };
+        let res = self
+            .current_admin()
+            .handle(req.body(Full::new(bytes)).expect("a request"))
+            .await;
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}
+
+/// One entity kind of a [`Blueprint`] (`bp.routes`, ...). Writes go through the Admin API's
+/// handler, so they are validated, defaulted and errored exactly as `POST /routes` is.
+pub struct Table<'a> {
+    bp: &'a Blueprint,
+    name: String,
+}
+
+impl Table<'_> {
+    /// Inserts one entity: Kong's blueprint defaults for the kind, overridden by `fields`.
+    /// Returns the stored entity (with `id`, defaults, ...).
+    ///
+    /// # Panics
+    /// When the Admin API rejects it; the message is Kong's error.
+    pub async fn insert(&self, fields: Value) -> Value {
+        let mut entity = self.defaults();
+        match (entity.as_object_mut(), fields) {
+            (Some(e), Value::Object(f)) => e.extend(f),
+            (_, other) => panic!("bp.{}:insert takes a JSON object, not {other}", self.name),
+        }
+        // Routes without a service get a fresh default one.
+        if self.name == "routes" && entity.get("service").is_none() {
+            let service = Box::pin(self.bp.services().insert(json!({}))).await;
+            entity["service"] = json!({ "id": service["id"] });
+        }
+        let (status, body) = self
+            .bp
+            .admin(Method::POST, &format!("/{}", self.name), Some(&entity))
+            .await;
+        assert_eq!(
+            status, 201,
+            "bp.{}:insert({entity}) failed with {status}: {body:#}",
+            self.name
+        );
+        body
+    }
+
+    /// Inserts `n` entities with the same `fields` (`insert_n`).
+    pub async fn insert_n(&self, n: usize, fields: Value) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.insert(fields.clone()).await);
+        }
+        out
+    }
+
+    /// Updates the entity with id (or endpoint key) `id` with `fields` (a PATCH).
+    ///
+    /// # Panics
+    /// When the Admin API rejects it.
+    pub async fn update(&self, id: &str, fields: Value) -> Value {
+        let (status, body) = self
+            .bp
+            .admin(Method::PATCH, &format!("/{}/{id}", self.name), Some(&fields))
+            .await;
+        assert_eq!(
+            status, 200,
+            "bp.{}:update({id}) failed with {status}: {body:#}",
+            self.name
+        );
+        body
+    }
+
+    /// Deletes the entity with id (or endpoint key) `id`.
+    pub async fn remove(&self, id: &str) {
+        let (status, body) = self
+            .bp
+            .admin(Method::DELETE, &format!("/{}/{id}", self.name), None)
+            .await;
+        assert_eq!(
+            status, 204,
+            "bp.{}:remove({id}) failed with {status}: {body:#}",
+            self.name
+        );
+    }
+
+    /// Kong's blueprint defaults for the kind (`spec/fixtures/blueprints.lua`).
+    fn defaults(&self) -> Value {
+        let mock = self.bp.mock_upstream();
+        match self.name.as_str() {
+            "services" => json!({ "protocol": "http", "host": mock.ip().to_string(), "port": mock.port() }),
+            "consumers" => {
+                let n = self.bp.next();
+                json!({ "username": format!("consumer-username-{n}"), "custom_id": format!("consumer-id-{n}") })
+            }
+            _ => json!({}),
+        }
+    }
+}
+
+/// Settings for [`start_kong`], beyond the blueprint's (Kong's `start_kong{...}` env).
+#[derive(Debug, Clone, Default)]
+pub struct Conf {
+    headers: Option<String>,
+    declarative_config: Option<String>,
+}
+
+impl Conf {
+    /// Kong's `headers` setting (`off`, `server_tokens,latency_tokens`, ...).
+    pub fn headers(mut self, headers: &str) -> Conf {
+        self.headers = Some(headers.to_owned());
+        self
+    }
+
+    /// With the `off` strategy, start from this declarative configuration (kong.yml, YAML or
+    /// JSON) instead of the blueprint's entities.
+    pub fn declarative_config(mut self, yaml: &str) -> Conf {
+        self.declarative_config = Some(yaml.to_owned());
+        self
+    }
+}
+
+/// A gateway serving a [`Blueprint`]: the proxy on plain and TLS listeners and the Admin API,
+/// each on a random port of 127.0.0.1. Stop it with [`Gateway::stop`] (or drop it).
+pub struct Gateway {
+    bp: Blueprint,
+    proxy: SocketAddr,
+    proxy_ssl: SocketAddr,
+    admin: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts a gateway for `bp` (Kong's `helpers.start_kong`). With a database, it serves the
+/// blueprint's store, so entities inserted later reach it at once; with `off`, it starts DB-less
+/// from the blueprint's entities as they are now (or `conf`'s declarative configuration).
+///
+/// # Panics
+/// When the configuration is invalid or a port cannot be bound.
+pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
+    let inner = &bp.0;
+    let headers = match &conf.headers {
+        Some(h) => HeaderSettings::parse(h).unwrap_or_else(|e| panic!("start_kong: headers: {e}")),
+        None => HeaderSettings::default(),
+    };
+    let (proxy, admin) = match inner.strategy {
+        Strategy::Off => {
+            let config = match &conf.declarative_config {
+                Some(text) => crate::gateway::declarative::Config::parse(text)
+                    .unwrap_or_else(|e| panic!("start_kong: declarative_config: {e}")),
+                None => bp.declarative_config().await,
+            };
+            let snapshot = config
+                .snapshot(&inner.plugins)
+                .await
+                .unwrap_or_else(|e| panic!("start_kong: declarative config is invalid: {e}"));
+            let proxy = Arc::new(Proxy::new(snapshot, headers).with_default_certificate(default_certificate()));
+            let admin = Admin::dbless(&config, inner.plugins.clone(), proxy.clone())
+                .await
+                .unwrap_or_else(|e| panic!("start_kong: {e}"));
+            (proxy, admin)
+        }
+        Strategy::Sqlite | Strategy::Postgres => {
+            // A node on the blueprint's store, as Kong started on the test database; the
+            // blueprint writes through its Admin API from now on.
+            let empty = Snapshot::new(
+                Router::new(Vec::new()).expect("an empty router"),
+                PluginSet::empty(inner.plugins.clone()),
+            );
+            let proxy = Arc::new(Proxy::new(empty, headers).with_default_certificate(default_certificate()));
+            let admin = Admin::new(inner.store.clone(), inner.plugins.clone(), proxy.clone())
+                .await
+                .unwrap_or_else(|e| panic!("start_kong: {e}"));
+            *inner.admin.lock().unwrap_or_else(|e| e.into_inner()) = admin.clone();
+            (proxy, admin)
+        }
+    };
+    let bind = || async {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("start_kong: bind a listener")
+    };
+    let (plain, tls, admin_listener) = (bind().await, bind().await, bind().await);
+    let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
+    let (proxy_addr, proxy_ssl, admin_addr) = (addr(&plain), addr(&tls), addr(&admin_listener));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let tasks = vec![
+        tokio::spawn(proxy.clone().serve(plain, until_stopped())),
+        tokio::spawn(proxy.serve_tls(tls, until_stopped())),
+        tokio::spawn(admin.serve(admin_listener, until_stopped())),
+    ];
+    Gateway {
+        bp: bp.clone(),
+        proxy: proxy_addr,
+        proxy_ssl,
+        admin: admin_addr,
+        stop,
+        tasks,
+    }
+}
+
+fn default_certificate() -> CertificatePair {
+    CertificatePair::self_signed(&["localhost"])
+        .expect("a self-signed certificate")
+        .0
+}
+
+impl Gateway {
+    /// The plain proxy listener.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
+    }
+
+    /// The TLS proxy listener (HTTP/1.1 and HTTP/2 by ALPN, a self-signed certificate).
+    pub fn proxy_ssl_addr(&self) -> SocketAddr {
+        self.proxy_ssl
+    }
+
+    /// The Admin API listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// A client of the plain proxy listener (`helpers.proxy_client()`).
+    pub fn proxy_client(&self) -> Client {
+        Client::new(self.proxy, None, self.bp.0.error_log.clone())
+    }
+
+    /// A client of the TLS proxy listener that does not verify the certificate and sends no
+    /// server name (`helpers.proxy_ssl_client()`).
+    pub fn proxy_ssl_client(&self) -> Client {
+        Client::new(self.proxy_ssl, Some(None), self.bp.0.error_log.clone())
+    }
+
+    /// As [`Gateway::proxy_ssl_client`], sending `sni` as the server name.
+    pub fn proxy_ssl_client_sni(&self, sni: &str) -> Client {
+        Client::new(self.proxy_ssl, Some(Some(sni.to_owned())), self.bp.0.error_log.clone())
+    }
+
+    /// A client of the Admin API (`helpers.admin_client()`).
+    pub fn admin_client(&self) -> Client {
+        Client::new(self.admin, None, self.bp.0.error_log.clone())
+    }
+
+    /// The blueprint the gateway serves.
+    pub fn blueprint(&self) -> &Blueprint {
+        &self.bp
+    }
+
+    /// The gateway's recent log lines (plugin `kong.log` lines and plugin errors), oldest first.
+    pub fn error_log(&self) -> Vec<String> {
+        self.bp.0.error_log.lines()
+    }
+
+    /// Stops the gateway (`helpers.stop_kong()`): the listeners close and in-flight requests
+    /// finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds (`helpers.wait_until(fn, timeout)`).
+///
+/// # Panics
+/// When `timeout` passes first; the message names `what`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let polls = AtomicUsize::new(0);
+/// kong_pdk::testing::helpers::wait_until("the third poll", std::time::Duration::from_secs(5), || async {
+///     polls.fetch_add(1, Ordering::Relaxed) == 2
+/// })
+/// .await;
+/// # });
+/// ```
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
