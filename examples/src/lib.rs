@@ -6,11 +6,32 @@
 //! - [`split_plugin`]: a plugin whose phases live in their own modules;
 //! - [`multi_protocol`]: one plugin for WebSocket and non-WebSocket services.
 //!
-//! Linking this crate registers them all (see `kong_pdk::registry`). [`conf`] holds the settings
-//! and commands of the `kong-gateway` binary.
+//! Linking this crate registers them all (see `kong_pdk::registry`). The `kong-gateway` binary
+//! serves them with Kong's bundled plugins through `kong_pdk::cli`.
 
 pub mod all_phases;
-pub mod conf;
 pub mod multi_protocol;
 pub mod my_plugin;
 pub mod split_plugin;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use kong_pdk::cli::conf::{Settings, parse_config};
+
+    #[test]
+    fn the_shipped_configurations_load_and_the_declarative_one_is_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let embedded = Settings::load(Some(&root.join("kong.conf")), None).unwrap();
+        assert_eq!(embedded.database, "sqlite");
+        assert_eq!(embedded.admin_listen, vec!["127.0.0.1:8001".parse().unwrap()]);
+        assert_eq!(embedded.mock_upstream, Some("127.0.0.1:15555".parse().unwrap()));
+        assert!(embedded.proxy_listen.iter().any(|l| l.ssl));
+        let dbless = Settings::load(Some(&root.join("kong-dbless.conf")), None).unwrap();
+        assert_eq!(dbless.database, "off");
+        // The path in kong-dbless.conf is relative to the repository root, where README runs it.
+        let yml = dbless.declarative_config.as_deref().unwrap();
+        parse_config(&dbless, &root.parent().unwrap().join(yml)).unwrap();
+    }
+}

@@ -64,6 +64,8 @@ extern crate self as kong_pdk;
 
 #[cfg(feature = "admin")]
 pub mod admin;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod entities;
 mod error;
 pub mod executor;
