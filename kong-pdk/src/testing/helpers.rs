@@ -79,7 +79,7 @@ use crate::router::Router;
 
 mod client;
 
-pub use client::{Client, EchoedRequest, RequestBuilder, TestResponse};
+pub use client::{EchoedRequest, RequestBuilder, TestClient, TestResponse};
 
 /// How many error-log lines a test gateway keeps.
 const ERROR_LOG_LINES: usize = 1000;
@@ -690,24 +690,24 @@ impl Gateway {
     }
 
     /// A client of the plain proxy listener (`helpers.proxy_client()`).
-    pub fn proxy_client(&self) -> Client {
-        Client::new(self.proxy, None, self.bp.0.error_log.clone())
+    pub fn proxy_client(&self) -> TestClient {
+        TestClient::new(self.proxy, None, self.bp.0.error_log.clone())
     }
 
     /// A client of the TLS proxy listener that does not verify the certificate and sends no
     /// server name (`helpers.proxy_ssl_client()`).
-    pub fn proxy_ssl_client(&self) -> Client {
-        Client::new(self.proxy_ssl, Some(None), self.bp.0.error_log.clone())
+    pub fn proxy_ssl_client(&self) -> TestClient {
+        TestClient::new(self.proxy_ssl, Some(None), self.bp.0.error_log.clone())
     }
 
     /// As [`Gateway::proxy_ssl_client`], sending `sni` as the server name.
-    pub fn proxy_ssl_client_sni(&self, sni: &str) -> Client {
-        Client::new(self.proxy_ssl, Some(Some(sni.to_owned())), self.bp.0.error_log.clone())
+    pub fn proxy_ssl_client_sni(&self, sni: &str) -> TestClient {
+        TestClient::new(self.proxy_ssl, Some(Some(sni.to_owned())), self.bp.0.error_log.clone())
     }
 
     /// A client of the Admin API (`helpers.admin_client()`).
-    pub fn admin_client(&self) -> Client {
-        Client::new(self.admin, None, self.bp.0.error_log.clone())
+    pub fn admin_client(&self) -> TestClient {
+        TestClient::new(self.admin, None, self.bp.0.error_log.clone())
     }
 
     /// The blueprint the gateway serves.

@@ -24,16 +24,16 @@ const LOG_LINES_SHOWN: usize = 60;
 /// A client of one listener: every request opens its own connection (Kong's `proxy_client()`
 /// used for one request, then `client:close()`).
 #[derive(Clone)]
-pub struct Client {
+pub struct TestClient {
     addr: SocketAddr,
     /// `Some(sni)` for TLS.
     tls: Option<Option<String>>,
     error_log: Arc<ErrorLog>,
 }
 
-impl Client {
-    pub(super) fn new(addr: SocketAddr, tls: Option<Option<String>>, error_log: Arc<ErrorLog>) -> Client {
-        Client { addr, tls, error_log }
+impl TestClient {
+    pub(super) fn new(addr: SocketAddr, tls: Option<Option<String>>, error_log: Arc<ErrorLog>) -> TestClient {
+        TestClient { addr, tls, error_log }
     }
 
     /// A request with `method` to `path` (which may carry a query string).
@@ -127,7 +127,7 @@ where
 
 /// A request being built; [`RequestBuilder::send`] sends it.
 pub struct RequestBuilder {
-    client: Client,
+    client: TestClient,
     method: Method,
     path: String,
     headers: HeaderMap,
