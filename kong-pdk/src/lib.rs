@@ -55,6 +55,7 @@
 //! | [`phase`] | `kong/pdk/private/phases.lua`, as types |
 //! | [`executor`] | `runloop/handler.lua`, `plugins_iterator.lua` |
 //! | [`entities`] | services, routes, consumers, credentials |
+//! | [`dao`](mod@dao) | a plugin's `daos.lua`: its own entities |
 //! | [`testing`] | Pongo / `spec.helpers`, at unit level |
 
 #![warn(missing_docs)]
@@ -66,6 +67,7 @@ extern crate self as kong_pdk;
 pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod dao;
 pub mod entities;
 mod error;
 pub mod executor;

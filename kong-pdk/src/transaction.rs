@@ -313,6 +313,8 @@ pub struct Transaction {
     pub(crate) started: Instant,
     pub(crate) subsystem: Subsystem,
     pub(crate) node: Arc<NodeInfo>,
+    /// The configuration's consumers and plugin entities (`kong.db()`).
+    pub(crate) data: Arc<crate::dao::DataStore>,
     /// The client request.
     pub request: ClientRequest,
     /// The client connection.
@@ -469,6 +471,7 @@ impl Transaction {
             started: Instant::now(),
             subsystem: Subsystem::Http,
             node,
+            data: crate::dao::DataStore::empty(),
             request,
             client,
             route: None,
@@ -524,6 +527,11 @@ impl Transaction {
     /// The request id (`X-Kong-Request-Id`).
     pub fn request_id(&self) -> &str {
         &self.id
+    }
+
+    /// Gives the request the consumers and plugin entities of `data` (the gateway's snapshot).
+    pub fn set_data(&mut self, data: Arc<crate::dao::DataStore>) {
+        self.data = data;
     }
 
     /// The node settings the request runs with.

@@ -1,6 +1,10 @@
 //! Kong's bundled plugins, written with kong-pdk: same names, priorities, schemas and
 //! behaviour as Kong's Lua ones. Linking this crate registers them.
+//!
+//! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity.
+
+pub mod key_auth;
 
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).
-pub const BUNDLED: &[&str] = &[];
+pub const BUNDLED: &[&str] = &["key-auth"];

@@ -20,6 +20,10 @@ pub(crate) struct Kind {
     pub unique: &'static [&'static str],
     /// Foreign fields: (field, referenced kind, deleting the referenced entity cascades).
     pub foreign: &'static [(&'static str, &'static str, bool)],
+    /// The Admin API collection (`/services`, `/key-auths`).
+    pub path: &'static str,
+    /// For a plugin's entity: what the plugin declared.
+    pub dao: Option<&'static crate::dao::DaoMeta>,
 }
 
 fn f(kind: FieldKind) -> FieldSchema {
@@ -93,6 +97,8 @@ fn services() -> Kind {
     let timeout = || with_default(between(f(FieldKind::Integer), 1, 2_147_483_646), json!(60000));
     Kind {
         name: "services",
+        path: "services",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("name", typedefs::utf8_name::schema()),
@@ -133,6 +139,8 @@ fn routes() -> Kind {
     let bool_default = |v: bool| required(with_default(f(FieldKind::Boolean), json!(v)));
     Kind {
         name: "routes",
+        path: "routes",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("name", typedefs::utf8_name::schema()),
@@ -183,6 +191,8 @@ fn routes() -> Kind {
 fn consumers() -> Kind {
     Kind {
         name: "consumers",
+        path: "consumers",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("username", f(FieldKind::String)),
@@ -199,6 +209,8 @@ fn consumers() -> Kind {
 fn plugins() -> Kind {
     Kind {
         name: "plugins",
+        path: "plugins",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("name", required(f(FieldKind::String))),
@@ -224,6 +236,8 @@ fn plugins() -> Kind {
 fn certificates() -> Kind {
     Kind {
         name: "certificates",
+        path: "certificates",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("cert", required(f(FieldKind::String))),
@@ -242,6 +256,8 @@ fn certificates() -> Kind {
 fn snis() -> Kind {
     Kind {
         name: "snis",
+        path: "snis",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("name", required(typedefs::wildcard_host::schema())),
@@ -267,6 +283,8 @@ fn target_value(v: &Value) -> Result<(), String> {
 fn upstreams() -> Kind {
     Kind {
         name: "upstreams",
+        path: "upstreams",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("name", required(typedefs::host::schema())),
@@ -301,6 +319,8 @@ fn targets() -> Kind {
     target.custom_validator = Some(target_value);
     Kind {
         name: "targets",
+        path: "targets",
+        dao: None,
         schema: RecordSchema {
             fields: common(vec![
                 Field::new("upstream", required(foreign("upstreams"))),
@@ -319,7 +339,7 @@ fn targets() -> Kind {
 }
 
 static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
-    vec![
+    let mut all = vec![
         services(),
         routes(),
         consumers(),
@@ -328,7 +348,18 @@ static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         snis(),
         upstreams(),
         targets(),
-    ]
+    ];
+    // Plugins' entities: each belongs to a consumer and goes with it.
+    all.extend(crate::dao::registered().iter().map(|meta| Kind {
+        name: meta.name,
+        path: meta.admin_api_name,
+        dao: Some(meta),
+        schema: meta.schema.clone(),
+        endpoint_key: meta.endpoint_key,
+        unique: meta.unique,
+        foreign: &[("consumer", "consumers", true)],
+    }));
+    all
 });
 
 /// Every kind, in dependency order (a kind only references kinds before it, but for
@@ -342,7 +373,7 @@ pub(crate) fn get(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.name == name)
 }
 
-/// The singular name of a kind as a foreign field (`services` → `service`).
-pub(crate) fn singular(kind: &str) -> &str {
-    kind.strip_suffix('s').unwrap_or(kind)
+/// The kind served at `/{path}`.
+pub(crate) fn by_path(path: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.path == path)
 }

@@ -275,13 +275,14 @@ impl Admin {
             Ok::<Value, ApiError>(value)
         };
         let get = method == Method::GET || method == Method::HEAD;
-        if self.store.is_none() && !get && segs.first().is_some_and(|k| kinds::get(k).is_some()) {
-            let kind = segs
-                .iter()
-                .rev()
-                .find(|s| kinds::get(s).is_some())
-                .copied()
-                .unwrap_or_default();
+        if self.store.is_none() && !get && segs.first().is_some_and(|k| self.kind_at(k).is_some()) {
+            let kind = match segs.as_slice() {
+                [parent, _, child, ..] if self.nested(parent, child).is_some() => {
+                    self.nested(parent, child).expect("checked").1.name
+                }
+                [k, ..] => self.kind_at(k).expect("checked").name,
+                [] => "",
+            };
             let verb = match method {
                 Method::PATCH => "update",
                 Method::DELETE => "delete",
@@ -316,7 +317,7 @@ impl Admin {
                 StatusCode::OK,
                 json!({ "enabled_plugins": self.plugins.iter().map(|m| m.name).collect::<Vec<_>>() }),
             )),
-            ["endpoints"] if get => Ok((StatusCode::OK, endpoints())),
+            ["endpoints"] if get => Ok((StatusCode::OK, endpoints(&self.plugins))),
             ["schemas", "plugins", "validate"] if method == Method::POST => {
                 let mut value = read_body(body, parts.headers, "plugins").await?;
                 let now = now();
@@ -341,8 +342,8 @@ impl Admin {
                 self.prepare(kind, value, None, &entities)?;
                 Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
             }
-            [kind] if kinds::get(kind).is_some() => {
-                let kind = kinds::get(kind).expect("checked");
+            [kind] if self.kind_at(kind).is_some() => {
+                let kind = self.kind_at(kind).expect("checked");
                 match method {
                     Method::GET | Method::HEAD => self.list(kind, None, &query, &path).await,
                     Method::POST => {
@@ -352,8 +353,8 @@ impl Admin {
                     _ => Err(message(405, "Method not allowed")),
                 }
             }
-            [kind, key] if kinds::get(kind).is_some() => {
-                let kind = kinds::get(kind).expect("checked");
+            [kind, key] if self.kind_at(kind).is_some() => {
+                let kind = self.kind_at(kind).expect("checked");
                 let value = if matches!(method, Method::PUT | Method::PATCH) {
                     Some(read_body(body, parts.headers, kind.name).await?)
                 } else {
@@ -361,8 +362,8 @@ impl Admin {
                 };
                 self.one(kind, key, None, method, value).await
             }
-            [parent, pkey, kind] if nested(parent, kind).is_some() => {
-                let (parent, kind, field) = nested(parent, kind).expect("checked");
+            [parent, pkey, kind] if self.nested(parent, kind).is_some() => {
+                let (parent, kind, field) = self.nested(parent, kind).expect("checked");
                 let parent_id = self.id_of(parent, pkey).await?;
                 match method {
                     Method::GET | Method::HEAD => self.list(kind, Some((field, &parent_id)), &query, &path).await,
@@ -373,11 +374,15 @@ impl Admin {
                     _ => Err(message(405, "Method not allowed")),
                 }
             }
-            [kind, key, field] if kinds::get(kind).is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)) => {
+            [kind, key, field]
+                if self
+                    .kind_at(kind)
+                    .is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)) =>
+            {
                 if !get {
                     return Err(message(405, "Method not allowed"));
                 }
-                let kind = kinds::get(kind).expect("checked");
+                let kind = self.kind_at(kind).expect("checked");
                 let (_, target, _) = kind.foreign.iter().find(|f| f.0 == *field).expect("checked");
                 let entities = self.entities.lock().await;
                 let entity = find(&entities, kind, key).ok_or_else(|| message(404, "Not found"))?;
@@ -386,8 +391,8 @@ impl Admin {
                 let found = entities[target.name].get(id).ok_or_else(|| message(404, "Not found"))?;
                 Ok((StatusCode::OK, found.clone()))
             }
-            [parent, pkey, kind, key] if nested(parent, kind).is_some() => {
-                let (parent, kind, field) = nested(parent, kind).expect("checked");
+            [parent, pkey, kind, key] if self.nested(parent, kind).is_some() => {
+                let (parent, kind, field) = self.nested(parent, kind).expect("checked");
                 let parent_id = self.id_of(parent, pkey).await?;
                 let value = if matches!(method, Method::PUT | Method::PATCH) {
                     Some(read_body(body, parts.headers, kind.name).await?)
@@ -398,6 +403,27 @@ impl Admin {
             }
             _ => Err(message(404, "Not found")),
         }
+    }
+
+    /// The kind served at `/{segment}`: a core kind, or the entity of an enabled plugin.
+    fn kind_at(&self, segment: &str) -> Option<&'static Kind> {
+        kinds::by_path(segment).filter(|k| k.dao.is_none_or(|d| self.plugins.contains(d.plugin)))
+    }
+
+    /// `/{parent}/{p}/{child}`: the parent kind, the child kind and the child's foreign field
+    /// to the parent. Plugin entities nest under consumers by their nested name
+    /// (`/consumers/{c}/key-auth`).
+    fn nested(&self, parent: &str, child: &str) -> Option<(&'static Kind, &'static Kind, &'static str)> {
+        let parent = kinds::by_path(parent).filter(|k| k.dao.is_none())?;
+        let child = match kinds::by_path(child) {
+            Some(k) if k.dao.is_none() => k,
+            _ => kinds::all().iter().find(|k| {
+                k.dao
+                    .is_some_and(|d| d.admin_api_nested_name == child && self.plugins.contains(d.plugin))
+            })?,
+        };
+        let (field, _, _) = child.foreign.iter().find(|(_, target, _)| *target == parent.name)?;
+        Some((parent, child, field))
     }
 
     /// The id of the `kind` entity `key` (an id or endpoint key); 404 when absent.
@@ -790,6 +816,17 @@ impl Admin {
                 return Err(field_violation("id", "expected a valid UUID"));
             }
         }
+        // The handlers stamp `updated_at`; kinds without the field (plugins' entities) drop it.
+        if kind.schema.field("updated_at").is_none() {
+            obj.remove("updated_at");
+        }
+        if let Some(dao) = kind.dao {
+            for field in dao.auto {
+                if obj.get(*field).is_none_or(Value::is_null) {
+                    obj.insert((*field).into(), Value::from(crate::dao::random_key()));
+                }
+            }
+        }
         // Foreign keys may name the entity by its endpoint key.
         for (field, target, _) in kind.foreign {
             let Some(reference) = obj.get(*field).filter(|v| !v.is_null()).cloned() else {
@@ -1159,14 +1196,6 @@ fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option<&'a Value>
     all.values().find(|e| e[field].as_str() == Some(key))
 }
 
-/// `/{parent}/{p}/{child}`: the child kind and its foreign field to the parent.
-fn nested(parent: &str, child: &str) -> Option<(&'static Kind, &'static Kind, &'static str)> {
-    let parent = kinds::get(parent)?;
-    let child = kinds::get(child)?;
-    let (field, _, _) = child.foreign.iter().find(|(_, target, _)| *target == parent.name)?;
-    Some((parent, child, field))
-}
-
 fn allowed(segs: &[&str]) -> String {
     let methods: &[&str] = match segs {
         [] | ["status"] | ["endpoints"] => &["GET", "HEAD", "OPTIONS"],
@@ -1178,7 +1207,7 @@ fn allowed(segs: &[&str]) -> String {
     methods.join(", ")
 }
 
-fn endpoints() -> Value {
+fn endpoints(plugins: &Plugins) -> Value {
     let mut list = vec![
         "/".to_owned(),
         "/status".into(),
@@ -1188,19 +1217,18 @@ fn endpoints() -> Value {
     list.push("/schemas/plugins/validate".into());
     list.push("/schemas/plugins/{name}".into());
     for kind in kinds::all() {
-        let one = kinds::singular(kind.name);
-        list.push(format!("/schemas/{}", kind.name));
-        list.push(format!("/{}", kind.name));
-        list.push(format!("/{}/{{{}s}}", kind.name, one));
+        if kind.dao.is_some_and(|d| !plugins.contains(d.plugin)) {
+            continue;
+        }
+        let (path, name) = (kind.path, kind.name);
+        list.push(format!("/schemas/{name}"));
+        list.push(format!("/{path}"));
+        list.push(format!("/{path}/{{{name}}}"));
         for (field, target, _) in kind.foreign {
-            list.push(format!("/{}/{{{}s}}/{field}", kind.name, one));
-            list.push(format!("/{target}/{{{}s}}/{}", kinds::singular(target), kind.name));
-            list.push(format!(
-                "/{target}/{{{}s}}/{}/{{{}s}}",
-                kinds::singular(target),
-                kind.name,
-                one
-            ));
+            let nested = kind.dao.map_or(name, |d| d.admin_api_nested_name);
+            list.push(format!("/{path}/{{{name}}}/{field}"));
+            list.push(format!("/{target}/{{{target}}}/{nested}"));
+            list.push(format!("/{target}/{{{target}}}/{nested}/{{{name}}}"));
         }
     }
     list.sort();
@@ -1306,6 +1334,10 @@ fn entities_of(config: &Config) -> Entities {
     put(&mut entities, "snis", &config.snis);
     put(&mut entities, "upstreams", &config.upstreams);
     put(&mut entities, "targets", &config.targets);
+    for (kind, items) in &config.daos {
+        let Some(k) = kinds::get(kind) else { continue };
+        put(&mut entities, k.name, items);
+    }
     let fk = |id: Option<Uuid>| id.map_or(Value::Null, |id| json!({ "id": id.to_string() }));
     for p in &config.plugins {
         let v = json!({
@@ -1357,5 +1389,10 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
         snis: all::<Sni>(entities, "snis")?,
         upstreams: all::<Upstream>(entities, "upstreams")?,
         targets: all::<Target>(entities, "targets")?,
+        daos: kinds::all()
+            .iter()
+            .filter(|k| k.dao.is_some())
+            .map(|k| (k.name.to_owned(), entities[k.name].values().cloned().collect()))
+            .collect(),
     })
 }

@@ -24,7 +24,7 @@
 //! assert_eq!(Config::parse(yml).unwrap().services[0].id, config.services[0].id);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::Snapshot;
 use super::tls::Certificates;
+use crate::dao::{DaoMeta, DataStore};
 use crate::entities::{Certificate, Consumer, ForeignKey, Route, Service, Sni, Target, Upstream};
 use crate::executor::{PluginEntity, PluginSet};
 use crate::registry::{LoadError, Plugins, Scope};
@@ -59,6 +60,9 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Their targets.
     pub targets: Vec<Target>,
+    /// Plugin entities ([`crate::dao`](mod@crate::dao)) by kind name, as stored: each with `id`, `consumer:
+    /// {id}` and its fields validated.
+    pub daos: BTreeMap<String, Vec<Value>>,
 }
 
 /// Why a declarative configuration is invalid: Kong's error tree by entity.
@@ -77,7 +81,11 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
-    let mut v = Value::String(message.into());
+    err_tree(path, Value::String(message.into()))
+}
+
+/// An error whose details (a message, or a tree of them) sit at `path`.
+fn err_tree(path: &str, mut v: Value) -> ConfigError {
     for part in path.split('.').rev().filter(|p| !p.is_empty()) {
         let mut m = Map::new();
         m.insert(part.to_owned(), v);
@@ -215,6 +223,8 @@ impl Config {
         // entity they may reference is known.
         let mut routes: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
         let mut plugins: Vec<(Map<String, Value>, Scope, String)> = Vec::new();
+        // Plugin entities, with the consumer they were nested under.
+        let mut daos: Vec<NestedDao> = Vec::new();
 
         for (mut svc, path) in records(&mut root, "services", "")? {
             apply_url(&mut svc, &path)?;
@@ -288,6 +298,11 @@ impl Config {
                     ppath,
                 ));
             }
+            for meta in crate::dao::registered() {
+                for (r, rpath) in records(&mut c, meta.name, &path)? {
+                    daos.push((meta, r, Some(id), rpath));
+                }
+            }
             c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
             let consumer: Consumer = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
             if let Some(u) = &consumer.username {
@@ -298,6 +313,15 @@ impl Config {
         }
         for (p, path) in records(&mut root, "plugins", "")? {
             plugins.push((p, Scope::GLOBAL, path));
+        }
+        for meta in crate::dao::registered() {
+            for (r, path) in records(&mut root, meta.name, "")? {
+                daos.push((meta, r, None, path));
+            }
+        }
+        for (meta, r, parent, path) in daos {
+            let entity = dao_entity(meta, r, parent, &refs.consumers, &path)?;
+            cfg.daos.entry(meta.name.to_owned()).or_default().push(entity);
         }
         let mut certificates = HashMap::new();
         let mut snis: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
@@ -435,15 +459,58 @@ impl Config {
                 name: "certificates".into(),
                 violation: crate::schema::SchemaViolation::new([(path, Value::from(message))].into_iter().collect()),
             })?;
+        let data = DataStore::new(&self.consumers, &self.daos).map_err(|e| LoadError::Invalid {
+            name: "consumers".into(),
+            violation: crate::schema::SchemaViolation::new(
+                [("@entity".to_owned(), Value::from(e))].into_iter().collect(),
+            ),
+        })?;
         set.configure().await;
         Ok(Snapshot {
             router,
             plugins: set,
             certificates,
             upstreams: super::Balancers::new(&self.upstreams, &self.targets),
+            data: Arc::new(data),
         })
     }
 }
+
+/// A plugin entity of a declarative configuration, as stored: its consumer resolved, generated
+/// fields filled in, validated against its schema, with a deterministic id.
+fn dao_entity(
+    meta: &DaoMeta,
+    mut r: Map<String, Value>,
+    parent: Option<Uuid>,
+    consumers: &HashMap<String, Uuid>,
+    path: &str,
+) -> Result<Value, ConfigError> {
+    let consumer = match (parent, r.remove("consumer")) {
+        (Some(id), _) => id,
+        (None, Some(v)) if !v.is_null() => resolve(consumers, &v, &format!("{path}.consumer"), "consumers")?,
+        (None, _) => return Err(err(&format!("{path}.consumer"), "required field missing")),
+    };
+    for field in meta.auto {
+        if r.get(*field).is_none_or(Value::is_null) {
+            r.insert((*field).into(), Value::from(crate::dao::random_key()));
+        }
+    }
+    let key = meta
+        .cache_key
+        .or(meta.endpoint_key)
+        .and_then(|k| r.get(k))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let id = id_of(&r, meta.name, key.as_deref(), path)?;
+    r.insert("id".into(), Value::from(id.to_string()));
+    r.insert("consumer".into(), serde_json::json!({ "id": consumer.to_string() }));
+    let mut value = Value::Object(r);
+    crate::schema::validate_record(&meta.schema, &mut value).map_err(|tree| err_tree(path, tree))?;
+    Ok(value)
+}
+
+/// A plugin entity's record, the consumer it was nested under and its error path.
+type NestedDao = (&'static DaoMeta, Map<String, Value>, Option<Uuid>, String);
 
 /// An entity record and its error path.
 type Record = (Map<String, Value>, String);

@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub certificates: Certificates,
     /// Upstreams (load balancers) by name.
     pub upstreams: Balancers,
+    /// Consumers and plugin entities, for `kong.db()`.
+    pub data: Arc<crate::dao::DataStore>,
 }
 
 impl Snapshot {
@@ -61,6 +63,7 @@ impl Snapshot {
             plugins,
             certificates: Certificates::default(),
             upstreams: Balancers::default(),
+            data: crate::dao::DataStore::empty(),
         }
     }
 }

@@ -72,6 +72,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         sni: conn.sni.clone(),
     };
     let mut tx = Transaction::new(request, client, set.plugins().node_arc());
+    tx.set_data(snap.data.clone());
 
     set.run_rewrite(&mut tx).await;
     let mut stripped = None;

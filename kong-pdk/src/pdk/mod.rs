@@ -99,6 +99,12 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
         Service::new(&mut self.tx)
     }
 
+    /// `kong.db`: the consumers and plugin entities ([`crate::dao`](mod@crate::dao)) of the configuration the
+    /// request runs with. Reads are in memory: no I/O on the request path.
+    pub fn db(&self) -> &crate::dao::DataStore {
+        &self.tx.data
+    }
+
     /// `kong.client`: the connected client, its consumer and credential.
     pub fn client(&mut self) -> Client<'_, P> {
         Client::new(&mut self.tx)

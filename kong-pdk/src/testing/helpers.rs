@@ -421,7 +421,8 @@ impl Blueprint {
         self.table("targets")
     }
 
-    /// The entities of any kind the Admin API serves at `/<name>`.
+    /// The entities of any kind by its name (`keyauth_credentials`): core kinds and the
+    /// entities of the plugins under test.
     pub fn table(&self, name: &str) -> Table<'_> {
         Table {
             bp: self,
@@ -497,7 +498,7 @@ impl Table<'_> {
         }
         let (status, body) = self
             .bp
-            .admin(Method::POST, &format!("/{}", self.name), Some(&entity))
+            .admin(Method::POST, &format!("/{}", self.path()), Some(&entity))
             .await;
         assert_eq!(
             status, 201,
@@ -523,7 +524,7 @@ impl Table<'_> {
     pub async fn update(&self, id: &str, fields: Value) -> Value {
         let (status, body) = self
             .bp
-            .admin(Method::PATCH, &format!("/{}/{id}", self.name), Some(&fields))
+            .admin(Method::PATCH, &format!("/{}/{id}", self.path()), Some(&fields))
             .await;
         assert_eq!(
             status, 200,
@@ -537,13 +538,18 @@ impl Table<'_> {
     pub async fn remove(&self, id: &str) {
         let (status, body) = self
             .bp
-            .admin(Method::DELETE, &format!("/{}/{id}", self.name), None)
+            .admin(Method::DELETE, &format!("/{}/{id}", self.path()), None)
             .await;
         assert_eq!(
             status, 204,
             "bp.{}:remove({id}) failed with {status}: {body:#}",
             self.name
         );
+    }
+
+    /// The Admin API collection of the kind (a plugin entity's own, `/key-auths`).
+    fn path(&self) -> &str {
+        crate::dao::find(&self.name).map_or(&self.name, |m| m.admin_api_name)
     }
 
     /// Kong's blueprint defaults for the kind (`spec/fixtures/blueprints.lua`).

@@ -1,0 +1,347 @@
+//! Entities a plugin adds to the data model (Kong's `daos.lua`): credentials and the like,
+//! each belonging to a consumer, with Admin API paths of their own, a place in declarative
+//! configurations, and lookups from the plugin at request time.
+//!
+//! A plugin declares one with a [`#[record]`](crate::record) struct for its own fields, an
+//! `impl Dao` for its names and keys, and [`dao!`](macro@crate::dao) to register it. The gateway
+//! adds `id`, `created_at`, the required `consumer` (deleted with it) and `tags`, and serves it
+//! at `/<ADMIN_API_NAME>` and `/consumers/{consumer}/<ADMIN_API_NESTED_NAME>`, with Kong's
+//! validation, unique checks and errors.
+//!
+//! ```
+//! use kong_pdk::dao::Dao;
+//! use kong_pdk::prelude::*;
+//!
+//! /// A key-auth credential (Kong's `keyauth_credentials`).
+//! #[record]
+//! pub struct KeyCredential {
+//!     /// The key; generated when not given.
+//!     pub key: String,
+//! }
+//!
+//! impl Dao for KeyCredential {
+//!     const NAME: &'static str = "my_key_credentials";
+//!     const PLUGIN: &'static str = "my-key-auth";
+//!     const ADMIN_API_NAME: &'static str = "my-key-auths";
+//!     const ADMIN_API_NESTED_NAME: &'static str = "my-key-auth";
+//!     const ENDPOINT_KEY: Option<&'static str> = Some("key");
+//!     const CACHE_KEY: Option<&'static str> = Some("key");
+//!     const UNIQUE: &'static [&'static str] = &["key"];
+//!     const AUTO: &'static [&'static str] = &["key"];
+//! }
+//! kong_pdk::dao!(KeyCredential);
+//!
+//! // In a phase: the credential whose key the client sent, and its consumer.
+//! fn lookup<P: kong_pdk::phase::RequestPhase>(kong: &Kong<P>, key: &str) -> Option<String> {
+//!     let row = kong.db().select_by_cache_key::<KeyCredential>(key)?;
+//!     let consumer = kong.db().consumer(row.consumer)?;
+//!     consumer.username.clone()
+//! }
+//! ```
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::entities::{Consumer, Credential, ForeignKey};
+use crate::schema::{ConfigRecord, Field, FieldKind, FieldSchema, RecordSchema, typedefs};
+
+/// An entity a plugin adds, belonging to a consumer. Register it with [`dao!`](macro@crate::dao).
+pub trait Dao: ConfigRecord + DeserializeOwned + Send + Sync + 'static {
+    /// The entity's name, its table and its key in declarative configurations
+    /// (`keyauth_credentials`).
+    const NAME: &'static str;
+    /// The plugin it belongs to: the Admin API serves it while that plugin is enabled.
+    const PLUGIN: &'static str;
+    /// Its Admin API collection: `/<ADMIN_API_NAME>` (`key-auths`).
+    const ADMIN_API_NAME: &'static str;
+    /// Its collection under a consumer: `/consumers/{c}/<ADMIN_API_NESTED_NAME>` (`key-auth`).
+    const ADMIN_API_NESTED_NAME: &'static str;
+    /// The field that may stand for the id in Admin API paths (`key`).
+    const ENDPOINT_KEY: Option<&'static str> = None;
+    /// The field the plugin finds entities by at request time, with
+    /// [`DataStore::select_by_cache_key`] (`key`).
+    const CACHE_KEY: Option<&'static str> = None;
+    /// Fields whose values are unique among the entities of this kind.
+    const UNIQUE: &'static [&'static str] = &[];
+    /// String fields given a random value when a write leaves them out.
+    const AUTO: &'static [&'static str] = &[];
+}
+
+/// Registers a [`Dao`] type, so every gateway linking the crate knows the entity.
+///
+/// ```
+/// # use kong_pdk::prelude::*;
+/// # #[record] pub struct Token { pub token: String }
+/// # impl kong_pdk::dao::Dao for Token {
+/// #     const NAME: &'static str = "tokens"; const PLUGIN: &'static str = "tok";
+/// #     const ADMIN_API_NAME: &'static str = "tokens"; const ADMIN_API_NESTED_NAME: &'static str = "token";
+/// # }
+/// kong_pdk::dao!(Token);
+/// assert!(kong_pdk::dao::find("tokens").is_some());
+/// ```
+#[macro_export]
+macro_rules! dao {
+    ($ty:ty) => {
+        $crate::__private::inventory::submit! {
+            $crate::dao::DaoRegistration::of::<$ty>()
+        }
+    };
+}
+
+/// A registered [`Dao`] type (what [`dao!`](macro@crate::dao) submits).
+pub struct DaoRegistration {
+    meta: fn() -> DaoMeta,
+}
+
+inventory::collect!(DaoRegistration);
+
+impl DaoRegistration {
+    /// The registration of `T`.
+    pub const fn of<T: Dao>() -> DaoRegistration {
+        DaoRegistration { meta: DaoMeta::of::<T> }
+    }
+}
+
+/// Decodes a stored entity into its plugin's type.
+type Decode = fn(&Value) -> Result<Arc<dyn Any + Send + Sync>, String>;
+
+/// What the gateway knows of a plugin entity kind.
+pub struct DaoMeta {
+    /// [`Dao::NAME`].
+    pub name: &'static str,
+    /// [`Dao::PLUGIN`].
+    pub plugin: &'static str,
+    /// [`Dao::ADMIN_API_NAME`].
+    pub admin_api_name: &'static str,
+    /// [`Dao::ADMIN_API_NESTED_NAME`].
+    pub admin_api_nested_name: &'static str,
+    /// [`Dao::ENDPOINT_KEY`].
+    pub endpoint_key: Option<&'static str>,
+    /// [`Dao::CACHE_KEY`].
+    pub cache_key: Option<&'static str>,
+    /// [`Dao::UNIQUE`].
+    pub unique: &'static [&'static str],
+    /// [`Dao::AUTO`].
+    pub auto: &'static [&'static str],
+    /// The whole entity's schema: `id`, `created_at`, `consumer`, the type's fields, `tags`.
+    pub schema: RecordSchema,
+    decode: Decode,
+}
+
+impl DaoMeta {
+    fn of<T: Dao>() -> DaoMeta {
+        let mut consumer = FieldSchema::of(FieldKind::Foreign { reference: "consumers" });
+        consumer.required = true;
+        let mut fields = vec![
+            Field::new("id", typedefs::uuid::schema()),
+            Field::new("created_at", FieldSchema::of(FieldKind::Integer)),
+            Field::new("consumer", consumer),
+        ];
+        let own = T::record_schema();
+        fields.extend(own.fields);
+        fields.push(Field::new("tags", typedefs::tags::schema()));
+        DaoMeta {
+            name: T::NAME,
+            plugin: T::PLUGIN,
+            admin_api_name: T::ADMIN_API_NAME,
+            admin_api_nested_name: T::ADMIN_API_NESTED_NAME,
+            endpoint_key: T::ENDPOINT_KEY,
+            cache_key: T::CACHE_KEY,
+            unique: T::UNIQUE,
+            auto: T::AUTO,
+            schema: RecordSchema {
+                fields,
+                entity_checks: own.entity_checks,
+            },
+            decode: |v| {
+                serde_json::from_value::<T>(v.clone())
+                    .map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>)
+                    .map_err(|e| e.to_string())
+            },
+        }
+    }
+}
+
+static REGISTERED: LazyLock<Vec<DaoMeta>> = LazyLock::new(|| {
+    let mut all: Vec<DaoMeta> = inventory::iter::<DaoRegistration>
+        .into_iter()
+        .map(|r| (r.meta)())
+        .collect();
+    all.sort_by_key(|m| m.name);
+    all.dedup_by_key(|m| m.name);
+    all
+});
+
+/// Every plugin entity kind linked into this binary, by name.
+pub fn registered() -> &'static [DaoMeta] {
+    &REGISTERED
+}
+
+/// The plugin entity kind named `name`.
+pub fn find(name: &str) -> Option<&'static DaoMeta> {
+    REGISTERED.iter().find(|m| m.name == name)
+}
+
+/// A random value for an [`Dao::AUTO`] field: 32 characters of letters and digits.
+pub fn random_key() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+/// One plugin entity as a plugin reads it: the gateway's fields and the plugin's own.
+pub struct Row<T> {
+    /// `id`.
+    pub id: Uuid,
+    /// The consumer it belongs to.
+    pub consumer: Uuid,
+    /// The plugin's fields.
+    pub value: Arc<T>,
+    stored: Arc<Stored>,
+}
+
+impl<T> Clone for Row<T> {
+    fn clone(&self) -> Self {
+        Row {
+            id: self.id,
+            consumer: self.consumer,
+            value: self.value.clone(),
+            stored: self.stored.clone(),
+        }
+    }
+}
+
+impl<T> Row<T> {
+    /// The entity as a [`Credential`], for [`kong.client().authenticate`](crate::pdk::Client::authenticate).
+    pub fn credential(&self) -> Credential {
+        let mut fields = match &self.stored.raw {
+            Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        fields.remove("id");
+        fields.remove("consumer");
+        Credential {
+            id: self.id,
+            consumer: Some(ForeignKey { id: self.consumer }),
+            fields,
+        }
+    }
+
+    /// The entity as stored (JSON).
+    pub fn raw(&self) -> &Value {
+        &self.stored.raw
+    }
+}
+
+struct Stored {
+    id: Uuid,
+    consumer: Uuid,
+    raw: Value,
+    value: Arc<dyn Any + Send + Sync>,
+}
+
+#[derive(Default)]
+struct Rows {
+    by_id: HashMap<Uuid, Arc<Stored>>,
+    by_cache_key: HashMap<String, Uuid>,
+}
+
+/// The consumers and plugin entities of one configuration, indexed for request-time lookups
+/// (Kong's `kong.db` reads through the entity cache). Part of the proxy's snapshot: a new
+/// configuration brings a new one, and requests in flight keep theirs.
+#[derive(Default)]
+pub struct DataStore {
+    consumers: HashMap<Uuid, Arc<Consumer>>,
+    usernames: HashMap<String, Uuid>,
+    kinds: HashMap<&'static str, Rows>,
+}
+
+static EMPTY: LazyLock<Arc<DataStore>> = LazyLock::new(|| Arc::new(DataStore::default()));
+
+impl DataStore {
+    /// A store with nothing in it.
+    pub fn empty() -> Arc<DataStore> {
+        EMPTY.clone()
+    }
+
+    /// Indexes `consumers` and the plugin entities in `daos` (by kind name, as stored, each
+    /// with `id` and `consumer: {id}`). Kinds no registered [`Dao`] declares are skipped.
+    ///
+    /// # Errors
+    /// When an entity does not decode into its plugin's type: `<kind> <id>: <why>`.
+    pub fn new(consumers: &[Consumer], daos: &BTreeMap<String, Vec<Value>>) -> Result<DataStore, String> {
+        let mut store = DataStore::default();
+        for c in consumers {
+            if let Some(u) = &c.username {
+                store.usernames.insert(u.clone(), c.id);
+            }
+            store.consumers.insert(c.id, Arc::new(c.clone()));
+        }
+        for (kind, items) in daos {
+            let Some(meta) = find(kind) else { continue };
+            let mut rows = Rows::default();
+            for raw in items {
+                let uuid = |v: &Value| v.as_str().and_then(|s| Uuid::parse_str(s).ok());
+                let id = uuid(&raw["id"]).ok_or_else(|| format!("{kind}: an entity without a valid id"))?;
+                let consumer = uuid(&raw["consumer"]["id"])
+                    .ok_or_else(|| format!("{kind} {id}: consumer: required field missing"))?;
+                let value = (meta.decode)(raw).map_err(|e| format!("{kind} {id}: {e}"))?;
+                if let Some(key) = meta.cache_key.and_then(|k| raw[k].as_str()) {
+                    rows.by_cache_key.insert(key.to_owned(), id);
+                }
+                rows.by_id.insert(
+                    id,
+                    Arc::new(Stored {
+                        id,
+                        consumer,
+                        raw: raw.clone(),
+                        value,
+                    }),
+                );
+            }
+            store.kinds.insert(meta.name, rows);
+        }
+        Ok(store)
+    }
+
+    /// The consumer with `id`.
+    pub fn consumer(&self, id: Uuid) -> Option<Arc<Consumer>> {
+        self.consumers.get(&id).cloned()
+    }
+
+    /// The consumer with `username`.
+    pub fn consumer_by_username(&self, username: &str) -> Option<Arc<Consumer>> {
+        self.usernames.get(username).and_then(|id| self.consumer(*id))
+    }
+
+    /// The `T` with `id`.
+    pub fn select<T: Dao>(&self, id: Uuid) -> Option<Row<T>> {
+        let stored = self.kinds.get(T::NAME)?.by_id.get(&id)?.clone();
+        row(stored)
+    }
+
+    /// The `T` whose [`Dao::CACHE_KEY`] field is `key`.
+    pub fn select_by_cache_key<T: Dao>(&self, key: &str) -> Option<Row<T>> {
+        let rows = self.kinds.get(T::NAME)?;
+        let id = rows.by_cache_key.get(key)?;
+        row(rows.by_id.get(id)?.clone())
+    }
+
+    /// How many `T` there are.
+    pub fn count<T: Dao>(&self) -> usize {
+        self.kinds.get(T::NAME).map_or(0, |r| r.by_id.len())
+    }
+}
+
+fn row<T: Dao>(stored: Arc<Stored>) -> Option<Row<T>> {
+    let value = stored.value.clone().downcast::<T>().ok()?;
+    Some(Row {
+        id: stored.id,
+        consumer: stored.consumer,
+        value,
+        stored,
+    })
+}

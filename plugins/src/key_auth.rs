@@ -1,0 +1,241 @@
+//! `key-auth` (Kong's `kong/plugins/key-auth`): clients prove who they are with a key, sent in
+//! a header, a query argument or the body; keys are `keyauth_credentials` of consumers, managed
+//! at `/consumers/{consumer}/key-auth` and `/key-auths`.
+
+use std::sync::Arc;
+
+use kong_pdk::dao::Dao;
+use kong_pdk::entities::{Consumer, Credential};
+use kong_pdk::pdk::QueryValue;
+use kong_pdk::prelude::*;
+use kong_pdk::schema::{ConfigType, FieldSchema, typedefs};
+use serde_json::Value;
+
+/// A header name, validated by Kong's `header_name` typedef.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub struct KeyName(pub String);
+
+impl ConfigType for KeyName {
+    fn field_schema() -> FieldSchema {
+        typedefs::header_name::schema()
+    }
+}
+
+impl kong_pdk::schema::literal::DefaultFits<kong_pdk::schema::literal::StringLiteral> for KeyName {}
+
+/// The plugin's configuration (Kong's `key-auth/schema.lua`).
+#[plugin(priority = 1250, version = "3.10.0", name = "key-auth", protocols = protocols_http, no_consumer)]
+pub struct KeyAuth {
+    /// Where to look for the key: header names, query arguments and body fields, tried in order.
+    #[field(required, default = ["apikey"])]
+    pub key_names: Vec<KeyName>,
+    /// Remove the key from the request before it goes upstream.
+    #[field(required, default = false)]
+    pub hide_credentials: bool,
+    /// A consumer (id or username) to use when authentication fails, instead of failing.
+    pub anonymous: Option<String>,
+    /// Look for the key in headers.
+    #[field(required, default = true)]
+    pub key_in_header: bool,
+    /// Look for the key in query arguments.
+    #[field(required, default = true)]
+    pub key_in_query: bool,
+    /// Look for the key in the body (JSON, form or multipart).
+    #[field(required, default = false)]
+    pub key_in_body: bool,
+    /// Authenticate CORS preflight (OPTIONS) requests too.
+    #[field(required, default = true)]
+    pub run_on_preflight: bool,
+    /// The realm of the `WWW-Authenticate` header.
+    pub realm: Option<String>,
+}
+
+/// A consumer's key (Kong's `keyauth_credentials`).
+#[record]
+pub struct KeyAuthCredential {
+    /// The key; a random one is generated when none is given.
+    pub key: String,
+    /// Seconds the credential lives (accepted and stored; expiry is not enforced yet).
+    pub ttl: Option<i64>,
+}
+
+impl Dao for KeyAuthCredential {
+    const NAME: &'static str = "keyauth_credentials";
+    const PLUGIN: &'static str = "key-auth";
+    const ADMIN_API_NAME: &'static str = "key-auths";
+    const ADMIN_API_NESTED_NAME: &'static str = "key-auth";
+    const ENDPOINT_KEY: Option<&'static str> = Some("key");
+    const CACHE_KEY: Option<&'static str> = Some("key");
+    const UNIQUE: &'static [&'static str] = &["key"];
+    const AUTO: &'static [&'static str] = &["key"];
+}
+
+kong_pdk::dao!(KeyAuthCredential);
+
+/// Why authentication failed: Kong's status and message.
+struct Failure(u16, &'static str);
+
+/// Where a key was looked for, and what was there.
+enum Found {
+    Key(String),
+    Duplicate,
+    Nothing,
+}
+
+#[handler]
+impl Handler for KeyAuth {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        if !self.run_on_preflight && kong.request().get_method() == "OPTIONS" {
+            return Ok(());
+        }
+        // Logical OR: an earlier auth plugin already identified the client.
+        if self.anonymous.is_some() && kong.client().get_credential().is_some() {
+            return Ok(());
+        }
+        let Failure(status, message) = match self.authenticate(kong).await? {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        match &self.anonymous {
+            None if status == 500 => kong.response().error(500, None),
+            None => {
+                let www = match &self.realm {
+                    Some(realm) => format!("Key realm=\"{realm}\""),
+                    None => "Key".to_owned(),
+                };
+                kong.response()
+                    .error_with(status, Some(message), [("WWW-Authenticate", www.as_str())])
+            }
+            Some(anonymous) => {
+                let consumer = uuid::Uuid::parse_str(anonymous)
+                    .ok()
+                    .and_then(|id| kong.db().consumer(id))
+                    .or_else(|| kong.db().consumer_by_username(anonymous));
+                match consumer {
+                    Some(consumer) => set_consumer(kong, consumer, None),
+                    None => kong.response().error(
+                        500,
+                        Some(&format!(
+                            "anonymous consumer {anonymous} is configured but doesn't exist"
+                        )),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl KeyAuth {
+    /// Finds the key, its credential and consumer, and sets them on the request.
+    async fn authenticate(&self, kong: &mut Kong<Access>) -> kong_pdk::Result<Result<(), Failure>> {
+        let mut body: Option<Value> = None;
+        let mut key = None;
+        for KeyName(name) in &self.key_names {
+            let mut found = Found::Nothing;
+            if self.key_in_header {
+                found = header(kong, name);
+            }
+            if matches!(found, Found::Nothing) && self.key_in_query {
+                // The whole query, as Kong's `get_query()`: a repeated argument is a list.
+                found = match kong.request().get_query(100).remove(name.as_str()) {
+                    Some(QueryValue::Value(v)) => Found::Key(v),
+                    Some(QueryValue::List(_)) => Found::Duplicate,
+                    Some(QueryValue::Flag) | None => Found::Nothing,
+                };
+            }
+            if matches!(found, Found::Nothing) && self.key_in_body {
+                if body.is_none() {
+                    // An unparseable body counts as an empty one, as in Kong.
+                    body = Some(kong.request().get_body().await.unwrap_or(Value::Null));
+                }
+                found = match body.as_ref().and_then(|b| b.get(name.as_str())) {
+                    Some(Value::String(v)) => Found::Key(v.clone()),
+                    Some(Value::Array(_) | Value::Object(_)) => Found::Duplicate,
+                    _ => Found::Nothing,
+                };
+            }
+            match found {
+                Found::Key(v) => {
+                    if self.hide_credentials {
+                        self.hide(kong, name, body.as_mut())?;
+                    }
+                    key = Some(v);
+                    break;
+                }
+                Found::Duplicate => return Ok(Err(Failure(401, "Duplicate API key found"))),
+                Found::Nothing => {}
+            }
+        }
+        let key = match key {
+            Some(k) if !k.is_empty() => k,
+            _ => return Ok(Err(Failure(401, "No API key found in request"))),
+        };
+        let Some(credential) = kong.db().select_by_cache_key::<KeyAuthCredential>(&key) else {
+            return Ok(Err(Failure(401, "Unauthorized")));
+        };
+        let Some(consumer) = kong.db().consumer(credential.consumer) else {
+            return Ok(Err(Failure(500, "An unexpected error occurred")));
+        };
+        set_consumer(kong, consumer, Some(credential.credential()))?;
+        Ok(Ok(()))
+    }
+
+    /// Removes the key `name` from what goes upstream: header, query argument and body field.
+    fn hide(&self, kong: &mut Kong<Access>, name: &str, body: Option<&mut Value>) -> kong_pdk::Result {
+        let mut service = kong.service();
+        let mut upstream = service.request();
+        upstream.clear_header(name)?;
+        upstream.clear_query_arg(name);
+        if let Some(Value::Object(fields)) = body {
+            if fields.remove(name).is_some() {
+                upstream.set_json_body(&Value::Object(fields.clone()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header(kong: &mut Kong<Access>, name: &str) -> Found {
+    let request = kong.request();
+    let mut values = request.get_headers().get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Found::Duplicate,
+        (Some(v), None) => Found::Key(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        _ => Found::Nothing,
+    }
+}
+
+/// Kong's `set_consumer` of the auth plugins: the consumer (and credential) on the request and
+/// the `X-Consumer-*` headers upstream, overwriting whatever the client sent.
+pub(crate) fn set_consumer(
+    kong: &mut Kong<Access>,
+    consumer: Arc<Consumer>,
+    credential: Option<Credential>,
+) -> kong_pdk::Result {
+    {
+        let mut service = kong.service();
+        let mut upstream = service.request();
+        upstream.set_header("X-Consumer-ID", consumer.id)?;
+        match &consumer.custom_id {
+            Some(c) => upstream.set_header("X-Consumer-Custom-ID", c)?,
+            None => upstream.clear_header("X-Consumer-Custom-ID")?,
+        }
+        match &consumer.username {
+            Some(u) => upstream.set_header("X-Consumer-Username", u)?,
+            None => upstream.clear_header("X-Consumer-Username")?,
+        }
+        match &credential {
+            Some(c) => {
+                upstream.set_header("X-Credential-Identifier", c.id)?;
+                upstream.clear_header("X-Anonymous-Consumer")?;
+            }
+            None => {
+                upstream.clear_header("X-Credential-Identifier")?;
+                upstream.set_header("X-Anonymous-Consumer", "true")?;
+            }
+        }
+    }
+    kong.client().authenticate(Some((*consumer).clone()), credential)?;
+    Ok(())
+}

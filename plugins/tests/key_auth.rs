@@ -1,0 +1,287 @@
+//! key-auth end to end, on every strategy: credentials through the Admin API and blueprints,
+//! then the proxy's answers (Kong's `spec/03-plugins/09-key-auth`).
+
+use kong_pdk::Plugin as _;
+use kong_pdk::testing::helpers::{self, Blueprint, Conf, Strategy};
+use kong_plugins::key_auth::KeyAuth;
+use serde_json::{Value, json};
+
+/// A consumer `bob` with the key `kong`, and routes `/ka` (key-auth), `/hide`
+/// (hide_credentials, realm), `/anon` (anonymous = guest) and `/ghost` (anonymous missing).
+async fn setup(bp: &Blueprint) {
+    let bob = bp.consumers().insert(json!({ "username": "bob" })).await;
+    bp.consumers().insert(json!({ "username": "guest" })).await;
+    bp.table("keyauth_credentials")
+        .insert(json!({ "key": "kong", "consumer": { "id": bob["id"] } }))
+        .await;
+    for (path, config) in [
+        ("/ka", json!({})),
+        ("/hide", json!({ "hide_credentials": true, "realm": "service" })),
+        ("/anon", json!({ "anonymous": "guest" })),
+        ("/ghost", json!({ "anonymous": "nobody" })),
+        ("/body", json!({ "key_in_body": true, "key_in_header": false })),
+    ] {
+        let route = bp.routes().insert(json!({ "paths": [path] })).await;
+        bp.plugins()
+            .insert(json!({ "name": KeyAuth::NAME, "route": { "id": route["id"] }, "config": config }))
+            .await;
+    }
+}
+
+fn message(res: &helpers::TestResponse) -> Value {
+    res.assert_json()["message"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_authenticates_with_keys_on_every_strategy() {
+    for strategy in helpers::all_strategies() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        setup(&bp).await;
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let proxy = kong.proxy_client();
+
+        let res = proxy.get("/ka/anything").send().await;
+        res.assert_status(401);
+        assert_eq!(message(&res), "No API key found in request", "[#{strategy}]");
+        assert_eq!(res.assert_header("WWW-Authenticate"), "Key");
+
+        let res = proxy.get("/ka/anything").header("apikey", "nope").send().await;
+        res.assert_status(401);
+        assert_eq!(message(&res), "Unauthorized");
+
+        let res = proxy
+            .get("/ka/anything")
+            .header("apikey", "kong")
+            .header("X-Consumer-Username", "forged")
+            .send()
+            .await;
+        res.assert_status(200);
+        let seen = res.request();
+        assert_eq!(seen.assert_header("X-Consumer-Username"), "bob", "[#{strategy}]");
+        assert!(seen.assert_header("X-Consumer-ID").len() == 36);
+        assert!(seen.assert_header("X-Credential-Identifier").len() == 36);
+        seen.assert_no_header("X-Anonymous-Consumer");
+        assert_eq!(seen.assert_header("apikey"), "kong", "the key goes upstream by default");
+
+        let res = proxy.get("/ka/anything").query("apikey", "kong").send().await;
+        res.assert_status(200);
+
+        let res = proxy
+            .get("/ka/anything")
+            .header("apikey", "kong")
+            .header("apikey", "kong")
+            .send()
+            .await;
+        res.assert_status(401);
+        assert_eq!(message(&res), "Duplicate API key found");
+        let res = proxy.get("/ka/anything?apikey=kong&apikey=x").send().await;
+        assert_eq!(message(&res), "Duplicate API key found");
+
+        // hide_credentials takes the key out of headers and the query string; realm is shown.
+        let res = proxy
+            .get("/hide/anything")
+            .query("apikey", "kong")
+            .query("other", "1")
+            .send()
+            .await;
+        let seen = res.request();
+        assert!(seen.echo()["uri_args"].get("apikey").is_none(), "{}", seen.echo());
+        assert_eq!(seen.assert_query_param("other"), "1");
+        let res = proxy.get("/hide/anything").send().await;
+        assert_eq!(res.assert_header("WWW-Authenticate"), "Key realm=\"service\"");
+
+        // anonymous: a failed authentication falls back to the consumer.
+        let seen = proxy.get("/anon/anything").send().await.request();
+        assert_eq!(seen.assert_header("X-Consumer-Username"), "guest");
+        assert_eq!(seen.assert_header("X-Anonymous-Consumer"), "true");
+        seen.assert_no_header("X-Credential-Identifier");
+        let res = proxy.get("/ghost/anything").send().await;
+        res.assert_status(500);
+        assert_eq!(
+            message(&res),
+            "anonymous consumer nobody is configured but doesn't exist"
+        );
+
+        // key_in_body: JSON and form bodies; the header is not looked at.
+        let res = proxy.post("/body/post").json(&json!({ "apikey": "kong" })).send().await;
+        res.assert_status(200);
+        let res = proxy.post("/body/post").form(&json!({ "apikey": "kong" })).send().await;
+        res.assert_status(200);
+        let res = proxy.post("/body/post").header("apikey", "kong").send().await;
+        assert_eq!(message(&res), "No API key found in request");
+        kong.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_have_kongs_admin_api_on_every_database() {
+    for strategy in helpers::each_strategy() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        bp.consumers().insert(json!({ "username": "bob" })).await;
+        bp.consumers().insert(json!({ "username": "alice" })).await;
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let admin = kong.admin_client();
+
+        // POST {} generates a key.
+        let res = admin.post("/consumers/bob/key-auth").json(&json!({})).send().await;
+        let generated: Value = serde_json::from_str(&res.assert_status(201)).unwrap();
+        assert_eq!(
+            generated["key"].as_str().map(str::len),
+            Some(32),
+            "[#{strategy}] {generated}"
+        );
+        assert!(generated["consumer"]["id"].is_string());
+        // Form bodies work as for Kong's entities.
+        let res = admin
+            .post("/consumers/bob/key-auth")
+            .form(&json!({ "key": "kong" }))
+            .send()
+            .await;
+        res.assert_status(201);
+        let res = admin
+            .post("/consumers/alice/key-auth")
+            .json(&json!({ "key": "kong" }))
+            .send()
+            .await;
+        res.assert_status(409);
+        assert_eq!(res.assert_json()["name"], "unique constraint violation");
+
+        let list = admin.get("/consumers/bob/key-auth").send().await.assert_json();
+        assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
+        let all = admin.get("/key-auths").send().await.assert_json();
+        assert_eq!(all["data"].as_array().map(Vec::len), Some(2));
+        let one = admin.get("/key-auths/kong").send().await.assert_json();
+        assert_eq!(one["key"], "kong");
+        let owner = admin.get("/key-auths/kong/consumer").send().await.assert_json();
+        assert_eq!(owner["username"], "bob");
+        admin
+            .get("/consumers/alice/key-auth/kong")
+            .send()
+            .await
+            .assert_status(404);
+
+        let res = admin.post("/key-auths").json(&json!({ "key": "x" })).send().await;
+        res.assert_status(400);
+        assert_eq!(
+            res.assert_json()["message"],
+            "schema violation (consumer: required field missing)"
+        );
+        let res = admin.patch("/key-auths/kong").json(&json!({ "key": 123 })).send().await;
+        res.assert_status(400);
+        assert_eq!(res.assert_json()["fields"]["key"], "expected a string");
+
+        let res = admin.put("/consumers/bob/key-auth/1234").json(&json!({})).send().await;
+        let put: Value = serde_json::from_str(&res.assert_status(200)).unwrap();
+        assert_eq!(put["key"], "1234");
+        // The new key works on the proxy at once.
+        bp.routes().insert(json!({ "paths": ["/ka"] })).await;
+        bp.plugins().insert(json!({ "name": "key-auth" })).await;
+        kong.proxy_client()
+            .get("/ka/anything")
+            .header("apikey", "1234")
+            .send()
+            .await
+            .assert_status(200);
+
+        // Deleting the consumer deletes its credentials.
+        admin.delete("/consumers/bob").send().await.assert_status(204);
+        let all = admin.get("/key-auths").send().await.assert_json();
+        assert_eq!(all["data"], json!([]), "[#{strategy}]");
+        kong.proxy_client()
+            .get("/ka/anything")
+            .header("apikey", "1234")
+            .send()
+            .await
+            .assert_status(401);
+        kong.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_nest_under_consumers_in_declarative_config() {
+    let bp = helpers::get_db_utils(Strategy::Off, &["key-auth"]).await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+consumers:
+- username: bob
+  keyauth_credentials:
+  - key: nested-key
+keyauth_credentials:
+- key: top-key
+  consumer: bob
+services:
+- url: {}
+  routes:
+  - paths: [/ka]
+  plugins:
+  - name: key-auth
+"#,
+        bp.mock_upstream_url()
+    );
+    let kong = helpers::start_kong(&bp, Conf::default().declarative_config(&yaml)).await;
+    for key in ["nested-key", "top-key"] {
+        let res = kong
+            .proxy_client()
+            .get("/ka/anything")
+            .header("apikey", key)
+            .send()
+            .await;
+        res.assert_status(200);
+        assert_eq!(res.request().assert_header("X-Consumer-Username"), "bob");
+    }
+    let config = kong.admin_client().get("/config").send().await.assert_json();
+    assert!(config["config"].as_str().unwrap().contains("keyauth_credentials"));
+    // DB-less: credential writes answer 405 as every entity write does.
+    let res = kong
+        .admin_client()
+        .post("/consumers/bob/key-auth")
+        .json(&json!({}))
+        .send()
+        .await;
+    res.assert_status(405);
+    assert_eq!(
+        res.assert_json()["message"],
+        "cannot create 'keyauth_credentials' entities when not using a database"
+    );
+}
+
+#[tokio::test]
+async fn without_the_plugin_enabled_its_entities_are_not_served() {
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    kong.admin_client().get("/key-auths").send().await.assert_status(404);
+    let endpoints = kong.admin_client().get("/endpoints").send().await.assert_json();
+    assert!(!endpoints["data"].as_array().unwrap().iter().any(|e| e == "/key-auths"));
+}
+
+#[test]
+fn the_schema_is_kongs() {
+    let schema = KeyAuth::schema().to_json();
+    let config = &schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f.get("config").is_some())
+        .unwrap()["config"];
+    let fields: Vec<&str> = config["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_object().unwrap().keys().next().unwrap().as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "key_names",
+            "hide_credentials",
+            "anonymous",
+            "key_in_header",
+            "key_in_query",
+            "key_in_body",
+            "run_on_preflight",
+            "realm"
+        ]
+    );
+    assert_eq!(config["fields"][0]["key_names"]["default"], json!(["apikey"]));
+    assert_eq!(KeyAuth::PRIORITY, 1250);
+}
