@@ -406,8 +406,11 @@ impl Admin {
     }
 
     /// The kind served at `/{segment}`: a core kind, or the entity of an enabled plugin.
+    /// Targets are only served under their upstream (`/upstreams/{u}/targets`), as in Kong.
     fn kind_at(&self, segment: &str) -> Option<&'static Kind> {
-        kinds::by_path(segment).filter(|k| k.dao.is_none_or(|d| self.plugins.contains(d.plugin)))
+        kinds::by_path(segment)
+            .filter(|k| k.name != "targets")
+            .filter(|k| k.dao.is_none_or(|d| self.plugins.contains(d.plugin)))
     }
 
     /// `/{parent}/{p}/{child}`: the parent kind, the child kind and the child's foreign field

@@ -652,5 +652,10 @@ async fn upstreams(n: Node) {
         call(a, "DELETE", "/upstreams/backend.internal", None, "").await.status,
         204
     );
-    assert_eq!(call(a, "GET", "/targets", None, "").await.body["data"], json!([]));
+    // Kong serves targets only under their upstream: top-level /targets is a 404.
+    assert_eq!(call(a, "GET", "/targets", None, "").await.status, 404);
+    let again = form(a, "POST", "/upstreams", "name=backend.internal").await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    let targets = call(a, "GET", "/upstreams/backend.internal/targets", None, "").await;
+    assert_eq!(targets.body["data"], json!([]));
 }

@@ -411,12 +411,14 @@ impl Blueprint {
         self.table("snis")
     }
 
-    /// `bp.upstreams`.
+    /// `bp.upstreams`: `slots` defaults to 100.
     pub fn upstreams(&self) -> Table<'_> {
         self.table("upstreams")
     }
 
-    /// `bp.targets`.
+    /// `bp.targets`: give `upstream = {id}` and `target`; `weight` defaults to 10. Kong
+    /// serves targets only under their upstream, so `update` and `remove` do not apply: remove
+    /// the upstream instead.
     pub fn targets(&self) -> Table<'_> {
         self.table("targets")
     }
@@ -496,10 +498,12 @@ impl Table<'_> {
             let service = Box::pin(self.bp.services().insert(json!({}))).await;
             entity["service"] = json!({ "id": service["id"] });
         }
-        let (status, body) = self
-            .bp
-            .admin(Method::POST, &format!("/{}", self.path()), Some(&entity))
-            .await;
+        // Targets are created under their upstream, the only place Kong serves them.
+        let path = match (self.name.as_str(), entity["upstream"]["id"].as_str()) {
+            ("targets", Some(upstream)) => format!("/upstreams/{upstream}/targets"),
+            _ => format!("/{}", self.path()),
+        };
+        let (status, body) = self.bp.admin(Method::POST, &path, Some(&entity)).await;
         assert_eq!(
             status, 201,
             "bp.{}:insert({entity}) failed with {status}: {body:#}",
@@ -557,6 +561,8 @@ impl Table<'_> {
         let mock = self.bp.mock_upstream();
         match self.name.as_str() {
             "services" => json!({ "protocol": "http", "host": mock.ip().to_string(), "port": mock.port() }),
+            "targets" => json!({ "weight": 10 }),
+            "upstreams" => json!({ "slots": 100 }),
             "consumers" => {
                 let n = self.bp.next();
                 json!({ "username": format!("consumer-username-{n}"), "custom_id": format!("consumer-id-{n}") })

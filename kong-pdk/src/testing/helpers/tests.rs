@@ -213,6 +213,46 @@ async fn clients_encode_forms_and_json_as_kongs_do() {
     let created: serde_json::Value = serde_json::from_str(&res.assert_status(201)).unwrap();
     assert_eq!(created["tags"], json!(["a", "b"]));
     assert_eq!(created["path"], "/p");
+    let res = kong
+        .admin_client()
+        .post("/services")
+        .multipart(&json!({ "name": "parted", "url": "http://example.test:81", "retries": 3 }))
+        .send()
+        .await;
+    let created: serde_json::Value = serde_json::from_str(&res.assert_status(201)).unwrap();
+    assert_eq!(
+        (created["port"].clone(), created["retries"].clone()),
+        (json!(81), json!(3))
+    );
+    let seen = kong
+        .proxy_client()
+        .post("/echo/post")
+        .multipart(&json!({ "a": "b" }))
+        .send()
+        .await
+        .request();
+    assert_eq!(seen.echo()["post_data"]["kind"], "multipart-form");
+}
+
+#[tokio::test]
+async fn blueprint_targets_go_under_their_upstream() {
+    let bp = get_db_utils(Strategy::Sqlite, &[]).await;
+    let upstream = bp.upstreams().insert(json!({ "name": "lb.test" })).await;
+    assert_eq!(upstream["slots"], 100);
+    let mock = bp.mock_upstream().to_string();
+    let target = bp
+        .targets()
+        .insert(json!({ "upstream": { "id": upstream["id"] }, "target": mock }))
+        .await;
+    assert_eq!(target["weight"], 10);
+    bp.services()
+        .insert(json!({ "name": "balanced", "host": "lb.test", "port": 80 }))
+        .await;
+    bp.routes()
+        .insert(json!({ "paths": ["/lb"], "service": { "name": "balanced" } }))
+        .await;
+    let kong = start_kong(&bp, Conf::default()).await;
+    kong.proxy_client().get("/lb/anything").send().await.assert_status(200);
 }
 
 #[tokio::test]
