@@ -3,12 +3,12 @@
 //! SIGTERM stops it cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use std::net::TcpStream;
 
 mod common;
-use common::{BIN, exchange, free_port, wait_until};
+use common::{BIN, Spawned, exchange, free_port, wait_until};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
@@ -25,16 +25,9 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 }
 
 struct Gateway {
-    child: Child,
+    child: Spawned,
     proxy: u16,
     prefix: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(dir: &Path, header: Option<&str>) -> Gateway {
@@ -59,13 +52,15 @@ fn start(dir: &Path, header: Option<&str>) -> Gateway {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["start", "-c"])
-        .arg(dir.join("kong.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Spawned(
+        Command::new(BIN)
+            .args(["start", "-c"])
+            .arg(dir.join("kong.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("the proxy port", || TcpStream::connect(("127.0.0.1", proxy)).ok());
     Gateway { child, proxy, prefix }
 }
@@ -93,9 +88,9 @@ fn start_serves_the_quick_start_route_with_my_plugin() {
     assert!(String::from_utf8_lossy(&health.stdout).contains("Kong is healthy"));
 
     // SIGTERM: stop accepting, drain, exit 0, remove the pid file.
-    let pid = gw.child.id().to_string();
+    let pid = gw.child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = wait_until("the gateway to exit", || gw.child.try_wait().unwrap());
+    let status = wait_until("the gateway to exit", || gw.child.0.try_wait().unwrap());
     assert!(status.success());
     let health = Command::new(BIN)
         .args(["health", "-p"])

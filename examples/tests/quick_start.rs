@@ -3,10 +3,10 @@
 //! keep every acknowledged write.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 mod common;
-use common::{BIN, exchange, free_port, psql, wait_until};
+use common::{BIN, Spawned, exchange, free_port, psql, wait_until};
 
 /// One HTTP/1.1 request; returns (status, lowercased head, body).
 fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String, String)> {
@@ -29,17 +29,10 @@ fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Res
 }
 
 struct Node {
-    child: Child,
+    child: Spawned,
     proxy: u16,
     admin: u16,
     mock: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(dir: &Path, mock: u16) -> Node {
@@ -57,13 +50,15 @@ fn start_with(dir: &Path, mock: u16, extra: &str) -> Node {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["start", "-c"])
-        .arg(dir.join("kong.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Spawned(
+        Command::new(BIN)
+            .args(["start", "-c"])
+            .arg(dir.join("kong.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("the admin API", || http(admin, "GET", "/status", None).ok());
     Node {
         child,
@@ -131,7 +126,7 @@ fn the_seeds_quick_start_then_kill_9_and_restart() {
 
     // kill -9, then a restart on the same prefix: everything acknowledged is there.
     let mock = node.mock;
-    let pid = node.child.id().to_string();
+    let pid = node.child.0.id().to_string();
     assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
     drop(node);
     let node = start(&dir, mock);

@@ -9,22 +9,10 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::gateway::{HeaderSettings, Snapshot, mock_upstream};
 use crate::pdk::NodeInfo;
-use crate::prelude::*;
 use crate::router::Router;
 
-#[plugin(priority = 1000, version = "0.0.1", name = "admin-test-header")]
-struct AddHeader {
-    #[field(typedef = header_name, default = "X-MyPlugin")]
-    response_header_name: String,
-}
-
-#[handler]
-impl Handler for AddHeader {
-    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> crate::Result {
-        kong.response().set_header(&self.response_header_name, "response")?;
-        Ok(())
-    }
-}
+/// The quick start's header plugin, shared with the gateway's tests (`gw-test-header`).
+use crate::gateway::tests::AddHeader;
 
 struct Node {
     admin: AdminAddr,
@@ -217,7 +205,7 @@ async fn quick_start(n: Node) {
         a,
         "POST",
         "/services/example_service/plugins",
-        "name=admin-test-header&config.response_header_name=X-CustomHeaderName",
+        "name=gw-test-header&config.response_header_name=X-CustomHeaderName",
     )
     .await;
     assert_eq!(plugin.status, 201, "{}", plugin.body);
@@ -235,11 +223,11 @@ async fn quick_start(n: Node) {
 
     let root = call(a, "GET", "/", None, "").await;
     assert_eq!(
-        root.body["plugins"]["available_on_server"]["admin-test-header"],
+        root.body["plugins"]["available_on_server"]["gw-test-header"],
         json!({ "priority": 1000, "version": "0.0.1" })
     );
     assert_eq!(root.body["version"], "3.10.0");
-    assert_eq!(root.body["plugins"]["enabled_in_cluster"], json!(["admin-test-header"]));
+    assert_eq!(root.body["plugins"]["enabled_in_cluster"], json!(["gw-test-header"]));
     assert_eq!(root.headers.get("access-control-allow-origin").unwrap(), "*");
 
     // The configuration changes without a restart: patch the plugin, the header follows.
@@ -355,7 +343,7 @@ async fn errors(n: Node) {
         201
     );
     assert_eq!(
-        form(a, "POST", "/services/s/plugins", "name=admin-test-header")
+        form(a, "POST", "/services/s/plugins", "name=gw-test-header")
             .await
             .status,
         201
@@ -450,7 +438,7 @@ async fn pages(n: Node) {
         a,
         "POST",
         "/schemas/plugins/validate",
-        json!({ "name": "admin-test-header" }),
+        json!({ "name": "gw-test-header" }),
     )
     .await;
     assert_eq!(ok.body, json!({ "message": "schema validation successful" }));
@@ -493,7 +481,7 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     tokio::spawn(mock_upstream::serve(mock, std::future::pending()));
     let yaml = |path: &str, header: &str| {
         format!(
-            "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: http://127.0.0.1:{}\n  routes:\n  - name: r\n    paths: [\"{path}\"]\n  plugins:\n  - name: admin-test-header\n    config:\n      response_header_name: \"{header}\"\n",
+            "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: http://127.0.0.1:{}\n  routes:\n  - name: r\n    paths: [\"{path}\"]\n  plugins:\n  - name: gw-test-header\n    config:\n      response_header_name: \"{header}\"\n",
             mock_addr.port()
         )
     };

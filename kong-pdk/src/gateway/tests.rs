@@ -22,8 +22,9 @@ use crate::pdk::NodeInfo;
 use crate::prelude::*;
 use crate::registry::Plugins;
 
+/// The quick start's plugin: sets a header, `X-MyPlugin` by default.
 #[plugin(priority = 1000, version = "0.0.1", name = "gw-test-header")]
-struct AddHeader {
+pub(crate) struct AddHeader {
     #[field(typedef = header_name, default = "X-MyPlugin")]
     response_header_name: String,
 }
