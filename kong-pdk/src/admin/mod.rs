@@ -243,7 +243,7 @@ impl Admin {
         }
         h.insert(
             http::header::SERVER,
-            HeaderValue::from_str(&format!("kong/{KONG_VERSION}")).expect("a valid header value"),
+            HeaderValue::from_static(crate::gateway::SERVER_TOKEN),
         );
         h.insert(
             "x-kong-admin-latency",

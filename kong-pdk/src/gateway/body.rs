@@ -12,7 +12,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
 use super::Snapshot;
-use crate::phase::Phase;
 use crate::transaction::{BodyReader, Transaction};
 
 /// An error inside a proxied body.
@@ -186,9 +185,8 @@ impl Drop for Filtered {
 }
 
 /// The body the client receives: `source` through `body_filter`, then `log`.
-pub(super) fn filtered(snapshot: Arc<Snapshot>, tx: Transaction, source: Source) -> ProxyBody {
-    let filter = snapshot.plugins.handles(&tx, Phase::BodyFilter);
-    let log = snapshot.plugins.handles(&tx, Phase::Log);
+/// `filter` and `log` say whether any plugin of the request has `body_filter` / `log`.
+pub(super) fn filtered(snapshot: Arc<Snapshot>, tx: Transaction, source: Source, filter: bool, log: bool) -> ProxyBody {
     Filtered {
         streaming: Some(Streaming {
             snapshot,

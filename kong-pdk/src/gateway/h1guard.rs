@@ -22,7 +22,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{HeaderSettings, KONG_VERSION};
+use super::{HeaderSettings, SERVER_TOKEN};
 use crate::pdk::ErrorFormat;
 
 /// The longest request line (nginx's 8k header buffer).
@@ -120,7 +120,9 @@ impl<T> Guarded<T> {
             body.len()
         );
         if self.headers.server_tokens {
-            head.push_str(&format!("Server: kong/{KONG_VERSION}\r\n"));
+            head.push_str("Server: ");
+            head.push_str(SERVER_TOKEN);
+            head.push_str("\r\n");
         }
         if self.headers.request_id {
             head.push_str(&format!("X-Kong-Request-Id: {id}\r\n"));
@@ -267,13 +269,16 @@ fn check_head(bytes: &[u8]) -> Head {
     if len - start > HEAD_MAX {
         return Head::Reject(400, "Request header or cookie too large", None);
     }
-    let accept = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("accept"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::to_owned);
-    let bad = |accept: Option<String>| Head::Reject(400, "Bad request", accept);
+    // The rejection's body follows the client's Accept; read it only when rejecting.
+    let bad = || {
+        let accept = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("accept"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::to_owned);
+        Head::Reject(400, "Bad request", accept)
+    };
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut upgrade = false;
@@ -285,10 +290,10 @@ fn check_head(bytes: &[u8]) -> Head {
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
             else {
-                return bad(accept);
+                return bad();
             };
             if length.is_some_and(|l| l != n) {
-                return bad(accept);
+                return bad();
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -299,8 +304,8 @@ fn check_head(bytes: &[u8]) -> Head {
         }
     }
     let framing = match (chunked, length) {
-        (Some(_), Some(_)) => return bad(accept),
-        (Some(_), None) if req.version == Some(0) => return bad(accept),
+        (Some(_), Some(_)) => return bad(),
+        (Some(_), None) if req.version == Some(0) => return bad(),
         (Some(true), None) => Framing::Chunked(Chunk::Size(0)),
         // An unknown transfer coding: hyper answers it itself.
         (Some(false), None) => Framing::Tunnel,

@@ -4,7 +4,7 @@
 use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, SERVER, VIA};
 use http::{HeaderMap, Version};
 
-use super::{HeaderSettings, KONG_VERSION};
+use super::{HeaderSettings, KONG_VERSION, SERVER_TOKEN, VIA_TOKEN};
 use crate::transaction::Transaction;
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -20,14 +20,17 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
+    let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|s| !s.is_empty())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -54,8 +57,10 @@ fn version_token(v: Version) -> &'static str {
 }
 
 /// The headers sent upstream (Kong's `runloop/handler.lua` and nginx template).
-pub(super) fn upstream(tx: &Transaction, stripped_prefix: Option<&str>, settings: &HeaderSettings) -> HeaderMap {
-    let mut h = tx.upstream.headers.clone();
+/// The plugins' upstream headers are moved out of `tx` (no phase after access changes them).
+pub(super) fn upstream(tx: &mut Transaction, stripped_prefix: Option<&str>, settings: &HeaderSettings) -> HeaderMap {
+    let mut h = std::mem::take(&mut tx.upstream.headers);
+    let tx = &*tx;
     strip_hop_by_hop(&mut h);
     let trusted = tx.node_info().is_trusted(tx.client.ip);
     let req = &tx.request;
@@ -118,18 +123,17 @@ pub(super) fn response(
     proxy_ms: u64,
 ) {
     let total = tx.elapsed_ms();
-    let id = value(tx.request_id());
+    let id = settings.request_id.then(|| value(tx.request_id()));
     let h = &mut tx.response.headers;
     if proxied {
         if settings.server_tokens {
-            let via = format!("1.1 kong/{KONG_VERSION}");
-            let joined = match h.get(VIA).and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {via}"),
-                None => via,
+            let via = match h.get(VIA).and_then(|v| v.to_str().ok()) {
+                Some(prev) => value(&format!("{prev}, {VIA_TOKEN}")),
+                None => HeaderValue::from_static(VIA_TOKEN),
             };
-            h.insert(VIA, value(&joined));
+            h.insert(VIA, via);
             if !h.contains_key(SERVER) {
-                h.insert(SERVER, value(&format!("kong/{KONG_VERSION}")));
+                h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
             }
         }
         if settings.latency_tokens {
@@ -138,7 +142,7 @@ pub(super) fn response(
         }
     } else {
         if settings.server_tokens {
-            h.insert(SERVER, value(&format!("kong/{KONG_VERSION}")));
+            h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
         }
         if settings.latency_tokens {
             h.insert("x-kong-response-latency", HeaderValue::from(total));
@@ -151,7 +155,7 @@ pub(super) fn response(
                 .insert("x-kong-upstream-status", HeaderValue::from(status));
         }
     }
-    if settings.request_id {
+    if let Some(id) = id {
         tx.response.headers.insert("x-kong-request-id", id);
     }
 }

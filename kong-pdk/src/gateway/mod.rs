@@ -38,8 +38,20 @@ use crate::router::Router;
 use crate::transaction::{ClientConn, Transaction};
 use tls::{CertificatePair, Certificates};
 
+/// The Kong version as a literal, so header values can be built at compile time.
+macro_rules! kong_version {
+    () => {
+        "3.10.0"
+    };
+}
+
 /// The Kong version whose behaviour this gateway implements (`Via`, `Server`).
-pub const KONG_VERSION: &str = "3.10.0";
+pub const KONG_VERSION: &str = kong_version!();
+
+/// `Server` as Kong sends it.
+pub(crate) const SERVER_TOKEN: &str = concat!("kong/", kong_version!());
+/// Kong's own `Via` entry on responses.
+const VIA_TOKEN: &str = concat!("1.1 kong/", kong_version!());
 
 /// What the proxy serves: routes, plugin instances and certificates, swapped as a whole.
 pub struct Snapshot {

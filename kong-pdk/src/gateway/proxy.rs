@@ -14,6 +14,7 @@ use super::body::{self, IncomingSlot, ProxyBody};
 use super::{Connection, Proxy, headers};
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
+use crate::phase::Phase;
 use crate::router::{RequestInfo, upstream_path};
 use crate::transaction::{ClientConn, ClientRequest, Latencies, RequestBody, Source, Transaction, UpstreamResponse};
 
@@ -129,7 +130,8 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                 None => Outgoing::Bytes(Bytes::new()),
             },
         };
-        let result = send(proxy, &snap, &tx, stripped.as_deref(), body, client_upgrade.is_some()).await;
+        let headers = headers::upstream(&mut tx, stripped.as_deref(), &proxy.headers);
+        let result = send(proxy, &snap, &tx, headers, body, client_upgrade.is_some()).await;
         upstream_ms = access_done.elapsed().as_millis() as u64;
         match result {
             Ok(mut resp) => {
@@ -204,9 +206,16 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         (None, Some(source)) => source,
         (None, None) => body::Source::Bytes(Bytes::new()),
     };
+    // body_filter and log read the response headers; without them the map moves out.
+    let filter = snap.plugins.handles(&tx, Phase::BodyFilter);
+    let log = snap.plugins.handles(&tx, Phase::Log);
     let mut builder = Response::builder().status(tx.response.status);
     if let Some(h) = builder.headers_mut() {
-        *h = tx.response.headers.clone();
+        *h = if filter || log {
+            tx.response.headers.clone()
+        } else {
+            std::mem::take(&mut tx.response.headers)
+        };
     }
     // HEAD responses carry no body, but body_filter (with an empty last chunk) and log still run.
     let source = if tx.request.method == http::Method::HEAD {
@@ -214,7 +223,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     } else {
         source
     };
-    let body = body::filtered(snap.clone(), tx, source);
+    let body = body::filtered(snap, tx, source, filter, log);
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
@@ -284,7 +293,7 @@ async fn send(
     proxy: &Proxy,
     snap: &super::Snapshot,
     tx: &Transaction,
-    stripped: Option<&str>,
+    mut headers: http::HeaderMap,
     body: Outgoing,
     websocket: bool,
 ) -> Result<Response<Incoming>, UpstreamError> {
@@ -296,16 +305,13 @@ async fn send(
             Some(b) => b.pick(attempt).ok_or(UpstreamError::NoPeer)?,
             None => (up.host.as_str(), up.port),
         };
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
+        let (open, close) = if host.contains(':') { ("[", "]") } else { ("", "") };
+        let uri = match &up.query {
+            Some(q) => format!("{scheme}://{open}{host}{close}:{port}{}?{q}", up.path),
+            None => format!("{scheme}://{open}{host}{close}:{port}{}", up.path),
         };
-        format!("{scheme}://{host}:{port}{}", up.path_with_query())
-            .parse()
-            .map_err(|_| UpstreamError::Invalid)
+        Uri::try_from(uri).map_err(|_| UpstreamError::Invalid)
     };
-    let mut headers = headers::upstream(tx, stripped, &proxy.headers);
     if let Some(host) = balancer.and_then(|b| b.host_header.as_deref()) {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(HOST, v);
@@ -335,7 +341,12 @@ async fn send(
             .uri(uri_for(attempt)?)
             .version(http::Version::HTTP_11);
         if let Some(h) = req.headers_mut() {
-            *h = headers.clone();
+            // Only an attempt that may be retried needs the map kept for the next one.
+            *h = if replayable && attempt < up.retries {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
         }
         let req = req.body(this_body).map_err(|_| UpstreamError::Invalid)?;
         match tokio::time::timeout(timeout, proxy.client.request(req)).await {

@@ -114,6 +114,10 @@ fn is_unreserved(b: u8) -> bool {
 /// Kong's path normalisation: decode percent-encoded unreserved characters, uppercase the hex
 /// of the others, resolve `.` and `..`, merge `//`.
 pub fn normalize_path(path: &str) -> String {
+    // Most paths are already normal: nothing to decode, no empty or dot segments.
+    if path.starts_with('/') && path.is_ascii() && !path.contains('%') && !path.contains("//") && !path.contains("/.") {
+        return path.to_owned();
+    }
     let b = path.as_bytes();
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
@@ -415,6 +419,10 @@ mod tests {
         assert_eq!(normalize_path("/%7Euser/%2fx"), "/~user/%2Fx");
         assert_eq!(normalize_path("/a/b/"), "/a/b/");
         assert_eq!(normalize_path("/../.."), "/");
+        for normal in ["/", "/a", "/a/b/", "/a.b/c..d"] {
+            assert_eq!(normalize_path(normal), normal);
+        }
+        assert_eq!(normalize_path("a/b"), "/a/b");
     }
 
     #[test]
