@@ -159,10 +159,21 @@ impl DaoMeta {
                 entity_checks: own.entity_checks,
             },
             decode: |v| {
-                serde_json::from_value::<T>(v.clone())
+                T::deserialize(v)
                     .map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>)
                     .map_err(|e| e.to_string())
             },
+        }
+    }
+}
+
+impl DaoMeta {
+    /// Gives each [`Dao::AUTO`] field that `entity` lacks (or has as null) a random value.
+    pub(crate) fn fill_auto(&self, entity: &mut serde_json::Map<String, Value>) {
+        for field in self.auto {
+            if entity.get(*field).is_none_or(Value::is_null) {
+                entity.insert((*field).into(), Value::from(random_key()));
+            }
         }
     }
 }

@@ -12,13 +12,21 @@ use crate::schema::{FieldKind, FieldSchema, RecordSchema};
 /// [`infer`] types them).
 pub(crate) fn form(body: &str) -> Map<String, Value> {
     let mut root = Map::new();
-    for pair in body.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = crate::pdk::request::percent_decode(k, true);
-        let value = crate::pdk::request::percent_decode(v, true);
+    for (key, value) in pairs(body) {
         insert(&mut root, &path_of(&key), Value::String(value));
     }
     root
+}
+
+/// The decoded `key=value` pairs of a query string or form body, in order, repeats kept.
+pub(crate) fn pairs(s: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    s.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (
+            crate::pdk::request::percent_decode(k, true),
+            crate::pdk::request::percent_decode(v, true),
+        )
+    })
 }
 
 /// Decodes a `multipart/form-data` body with `boundary` like a form: each part's `name` is a

@@ -304,11 +304,7 @@ impl Admin {
                         "this endpoint is only available when Kong is configured to not use a database",
                     ));
                 }
-                let bytes = http_body_util::Limited::new(body, 10 * 1024 * 1024)
-                    .collect()
-                    .await
-                    .map_err(|_| message(413, "Payload too large"))?
-                    .to_bytes();
+                let bytes = collect_body(body).await?;
                 self.load_config(&parts.headers, &bytes).await
             }
             [] if get => Ok((StatusCode::OK, self.info().await)),
@@ -505,7 +501,7 @@ impl Admin {
             "memory": { "lua_shared_dicts": {}, "workers_lua_vms": [] },
         });
         match &self.store {
-            Some(store) => status["database"] = json!({ "reachable": store.load().await.is_ok() }),
+            Some(store) => status["database"] = json!({ "reachable": store.version().await.is_ok() }),
             None => {
                 let yaml = self.config_yaml().await;
                 let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, yaml.as_bytes()).simple().to_string();
@@ -577,17 +573,7 @@ impl Admin {
 
     /// `GET /S` and nested `GET /P/{p}/S`: a page of entities.
     async fn list(&self, kind: &'static Kind, parent: Option<(&str, &Value)>, query: &str, path: &str) -> ApiResult {
-        let args: Vec<(String, String)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (
-                    crate::pdk::request::percent_decode(k, true),
-                    crate::pdk::request::percent_decode(v, true),
-                )
-            })
-            .collect();
+        let args: Vec<(String, String)> = args::pairs(query).collect();
         let arg = |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let size = match arg("size") {
             None => 100,
@@ -803,16 +789,7 @@ impl Admin {
             return Err(message(400, "Cannot parse JSON body"));
         };
         if kind.name == "services" {
-            if let Some(url) = obj.remove("url") {
-                let url = url
-                    .as_str()
-                    .ok_or_else(|| field_violation("url", "expected a string"))?
-                    .to_owned();
-                let parsed = crate::gateway::declarative::parse_url(&url).map_err(|e| field_violation("url", e))?;
-                for (k, v) in parsed {
-                    obj.insert(k.into(), v);
-                }
-            }
+            crate::gateway::declarative::expand_url(&mut obj).map_err(|e| field_violation("url", e))?;
         }
         if let Some(id) = obj.get("id") {
             if id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err()) {
@@ -824,11 +801,7 @@ impl Admin {
             obj.remove("updated_at");
         }
         if let Some(dao) = kind.dao {
-            for field in dao.auto {
-                if obj.get(*field).is_none_or(Value::is_null) {
-                    obj.insert((*field).into(), Value::from(crate::dao::random_key()));
-                }
-            }
+            dao.fill_auto(&mut obj);
         }
         // Foreign keys may name the entity by its endpoint key.
         for (field, target, _) in kind.foreign {
@@ -979,11 +952,12 @@ impl Admin {
         let value = self.prepare(kind, value, previous, &entities)?;
         let id = value["id"].as_str().unwrap_or_default().to_owned();
         if previous.is_none() && entities[kind.name].contains_key(&id) && status == StatusCode::CREATED {
+            let text = format!("primary key violation on key '{}'", key_text("id", &value["id"]));
             return Err(db_error(
                 3,
                 "primary key violation",
-                format!("primary key violation on key '{}'", key_text("id", &value["id"])),
-                Some(json!({ "id": format!("primary key violation on key '{}'", key_text("id", &value["id"])) })),
+                text.clone(),
+                Some(json!({ "id": text })),
             ));
         }
         let mut unique = Vec::new();
@@ -1020,20 +994,17 @@ impl Admin {
             .get_mut(kind.name)
             .expect("known kind")
             .insert(id.clone(), value.clone());
-        let snapshot = self.build(&candidate).await?;
         let op = Op::Put {
             kind: kind.name,
-            id: id.clone(),
+            id,
             data: value.clone(),
             unique,
         };
-        let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
-        store.write(&[op]).await.map_err(|e| match e {
+        self.commit(&mut entities, candidate, &[op], |e| match e {
             StoreError::Unique(_, field, v) => unique_violation(&field, &Value::from(v)),
             StoreError::Database(e) => db_error(8, "database error", e, None),
-        })?;
-        *entities = candidate;
-        self.proxy.swap(snapshot);
+        })
+        .await?;
         Ok((status, value))
     }
 
@@ -1078,12 +1049,25 @@ impl Admin {
                 candidate.get_mut(kind).expect("known kind").remove(id);
             }
         }
+        self.commit(&mut entities, candidate, &ops, |e| {
+            db_error(8, "database error", e.to_string(), None)
+        })
+        .await
+    }
+
+    /// Applies a write: the proxy snapshot of `candidate` is built first (an invalid
+    /// configuration is refused before anything is stored), then `ops` are stored, then
+    /// `candidate` becomes the entities and the snapshot goes live.
+    async fn commit(
+        &self,
+        entities: &mut Entities,
+        candidate: Entities,
+        ops: &[Op],
+        store_error: impl FnOnce(StoreError) -> ApiError,
+    ) -> Result<(), ApiError> {
         let snapshot = self.build(&candidate).await?;
         let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
-        store
-            .write(&ops)
-            .await
-            .map_err(|e| db_error(8, "database error", e.to_string(), None))?;
+        store.write(ops).await.map_err(store_error)?;
         *entities = candidate;
         self.proxy.swap(snapshot);
         Ok(())
@@ -1253,6 +1237,20 @@ fn decode_offset(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok().filter(|s| Uuid::parse_str(s).is_ok())
 }
 
+/// The whole request body, up to 10 MiB (413 beyond).
+async fn collect_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    const MAX_BODY: usize = 10 * 1024 * 1024;
+    Ok(http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| message(413, "Payload too large"))?
+        .to_bytes())
+}
+
 /// Reads a request body as Kong does: JSON or form-encoded (`true` when form-encoded, whose
 /// values still need typing); an empty body is `{}`.
 async fn read<B>(body: B, headers: &http::HeaderMap) -> Result<(Value, bool), ApiError>
@@ -1264,11 +1262,7 @@ where
     if types.len() > 1 {
         return Err(message(400, "Multiple Content-Type headers not allowed"));
     }
-    let bytes = http_body_util::Limited::new(body, 10 * 1024 * 1024)
-        .collect()
-        .await
-        .map_err(|_| message(413, "Payload too large"))?
-        .to_bytes();
+    let bytes = collect_body(body).await?;
     if bytes.is_empty() {
         return Ok((Value::Object(Map::new()), false));
     }
@@ -1365,7 +1359,7 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
     fn all<T: serde::de::DeserializeOwned>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
         entities[kind]
             .values()
-            .map(|v| serde_json::from_value(v.clone()).map_err(|e| format!("{kind}: {e}")))
+            .map(|v| T::deserialize(v).map_err(|e| format!("{kind}: {e}")))
             .collect()
     }
     let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());

@@ -111,14 +111,12 @@ fn strip_meta(v: &mut Map<String, Value>) {
     v.retain(|k, _| k != "_comment" && k != "_ignore");
 }
 
-/// Expands a service's `url` shorthand into protocol, host, port and path.
-fn apply_url(svc: &mut Map<String, Value>, path: &str) -> Result<(), ConfigError> {
+/// Expands a service's `url` shorthand into protocol, host, port and path (the message when
+/// it is no URL).
+pub(crate) fn expand_url(svc: &mut Map<String, Value>) -> Result<(), String> {
     let Some(url) = svc.remove("url") else { return Ok(()) };
-    let url = url
-        .as_str()
-        .ok_or_else(|| err(&format!("{path}.url"), "expected a string"))?
-        .to_owned();
-    for (k, v) in parse_url(&url).map_err(|e| err(&format!("{path}.url"), e))? {
+    let url = url.as_str().ok_or("expected a string")?;
+    for (k, v) in parse_url(url)? {
         svc.insert(k.into(), v);
     }
     Ok(())
@@ -227,7 +225,7 @@ impl Config {
         let mut daos: Vec<NestedDao> = Vec::new();
 
         for (mut svc, path) in records(&mut root, "services", "")? {
-            apply_url(&mut svc, &path)?;
+            expand_url(&mut svc).map_err(|e| err(&format!("{path}.url"), e))?;
             let name = svc.get("name").and_then(Value::as_str).map(str::to_owned);
             let id = id_of(&svc, "services", name.as_deref(), &path)?;
             svc.insert("id".into(), Value::from(id.to_string()));
@@ -490,11 +488,7 @@ fn dao_entity(
         (None, Some(v)) if !v.is_null() => resolve(consumers, &v, &format!("{path}.consumer"), "consumers")?,
         (None, _) => return Err(err(&format!("{path}.consumer"), "required field missing")),
     };
-    for field in meta.auto {
-        if r.get(*field).is_none_or(Value::is_null) {
-            r.insert((*field).into(), Value::from(crate::dao::random_key()));
-        }
-    }
+    meta.fill_auto(&mut r);
     let key = meta
         .cache_key
         .or(meta.endpoint_key)
