@@ -3,18 +3,12 @@
 //! SIGTERM stops it cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use std::net::TcpStream;
 
 mod common;
-use common::{BIN, Spawned, exchange, free_port, wait_until};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{BIN, Spawned, exchange, free_port, spawn_gateway, temp_dir, wait_until};
 
 /// A raw HTTP/1.1 GET; returns the whole response text.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
@@ -43,23 +37,13 @@ fn start(dir: &Path, header: Option<&str>) -> Gateway {
     )
     .unwrap();
     let prefix = dir.join("prefix");
-    std::fs::write(
-        dir.join("kong.conf"),
-        format!(
+    let child = spawn_gateway(
+        dir,
+        &format!(
             "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = off\ndatabase = off\ndeclarative_config = {}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
             dir.join("kong.yml").display(),
             prefix.display()
         ),
-    )
-    .unwrap();
-    let child = Spawned(
-        Command::new(BIN)
-            .args(["start", "-c"])
-            .arg(dir.join("kong.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
     wait_until("the proxy port", || TcpStream::connect(("127.0.0.1", proxy)).ok());
     Gateway { child, proxy, prefix }

@@ -2,11 +2,11 @@
 //! types it (with the local mock upstream instead of httpbin.org); then kill -9 and a restart
 //! keep every acknowledged write.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 mod common;
-use common::{BIN, Spawned, exchange, free_port, psql, wait_until};
+use common::{Spawned, exchange, free_port, psql, spawn_gateway, temp_dir, wait_until};
 
 /// One HTTP/1.1 request; returns (status, lowercased head, body).
 fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String, String)> {
@@ -42,22 +42,12 @@ fn start(dir: &Path, mock: u16) -> Node {
 /// Starts a node whose kong.conf adds `extra` lines.
 fn start_with(dir: &Path, mock: u16, extra: &str) -> Node {
     let (proxy, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.join("kong.conf"),
-        format!(
+    let child = spawn_gateway(
+        dir,
+        &format!(
             "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n{extra}",
             dir.join("prefix").display()
         ),
-    )
-    .unwrap();
-    let child = Spawned(
-        Command::new(BIN)
-            .args(["start", "-c"])
-            .arg(dir.join("kong.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
     wait_until("the admin API", || http(admin, "GET", "/status", None).ok());
     Node {
@@ -68,15 +58,9 @@ fn start_with(dir: &Path, mock: u16, extra: &str) -> Node {
     }
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kong-quick-start-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_seeds_quick_start_then_kill_9_and_restart() {
-    let dir = temp_dir();
+    let dir = temp_dir("quick-start");
     let node = start(&dir, free_port());
     let (a, p) = (node.admin, node.proxy);
 
@@ -162,7 +146,7 @@ fn two_nodes_on_one_postgres_database_share_configuration() {
     let conf = format!(
         "database = postgres\npg_host = 127.0.0.1\npg_user = postgres\npg_database = {db}\ndb_update_frequency = 0.1\n"
     );
-    let (dir_a, dir_b) = (temp_dir(), temp_dir());
+    let (dir_a, dir_b) = (temp_dir("quick-start"), temp_dir("quick-start"));
     let mock = free_port();
     let a = start_with(&dir_a, mock, &conf);
     let b = start_with(&dir_b, free_port(), &conf);

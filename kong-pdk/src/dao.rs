@@ -169,6 +169,7 @@ impl DaoMeta {
 
 impl DaoMeta {
     /// Gives each [`Dao::AUTO`] field that `entity` lacks (or has as null) a random value.
+    #[cfg(feature = "gateway")]
     pub(crate) fn fill_auto(&self, entity: &mut serde_json::Map<String, Value>) {
         for field in self.auto {
             if entity.get(*field).is_none_or(Value::is_null) {

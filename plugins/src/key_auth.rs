@@ -130,6 +130,12 @@ impl KeyAuth {
     /// Finds the key, its credential and consumer, and sets them on the request.
     async fn authenticate(&self, kong: &mut Kong<Access>) -> kong_pdk::Result<Result<(), Failure>> {
         let mut body: Option<Value> = None;
+        // The whole query, as Kong's `get_query()`: a repeated argument is a list.
+        let mut query = if self.key_in_query {
+            kong.request().get_query(100)
+        } else {
+            Default::default()
+        };
         let mut key = None;
         for KeyName(name) in &self.key_names {
             let mut found = Found::Nothing;
@@ -137,8 +143,7 @@ impl KeyAuth {
                 found = header(kong, name);
             }
             if matches!(found, Found::Nothing) && self.key_in_query {
-                // The whole query, as Kong's `get_query()`: a repeated argument is a list.
-                found = match kong.request().get_query(100).remove(name.as_str()) {
+                found = match query.remove(name.as_str()) {
                     Some(QueryValue::Value(v)) => Found::Key(v),
                     Some(QueryValue::List(_)) => Found::Duplicate,
                     Some(QueryValue::Flag) | None => Found::Nothing,
@@ -187,9 +192,9 @@ impl KeyAuth {
         let mut upstream = service.request();
         upstream.clear_header(name)?;
         upstream.clear_query_arg(name);
-        if let Some(Value::Object(fields)) = body {
-            if fields.remove(name).is_some() {
-                upstream.set_json_body(&Value::Object(fields.clone()))?;
+        if let Some(body) = body {
+            if body.as_object_mut().is_some_and(|fields| fields.remove(name).is_some()) {
+                upstream.set_json_body(body)?;
             }
         }
         Ok(())

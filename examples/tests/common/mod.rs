@@ -20,6 +20,28 @@ impl Drop for Spawned {
     }
 }
 
+/// A fresh directory of this test's own under the system temp dir.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `conf` as `dir/kong.conf` and runs `kong-gateway start -c` on it, output discarded.
+pub fn spawn_gateway(dir: &std::path::Path, conf: &str) -> Spawned {
+    let path = dir.join("kong.conf");
+    std::fs::write(&path, conf).unwrap();
+    Spawned(
+        std::process::Command::new(BIN)
+            .args(["start", "-c"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A port free right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -9,7 +9,6 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::gateway::{HeaderSettings, Snapshot, mock_upstream};
 use crate::pdk::NodeInfo;
-use crate::router::Router;
 
 /// The quick start's header plugin, shared with the gateway's tests (`gw-test-header`).
 use crate::gateway::tests::AddHeader;
@@ -68,10 +67,7 @@ async fn node(db: std::path::PathBuf) -> Node {
 
 async fn node_on(store: Store, db: std::path::PathBuf) -> Node {
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
-    let empty = Snapshot::new(
-        Router::new(Vec::new()).unwrap(),
-        crate::executor::PluginSet::empty(plugins.clone()),
-    );
+    let empty = Snapshot::empty(plugins.clone());
     let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
     let admin = Admin::new(store, plugins, proxy.clone()).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -486,10 +482,7 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
         )
     };
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
-    let empty = Snapshot::new(
-        Router::new(Vec::new()).unwrap(),
-        crate::executor::PluginSet::empty(plugins.clone()),
-    );
+    let empty = Snapshot::empty(plugins.clone());
     let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
     let config = Config::parse(&yaml("/mock", "X-Declared")).unwrap();
     let a = serve_admin(Admin::dbless(&config, plugins, proxy.clone()).await.unwrap()).await;

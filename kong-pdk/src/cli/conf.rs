@@ -67,17 +67,7 @@ pub struct PgSettings {
 impl PgSettings {
     /// The connection URL.
     pub fn url(&self) -> String {
-        let enc = |s: &str| {
-            s.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect::<String>()
-        };
+        let enc = crate::pdk::request::percent_encode_component;
         let auth = match &self.password {
             Some(p) => format!("{}:{}", enc(&self.user), enc(p)),
             None => enc(&self.user),

@@ -28,6 +28,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+#[cfg(feature = "admin")]
 pub(crate) use balancer::split_target;
 pub use balancer::{Balancer, Balancers};
 pub use body::ProxyBody;
@@ -68,6 +69,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot with no routes and no plugin instances, before a configuration is loaded.
+    pub fn empty(plugins: Arc<crate::registry::Plugins>) -> Snapshot {
+        Snapshot::new(
+            Router::new(Vec::new()).expect("an empty router is valid"),
+            PluginSet::empty(plugins),
+        )
+    }
+
     /// A snapshot of `router` and `plugins`, without certificates.
     pub fn new(router: Router, plugins: PluginSet) -> Snapshot {
         Snapshot {

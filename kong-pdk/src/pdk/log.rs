@@ -40,7 +40,7 @@ pub struct LogLine {
 }
 
 impl Level {
-    /// Kong's name for the level, as in `error.log` (`[err]`, `[notice]`, ...).
+    /// Kong's name for the level, as in `error.log` (`[error]`, `[notice]`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "debug",

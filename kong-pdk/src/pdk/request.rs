@@ -46,7 +46,6 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Percent-decodes `s`; `plus` turns `+` into a space (form encoding).
 /// Percent-encodes everything but RFC 3986 unreserved characters (for query values).
 #[cfg(feature = "admin")]
 pub(crate) fn percent_encode_component(s: &str) -> String {
@@ -61,6 +60,7 @@ pub(crate) fn percent_encode_component(s: &str) -> String {
     out
 }
 
+/// Percent-decodes `s`; `plus` turns `+` into a space (form encoding).
 pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

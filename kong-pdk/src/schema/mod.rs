@@ -65,7 +65,7 @@ use serde_json::Value;
 
 #[cfg(feature = "admin")]
 pub(crate) use json::schema_json;
-#[cfg(feature = "admin")]
+#[cfg(feature = "gateway")]
 pub(crate) use validate::validate_record;
 pub use violation::SchemaViolation;
 

@@ -70,12 +70,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, Store};
-use crate::executor::PluginSet;
 use crate::gateway::tls::CertificatePair;
 use crate::gateway::{HeaderSettings, Proxy, Snapshot, mock_upstream};
 use crate::pdk::{ErrorLog, NodeInfo};
 use crate::registry::{self, Plugins};
-use crate::router::Router;
 
 mod client;
 
@@ -292,11 +290,11 @@ pub async fn get_db_utils(strategy: Strategy, plugins: &[&str]) -> Blueprint {
         error_log: Some(error_log.clone()),
         ..NodeInfo::default()
     };
-    let names: Vec<&str> = if plugins.contains(&"bundled") {
-        registry::registered().iter().map(|r| r.name()).collect()
-    } else {
-        plugins.to_vec()
-    };
+    let linked = registry::registered();
+    let names = plugins.iter().flat_map(|&name| match name {
+        "bundled" => linked.iter().map(|r| r.name()).collect(),
+        other => vec![other],
+    });
     let plugins = Arc::new(Plugins::load(names, node).unwrap_or_else(|e| {
         panic!("get_db_utils: {e} (is the plugin's crate used by the test, so that it is linked?)")
     }));
@@ -335,11 +333,7 @@ pub async fn get_db_utils(strategy: Strategy, plugins: &[&str]) -> Blueprint {
             (store, scratch)
         }
     };
-    let empty = Snapshot::new(
-        Router::new(Vec::new()).expect("an empty router"),
-        PluginSet::empty(plugins.clone()),
-    );
-    let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
+    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
     let admin = Admin::new(store.clone(), plugins.clone(), proxy)
         .await
         .unwrap_or_else(|e| panic!("get_db_utils: {e}"));
@@ -637,10 +631,7 @@ pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
         Strategy::Sqlite | Strategy::Postgres => {
             // A node on the blueprint's store, as Kong started on the test database; the
             // blueprint writes through its Admin API from now on.
-            let empty = Snapshot::new(
-                Router::new(Vec::new()).expect("an empty router"),
-                PluginSet::empty(inner.plugins.clone()),
-            );
+            let empty = Snapshot::empty(inner.plugins.clone());
             let proxy = Arc::new(Proxy::new(empty, headers).with_default_certificate(default_certificate()));
             let admin = Admin::new(inner.store.clone(), inner.plugins.clone(), proxy.clone())
                 .await

@@ -170,12 +170,8 @@ impl RequestBuilder {
     pub fn form(self, body: &Value) -> RequestBuilder {
         let mut pairs = Vec::new();
         flatten_form("", body, &mut pairs);
-        let encoded: Vec<String> = pairs
-            .iter()
-            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-            .collect();
         self.header("Content-Type", "application/x-www-form-urlencoded")
-            .body(encoded.join("&"))
+            .body(urlencoded(&pairs))
     }
 
     /// A `multipart/form-data` body from a JSON object, one part per field (flattened as
@@ -204,12 +200,7 @@ impl RequestBuilder {
         let mut uri = self.path.clone();
         if !self.query.is_empty() {
             uri.push(if uri.contains('?') { '&' } else { '?' });
-            let args: Vec<String> = self
-                .query
-                .iter()
-                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-                .collect();
-            uri.push_str(&args.join("&"));
+            uri.push_str(&urlencoded(&self.query));
         }
         let mut req = Request::builder().method(self.method.clone()).uri(&uri);
         let headers = req.headers_mut().expect("a fresh builder");
@@ -260,16 +251,11 @@ fn flatten_form(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+/// `k=v&...`, each side percent-encoded.
+fn urlencoded(pairs: &[(String, String)]) -> String {
+    use crate::pdk::request::percent_encode_component as enc;
+    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    encoded.join("&")
 }
 
 /// A whole response, with Kong's assertions. Failed assertions print the body and the
@@ -467,7 +453,7 @@ impl EchoedRequest {
         }
     }
 
-    /// `.has.formparam(name)`: the value of a form (or multipart) field the upstream got.
+    /// `.has.formparam(name)`: the value of a form field the upstream got.
     ///
     /// # Panics
     /// When the body was no form or lacked the field.
@@ -475,7 +461,7 @@ impl EchoedRequest {
     pub fn assert_form_param(&self, name: &str) -> Value {
         let post = &self.0["post_data"];
         match (post["kind"].as_str(), post["params"].get(name)) {
-            (Some("form" | "multipart-form"), Some(v)) => v.clone(),
+            (Some("form"), Some(v)) => v.clone(),
             _ => panic!("Expected form field {name}, but the upstream got:\n{post:#}"),
         }
     }
