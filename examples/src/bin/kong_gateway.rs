@@ -14,6 +14,11 @@ use std::process::ExitCode;
 
 use kong_pdk::Plugin as _;
 
+/// mimalloc: the proxy allocates many short-lived header maps and buffers per request, which
+/// glibc's allocator serves markedly slower (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Naming the examples links them, so their registrations are present.
     let _ = (

@@ -418,11 +418,16 @@ pub fn run(s: Settings) -> Result<(), String> {
     init_logging(&s.log_level);
     std::fs::create_dir_all(s.prefix.join("pids"))
         .map_err(|e| format!("could not create prefix {}: {e}", s.prefix.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(s.workers)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // One worker is one thread running every task, as one nginx worker process does: the
+    // current-thread scheduler then saves the work-stealing one's cross-thread bookkeeping.
+    let mut builder = if s.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(s.workers);
+        b
+    };
+    let rt = builder.enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let plugins = load_plugins(&s)?;
         plugins

@@ -4,29 +4,50 @@
 use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, SERVER, VIA};
 use http::{HeaderMap, Version};
 
-use super::{HeaderSettings, KONG_VERSION, SERVER_TOKEN, VIA_TOKEN};
+use super::{Connection, HeaderSettings, SERVER_TOKEN, VIA_TOKEN};
 use crate::transaction::Transaction;
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+const X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
-        .collect();
+    // One pass over the (few) names first: most messages carry none, or only `Connection`.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    let mut named = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        for token in v.to_str().unwrap_or_default().split(',') {
+            let token = token.trim();
+            if !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+    }
     for name in named {
         headers.remove(name);
     }
@@ -47,18 +68,38 @@ fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn version_token(v: Version) -> &'static str {
+/// A header value from a string built for it, without copying it again.
+fn owned(s: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Kong's `Via` entry on the upstream request, by the client's HTTP version.
+fn upstream_via(v: Version) -> &'static str {
     match v {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+        Version::HTTP_10 => concat!("1.0 kong/", kong_version!()),
+        Version::HTTP_2 => concat!("2 kong/", kong_version!()),
+        Version::HTTP_3 => concat!("3 kong/", kong_version!()),
+        _ => concat!("1.1 kong/", kong_version!()),
+    }
+}
+
+/// The text of `ip` as a header value; the connection's peer is formatted once per connection.
+fn ip_value(tx: &Transaction, ip: std::net::IpAddr, peer: &HeaderValue) -> HeaderValue {
+    if ip == tx.client.ip {
+        peer.clone()
+    } else {
+        owned(ip.to_string())
     }
 }
 
 /// The headers sent upstream (Kong's `runloop/handler.lua` and nginx template).
 /// The plugins' upstream headers are moved out of `tx` (no phase after access changes them).
-pub(super) fn upstream(tx: &mut Transaction, stripped_prefix: Option<&str>, settings: &HeaderSettings) -> HeaderMap {
+pub(super) fn upstream(
+    tx: &mut Transaction,
+    conn: &Connection,
+    stripped_prefix: Option<&str>,
+    settings: &HeaderSettings,
+) -> HeaderMap {
     let mut h = std::mem::take(&mut tx.upstream.headers);
     let tx = &*tx;
     strip_hop_by_hop(&mut h);
@@ -66,49 +107,44 @@ pub(super) fn upstream(tx: &mut Transaction, stripped_prefix: Option<&str>, sett
     let req = &tx.request;
     let preserve = tx.route.as_ref().is_some_and(|r| r.preserve_host);
     let host = if let Some(explicit) = &tx.upstream.host_header {
-        explicit.clone()
+        value(explicit)
     } else if preserve {
-        req.headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(&req.host)
-            .to_owned()
+        req.headers.get(HOST).cloned().unwrap_or_else(|| value(&req.host))
     } else {
         let default_port = if tx.upstream.scheme == "https" { 443 } else { 80 };
         if tx.upstream.port == default_port {
-            tx.upstream.host.clone()
+            value(&tx.upstream.host)
         } else {
-            format!("{}:{}", tx.upstream.host, tx.upstream.port)
+            owned(format!("{}:{}", tx.upstream.host, tx.upstream.port))
         }
     };
-    h.insert(HOST, value(&host));
-    let client_ip = tx.client.ip.to_string();
-    let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => tx.client.forwarded_ip.to_string(),
+    h.insert(HOST, host);
+    let xff = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => owned(format!("{prev}, {}", tx.client.ip)),
+        None => ip_value(tx, tx.client.forwarded_ip, &conn.peer_ip),
     };
-    h.insert("x-forwarded-for", value(&xff));
-    let keep = |name: &str| if trusted { req.headers.get(name).cloned() } else { None };
-    let proto = keep("x-forwarded-proto").unwrap_or_else(|| HeaderValue::from_static(req.scheme));
-    let fhost = keep("x-forwarded-host").unwrap_or_else(|| value(&req.host));
-    let fport = keep("x-forwarded-port").unwrap_or_else(|| HeaderValue::from(req.port));
-    let fpath = keep("x-forwarded-path").unwrap_or_else(|| value(&req.raw_path));
-    h.insert("x-forwarded-proto", proto);
-    h.insert("x-forwarded-host", fhost);
-    h.insert("x-forwarded-port", fport);
-    h.insert("x-forwarded-path", fpath);
-    match keep("x-forwarded-prefix").or_else(|| stripped_prefix.filter(|p| *p != "/").map(value)) {
-        Some(p) => h.insert("x-forwarded-prefix", p),
-        None => h.remove("x-forwarded-prefix"),
+    h.insert(X_FORWARDED_FOR, xff);
+    let keep = |name: &HeaderName| if trusted { req.headers.get(name).cloned() } else { None };
+    let proto = keep(&X_FORWARDED_PROTO).unwrap_or_else(|| HeaderValue::from_static(req.scheme));
+    let fhost = keep(&X_FORWARDED_HOST).unwrap_or_else(|| value(&req.host));
+    let fport = keep(&X_FORWARDED_PORT).unwrap_or_else(|| conn.port_value.clone());
+    let fpath = keep(&X_FORWARDED_PATH).unwrap_or_else(|| value(&req.raw_path));
+    h.insert(X_FORWARDED_PROTO, proto);
+    h.insert(X_FORWARDED_HOST, fhost);
+    h.insert(X_FORWARDED_PORT, fport);
+    h.insert(X_FORWARDED_PATH, fpath);
+    match keep(&X_FORWARDED_PREFIX).or_else(|| stripped_prefix.filter(|p| *p != "/").map(value)) {
+        Some(p) => h.insert(X_FORWARDED_PREFIX, p),
+        None => h.remove(X_FORWARDED_PREFIX),
     };
-    h.insert("x-real-ip", value(&tx.client.forwarded_ip.to_string()));
+    h.insert(X_REAL_IP, ip_value(tx, tx.client.forwarded_ip, &conn.peer_ip));
     if settings.upstream_request_id {
-        h.insert(HeaderName::from_static("x-kong-request-id"), value(tx.request_id()));
+        h.insert(X_KONG_REQUEST_ID, value(tx.request_id()));
     }
-    let via = format!("{} kong/{KONG_VERSION}", version_token(req.version));
+    let via = upstream_via(req.version);
     match req.headers.get(VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => h.insert(VIA, value(&format!("{prev}, {via}"))),
-        None => h.insert(VIA, value(&via)),
+        Some(prev) => h.insert(VIA, owned(format!("{prev}, {via}"))),
+        None => h.insert(VIA, HeaderValue::from_static(via)),
     };
     h
 }
@@ -128,7 +164,7 @@ pub(super) fn response(
     if proxied {
         if settings.server_tokens {
             let via = match h.get(VIA).and_then(|v| v.to_str().ok()) {
-                Some(prev) => value(&format!("{prev}, {VIA_TOKEN}")),
+                Some(prev) => owned(format!("{prev}, {VIA_TOKEN}")),
                 None => HeaderValue::from_static(VIA_TOKEN),
             };
             h.insert(VIA, via);
@@ -137,25 +173,25 @@ pub(super) fn response(
             }
         }
         if settings.latency_tokens {
-            h.insert("x-kong-upstream-latency", HeaderValue::from(upstream_ms));
-            h.insert("x-kong-proxy-latency", HeaderValue::from(proxy_ms));
+            h.insert(X_KONG_UPSTREAM_LATENCY, HeaderValue::from(upstream_ms));
+            h.insert(X_KONG_PROXY_LATENCY, HeaderValue::from(proxy_ms));
         }
     } else {
         if settings.server_tokens {
             h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
         }
         if settings.latency_tokens {
-            h.insert("x-kong-response-latency", HeaderValue::from(total));
+            h.insert(X_KONG_RESPONSE_LATENCY, HeaderValue::from(total));
         }
     }
     if settings.upstream_status {
         if let Some(status) = tx.upstream_response.as_ref().map(|r| r.status) {
             tx.response
                 .headers
-                .insert("x-kong-upstream-status", HeaderValue::from(status));
+                .insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status));
         }
     }
     if let Some(id) = id {
-        tx.response.headers.insert("x-kong-request-id", id);
+        tx.response.headers.insert(X_KONG_REQUEST_ID, id);
     }
 }

@@ -6,6 +6,13 @@
 //! [`Proxy::swap`] replaces atomically: no restart, no lock on the request path, and requests
 //! in flight finish on the snapshot they started with.
 
+/// The Kong version as a literal, so header values can be built at compile time.
+macro_rules! kong_version {
+    () => {
+        "3.10.0"
+    };
+}
+
 mod balancer;
 mod body;
 pub mod declarative;
@@ -38,13 +45,6 @@ use crate::phase::Phase;
 use crate::router::Router;
 use crate::transaction::{ClientConn, Transaction};
 use tls::{CertificatePair, Certificates};
-
-/// The Kong version as a literal, so header values can be built at compile time.
-macro_rules! kong_version {
-    () => {
-        "3.10.0"
-    };
-}
 
 /// The Kong version whose behaviour this gateway implements (`Via`, `Server`).
 pub const KONG_VERSION: &str = kong_version!();
@@ -159,6 +159,24 @@ pub(crate) struct Connection {
     pub(crate) port: u16,
     pub(crate) tls: bool,
     pub(crate) sni: Option<String>,
+    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`), formatted once.
+    pub(crate) peer_ip: http::HeaderValue,
+    /// The listener port as a header value (`X-Forwarded-Port`).
+    pub(crate) port_value: http::HeaderValue,
+}
+
+impl Connection {
+    fn new(peer: SocketAddr, port: u16, tls: bool) -> Connection {
+        Connection {
+            peer,
+            port,
+            tls,
+            sni: None,
+            peer_ip: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()))
+                .expect("an IP address is a valid header value"),
+            port_value: http::HeaderValue::from(port),
+        }
+    }
 }
 
 /// How long a client may take to complete a TLS handshake or send a request head
@@ -243,7 +261,7 @@ impl Proxy {
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
                     conns.spawn(async move {
-                        let conn = Connection { peer, port, tls, sni: None };
+                        let conn = Connection::new(peer, port, tls);
                         if tls {
                             proxy.accept_tls(stream, conn, stop).await;
                         } else {

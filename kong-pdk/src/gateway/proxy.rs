@@ -38,20 +38,19 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     } else {
         None
     };
-    let authority = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.ends_with(']') => h,
-        _ => authority.as_str(),
-    }
-    .trim_start_matches('[')
-    .trim_end_matches(']')
-    .to_ascii_lowercase();
+    let host = {
+        let authority = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') || h.ends_with(']') => h,
+            _ => authority,
+        };
+        host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+    };
     let slot = IncomingSlot::new(incoming);
     let request = ClientRequest {
         method: parts.method.clone(),
@@ -130,7 +129,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                 None => Outgoing::Bytes(Bytes::new()),
             },
         };
-        let headers = headers::upstream(&mut tx, stripped.as_deref(), &proxy.headers);
+        let headers = headers::upstream(&mut tx, conn, stripped.as_deref(), &proxy.headers);
         let result = send(proxy, &snap, &tx, headers, body, client_upgrade.is_some()).await;
         upstream_ms = access_done.elapsed().as_millis() as u64;
         match result {
