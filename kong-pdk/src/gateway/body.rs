@@ -59,7 +59,7 @@ pub(super) enum Source {
     /// Known bytes: a plugin's exit, an error, or a buffered upstream body.
     Bytes(Bytes),
     /// The upstream's body, streamed.
-    Upstream(Incoming),
+    Upstream(super::upstream::UpstreamBody),
 }
 
 /// What the response body needs while it streams: the transaction (for `body_filter` and

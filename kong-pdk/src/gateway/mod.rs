@@ -21,15 +21,13 @@ mod headers;
 pub mod mock_upstream;
 mod proxy;
 pub mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -146,7 +144,9 @@ impl HeaderSettings {
 /// The proxy: the current snapshot, the upstream connection pool and the settings.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    pool: Arc<upstream::Pool>,
+    /// How https upstreams are spoken to.
+    upstream_tls: Arc<rustls::ClientConfig>,
     headers: HeaderSettings,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -188,21 +188,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Proxy {
     /// A proxy serving `snapshot`.
     pub fn new(snapshot: Snapshot, headers: HeaderSettings) -> Proxy {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::upstream_client_config())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
         Proxy {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-            client,
+            pool: Arc::default(),
+            upstream_tls: Arc::new(tls::upstream_client_config()),
             headers,
             tls: None,
         }

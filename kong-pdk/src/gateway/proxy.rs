@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, IncomingSlot, ProxyBody};
+use super::upstream::{Pool, SendError, Target, UpstreamBody};
 use super::{Connection, Proxy, headers};
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
@@ -295,22 +296,10 @@ async fn send(
     mut headers: http::HeaderMap,
     body: Outgoing,
     websocket: bool,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<Response<UpstreamBody>, UpstreamError> {
     let up = &tx.upstream;
-    let scheme = if up.scheme == "https" { "https" } else { "http" };
+    let tls = (up.scheme == "https").then_some(&proxy.upstream_tls);
     let balancer = snap.upstreams.get(&up.host);
-    let uri_for = |attempt: u32| -> Result<Uri, UpstreamError> {
-        let (host, port) = match balancer {
-            Some(b) => b.pick(attempt).ok_or(UpstreamError::NoPeer)?,
-            None => (up.host.as_str(), up.port),
-        };
-        let (open, close) = if host.contains(':') { ("[", "]") } else { ("", "") };
-        let uri = match &up.query {
-            Some(q) => format!("{scheme}://{open}{host}{close}:{port}{}?{q}", up.path),
-            None => format!("{scheme}://{open}{host}{close}:{port}{}", up.path),
-        };
-        Uri::try_from(uri).map_err(|_| UpstreamError::Invalid)
-    };
     if let Some(host) = balancer.and_then(|b| b.host_header.as_deref()) {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(HOST, v);
@@ -323,37 +312,54 @@ async fn send(
         );
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    let timeout = Duration::from_millis(up.timeouts.connect + up.timeouts.read);
-    let (replay, mut stream) = match body {
-        Outgoing::Bytes(b) => (Some(b), None),
-        Outgoing::Stream(s) => (None, Some(s)),
+    let uri = match &up.query {
+        Some(q) => Uri::try_from(format!("{}?{q}", up.path)),
+        None => Uri::try_from(up.path.as_str()),
+    }
+    .map_err(|_| UpstreamError::Invalid)?;
+    let build = |headers: http::HeaderMap, body: ProxyBody| {
+        let mut req = Request::new(body);
+        *req.method_mut() = up.method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers;
+        req
     };
-    let replayable = replay.is_some();
+    let (connect, read) = (
+        Duration::from_millis(up.timeouts.connect),
+        Duration::from_millis(up.timeouts.read),
+    );
+    // A request that was never sent (no connection) comes back and is retried as it is. A
+    // known body may also be sent once more when a reused connection turns out closed; that
+    // needs a copy of the headers.
+    let (mut req, replay, mut spare) = match body {
+        Outgoing::Bytes(b) => (build(headers.clone(), body::full(b.clone())), Some(b), Some(headers)),
+        Outgoing::Stream(s) => (build(headers, s), None, None),
+    };
     let mut attempt = 0;
     loop {
-        let this_body = match &replay {
-            Some(b) => body::full(b.clone()),
-            None => stream.take().unwrap_or_else(|| body::full(Bytes::new())),
+        let (host, port) = match balancer {
+            Some(b) => b.pick(attempt).ok_or(UpstreamError::NoPeer)?,
+            None => (up.host.as_str(), up.port),
         };
-        let mut req = Request::builder()
-            .method(up.method.clone())
-            .uri(uri_for(attempt)?)
-            .version(http::Version::HTTP_11);
-        if let Some(h) = req.headers_mut() {
-            // Only an attempt that may be retried needs the map kept for the next one.
-            *h = if replayable && attempt < up.retries {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-        }
-        let req = req.body(this_body).map_err(|_| UpstreamError::Invalid)?;
-        match tokio::time::timeout(timeout, proxy.client.request(req)).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Ok(resp)) => return Ok(resp),
-            Ok(Err(e)) if e.is_connect() && replayable && attempt < up.retries => attempt += 1,
-            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect),
-            Ok(Err(_)) => return Err(UpstreamError::Invalid),
-        }
+        let target = Target { host, port, tls };
+        let sent = if websocket {
+            Pool::send_upgrade(target, req, connect, read).await
+        } else {
+            proxy.pool.send(target, req, connect, read).await
+        };
+        req = match sent {
+            Ok(resp) => return Ok(resp),
+            Err(SendError::Connect(back) | SendError::ConnectTimeout(back)) if attempt < up.retries => {
+                attempt += 1;
+                back
+            }
+            Err(SendError::Connect(_)) => return Err(UpstreamError::Connect),
+            Err(SendError::ConnectTimeout(_) | SendError::Timeout) => return Err(UpstreamError::Timeout),
+            Err(SendError::Stale) => match (spare.take(), &replay) {
+                (Some(headers), Some(b)) => build(headers, body::full(b.clone())),
+                _ => return Err(UpstreamError::Invalid),
+            },
+            Err(SendError::Invalid) => return Err(UpstreamError::Invalid),
+        };
     }
 }

@@ -1,0 +1,547 @@
+//! The upstream side of the proxy: keep-alive HTTP/1.1 connections to targets, pooled per
+//! target and driven by the request that uses them.
+//!
+//! A connection has no task of its own. The request that checks it out polls it while waiting
+//! for the response head, then hands it to the response body ([`UpstreamBody`]), which polls
+//! it while the body streams and puts it back in the pool once the body has ended. So a
+//! proxied request crosses no task boundary and no channel wake-up, as an nginx worker's
+//! upstream connection does not. A connection is checked before reuse: one poll notices an
+//! upstream that closed it while it was idle.
+//!
+//! WebSocket handshakes get a connection of their own, driven by a task, so that a `101`
+//! answer can turn it into a tunnel.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+
+/// How long an idle connection is kept (nginx's `keepalive_timeout` for upstreams).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per target host.
+const MAX_IDLE_PER_HOST: usize = 512;
+
+/// Where a request goes: a target and how to speak to it.
+#[derive(Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub(super) host: &'a str,
+    pub(super) port: u16,
+    /// The TLS client configuration for https targets; `None` is plain HTTP.
+    pub(super) tls: Option<&'a Arc<rustls::ClientConfig>>,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(super) enum SendError {
+    /// No connection could be opened. The request was not sent and comes back.
+    Connect(Request<ProxyBody>),
+    /// Opening the connection took longer than the connect timeout. The request comes back.
+    ConnectTimeout(Request<ProxyBody>),
+    /// No response head within the read timeout.
+    Timeout,
+    /// A reused connection turned out closed after the request was (partly) written: a known
+    /// body may be sent again on another connection.
+    Stale,
+    /// Anything else: an invalid response, a broken connection.
+    Invalid,
+}
+
+/// The socket of an upstream connection: plain TCP or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+type Conn = http1::Connection<TokioIo<Stream>, ProxyBody>;
+
+/// An open HTTP/1.1 connection: the request half and the connection state machine, which
+/// only makes progress when polled.
+struct Live {
+    sender: http1::SendRequest<ProxyBody>,
+    conn: Conn,
+    /// The connection future finished: the connection is closed.
+    closed: bool,
+}
+
+impl Live {
+    /// Lets the connection make progress; whether it is still open.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closed && Pin::new(&mut self.conn).poll(cx).is_ready() {
+            self.closed = true;
+        }
+        !self.closed
+    }
+}
+
+/// The pool key: target host, port and TLS configuration (compared by identity).
+struct Idle {
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    live: Live,
+    since: Instant,
+}
+
+impl Idle {
+    fn is(&self, port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> bool {
+        self.port == port
+            && match (&self.tls, tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+/// Idle keep-alive connections by target host, most recently used last.
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+}
+
+/// What a response body gives back to the pool when it ends.
+struct Checkin {
+    pool: Arc<Pool>,
+    host: Box<str>,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    live: Live,
+}
+
+impl Pool {
+    /// Sends `req` (origin-form URI, `Host` set) to `target` over a pooled connection or a new
+    /// one, and waits for the response head for up to `read_timeout`.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        target: Target<'_>,
+        mut req: Request<ProxyBody>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        loop {
+            let (mut live, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(target, cx))).await {
+                Some(live) => (live, true),
+                None => match connect(target, connect_timeout).await {
+                    Ok(live) => (live, false),
+                    Err(timed_out) if timed_out => return Err(SendError::ConnectTimeout(req)),
+                    Err(_) => return Err(SendError::Connect(req)),
+                },
+            };
+            let mut response = std::pin::pin!(live.sender.try_send_request(req));
+            let head = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                if !live.drive(cx) {
+                    // The connection ended; the response future resolves with its error.
+                    return response.as_mut().poll(cx);
+                }
+                Poll::Pending
+            });
+            match tokio::time::timeout(read_timeout, head).await {
+                Err(_) => return Err(SendError::Timeout),
+                Ok(Ok(resp)) => {
+                    let checkin = Checkin {
+                        pool: self.clone(),
+                        host: target.host.into(),
+                        port: target.port,
+                        tls: target.tls.cloned(),
+                        live,
+                    };
+                    return Ok(resp.map(|inner| UpstreamBody {
+                        inner,
+                        checkin: Some(checkin),
+                    }));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Never written: try again on another (or a new) connection.
+                    Some(back) if reused => req = back,
+                    Some(_) => return Err(SendError::Invalid),
+                    None if reused && !e.into_error().is_parse() => return Err(SendError::Stale),
+                    None => return Err(SendError::Invalid),
+                },
+            }
+        }
+    }
+
+    /// Sends a WebSocket handshake over a new connection whose task keeps running after a
+    /// `101`, so that `hyper::upgrade::on` can take the connection over.
+    pub(super) async fn send_upgrade(
+        target: Target<'_>,
+        req: Request<ProxyBody>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let Live { mut sender, conn, .. } = match connect(target, connect_timeout).await {
+            Ok(live) => live,
+            Err(true) => return Err(SendError::ConnectTimeout(req)),
+            Err(false) => return Err(SendError::Connect(req)),
+        };
+        tokio::spawn(conn.with_upgrades());
+        match tokio::time::timeout(read_timeout, sender.send_request(req)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(resp)) => Ok(resp.map(|inner| UpstreamBody { inner, checkin: None })),
+            Ok(Err(_)) => Err(SendError::Invalid),
+        }
+    }
+
+    /// The most recently used idle connection to `target` that is still open and ready.
+    fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Live> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(target.host)?;
+        while let Some(at) = list.iter().rposition(|i| i.is(target.port, target.tls)) {
+            let mut candidate = list.swap_remove(at).live;
+            if candidate.drive(cx) && candidate.sender.is_ready() {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, back: Checkin) {
+        let Checkin {
+            host, port, tls, live, ..
+        } = back;
+        // Readiness is checked at checkout, after the poll that lets the connection take
+        // the next request.
+        if live.closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(host).or_default();
+        // Oldest first: drop those idle too long, and the oldest when the list is full.
+        let expired = list.iter().take_while(|i| now - i.since > IDLE_TIMEOUT).count();
+        list.drain(..expired.max((list.len() + 1).saturating_sub(MAX_IDLE_PER_HOST)));
+        list.push(Idle {
+            port,
+            tls,
+            live,
+            since: now,
+        });
+    }
+
+    /// Idle connections held, over all targets.
+    #[cfg(test)]
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle.lock().map_or(0, |m| m.values().map(Vec::len).sum())
+    }
+}
+
+/// Opens a connection to `target`: every resolved address in turn, within `timeout` in all.
+/// `Err(true)` when the time ran out.
+async fn connect(target: Target<'_>, timeout: Duration) -> Result<Live, bool> {
+    let open = async {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((target.host, target.port))
+            .await
+            .map_err(|_| false)?
+        {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    last = Some(tcp);
+                    break;
+                }
+                Err(e) => tracing::debug!(target: "kong", "connect() to {addr} failed: {e}"),
+            }
+        }
+        let tcp = last.ok_or(false)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match target.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(target.host.to_owned()).map_err(|_| false)?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(target: "kong", "TLS handshake with {}:{} failed: {e}", target.host, target.port);
+                        false
+                    })?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| false)?;
+        Ok(Live {
+            sender,
+            conn,
+            closed: false,
+        })
+    };
+    tokio::time::timeout(timeout, open).await.map_err(|_| true)?
+}
+
+/// The upstream's response body. It drives its connection while it is read and returns the
+/// connection to the pool once it has ended.
+pub struct UpstreamBody {
+    inner: Incoming,
+    checkin: Option<Checkin>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// The body has ended: the connection goes back to the pool, after one more poll so that
+    /// it takes the next request.
+    fn release(&mut self, cx: Option<&mut Context<'_>>) {
+        if let Some(mut back) = self.checkin.take() {
+            if let Some(cx) = cx {
+                back.live.drive(cx);
+            }
+            back.pool.clone().checkin(back);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // Asking for a frame told the connection we want one; let it read it.
+            if let Some(back) = this.checkin.as_mut() {
+                back.live.drive(cx);
+                polled = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
+        match &polled {
+            Poll::Ready(None) => this.release(Some(cx)),
+            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body without content (HEAD, 204, 304, `Content-Length: 0`) may never be polled.
+        if self.inner.is_end_stream() {
+            self.release(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::super::tests::{get, route, service_at, start};
+
+    /// What the scripted upstream does with a request head.
+    enum Answer {
+        Respond(&'static str),
+        /// Answer, then close the connection.
+        RespondThenClose(&'static str),
+        /// Close the connection without an answer.
+        Close,
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const OK_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+    const EMPTY: &str = "HTTP/1.1 204 No Content\r\n\r\n";
+
+    type Script = fn(usize, usize, &str) -> Answer;
+
+    struct Scripted {
+        addr: SocketAddr,
+        accepted: &'static AtomicUsize,
+        /// Notified each time the upstream closes a connection.
+        closed: &'static tokio::sync::Notify,
+    }
+
+    /// An upstream that answers request `n` of connection `c` with `script(c, n, head)`, and
+    /// counts the connections it accepted.
+    async fn scripted(script: Script) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let closed: &'static tokio::sync::Notify = Box::leak(Box::default());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let conn = accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    serve(&mut s, conn, script).await;
+                    drop(s);
+                    closed.notify_one();
+                });
+            }
+        });
+        Scripted { addr, accepted, closed }
+    }
+
+    async fn serve(s: &mut TcpStream, conn: usize, script: Script) {
+        let mut buf = Vec::new();
+        for n in 0.. {
+            let end = loop {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                let mut chunk = [0; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            };
+            let head: Vec<u8> = buf.drain(..end).collect();
+            match script(conn, n, &String::from_utf8_lossy(&head)) {
+                Answer::Respond(text) => s.write_all(text.as_bytes()).await.unwrap(),
+                Answer::RespondThenClose(text) => return s.write_all(text.as_bytes()).await.unwrap(),
+                Answer::Close => return,
+            }
+        }
+    }
+
+    /// A request on a connection of its own; the response status.
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> u16 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        text.get(9..12)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keep_alive_connections_are_reused_after_bodies_heads_and_empty_answers() {
+        let up = scripted(|_, n, head| {
+            Answer::Respond(match (n % 3, head.starts_with("HEAD")) {
+                (2, _) => EMPTY,
+                (_, true) => OK_HEAD,
+                _ => OK,
+            })
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        for (i, method) in ["GET", "HEAD", "GET", "GET", "HEAD", "GET", "GET"].iter().enumerate() {
+            let want = if i % 3 == 2 { 204 } else { 200 };
+            assert_eq!(request(gw.addr, method, "/up").await, want, "request {i} ({method})");
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one upstream connection for all");
+        assert_eq!(gw.proxy.pool.idle_count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_reused() {
+        let up = scripted(|conn, _, _| match conn {
+            0 => Answer::RespondThenClose(OK),
+            _ => Answer::Respond(OK),
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        assert_eq!(get(gw.addr, "/up", &[]).await.status, 200);
+        tokio::time::timeout(Duration::from_secs(5), up.closed.notified())
+            .await
+            .expect("the upstream closes its first connection");
+        assert_eq!(get(gw.addr, "/up", &[]).await.status, 200);
+        assert_eq!(get(gw.addr, "/up", &[]).await.status, 200);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_lost_on_a_reused_connection_is_sent_again_when_its_body_is_known() {
+        // The first connection takes a second request and drops it unanswered, as an upstream
+        // closing an idle connection at the moment the request arrives does.
+        let up = scripted(|conn, n, _| match (conn, n) {
+            (0, 0) | (1.., _) => Answer::Respond(OK),
+            _ => Answer::Close,
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        assert_eq!(request(gw.addr, "GET", "/up").await, 200);
+        assert_eq!(
+            request(gw.addr, "GET", "/up").await,
+            200,
+            "sent again on a new connection"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+}
