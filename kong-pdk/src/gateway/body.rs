@@ -186,11 +186,17 @@ impl Drop for Filtered {
 
 /// The body the client receives: `source` through `body_filter`, then `log`.
 /// `filter` and `log` say whether any plugin of the request has `body_filter` / `log`.
-pub(super) fn filtered(snapshot: Arc<Snapshot>, tx: Transaction, source: Source, filter: bool, log: bool) -> ProxyBody {
+pub(super) fn filtered(
+    snapshot: Arc<Snapshot>,
+    tx: Box<Transaction>,
+    source: Source,
+    filter: bool,
+    log: bool,
+) -> ProxyBody {
     Filtered {
         streaming: Some(Streaming {
             snapshot,
-            tx: Box::new(tx),
+            tx,
             source,
             filter,
             log,

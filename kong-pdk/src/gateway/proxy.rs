@@ -72,7 +72,8 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         tls: conn.tls,
         sni: conn.sni.clone(),
     };
-    let mut tx = Transaction::new(request, client, set.plugins().node_arc());
+    // Boxed at once: the transaction is large and would otherwise be copied into the body.
+    let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
 
     set.run_rewrite(&mut tx).await;

@@ -140,7 +140,7 @@ impl Live {
 struct Idle {
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
-    live: Live,
+    live: Box<Live>,
     since: Instant,
 }
 
@@ -167,7 +167,7 @@ struct Checkin {
     host: Box<str>,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
-    live: Live,
+    live: Box<Live>,
 }
 
 impl Pool {
@@ -203,13 +203,13 @@ impl Pool {
             match tokio::time::timeout(read_timeout, head).await {
                 Err(_) => return Err(SendError::Timeout),
                 Ok(Ok(resp)) => {
-                    let checkin = Checkin {
+                    let checkin = Box::new(Checkin {
                         pool: self.clone(),
                         host: target.host.into(),
                         port: target.port,
                         tls: target.tls.cloned(),
                         live,
-                    };
+                    });
                     return Ok(resp.map(|inner| UpstreamBody {
                         inner,
                         checkin: Some(checkin),
@@ -235,7 +235,7 @@ impl Pool {
         read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let Live { mut sender, conn, .. } = match connect(target, connect_timeout).await {
-            Ok(live) => live,
+            Ok(live) => *live,
             Err(true) => return Err(SendError::ConnectTimeout(req)),
             Err(false) => return Err(SendError::Connect(req)),
         };
@@ -248,7 +248,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `target` that is still open and ready.
-    fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Live> {
+    fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Box<Live>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(target.host)?;
         while let Some(at) = list.iter().rposition(|i| i.is(target.port, target.tls)) {
@@ -292,7 +292,7 @@ impl Pool {
 
 /// Opens a connection to `target`: every resolved address in turn, within `timeout` in all.
 /// `Err(true)` when the time ran out.
-async fn connect(target: Target<'_>, timeout: Duration) -> Result<Live, bool> {
+async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, bool> {
     let open = async {
         let mut last = None;
         for addr in tokio::net::lookup_host((target.host, target.port))
@@ -327,11 +327,12 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Live, bool> {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| false)?;
-        Ok(Live {
+        // Boxed: the connection state is large, and moves between request, body and pool.
+        Ok(Box::new(Live {
             sender,
             conn,
             closed: false,
-        })
+        }))
     };
     tokio::time::timeout(timeout, open).await.map_err(|_| true)?
 }
@@ -340,7 +341,7 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Live, bool> {
 /// connection to the pool once it has ended.
 pub struct UpstreamBody {
     inner: Incoming,
-    checkin: Option<Checkin>,
+    checkin: Option<Box<Checkin>>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -357,7 +358,7 @@ impl UpstreamBody {
             if let Some(cx) = cx {
                 back.live.drive(cx);
             }
-            back.pool.clone().checkin(back);
+            back.pool.clone().checkin(*back);
         }
     }
 }
