@@ -177,9 +177,14 @@ impl Body for Filtered {
 
 impl Drop for Filtered {
     fn drop(&mut self) {
-        // The client went away mid-body: Kong still logs the request.
+        // The client went away mid-body: Kong still logs the request. A body_filter call under
+        // way owns the transaction, so it finishes first, on a task of its own.
         if let Some(s) = self.streaming.take() {
             s.finish();
+        } else if let Some(filtering) = self.filtering.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { filtering.await.0.finish() });
+            }
         }
     }
 }
@@ -204,4 +209,69 @@ pub(super) fn filtered(
         filtering: None,
     }
     .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body::Body;
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use super::{Source, filtered};
+    use crate::executor::PluginEntity;
+    use crate::pdk::NodeInfo;
+    use crate::prelude::*;
+    use crate::registry::Plugins;
+    use crate::transaction::{ClientConn, Transaction};
+
+    static RELEASE: Notify = Notify::const_new();
+    static LOGGED: Notify = Notify::const_new();
+
+    /// A body_filter that waits to be released, and a log phase that says it ran.
+    #[plugin(priority = 1, version = "1.0.0", name = "gw-test-slow-filter")]
+    struct SlowFilter {}
+
+    #[handler]
+    impl Handler for SlowFilter {
+        async fn body_filter(&self, _kong: &mut Kong<BodyFilter>) -> crate::Result {
+            RELEASE.notified().await;
+            Ok(())
+        }
+
+        async fn log(&self, _kong: &mut Kong<Log>) -> crate::Result {
+            LOGGED.notify_one();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_during_body_filter_is_still_logged() {
+        let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<SlowFilter>().build());
+        let entity = PluginEntity::new("gw-test-slow-filter", json!({}));
+        let snap = super::super::tests::snapshot(&plugins, vec![], vec![entity]).await;
+        let tx = Transaction::handshake(ClientConn::default(), 8000, plugins.node_arc());
+        let mut body = filtered(
+            Arc::new(snap),
+            Box::new(tx),
+            Source::Bytes(Bytes::from("abc")),
+            true,
+            true,
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            Pin::new(&mut body).poll_frame(&mut cx).is_pending(),
+            "body_filter waits"
+        );
+        drop(body);
+        RELEASE.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), LOGGED.notified())
+            .await
+            .expect("log runs after the body_filter call finishes");
+    }
 }
