@@ -215,7 +215,7 @@ pub(super) fn filtered(
 mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
     use std::time::Duration;
 
     use bytes::Bytes;
