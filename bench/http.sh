@@ -3,7 +3,8 @@
 #   (a) nginx serving the upstream response itself,
 #   (b) nginx proxy_pass to (a) with upstream keep-alive, one worker,
 #   (c) kong-gateway with one worker thread proxying to (a), my-plugin on the route;
-# then prints req/s, p99 latency and the ratios to nginx's proxy.
+# then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
+# proxy.
 #
 #   bash bench/http.sh                       # 10 s per run, 50 connections
 #   DURATION=30s CONNECTIONS=100 bash bench/http.sh
@@ -121,12 +122,20 @@ wait_for "http://127.0.0.1:$KONG/mock/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
     || { echo "my-plugin is not on the route" >&2; exit 1; }
 
-# Prints "req/s p99_ms" for one wrk run.
+# CPU time (user + system) a process and its threads have used, in clock ticks.
+ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{ t += $14 + $15 } END { print t }'; }
+HZ=$(getconf CLK_TCK)
+
+# Prints "req/s p99_ms cpu_us_per_request" for one wrk run against $1, charging the CPU time
+# of process $2 (the server under test).
 run() {
-    local out rps p99
+    local out rps p99 n t0 t1
+    t0=$(ticks "$2")
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+    t1=$(ticks "$2")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
     if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then
         echo "errors during the run against $1:" >&2
         grep 'Non-2xx\|Socket errors' <<<"$out" >&2
@@ -136,19 +145,22 @@ run() {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000;
         printf "%.2f", n }')
-    echo "$rps $p99"
+    echo "$rps $p99 $(awk -v t="$((t1 - t0))" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
 }
 
 # Warm-up, then the measured runs.
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NGX/mock/anything" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$KONG/mock/anything" >/dev/null
-read -r A_RPS A_P99 < <(run "http://127.0.0.1:$UP/anything")
-read -r B_RPS B_P99 < <(run "http://127.0.0.1:$NGX/mock/anything")
-read -r C_RPS C_P99 < <(run "http://127.0.0.1:$KONG/mock/anything")
+# nginx's work is done by its worker process, the master's child.
+UP_WORKER=$(pgrep -P "${PIDS[0]}" | head -1)
+NGX_WORKER=$(pgrep -P "${PIDS[1]}" | head -1)
+read -r A_RPS A_P99 A_CPU < <(run "http://127.0.0.1:$UP/anything" "$UP_WORKER")
+read -r B_RPS B_P99 B_CPU < <(run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
+read -r C_RPS C_P99 C_CPU < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
 
 printf '\nwrk -t%s -c%s -d%s, %s cores, %s\n\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$("$NGINX" -v 2>&1)"
-printf '| target | req/s | p99 (ms) | req/s vs nginx proxy |\n|---|---|---|---|\n'
-printf '| (a) nginx serving the response | %.0f | %s | |\n' "$A_RPS" "$A_P99"
-printf '| (b) nginx proxy_pass, keep-alive, 1 worker | %.0f | %s | 1.00 |\n' "$B_RPS" "$B_P99"
-printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %.2f |\n' "$C_RPS" "$C_P99" \
+printf '| target | req/s | p99 (ms) | CPU per request (µs) | req/s vs nginx proxy |\n|---|---|---|---|---|\n'
+printf '| (a) nginx serving the response | %.0f | %s | %s | |\n' "$A_RPS" "$A_P99" "$A_CPU"
+printf '| (b) nginx proxy_pass, keep-alive, 1 worker | %.0f | %s | %s | 1.00 |\n' "$B_RPS" "$B_P99" "$B_CPU"
+printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %s | %.2f |\n' "$C_RPS" "$C_P99" "$C_CPU" \
     "$(awk -v c="$C_RPS" -v b="$B_RPS" 'BEGIN { print c / b }')"
