@@ -12,7 +12,6 @@
 //! answer can turn it into a tunnel.
 
 use std::collections::HashMap;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -24,8 +23,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::body::ProxyBody;
 
@@ -60,60 +59,7 @@ pub(super) enum SendError {
 }
 
 /// The socket of an upstream connection: plain TCP or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 type Conn = http1::Connection<TokioIo<Stream>, ProxyBody>;
 
@@ -310,7 +256,7 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, boo
         let tcp = last.ok_or(false)?;
         let _ = tcp.set_nodelay(true);
         let stream = match target.tls {
-            None => Stream::Plain(tcp),
+            None => Either::Left(tcp),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(target.host.to_owned()).map_err(|_| false)?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -320,7 +266,7 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, boo
                         tracing::error!(target: "kong", "TLS handshake with {}:{} failed: {e}", target.host, target.port);
                         false
                     })?;
-                Stream::Tls(Box::new(tls))
+                Either::Right(Box::new(tls))
             }
         };
         let (sender, conn) = http1::Builder::new()
