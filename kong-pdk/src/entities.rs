@@ -43,6 +43,22 @@ pub struct Service {
     /// Read timeout, ms.
     #[serde(default = "Service::default_timeout")]
     pub read_timeout: u64,
+    /// The certificate (a [`Certificate`] entity) presented to an `https` upstream that asks
+    /// for one.
+    #[serde(default)]
+    pub client_certificate: Option<ForeignKey>,
+    /// Whether an `https` upstream's certificate is verified; `None` keeps the gateway's
+    /// default, which is off (nginx's `proxy_ssl_verify off`).
+    #[serde(default)]
+    pub tls_verify: Option<bool>,
+    /// How many intermediate CA certificates a verified chain may have (0..=64); `None` is
+    /// nginx's default, 1.
+    #[serde(default)]
+    pub tls_verify_depth: Option<u8>,
+    /// The CA certificates ([`CaCertificate`] ids) trusted when verifying; `None` trusts the
+    /// gateway's store (`lua_ssl_trusted_certificate`).
+    #[serde(default)]
+    pub ca_certificates: Option<Vec<Uuid>>,
     /// Whether the service takes traffic.
     #[serde(default = "Service::default_enabled")]
     pub enabled: bool,
@@ -81,6 +97,10 @@ impl Service {
             connect_timeout: 60_000,
             write_timeout: 60_000,
             read_timeout: 60_000,
+            client_certificate: None,
+            tls_verify: None,
+            tls_verify_depth: None,
+            ca_certificates: None,
             enabled: true,
             tags: None,
         }
@@ -227,6 +247,21 @@ pub struct Certificate {
     pub tags: Option<Vec<String>>,
 }
 
+/// A trusted CA certificate (`/ca_certificates`), for verifying upstream certificates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaCertificate {
+    /// Primary key.
+    pub id: Uuid,
+    /// One PEM certificate with the `CA` basic constraint.
+    pub cert: String,
+    /// SHA-256 of the certificate's DER, lowercase hex (unique).
+    #[serde(default)]
+    pub cert_digest: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
 /// A server name (`/snis`): which [`Certificate`] a TLS handshake naming it gets. Names may
 /// carry one wildcard, leftmost (`*.example.com`) or rightmost (`example.*`); `*` alone
 /// catches every name.
@@ -257,6 +292,9 @@ pub struct Upstream {
     /// The `Host` header sent to targets instead of the upstream's name.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// The certificate presented to `https` targets when the service has none of its own.
+    #[serde(default)]
+    pub client_certificate: Option<ForeignKey>,
     /// Tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,

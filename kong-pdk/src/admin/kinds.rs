@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use serde_json::{Value, json};
 
 use crate::schema::typedefs;
-use crate::schema::{EntityCheck, Field, FieldKind, FieldSchema, RecordSchema};
+use crate::schema::{Conditional, EntityCheck, Field, FieldKind, FieldSchema, RecordSchema};
 
 /// One entity kind.
 pub(crate) struct Kind {
@@ -125,11 +125,53 @@ fn services() -> Kind {
                 Field::new("ca_certificates", array_of(typedefs::uuid::schema())),
                 Field::new("enabled", required(with_default(f(FieldKind::Boolean), json!(true)))),
             ]),
-            entity_checks: Vec::new(),
+            // Upstream TLS settings only mean something for https and tls services.
+            entity_checks: [
+                "client_certificate",
+                "tls_verify",
+                "tls_verify_depth",
+                "ca_certificates",
+            ]
+            .into_iter()
+            .map(|field| {
+                let mut must_be_null = f(FieldKind::String);
+                must_be_null.eq = Some(Value::Null);
+                let plain: Vec<&str> = PROTOCOLS
+                    .iter()
+                    .copied()
+                    .filter(|p| !matches!(*p, "https" | "tls"))
+                    .collect();
+                EntityCheck::Conditional(Box::new(Conditional {
+                    if_field: "protocol".into(),
+                    if_match: one_of(f(FieldKind::String), json!(plain)),
+                    then_field: field.into(),
+                    then_match: must_be_null,
+                    then_err: None,
+                }))
+            })
+            .collect(),
         },
         endpoint_key: Some("name"),
         unique: &["name"],
         foreign: &[("client_certificate", "certificates", false)],
+    }
+}
+
+fn ca_certificates() -> Kind {
+    Kind {
+        name: "ca_certificates",
+        path: "ca_certificates",
+        dao: None,
+        schema: RecordSchema {
+            fields: common(vec![
+                Field::new("cert", required(f(FieldKind::String))),
+                Field::new("cert_digest", f(FieldKind::String)),
+            ]),
+            entity_checks: Vec::new(),
+        },
+        endpoint_key: None,
+        unique: &["cert_digest"],
+        foreign: &[],
     }
 }
 
@@ -345,6 +387,7 @@ static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         consumers(),
         plugins(),
         certificates(),
+        ca_certificates(),
         snis(),
         upstreams(),
         targets(),

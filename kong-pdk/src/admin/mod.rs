@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 pub use store::{Op, Store, StoreError};
 
-use crate::entities::{Certificate, Consumer, Route, Service, Sni, Target, Upstream};
+use crate::entities::{CaCertificate, Certificate, Consumer, Route, Service, Sni, Target, Upstream};
 use crate::executor::PluginEntity;
 use crate::gateway::declarative::Config;
 use crate::gateway::{KONG_VERSION, Proxy};
@@ -92,6 +92,17 @@ fn field_violation(field: &str, text: impl Into<String>) -> ApiError {
     let mut m = Map::new();
     m.insert(field.to_owned(), Value::String(text.into()));
     violation(SchemaViolation::new(m))
+}
+
+/// A violation of Kong's entity checks (`@entity`, a list of messages) or of one field.
+fn entity_or_field_violation(field: &str, text: String) -> ApiError {
+    if field == "@entity" {
+        violation(SchemaViolation::new(
+            [("@entity".to_owned(), json!([text]))].into_iter().collect(),
+        ))
+    } else {
+        field_violation(field, text)
+    }
 }
 
 /// Kong's rendering of a key in messages: `'{name="x"}'`.
@@ -873,15 +884,13 @@ impl Admin {
                     value["key"].as_str().unwrap_or_default(),
                     alt,
                 )
-                .map_err(|(f, m)| {
-                    if f == "@entity" {
-                        violation(SchemaViolation::new(
-                            [("@entity".to_owned(), json!([m]))].into_iter().collect(),
-                        ))
-                    } else {
-                        field_violation(f, m)
-                    }
-                })?;
+                .map_err(|(f, m)| entity_or_field_violation(f, m))?;
+            }
+            "ca_certificates" => {
+                let digest =
+                    crate::gateway::upstream_tls::check_ca_certificate(value["cert"].as_str().unwrap_or_default())
+                        .map_err(|(f, m)| entity_or_field_violation(f, m))?;
+                value["cert_digest"] = Value::from(digest);
             }
             _ => {}
         }
@@ -1015,6 +1024,24 @@ impl Admin {
             kind: kind.name,
             id: id.as_str().unwrap_or_default().to_owned(),
         }];
+        // Kong's ca_certificates DAO: a CA certificate a service trusts stays.
+        if kind.name == "ca_certificates" {
+            let user = entities["services"]
+                .values()
+                .find(|s| s["ca_certificates"].as_array().is_some_and(|ids| ids.contains(&id)));
+            if let Some(service) = user {
+                return Err(db_error(
+                    19,
+                    "referenced by others",
+                    format!(
+                        "ca certificate {} is still referenced by services (id = {})",
+                        id.as_str().unwrap_or_default(),
+                        service["id"].as_str().unwrap_or_default()
+                    ),
+                    None,
+                ));
+            }
+        }
         // Children that cascade go with it; others forbid the delete.
         for child in kinds::all() {
             for (field, target, cascade) in child.foreign {
@@ -1328,6 +1355,7 @@ fn entities_of(config: &Config) -> Entities {
     put(&mut entities, "routes", &config.routes);
     put(&mut entities, "consumers", &config.consumers);
     put(&mut entities, "certificates", &config.certificates);
+    put(&mut entities, "ca_certificates", &config.ca_certificates);
     put(&mut entities, "snis", &config.snis);
     put(&mut entities, "upstreams", &config.upstreams);
     put(&mut entities, "targets", &config.targets);
@@ -1383,6 +1411,7 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
         consumers: all::<Consumer>(entities, "consumers")?,
         plugins,
         certificates: all::<Certificate>(entities, "certificates")?,
+        ca_certificates: all::<CaCertificate>(entities, "ca_certificates")?,
         snis: all::<Sni>(entities, "snis")?,
         upstreams: all::<Upstream>(entities, "upstreams")?,
         targets: all::<Target>(entities, "targets")?,

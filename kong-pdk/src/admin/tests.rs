@@ -640,3 +640,95 @@ async fn upstreams(n: Node) {
     let targets = call(a, "GET", "/upstreams/backend.internal/targets", None, "").await;
     assert_eq!(targets.body["data"], json!([]));
 }
+
+on_every_store!(ca_certificates_verify_https_upstreams, ca_certificates);
+
+async fn ca_certificates(n: Node) {
+    use crate::gateway::upstream_tls_tests::{ca, https_upstream, leaf};
+    let a = &n.admin;
+    let root = ca("admin test root", None);
+    let server = leaf(&["localhost"], &root);
+    let up = https_upstream(&[&server], &ca("client CA", None)).await;
+
+    let r = json_call(a, "POST", "/ca_certificates", json!({ "cert": server.cert })).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.body["message"],
+        "schema violation (certificate does not appear to be a CA because it is missing the \"CA\" basic constraint)"
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/ca_certificates",
+        json!({ "cert": root.cert, "tags": ["t"] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["cert_digest"].as_str().map(str::len), Some(64));
+    let dup = json_call(a, "POST", "/ca_certificates", json!({ "cert": root.cert })).await;
+    assert_eq!(dup.status, 409, "{}", dup.body);
+    assert_eq!(dup.body["code"], 5);
+
+    // The upstream TLS fields only go with https (and tls) services.
+    let r = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "plain", "url": "http://x.test", "tls_verify": true }),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["fields"]["tls_verify"], "value must be null");
+    assert_eq!(
+        r.body["fields"]["@entity"],
+        json!(["failed conditional validation given value of field 'protocol'"])
+    );
+
+    let url = format!("https://localhost:{}", up.port());
+    let r = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "verified", "url": url, "retries": 0, "tls_verify": true, "ca_certificates": [id] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["tls_verify"], true);
+    assert_eq!(r.body["ca_certificates"], json!([id]));
+    assert_eq!(
+        form(a, "POST", "/services/verified/routes", "name=verified&paths=/verified")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(proxy_get(n.proxy, "/verified").await.0, 200);
+    // Trusting the system store instead, the test root is unknown: 502.
+    let r = json_call(a, "PATCH", "/services/verified", json!({ "ca_certificates": null })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(proxy_get(n.proxy, "/verified").await.0, 502);
+    let r = json_call(a, "PATCH", "/services/verified", json!({ "ca_certificates": [id] })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(proxy_get(n.proxy, "/verified").await.0, 200);
+
+    // A CA certificate a service trusts cannot be deleted.
+    let r = call(a, "DELETE", &format!("/ca_certificates/{id}"), None, "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let service_id = call(a, "GET", "/services/verified", None, "").await.body["id"].clone();
+    assert_eq!(
+        r.body,
+        json!({
+            "code": 19,
+            "name": "referenced by others",
+            "message": format!("ca certificate {id} is still referenced by services (id = {})", service_id.as_str().unwrap()),
+        })
+    );
+    assert_eq!(call(a, "DELETE", "/routes/verified", None, "").await.status, 204);
+    assert_eq!(call(a, "DELETE", "/services/verified", None, "").await.status, 204);
+    assert_eq!(
+        call(a, "DELETE", &format!("/ca_certificates/{id}"), None, "")
+            .await
+            .status,
+        204
+    );
+}

@@ -42,6 +42,10 @@ pub struct Settings {
     pub trusted_ips: Vec<String>,
     /// `headers`.
     pub headers: HeaderSettings,
+    /// `lua_ssl_trusted_certificate`: PEM files (comma-separated, `system` for the system's
+    /// bundle) trusted when verifying upstreams of services with `tls_verify` and no
+    /// `ca_certificates`.
+    pub lua_ssl_trusted_certificate: String,
     /// `nginx_worker_processes`: worker threads (`auto` = one per core).
     pub workers: usize,
     /// `mock_upstream`: also serve Kong's mock upstream on this address (this gateway's
@@ -149,6 +153,7 @@ impl Settings {
             log_level: "notice".into(),
             trusted_ips: Vec::new(),
             headers: HeaderSettings::default(),
+            lua_ssl_trusted_certificate: "system".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
         };
@@ -198,6 +203,7 @@ impl Settings {
                         .collect()
                 }
                 "headers" => s.headers = HeaderSettings::parse(&v)?,
+                "lua_ssl_trusted_certificate" => s.lua_ssl_trusted_certificate = v,
                 "nginx_worker_processes" => {
                     s.workers = if v == "auto" {
                         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -428,6 +434,9 @@ pub fn run(s: Settings) -> Result<(), String> {
         b
     };
     let rt = builder.enable_all().build().map_err(|e| e.to_string())?;
+    if s.lua_ssl_trusted_certificate.trim() != "system" {
+        crate::gateway::upstream_tls::set_trusted_certificates(&s.lua_ssl_trusted_certificate)?;
+    }
     rt.block_on(async {
         let plugins = load_plugins(&s)?;
         plugins

@@ -148,6 +148,7 @@ mod tests {
             name: "Backend".into(),
             algorithm: "round-robin".into(),
             host_header: None,
+            client_certificate: None,
             tags: None,
         };
         let targets = [

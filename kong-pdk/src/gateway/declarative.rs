@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::Snapshot;
 use super::tls::Certificates;
 use crate::dao::{DaoMeta, DataStore};
-use crate::entities::{Certificate, Consumer, ForeignKey, Route, Service, Sni, Target, Upstream};
+use crate::entities::{CaCertificate, Certificate, Consumer, ForeignKey, Route, Service, Sni, Target, Upstream};
 use crate::executor::{PluginEntity, PluginSet};
 use crate::registry::{LoadError, Plugins, Scope};
 use crate::router::Router;
@@ -54,6 +54,8 @@ pub struct Config {
     pub plugins: Vec<PluginEntity>,
     /// TLS certificates.
     pub certificates: Vec<Certificate>,
+    /// Trusted CA certificates, for verifying upstreams.
+    pub ca_certificates: Vec<CaCertificate>,
     /// Server names, each pointing at a certificate.
     pub snis: Vec<Sni>,
     /// Upstreams (load balancers).
@@ -104,6 +106,13 @@ fn id_of(entity: &Map<String, Value>, kind: &str, key: Option<&str>, path: &str)
             Some(k) => Uuid::new_v5(&NAMESPACE, format!("{kind}:{k}").as_bytes()),
             None => Uuid::new_v5(&NAMESPACE, format!("{kind}:{path}:{entity:?}").as_bytes()),
         }),
+    }
+}
+
+/// A foreign key given as the bare id (`client_certificate: <uuid>`) in Kong's `{id}` shape.
+fn foreign_by_id(entity: &mut Map<String, Value>, field: &str) {
+    if let Some(v @ Value::String(_)) = entity.get_mut(field) {
+        *v = serde_json::json!({ "id": v.take() });
     }
 }
 
@@ -226,6 +235,7 @@ impl Config {
 
         for (mut svc, path) in records(&mut root, "services", "")? {
             expand_url(&mut svc).map_err(|e| err(&format!("{path}.url"), e))?;
+            foreign_by_id(&mut svc, "client_certificate");
             let name = svc.get("name").and_then(Value::as_str).map(str::to_owned);
             let id = id_of(&svc, "services", name.as_deref(), &path)?;
             svc.insert("id".into(), Value::from(id.to_string()));
@@ -342,6 +352,16 @@ impl Config {
             certificates.insert(id.to_string(), id);
             cfg.certificates.push(cert);
         }
+        for (mut c, path) in records(&mut root, "ca_certificates", "")? {
+            let pem = c.get("cert").and_then(Value::as_str).unwrap_or_default();
+            let digest = crate::gateway::upstream_tls::check_ca_certificate(pem)
+                .map_err(|(field, message)| err(&format!("{path}.{field}"), message))?;
+            let id = id_of(&c, "ca_certificates", Some(&digest), &path)?;
+            c.insert("id".into(), Value::from(id.to_string()));
+            c.insert("cert_digest".into(), Value::from(digest));
+            let ca: CaCertificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
+            cfg.ca_certificates.push(ca);
+        }
         let mut upstreams = HashMap::new();
         let mut targets: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
         for (mut u, path) in records(&mut root, "upstreams", "")? {
@@ -351,6 +371,7 @@ impl Config {
             for (t, tpath) in records(&mut u, "targets", &path)? {
                 targets.push((t, Some(id), tpath));
             }
+            foreign_by_id(&mut u, "client_certificate");
             let upstream: Upstream = serde_json::from_value(Value::Object(u)).map_err(|e| err(&path, e.to_string()))?;
             upstreams.insert(upstream.name.clone(), id);
             upstreams.insert(id.to_string(), id);
@@ -463,12 +484,19 @@ impl Config {
                 [("@entity".to_owned(), Value::from(e))].into_iter().collect(),
             ),
         })?;
+        let upstream_tls = super::upstream_tls::UpstreamTls::new(
+            &self.services,
+            &self.ca_certificates,
+            &self.certificates,
+            &self.upstreams,
+        );
         set.configure().await;
         Ok(Snapshot {
             router,
             plugins: set,
             certificates,
             upstreams: super::Balancers::new(&self.upstreams, &self.targets),
+            upstream_tls,
             data: Arc::new(data),
         })
     }

@@ -57,6 +57,17 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Whether the client asks to upgrade to WebSocket (`Upgrade: websocket`, any case).
+/// A `Host` value without its port: `example.com:8443` → `example.com`, `[::1]:80` → `::1`.
+pub(super) fn without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 pub(super) fn is_websocket(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::UPGRADE)

@@ -22,6 +22,7 @@ pub mod mock_upstream;
 mod proxy;
 pub mod tls;
 mod upstream;
+pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Snapshot {
     pub certificates: Certificates,
     /// Upstreams (load balancers) by name.
     pub upstreams: Balancers,
+    /// How each service's `https` upstream is spoken to.
+    pub upstream_tls: upstream_tls::UpstreamTls,
     /// Consumers and plugin entities, for `kong.db()`.
     pub data: Arc<crate::dao::DataStore>,
 }
@@ -82,6 +85,7 @@ impl Snapshot {
             plugins,
             certificates: Certificates::default(),
             upstreams: Balancers::default(),
+            upstream_tls: upstream_tls::UpstreamTls::default(),
             data: crate::dao::DataStore::empty(),
         }
     }
@@ -145,8 +149,6 @@ impl HeaderSettings {
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     pool: Arc<upstream::Pool>,
-    /// How https upstreams are spoken to.
-    upstream_tls: Arc<rustls::ClientConfig>,
     headers: HeaderSettings,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -191,7 +193,6 @@ impl Proxy {
         Proxy {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             pool: Arc::default(),
-            upstream_tls: Arc::new(tls::upstream_client_config()),
             headers,
             tls: None,
         }
@@ -335,3 +336,5 @@ impl Proxy {
 pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+pub(crate) mod upstream_tls_tests;

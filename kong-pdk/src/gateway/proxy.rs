@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, IncomingSlot, ProxyBody};
-use super::upstream::{Pool, SendError, Target, UpstreamBody};
+use super::upstream::{Pool, SendError, Target, Tls, UpstreamBody};
 use super::{Connection, Proxy, headers};
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
@@ -299,13 +299,19 @@ async fn send(
     websocket: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let up = &tx.upstream;
-    let tls = (up.scheme == "https").then_some(&proxy.upstream_tls);
     let balancer = snap.upstreams.get(&up.host);
     if let Some(host) = balancer.and_then(|b| b.host_header.as_deref()) {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(HOST, v);
         }
     }
+    // nginx's `proxy_ssl_name $upstream_host`: the Host sent, without its port.
+    let server_name = (up.scheme == "https").then(|| {
+        let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or(&up.host);
+        headers::without_port(host).to_owned()
+    });
+    let config = snap.upstream_tls.get(tx.service.as_ref().map(|s| s.id));
+    let tls = server_name.as_deref().map(|server_name| Tls { config, server_name });
     if websocket {
         headers.insert(
             http::header::CONNECTION,

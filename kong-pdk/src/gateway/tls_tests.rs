@@ -97,6 +97,7 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
         plugins: set,
         certificates: Certificates::new(&certificates, &snis).unwrap(),
         upstreams: Balancers::default(),
+        upstream_tls: Default::default(),
         data: crate::dao::DataStore::empty(),
     };
     let (default, default_pem, _) = CertificatePair::self_signed(&["localhost"]).unwrap();

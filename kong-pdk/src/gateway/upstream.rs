@@ -38,8 +38,22 @@ const MAX_IDLE_PER_HOST: usize = 512;
 pub(super) struct Target<'a> {
     pub(super) host: &'a str,
     pub(super) port: u16,
-    /// The TLS client configuration for https targets; `None` is plain HTTP.
-    pub(super) tls: Option<&'a Arc<rustls::ClientConfig>>,
+    /// How to speak TLS to https targets; `None` is plain HTTP.
+    pub(super) tls: Option<Tls<'a>>,
+}
+
+/// TLS towards a target: the client configuration and the server name sent and verified.
+#[derive(Clone, Copy)]
+pub(super) struct Tls<'a> {
+    pub(super) config: &'a Arc<rustls::ClientConfig>,
+    pub(super) server_name: &'a str,
+}
+
+/// A pooled connection's TLS: configuration (compared by identity) and server name.
+type TlsKey = Option<(Arc<rustls::ClientConfig>, Box<str>)>;
+
+fn tls_key(tls: Option<Tls<'_>>) -> TlsKey {
+    tls.map(|t| (t.config.clone(), t.server_name.into()))
 }
 
 /// Why a request got no response.
@@ -82,20 +96,20 @@ impl Live {
     }
 }
 
-/// The pool key: target host, port and TLS configuration (compared by identity).
+/// The pool key: target host, port and TLS (configuration and server name).
 struct Idle {
     port: u16,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsKey,
     live: Box<Live>,
     since: Instant,
 }
 
 impl Idle {
-    fn is(&self, port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> bool {
+    fn is(&self, port: u16, tls: Option<Tls<'_>>) -> bool {
         self.port == port
             && match (&self.tls, tls) {
                 (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (Some((config, name)), Some(t)) => Arc::ptr_eq(config, t.config) && **name == *t.server_name,
                 _ => false,
             }
     }
@@ -112,7 +126,7 @@ struct Checkin {
     pool: Arc<Pool>,
     host: Box<str>,
     port: u16,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: TlsKey,
     live: Box<Live>,
 }
 
@@ -153,7 +167,7 @@ impl Pool {
                         pool: self.clone(),
                         host: target.host.into(),
                         port: target.port,
-                        tls: target.tls.cloned(),
+                        tls: tls_key(target.tls),
                         live,
                     });
                     return Ok(resp.map(|inner| UpstreamBody {
@@ -257,8 +271,8 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, boo
         let _ = tcp.set_nodelay(true);
         let stream = match target.tls {
             None => Either::Left(tcp),
-            Some(config) => {
-                let name = rustls::pki_types::ServerName::try_from(target.host.to_owned()).map_err(|_| false)?;
+            Some(Tls { config, server_name }) => {
+                let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(|_| false)?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await

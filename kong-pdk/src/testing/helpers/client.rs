@@ -91,7 +91,7 @@ impl TestClient {
         match &self.tls {
             None => send_on(tcp, req).await,
             Some(sni) => {
-                let mut config = crate::gateway::tls::upstream_client_config();
+                let mut config = crate::gateway::upstream_tls::unverified_client_config();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
                 // Without an SNI to send, the handshake carries an IP address, which rustls
