@@ -11,18 +11,21 @@
 //!
 //! A rejected head never reaches hyper: the guard ends the read side (hyper sees a clean end of
 //! stream after the previous message), writes Kong's error response when hyper shuts the
-//! connection down, and closes. Bodies pass straight through into hyper's buffer; the guard only
+//! connection down, and closes. In a gateway the proxy writes that response, as Kong's
+//! `error_page` → `Kong.handle_error` does: it runs the global plugins' `header_filter`,
+//! `body_filter` and `log` over it ([`super::proxy::rejected`]). Bodies pass straight through into hyper's buffer; the guard only
 //! counts them (`Content-Length`) or walks their chunk framing, so it knows where the next head
 //! starts. HTTP/2 prior knowledge and upgraded connections pass through untouched.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{HeaderSettings, SERVER_TOKEN};
+use super::{Connection, HeaderSettings, Proxy, SERVER_TOKEN};
 use crate::pdk::ErrorFormat;
 
 /// The longest request line (nginx's 8k header buffer).
@@ -76,6 +79,21 @@ enum Head {
     Reject(u16, &'static str, Option<String>),
 }
 
+/// A head the guard refused: Kong's status and message, and what could be read of the request.
+#[derive(Debug, Clone)]
+pub(super) struct Rejected {
+    pub(super) status: u16,
+    pub(super) message: &'static str,
+    /// The request's `Accept` header, which picks the error's format.
+    pub(super) accept: Option<String>,
+    /// The request line's method and target, when it has the shape of one.
+    pub(super) method: Option<String>,
+    pub(super) target: Option<String>,
+}
+
+/// The answer to a rejected head being prepared by the proxy.
+type Answer = Pin<Box<dyn Future<Output = bytes::Bytes> + Send>>;
+
 /// An IO stream whose HTTP/1 request heads are checked before hyper reads them.
 pub(super) struct Guarded<T> {
     io: T,
@@ -90,9 +108,15 @@ pub(super) struct Guarded<T> {
     headers: HeaderSettings,
     /// Whether any bytes arrived yet (the h2 preface is only looked for at the start).
     started: bool,
+    /// The proxy and connection that answer a rejected head; without them the guard answers
+    /// itself.
+    proxy: Option<(Arc<Proxy>, Arc<Connection>)>,
+    /// The proxy's answer, until it is ready to be written.
+    answer: Option<Answer>,
 }
 
 impl<T> Guarded<T> {
+    /// A guard that answers rejected heads itself, with `headers`.
     pub(super) fn new(io: T, headers: HeaderSettings) -> Guarded<T> {
         Guarded {
             io,
@@ -103,10 +127,48 @@ impl<T> Guarded<T> {
             rejected: false,
             headers,
             started: false,
+            proxy: None,
+            answer: None,
         }
     }
 
-    fn reject(&mut self, status: u16, message: &str, accept: Option<&str>) {
+    /// A guard whose rejected heads `proxy` answers, running the global plugins.
+    pub(super) fn with_proxy(io: T, proxy: Arc<Proxy>, conn: Arc<Connection>) -> Guarded<T> {
+        let mut guard = Guarded::new(io, proxy.headers);
+        guard.proxy = Some((proxy, conn));
+        guard
+    }
+
+    fn reject(&mut self, status: u16, message: &'static str, accept: Option<&str>) {
+        tracing::info!(target: "kong", "client request rejected: {status} {message}");
+        self.rejected = true;
+        if let Some((proxy, conn)) = self.proxy.clone() {
+            // The request line, as far as it reads as one: `METHOD target ...`.
+            let line = self.buf[..]
+                .split(|&b| b == b'\n')
+                .find(|l| !l.trim_ascii().is_empty())
+                .unwrap_or_default();
+            let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+            let method = words.next().filter(|m| m.iter().all(u8::is_ascii_uppercase));
+            let target = method.and(words.next()).filter(|t| t.starts_with(b"/"));
+            let text = |b: &[u8]| String::from_utf8_lossy(b.trim_ascii()).into_owned();
+            let rejected = Rejected {
+                status,
+                message,
+                accept: accept.map(str::to_owned),
+                method: method.map(text),
+                target: target.map(text),
+            };
+            self.answer = Some(Box::pin(super::proxy::rejected(proxy, conn, rejected)));
+        } else {
+            self.rejection = Some(self.render(status, message, accept));
+        }
+        self.buf.clear();
+        self.ready = 0;
+    }
+
+    /// The guard's own answer: Kong's error, `Server` and `X-Kong-Request-Id`, then close.
+    fn render(&self, status: u16, message: &str, accept: Option<&str>) -> bytes::Bytes {
         let format = ErrorFormat::negotiate(accept, ErrorFormat::Plain);
         let id = crate::transaction::new_request_id();
         let body = format.render(message, &id);
@@ -129,11 +191,7 @@ impl<T> Guarded<T> {
         }
         head.push_str("\r\n");
         head.push_str(&body);
-        tracing::info!(target: "kong", "client request rejected: {status} {message}");
-        self.rejection = Some(head.into());
-        self.rejected = true;
-        self.buf.clear();
-        self.ready = 0;
+        head.into()
     }
 }
 
@@ -433,6 +491,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(answer) = this.answer.as_mut() {
+            this.rejection = Some(ready!(answer.as_mut().poll(cx)));
+            this.answer = None;
+        }
         while let Some(pending) = this.rejection.as_mut() {
             if pending.is_empty() {
                 this.rejection = None;

@@ -306,7 +306,7 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let conn = Arc::new(conn);
-        let io = TokioIo::new(h1guard::Guarded::new(io, self.headers));
+        let io = TokioIo::new(h1guard::Guarded::with_proxy(io, self.clone(), conn.clone()));
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();

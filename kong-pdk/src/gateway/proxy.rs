@@ -1,6 +1,7 @@
 //! One request's way through the gateway: rewrite, routing, access, the upstream call with
 //! retries and timeouts, response, header_filter, the filtered body and log.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, IncomingSlot, ProxyBody};
+use super::h1guard::Rejected;
 use super::upstream::{Pool, SendError, Target, Tls, UpstreamBody};
 use super::{Connection, Proxy, headers};
 use crate::pdk::ErrorFormat;
@@ -228,6 +230,86 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
+}
+
+/// Kong's answer to a request head the guard refused (400, 414, 494 as 400): the error goes
+/// through the global plugins' `header_filter` and `body_filter`, and `log` runs after it, as
+/// nginx's `error_page` → `Kong.handle_error` does. Returns the whole response, which closes
+/// the connection.
+pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Rejected) -> Bytes {
+    let snap = proxy.snapshot();
+    let set = &snap.plugins;
+    let mut request_headers = http::HeaderMap::new();
+    if let Some(accept) = r.accept.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+        request_headers.insert(http::header::ACCEPT, accept);
+    }
+    let (path, query) = match r.target.as_deref() {
+        Some(t) => match t.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (t.to_owned(), None),
+        },
+        None => ("/".to_owned(), None),
+    };
+    let request = ClientRequest {
+        method: r
+            .method
+            .as_deref()
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(http::Method::GET),
+        scheme: if conn.tls { "https" } else { "http" },
+        host: String::new(),
+        port: conn.port,
+        raw_path: path,
+        query,
+        version: http::Version::HTTP_11,
+        headers: request_headers,
+        body: RequestBody::Buffered(Bytes::new()),
+    };
+    let client = ClientConn {
+        ip: conn.peer.ip(),
+        port: conn.peer.port(),
+        forwarded_ip: conn.peer.ip(),
+        forwarded_port: conn.peer.port(),
+        tls: conn.tls,
+        sni: conn.sni.clone(),
+    };
+    let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
+    tx.set_data(snap.data.clone());
+    tx.error_response_as(r.status, r.message, None, ErrorFormat::Plain);
+    tx.set_source(Source::Error);
+    set.run_header_filter(&mut tx).await;
+    let elapsed = tx.elapsed_ms();
+    headers::response(&mut tx, &proxy.headers, false, 0, elapsed);
+    let body = tx.exit().map(|e| e.body.clone()).unwrap_or_default();
+    let body = if set.handles(&tx, Phase::BodyFilter) {
+        set.run_body_filter(&mut tx, body, true).await
+    } else {
+        body
+    };
+    let reason = http::StatusCode::from_u16(tx.response.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", tx.response.status).into_bytes();
+    for (name, value) in tx.response.headers.iter() {
+        if matches!(
+            *name,
+            http::header::CONTENT_LENGTH | http::header::CONNECTION | http::header::TRANSFER_ENCODING
+        ) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    if set.handles(&tx, Phase::Log) {
+        let snap = snap.clone();
+        tokio::spawn(async move { snap.plugins.run_log(&mut tx).await });
+    }
+    out.into()
 }
 
 /// Whether the request may use `route`: a route whose protocols include `https` but not `http`

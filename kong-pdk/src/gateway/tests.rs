@@ -49,6 +49,43 @@ impl Handler for Upper {
     }
 }
 
+/// What `gw-test-logs` saw in `log`: `<status> <method> <path>` per request.
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[plugin(priority = 1, version = "1.0.0", name = "gw-test-logs")]
+struct Logs {}
+
+#[handler]
+impl Handler for Logs {
+    async fn log(&self, kong: &mut Kong<Log>) -> crate::Result {
+        let status = kong.response().get_status();
+        let method = kong.request().get_method().to_owned();
+        let line = format!("{status} {method} {}", kong.request().get_path());
+        LOGGED.lock().unwrap().push(line);
+        Ok(())
+    }
+}
+
+/// Waits until `gw-test-logs` logged a line starting with `prefix`.
+async fn logged(prefix: &str) -> String {
+    loop {
+        if let Some(line) = LOGGED.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
+            return line.clone();
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Writes raw bytes and reads the whole answer (the gateway closes after an error).
+pub(super) async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[plugin(priority = 5, version = "1.0.0", name = "gw-test-panic")]
 struct Panicky {}
 
@@ -163,6 +200,7 @@ pub(super) async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entit
             .with::<AddHeader>()
             .with::<Upper>()
             .with::<Panicky>()
+            .with::<Logs>()
             .build(),
     );
     let snap = snapshot(&plugins, routes, entities).await;
@@ -296,6 +334,52 @@ async fn no_route_no_service_and_upstream_failures_use_kongs_errors() {
         "An invalid response was received from the upstream server"
     );
     assert_eq!(get(gw.addr, "/ok", &[]).await.status, 200, "the gateway keeps serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_plugins_run_over_requests_the_guard_refuses() {
+    let up = upstream().await;
+    let svc = service_at(up);
+    let globals = ["gw-test-header", "gw-test-upper", "gw-test-logs"].map(|n| PluginEntity::new(n, json!({})));
+    let gw = start(vec![route(&["/"], Some(&svc))], globals.into()).await;
+
+    // 414: header_filter adds its header, body_filter rewrites the body (and its length), log
+    // sees the request line's method and path.
+    let long = format!("GET /refused-414-{}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    let out = raw(gw.addr, long.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{out}");
+    assert!(out.contains("\r\nx-myplugin: response\r\n"), "{out}");
+    assert!(out.contains("\r\nserver: kong/3.10.0\r\n"), "{out}");
+    assert!(out.contains("\r\nx-kong-request-id: "), "{out}");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(body.starts_with("URI TOO LONG\nREQUEST_ID: "), "{out}");
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+        "{out}"
+    );
+    assert!(head.contains("\r\nConnection: close"), "{out}");
+    assert_eq!(
+        logged("414 GET /refused-414-").await.len(),
+        "414 GET /refused-414-".len() + 9000
+    );
+
+    // A smuggling shape: 400, JSON for a client that asks for it.
+    let smuggle = b"POST /refused-400 HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let out = raw(gw.addr, smuggle).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(out.contains("\r\ncontent-type: application/json"), "{out}");
+    assert!(out.contains("\"MESSAGE\":\"BAD REQUEST\""), "{out}");
+    assert_eq!(logged("400 POST /refused-400").await, "400 POST /refused-400");
+
+    // Not even a request line: the plugins still run, with `/` as the path.
+    let out = raw(gw.addr, b"\x01\x02 nonsense\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(out.contains("x-myplugin: response"), "{out}");
+    assert_eq!(
+        get(gw.addr, "/anything", &[]).await.status,
+        200,
+        "the gateway keeps serving"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
