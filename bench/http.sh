@@ -3,6 +3,9 @@
 #   (a) nginx serving the upstream response itself,
 #   (b) nginx proxy_pass to (a) with upstream keep-alive, one worker,
 #   (c) kong-gateway with one worker thread proxying to (a), my-plugin on the route;
+#   (d) tcp-relay (bench/src/bin): one thread of tokio copying bytes between each client
+#       connection and a connection of its own to (a), no HTTP work at all. It is the floor
+#       of any proxy on tokio: the same reads and writes per request as (c);
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -30,7 +33,7 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); KONG=$(free_port)
+UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -41,7 +44,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building kong-gateway (release)" >&2
-(cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway)
+(cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway \
+    && cargo build --release -q -p kong-pdk-bench --bin tcp-relay)
 GATEWAY="$ROOT/target/release/kong-gateway"
 
 # The upstream's answer: a small JSON body, as the mock upstream's /anything gives.
@@ -106,6 +110,7 @@ EOF
 "$NGINX" -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 "$NGINX" -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 "$GATEWAY" start -c "$WORK/kong/kong.conf" >"$WORK/kong/out.log" 2>&1 & PIDS+=($!)
+"$ROOT/target/release/tcp-relay" "127.0.0.1:$RELAY" "127.0.0.1:$UP" & PIDS+=($!)
 
 wait_for() {
     for _ in $(seq 1 100); do
@@ -119,6 +124,7 @@ wait_for() {
 wait_for "http://127.0.0.1:$UP/anything"
 wait_for "http://127.0.0.1:$NGX/mock/anything"
 wait_for "http://127.0.0.1:$KONG/mock/anything"
+wait_for "http://127.0.0.1:$RELAY/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
     || { echo "my-plugin is not on the route" >&2; exit 1; }
 
@@ -157,6 +163,7 @@ NGX_WORKER=$(pgrep -P "${PIDS[1]}" | head -1)
 read -r A_RPS A_P99 A_CPU < <(run "http://127.0.0.1:$UP/anything" "$UP_WORKER")
 read -r B_RPS B_P99 B_CPU < <(run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
 read -r C_RPS C_P99 C_CPU < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
+read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}")
 
 printf '\nwrk -t%s -c%s -d%s, %s cores, %s\n\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$("$NGINX" -v 2>&1)"
 printf '| target | req/s | p99 (ms) | CPU per request (µs) | req/s vs nginx proxy |\n|---|---|---|---|---|\n'
@@ -164,3 +171,5 @@ printf '| (a) nginx serving the response | %.0f | %s | %s | |\n' "$A_RPS" "$A_P9
 printf '| (b) nginx proxy_pass, keep-alive, 1 worker | %.0f | %s | %s | 1.00 |\n' "$B_RPS" "$B_P99" "$B_CPU"
 printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %s | %.2f |\n' "$C_RPS" "$C_P99" "$C_CPU" \
     "$(awk -v c="$C_RPS" -v b="$B_RPS" 'BEGIN { print c / b }')"
+printf '| (d) tcp-relay, 1 thread, no HTTP (the floor) | %.0f | %s | %s | %.2f |\n' "$D_RPS" "$D_P99" "$D_CPU" \
+    "$(awk -v d="$D_RPS" -v b="$B_RPS" 'BEGIN { print d / b }')"
