@@ -313,6 +313,27 @@ capability!(
     WsClientFrame, WsUpstreamFrame
 );
 capability!(
+    /// Asking things of the TLS handshake (`kong.client().tls()` in `certificate`).
+    Handshake,
+    "`kong.client().tls()` handshake requests can only be made in `certificate`, not in `{Self}`",
+    "the handshake is over once the request arrives; Kong allows them in certificate":
+    Certificate
+);
+capability!(
+    /// Reading the client's certificate chain (`get_full_client_certificate_chain()`).
+    ClientCertificateRead,
+    "the client certificate chain cannot be read in the `{Self}` phase",
+    "Kong allows `get_full_client_certificate_chain()` in rewrite, access, response and log":
+    Rewrite, Access, Response, Log
+);
+capability!(
+    /// `kong.client().tls().set_client_verify()`.
+    ClientVerifyWrite,
+    "`set_client_verify()` cannot be called in the `{Self}` phase",
+    "Kong allows it in rewrite, access and response":
+    Rewrite, Access, Response
+);
+capability!(
     /// Turning on response buffering (`kong.service().request().enable_buffering()`).
     EnableBuffering,
     "buffering cannot be enabled in the `{Self}` phase",

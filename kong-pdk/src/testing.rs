@@ -68,6 +68,7 @@ pub struct TestRequest {
     body: Bytes,
     scheme: &'static str,
     client_ip: IpAddr,
+    client_chain: Option<std::sync::Arc<str>>,
     routed: bool,
 }
 
@@ -88,6 +89,7 @@ impl TestRequest {
             body: Bytes::new(),
             scheme: "http",
             client_ip: IpAddr::from([127, 0, 0, 1]),
+            client_chain: None,
             routed: true,
         }
     }
@@ -121,6 +123,15 @@ impl TestRequest {
     #[must_use]
     pub fn https(mut self) -> Self {
         self.scheme = "https";
+        self
+    }
+
+    /// Sends it over HTTPS with a client certificate chain (PEM, client certificate first),
+    /// which `kong.client().tls().get_full_client_certificate_chain()` returns.
+    #[must_use]
+    pub fn client_certificate(mut self, chain_pem: &str) -> Self {
+        self.scheme = "https";
+        self.client_chain = Some(chain_pem.into());
         self
     }
 
@@ -459,6 +470,13 @@ impl TestGateway {
             forwarded_port: 40000,
             tls: req.scheme == "https",
             sni: None,
+            session: (req.scheme == "https").then(|| {
+                std::sync::Arc::new(crate::transaction::TlsSession {
+                    version: "TLSv1.3",
+                    cipher: "TLS_AES_128_GCM_SHA256",
+                    client_chain: req.client_chain.clone(),
+                })
+            }),
         };
         let mut tx = Transaction::new(request, client, self.set.plugins().node.clone());
         tx.captured_logs = Some(Vec::new());

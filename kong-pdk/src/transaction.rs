@@ -113,6 +113,31 @@ pub struct ClientConn {
     pub tls: bool,
     /// The TLS server name, when TLS.
     pub sni: Option<String>,
+    /// What the TLS handshake settled, when TLS.
+    pub session: Option<Arc<TlsSession>>,
+}
+
+/// What the TLS handshake of a client connection settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSession {
+    /// The protocol version, as nginx names it: `TLSv1.2`, `TLSv1.3`.
+    pub version: &'static str,
+    /// The cipher suite, as OpenSSL (and so nginx) names it.
+    pub cipher: &'static str,
+    /// The client's certificate chain, PEM, client certificate first: present when the
+    /// `certificate` phase asked for one ([`request_client_certificate`]) and the client sent it.
+    ///
+    /// [`request_client_certificate`]: crate::pdk::ClientTls::request_client_certificate
+    pub client_chain: Option<Arc<str>>,
+}
+
+/// What the `certificate` phase asked of the TLS handshake (`kong.client.tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeRequests {
+    /// Ask the client for a certificate, without requiring or verifying it.
+    pub client_certificate: bool,
+    /// Neither resume this session later nor issue tickets for it.
+    pub no_session_reuse: bool,
 }
 
 impl Default for ClientConn {
@@ -125,6 +150,7 @@ impl Default for ClientConn {
             forwarded_port: 0,
             tls: false,
             sni: None,
+            session: None,
         }
     }
 }
@@ -343,6 +369,9 @@ pub struct Transaction {
     pub(crate) serialize_values: Vec<(String, Value)>,
     pub(crate) collected: Option<Vec<Arc<dyn ErasedInstance>>>,
     pub(crate) aborted: bool,
+    /// `kong.client.tls.set_client_verify()`: replaces `request.tls.client_verify` in the log.
+    pub(crate) client_verify: Option<String>,
+    pub(crate) handshake: HandshakeRequests,
     pub(crate) latencies: Latencies,
     pub(crate) captured_logs: Option<Vec<crate::pdk::LogLine>>,
     pub(crate) current: CurrentPlugin,
@@ -492,6 +521,8 @@ impl Transaction {
             serialize_values: Vec::new(),
             collected: None,
             aborted: false,
+            client_verify: None,
+            handshake: HandshakeRequests::default(),
             latencies: Latencies::default(),
             captured_logs: None,
             current: CurrentPlugin::default(),
@@ -522,6 +553,11 @@ impl Transaction {
         tx.subsystem = Subsystem::Http;
         tx.request.scheme = "https";
         tx
+    }
+
+    /// What the `certificate` phase asked of the handshake (`kong.client.tls`).
+    pub fn handshake_requests(&self) -> HandshakeRequests {
+        self.handshake
     }
 
     /// The request id (`X-Kong-Request-Id`).

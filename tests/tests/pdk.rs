@@ -341,6 +341,74 @@ async fn client_consumer_and_serialize() {
     assert!(s["service"]["id"].is_string());
 }
 
+/// Reads the client certificate chain and overrides the logged verification result.
+#[plugin(priority = 100, version = "1.0.0", name = "client-tls-probe")]
+pub struct ClientTlsProbe {}
+
+static TLS_SERIALIZED: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for ClientTlsProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        let chain = kong
+            .client()
+            .tls()
+            .get_full_client_certificate_chain()
+            .map(str::to_owned);
+        let err = kong.client().tls().set_client_verify("MAYBE").unwrap_err();
+        assert_eq!(
+            err.message(),
+            r#"unknown client verify value: MAYBE accepted values are: "SUCCESS", "NONE" or "FAILED:<reason>""#
+        );
+        if chain.as_deref().is_some_and(|c| c.starts_with("trusted")) {
+            kong.client().tls().set_client_verify("SUCCESS")?;
+        }
+        kong.response()
+            .set_header("X-Chain", chain.as_deref().unwrap_or("none"))?;
+        Ok(())
+    }
+
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        TLS_SERIALIZED.lock().unwrap().push(kong.log().serialize());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn client_tls_chain_and_client_verify_in_the_log() {
+    let gw = Harness::new()
+        .plugin::<ClientTlsProbe>(json!({}))
+        .start()
+        .await
+        .unwrap();
+    let tls = |req: TestRequest| {
+        let gw = &gw;
+        async move {
+            let res = gw.send(req, |_| MockResponse::ok("")).await;
+            let logged = TLS_SERIALIZED.lock().unwrap().pop().expect("serialized in log");
+            (
+                res.header("X-Chain").map(str::to_owned),
+                logged["request"]["tls"].clone(),
+            )
+        }
+    };
+    let (chain, logged) = tls(TestRequest::get("/plain")).await;
+    assert_eq!(
+        (chain.as_deref(), logged),
+        (Some("none"), Value::Null),
+        "no TLS, no request.tls"
+    );
+    let (chain, logged) = tls(TestRequest::get("/tls").https()).await;
+    assert_eq!(chain.as_deref(), Some("none"));
+    assert_eq!(logged["client_verify"], "NONE");
+    assert_eq!(logged["version"], "TLSv1.3");
+    let (chain, logged) = tls(TestRequest::get("/cert").client_certificate("untrusted pem")).await;
+    assert_eq!(chain.as_deref(), Some("untrusted pem"));
+    assert_eq!(logged["client_verify"], "FAILED:unable to get local issuer certificate");
+    let (_, logged) = tls(TestRequest::get("/cert").client_certificate("trusted pem")).await;
+    assert_eq!(logged["client_verify"], "SUCCESS", "set_client_verify overrides it");
+}
+
 /// Drops, rewrites and closes WebSocket frames.
 #[plugin(priority = 100, version = "1.0.0", name = "frame-probe")]
 pub struct FrameProbe {}

@@ -150,7 +150,7 @@ pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     pool: Arc<upstream::Pool>,
     headers: HeaderSettings,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<tls::ServerConfigs>,
 }
 
 /// The connection a request arrived on.
@@ -161,6 +161,8 @@ pub(crate) struct Connection {
     pub(crate) port: u16,
     pub(crate) tls: bool,
     pub(crate) sni: Option<String>,
+    /// What the TLS handshake settled.
+    pub(crate) session: Option<Arc<crate::transaction::TlsSession>>,
     /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`), formatted once.
     pub(crate) peer_ip: http::HeaderValue,
     /// The listener port as a header value (`X-Forwarded-Port`).
@@ -174,6 +176,7 @@ impl Connection {
             port,
             tls,
             sni: None,
+            session: None,
             peer_ip: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()))
                 .expect("an IP address is a valid header value"),
             port_value: http::HeaderValue::from(port),
@@ -201,7 +204,7 @@ impl Proxy {
     /// Enables [`Proxy::serve_tls`]: `default` is served to handshakes without a server name or
     /// whose name matches no SNI entity (Kong's `ssl_cert`/`ssl_cert_key`).
     pub fn with_default_certificate(mut self, default: CertificatePair) -> Proxy {
-        self.tls = Some(tls::server_config(tls::Resolver {
+        self.tls = Some(tls::ServerConfigs::new(tls::Resolver {
             snapshots: self.snapshot.clone(),
             default,
         }));
@@ -275,12 +278,13 @@ impl Proxy {
         mut conn: Connection,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let Some(config) = self.tls.clone() else { return };
+        let Some(configs) = self.tls.as_ref() else { return };
         let handshake = async {
             let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
             let start = acceptor.await.ok()?;
             conn.sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
             let snapshot = self.snapshot();
+            let mut asked = Default::default();
             if snapshot.plugins.has_globals(Phase::Certificate) {
                 let client = ClientConn {
                     ip: conn.peer.ip(),
@@ -289,14 +293,19 @@ impl Proxy {
                     forwarded_port: conn.peer.port(),
                     tls: true,
                     sni: conn.sni.clone(),
+                    session: None,
                 };
                 let mut tx = Transaction::handshake(client, conn.port, snapshot.plugins.plugins().node_arc());
                 snapshot.plugins.run_certificate(&mut tx).await;
+                asked = tx.handshake_requests();
             }
-            start.into_stream(config).await.ok()
+            start.into_stream(configs.get(asked)).await.ok()
         };
         match tokio::time::timeout(CLIENT_HEADER_TIMEOUT, handshake).await {
-            Ok(Some(stream)) => self.connection(stream, conn, stop).await,
+            Ok(Some(stream)) => {
+                conn.session = Some(Arc::new(tls::session_of(stream.get_ref().1)));
+                self.clone().connection(stream, conn, stop).await
+            }
             _ => tracing::debug!(target: "kong", "TLS handshake with {} failed", conn.peer),
         }
     }

@@ -73,6 +73,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         forwarded_port: peer.port(),
         tls: conn.tls,
         sni: conn.sni.clone(),
+        session: conn.session.clone(),
     };
     // Boxed at once: the transaction is large and would otherwise be copied into the body.
     let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
@@ -272,6 +273,7 @@ pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Reject
         forwarded_port: conn.peer.port(),
         tls: conn.tls,
         sni: conn.sni.clone(),
+        session: conn.session.clone(),
     };
     let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
     tx.set_data(snap.data.clone());

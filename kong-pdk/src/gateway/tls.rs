@@ -19,6 +19,7 @@ use rustls::sign::CertifiedKey;
 
 use super::Snapshot;
 use crate::entities::{Certificate, Sni};
+use crate::transaction::{HandshakeRequests, TlsSession};
 
 /// A certificate chain with its key, and optionally an alternative of the other key type:
 /// the alternative is served to clients that cannot verify the primary's signatures.
@@ -209,17 +210,139 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The server configuration of a TLS listener: certificates from `resolver`, ALPN h2 and
+/// The server configurations of a TLS listener, one for each combination of what the
+/// `certificate` phase may ask (`kong.client.tls`): certificates from the resolver, ALPN h2 and
 /// http/1.1.
-pub(super) fn server_config(resolver: Resolver) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
+pub(super) struct ServerConfigs {
+    /// By `client_certificate as usize | (no_session_reuse as usize) << 1`.
+    by_request: [Arc<rustls::ServerConfig>; 4],
+}
+
+impl ServerConfigs {
+    pub(super) fn new(resolver: Resolver) -> ServerConfigs {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = Arc::new(resolver);
+        let config = |client_certificate: bool, no_session_reuse: bool| {
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions");
+            let mut config = if client_certificate {
+                builder.with_client_cert_verifier(Arc::new(AnyClientCertificate(provider.clone())))
+            } else {
+                builder.with_no_client_auth()
+            }
+            .with_cert_resolver(resolver.clone());
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            if no_session_reuse {
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 0;
+            }
+            Arc::new(config)
+        };
+        ServerConfigs {
+            by_request: [
+                config(false, false),
+                config(true, false),
+                config(false, true),
+                config(true, true),
+            ],
+        }
+    }
+
+    /// The configuration that does what the `certificate` phase asked.
+    pub(super) fn get(&self, asked: HandshakeRequests) -> Arc<rustls::ServerConfig> {
+        self.by_request[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
+    }
+}
+
+/// Asks for a client certificate without requiring it and takes whatever comes, as Kong's
+/// `request_client_certificate()` does (verify depth 0, result ignored): the plugin that asked
+/// checks the chain. The handshake's signatures are still verified, so the client does hold
+/// the certificate's key.
+#[derive(Debug)]
+struct AnyClientCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a finished handshake settled: version and cipher by nginx's names, and the client's
+/// certificate chain as PEM.
+pub(super) fn session_of(conn: &rustls::ServerConnection) -> TlsSession {
+    use rustls::CipherSuite as C;
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        _ => "",
+    };
+    let cipher = match conn.negotiated_cipher_suite().map(|s| s.suite()) {
+        Some(C::TLS13_AES_128_GCM_SHA256) => "TLS_AES_128_GCM_SHA256",
+        Some(C::TLS13_AES_256_GCM_SHA384) => "TLS_AES_256_GCM_SHA384",
+        Some(C::TLS13_CHACHA20_POLY1305_SHA256) => "TLS_CHACHA20_POLY1305_SHA256",
+        Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384) => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        Some(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256) => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        Some(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) => "ECDHE-RSA-AES128-GCM-SHA256",
+        Some(C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) => "ECDHE-RSA-AES256-GCM-SHA384",
+        Some(C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256) => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "",
+    };
+    let client_chain = conn.peer_certificates().filter(|c| !c.is_empty()).map(|chain| {
+        use base64::Engine;
+        let mut pem = String::new();
+        for cert in chain {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+        }
+        Arc::from(pem)
+    });
+    TlsSession {
+        version,
+        cipher,
+        client_chain,
+    }
 }
 
 #[cfg(test)]

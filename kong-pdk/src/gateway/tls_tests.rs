@@ -43,6 +43,34 @@ impl Handler for Handshakes {
     }
 }
 
+/// Asks clients that name `mtls.test` for a certificate, without session reuse, and reports
+/// the chain it got in `X-Client-Chain` (the number of certificates, or `none`).
+#[plugin(priority = 2, version = "1.0.0", name = "gw-test-mtls")]
+struct Mtls {}
+
+#[handler]
+impl Handler for Mtls {
+    async fn certificate(&self, kong: &mut Kong<crate::phase::Certificate>) -> crate::Result {
+        if kong.client().tls().server_name() == Some("mtls.test") {
+            kong.client().tls().request_client_certificate()?;
+            kong.client().tls().disable_session_reuse()?;
+        }
+        Ok(())
+    }
+
+    async fn access(&self, kong: &mut Kong<Access>) -> crate::Result {
+        let chain = kong.client().tls().get_full_client_certificate_chain().map_or_else(
+            || "none".to_owned(),
+            |pem| {
+                assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+                pem.matches("-----BEGIN CERTIFICATE-----").count().to_string()
+            },
+        );
+        kong.response().set_header("X-Client-Chain", &chain)?;
+        Ok(())
+    }
+}
+
 struct TlsGateway {
     http: SocketAddr,
     https: SocketAddr,
@@ -63,9 +91,15 @@ fn der(pem: &str) -> Vec<u8> {
 /// A gateway with plain and TLS listeners, SNI entities for `names`, `routes` to the mock
 /// upstream and the handshake-counting plugin.
 async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Service>) -> TlsGateway {
-    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<Handshakes>().build());
+    let plugins = Arc::new(
+        Plugins::builder(NodeInfo::default())
+            .with::<Handshakes>()
+            .with::<Mtls>()
+            .build(),
+    );
     let mut set = PluginSet::builder(plugins.clone());
     set.add(PluginEntity::new("gw-test-handshakes", json!({}))).unwrap();
+    set.add(PluginEntity::new("gw-test-mtls", json!({}))).unwrap();
     let set = set.build();
     let mut certificates = Vec::new();
     let mut snis = Vec::new();
@@ -351,4 +385,73 @@ async fn malformed_oversized_and_smuggling_requests_get_kongs_errors() {
         200,
         "the gateway keeps serving"
     );
+}
+
+/// A TLS client presenting `client` (chain and key) when asked, sharing one session store
+/// across connections.
+fn client_config(client: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recorder(
+            Mutex::new(None),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )));
+    let mut config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// One request over a new TLS connection naming `sni`: the `X-Client-Chain` answer and whether
+/// the session was resumed.
+async fn over_tls(addr: SocketAddr, sni: &str, config: &Arc<rustls::ClientConfig>) -> (String, bool) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let got = request(stream, false, &format!("https://{sni}/mock/anything")).await;
+    assert_eq!(got.status, 200);
+    (got.header("x-client-chain").unwrap_or_default().to_owned(), resumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_phase_asks_for_client_certificates_and_turns_off_session_reuse() {
+    use super::upstream_tls_tests::{ca, leaf};
+    let mock = mock_upstream().await;
+    let gw = start_tls(&["mtls.test", "a.test"], vec![Route::new(&["/mock"])], service_at(mock)).await;
+    let issuer = ca("client issuer", None);
+    let client = leaf(&["client.test"], &issuer);
+    let chain = format!("{}{}", client.cert, issuer.cert);
+    let with_cert = client_config(Some((&chain, &client.key)));
+
+    // Asked for (mtls.test): the whole chain reaches access. Not asked (a.test): none is sent.
+    assert_eq!(over_tls(gw.https, "mtls.test", &with_cert).await.0, "2");
+    assert_eq!(over_tls(gw.https, "a.test", &with_cert).await.0, "none");
+    // Asked, but the client has none: the handshake still succeeds.
+    let without = client_config(None);
+    assert_eq!(over_tls(gw.https, "mtls.test", &without).await.0, "none");
+
+    // Sessions resume, except where the certificate phase turned reuse off.
+    let fresh = client_config(None);
+    assert!(!over_tls(gw.https, "a.test", &fresh).await.1);
+    assert!(over_tls(gw.https, "a.test", &fresh).await.1, "a.test resumes");
+    let fresh = client_config(Some((&chain, &client.key)));
+    assert!(!over_tls(gw.https, "mtls.test", &fresh).await.1);
+    let (got, resumed) = over_tls(gw.https, "mtls.test", &fresh).await;
+    assert!(!resumed, "mtls.test never resumes");
+    assert_eq!(got, "2", "and asks for the certificate every time");
 }

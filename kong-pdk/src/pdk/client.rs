@@ -74,6 +74,14 @@ impl<'a, P: RequestPhase> Client<'a, P> {
         Ok(())
     }
 
+    /// `kong.client.tls`: the TLS side of the client connection.
+    pub fn tls(&mut self) -> ClientTls<'_, P> {
+        ClientTls {
+            tx: self.tx,
+            _phase: PhantomData,
+        }
+    }
+
     /// `get_protocol()`: the route protocol used (`http`, `https`, `grpc`, ...).
     pub fn get_protocol(&self) -> Result<String, PdkError>
     where
@@ -89,5 +97,100 @@ impl<'a, P: RequestPhase> Client<'a, P> {
             return Ok(route.protocols[0].clone());
         }
         Ok(scheme.to_owned())
+    }
+}
+
+/// `kong.client.tls`: what the `certificate` phase asks of the TLS handshake, and the client
+/// certificate chain afterwards. Mutual TLS plugins ask for a certificate in `certificate` and
+/// check the chain in `access`:
+///
+/// ```
+/// use kong_pdk::prelude::*;
+///
+/// #[plugin(priority = 1000, version = "0.1.0")]
+/// struct RequireClientCert {}
+///
+/// #[handler]
+/// impl Handler for RequireClientCert {
+///     async fn certificate(&self, kong: &mut Kong<Certificate>) -> kong_pdk::Result {
+///         kong.client().tls().request_client_certificate()?;
+///         kong.client().tls().disable_session_reuse()?;
+///         Ok(())
+///     }
+///
+///     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+///         if kong.client().tls().get_full_client_certificate_chain().is_none() {
+///             kong.client().tls().set_client_verify("FAILED:no certificate")?;
+///             return kong.response().error(401, Some("No required TLS certificate was sent"));
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub struct ClientTls<'a, P> {
+    tx: &'a mut Transaction,
+    _phase: PhantomData<fn() -> P>,
+}
+
+impl<P: RequestPhase> ClientTls<'_, P> {
+    /// `request_client_certificate()`: asks the client for a certificate during this handshake.
+    /// It is not required, and not verified in the handshake: the plugin checks the chain
+    /// later. Errors on a connection that is not TLS.
+    pub fn request_client_certificate(&mut self) -> Result<(), PdkError>
+    where
+        P: phase::Handshake,
+    {
+        self.tls_only()?;
+        self.tx.handshake.client_certificate = true;
+        Ok(())
+    }
+
+    /// `disable_session_reuse()`: this session is neither resumable by session id nor by
+    /// ticket, so the client's next connection runs the `certificate` phase again.
+    pub fn disable_session_reuse(&mut self) -> Result<(), PdkError>
+    where
+        P: phase::Handshake,
+    {
+        self.tls_only()?;
+        self.tx.handshake.no_session_reuse = true;
+        Ok(())
+    }
+
+    /// `get_full_client_certificate_chain()`: the client's certificate chain as PEM, client
+    /// certificate first; `None` when the client sent none (or was not asked).
+    pub fn get_full_client_certificate_chain(&self) -> Option<&str>
+    where
+        P: phase::ClientCertificateRead,
+    {
+        self.tx.client.session.as_ref()?.client_chain.as_deref()
+    }
+
+    /// `set_client_verify(v)`: overrides `request.tls.client_verify` in `kong.log().serialize()`.
+    /// `v` is `SUCCESS`, `NONE` or `FAILED:<reason>`.
+    pub fn set_client_verify(&mut self, v: &str) -> Result<(), PdkError>
+    where
+        P: phase::ClientVerifyWrite,
+    {
+        if !(v == "SUCCESS" || v == "NONE" || v.starts_with("FAILED:")) {
+            return Err(PdkError::new(format!(
+                "unknown client verify value: {v} accepted values are: \"SUCCESS\", \"NONE\" or \"FAILED:<reason>\""
+            )));
+        }
+        self.tx.client_verify = Some(v.to_owned());
+        Ok(())
+    }
+
+    /// The server name the client asked for in its TLS handshake (SNI), lowercase; `None`
+    /// without TLS or without a name (OpenResty's `ngx.ssl.server_name()`).
+    pub fn server_name(&self) -> Option<&str> {
+        self.tx.client.sni.as_deref()
+    }
+
+    fn tls_only(&self) -> Result<(), PdkError> {
+        if self.tx.client.tls {
+            Ok(())
+        } else {
+            Err(PdkError::new("connection is not TLS"))
+        }
     }
 }

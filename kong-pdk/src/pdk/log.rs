@@ -300,11 +300,17 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
         "workspace": "00000000-0000-0000-0000-000000000000",
         "workspace_name": "default",
     });
-    if req.scheme == "https" {
+    if let Some(session) = &tx.client.session {
+        // nginx's $ssl_client_verify: a chain asked for but not verified against any CA fails.
+        let verify = match (&tx.client_verify, &session.client_chain) {
+            (Some(v), _) => v.as_str(),
+            (None, Some(_)) => "FAILED:unable to get local issuer certificate",
+            (None, None) => "NONE",
+        };
         set_dotted(
             &mut out,
             "request.tls",
-            json!({ "version": "TLSv1.3", "client_verify": "NONE" }),
+            json!({ "version": session.version, "cipher": session.cipher, "client_verify": verify }),
         );
     }
     let obj = out.as_object_mut().expect("object");

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use client::Client;
+pub use client::{Client, ClientTls};
 pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
 pub use log::{ErrorLog, Level, Log, LogLine};
