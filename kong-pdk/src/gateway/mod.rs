@@ -182,6 +182,19 @@ impl Connection {
             port_value: http::HeaderValue::from(port),
         }
     }
+
+    /// The client side of a transaction on this connection, before any forwarding headers.
+    pub(crate) fn client(&self) -> ClientConn {
+        ClientConn {
+            ip: self.peer.ip(),
+            port: self.peer.port(),
+            forwarded_ip: self.peer.ip(),
+            forwarded_port: self.peer.port(),
+            tls: self.tls,
+            sni: self.sni.clone(),
+            session: self.session.clone(),
+        }
+    }
 }
 
 /// How long a client may take to complete a TLS handshake or send a request head
@@ -286,16 +299,7 @@ impl Proxy {
             let snapshot = self.snapshot();
             let mut asked = Default::default();
             if snapshot.plugins.has_globals(Phase::Certificate) {
-                let client = ClientConn {
-                    ip: conn.peer.ip(),
-                    port: conn.peer.port(),
-                    forwarded_ip: conn.peer.ip(),
-                    forwarded_port: conn.peer.port(),
-                    tls: true,
-                    sni: conn.sni.clone(),
-                    session: None,
-                };
-                let mut tx = Transaction::handshake(client, conn.port, snapshot.plugins.plugins().node_arc());
+                let mut tx = Transaction::handshake(conn.client(), conn.port, snapshot.plugins.plugins().node_arc());
                 snapshot.plugins.run_certificate(&mut tx).await;
                 asked = tx.handshake_requests();
             }

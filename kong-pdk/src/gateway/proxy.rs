@@ -19,7 +19,7 @@ use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::phase::Phase;
 use crate::router::{RequestInfo, upstream_path};
-use crate::transaction::{ClientConn, ClientRequest, Latencies, RequestBody, Source, Transaction, UpstreamResponse};
+use crate::transaction::{ClientRequest, Latencies, RequestBody, Source, Transaction, UpstreamResponse};
 
 enum UpstreamError {
     Connect,
@@ -30,7 +30,7 @@ enum UpstreamError {
 }
 
 pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
-    let (peer, port) = (conn.peer, conn.port);
+    let port = conn.port;
     let snap = proxy.snapshot();
     let set = &snap.plugins;
     let (mut parts, incoming) = req.into_parts();
@@ -66,15 +66,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         headers: parts.headers,
         body: RequestBody::Pending(Box::new(slot.clone())),
     };
-    let client = ClientConn {
-        ip: peer.ip(),
-        port: peer.port(),
-        forwarded_ip: peer.ip(),
-        forwarded_port: peer.port(),
-        tls: conn.tls,
-        sni: conn.sni.clone(),
-        session: conn.session.clone(),
-    };
+    let client = conn.client();
     // Boxed at once: the transaction is large and would otherwise be copied into the body.
     let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
@@ -266,16 +258,7 @@ pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Reject
         headers: request_headers,
         body: RequestBody::Buffered(Bytes::new()),
     };
-    let client = ClientConn {
-        ip: conn.peer.ip(),
-        port: conn.peer.port(),
-        forwarded_ip: conn.peer.ip(),
-        forwarded_port: conn.peer.port(),
-        tls: conn.tls,
-        sni: conn.sni.clone(),
-        session: conn.session.clone(),
-    };
-    let mut tx = Box::new(Transaction::new(request, client, set.plugins().node_arc()));
+    let mut tx = Box::new(Transaction::new(request, conn.client(), set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
     tx.error_response_as(r.status, r.message, None, ErrorFormat::Plain);
     tx.set_source(Source::Error);
@@ -394,8 +377,10 @@ async fn send(
         let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or(&up.host);
         headers::without_port(host).to_owned()
     });
-    let config = snap.upstream_tls.get(tx.service.as_ref().map(|s| s.id));
-    let tls = server_name.as_deref().map(|server_name| Tls { config, server_name });
+    let tls = server_name.as_deref().map(|server_name| Tls {
+        config: snap.upstream_tls.get(tx.service.as_ref().map(|s| s.id)),
+        server_name,
+    });
     if websocket {
         headers.insert(
             http::header::CONNECTION,

@@ -210,7 +210,7 @@ impl UpstreamTls {
                         let mut digests: Vec<String> = ids
                             .iter()
                             .map(|id| match cas.get(id) {
-                                Some(ca) => ca.cert_digest.clone().unwrap_or_else(|| pem_digest(&ca.cert)),
+                                Some(ca) => ca_digest(ca),
                                 None => {
                                     tracing::error!(target: "kong", "CA Certificate '{id}' does not exist (service {})", s.id);
                                     format!("missing:{id}")
@@ -259,6 +259,11 @@ impl UpstreamTls {
     }
 }
 
+/// A CA certificate entity's digest: its `cert_digest`, which the Admin API and kong.yml fill in.
+fn ca_digest(ca: &CaCertificate) -> String {
+    ca.cert_digest.clone().unwrap_or_else(|| pem_digest(&ca.cert))
+}
+
 fn pem_digest(pem: &str) -> String {
     digest_hex(pem.as_bytes())
 }
@@ -280,7 +285,7 @@ fn build_with(
                 Roots::Trusted => trusted(),
                 Roots::Entities(digests) => cas
                     .values()
-                    .filter(|ca| digests.contains(&ca.cert_digest.clone().unwrap_or_else(|| pem_digest(&ca.cert))))
+                    .filter(|ca| digests.contains(&ca_digest(ca)))
                     .filter_map(|ca| CertificateDer::from_pem_slice(ca.cert.as_bytes()).ok())
                     .filter_map(|der| webpki::anchor_from_trusted_cert(&der).map(|a| a.to_owned()).ok())
                     .collect::<Vec<_>>()
