@@ -15,6 +15,7 @@ pub(crate) fn form(body: &str) -> Map<String, Value> {
     for (key, value) in pairs(body) {
         insert(&mut root, &path_of(&key), Value::String(value));
     }
+    root.values_mut().for_each(densify);
     root
 }
 
@@ -59,6 +60,7 @@ pub(crate) fn multipart(body: &[u8], boundary: &str) -> Option<Map<String, Value
         })?;
         insert(&mut root, &path_of(&name), Value::String(value.to_owned()));
     }
+    root.values_mut().for_each(densify);
     seen_end.then_some(root)
 }
 
@@ -137,20 +139,77 @@ fn insert_at(slot: &mut Value, path: &[Step], value: Value) {
             }
         }
         Step::Push | Step::Index(_) => {
-            if !slot.is_array() {
+            // Indexes never size anything: an index past the end keeps the elements in an
+            // object keyed by their 1-based index, which `densify` turns back into an array
+            // when the indexes leave no gap (`hosts[2]=b&hosts[1]=a`); a gap stays an object,
+            // which the schema answers with Kong's "expected an array".
+            if slot.is_null() {
                 *slot = Value::Array(Vec::new());
             }
-            if let Value::Array(a) = slot {
-                let i = match step {
-                    Step::Index(i) => *i,
-                    _ => a.len(),
-                };
-                if a.len() <= i {
-                    a.resize(i + 1, Value::Null);
+            match slot {
+                Value::Array(a) => {
+                    let i = match step {
+                        Step::Index(i) => *i,
+                        _ => a.len(),
+                    };
+                    if i < a.len() {
+                        insert_at(&mut a[i], rest, value);
+                    } else if i == a.len() {
+                        a.push(Value::Null);
+                        insert_at(&mut a[i], rest, value);
+                    } else {
+                        let mut m: Map<String, Value> =
+                            a.drain(..).enumerate().map(|(n, v)| ((n + 1).to_string(), v)).collect();
+                        insert_at(m.entry((i + 1).to_string()).or_insert(Value::Null), rest, value);
+                        *slot = Value::Object(m);
+                    }
                 }
-                insert_at(&mut a[i], rest, value);
+                Value::Object(m) => {
+                    let key = match step {
+                        Step::Index(i) => i.saturating_add(1),
+                        _ => m
+                            .keys()
+                            .filter_map(|k| k.parse::<usize>().ok())
+                            .max()
+                            .unwrap_or(0)
+                            .saturating_add(1),
+                    };
+                    insert_at(m.entry(key.to_string()).or_insert(Value::Null), rest, value);
+                }
+                other => {
+                    let prev = other.take();
+                    *other = Value::Array(vec![prev]);
+                    insert_at(other, path, value);
+                }
             }
         }
+    }
+}
+
+/// Turns the index-keyed objects [`insert_at`] leaves for out-of-order indexes back into
+/// arrays when their keys are exactly `1..=n`.
+fn densify(value: &mut Value) {
+    match value {
+        Value::Array(a) => a.iter_mut().for_each(densify),
+        Value::Object(m) => {
+            m.values_mut().for_each(densify);
+            let n = m.len();
+            let dense = n > 0
+                && m.keys().all(|k| {
+                    k.parse::<usize>()
+                        .is_ok_and(|i| (1..=n).contains(&i) && !k.starts_with('0'))
+                });
+            if dense {
+                let mut items = vec![Value::Null; n];
+                for (k, v) in std::mem::take(m) {
+                    if let Ok(i) = k.parse::<usize>() {
+                        items[i - 1] = v;
+                    }
+                }
+                *value = Value::Array(items);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -172,7 +231,8 @@ pub(crate) fn infer(value: &mut Value, schema: &FieldSchema) {
             _ => {}
         },
         FieldKind::Array(elem) | FieldKind::Set(elem) => {
-            if !value.is_array() && !value.is_null() {
+            // An object here is a sparse index list: left for the schema to refuse.
+            if !value.is_array() && !value.is_null() && !value.is_object() {
                 *value = Value::Array(vec![value.take()]);
             }
             if let Value::Array(items) = value {
@@ -228,6 +288,35 @@ mod tests {
                 "url": "http://mock:15555/p q",
             })
         );
+    }
+
+    #[test]
+    fn indexes_never_size_anything() {
+        // Each of these once allocated by the index's value (OOM at 10^9, a capacity-overflow
+        // panic at u64::MAX): now the gap stays an index-keyed object.
+        for (body, key) in [
+            ("tags[999999999]=x", "999999999"),
+            ("tags[18446744073709551615]=x", "18446744073709551615"),
+            ("tags[1]=a&tags[3]=c", "3"),
+            ("config.a[5].b=x", "5"),
+        ] {
+            let m = Value::Object(form(body));
+            let sparse = m.pointer("/tags").or_else(|| m.pointer("/config/a")).unwrap();
+            assert!(sparse.get(key).is_some(), "{body}: {m}");
+            assert!(!sparse.is_array(), "{body}: {m}");
+        }
+        // Out-of-order indexes without a gap are still an array, nested ones too.
+        assert_eq!(
+            Value::Object(form("a[2]=y&a[1]=x&r[2].k=2&r[1].k=1&p=/a&p[]=/b")),
+            json!({ "a": ["x", "y"], "r": [{ "k": "1" }, { "k": "2" }], "p": ["/a", "/b"] })
+        );
+        // A sparse list left for the schema is not wrapped as one element.
+        let mut v = json!({ "1": "a", "3": "c" });
+        infer(
+            &mut v,
+            &FieldSchema::of(FieldKind::Set(Box::new(FieldSchema::of(FieldKind::String)))),
+        );
+        assert!(v.is_object());
     }
 
     #[test]

@@ -271,6 +271,17 @@ async fn errors(n: Node) {
     assert_eq!(r.status, 409);
     assert_eq!(r.body["code"], 5);
     assert_eq!(r.body["message"], "UNIQUE violation detected on '{name=\"s\"}'");
+    // Form indexes a client sends never size an allocation: a gap is Kong's schema error.
+    for huge in ["tags[999999999]=x", "tags[18446744073709551615]=x", "tags[2]=x"] {
+        let r = form(a, "POST", "/services", &format!("name=sparse&host=h&{huge}")).await;
+        assert_eq!(
+            (r.status, &r.body["fields"]["tags"]),
+            (400, &json!("expected a set")),
+            "{huge}"
+        );
+    }
+    let r = form(a, "POST", "/services", "name=dense&host=h&tags[2]=b&tags[1]=a").await;
+    assert_eq!((r.status, &r.body["tags"]), (201, &json!(["a", "b"])));
     let r = json_call(a, "POST", "/consumers", json!({})).await;
     assert_eq!(
         r.body["fields"]["@entity"],
