@@ -53,7 +53,8 @@
 //! | [`schema`] | `schema.lua`, `typedefs.lua`, schema violations |
 //! | [`pdk`] | `kong.*` |
 //! | [`phase`] | `kong/pdk/private/phases.lua`, as types |
-//! | [`executor`] | `runloop/handler.lua`, `plugins_iterator.lua` |
+//! | `runloop` (internal) | `init.lua`, `runloop/handler.lua`: the order of a request's phases, driven by the gateway and the harness alike |
+//! | [`executor`] | `plugins_iterator.lua`: which plugins run in a phase, and what a failure means |
 //! | [`entities`] | services, routes, consumers, credentials |
 //! | [`dao`](mod@dao) | a plugin's `daos.lua`: its own entities |
 //! | [`testing`] | Pongo / `spec.helpers`, at unit level |
@@ -77,8 +78,8 @@ pub mod pdk;
 pub mod phase;
 pub mod plugin;
 pub mod registry;
-#[cfg(feature = "gateway")]
 pub mod router;
+mod runloop;
 pub mod schema;
 pub mod testing;
 pub mod transaction;

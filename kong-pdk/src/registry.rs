@@ -321,6 +321,8 @@ pub enum LoadError {
         /// Kong's schema violation.
         violation: SchemaViolation,
     },
+    /// A route the router cannot load (a bad regex path, ...).
+    Route(crate::router::RouterError),
 }
 
 impl fmt::Display for LoadError {
@@ -329,6 +331,7 @@ impl fmt::Display for LoadError {
             LoadError::NotInstalled(n) => write!(f, "{n} plugin is enabled but not installed"),
             LoadError::NotEnabled(n) => write!(f, "{n} plugin is in use but not enabled"),
             LoadError::Invalid { name, violation } => write!(f, "invalid configuration for plugin {name}: {violation}"),
+            LoadError::Route(e) => e.fmt(f),
         }
     }
 }

@@ -48,9 +48,10 @@ use crate::executor::{PluginEntity, PluginSet};
 use crate::pdk::{LogLine, NodeInfo};
 use crate::plugin::Handler;
 use crate::registry::{LoadError, Plugins, PluginsBuilder, Scope};
-use crate::transaction::{
-    ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest, UpstreamResponse,
-};
+use crate::router::Router;
+pub use crate::runloop::UpstreamFailure;
+use crate::runloop::{self, ConnValues, HeaderSettings, ResponseBody};
+use crate::transaction::{ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest};
 
 /// Appends a header given by a test, which must be valid.
 fn append_header(headers: &mut HeaderMap, name: &str, value: &str) {
@@ -150,12 +151,13 @@ impl TestRequest {
     }
 }
 
-/// A fake upstream response.
+/// A fake upstream response, or an upstream that fails.
 #[derive(Debug, Clone)]
 pub struct MockResponse {
     status: u16,
     headers: HeaderMap,
     chunks: Vec<Bytes>,
+    failure: Option<UpstreamFailure>,
 }
 
 impl MockResponse {
@@ -165,6 +167,25 @@ impl MockResponse {
             status,
             headers: HeaderMap::new(),
             chunks: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// An upstream that fails as `failure` says: the client gets Kong's 502, 503 or 504.
+    ///
+    /// ```
+    /// # use kong_pdk::testing::{Harness, MockResponse, TestRequest, UpstreamFailure};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let gw = Harness::new().start().await.unwrap();
+    /// let res = gw.send(TestRequest::get("/"), |_| MockResponse::failure(UpstreamFailure::Timeout)).await;
+    /// assert_eq!(res.status(), 504);
+    /// assert!(res.body_text().starts_with("The upstream server is timing out\n"));
+    /// # });
+    /// ```
+    pub fn failure(failure: UpstreamFailure) -> MockResponse {
+        MockResponse {
+            failure: Some(failure),
+            ..MockResponse::new(0)
         }
     }
 
@@ -301,6 +322,7 @@ pub struct Harness {
     route: Route,
     service: Service,
     node: NodeInfo,
+    headers: HeaderSettings,
 }
 
 impl Default for Harness {
@@ -324,6 +346,7 @@ impl Harness {
             route,
             service,
             node: NodeInfo::default(),
+            headers: HeaderSettings::default(),
         }
     }
 
@@ -365,7 +388,8 @@ impl Harness {
         &self.service
     }
 
-    /// Changes the route.
+    /// Changes the route. It is routed as in a gateway: a request it does not match gets
+    /// Kong's 404, and a route without a service (`route.service = None`) Kong's 503.
     #[must_use]
     pub fn with_route(mut self, f: impl FnOnce(&mut Route)) -> Self {
         f(&mut self.route);
@@ -383,6 +407,17 @@ impl Harness {
     #[must_use]
     pub fn trusted_ips(mut self, ips: &[&str]) -> Self {
         self.node.trusted_ips = NodeInfo::parse_trusted_ips(ips).expect("valid trusted_ips");
+        self
+    }
+
+    /// Sets Kong's `headers` setting (which of `Server`, `Via`, the latencies and
+    /// `X-Kong-Request-Id` responses carry), as `HeaderSettings::parse` reads it.
+    ///
+    /// # Panics
+    /// On a value Kong refuses.
+    #[must_use]
+    pub fn headers(mut self, headers: &str) -> Self {
+        self.headers = HeaderSettings::parse(headers).unwrap_or_else(|e| panic!("headers: {e}"));
         self
     }
 
@@ -410,10 +445,18 @@ impl Harness {
         }
         let set = set.build();
         set.configure().await;
+        let route = Arc::new(self.route);
+        let service = Arc::new(self.service);
+        let routed = route.service.as_ref().map(|_| service.clone());
+        let router = Router::new([(route.clone(), routed)]).map_err(LoadError::Route)?;
+        let unrouted = Router::new([]).map_err(LoadError::Route)?;
         Ok(TestGateway {
             set,
-            route: Arc::new(self.route),
-            service: Arc::new(self.service),
+            router,
+            unrouted,
+            route,
+            service,
+            headers: self.headers,
         })
     }
 }
@@ -421,8 +464,12 @@ impl Harness {
 /// A started harness: sends requests through the phases.
 pub struct TestGateway {
     set: PluginSet,
+    router: Router,
+    /// The router of [`TestRequest::unrouted`] requests: no routes.
+    unrouted: Router,
     route: Arc<Route>,
     service: Arc<Service>,
+    headers: HeaderSettings,
 }
 
 impl TestGateway {
@@ -446,16 +493,10 @@ impl TestGateway {
     }
 
     fn transaction(&self, req: &TestRequest) -> Transaction {
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("kong.test");
-        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
         let request = ClientRequest {
             method: req.method.clone(),
             scheme: req.scheme,
-            host,
+            host: runloop::request_host(&req.headers, None),
             port: if req.scheme == "https" { 8443 } else { 8000 },
             raw_path: req.path.clone(),
             query: req.query.clone(),
@@ -483,72 +524,68 @@ impl TestGateway {
         tx
     }
 
-    /// Sends `req` through rewrite, access, the fake `upstream`, response, header_filter,
-    /// body_filter and log.
+    /// Sends `req` through the same runloop as the gateway: rewrite, routing, access, the fake
+    /// `upstream` (which sees the request as Kong sends it, forwarding headers included),
+    /// response, header_filter with Kong's response headers, body_filter per chunk and log.
     pub async fn send(&self, req: TestRequest, mut upstream: impl FnMut(&UpstreamRequest) -> MockResponse) -> Outcome {
         let mut tx = self.transaction(&req);
         let set = &self.set;
         let mut proxied = None;
-        let mut upstream_chunks = Vec::new();
+        let mut upstream_body = None;
 
-        set.run_rewrite(&mut tx).await;
-        if tx.exit.is_none() {
-            if !req.routed {
-                tx.error_response(404, "no Route matched with those values", None);
-            } else {
-                tx.route = Some(self.route.clone());
-                tx.set_service(self.service.clone());
-                set.run_access(&mut tx).await;
-            }
-        }
-        if tx.exit.is_none() {
+        let router = if req.routed { &self.router } else { &self.unrouted };
+        let proxying = runloop::before_proxy(set, router, &mut tx, None).await;
+        if tx.exit().is_none() {
+            let conn = ConnValues::new(tx.client.ip, tx.request.port);
+            let headers = runloop::upstream_headers(&mut tx, &conn, &proxying, &self.headers);
+            let mut sent = tx.upstream.clone();
+            sent.headers = headers;
             let body = tx.upstream.body.clone().unwrap_or_else(|| req.body.clone());
-            let mock = upstream(&tx.upstream);
-            proxied = Some((tx.upstream.clone(), body));
-            let mut headers = mock.headers.clone();
-            for (name, value) in tx.response.headers.iter() {
-                headers.insert(name.clone(), value.clone());
-            }
-            tx.response.headers = headers;
-            tx.response.status = mock.status;
-            let mut upstream_response = UpstreamResponse {
-                status: mock.status,
-                headers: mock.headers.clone(),
-                body: None,
-            };
-            if tx.is_buffered() {
-                let mut all = BytesMut::new();
-                for c in &mock.chunks {
-                    all.extend_from_slice(c);
+            let mock = upstream(&sent);
+            proxied = Some((sent, body));
+            match mock.failure {
+                Some(failure) => runloop::upstream_failed(&mut tx, failure),
+                None => {
+                    runloop::upstream_head(&mut tx, mock.status, mock.headers);
+                    upstream_body = Some(if tx.is_buffered() {
+                        let mut all = BytesMut::new();
+                        for c in &mock.chunks {
+                            all.extend_from_slice(c);
+                        }
+                        let all = all.freeze();
+                        runloop::response(set, &mut tx, all.clone()).await;
+                        ResponseBody::Bytes(all)
+                    } else {
+                        ResponseBody::Upstream(mock.chunks)
+                    });
                 }
-                let all = all.freeze();
-                upstream_response.body = Some(all.clone());
-                tx.upstream_response = Some(upstream_response);
-                upstream_chunks = vec![all];
-                set.run_response(&mut tx).await;
-            } else {
-                tx.upstream_response = Some(upstream_response);
-                upstream_chunks = mock.chunks;
             }
         }
-        set.run_header_filter(&mut tx).await;
-        if let Some(exit) = &tx.exit {
-            upstream_chunks = vec![exit.body.clone()];
-        }
+        runloop::header_filter(set, &mut tx, &self.headers, 0).await;
+        let source = match runloop::response_body(&tx, upstream_body) {
+            ResponseBody::Bytes(b) => vec![b],
+            ResponseBody::Upstream(chunks) => chunks,
+        };
+        let (filter, _) = runloop::body_phases(set, &tx);
         let mut chunks = Vec::new();
-        let n = upstream_chunks.len().max(1);
-        let mut iter = upstream_chunks.into_iter();
+        let n = source.len().max(1);
+        let mut iter = source.into_iter();
         for i in 0..n {
             let chunk = iter.next().unwrap_or_default();
-            let out = set.run_body_filter(&mut tx, chunk, i == n - 1).await;
+            let eof = i == n - 1;
+            let out = if filter {
+                runloop::body_chunk(set, &mut tx, chunk, eof).await
+            } else {
+                chunk
+            };
             if !out.is_empty() {
                 chunks.push(out);
             }
-            if tx.is_aborted() || tx.body.eof && i < n - 1 {
+            if tx.is_aborted() || tx.body_ended() && !eof {
                 break;
             }
         }
-        set.run_log(&mut tx).await;
+        runloop::log(set, &mut tx).await;
         let mut body = BytesMut::new();
         for c in &chunks {
             body.extend_from_slice(c);
@@ -570,19 +607,14 @@ impl TestGateway {
     pub async fn websocket(&self, req: TestRequest, frames: Vec<(bool, FrameKind, Bytes)>) -> WsOutcome {
         let mut tx = self.transaction(&req);
         let set = &self.set;
-        set.run_rewrite(&mut tx).await;
-        if tx.exit.is_none() {
-            tx.route = Some(self.route.clone());
-            tx.set_service(self.service.clone());
-            set.run_ws_handshake(&mut tx).await;
-        }
+        runloop::ws_handshake(set, &mut tx, self.route.clone(), self.service.clone()).await;
         let mut out = WsOutcome {
             rejected: None,
             forwarded: Vec::new(),
             closed: None,
             logs: Vec::new(),
         };
-        if let Some(exit) = &tx.exit {
+        if let Some(exit) = tx.exit() {
             out.rejected = Some((exit.status, exit.body.clone()));
         } else {
             for (from_client, kind, data) in frames {
@@ -592,8 +624,8 @@ impl TestGateway {
                     dropped: false,
                     close: None,
                 }));
-                set.run_ws_frame(&mut tx, from_client).await;
-                let frame = tx.frame.take().expect("frame");
+                runloop::ws_frame(set, &mut tx, from_client).await;
+                let Some(frame) = tx.frame.take() else { break };
                 if let Some(close) = frame.close.clone() {
                     out.closed = Some(close);
                 }
@@ -605,7 +637,7 @@ impl TestGateway {
                 }
             }
         }
-        set.run_ws_close(&mut tx).await;
+        runloop::ws_close(set, &mut tx).await;
         out.logs = tx.captured_logs.take().unwrap_or_default();
         out
     }

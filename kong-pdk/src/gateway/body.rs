@@ -12,6 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
 use super::Snapshot;
+use crate::runloop::{self, ResponseBody};
 use crate::transaction::{BodyReader, Transaction};
 
 /// An error inside a proxied body.
@@ -54,12 +55,13 @@ impl BodyReader for IncomingSlot {
     }
 }
 
-/// Where the response body comes from.
-pub(super) enum Source {
-    /// Known bytes: a plugin's exit, an error, or a buffered upstream body.
-    Bytes(Bytes),
-    /// The upstream's body, streamed.
-    Upstream(super::upstream::UpstreamBody),
+/// Where the response body comes from: known bytes or the upstream's body, streamed.
+pub(super) type Source = ResponseBody<super::upstream::UpstreamBody>;
+
+/// Runs `log` on a task of its own, after the client has the response: the one place a
+/// proxied request's log starts.
+pub(super) fn spawn_log(snapshot: Arc<Snapshot>, mut tx: Box<Transaction>) {
+    tokio::spawn(async move { runloop::log(&snapshot.plugins, &mut tx).await });
 }
 
 /// What the response body needs while it streams: the transaction (for `body_filter` and
@@ -77,8 +79,7 @@ impl Streaming {
     /// The end of the response: `log` runs on its own task, after the client has the body.
     fn finish(self) {
         if self.log {
-            let Streaming { snapshot, mut tx, .. } = self;
-            tokio::spawn(async move { snapshot.plugins.run_log(&mut tx).await });
+            spawn_log(self.snapshot, self.tx);
         }
     }
 }
@@ -126,8 +127,8 @@ impl Body for Filtered {
                 return Poll::Ready(None);
             };
             let (chunk, eof) = match &mut streaming.source {
-                Source::Bytes(bytes) => (std::mem::take(bytes), true),
-                Source::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                ResponseBody::Bytes(bytes) => (std::mem::take(bytes), true),
+                ResponseBody::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => (data, false),
                         // Trailers are not forwarded.
@@ -160,11 +161,7 @@ impl Body for Filtered {
                 return Poll::Ready(None);
             };
             this.filtering = Some(Box::pin(async move {
-                let out = streaming
-                    .snapshot
-                    .plugins
-                    .run_body_filter(&mut streaming.tx, chunk, eof)
-                    .await;
+                let out = runloop::body_chunk(&streaming.snapshot.plugins, &mut streaming.tx, chunk, eof).await;
                 (streaming, out, eof)
             }));
         }
@@ -223,11 +220,12 @@ mod tests {
     use serde_json::json;
     use tokio::sync::Notify;
 
-    use super::{Source, filtered};
+    use super::filtered;
     use crate::executor::PluginEntity;
     use crate::pdk::NodeInfo;
     use crate::prelude::*;
     use crate::registry::Plugins;
+    use crate::runloop::ResponseBody;
     use crate::transaction::{ClientConn, Transaction};
 
     static RELEASE: Notify = Notify::const_new();
@@ -259,7 +257,7 @@ mod tests {
         let mut body = filtered(
             Arc::new(snap),
             Box::new(tx),
-            Source::Bytes(Bytes::from("abc")),
+            ResponseBody::Bytes(Bytes::from("abc")),
             true,
             true,
         );

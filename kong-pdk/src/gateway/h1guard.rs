@@ -91,8 +91,8 @@ pub(super) struct Rejected {
     pub(super) target: Option<String>,
 }
 
-/// The answer to a rejected head being prepared by the proxy.
-type Answer = Pin<Box<dyn Future<Output = bytes::Bytes> + Send>>;
+/// The answer to a rejected head being prepared by the proxy: its head and body.
+type Answer = Pin<Box<dyn Future<Output = (http::response::Parts, bytes::Bytes)> + Send>>;
 
 /// An IO stream whose HTTP/1 request heads are checked before hyper reads them.
 pub(super) struct Guarded<T> {
@@ -171,28 +171,43 @@ impl<T> Guarded<T> {
     fn render(&self, status: u16, message: &str, accept: Option<&str>) -> bytes::Bytes {
         let format = ErrorFormat::negotiate(accept, ErrorFormat::Plain);
         let id = crate::transaction::new_request_id();
-        let body = format.render(message, &id);
-        let reason = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        let mut head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            format.content_type(),
-            body.len()
+        let mut head = http::Response::new(()).into_parts().0;
+        head.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        head.headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(format.content_type()),
         );
         if self.headers.server_tokens {
-            head.push_str("Server: ");
-            head.push_str(SERVER_TOKEN);
-            head.push_str("\r\n");
+            head.headers
+                .insert(http::header::SERVER, http::HeaderValue::from_static(SERVER_TOKEN));
         }
         if self.headers.request_id {
-            head.push_str(&format!("X-Kong-Request-Id: {id}\r\n"));
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                head.headers.insert("x-kong-request-id", v);
+            }
         }
-        head.push_str("\r\n");
-        head.push_str(&body);
-        head.into()
+        closing_response(&head, format.render(message, &id).as_bytes())
     }
+}
+
+/// A whole HTTP/1.1 response that closes the connection, for a head hyper never saw: the
+/// status line, `head`'s headers (framing ones replaced), `Content-Length` and the body.
+fn closing_response(head: &http::response::Parts, body: &[u8]) -> bytes::Bytes {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let reason = head.status.canonical_reason().unwrap_or("");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", head.status.as_u16()).into_bytes();
+    for (name, value) in head.headers.iter() {
+        if matches!(*name, CONTENT_LENGTH | CONNECTION | TRANSFER_ENCODING) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out.into()
 }
 
 /// Advances the framing over `bytes` (body bytes); returns how many belong to the current
@@ -492,7 +507,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(answer) = this.answer.as_mut() {
-            this.rejection = Some(ready!(answer.as_mut().poll(cx)));
+            let (head, body) = ready!(answer.as_mut().poll(cx));
+            this.rejection = Some(closing_response(&head, &body));
             this.answer = None;
         }
         while let Some(pending) = this.rejection.as_mut() {
@@ -612,7 +628,7 @@ mod tests {
         let (_, back) = run(input, 100).await;
         let back = String::from_utf8(back).unwrap();
         assert!(
-            back.contains("Content-Type: application/json; charset=utf-8\r\n"),
+            back.contains("content-type: application/json; charset=utf-8\r\n"),
             "{back}"
         );
         assert!(back.contains("\"message\":\"Bad request\""), "{back}");

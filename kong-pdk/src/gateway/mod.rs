@@ -6,18 +6,10 @@
 //! [`Proxy::swap`] replaces atomically: no restart, no lock on the request path, and requests
 //! in flight finish on the snapshot they started with.
 
-/// The Kong version as a literal, so header values can be built at compile time.
-macro_rules! kong_version {
-    () => {
-        "3.10.0"
-    };
-}
-
 mod balancer;
 mod body;
 pub mod declarative;
 mod h1guard;
-mod headers;
 pub mod mock_upstream;
 mod proxy;
 pub mod tls;
@@ -46,12 +38,10 @@ use crate::transaction::{ClientConn, Transaction};
 use tls::{CertificatePair, Certificates};
 
 /// The Kong version whose behaviour this gateway implements (`Via`, `Server`).
-pub const KONG_VERSION: &str = kong_version!();
+pub const KONG_VERSION: &str = crate::runloop::kong_version!();
 
-/// `Server` as Kong sends it.
-pub(crate) const SERVER_TOKEN: &str = concat!("kong/", kong_version!());
-/// Kong's own `Via` entry on responses.
-const VIA_TOKEN: &str = concat!("1.1 kong/", kong_version!());
+pub use crate::runloop::HeaderSettings;
+pub(crate) use crate::runloop::SERVER_TOKEN;
 
 /// What the proxy serves: routes, plugin instances and certificates, swapped as a whole.
 pub struct Snapshot {
@@ -91,60 +81,6 @@ impl Snapshot {
     }
 }
 
-/// Which headers Kong adds (Kong's `headers` setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeaderSettings {
-    /// `Server` and `Via` (`server_tokens`).
-    pub server_tokens: bool,
-    /// `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`, `X-Kong-Response-Latency`.
-    pub latency_tokens: bool,
-    /// `X-Kong-Request-Id` on responses.
-    pub request_id: bool,
-    /// `X-Kong-Upstream-Status`.
-    pub upstream_status: bool,
-    /// `X-Kong-Request-Id` sent upstream (`headers_upstream`).
-    pub upstream_request_id: bool,
-}
-
-impl Default for HeaderSettings {
-    fn default() -> Self {
-        HeaderSettings {
-            server_tokens: true,
-            latency_tokens: true,
-            request_id: true,
-            upstream_status: false,
-            upstream_request_id: true,
-        }
-    }
-}
-
-impl HeaderSettings {
-    /// Parses Kong's `headers` value (`server_tokens, latency_tokens, X-Kong-Request-Id`, `off`).
-    pub fn parse(value: &str) -> Result<HeaderSettings, String> {
-        let mut s = HeaderSettings {
-            server_tokens: false,
-            latency_tokens: false,
-            request_id: false,
-            upstream_status: false,
-            upstream_request_id: true,
-        };
-        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            match item.to_ascii_lowercase().as_str() {
-                "off" => {}
-                "server_tokens" | "server" | "via" => s.server_tokens = true,
-                "latency_tokens" | "x-kong-upstream-latency" | "x-kong-proxy-latency" | "x-kong-response-latency" => {
-                    s.latency_tokens = true
-                }
-                "x-kong-request-id" => s.request_id = true,
-                "x-kong-upstream-status" => s.upstream_status = true,
-                "x-kong-admin-latency" => {}
-                other => return Err(format!("invalid header value: {other}")),
-            }
-        }
-        Ok(s)
-    }
-}
-
 /// The proxy: the current snapshot, the upstream connection pool and the settings.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -163,10 +99,8 @@ pub(crate) struct Connection {
     pub(crate) sni: Option<String>,
     /// What the TLS handshake settled.
     pub(crate) session: Option<Arc<crate::transaction::TlsSession>>,
-    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`), formatted once.
-    pub(crate) peer_ip: http::HeaderValue,
-    /// The listener port as a header value (`X-Forwarded-Port`).
-    pub(crate) port_value: http::HeaderValue,
+    /// The peer's address and the listener port as header values, formatted once.
+    pub(crate) values: crate::runloop::ConnValues,
 }
 
 impl Connection {
@@ -177,9 +111,7 @@ impl Connection {
             tls,
             sni: None,
             session: None,
-            peer_ip: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()))
-                .expect("an IP address is a valid header value"),
-            port_value: http::HeaderValue::from(port),
+            values: crate::runloop::ConnValues::new(peer.ip(), port),
         }
     }
 
@@ -300,7 +232,7 @@ impl Proxy {
             let mut asked = Default::default();
             if snapshot.plugins.has_globals(Phase::Certificate) {
                 let mut tx = Transaction::handshake(conn.client(), conn.port, snapshot.plugins.plugins().node_arc());
-                snapshot.plugins.run_certificate(&mut tx).await;
+                crate::runloop::certificate(&snapshot.plugins, &mut tx).await;
                 asked = tx.handshake_requests();
             }
             start.into_stream(configs.get(asked)).await.ok()

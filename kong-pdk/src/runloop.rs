@@ -1,0 +1,597 @@
+//! The life of a request, written once (Kong's `init.lua` with `runloop/handler.lua`).
+//!
+//! This module does no I/O. The gateway's HTTP/1 and HTTP/2 connections, the head guard's
+//! refused requests and the [test harness](crate::testing) all drive a request through these
+//! steps, in this order, and differ only in where bytes come from and go to:
+//!
+//! | step | Kong | what happens |
+//! |---|---|---|
+//! | [`certificate`] | `ssl_certificate_by_lua` | global plugins, per TLS handshake |
+//! | [`before_proxy`] | `rewrite` + `access` | rewrite (globals), routing applied once, the https-only check, access (collecting), 503 without a service |
+//! | [`upstream_headers`] | `balancer` input | Host, `X-Forwarded-*`, `Via`, hop-by-hop removal |
+//! | [`upstream_head`] / [`upstream_failed`] | `header_filter` input | the upstream's status and headers merged under the plugins', or Kong's 502/503/504 |
+//! | [`response`] | `response` | buffered proxying: the whole body to `response` handlers |
+//! | [`header_filter`] | `header_filter` | plugins, then Kong's response headers and latencies |
+//! | [`body_chunk`] | `body_filter` | each chunk; [`response_body`] says which chunks there are |
+//! | [`log`] | `log` | once, after the client has the response |
+//!
+//! WebSocket sessions use [`ws_handshake`], [`ws_frame`] and [`ws_close`] in the same way.
+//! Which plugins run, in which order and with which consequences for a failure is the
+//! [`executor`](crate::executor)'s job; this module decides when each phase runs and what the
+//! gateway itself does between them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, SERVER, VIA};
+use http::{HeaderMap, Method, Version};
+
+use crate::entities::Route;
+use crate::executor::PluginSet;
+use crate::pdk::ErrorFormat;
+use crate::pdk::request::normalize_path;
+use crate::phase::Phase;
+use crate::router::{RequestInfo, Router, upstream_path};
+use crate::transaction::{Latencies, Source, Transaction, UpstreamResponse};
+
+/// The Kong version whose behaviour this crate implements (`Via`, `Server`).
+macro_rules! kong_version {
+    () => {
+        "3.10.0"
+    };
+}
+pub(crate) use kong_version;
+
+/// `Server` as Kong sends it.
+pub(crate) const SERVER_TOKEN: &str = concat!("kong/", kong_version!());
+/// Kong's own `Via` entry on responses.
+pub(crate) const VIA_TOKEN: &str = concat!("1.1 kong/", kong_version!());
+
+/// Which headers Kong adds (Kong's `headers` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSettings {
+    /// `Server` and `Via` (`server_tokens`).
+    pub server_tokens: bool,
+    /// `X-Kong-Upstream-Latency`, `X-Kong-Proxy-Latency`, `X-Kong-Response-Latency`.
+    pub latency_tokens: bool,
+    /// `X-Kong-Request-Id` on responses.
+    pub request_id: bool,
+    /// `X-Kong-Upstream-Status`.
+    pub upstream_status: bool,
+    /// `X-Kong-Request-Id` sent upstream (`headers_upstream`).
+    pub upstream_request_id: bool,
+}
+
+impl Default for HeaderSettings {
+    fn default() -> Self {
+        HeaderSettings {
+            server_tokens: true,
+            latency_tokens: true,
+            request_id: true,
+            upstream_status: false,
+            upstream_request_id: true,
+        }
+    }
+}
+
+impl HeaderSettings {
+    /// Parses Kong's `headers` value (`server_tokens, latency_tokens, X-Kong-Request-Id`, `off`).
+    pub fn parse(value: &str) -> Result<HeaderSettings, String> {
+        let mut s = HeaderSettings {
+            server_tokens: false,
+            latency_tokens: false,
+            request_id: false,
+            upstream_status: false,
+            upstream_request_id: true,
+        };
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.to_ascii_lowercase().as_str() {
+                "off" => {}
+                "server_tokens" | "server" | "via" => s.server_tokens = true,
+                "latency_tokens" | "x-kong-upstream-latency" | "x-kong-proxy-latency" | "x-kong-response-latency" => {
+                    s.latency_tokens = true
+                }
+                "x-kong-request-id" => s.request_id = true,
+                "x-kong-upstream-status" => s.upstream_status = true,
+                "x-kong-admin-latency" => {}
+                other => return Err(format!("invalid header value: {other}")),
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The host a request is for: the `Host` header (else the request line's authority), without
+/// its port, brackets or case: `Example.test:8000` → `example.test`, `[::1]:8000` → `::1`.
+pub(crate) fn request_host(headers: &HeaderMap, authority: Option<&str>) -> String {
+    let authority = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(authority)
+        .unwrap_or_default();
+    without_port(authority).to_ascii_lowercase()
+}
+
+/// A `Host` value without its port: `example.com:8443` → `example.com`, `[::1]:80` → `::1`.
+pub(crate) fn without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
+    }
+    match host.rsplit_once(':') {
+        // More than one colon and no brackets: a bare IPv6 address, no port.
+        Some((name, _)) if name.contains(':') => host,
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Runs `certificate` of the global plugins for a TLS handshake.
+pub(crate) async fn certificate(set: &PluginSet, tx: &mut Transaction) {
+    set.run_certificate(tx).await;
+}
+
+/// What [`before_proxy`] leaves for the upstream request.
+#[derive(Debug, Default)]
+pub(crate) struct Proxying {
+    /// The path prefix `strip_path` removed (`X-Forwarded-Prefix`).
+    pub(crate) stripped: Option<String>,
+}
+
+/// Rewrite, routing, the https-only check and access. Afterwards the request goes upstream
+/// when `tx.exit()` is `None`; otherwise the response is the exit a plugin or Kong produced.
+pub(crate) async fn before_proxy(
+    set: &PluginSet,
+    router: &Router,
+    tx: &mut Transaction,
+    sni: Option<&str>,
+) -> Proxying {
+    let mut proxying = Proxying::default();
+    set.run_rewrite(tx).await;
+    if tx.exit().is_some() {
+        return proxying;
+    }
+    let path = normalize_path(&tx.request.raw_path);
+    let found = router.find(&RequestInfo {
+        method: tx.request.method.as_str(),
+        host: &tx.request.host,
+        port: tx.request.port,
+        path: &path,
+        headers: &tx.request.headers,
+        sni,
+    });
+    let Some(m) = found else {
+        tx.error_response(404, "no Route matched with those values", None);
+        return proxying;
+    };
+    tx.route = Some(m.route.clone());
+    tx.captures = m.captures;
+    if let Some(service) = m.service {
+        let strip = m.route.strip_path;
+        tx.upstream.path = upstream_path(service.path.as_deref(), &path, m.matched_path.as_deref(), strip);
+        tx.set_service(service);
+        if strip {
+            proxying.stripped = m.matched_path;
+        }
+    }
+    if !https_allowed(tx, &m.route) {
+        https_required(tx, m.route.https_redirect_status_code);
+    } else {
+        set.run_access(tx).await;
+    }
+    if tx.exit().is_none() && tx.service.is_none() {
+        tx.error_response(503, "no Service found with those values", None);
+    }
+    proxying
+}
+
+/// Whether the request may use `route`: a route whose protocols include `https` but not `http`
+/// takes only TLS requests, or requests a trusted proxy marked `X-Forwarded-Proto: https`.
+fn https_allowed(tx: &Transaction, route: &Route) -> bool {
+    let has = |p: &str| route.protocols.iter().any(|x| x == p);
+    if tx.request.scheme == "https" || !has("https") || has("http") {
+        return true;
+    }
+    tx.node_info().is_trusted(tx.client.ip)
+        && tx
+            .request
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Kong's answer to plain HTTP on an HTTPS-only route: 426 "Please use HTTPS protocol", or a
+/// redirect to the same URL over https.
+fn https_required(tx: &mut Transaction, status: u16) {
+    if status == 426 {
+        tx.error_response(426, "Please use HTTPS protocol", None);
+        tx.response
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        tx.response
+            .headers
+            .insert(http::header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+        return;
+    }
+    let query = tx.request.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("https://{}{}{query}", tx.request.host, tx.request.raw_path);
+    tx.exit_with(status, Bytes::new(), Source::Exit);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        tx.response.headers.insert(http::header::LOCATION, v);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+const X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names first: most messages carry none, or only `Connection`.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    let mut named = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        for token in v.to_str().unwrap_or_default().split(',') {
+            let token = token.trim();
+            if !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A header value from a string built for it, without copying it again.
+fn owned(s: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Kong's `Via` entry on the upstream request, by the client's HTTP version.
+fn upstream_via(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => concat!("1.0 kong/", kong_version!()),
+        Version::HTTP_2 => concat!("2 kong/", kong_version!()),
+        Version::HTTP_3 => concat!("3 kong/", kong_version!()),
+        _ => concat!("1.1 kong/", kong_version!()),
+    }
+}
+
+/// Header values of the client connection, formatted once per connection rather than per
+/// request.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnValues {
+    /// The peer's address (`X-Forwarded-For`, `X-Real-IP`).
+    pub(crate) peer_ip: HeaderValue,
+    /// The listener port (`X-Forwarded-Port`).
+    pub(crate) port: HeaderValue,
+}
+
+impl ConnValues {
+    pub(crate) fn new(peer: std::net::IpAddr, port: u16) -> ConnValues {
+        ConnValues {
+            peer_ip: owned(peer.to_string()),
+            port: HeaderValue::from(port),
+        }
+    }
+}
+
+/// The headers sent upstream (Kong's `runloop/handler.lua` and nginx template). The plugins'
+/// upstream headers move out of `tx`: no phase after access changes them.
+pub(crate) fn upstream_headers(
+    tx: &mut Transaction,
+    conn: &ConnValues,
+    proxying: &Proxying,
+    settings: &HeaderSettings,
+) -> HeaderMap {
+    let mut h = std::mem::take(&mut tx.upstream.headers);
+    let tx = &*tx;
+    strip_hop_by_hop(&mut h);
+    let trusted = tx.node_info().is_trusted(tx.client.ip);
+    let req = &tx.request;
+    let ip = |ip: std::net::IpAddr| {
+        if ip == tx.client.ip {
+            conn.peer_ip.clone()
+        } else {
+            owned(ip.to_string())
+        }
+    };
+    let preserve = tx.route.as_ref().is_some_and(|r| r.preserve_host);
+    let host = if let Some(explicit) = &tx.upstream.host_header {
+        value(explicit)
+    } else if preserve {
+        req.headers.get(HOST).cloned().unwrap_or_else(|| value(&req.host))
+    } else {
+        let default_port = if tx.upstream.scheme == "https" { 443 } else { 80 };
+        if tx.upstream.port == default_port {
+            value(&tx.upstream.host)
+        } else {
+            owned(format!("{}:{}", tx.upstream.host, tx.upstream.port))
+        }
+    };
+    h.insert(HOST, host);
+    let xff = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => owned(format!("{prev}, {}", tx.client.ip)),
+        None => ip(tx.client.forwarded_ip),
+    };
+    h.insert(X_FORWARDED_FOR, xff);
+    let keep = |name: &HeaderName| if trusted { req.headers.get(name).cloned() } else { None };
+    let proto = keep(&X_FORWARDED_PROTO).unwrap_or_else(|| HeaderValue::from_static(req.scheme));
+    let fhost = keep(&X_FORWARDED_HOST).unwrap_or_else(|| value(&req.host));
+    let fport = keep(&X_FORWARDED_PORT).unwrap_or_else(|| conn.port.clone());
+    let fpath = keep(&X_FORWARDED_PATH).unwrap_or_else(|| value(&req.raw_path));
+    h.insert(X_FORWARDED_PROTO, proto);
+    h.insert(X_FORWARDED_HOST, fhost);
+    h.insert(X_FORWARDED_PORT, fport);
+    h.insert(X_FORWARDED_PATH, fpath);
+    let stripped = proxying.stripped.as_deref().filter(|p| *p != "/");
+    match keep(&X_FORWARDED_PREFIX).or_else(|| stripped.map(value)) {
+        Some(p) => h.insert(X_FORWARDED_PREFIX, p),
+        None => h.remove(X_FORWARDED_PREFIX),
+    };
+    h.insert(X_REAL_IP, ip(tx.client.forwarded_ip));
+    if settings.upstream_request_id {
+        h.insert(X_KONG_REQUEST_ID, value(tx.request_id()));
+    }
+    let via = upstream_via(req.version);
+    match req.headers.get(VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => h.insert(VIA, owned(format!("{prev}, {via}"))),
+        None => h.insert(VIA, HeaderValue::from_static(via)),
+    };
+    h
+}
+
+/// The upstream's response head: hop-by-hop headers go, headers plugins set in access stay
+/// over the upstream's, and `kong.service.response` sees the upstream's own.
+pub(crate) fn upstream_head(tx: &mut Transaction, status: u16, mut headers: HeaderMap) {
+    strip_hop_by_hop(&mut headers);
+    let plugin_set = std::mem::replace(&mut tx.response.headers, headers.clone());
+    for (name, value) in plugin_set.iter() {
+        tx.response.headers.insert(name.clone(), value.clone());
+    }
+    tx.response.status = status;
+    tx.upstream_response = Some(UpstreamResponse {
+        status,
+        headers,
+        body: None,
+    });
+}
+
+/// Runs `response` (buffered proxying) over the upstream's whole body.
+pub(crate) async fn response(set: &PluginSet, tx: &mut Transaction, body: Bytes) {
+    tx.response
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Some(r) = tx.upstream_response.as_mut() {
+        r.body = Some(body);
+    }
+    set.run_response(tx).await;
+}
+
+/// Why the upstream gave no usable response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made (after the retries): 502.
+    Connect,
+    /// The service's upstream has no target to send to: 503.
+    NoPeer,
+    /// Connecting or reading took longer than the service's timeouts: 504.
+    Timeout,
+    /// The upstream's answer was not valid HTTP: 502.
+    Invalid,
+}
+
+/// Kong's answer when the upstream failed: nginx's errors are `text/plain` by default, the
+/// balancer's is `kong.response.error` (JSON unless the client asks otherwise).
+pub(crate) fn upstream_failed(tx: &mut Transaction, failure: UpstreamFailure) {
+    let (status, message, default) = match failure {
+        UpstreamFailure::Timeout => (504, "The upstream server is timing out", ErrorFormat::Plain),
+        UpstreamFailure::NoPeer => (503, "failure to get a peer from the ring-balancer", ErrorFormat::Json),
+        UpstreamFailure::Connect | UpstreamFailure::Invalid => (
+            502,
+            "An invalid response was received from the upstream server",
+            ErrorFormat::Plain,
+        ),
+    };
+    tx.response.headers.clear();
+    tx.error_response_as(status, message, None, default);
+    tx.set_source(Source::Error);
+}
+
+/// A request the connection refused before it was one (400, 414, 494): Kong's error in plain
+/// text, as nginx's `error_page` hands it to `Kong.handle_error`.
+pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
+    tx.error_response_as(status, message, None, ErrorFormat::Plain);
+    tx.set_source(Source::Error);
+}
+
+/// Runs `header_filter`, then adds Kong's response headers and records the latencies.
+/// `upstream_ms` is the time spent waiting for the upstream (0 when nothing was proxied).
+pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, settings: &HeaderSettings, upstream_ms: u64) {
+    set.run_header_filter(tx).await;
+    let proxied = tx.upstream_response.is_some() && tx.exit().is_none();
+    let total = tx.elapsed_ms();
+    let proxy_ms = total.saturating_sub(upstream_ms);
+    tx.set_latencies(Latencies {
+        proxy: proxied.then_some(upstream_ms),
+        kong: Some(proxy_ms),
+        receive: None,
+    });
+    let id = settings.request_id.then(|| value(tx.request_id()));
+    let upstream_status = tx.upstream_response.as_ref().map(|r| r.status);
+    let h = &mut tx.response.headers;
+    if proxied {
+        if settings.server_tokens {
+            let via = match h.get(VIA).and_then(|v| v.to_str().ok()) {
+                Some(prev) => owned(format!("{prev}, {VIA_TOKEN}")),
+                None => HeaderValue::from_static(VIA_TOKEN),
+            };
+            h.insert(VIA, via);
+            if !h.contains_key(SERVER) {
+                h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+            }
+        }
+        if settings.latency_tokens {
+            h.insert(X_KONG_UPSTREAM_LATENCY, HeaderValue::from(upstream_ms));
+            h.insert(X_KONG_PROXY_LATENCY, HeaderValue::from(proxy_ms));
+        }
+    } else {
+        if settings.server_tokens {
+            h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+        }
+        if settings.latency_tokens {
+            h.insert(X_KONG_RESPONSE_LATENCY, HeaderValue::from(total));
+        }
+    }
+    if settings.upstream_status {
+        if let Some(status) = upstream_status {
+            h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status));
+        }
+    }
+    if let Some(id) = id {
+        h.insert(X_KONG_REQUEST_ID, id);
+    }
+}
+
+/// Where the response body comes from, once the head is settled.
+pub(crate) enum ResponseBody<U> {
+    /// Known bytes: an exit, an error, a buffered upstream body, or nothing (HEAD).
+    Bytes(Bytes),
+    /// The upstream's body, streamed.
+    Upstream(U),
+}
+
+/// The body the client gets: the exit's when a plugin or Kong produced one, else the
+/// upstream's; nothing for HEAD, though `body_filter` (with one empty, last chunk) and `log`
+/// still run.
+pub(crate) fn response_body<U>(tx: &Transaction, upstream: Option<ResponseBody<U>>) -> ResponseBody<U> {
+    if tx.request.method == Method::HEAD {
+        return ResponseBody::Bytes(Bytes::new());
+    }
+    match (tx.exit(), upstream) {
+        (Some(exit), _) => ResponseBody::Bytes(exit.body.clone()),
+        (None, Some(body)) => body,
+        (None, None) => ResponseBody::Bytes(Bytes::new()),
+    }
+}
+
+/// Which of the body phases have handlers for this request: (`body_filter`, `log`). Without
+/// them chunks pass untouched and the transaction needs no keeping.
+pub(crate) fn body_phases(set: &PluginSet, tx: &Transaction) -> (bool, bool) {
+    (set.handles(tx, Phase::BodyFilter), set.handles(tx, Phase::Log))
+}
+
+/// Runs `body_filter` over one chunk and returns what to send. Afterwards the body ends when
+/// `eof` or a plugin ended it (`tx.body_ended()`), and is cut short when `tx.is_aborted()`.
+pub(crate) async fn body_chunk(set: &PluginSet, tx: &mut Transaction, chunk: Bytes, eof: bool) -> Bytes {
+    set.run_body_filter(tx, chunk, eof).await
+}
+
+/// Runs `log`: once per request, after the response.
+pub(crate) async fn log(set: &PluginSet, tx: &mut Transaction) {
+    set.run_log(tx).await;
+}
+
+/// Rewrite and the collecting `ws_handshake` of a WebSocket session; the route and service
+/// are the caller's (frames go to the route's service).
+pub(crate) async fn ws_handshake(
+    set: &PluginSet,
+    tx: &mut Transaction,
+    route: Arc<Route>,
+    service: Arc<crate::entities::Service>,
+) {
+    set.run_rewrite(tx).await;
+    if tx.exit().is_none() {
+        tx.route = Some(route);
+        tx.set_service(service);
+        set.run_ws_handshake(tx).await;
+    }
+}
+
+/// Runs `ws_client_frame` (`from_client`) or `ws_upstream_frame` over `tx.frame()`.
+pub(crate) async fn ws_frame(set: &PluginSet, tx: &mut Transaction, from_client: bool) {
+    set.run_ws_frame(tx, from_client).await;
+}
+
+/// Runs `ws_close` at the end of a WebSocket session.
+pub(crate) async fn ws_close(set: &PluginSet, tx: &mut Transaction) {
+    set.run_ws_close(tx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_port_brackets_and_case() {
+        let mut h = HeaderMap::new();
+        for (host, want) in [
+            ("Example.TEST:8000", "example.test"),
+            ("example.test", "example.test"),
+            ("[::1]:8000", "::1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("127.0.0.1:80", "127.0.0.1"),
+        ] {
+            h.insert(HOST, HeaderValue::from_str(host).unwrap());
+            assert_eq!(request_host(&h, None), want, "{host}");
+        }
+        assert_eq!(
+            request_host(&HeaderMap::new(), Some("[2001:db8::1]:443")),
+            "2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn the_headers_setting_parses_kongs_names() {
+        let s = HeaderSettings::parse("server_tokens, X-Kong-Upstream-Status").unwrap();
+        assert!(s.server_tokens && s.upstream_status && !s.latency_tokens && !s.request_id);
+        assert_eq!(
+            HeaderSettings::parse("x-bogus").unwrap_err(),
+            "invalid header value: x-bogus"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+}
