@@ -112,6 +112,15 @@ impl TestRequest {
         self
     }
 
+    /// Sets the `Host` header (`kong.test` by default), which routes by host and ends up in
+    /// `X-Forwarded-Host`.
+    #[must_use]
+    pub fn host(mut self, host: &str) -> Self {
+        self.headers.remove(HOST);
+        append_header(&mut self.headers, "host", host);
+        self
+    }
+
     /// Sets the body (and Content-Length).
     #[must_use]
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {

@@ -278,6 +278,8 @@ impl Proxy {
 }
 
 #[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
