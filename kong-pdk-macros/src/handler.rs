@@ -1,6 +1,7 @@
 //! `#[handler]` on `impl Handler for MyPlugin { ... }`: records which phases the impl defines
 //! (so the executor never calls or allocates for the others), enforces Kong's load-time rule on
-//! `response`, and supplies `type State = ()` when the plugin keeps no state.
+//! `response`, supplies `type State = ()` when the plugin keeps no state, and names the
+//! borrow of the phase context (`Kong<Access>` → `Kong<'_, Access>`).
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -47,6 +48,15 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 
     let mut implemented = Vec::new();
     let mut has_state = false;
+    for it in &mut item.items {
+        if let ImplItem::Fn(f) = it {
+            for input in &mut f.sig.inputs {
+                if let syn::FnArg::Typed(arg) = input {
+                    elide_kong_lifetime(&mut arg.ty);
+                }
+            }
+        }
+    }
     for it in &item.items {
         match it {
             ImplItem::Fn(f) => {
@@ -89,4 +99,27 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         });
     }
     quote!(#item #errors)
+}
+
+/// `&mut Kong<Access>` → `&mut Kong<'_, Access>`: the context borrows the request for one
+/// call, and an `async fn` must name that borrow; the macro names it so handlers need not.
+fn elide_kong_lifetime(ty: &mut syn::Type) {
+    match ty {
+        syn::Type::Reference(r) => elide_kong_lifetime(&mut r.elem),
+        syn::Type::Paren(p) => elide_kong_lifetime(&mut p.elem),
+        syn::Type::Path(p) if p.qself.is_none() => {
+            let Some(last) = p.path.segments.last_mut() else { return };
+            if last.ident != "Kong" {
+                return;
+            }
+            if let syn::PathArguments::AngleBracketed(args) = &mut last.arguments {
+                if !args.args.iter().any(|a| matches!(a, syn::GenericArgument::Lifetime(_))) {
+                    let span = last.ident.span();
+                    args.args
+                        .insert(0, syn::GenericArgument::Lifetime(syn::Lifetime::new("'_", span)));
+                }
+            }
+        }
+        _ => {}
+    }
 }

@@ -39,16 +39,18 @@ pub(crate) async fn catch<F: Future<Output = crate::Result>>(fut: F) -> crate::R
     CatchUnwind { fut }.await
 }
 
-struct CatchUnwind<F> {
-    fut: F,
+pin_project_lite::pin_project! {
+    struct CatchUnwind<F> {
+        #[pin]
+        fut: F,
+    }
 }
 
 impl<F: Future<Output = crate::Result>> Future for CatchUnwind<F> {
     type Output = crate::Result;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<crate::Result> {
-        // SAFETY: `fut` is structurally pinned: it is never moved out of `self`.
-        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.fut) };
+        let fut = self.project().fut;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => {
@@ -443,7 +445,7 @@ impl PluginSet {
                 self.call(phase, inst, tx).await;
             }
         }
-        tx.collected = Some(collected);
+        tx.collected = Some(collected.into());
     }
 
     /// Runs `response` with the buffered upstream response in `tx.upstream_response`.
@@ -488,8 +490,9 @@ impl PluginSet {
 
     async fn run_downstream(&self, phase: Phase, tx: &mut Transaction, stop_on_failure: bool) {
         let stop_on_exit = matches!(phase, Phase::Response | Phase::HeaderFilter);
-        // The collected instances, or the globals when access never ran.
-        let collected = tx.collected.take();
+        // The collected instances, or the globals when access never ran. A shared handle, not
+        // taken out: a call that is dropped half-way leaves them for the phases after it.
+        let collected = tx.collected.clone();
         let list = collected.as_deref().unwrap_or(&self.globals[phase as usize]);
         for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
             let had_exit = tx.exit.is_some();
@@ -498,14 +501,12 @@ impl PluginSet {
                 break;
             }
         }
-        tx.collected = collected;
     }
 
     /// Calls one handler; on error or panic, logs it with the plugin's name and applies
     /// Kong's consequence for the phase. Returns whether the handler succeeded.
     async fn call(&self, phase: Phase, inst: &Arc<dyn ErasedInstance>, tx: &mut Transaction) -> bool {
         let result = catch(inst.call(phase, tx)).await;
-        tx.current.clear();
         let Err(err) = result else { return true };
         let name = inst.meta().name;
         crate::pdk::log::record(tx, crate::pdk::Level::Err, format!("[{name}] {phase} failed: {err}"));
@@ -542,4 +543,62 @@ fn unexpected(tx: &mut Transaction) {
     tx.exit = None;
     tx.error_response(500, "An unexpected error occurred", None);
     tx.source = Some(Source::Error);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Waker;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::entities::Route;
+    use crate::pdk::NodeInfo;
+    use crate::prelude::*;
+    use crate::transaction::ClientConn;
+
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+
+    /// A body_filter that never finishes, and a log phase that says it ran.
+    #[plugin(priority = 1, version = "1.0.0", name = "exec-test-stuck-filter")]
+    struct Stuck {}
+
+    #[handler]
+    impl Handler for Stuck {
+        async fn body_filter(&self, _kong: &mut Kong<BodyFilter>) -> crate::Result {
+            std::future::pending().await
+        }
+
+        async fn log(&self, _kong: &mut Kong<Log>) -> crate::Result {
+            LOGGED.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_phase_call_leaves_the_collected_plugins_to_log() {
+        let plugins = Arc::new(
+            crate::registry::Plugins::builder(NodeInfo::default())
+                .with::<Stuck>()
+                .build(),
+        );
+        let route = Arc::new(Route::new(&["/"]));
+        let mut builder = PluginSet::builder(plugins.clone());
+        // Route-scoped: only collection in access makes it run in the later phases.
+        builder
+            .add(PluginEntity::new("exec-test-stuck-filter", json!({})).route(route.id))
+            .unwrap();
+        let set = builder.build();
+        let mut tx = Transaction::handshake(ClientConn::default(), 8000, plugins.node_arc());
+        tx.route = Some(route);
+        set.run_access(&mut tx).await;
+        {
+            let mut filtering = std::pin::pin!(set.run_body_filter(&mut tx, Bytes::from("x"), true));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(filtering.as_mut().poll(&mut cx).is_pending());
+        }
+        set.run_log(&mut tx).await;
+        assert!(LOGGED.load(Ordering::SeqCst), "log ran for the collected plugin");
+    }
 }

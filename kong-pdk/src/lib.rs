@@ -60,6 +60,7 @@
 //! | [`testing`] | Pongo / `spec.helpers`, at unit level |
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 // Lets the macros' `::kong_pdk::` paths resolve inside this crate's own tests.
 extern crate self as kong_pdk;

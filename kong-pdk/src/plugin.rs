@@ -149,26 +149,29 @@ pub trait Handler: Plugin {
     /// During the TLS handshake (global instances only).
     fn certificate(
         &self,
-        kong: &mut Kong<phase::Certificate, Self::State>,
+        kong: &mut Kong<'_, phase::Certificate, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// Before routing (global instances only).
-    fn rewrite(&self, kong: &mut Kong<phase::Rewrite, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn rewrite(&self, kong: &mut Kong<'_, phase::Rewrite, Self::State>) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// After routing, before the request is proxied: authenticate, check, transform, exit.
-    fn access(&self, kong: &mut Kong<phase::Access, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn access(&self, kong: &mut Kong<'_, phase::Access, Self::State>) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// With the whole upstream response buffered. Defining it turns on buffered proxying.
-    fn response(&self, kong: &mut Kong<phase::Response, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn response(
+        &self,
+        kong: &mut Kong<'_, phase::Response, Self::State>,
+    ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
@@ -176,7 +179,7 @@ pub trait Handler: Plugin {
     /// When the response headers are about to be sent.
     fn header_filter(
         &self,
-        kong: &mut Kong<phase::HeaderFilter, Self::State>,
+        kong: &mut Kong<'_, phase::HeaderFilter, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
@@ -185,20 +188,20 @@ pub trait Handler: Plugin {
     /// For each chunk of the response body (`kong.response().chunk()`).
     fn body_filter(
         &self,
-        kong: &mut Kong<phase::BodyFilter, Self::State>,
+        kong: &mut Kong<'_, phase::BodyFilter, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// After the response was sent.
-    fn log(&self, kong: &mut Kong<phase::Log, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn log(&self, kong: &mut Kong<'_, phase::Log, Self::State>) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// Stream connections, after routing.
-    fn preread(&self, kong: &mut Kong<phase::Preread, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn preread(&self, kong: &mut Kong<'_, phase::Preread, Self::State>) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
@@ -206,7 +209,7 @@ pub trait Handler: Plugin {
     /// WebSocket services: the handshake (instead of `access`).
     fn ws_handshake(
         &self,
-        kong: &mut Kong<phase::WsHandshake, Self::State>,
+        kong: &mut Kong<'_, phase::WsHandshake, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
@@ -215,7 +218,7 @@ pub trait Handler: Plugin {
     /// WebSocket services: each frame from the client.
     fn ws_client_frame(
         &self,
-        kong: &mut Kong<phase::WsClientFrame, Self::State>,
+        kong: &mut Kong<'_, phase::WsClientFrame, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
@@ -224,14 +227,14 @@ pub trait Handler: Plugin {
     /// WebSocket services: each frame from the upstream.
     fn ws_upstream_frame(
         &self,
-        kong: &mut Kong<phase::WsUpstreamFrame, Self::State>,
+        kong: &mut Kong<'_, phase::WsUpstreamFrame, Self::State>,
     ) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }
 
     /// WebSocket services: after the connection closed (instead of `log`).
-    fn ws_close(&self, kong: &mut Kong<phase::WsClose, Self::State>) -> impl Future<Output = crate::Result> + Send {
+    fn ws_close(&self, kong: &mut Kong<'_, phase::WsClose, Self::State>) -> impl Future<Output = crate::Result> + Send {
         let _ = kong;
         async { Ok(()) }
     }

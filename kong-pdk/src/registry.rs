@@ -201,7 +201,7 @@ impl<T: Handler> TypeImpl<T> {
 
 struct InstanceImpl<T: Handler> {
     meta: Arc<PluginMeta>,
-    state: Arc<dyn Any + Send + Sync>,
+    state: Arc<T::State>,
     instance: Instance<T>,
 }
 
@@ -264,9 +264,8 @@ impl<T: Handler> PluginType for TypeImpl<T> {
 }
 
 impl<T: Handler> InstanceImpl<T> {
-    fn kong<'t, P: phase::RequestPhase>(&self, tx: &'t mut Transaction) -> &'t mut Kong<P, T::State> {
-        tx.current.set(&self.meta, &*self.state, self.instance.id);
-        Kong::from_tx(tx)
+    fn kong<'t, P: phase::RequestPhase>(&'t self, tx: &'t mut Transaction) -> Kong<'t, P, T::State> {
+        Kong::new(tx, &self.meta, &self.state, self.instance.id)
     }
 }
 
@@ -290,18 +289,18 @@ impl<T: Handler> ErasedInstance for InstanceImpl<T> {
     fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result> {
         let conf = &*self.instance.config;
         match phase {
-            Phase::Certificate => Box::pin(async move { conf.certificate(self.kong(tx)).await }),
-            Phase::Rewrite => Box::pin(async move { conf.rewrite(self.kong(tx)).await }),
-            Phase::Access => Box::pin(async move { conf.access(self.kong(tx)).await }),
-            Phase::Response => Box::pin(async move { conf.response(self.kong(tx)).await }),
-            Phase::HeaderFilter => Box::pin(async move { conf.header_filter(self.kong(tx)).await }),
-            Phase::BodyFilter => Box::pin(async move { conf.body_filter(self.kong(tx)).await }),
-            Phase::Log => Box::pin(async move { conf.log(self.kong(tx)).await }),
-            Phase::Preread => Box::pin(async move { conf.preread(self.kong(tx)).await }),
-            Phase::WsHandshake => Box::pin(async move { conf.ws_handshake(self.kong(tx)).await }),
-            Phase::WsClientFrame => Box::pin(async move { conf.ws_client_frame(self.kong(tx)).await }),
-            Phase::WsUpstreamFrame => Box::pin(async move { conf.ws_upstream_frame(self.kong(tx)).await }),
-            Phase::WsClose => Box::pin(async move { conf.ws_close(self.kong(tx)).await }),
+            Phase::Certificate => Box::pin(async move { conf.certificate(&mut self.kong(tx)).await }),
+            Phase::Rewrite => Box::pin(async move { conf.rewrite(&mut self.kong(tx)).await }),
+            Phase::Access => Box::pin(async move { conf.access(&mut self.kong(tx)).await }),
+            Phase::Response => Box::pin(async move { conf.response(&mut self.kong(tx)).await }),
+            Phase::HeaderFilter => Box::pin(async move { conf.header_filter(&mut self.kong(tx)).await }),
+            Phase::BodyFilter => Box::pin(async move { conf.body_filter(&mut self.kong(tx)).await }),
+            Phase::Log => Box::pin(async move { conf.log(&mut self.kong(tx)).await }),
+            Phase::Preread => Box::pin(async move { conf.preread(&mut self.kong(tx)).await }),
+            Phase::WsHandshake => Box::pin(async move { conf.ws_handshake(&mut self.kong(tx)).await }),
+            Phase::WsClientFrame => Box::pin(async move { conf.ws_client_frame(&mut self.kong(tx)).await }),
+            Phase::WsUpstreamFrame => Box::pin(async move { conf.ws_upstream_frame(&mut self.kong(tx)).await }),
+            Phase::WsClose => Box::pin(async move { conf.ws_close(&mut self.kong(tx)).await }),
             Phase::InitWorker | Phase::Configure => Box::pin(async { Ok(()) }),
         }
     }

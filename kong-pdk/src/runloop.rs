@@ -40,6 +40,7 @@ macro_rules! kong_version {
         "3.10.0"
     };
 }
+#[cfg(feature = "gateway")]
 pub(crate) use kong_version;
 
 /// `Server` as Kong sends it.
@@ -126,6 +127,7 @@ pub(crate) fn without_port(host: &str) -> &str {
 }
 
 /// Runs `certificate` of the global plugins for a TLS handshake.
+#[cfg(feature = "gateway")]
 pub(crate) async fn certificate(set: &PluginSet, tx: &mut Transaction) {
     set.run_certificate(tx).await;
 }
@@ -432,6 +434,7 @@ pub(crate) fn upstream_failed(tx: &mut Transaction, failure: UpstreamFailure) {
 
 /// A request the connection refused before it was one (400, 414, 494): Kong's error in plain
 /// text, as nginx's `error_page` hands it to `Kong.handle_error`.
+#[cfg(feature = "gateway")]
 pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
     tx.error_response_as(status, message, None, ErrorFormat::Plain);
     tx.set_source(Source::Error);

@@ -367,61 +367,13 @@ pub struct Transaction {
     pub(crate) plugin_ctx: Vec<(usize, TypeMap)>,
     pub(crate) frame: Option<Frame>,
     pub(crate) serialize_values: Vec<(String, Value)>,
-    pub(crate) collected: Option<Vec<Arc<dyn ErasedInstance>>>,
+    pub(crate) collected: Option<Arc<[Arc<dyn ErasedInstance>]>>,
     pub(crate) aborted: bool,
     /// `kong.client.tls.set_client_verify()`: replaces `request.tls.client_verify` in the log.
     pub(crate) client_verify: Option<String>,
     pub(crate) handshake: HandshakeRequests,
     pub(crate) latencies: Latencies,
     pub(crate) captured_logs: Option<Vec<crate::pdk::LogLine>>,
-    pub(crate) current: CurrentPlugin,
-}
-
-/// The plugin whose handler is running, installed by the executor for the duration of one
-/// handler call (and cleared after it), so the phase context can reach the plugin's metadata
-/// and state without reference counting on every call.
-#[derive(Default)]
-pub(crate) struct CurrentPlugin {
-    meta: Option<std::ptr::NonNull<crate::registry::PluginMeta>>,
-    state: Option<std::ptr::NonNull<dyn Any + Send + Sync>>,
-    pub(crate) instance: uuid::Uuid,
-}
-
-// SAFETY: the pointers refer to `Send + Sync` data owned by the plugin instance, which the
-// executor keeps alive while they are set (see `set`/`clear`).
-unsafe impl Send for CurrentPlugin {}
-unsafe impl Sync for CurrentPlugin {}
-
-impl CurrentPlugin {
-    /// Installs the running plugin. The caller keeps `meta` and `state` alive until `clear`.
-    pub(crate) fn set(
-        &mut self,
-        meta: &crate::registry::PluginMeta,
-        state: &(dyn Any + Send + Sync),
-        instance: uuid::Uuid,
-    ) {
-        self.meta = Some(std::ptr::NonNull::from(meta));
-        self.state = Some(std::ptr::NonNull::from(state));
-        self.instance = instance;
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.meta = None;
-        self.state = None;
-    }
-
-    pub(crate) fn meta(&self) -> &crate::registry::PluginMeta {
-        let meta = self.meta.expect("a plugin handler is running");
-        // SAFETY: set for the duration of a handler call, during which the instance owning the
-        // metadata is borrowed by the executor.
-        unsafe { meta.as_ref() }
-    }
-
-    pub(crate) fn state(&self) -> &(dyn Any + Send + Sync) {
-        let state = self.state.expect("a plugin handler is running");
-        // SAFETY: as for `meta`.
-        unsafe { state.as_ref() }
-    }
 }
 
 /// Timings the gateway records for `serialize()` and the latency headers, in ms.
@@ -525,7 +477,6 @@ impl Transaction {
             handshake: HandshakeRequests::default(),
             latencies: Latencies::default(),
             captured_logs: None,
-            current: CurrentPlugin::default(),
         }
     }
 

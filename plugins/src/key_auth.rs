@@ -128,7 +128,7 @@ impl Handler for KeyAuth {
 
 impl KeyAuth {
     /// Finds the key, its credential and consumer, and sets them on the request.
-    async fn authenticate(&self, kong: &mut Kong<Access>) -> kong_pdk::Result<Result<(), Failure>> {
+    async fn authenticate(&self, kong: &mut Kong<'_, Access>) -> kong_pdk::Result<Result<(), Failure>> {
         let mut body: Option<Value> = None;
         // The whole query, as Kong's `get_query()`: a repeated argument is a list.
         let mut query = if self.key_in_query {

@@ -61,23 +61,31 @@ use crate::transaction::Transaction;
 /// The context a phase handler receives: Kong's `kong` global, for one request, one plugin,
 /// one phase `P`. `S` is the plugin type's [`Handler::State`](crate::Handler::State).
 ///
-/// Handlers receive it as `&mut Kong<Access>` (or `&mut Kong<Access, MyState>`).
-#[repr(transparent)]
-pub struct Kong<P: RequestPhase, S = ()> {
-    pub(crate) tx: Transaction,
-    _phase: PhantomData<fn() -> (P, S)>,
+/// Handlers receive it as `&mut Kong<Access>` (or `&mut Kong<Access, MyState>`): it borrows
+/// the request for the duration of one handler call, with the running plugin's metadata and
+/// state.
+pub struct Kong<'a, P: RequestPhase, S = ()> {
+    pub(crate) tx: &'a mut Transaction,
+    meta: &'a PluginMeta,
+    state: &'a S,
+    instance: Uuid,
+    _phase: PhantomData<fn() -> P>,
 }
 
-impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
-    /// Views the transaction as a phase context. The executor sets `tx.current` first.
-    pub(crate) fn from_tx(tx: &mut Transaction) -> &mut Kong<P, S> {
-        // SAFETY: `Kong<P, S>` is `repr(transparent)` over `Transaction` (the other field is
-        // a zero-sized marker), so the layouts are identical.
-        unsafe { &mut *(tx as *mut Transaction as *mut Kong<P, S>) }
+impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
+    /// The context of one handler call of the plugin instance `instance`.
+    pub(crate) fn new(tx: &'a mut Transaction, meta: &'a PluginMeta, state: &'a S, instance: Uuid) -> Self {
+        Kong {
+            tx,
+            meta,
+            state,
+            instance,
+            _phase: PhantomData,
+        }
     }
 
     fn plugin(&self) -> &PluginMeta {
-        self.tx.current.meta()
+        self.meta
     }
 
     /// `kong.request`: the client request.
@@ -85,18 +93,18 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
     where
         P: phase::RequestRead,
     {
-        Request::new(&mut self.tx)
+        Request::new(self.tx)
     }
 
     /// `kong.response`: the response sent to the client.
     pub fn response(&mut self) -> Response<'_, P> {
         let name = self.plugin().name;
-        Response::new(&mut self.tx, name)
+        Response::new(self.tx, name)
     }
 
     /// `kong.service`: the upstream target, and `kong.service.request`/`.response`.
     pub fn service(&mut self) -> Service<'_, P> {
-        Service::new(&mut self.tx)
+        Service::new(self.tx)
     }
 
     /// `kong.db`: the consumers and plugin entities ([`crate::dao`](mod@crate::dao)) of the configuration the
@@ -107,19 +115,19 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
 
     /// `kong.client`: the connected client, its consumer and credential.
     pub fn client(&mut self) -> Client<'_, P> {
-        Client::new(&mut self.tx)
+        Client::new(self.tx)
     }
 
     /// `kong.ctx`: per-request storage, shared by all plugins or private to this plugin type.
     pub fn ctx(&mut self) -> Ctx<'_> {
         let index = self.plugin().index;
-        Ctx::new(&mut self.tx, index)
+        Ctx::new(self.tx, index)
     }
 
     /// `kong.log`: logging prefixed with the plugin's name, and (in `log`) `serialize()`.
     pub fn log(&mut self) -> Log<'_, P> {
         let name = self.plugin().name;
-        Log::new(Some(&mut self.tx), name)
+        Log::new(Some(self.tx), name)
     }
 
     /// `kong.node`: this gateway node.
@@ -132,7 +140,7 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
     where
         P: phase::AuthAndLater,
     {
-        Router::new(&self.tx)
+        Router::new(self.tx)
     }
 
     /// `kong.ip.is_trusted`: whether `ip` is in the `trusted_ips` setting.
@@ -142,7 +150,7 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
 
     /// `kong.plugin.get_id`: the id of the plugin instance running.
     pub fn plugin_id(&self) -> Uuid {
-        self.tx.current.instance
+        self.instance
     }
 
     /// The plugin's name.
@@ -155,16 +163,12 @@ impl<P: RequestPhase, S: Send + Sync + 'static> Kong<P, S> {
     where
         P: phase::Frame,
     {
-        WebSocket::new(&mut self.tx)
+        WebSocket::new(self.tx)
     }
 
     /// The plugin type's state (`type State` of the handler impl).
     pub fn state(&self) -> &S {
-        self.tx
-            .current
-            .state()
-            .downcast_ref::<S>()
-            .expect("the executor installs the running plugin's state")
+        self.state
     }
 }
 
