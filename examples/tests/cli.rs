@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use std::net::TcpStream;
-
 mod common;
-use common::{BIN, Spawned, exchange, free_port, spawn_gateway, temp_dir, wait_until};
+use common::{BIN, Spawned, exchange, spawn_ready, temp_dir, wait_until};
 
 /// A raw HTTP/1.1 GET; returns the whole response text.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
@@ -25,27 +23,28 @@ struct Gateway {
 }
 
 fn start(dir: &Path, header: Option<&str>) -> Gateway {
-    let (proxy, mock) = (free_port(), free_port());
     let plugin_config = header
         .map(|h| format!("\n    config:\n      response_header_name: {h}"))
         .unwrap_or_default();
-    std::fs::write(
-        dir.join("kong.yml"),
-        format!(
-            "_format_version: \"3.0\"\nservices:\n- name: example_service\n  url: http://127.0.0.1:{mock}\n  routes:\n  - name: example_route\n    paths: [\"/mock\"]\n  plugins:\n  - name: my-plugin{plugin_config}\n"
-        ),
-    )
-    .unwrap();
     let prefix = dir.join("prefix");
-    let child = spawn_gateway(
-        dir,
-        &format!(
+    let conf = |[proxy, mock]: [u16; 2]| {
+        std::fs::write(
+            dir.join("kong.yml"),
+            format!(
+                "_format_version: \"3.0\"\nservices:\n- name: example_service\n  url: http://127.0.0.1:{mock}\n  routes:\n  - name: example_route\n    paths: [\"/mock\"]\n  plugins:\n  - name: my-plugin{plugin_config}\n"
+            ),
+        )
+        .unwrap();
+        format!(
             "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = off\ndatabase = off\ndeclarative_config = {}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
             dir.join("kong.yml").display(),
             prefix.display()
-        ),
-    );
-    wait_until("the proxy port", || TcpStream::connect(("127.0.0.1", proxy)).ok());
+        )
+    };
+    // Ready when the proxy answers as Kong does (a port another process owns would not).
+    let ready =
+        |[proxy, _]: [u16; 2]| http_get(proxy, "/").is_ok_and(|r| r.to_ascii_lowercase().contains("\r\nserver: kong/"));
+    let (child, [proxy, _]) = spawn_ready(dir, conf, ready);
     Gateway { child, proxy, prefix }
 }
 

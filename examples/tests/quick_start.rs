@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{Spawned, exchange, free_port, psql, spawn_gateway, temp_dir, wait_until};
+use common::{Spawned, exchange, free_port, psql, spawn_ready, temp_dir, wait_until};
 
 /// One HTTP/1.1 request; returns (status, lowercased head, body).
 fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String, String)> {
@@ -41,15 +41,18 @@ fn start(dir: &Path, mock: u16) -> Node {
 
 /// Starts a node whose kong.conf adds `extra` lines.
 fn start_with(dir: &Path, mock: u16, extra: &str) -> Node {
-    let (proxy, admin) = (free_port(), free_port());
-    let child = spawn_gateway(
-        dir,
-        &format!(
+    let conf = |[proxy, admin]: [u16; 2]| {
+        format!(
             "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\nplugins = bundled,my-plugin\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n{extra}",
             dir.join("prefix").display()
-        ),
-    );
-    wait_until("the admin API", || http(admin, "GET", "/status", None).ok());
+        )
+    };
+    // Ready when the Admin API answers as Kong's does (a port another process owns would not).
+    let ready = |[_, admin]: [u16; 2]| {
+        http(admin, "GET", "/status", None)
+            .is_ok_and(|(status, head, _)| status == 200 && head.contains("\r\nserver: kong/"))
+    };
+    let (child, [proxy, admin]) = spawn_ready(dir, conf, ready);
     Node {
         child,
         proxy,
@@ -120,7 +123,6 @@ fn the_seeds_quick_start_then_kill_9_and_restart() {
     assert_eq!(status, 200);
     assert!(head.contains("\r\nx-customheadername: response"), "{head}");
     drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fresh PostgreSQL database (via psql), or `None` with the reason printed when PostgreSQL
@@ -175,6 +177,4 @@ fn two_nodes_on_one_postgres_database_share_configuration() {
     assert_eq!(status, 200);
     drop((a, b));
     let _ = psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
-    let _ = std::fs::remove_dir_all(&dir_a);
-    let _ = std::fs::remove_dir_all(&dir_b);
 }

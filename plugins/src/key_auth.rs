@@ -194,7 +194,7 @@ impl KeyAuth {
         upstream.clear_query_arg(name);
         if let Some(body) = body {
             if body.as_object_mut().is_some_and(|fields| fields.remove(name).is_some()) {
-                upstream.set_json_body(body)?;
+                upstream.set_body(body)?;
             }
         }
         Ok(())

@@ -20,6 +20,9 @@ async fn setup(bp: &Blueprint) {
         ("/anon", json!({ "anonymous": "guest" })),
         ("/ghost", json!({ "anonymous": "nobody" })),
         ("/body", json!({ "key_in_body": true, "key_in_header": false })),
+        ("/hide-body", json!({ "key_in_body": true, "hide_credentials": true })),
+        ("/no-query", json!({ "key_in_query": false })),
+        ("/preflight", json!({ "run_on_preflight": false })),
     ] {
         let route = bp.routes().insert(json!({ "paths": [path] })).await;
         bp.plugins()
@@ -89,6 +92,60 @@ async fn the_proxy_authenticates_with_keys_on_every_strategy() {
         assert_eq!(seen.assert_query_param("other"), "1");
         let res = proxy.get("/hide/anything").send().await;
         assert_eq!(res.assert_header("WWW-Authenticate"), "Key realm=\"service\"");
+        // ... and out of the headers, leaving the others.
+        let res = proxy
+            .get("/hide/anything")
+            .header("apikey", "kong")
+            .header("X-Other", "1")
+            .send()
+            .await;
+        res.assert_status(200);
+        let seen = res.request();
+        seen.assert_no_header("apikey");
+        assert_eq!(seen.assert_header("X-Other"), "1", "[#{strategy}]");
+        // ... and out of JSON and form bodies.
+        let res = proxy
+            .post("/hide-body/post")
+            .json(&json!({ "apikey": "kong", "other": 1 }))
+            .send()
+            .await;
+        res.assert_status(200);
+        assert_eq!(res.request().assert_json_body(), json!({ "other": 1 }), "[#{strategy}]");
+        let res = proxy
+            .post("/hide-body/post")
+            .form(&json!({ "apikey": "kong", "other": "1" }))
+            .send()
+            .await;
+        res.assert_status(200);
+        let seen = res.request();
+        assert_eq!(seen.assert_form_param("other"), "1");
+        assert!(
+            seen.echo()["post_data"]["params"].get("apikey").is_none(),
+            "{}",
+            seen.echo()
+        );
+
+        // key_in_query = false: a key in the query string is not looked at.
+        let res = proxy.get("/no-query/anything").query("apikey", "kong").send().await;
+        res.assert_status(401);
+        assert_eq!(message(&res), "No API key found in request");
+        proxy
+            .get("/no-query/anything")
+            .header("apikey", "kong")
+            .send()
+            .await
+            .assert_status(200);
+
+        // run_on_preflight = false lets CORS preflights through without a key; by default they
+        // need one like any request.
+        let preflight = |path: &'static str| {
+            proxy
+                .options(path)
+                .header("Origin", "http://example.test")
+                .header("Access-Control-Request-Method", "GET")
+        };
+        preflight("/preflight/anything").send().await.assert_status(200);
+        preflight("/ka/anything").send().await.assert_status(401);
 
         // anonymous: a failed authentication falls back to the consumer.
         let seen = proxy.get("/anon/anything").send().await.request();

@@ -56,14 +56,11 @@ impl http_body::Body for Generated {
     }
 }
 
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+/// The process's resident memory, or `None` where `/proc/self/statm` cannot be read.
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +95,9 @@ async fn a_100_mib_response_streams_through_with_flat_memory() {
     tokio::spawn(proxy.serve(gw, std::future::pending()));
 
     let before = rss_bytes();
+    if before.is_none() {
+        eprintln!("memory not checked: /proc/self/statm is not readable here (the body still is)");
+    }
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client.get(format!("http://{addr}/big").parse().unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -111,7 +111,9 @@ async fn a_100_mib_response_streams_through_with_flat_memory() {
         }
     }
     assert_eq!(total, SIZE);
-    let growth = (peak.saturating_sub(before)) / (1024 * 1024);
-    println!("RSS grew by {growth} MiB while streaming 100 MiB");
-    assert!(growth < 40, "memory grew by {growth} MiB while streaming 100 MiB");
+    if let (Some(before), Some(peak)) = (before, peak) {
+        let growth = peak.saturating_sub(before) / (1024 * 1024);
+        println!("RSS grew by {growth} MiB while streaming 100 MiB");
+        assert!(growth < 40, "memory grew by {growth} MiB while streaming 100 MiB");
+    }
 }

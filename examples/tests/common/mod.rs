@@ -20,11 +20,37 @@ impl Drop for Spawned {
     }
 }
 
+/// A fresh directory of this test's own under the system temp dir, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh directory of this test's own under the system temp dir.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{}", std::process::id(), free_port()));
+pub fn temp_dir(name: &str) -> TempDir {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("kong-gateway-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// Writes `conf` as `dir/kong.conf` and runs `kong-gateway start -c` on it, output discarded.
@@ -42,9 +68,34 @@ pub fn spawn_gateway(dir: &std::path::Path, conf: &str) -> Spawned {
     )
 }
 
-/// A port free right now.
+/// A port free right now: another process may take it before the gateway binds it, which
+/// [`spawn_ready`] survives by starting again on other ports.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `kong-gateway` with the configuration `conf` makes for `N` fresh ports and waits
+/// until `ready` sees the gateway answer. A gateway that exits first (a port was taken in the
+/// meantime) is started again on other ports, up to 5 times.
+pub fn spawn_ready<const N: usize>(
+    dir: &std::path::Path,
+    conf: impl Fn([u16; N]) -> String,
+    ready: impl Fn([u16; N]) -> bool,
+) -> (Spawned, [u16; N]) {
+    for _ in 0..5 {
+        let ports = [(); N].map(|_| free_port());
+        let mut child = spawn_gateway(dir, &conf(ports));
+        let up = wait_until("the gateway to answer or exit", || {
+            if ready(ports) {
+                return Some(true);
+            }
+            child.0.try_wait().ok().flatten().map(|_| false)
+        });
+        if up {
+            return (child, ports);
+        }
+    }
+    panic!("the gateway exited before answering, five times over");
 }
 
 /// Polls `f` every 20 ms until it yields a value; fails after 20 s.

@@ -17,13 +17,29 @@ struct Node {
     admin: AdminAddr,
     proxy: SocketAddr,
     mock: SocketAddr,
-    db: std::path::PathBuf,
+    /// Kept for as long as the node runs: the database is removed after it.
+    _db: Arc<TempDb>,
 }
 
-fn temp_db() -> std::path::PathBuf {
-    std::env::temp_dir()
-        .join(format!("kong-admin-test-{}", Uuid::new_v4()))
-        .join("kong.db")
+/// A SQLite file in a directory of its own, removed when the last node using it is gone.
+struct TempDb(std::path::PathBuf);
+
+impl TempDb {
+    fn path(&self) -> std::path::PathBuf {
+        self.0.join("kong.db")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_db() -> Arc<TempDb> {
+    Arc::new(TempDb(
+        std::env::temp_dir().join(format!("kong-admin-test-{}", Uuid::new_v4())),
+    ))
 }
 
 /// A fresh PostgreSQL database for one test (`KONG_TEST_PG_HOST`/`_PORT`/`_USER`, default
@@ -60,12 +76,12 @@ async fn postgres() -> Option<(String, impl AsyncFnOnce())> {
     Some((url, drop))
 }
 
-async fn node(db: std::path::PathBuf) -> Node {
-    let store = Store::sqlite(&db).await.unwrap();
+async fn node(db: Arc<TempDb>) -> Node {
+    let store = Store::sqlite(&db.path()).await.unwrap();
     node_on(store, db).await
 }
 
-async fn node_on(store: Store, db: std::path::PathBuf) -> Node {
+async fn node_on(store: Store, db: Arc<TempDb>) -> Node {
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<AddHeader>().build());
     let empty = Snapshot::empty(plugins.clone());
     let proxy = Arc::new(Proxy::new(empty, HeaderSettings::default()));
@@ -80,7 +96,7 @@ async fn node_on(store: Store, db: std::path::PathBuf) -> Node {
         admin: serve_admin(admin).await,
         proxy: addr,
         mock: mock_addr,
-        db,
+        _db: db,
     }
 }
 
@@ -478,7 +494,6 @@ async fn entities_survive_a_restart_and_a_refused_write_stores_nothing() {
     let routes = call(&n.admin, "GET", "/routes", None, "").await;
     assert_eq!(routes.body["data"].as_array().unwrap().len(), 1, "{}", routes.body);
     assert_eq!(call(&n.admin, "GET", "/services/kept", None, "").await.status, 200);
-    let _ = std::fs::remove_dir_all(n.db.parent().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,16 @@ impl Settings {
     /// Kong's defaults, then the conf file, then `KONG_*` variables; relative paths resolve
     /// from the working directory.
     pub fn load(conf: Option<&Path>, prefix: Option<PathBuf>) -> Result<Settings, String> {
+        Settings::load_with_env(conf, prefix, std::env::vars())
+    }
+
+    /// [`Settings::load`] with `env` in place of the process's environment: what a conf file
+    /// says by itself when `env` is empty.
+    pub fn load_with_env(
+        conf: Option<&Path>,
+        prefix: Option<PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, String> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(conf) = conf {
             let text = std::fs::read_to_string(conf).map_err(|e| format!("could not read {}: {e}", conf.display()))?;
@@ -126,7 +136,7 @@ impl Settings {
                 pairs.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        for (k, v) in std::env::vars() {
+        for (k, v) in env {
             if let Some(key) = k.strip_prefix("KONG_") {
                 pairs.push((key.to_ascii_lowercase(), v));
             }

@@ -66,14 +66,24 @@ impl Handler for Logs {
     }
 }
 
-/// Waits until `gw-test-logs` logged a line starting with `prefix`.
+/// Waits (up to 10 s, then fails) until `gw-test-logs` logged a line starting with `prefix`.
 async fn logged(prefix: &str) -> String {
-    loop {
-        if let Some(line) = LOGGED.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
-            return line.clone();
+    let wait = async {
+        loop {
+            if let Some(line) = LOGGED.lock().unwrap().iter().find(|l| l.starts_with(prefix)) {
+                return line.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        tokio::task::yield_now().await;
-    }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no log line starting with {prefix:?} within 10 s: {:?}",
+                LOGGED.lock().unwrap()
+            )
+        })
 }
 
 /// Writes raw bytes and reads the whole answer (the gateway closes after an error).
@@ -482,21 +492,26 @@ async fn snapshot_swaps_under_load_lose_no_request() {
     let svc = service_at(mock);
     let gw = start(vec![route(&["/mock"], Some(&svc))], vec![]).await;
     let addr = gw.addr;
+    // Clients keep sending until the swaps are done; each swap waits for a request to finish
+    // after the previous one, so every configuration served traffic whatever the scheduler.
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {
+            let (done, stop) = (done.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut statuses = Vec::with_capacity(100);
-                for _ in 0..100 {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && statuses.len() < 10_000 {
                     statuses.push(get(addr, "/mock/anything", &[]).await.status);
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 statuses
             })
         })
         .collect();
-    // Swap continuously while the clients run, so requests straddle swaps.
-    let mut swaps = 0;
-    while clients.iter().any(|c| !c.is_finished()) {
-        let header = if swaps % 2 == 0 { "X-Even" } else { "X-Odd" };
+    const SWAPS: usize = 20;
+    for swap in 0..SWAPS {
+        let header = if swap % 2 == 0 { "X-Even" } else { "X-Odd" };
         let snap = snapshot(
             &gw.plugins,
             vec![route(&["/mock"], Some(&svc))],
@@ -506,19 +521,28 @@ async fn snapshot_swaps_under_load_lose_no_request() {
             )],
         )
         .await;
+        let before = done.load(std::sync::atomic::Ordering::SeqCst);
         gw.proxy.swap(snap);
-        swaps += 1;
-        tokio::task::yield_now().await;
+        let served = async {
+            while done.load(std::sync::atomic::Ordering::SeqCst) == before {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), served)
+            .await
+            .unwrap_or_else(|_| panic!("no request finished within 10 s after swap {swap}"));
     }
-    assert!(swaps >= 10, "the configuration changed {swaps} times during the load");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
     for c in clients {
         let statuses = c.await.unwrap();
-        assert_eq!(statuses.len(), 100);
+        total += statuses.len();
         assert!(
             statuses.iter().all(|s| *s == 200),
             "every request answered 200: {statuses:?}"
         );
     }
+    assert!(total >= SWAPS, "{total} requests across {SWAPS} configurations");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

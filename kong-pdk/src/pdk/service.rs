@@ -224,6 +224,36 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
         self.tx.upstream.body = Some(body);
     }
 
+    /// `set_body(args)`: encodes `body` in the content type the request goes with: form
+    /// encoding for `application/x-www-form-urlencoded` (keys sorted, as Kong), JSON for
+    /// `application/json` or when there is none (which then becomes the content type).
+    pub fn set_body(&mut self, body: &Value) -> Result<(), PdkError> {
+        let content_type = self
+            .tx
+            .upstream
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        match content_type.as_deref() {
+            None => self.set_json_body(body),
+            Some(json) if json == "application/json" || json.ends_with("+json") => {
+                let bytes = serde_json::to_vec(body).map_err(|e| PdkError::new(e.to_string()))?;
+                self.set_raw_body(bytes);
+                Ok(())
+            }
+            Some("application/x-www-form-urlencoded") => {
+                let Value::Object(fields) = body else {
+                    return Err(PdkError::new("a form body must be a table of fields"));
+                };
+                let encoded = encode_form(fields)?;
+                self.set_raw_body(encoded);
+                Ok(())
+            }
+            Some(other) => Err(PdkError::new(format!("unsupported content type '{other}'"))),
+        }
+    }
+
     /// `set_body(args, "application/json")`: encodes `body` as JSON and sets the content type.
     pub fn set_json_body(&mut self, body: &Value) -> Result<(), PdkError> {
         let bytes = serde_json::to_vec(body).map_err(|e| PdkError::new(e.to_string()))?;
@@ -234,6 +264,35 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
         self.set_raw_body(bytes);
         Ok(())
     }
+}
+
+/// Kong's `ngx.encode_args` of a body table: keys sorted, a list as repeated keys, `true` as a
+/// bare key, `false` left out.
+fn encode_form(fields: &serde_json::Map<String, Value>) -> Result<String, PdkError> {
+    let mut keys: Vec<&String> = fields.keys().collect();
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = &fields[key];
+        let items = match value {
+            Value::Array(items) => items.as_slice(),
+            one => std::slice::from_ref(one),
+        };
+        for item in items {
+            match item {
+                Value::String(s) => out.push(format!("{}={}", encode(key), encode(s))),
+                Value::Number(n) => out.push(format!("{}={n}", encode(key))),
+                Value::Bool(true) => out.push(encode(key)),
+                Value::Bool(false) | Value::Null => {}
+                Value::Array(_) | Value::Object(_) => {
+                    return Err(PdkError::new(format!(
+                        "attempt to use a table as a value of the form field '{key}'"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out.join("&"))
 }
 
 fn encode(s: &str) -> String {
@@ -284,5 +343,26 @@ impl<P: RequestPhase> ServiceResponse<'_, P> {
     pub fn get_body(&self) -> Result<Value, PdkError> {
         let raw = self.get_raw_body()?;
         serde_json::from_slice(&raw).map_err(|_| PdkError::new("invalid json body"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::encode_form;
+
+    #[test]
+    fn form_bodies_are_encoded_as_kong_encodes_args() {
+        let fields = json!({ "b": "x y", "a": ["1", "2"], "flag": true, "off": false, "n": 5 });
+        assert_eq!(
+            encode_form(fields.as_object().unwrap()).unwrap(),
+            "a=1&a=2&b=x%20y&flag&n=5"
+        );
+        let nested = json!({ "a": { "b": 1 } });
+        assert_eq!(
+            encode_form(nested.as_object().unwrap()).unwrap_err().message(),
+            "attempt to use a table as a value of the form field 'a'"
+        );
     }
 }

@@ -28,8 +28,11 @@ pub fn upstream_path(service_path: Option<&str>, path: &str, matched: Option<&st
         Some(prefix) if path.starts_with(prefix) => &path[prefix.len()..],
         _ => path.get(1..).unwrap_or(""),
     };
-    // Kong sanitises a leading dot segment left by the strip.
-    let postfix = postfix.trim_start_matches("./").trim_start_matches("../");
+    // Kong sanitises one leading dot segment left by the strip (`sanitize_uri_postfix`).
+    let postfix = match postfix {
+        "." | ".." => "",
+        p => p.strip_prefix("./").or_else(|| p.strip_prefix("../")).unwrap_or(p),
+    };
     if let Some(trimmed) = base.strip_suffix('/') {
         if postfix.is_empty() {
             if base == "/" {
@@ -85,6 +88,12 @@ mod tests {
             (None, "/foo/bar", None, true, "/foo/bar"),
             (None, "/anything", Some("/"), true, "/anything"),
             (Some("/svc"), "/anything", None, true, "/svc/anything"),
+            // One leading dot segment left by the strip goes (`sanitize_uri_postfix`).
+            (None, "/foo./x", Some("/foo"), true, "/x"),
+            (Some("/svc"), "/foo../x", Some("/foo"), true, "/svc/x"),
+            (Some("/svc"), "/foo..", Some("/foo"), true, "/svc"),
+            (None, "/foo.", Some("/foo"), true, "/"),
+            (None, "/foo././x", Some("/foo"), true, "/./x"),
         ];
         for (svc, path, matched, strip, want) in cases {
             assert_eq!(

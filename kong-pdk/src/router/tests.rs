@@ -272,3 +272,26 @@ fn host_only_and_path_less_routes_still_match() {
     r.host = "a.example.com";
     assert_eq!(winner(&router, &r).as_deref(), Some("wild"));
 }
+
+#[test]
+fn a_negative_regex_priority_ranks_below_zero() {
+    // Both regexes match; on equal priority the larger id would win, which is the negative
+    // route's here, so only the sign of its priority keeps it behind.
+    let router = Router::new([
+        route("zero", |r| {
+            r.id = Uuid::nil();
+            r.paths = paths(&[r"~/users/\d+"]);
+        }),
+        route("negative", |r| {
+            r.id = Uuid::max();
+            r.paths = paths(&[r"~/users/\d"]);
+            r.regex_priority = -3;
+        }),
+    ])
+    .unwrap();
+    assert_eq!(
+        winner(&router, &req("/users/9/x")).as_deref(),
+        Some("zero"),
+        "0 outranks -3"
+    );
+}

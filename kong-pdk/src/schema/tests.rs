@@ -492,3 +492,19 @@ fn typedef_names_tags_versions_uuid_protocols() {
         Err(json!([null, "expected one of: grpc, grpcs, http, https"]))
     );
 }
+
+#[test]
+fn a_filled_in_default_is_validated_like_a_given_value() {
+    // Kong fills a default and then validates it: a default outside `one_of` is refused with
+    // the field's own message, and a set's default is de-duplicated like a given set.
+    let mut field = FieldSchema::of(FieldKind::String);
+    field.one_of = Some(vec![json!("a")]);
+    field.default = Some(json!("b"));
+    assert_eq!(check(field, Value::Null), Err(Value::from("expected one of: a")));
+
+    let mut set = FieldSchema::of(FieldKind::Set(Box::new(FieldSchema::of(FieldKind::String))));
+    set.default = Some(json!(["x", "x", "y"]));
+    let mut v = Value::Null;
+    super::validate::validate_field(&set, &mut v).unwrap();
+    assert_eq!(v, json!(["x", "y"]));
+}
