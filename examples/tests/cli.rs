@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 mod common;
 use common::{BIN, Spawned, exchange, spawn_ready, temp_dir, wait_until};
@@ -159,4 +160,64 @@ fn migrations_bootstrap_list_and_reset_the_embedded_store() {
     assert!(!run(&["reset"]).0, "reset asks for --yes");
     assert_eq!(run(&["reset", "--yes"]), (true, "Database schema reset\n".to_owned()));
     assert_eq!(run(&["list"]).1, "pending  000_base\n");
+}
+
+/// CPU time (user + system) of process `pid` in clock ticks, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+#[test]
+fn out_of_descriptors_the_gateway_pauses_accepting_instead_of_spinning() {
+    if cpu_ticks(std::process::id()).is_none() {
+        eprintln!("skipping: /proc/<pid>/stat is not readable here, so CPU time cannot be measured");
+        return;
+    }
+    let dir = temp_dir("emfile");
+    let conf = |[proxy, mock]: [u16; 2]| {
+        format!(
+            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = off\ndatabase = off\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            dir.join("prefix").display()
+        )
+    };
+    // The gateway under a descriptor limit of 64 (a shell sets it, then becomes the gateway).
+    let (proxy, mock) = (common::free_port(), common::free_port());
+    std::fs::write(dir.join("kong.conf"), conf([proxy, mock])).unwrap();
+    let child = Spawned(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$0\" start -c \"$1\""])
+            .arg(BIN)
+            .arg(dir.join("kong.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the proxy to answer", || {
+        http_get(proxy, "/")
+            .ok()
+            .filter(|r| r.to_ascii_lowercase().contains("\r\nserver: kong/"))
+    });
+    // More silent connections than descriptors: the kernel completes them, accept() fails.
+    let idle: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy)).ok())
+        .collect();
+    assert!(idle.len() > 64, "only {} connections opened", idle.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.0.id();
+    let before = cpu_ticks(pid).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(pid).unwrap() - before;
+    // A spinning accept loop burns the whole 2 s (about 200 ticks); pausing costs a few.
+    assert!(
+        spent < 60,
+        "the gateway used {spent} ticks of CPU in 2 s with no descriptor left"
+    );
+    drop(idle);
+    let res = wait_until("the gateway to serve again", || http_get(proxy, "/nothing").ok());
+    assert!(res.starts_with("HTTP/1.1 404"), "{res}");
 }

@@ -190,8 +190,7 @@ impl Admin {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                (stream, _) = crate::gateway::accept::accept(&listener) => {
                     let admin = self.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {

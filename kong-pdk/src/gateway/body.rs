@@ -11,6 +11,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+use tokio_util::task::TaskTracker;
+
 use super::Snapshot;
 use crate::runloop::{self, ResponseBody};
 use crate::transaction::{BodyReader, Transaction};
@@ -59,14 +61,15 @@ impl BodyReader for IncomingSlot {
 pub(super) type Source = ResponseBody<super::upstream::UpstreamBody>;
 
 /// Runs `log` on a task of its own, after the client has the response: the one place a
-/// proxied request's log starts.
-pub(super) fn spawn_log(snapshot: Arc<Snapshot>, mut tx: Box<Transaction>) {
-    tokio::spawn(async move { runloop::log(&snapshot.plugins, &mut tx).await });
+/// proxied request's log starts. `tasks` is the proxy's, which shutdown waits for.
+pub(super) fn spawn_log(tasks: &TaskTracker, snapshot: Arc<Snapshot>, mut tx: Box<Transaction>) {
+    tasks.spawn(async move { runloop::log(&snapshot.plugins, &mut tx).await });
 }
 
 /// What the response body needs while it streams: the transaction (for `body_filter` and
 /// `log`) and the snapshot whose plugins run.
 struct Streaming {
+    tasks: TaskTracker,
     snapshot: Arc<Snapshot>,
     tx: Box<Transaction>,
     source: Source,
@@ -79,7 +82,7 @@ impl Streaming {
     /// The end of the response: `log` runs on its own task, after the client has the body.
     fn finish(self) {
         if self.log {
-            spawn_log(self.snapshot, self.tx);
+            spawn_log(&self.tasks, self.snapshot, self.tx);
         }
     }
 }
@@ -91,6 +94,8 @@ type Filtering = Pin<Box<dyn Future<Output = (Streaming, Bytes, bool)> + Send>>;
 /// a chunk that is ready goes out in the same write as the response head. Without
 /// `body_filter` plugins chunks pass through untouched.
 struct Filtered {
+    /// Where a body_filter call cut off by the client finishes.
+    tasks: TaskTracker,
     streaming: Option<Streaming>,
     filtering: Option<Filtering>,
 }
@@ -179,8 +184,9 @@ impl Drop for Filtered {
         if let Some(s) = self.streaming.take() {
             s.finish();
         } else if let Some(filtering) = self.filtering.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { filtering.await.0.finish() });
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let tasks = self.tasks.clone();
+                tasks.spawn(async move { filtering.await.0.finish() });
             }
         }
     }
@@ -189,6 +195,7 @@ impl Drop for Filtered {
 /// The body the client receives: `source` through `body_filter`, then `log`.
 /// `filter` and `log` say whether any plugin of the request has `body_filter` / `log`.
 pub(super) fn filtered(
+    tasks: &TaskTracker,
     snapshot: Arc<Snapshot>,
     tx: Box<Transaction>,
     source: Source,
@@ -196,7 +203,9 @@ pub(super) fn filtered(
     log: bool,
 ) -> ProxyBody {
     Filtered {
+        tasks: tasks.clone(),
         streaming: Some(Streaming {
+            tasks: tasks.clone(),
             snapshot,
             tx,
             source,
@@ -219,6 +228,8 @@ mod tests {
     use http_body::Body;
     use serde_json::json;
     use tokio::sync::Notify;
+
+    use tokio_util::task::TaskTracker;
 
     use super::filtered;
     use crate::executor::PluginEntity;
@@ -255,6 +266,7 @@ mod tests {
         let snap = super::super::tests::snapshot(&plugins, vec![], vec![entity]).await;
         let tx = Transaction::handshake(ClientConn::default(), 8000, plugins.node_arc());
         let mut body = filtered(
+            &TaskTracker::new(),
             Arc::new(snap),
             Box::new(tx),
             ResponseBody::Bytes(Bytes::from("abc")),

@@ -33,8 +33,7 @@ pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Out
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+            (stream, peer) = crate::gateway::accept::accept(&listener) => {
                 let local = stream.local_addr().ok();
                 let logs = logs.clone();
                 tokio::spawn(async move {

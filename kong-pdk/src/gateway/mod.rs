@@ -6,6 +6,7 @@
 //! [`Proxy::swap`] replaces atomically: no restart, no lock on the request path, and requests
 //! in flight finish on the snapshot they started with.
 
+pub(crate) mod accept;
 mod balancer;
 mod body;
 pub mod declarative;
@@ -84,6 +85,8 @@ impl Snapshot {
 /// The proxy: the current snapshot, the upstream connection pool and the settings.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Tasks a request leaves behind (log, WebSocket tunnels), which shutdown waits for.
+    tasks: tokio_util::task::TaskTracker,
     pool: Arc<upstream::Pool>,
     headers: HeaderSettings,
     tls: Option<tls::ServerConfigs>,
@@ -140,6 +143,7 @@ impl Proxy {
     pub fn new(snapshot: Snapshot, headers: HeaderSettings) -> Proxy {
         Proxy {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            tasks: tokio_util::task::TaskTracker::new(),
             pool: Arc::default(),
             headers,
             tls: None,
@@ -193,8 +197,7 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                (stream, peer) = crate::gateway::accept::accept(&listener) => {
                     let _ = stream.set_nodelay(true);
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
@@ -211,7 +214,12 @@ impl Proxy {
         }
         drop(listener);
         let _ = stop_tx.send(true);
-        let drain = async { while conns.join_next().await.is_some() {} };
+        // In-flight requests finish, then the log phases (and tunnels) they left behind.
+        let drain = async {
+            while conns.join_next().await.is_some() {}
+            self.tasks.close();
+            self.tasks.wait().await;
+        };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             conns.abort_all();
         }

@@ -87,7 +87,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                     if let Some(to) = upgrade_to {
                         h.insert(http::header::UPGRADE, to);
                     }
-                    tokio::spawn(async move {
+                    proxy.tasks.spawn(async move {
                         if let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) {
                             let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
                             let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
@@ -124,7 +124,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             std::mem::take(&mut tx.response.headers)
         };
     }
-    let body = body::filtered(snap, tx, source, filter, log);
+    let body = body::filtered(&proxy.tasks, snap, tx, source, filter, log);
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
@@ -189,7 +189,7 @@ pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Reject
         std::mem::take(&mut tx.response.headers)
     };
     if log {
-        body::spawn_log(snap.clone(), tx);
+        body::spawn_log(&proxy.tasks, snap.clone(), tx);
     }
     (head, body)
 }

@@ -611,3 +611,58 @@ async fn the_mock_upstream_checks_basic_auth_and_stores_logs() {
     assert_eq!(get(mock, "/count_log/http", &[]).await.body, "0");
     assert!(get(mock, "/timestamp", &[]).await.header("server-time").is_some());
 }
+
+static LOG_RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static LOG_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A log phase that waits to be released.
+#[plugin(priority = 1, version = "1.0.0", name = "gw-test-slow-log")]
+struct SlowLog {}
+
+#[handler]
+impl Handler for SlowLog {
+    async fn log(&self, _kong: &mut Kong<Log>) -> crate::Result {
+        LOG_RELEASE.notified().await;
+        LOG_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_log_phases_requests_left_behind() {
+    let up = upstream().await;
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<SlowLog>().build());
+    let snap = snapshot(
+        &plugins,
+        vec![route(&["/"], Some(&service_at(up)))],
+        vec![PluginEntity::new("gw-test-slow-log", json!({}))],
+    )
+    .await;
+    let proxy = Arc::new(Proxy::new(snap, HeaderSettings::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut serving = tokio::spawn(proxy.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    assert_eq!(
+        raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .split(' ')
+            .nth(1),
+        Some("200")
+    );
+    let _ = stop.send(());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut serving)
+            .await
+            .is_err(),
+        "serve returned while a log phase was still running"
+    );
+    LOG_RELEASE.notify_one();
+    tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+        .await
+        .expect("serve returns once the log phase is done")
+        .unwrap();
+    assert!(LOG_DONE.load(std::sync::atomic::Ordering::SeqCst));
+}
