@@ -18,52 +18,18 @@
 //! with.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::phase::Phase;
-use crate::registry::{ErasedInstance, LoadError, Plugins, Scope};
+use crate::registry::{LoadError, Plugins, Scope, catch};
 use crate::schema::SchemaViolation;
+use crate::transaction::ErasedInstance;
 use crate::transaction::{Source, Transaction};
-
-/// Runs a future, turning a panic into an error: a panicking plugin fails its request, not
-/// the gateway.
-pub(crate) async fn catch<F: Future<Output = crate::Result>>(fut: F) -> crate::Result {
-    CatchUnwind { fut }.await
-}
-
-pin_project_lite::pin_project! {
-    struct CatchUnwind<F> {
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: Future<Output = crate::Result>> Future for CatchUnwind<F> {
-    type Output = crate::Result;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<crate::Result> {
-        let fut = self.project().fut;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(poll) => poll,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                Poll::Ready(Err(crate::Error::msg(format!("handler panicked: {msg}"))))
-            }
-        }
-    }
-}
 
 /// A configured plugin instance, as stored (Kong's `plugins` entity).
 #[derive(Debug, Clone, PartialEq)]
@@ -548,7 +514,7 @@ fn unexpected(tx: &mut Transaction) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::task::Waker;
+    use std::task::{Context, Waker};
 
     use serde_json::json;
 

@@ -75,6 +75,7 @@ mod error;
 pub mod executor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+mod model;
 pub mod pdk;
 pub mod phase;
 pub mod plugin;

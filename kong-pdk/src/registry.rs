@@ -19,8 +19,10 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -29,9 +31,7 @@ use crate::pdk::{Kong, NodeInfo, Worker};
 use crate::phase::{self, Phase, Phases};
 use crate::plugin::{Handler, Instance};
 use crate::schema::{PluginSchema, SchemaViolation};
-use crate::transaction::Transaction;
-
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::transaction::{BoxFuture, ErasedInstance, Transaction};
 
 /// A plugin compiled into this binary: its static facts and how to build it.
 pub struct Registration {
@@ -107,49 +107,37 @@ pub fn find(name: &str) -> Option<&'static Registration> {
     inventory::iter::<Registration>.into_iter().find(|r| r.name() == name)
 }
 
-/// Static facts about a loaded plugin type.
-#[derive(Debug, Clone)]
-pub struct PluginMeta {
-    /// Name.
-    pub name: &'static str,
-    /// PRIORITY.
-    pub priority: i32,
-    /// VERSION.
-    pub version: &'static str,
-    /// Implemented phases.
-    pub phases: Phases,
-    /// Position in the loaded set (keys `kong.ctx.plugin`).
-    pub index: usize,
-    /// The schema declares `no_consumer`.
-    pub no_consumer: bool,
-    /// The schema declares `no_route`.
-    pub no_route: bool,
-    /// The schema declares `no_service`.
-    pub no_service: bool,
+pub use crate::model::{PluginMeta, Scope};
+
+/// Runs a future, turning a panic into an error: a panicking plugin fails its request, not
+/// the gateway.
+pub(crate) async fn catch<F: Future<Output = crate::Result>>(fut: F) -> crate::Result {
+    CatchUnwind { fut }.await
 }
 
-/// The scope a plugin instance is attached to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Scope {
-    /// Route id.
-    pub route: Option<Uuid>,
-    /// Service id.
-    pub service: Option<Uuid>,
-    /// Consumer id.
-    pub consumer: Option<Uuid>,
+pin_project_lite::pin_project! {
+    struct CatchUnwind<F> {
+        #[pin]
+        fut: F,
+    }
 }
 
-impl Scope {
-    /// A global instance.
-    pub const GLOBAL: Scope = Scope {
-        route: None,
-        service: None,
-        consumer: None,
-    };
+impl<F: Future<Output = crate::Result>> Future for CatchUnwind<F> {
+    type Output = crate::Result;
 
-    /// Whether no route, service or consumer is set.
-    pub fn is_global(&self) -> bool {
-        *self == Scope::GLOBAL
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<crate::Result> {
+        let fut = self.project().fut;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Poll::Ready(Err(crate::Error::msg(format!("handler panicked: {msg}"))))
+            }
+        }
     }
 }
 
@@ -165,14 +153,6 @@ pub(crate) trait PluginType: Send + Sync {
         node: &'a NodeInfo,
         instances: &'a [Arc<dyn ErasedInstance>],
     ) -> BoxFuture<'a, crate::Result>;
-}
-
-/// One configured plugin instance, erased.
-pub(crate) trait ErasedInstance: Send + Sync {
-    fn meta(&self) -> &PluginMeta;
-    fn scope(&self) -> Scope;
-    fn as_any(&self) -> &dyn Any;
-    fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result>;
 }
 
 struct TypeImpl<T: Handler> {
@@ -321,7 +301,7 @@ pub enum LoadError {
         violation: SchemaViolation,
     },
     /// A route the router cannot load (a bad regex path, ...).
-    Route(crate::router::RouterError),
+    Route(String),
 }
 
 impl fmt::Display for LoadError {
@@ -330,7 +310,7 @@ impl fmt::Display for LoadError {
             LoadError::NotInstalled(n) => write!(f, "{n} plugin is enabled but not installed"),
             LoadError::NotEnabled(n) => write!(f, "{n} plugin is in use but not enabled"),
             LoadError::Invalid { name, violation } => write!(f, "invalid configuration for plugin {name}: {violation}"),
-            LoadError::Route(e) => e.fmt(f),
+            LoadError::Route(e) => f.write_str(e),
         }
     }
 }
@@ -438,7 +418,7 @@ impl Plugins {
             if !t.meta().phases.contains(Phase::InitWorker) {
                 continue;
             }
-            let result = crate::executor::catch(t.init_worker(&self.node)).await;
+            let result = catch(t.init_worker(&self.node)).await;
             if let Err(err) = result {
                 tracing::error!(
                     target: "kong",

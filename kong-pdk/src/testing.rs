@@ -457,8 +457,8 @@ impl Harness {
         let route = Arc::new(self.route);
         let service = Arc::new(self.service);
         let routed = route.service.as_ref().map(|_| service.clone());
-        let router = Router::new([(route.clone(), routed)]).map_err(LoadError::Route)?;
-        let unrouted = Router::new([]).map_err(LoadError::Route)?;
+        let router = Router::new([(route.clone(), routed)]).map_err(|e| LoadError::Route(e.to_string()))?;
+        let unrouted = Router::new([]).map_err(|e| LoadError::Route(e.to_string()))?;
         Ok(TestGateway {
             set,
             router,

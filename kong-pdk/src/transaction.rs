@@ -17,8 +17,8 @@ use http::{HeaderMap, Method, Version};
 use serde_json::Value;
 
 use crate::entities::{Consumer, Credential, Route, Service};
-use crate::pdk::NodeInfo;
-use crate::registry::ErasedInstance;
+use crate::model::{LogLine, NodeInfo, PluginMeta, Scope};
+use crate::phase::Phase;
 
 /// HTTP or stream traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +282,19 @@ pub enum FrameKind {
     Continuation,
 }
 
+/// A boxed, sendable future (what erased plugin calls return).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A configured plugin instance as a request knows it: the executor collects them in access
+/// and calls them in the later phases; the [registry](crate::registry) implements it for each
+/// plugin type.
+pub(crate) trait ErasedInstance: Send + Sync {
+    fn meta(&self) -> &PluginMeta;
+    fn scope(&self) -> Scope;
+    fn as_any(&self) -> &dyn Any;
+    fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result>;
+}
+
 /// A type-keyed map: `kong.ctx.shared` and `kong.ctx.plugin`.
 ///
 /// ```
@@ -373,7 +386,7 @@ pub struct Transaction {
     pub(crate) client_verify: Option<String>,
     pub(crate) handshake: HandshakeRequests,
     pub(crate) latencies: Latencies,
-    pub(crate) captured_logs: Option<Vec<crate::pdk::LogLine>>,
+    pub(crate) captured_logs: Option<Vec<LogLine>>,
 }
 
 /// Timings the gateway records for `serialize()` and the latency headers, in ms.

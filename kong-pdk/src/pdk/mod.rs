@@ -54,8 +54,8 @@ pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
 pub use websocket::WebSocket;
 
+use crate::model::PluginMeta;
 use crate::phase::{self, RequestPhase};
-use crate::registry::PluginMeta;
 use crate::transaction::Transaction;
 
 /// The context a phase handler receives: Kong's `kong` global, for one request, one plugin,

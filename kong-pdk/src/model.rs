@@ -1,0 +1,212 @@
+//! The vocabulary every layer shares, depending on nothing else in the crate: a plugin type's
+//! static facts ([`PluginMeta`]), where an instance applies ([`Scope`]), the node
+//! ([`NodeInfo`]) and its log ([`Level`], [`LogLine`], [`ErrorLog`]). The layers above it, in
+//! order: `transaction`, `pdk`, `plugin`, `registry`, `executor`, `runloop`, and the gateway,
+//! Admin API, testing and command line on top.
+
+use std::net::IpAddr;
+
+use uuid::Uuid;
+
+use crate::phase::Phases;
+
+/// Static facts about a loaded plugin type.
+#[derive(Debug, Clone)]
+pub struct PluginMeta {
+    /// Name.
+    pub name: &'static str,
+    /// PRIORITY.
+    pub priority: i32,
+    /// VERSION.
+    pub version: &'static str,
+    /// Implemented phases.
+    pub phases: Phases,
+    /// Position in the loaded set (keys `kong.ctx.plugin`).
+    pub index: usize,
+    /// The schema declares `no_consumer`.
+    pub no_consumer: bool,
+    /// The schema declares `no_route`.
+    pub no_route: bool,
+    /// The schema declares `no_service`.
+    pub no_service: bool,
+}
+
+/// The scope a plugin instance is attached to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Route id.
+    pub route: Option<Uuid>,
+    /// Service id.
+    pub service: Option<Uuid>,
+    /// Consumer id.
+    pub consumer: Option<Uuid>,
+}
+
+impl Scope {
+    /// A global instance.
+    pub const GLOBAL: Scope = Scope {
+        route: None,
+        service: None,
+        consumer: None,
+    };
+
+    /// Whether no route, service or consumer is set.
+    pub fn is_global(&self) -> bool {
+        *self == Scope::GLOBAL
+    }
+}
+
+/// This gateway node: its identity and the settings the PDK consults.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// `kong.node.get_id()`.
+    pub id: Uuid,
+    /// `kong.node.get_hostname()`.
+    pub hostname: String,
+    /// `trusted_ips` as (network, prefix length) pairs.
+    pub trusted_ips: Vec<(IpAddr, u8)>,
+    /// Where the node also keeps its recent log lines (the testing helpers read it); `None`
+    /// logs through `tracing` only.
+    pub error_log: Option<std::sync::Arc<ErrorLog>>,
+}
+
+impl Default for NodeInfo {
+    fn default() -> Self {
+        NodeInfo {
+            id: Uuid::new_v4(),
+            hostname: "localhost".into(),
+            trusted_ips: Vec::new(),
+            error_log: None,
+        }
+    }
+}
+
+impl NodeInfo {
+    /// Parses Kong's `trusted_ips` list (`0.0.0.0/0`, `::/0`, addresses and CIDRs); `None` for
+    /// an invalid entry.
+    pub fn parse_trusted_ips(list: &[&str]) -> Option<Vec<(IpAddr, u8)>> {
+        list.iter()
+            .map(|s| {
+                let (addr, bits) = s.split_once('/').map_or((*s, None), |(a, b)| (a, Some(b)));
+                let ip: IpAddr = addr.parse().ok()?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let bits = match bits {
+                    Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max)?,
+                    None => max,
+                };
+                Some((ip, bits))
+            })
+            .collect()
+    }
+
+    /// `kong.ip.is_trusted(ip)`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_ips.iter().any(|(net, bits)| in_network(ip, *net, *bits))
+    }
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// A log level of Kong's (`kong.log.<level>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `notice` (what `kong.log(...)` uses).
+    Notice,
+    /// `warn`.
+    Warn,
+    /// `err`.
+    Err,
+    /// `crit`.
+    Crit,
+    /// `alert`.
+    Alert,
+    /// `emerg`.
+    Emerg,
+}
+
+/// A line a plugin logged, as kept by the [testing](crate::testing) harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Level.
+    pub level: Level,
+    /// `[plugin-name] message`.
+    pub message: String,
+}
+
+impl Level {
+    /// Kong's name for the level, as in `error.log` (`[error]`, `[notice]`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Err => "error",
+            Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
+        }
+    }
+}
+
+/// The recent lines a node logged, kept in memory (the `error.log` the testing helpers print
+/// when an assertion fails). Set it as [`NodeInfo::error_log`](crate::pdk::NodeInfo::error_log).
+///
+/// ```
+/// use kong_pdk::pdk::{ErrorLog, Level};
+/// let log = ErrorLog::new(2);
+/// log.push(Level::Notice, "[my-plugin] one");
+/// log.push(Level::Err, "[my-plugin] two");
+/// log.push(Level::Warn, "[my-plugin] three");
+/// assert_eq!(log.lines(), ["[error] [my-plugin] two", "[warn] [my-plugin] three"]);
+/// ```
+#[derive(Debug)]
+pub struct ErrorLog {
+    capacity: usize,
+    lines: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl ErrorLog {
+    /// A log keeping the last `capacity` lines.
+    pub fn new(capacity: usize) -> ErrorLog {
+        ErrorLog {
+            capacity: capacity.max(1),
+            lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity.min(1024))),
+        }
+    }
+
+    /// Appends a line as `[level] line`, dropping the oldest when full.
+    pub fn push(&self, level: Level, line: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == self.capacity {
+            lines.pop_front();
+        }
+        lines.push_back(format!("[{}] {line}", level.as_str()));
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
