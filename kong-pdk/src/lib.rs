@@ -32,32 +32,53 @@
 //!
 //! - [`#[plugin]`](macro@plugin) turns the struct into the plugin's config: Kong's schema
 //!   ([`schema`]), deserialisation with defaults, NAME/PRIORITY/VERSION ([`Plugin`]) and a
-//!   registration every gateway binary linking the crate finds ([`registry`]).
+//!   registration every gateway binary linking the crate finds.
 //! - [`#[handler]`](macro@handler) on `impl Handler` records which phases you define; the
-//!   executor never calls the others. See [`Handler`] for every phase.
+//!   gateway never calls the others. See [`Handler`] for every phase.
 //! - Each phase gets a [`Kong<Phase>`](Kong) context with the PDK ([`pdk`]); what Kong forbids
 //!   in that phase is not there ([`phase`]).
 //!
-//! ## Running and testing
+//! ## Testing
 //!
-//! The [`executor`] runs a request's plugins through the phases with Kong's rules (priority
-//! order, config precedence, short-circuits, errors). [`testing`] runs a plugin against a
-//! synthetic request and a fake upstream, no gateway needed. The `kong-gateway` binary of this
-//! project's examples serves real traffic with the same executor.
+//! [`testing`] runs a plugin through the same request pipeline as the gateway, with a
+//! synthetic request and a fake upstream; with the `testing` feature, `testing::helpers` runs
+//! it in a real gateway on every store strategy, as Kong's `spec.helpers` do.
 //!
-//! ## Crate layout
+//! ## What a plugin crate sees
 //!
 //! | module | Kong |
 //! |---|---|
 //! | [`plugin`](mod@plugin) | `handler.lua`: PRIORITY, VERSION, phase methods |
 //! | [`schema`] | `schema.lua`, `typedefs.lua`, schema violations |
-//! | [`pdk`] | `kong.*` |
+//! | [`pdk`] | `kong.*`, one module per `kong/pdk/*.lua` |
 //! | [`phase`] | `kong/pdk/private/phases.lua`, as types |
-//! | `runloop` (internal) | `init.lua`, `runloop/handler.lua`: the order of a request's phases, driven by the gateway and the harness alike |
-//! | [`executor`] | `plugins_iterator.lua`: which plugins run in a phase, and what a failure means |
 //! | [`entities`] | services, routes, consumers, credentials |
 //! | [`dao`](mod@dao) | a plugin's `daos.lua`: its own entities |
-//! | [`testing`] | Pongo / `spec.helpers`, at unit level |
+//! | [`testing`] | Pongo / `spec.helpers` |
+//!
+//! Without features the crate is only this: no HTTP server, no database driver, no TLS.
+//!
+//! ## The engine (features `gateway`, `admin`, `cli`)
+//!
+//! Layered bottom to top, each module using only those below it (`tests/architecture.rs`
+//! checks it):
+//!
+//! | file | Kong |
+//! |---|---|
+//! | `model.rs` | plugin metadata, scopes, the node, its log |
+//! | `transaction.rs` | `ngx.ctx` and the request `kong.*` reads: one request's state |
+//! | `pdk/` | `kong/pdk/*.lua` |
+//! | `registry.rs` | `kong/db/dao/plugins.lua`: compiled-in plugins, loading, erased calls |
+//! | `executor.rs` | `runloop/plugins_iterator.lua`: who runs in a phase, config precedence, failures |
+//! | `router/` | `kong/router/`: `traditional_compatible` matching, upstream paths |
+//! | `runloop.rs` | `init.lua` + `runloop/handler.lua`: the order of a request's phases and Kong's own work between them, driven alike by the gateway and the harness |
+//! | `gateway/` | nginx: listeners, the HTTP/1 guard, TLS, the upstream pool, balancers, kong.yml |
+//! | `admin/` | `kong/api/`: the Admin API and its stores |
+//! | `cli/` | `bin/kong`: kong.conf and the commands |
+//!
+//! The engine modules `executor`, `registry`, `router` and `transaction` are public for the
+//! gateway binaries and benches built on this crate, hidden from these docs, and carry no
+//! stability promise.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -72,6 +93,7 @@ pub mod cli;
 pub mod dao;
 pub mod entities;
 mod error;
+#[doc(hidden)]
 pub mod executor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
@@ -79,11 +101,14 @@ mod model;
 pub mod pdk;
 pub mod phase;
 pub mod plugin;
+#[doc(hidden)]
 pub mod registry;
+#[doc(hidden)]
 pub mod router;
 mod runloop;
 pub mod schema;
 pub mod testing;
+#[doc(hidden)]
 pub mod transaction;
 
 pub use error::{Error, PdkError, Result};

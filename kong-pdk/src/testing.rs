@@ -44,14 +44,21 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use serde_json::Value;
 
 use crate::entities::{Consumer, Route, Service};
-use crate::executor::{PluginEntity, PluginSet};
+#[doc(inline)]
+pub use crate::executor::PluginEntity;
+use crate::executor::PluginSet;
+pub use crate::pdk::{Frame, FrameKind};
 use crate::pdk::{LogLine, NodeInfo};
 use crate::plugin::Handler;
-use crate::registry::{LoadError, Plugins, PluginsBuilder, Scope};
+#[doc(inline)]
+pub use crate::registry::{LoadError, Scope};
+use crate::registry::{Plugins, PluginsBuilder};
 use crate::router::Router;
 pub use crate::runloop::UpstreamFailure;
 use crate::runloop::{self, ConnValues, HeaderSettings, ResponseBody};
-use crate::transaction::{ClientConn, ClientRequest, Frame, FrameKind, RequestBody, Transaction, UpstreamRequest};
+use crate::transaction::{ClientConn, ClientRequest, RequestBody};
+#[doc(inline)]
+pub use crate::transaction::{Transaction, UpstreamRequest};
 
 /// Appends a header given by a test, which must be valid.
 fn append_header(headers: &mut HeaderMap, name: &str, value: &str) {
@@ -482,7 +489,13 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// The plugin snapshot.
+    /// Whether plugin type `name` is loaded.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.set.plugins().contains(name)
+    }
+
+    /// The plugin snapshot (engine internals).
+    #[doc(hidden)]
     pub fn plugin_set(&self) -> &PluginSet {
         &self.set
     }

@@ -54,6 +54,9 @@ pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
 pub use websocket::WebSocket;
 
+#[doc(inline)]
+pub use crate::transaction::{Frame, FrameKind, UriCaptures};
+
 use crate::model::PluginMeta;
 use crate::phase::{self, RequestPhase};
 use crate::transaction::Transaction;
