@@ -228,6 +228,21 @@ fn field_tokens(f: &FieldModel) -> TokenStream {
         .description
         .as_ref()
         .map(|d| quote!(__f.description = ::std::option::Option::Some(::std::string::String::from(#d));));
+    let elements = f.elements.as_ref().map(|e| {
+        let elem_ty = &e.ty;
+        let typedef = e
+            .typedef
+            .as_ref()
+            .map(|td| quote_spanned!(td.span()=> ::kong_pdk::schema::typedefs::#td::apply::<#elem_ty>(__f);));
+        let validators = e.validators.iter().map(validator_tokens);
+        quote! {
+            if let ::kong_pdk::schema::FieldKind::Array(__e) | ::kong_pdk::schema::FieldKind::Set(__e) = &mut __f.kind {
+                let __f: &mut ::kong_pdk::schema::FieldSchema = &mut **__e;
+                #typedef
+                #(#validators)*
+            }
+        }
+    });
     let (uuid, referenceable, encrypted) = (f.uuid, f.referenceable, f.encrypted);
     let flags = [
         uuid.then(|| quote!(__f.uuid = true;)),
@@ -238,6 +253,7 @@ fn field_tokens(f: &FieldModel) -> TokenStream {
         #[allow(unused_mut)]
         let mut __f = #base;
         #typedef
+        #elements
         __f.required = #required;
         #default
         #(#validators)*

@@ -59,6 +59,16 @@ pub struct FieldModel {
     pub referenceable: bool,
     pub encrypted: bool,
     pub description: Option<String>,
+    /// `elements(...)`: the typedef and validators of an array's or set's elements.
+    pub elements: Option<ElementModel>,
+}
+
+/// What `elements(...)` says of each element of an array or set field.
+pub struct ElementModel {
+    /// The element type, as written in the field's type (`String` of `Vec<String>`).
+    pub ty: Type,
+    pub typedef: Option<Ident>,
+    pub validators: Vec<Validator>,
 }
 
 /// A record-level entity check, with field names already checked.
@@ -112,6 +122,84 @@ pub fn doc_string(attrs: &[Attribute]) -> Option<String> {
     }
     let text = lines.join(" ").trim().to_owned();
     (!text.is_empty()).then_some(text)
+}
+
+/// `T` of `Vec<T>`, `BTreeSet<T>` or `HashSet<T>` (inside an `Option` too).
+fn element_type(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let first = args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })?;
+    match last.ident.to_string().as_str() {
+        "Option" => element_type(first),
+        "Vec" | "BTreeSet" | "HashSet" => Some(first.clone()),
+        _ => None,
+    }
+}
+
+/// A typedef name, checked against the SDK's typedefs.
+fn typedef_name(cx: &Ctxt, arg: &Arg) -> Option<Ident> {
+    match &arg.value {
+        ArgValue::Value(Value::Ident(id)) => {
+            if TYPEDEFS.contains(&id.to_string().as_str()) {
+                Some(id.clone())
+            } else {
+                cx.error_spanned_by(
+                    id,
+                    format!("unknown typedef `{id}`; Kong's typedefs are: {}", TYPEDEFS.join(", ")),
+                );
+                None
+            }
+        }
+        _ => {
+            cx.error_spanned_by(&arg.key, "`typedef` takes a typedef name: `typedef = header_name`");
+            None
+        }
+    }
+}
+
+/// Parses `elements(typedef = ..., validators...)` of a field of type `ty`.
+fn parse_elements(cx: &Ctxt, arg: &Arg, ty: &Type) -> Option<ElementModel> {
+    let Some(elem_ty) = element_type(ty) else {
+        cx.error_spanned_by(
+            &arg.key,
+            "`elements(...)` applies to array and set fields: `Vec<T>`, `BTreeSet<T>` or `HashSet<T>`",
+        );
+        return None;
+    };
+    let ArgValue::Args(inner) = &arg.value else {
+        cx.error_spanned_by(
+            &arg.key,
+            "`elements` takes attributes: `elements(typedef = header_name)`",
+        );
+        return None;
+    };
+    let mut model = ElementModel {
+        ty: elem_ty,
+        typedef: None,
+        validators: Vec::new(),
+    };
+    for arg in inner {
+        if let Some(v) = validator(cx, arg) {
+            model.validators.extend(v);
+        } else if arg.name() == "typedef" {
+            model.typedef = typedef_name(cx, arg);
+        } else {
+            cx.error_spanned_by(
+                &arg.key,
+                format!(
+                    "`{}` does not apply to elements; `elements(...)` takes typedef, one_of, between, gt, len_eq, len_min, len_max, match and starts_with",
+                    arg.name()
+                ),
+            );
+        }
+    }
+    Some(model)
 }
 
 fn is_option(ty: &Type) -> bool {
@@ -246,6 +334,7 @@ pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
         referenceable: false,
         encrypted: false,
         description: doc_string(&field.attrs),
+        elements: None,
     };
     for attr in field.attrs.iter().filter(|a| a.path().is_ident("field")) {
         let args = match attr.parse_args::<Args>() {
@@ -261,16 +350,8 @@ pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
                 continue;
             }
             match arg.name().as_str() {
-                "typedef" => match &arg.value {
-                    ArgValue::Value(Value::Ident(id)) => {
-                        if TYPEDEFS.contains(&id.to_string().as_str()) {
-                            model.typedef = Some(id.clone());
-                        } else {
-                            cx.error_spanned_by(id, format!("unknown typedef `{id}`; Kong's typedefs are: {}", TYPEDEFS.join(", ")));
-                        }
-                    }
-                    _ => cx.error_spanned_by(&arg.key, "`typedef` takes a typedef name: `typedef = header_name`"),
-                },
+                "typedef" => model.typedef = typedef_name(cx, arg),
+                "elements" => model.elements = parse_elements(cx, arg, &field.ty),
                 "default" => model.default = single_value(cx, arg),
                 "required" => model.required = Some((flag(cx, arg), arg.key.span())),
                 "uuid" => model.uuid = flag(cx, arg),
@@ -280,7 +361,7 @@ pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
                 other => cx.error_spanned_by(
                     &arg.key,
                     format!(
-                        "unknown field attribute `{other}`; expected one of: typedef, default, required, one_of, between, gt, len_eq, len_min, len_max, match, starts_with, uuid, referenceable, encrypted, description"
+                        "unknown field attribute `{other}`; expected one of: typedef, default, required, one_of, between, gt, len_eq, len_min, len_max, match, starts_with, uuid, referenceable, encrypted, description, elements"
                     ),
                 ),
             }

@@ -475,6 +475,14 @@ impl PluginSet {
         let result = catch(inst.call(phase, tx)).await;
         let Err(err) = result else { return true };
         let name = inst.meta().name;
+        // A returned `Exit` is the response, where the phase may produce one.
+        let err = match err.get_ref().downcast_ref::<crate::pdk::Exit>() {
+            Some(exit) if phase.may_respond() => match exit.apply(tx, phase) {
+                Ok(()) => return true,
+                Err(e) => crate::Error::from(e),
+            },
+            _ => err,
+        };
         crate::pdk::log::record(tx, crate::pdk::Level::Err, format!("[{name}] {phase} failed: {err}"));
         match phase {
             Phase::Certificate

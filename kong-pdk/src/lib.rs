@@ -112,7 +112,7 @@ pub mod testing;
 pub mod transaction;
 
 pub use error::{Error, PdkError, Result};
-pub use pdk::{Kong, Worker};
+pub use pdk::{Exit, Kong, Worker};
 pub use phase::{Phase, Phases};
 pub use plugin::{Handler, Instance, Plugin};
 pub use transaction::TypeMap;
@@ -155,7 +155,7 @@ pub mod prelude {
         Access, BodyFilter, Certificate, HeaderFilter, Log, Preread, Response, Rewrite, WsClientFrame, WsClose,
         WsHandshake, WsUpstreamFrame,
     };
-    pub use crate::{Handler, Instance, Kong, Phase, Plugin, Worker, handler, plugin, record};
+    pub use crate::{Exit, Handler, Instance, Kong, Phase, Plugin, Worker, handler, plugin, record};
 }
 
 #[doc(hidden)]

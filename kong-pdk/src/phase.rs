@@ -100,6 +100,15 @@ impl Phase {
     pub const fn globals_only(self) -> bool {
         matches!(self, Phase::Certificate | Phase::Rewrite)
     }
+
+    /// Phases in which a handler may produce the response (`kong.response.exit`, a returned
+    /// [`Exit`](crate::Exit)): those with [`ResponseWrite`].
+    pub const fn may_respond(self) -> bool {
+        matches!(
+            self,
+            Phase::Rewrite | Phase::Access | Phase::Response | Phase::HeaderFilter | Phase::WsHandshake
+        )
+    }
 }
 
 impl fmt::Display for Phase {

@@ -2,34 +2,17 @@
 //! a header, a query argument or the body; keys are `keyauth_credentials` of consumers, managed
 //! at `/consumers/{consumer}/key-auth` and `/key-auths`.
 
-use std::sync::Arc;
-
 use kong_pdk::dao::Dao;
-use kong_pdk::entities::{Consumer, Credential};
 use kong_pdk::pdk::QueryValue;
 use kong_pdk::prelude::*;
-use kong_pdk::schema::{ConfigType, FieldSchema, typedefs};
 use serde_json::Value;
-
-/// A header name, validated by Kong's `header_name` typedef.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(transparent)]
-pub struct KeyName(pub String);
-
-impl ConfigType for KeyName {
-    fn field_schema() -> FieldSchema {
-        typedefs::header_name::schema()
-    }
-}
-
-impl kong_pdk::schema::literal::DefaultFits<kong_pdk::schema::literal::StringLiteral> for KeyName {}
 
 /// The plugin's configuration (Kong's `key-auth/schema.lua`).
 #[plugin(priority = 1250, version = "3.10.0", name = "key-auth", protocols = protocols_http, no_consumer)]
 pub struct KeyAuth {
     /// Where to look for the key: header names, query arguments and body fields, tried in order.
-    #[field(required, default = ["apikey"])]
-    pub key_names: Vec<KeyName>,
+    #[field(required, default = ["apikey"], elements(typedef = header_name))]
+    pub key_names: Vec<String>,
     /// Remove the key from the request before it goes upstream.
     #[field(required, default = false)]
     pub hide_credentials: bool,
@@ -73,9 +56,6 @@ impl Dao for KeyAuthCredential {
 
 kong_pdk::dao!(KeyAuthCredential);
 
-/// Why authentication failed: Kong's status and message.
-struct Failure(u16, &'static str);
-
 /// Where a key was looked for, and what was there.
 enum Found {
     Key(String),
@@ -93,42 +73,36 @@ impl Handler for KeyAuth {
         if self.anonymous.is_some() && kong.client().get_credential().is_some() {
             return Ok(());
         }
-        let Failure(status, message) = match self.authenticate(kong).await? {
-            Ok(()) => return Ok(()),
-            Err(failure) => failure,
+        let Err(failure) = self.authenticate(kong).await? else {
+            return Ok(());
         };
-        match &self.anonymous {
-            None if status == 500 => kong.response().error(500, None),
-            None => {
-                let www = match &self.realm {
-                    Some(realm) => format!("Key realm=\"{realm}\""),
-                    None => "Key".to_owned(),
-                };
-                kong.response()
-                    .error_with(status, Some(message), [("WWW-Authenticate", www.as_str())])
-            }
-            Some(anonymous) => {
-                let consumer = uuid::Uuid::parse_str(anonymous)
-                    .ok()
-                    .and_then(|id| kong.db().consumer(id))
-                    .or_else(|| kong.db().consumer_by_username(anonymous));
-                match consumer {
-                    Some(consumer) => set_consumer(kong, consumer, None),
-                    None => kong.response().error(
-                        500,
-                        Some(&format!(
-                            "anonymous consumer {anonymous} is configured but doesn't exist"
-                        )),
-                    ),
-                }
-            }
+        let Some(anonymous) = &self.anonymous else {
+            return Err(failure.into());
+        };
+        match kong.client().load_consumer(anonymous, true) {
+            Some(consumer) => Ok(kong.client().set_consumer(consumer, None)?),
+            None => Err(Exit::error(
+                500,
+                format!("anonymous consumer {anonymous} is configured but doesn't exist"),
+            )
+            .into()),
         }
     }
 }
 
 impl KeyAuth {
-    /// Finds the key, its credential and consumer, and sets them on the request.
-    async fn authenticate(&self, kong: &mut Kong<'_, Access>) -> kong_pdk::Result<Result<(), Failure>> {
+    /// Kong's 401 with `WWW-Authenticate` (and the realm, when configured).
+    fn unauthorized(&self, message: &str) -> Exit {
+        let www = match &self.realm {
+            Some(realm) => format!("Key realm=\"{realm}\""),
+            None => "Key".to_owned(),
+        };
+        Exit::error(401, message).header("WWW-Authenticate", www)
+    }
+
+    /// Finds the key, its credential and consumer, and sets them on the request; the answer
+    /// for the client when that fails.
+    async fn authenticate(&self, kong: &mut Kong<'_, Access>) -> kong_pdk::Result<Result<(), Exit>> {
         let mut body: Option<Value> = None;
         // The whole query, as Kong's `get_query()`: a repeated argument is a list.
         let mut query = if self.key_in_query {
@@ -137,7 +111,7 @@ impl KeyAuth {
             Default::default()
         };
         let mut key = None;
-        for KeyName(name) in &self.key_names {
+        for name in &self.key_names {
             let mut found = Found::Nothing;
             if self.key_in_header {
                 found = header(kong, name);
@@ -168,21 +142,21 @@ impl KeyAuth {
                     key = Some(v);
                     break;
                 }
-                Found::Duplicate => return Ok(Err(Failure(401, "Duplicate API key found"))),
+                Found::Duplicate => return Ok(Err(self.unauthorized("Duplicate API key found"))),
                 Found::Nothing => {}
             }
         }
         let key = match key {
             Some(k) if !k.is_empty() => k,
-            _ => return Ok(Err(Failure(401, "No API key found in request"))),
+            _ => return Ok(Err(self.unauthorized("No API key found in request"))),
         };
         let Some(credential) = kong.db().select_by_cache_key::<KeyAuthCredential>(&key) else {
-            return Ok(Err(Failure(401, "Unauthorized")));
+            return Ok(Err(self.unauthorized("Unauthorized")));
         };
         let Some(consumer) = kong.db().consumer(credential.consumer) else {
-            return Ok(Err(Failure(500, "An unexpected error occurred")));
+            return Ok(Err(Exit::error(500, "An unexpected error occurred")));
         };
-        set_consumer(kong, consumer, Some(credential.credential()))?;
+        kong.client().set_consumer(consumer, Some(credential.credential()))?;
         Ok(Ok(()))
     }
 
@@ -209,38 +183,4 @@ fn header(kong: &mut Kong<Access>, name: &str) -> Found {
         (Some(v), None) => Found::Key(String::from_utf8_lossy(v.as_bytes()).into_owned()),
         _ => Found::Nothing,
     }
-}
-
-/// Kong's `set_consumer` of the auth plugins: the consumer (and credential) on the request and
-/// the `X-Consumer-*` headers upstream, overwriting whatever the client sent.
-pub(crate) fn set_consumer(
-    kong: &mut Kong<Access>,
-    consumer: Arc<Consumer>,
-    credential: Option<Credential>,
-) -> kong_pdk::Result {
-    {
-        let mut service = kong.service();
-        let mut upstream = service.request();
-        upstream.set_header("X-Consumer-ID", consumer.id)?;
-        match &consumer.custom_id {
-            Some(c) => upstream.set_header("X-Consumer-Custom-ID", c)?,
-            None => upstream.clear_header("X-Consumer-Custom-ID")?,
-        }
-        match &consumer.username {
-            Some(u) => upstream.set_header("X-Consumer-Username", u)?,
-            None => upstream.clear_header("X-Consumer-Username")?,
-        }
-        match &credential {
-            Some(c) => {
-                upstream.set_header("X-Credential-Identifier", c.id)?;
-                upstream.clear_header("X-Anonymous-Consumer")?;
-            }
-            None => {
-                upstream.clear_header("X-Credential-Identifier")?;
-                upstream.set_header("X-Anonymous-Consumer", "true")?;
-            }
-        }
-    }
-    kong.client().authenticate(Some((*consumer).clone()), credential)?;
-    Ok(())
 }

@@ -340,5 +340,16 @@ fn the_schema_is_kongs() {
         ]
     );
     assert_eq!(config["fields"][0]["key_names"]["default"], json!(["apikey"]));
+    // `elements = typedefs.header_name`, as in Kong's schema.lua, and enforced per element.
+    let elements = &config["fields"][0]["key_names"]["elements"];
+    assert_eq!(elements["type"], "string");
+    assert_eq!(elements["description"], "A string representing an HTTP header name.");
+    let err = KeyAuth::schema()
+        .validate_config(json!({ "key_names": ["apikey", "bad name"] }))
+        .unwrap_err();
+    assert_eq!(
+        err.fields()["config"]["key_names"][1],
+        "bad header name 'bad name', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+    );
     assert_eq!(KeyAuth::PRIORITY, 1250);
 }

@@ -464,3 +464,80 @@ async fn websocket_frames_can_be_rewritten_dropped_and_closed() {
         .await;
     assert_eq!(out.rejected, Some((403, Bytes::from("no websockets for you"))));
 }
+
+/// Returns an `Exit` from the phase its config names.
+#[plugin(priority = 100, version = "1.0.0", name = "exit-returner")]
+pub struct ExitReturner {
+    #[field(default = "access")]
+    phase: String,
+}
+
+impl ExitReturner {
+    fn exit(&self, phase: &str) -> kong_pdk::Result {
+        match (self.phase.as_str(), phase) {
+            ("bad-header", "access") => Err(Exit::error(401, "nope").header("bad name", "x").into()),
+            (wanted, here) if wanted == here => Err(Exit::error(401, "No API key found in request")
+                .header("WWW-Authenticate", "Key")
+                .into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[handler]
+impl Handler for ExitReturner {
+    async fn rewrite(&self, _kong: &mut Kong<Rewrite>) -> kong_pdk::Result {
+        if self.phase == "rewrite" {
+            return Err(Exit::new(418, json!({ "teapot": true })).into());
+        }
+        Ok(())
+    }
+
+    async fn access(&self, _kong: &mut Kong<Access>) -> kong_pdk::Result {
+        self.exit("access")
+    }
+
+    async fn header_filter(&self, _kong: &mut Kong<HeaderFilter>) -> kong_pdk::Result {
+        self.exit("header_filter")
+    }
+
+    async fn log(&self, _kong: &mut Kong<Log>) -> kong_pdk::Result {
+        self.exit("log")
+    }
+}
+
+async fn exit_in(phase: &str) -> kong_pdk::testing::Outcome {
+    let gw = Harness::new()
+        .plugin::<ExitReturner>(json!({ "phase": phase }))
+        .start()
+        .await
+        .unwrap();
+    gw.send(TestRequest::get("/"), |_| MockResponse::ok("upstream")).await
+}
+
+#[tokio::test]
+async fn a_returned_exit_is_the_response_where_the_phase_may_answer() {
+    let res = exit_in("rewrite").await;
+    assert_eq!((res.status(), res.body_text().as_str()), (418, r#"{"teapot":true}"#));
+    assert_eq!(res.header("content-type"), Some("application/json; charset=utf-8"));
+    assert!(res.upstream_request().is_none());
+    for phase in ["access", "header_filter"] {
+        let res = exit_in(phase).await;
+        assert_eq!(res.status(), 401, "{phase}");
+        assert_eq!(res.json()["message"], "No API key found in request", "{phase}");
+        assert_eq!(res.header("www-authenticate"), Some("Key"), "{phase}");
+        assert!(!res.logged("failed"), "an exit is no failure: {:?}", res.logs());
+    }
+    // log cannot answer: the exit is a failure there, logged, and the response stands.
+    let res = exit_in("log").await;
+    assert_eq!((res.status(), res.body_text().as_str()), (200, "upstream"));
+    assert!(
+        res.logged("[exit-returner] log failed: exit with status 401"),
+        "{:?}",
+        res.logs()
+    );
+    // An exit Kong would refuse is a 500, as the PDK call would have been.
+    let res = exit_in("bad-header").await;
+    assert_eq!(res.status(), 500);
+    assert!(res.logged("invalid header name \"bad name\""), "{:?}", res.logs());
+}

@@ -74,6 +74,59 @@ impl<'a, P: RequestPhase> Client<'a, P> {
         Ok(())
     }
 
+    /// `load_consumer(consumer_id, search_by_username)`: the consumer with this id or, when
+    /// `search_by_username`, this username; from the configuration the request runs with.
+    pub fn load_consumer(&self, id_or_username: &str, search_by_username: bool) -> Option<Arc<Consumer>>
+    where
+        P: phase::AuthAndLater,
+    {
+        let data = &self.tx.data;
+        uuid::Uuid::parse_str(id_or_username)
+            .ok()
+            .and_then(|id| data.consumer(id))
+            .or_else(|| {
+                search_by_username
+                    .then(|| data.consumer_by_username(id_or_username))
+                    .flatten()
+            })
+    }
+
+    /// What Kong's auth plugins' `set_consumer` does: authenticates the client as `consumer`
+    /// (with `credential`, or anonymously without one) and tells the upstream in
+    /// `X-Consumer-ID`, `X-Consumer-Custom-ID`, `X-Consumer-Username`,
+    /// `X-Credential-Identifier` and `X-Anonymous-Consumer`, replacing what the client sent.
+    pub fn set_consumer(&mut self, consumer: Arc<Consumer>, credential: Option<Credential>) -> Result<(), PdkError>
+    where
+        P: phase::Authenticate,
+    {
+        use http::HeaderValue;
+        let h = &mut self.tx.upstream.headers;
+        let text =
+            |v: &str| HeaderValue::from_str(v).map_err(|_| PdkError::new(format!("invalid header value \"{v}\"")));
+        h.insert("x-consumer-id", text(&consumer.id.to_string())?);
+        match &consumer.custom_id {
+            Some(c) => h.insert("x-consumer-custom-id", text(c)?),
+            None => h.remove("x-consumer-custom-id"),
+        };
+        match &consumer.username {
+            Some(u) => h.insert("x-consumer-username", text(u)?),
+            None => h.remove("x-consumer-username"),
+        };
+        match &credential {
+            Some(c) => {
+                h.insert("x-credential-identifier", text(&c.id.to_string())?);
+                h.remove("x-anonymous-consumer");
+            }
+            None => {
+                h.remove("x-credential-identifier");
+                h.insert("x-anonymous-consumer", HeaderValue::from_static("true"));
+            }
+        }
+        self.tx.consumer = Some(consumer);
+        self.tx.credential = credential.map(Arc::new);
+        Ok(())
+    }
+
     /// `kong.client.tls`: the TLS side of the client connection.
     pub fn tls(&mut self) -> ClientTls<'_, P> {
         ClientTls {

@@ -49,7 +49,7 @@ pub use error_template::{ErrorFormat, default_message};
 pub use log::{ErrorLog, Level, Log, LogLine};
 pub use node::{Node, NodeInfo};
 pub use request::{QueryValue, Request};
-pub use response::{ExitBody, Response};
+pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
 pub use websocket::WebSocket;

@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::error_template::{ErrorFormat, default_message};
 use crate::error::PdkError;
 use crate::phase::{self, RequestPhase};
-use crate::transaction::{Exit, Source, Transaction};
+use crate::transaction::{Exit as Produced, Source, Transaction};
 
 /// The body of `kong.response.exit`: nothing, raw bytes, or a JSON table.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,160 @@ impl<T: Into<ExitBody>> From<Option<T>> for ExitBody {
     }
 }
 
+/// `kong.response.exit` on a transaction, in `phase`.
+fn exit_tx<'h>(
+    tx: &mut Transaction,
+    phase: crate::Phase,
+    status: u16,
+    body: ExitBody,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+) -> Result<(), PdkError> {
+    check_not_sent(tx)?;
+    check_status(status, 100)?;
+    if tx.exit.is_some() && phase == crate::Phase::Access {
+        return Ok(());
+    }
+    for (k, v) in headers {
+        let n = header_name(k)?;
+        tx.response.headers.insert(n, header_value(k, v)?);
+    }
+    let body = match body {
+        ExitBody::Empty => Bytes::new(),
+        ExitBody::Raw(b) => b,
+        ExitBody::Json(v) => {
+            if !tx.response.headers.contains_key(CONTENT_TYPE) {
+                tx.response.headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+            }
+            Bytes::from(serde_json::to_vec(&v).map_err(|e| PdkError::new(e.to_string()))?)
+        }
+    };
+    tx.exit_with(status, body, Source::Exit);
+    Ok(())
+}
+
+/// `kong.response.error` on a transaction, in `phase`.
+fn error_tx<'h>(
+    tx: &mut Transaction,
+    phase: crate::Phase,
+    status: u16,
+    message: Option<&str>,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+) -> Result<(), PdkError> {
+    check_not_sent(tx)?;
+    check_status(status, 400)?;
+    if tx.exit.is_some() && phase == crate::Phase::Access {
+        return Ok(());
+    }
+    let mut content_type = None;
+    for (k, v) in headers {
+        let n = header_name(k)?;
+        if n == CONTENT_TYPE {
+            content_type = Some(v.to_ascii_lowercase());
+        }
+        tx.response.headers.insert(n, header_value(k, v)?);
+    }
+    let message = message.map_or_else(|| default_message(status), str::to_owned);
+    tx.error_response(status, &message, content_type.as_deref());
+    Ok(())
+}
+
+fn check_not_sent(tx: &Transaction) -> Result<(), PdkError> {
+    if tx.response.headers_sent {
+        Err(PdkError::new("headers have already been sent"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A response a handler returns as its error, to stop the request there: what
+/// `kong.response.exit` and `kong.response.error` do, in `?`-friendly form. It is honoured in
+/// the phases that may produce a response (rewrite, access, response, header_filter,
+/// ws_handshake); elsewhere it is a failure like any other error.
+///
+/// ```
+/// use kong_pdk::prelude::*;
+///
+/// #[plugin(priority = 1000, version = "1.0.0")]
+/// pub struct RequireKey {}
+///
+/// #[handler]
+/// impl Handler for RequireKey {
+///     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+///         let Some(_key) = kong.request().get_header("apikey") else {
+///             return Err(Exit::error(401, "No API key found in request").header("WWW-Authenticate", "Key").into());
+///         };
+///         Ok(())
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    status: u16,
+    body: ExitKind,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ExitKind {
+    /// `kong.response.error`: Kong's error template, with this message or the status's own.
+    Error(Option<String>),
+    /// `kong.response.exit`: this body.
+    Body(ExitBody),
+}
+
+impl Exit {
+    /// `kong.response.exit(status, body)`.
+    pub fn new(status: u16, body: impl Into<ExitBody>) -> Exit {
+        Exit {
+            status,
+            body: ExitKind::Body(body.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// `kong.response.error(status, message)`: Kong's error template, negotiated from the
+    /// request's `Accept`, with the request id.
+    pub fn error(status: u16, message: impl Into<String>) -> Exit {
+        Exit {
+            status,
+            body: ExitKind::Error(Some(message.into())),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Produces the response on `tx`, as the handler's phase would have.
+    pub(crate) fn apply(&self, tx: &mut Transaction, phase: crate::Phase) -> Result<(), PdkError> {
+        let headers = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        match &self.body {
+            ExitKind::Error(message) => error_tx(tx, phase, self.status, message.as_deref(), headers),
+            ExitKind::Body(body) => exit_tx(tx, phase, self.status, body.clone(), headers),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit with status {}", self.status)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 /// `kong.response`.
 pub struct Response<'a, P> {
     tx: &'a mut Transaction,
@@ -107,11 +261,7 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     }
 
     fn check_not_sent(&self) -> Result<(), PdkError> {
-        if self.tx.response.headers_sent {
-            Err(PdkError::new("headers have already been sent"))
-        } else {
-            Ok(())
-        }
+        check_not_sent(self.tx)
     }
 
     /// `get_status()`.
@@ -240,30 +390,7 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     where
         P: phase::ResponseWrite,
     {
-        self.check_not_sent()?;
-        check_status(status, 100)?;
-        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
-            return Ok(());
-        }
-        for (k, v) in headers {
-            let n = header_name(k)?;
-            self.tx.response.headers.insert(n, header_value(k, v)?);
-        }
-        let body = match body.into() {
-            ExitBody::Empty => Bytes::new(),
-            ExitBody::Raw(b) => b,
-            ExitBody::Json(v) => {
-                if !self.tx.response.headers.contains_key(CONTENT_TYPE) {
-                    self.tx.response.headers.insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("application/json; charset=utf-8"),
-                    );
-                }
-                Bytes::from(serde_json::to_vec(&v).map_err(crate::Error::from)?)
-            }
-        };
-        self.tx.exit_with(status, body, Source::Exit);
-        Ok(())
+        Ok(exit_tx(self.tx, P::PHASE, status, body.into(), headers)?)
     }
 
     /// `error(status, message)`: an error response in Kong's template, negotiated from the
@@ -287,22 +414,7 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     where
         P: phase::ResponseWrite,
     {
-        self.check_not_sent()?;
-        check_status(status, 400)?;
-        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
-            return Ok(());
-        }
-        let mut content_type = None;
-        for (k, v) in headers {
-            let n = header_name(k)?;
-            if n == CONTENT_TYPE {
-                content_type = Some(v.to_ascii_lowercase());
-            }
-            self.tx.response.headers.insert(n, header_value(k, v)?);
-        }
-        let message = message.map_or_else(|| default_message(status), str::to_owned);
-        self.tx.error_response(status, &message, content_type.as_deref());
-        Ok(())
+        Ok(error_tx(self.tx, P::PHASE, status, message, headers)?)
     }
 
     /// The current body chunk (body_filter).
@@ -370,7 +482,7 @@ impl Transaction {
         self.response
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        self.exit = Some(Exit { status, body });
+        self.exit = Some(Produced { status, body });
         self.source = Some(source);
     }
 
