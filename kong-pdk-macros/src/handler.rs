@@ -4,28 +4,10 @@
 //! borrow of the phase context (`Kong<Access>` → `Kong<'_, Access>`).
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{ImplItem, ItemImpl};
 
 use crate::ctxt::Ctxt;
-
-/// Phase method names, in the order of `kong_pdk::Phase`'s variants.
-const PHASES: &[(&str, &str)] = &[
-    ("init_worker", "InitWorker"),
-    ("configure", "Configure"),
-    ("certificate", "Certificate"),
-    ("rewrite", "Rewrite"),
-    ("access", "Access"),
-    ("response", "Response"),
-    ("header_filter", "HeaderFilter"),
-    ("body_filter", "BodyFilter"),
-    ("log", "Log"),
-    ("preread", "Preread"),
-    ("ws_handshake", "WsHandshake"),
-    ("ws_client_frame", "WsClientFrame"),
-    ("ws_upstream_frame", "WsUpstreamFrame"),
-    ("ws_close", "WsClose"),
-];
 
 pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let cx = Ctxt::default();
@@ -59,12 +41,7 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
     for it in &item.items {
         match it {
-            ImplItem::Fn(f) => {
-                let name = f.sig.ident.to_string();
-                if let Some((_, variant)) = PHASES.iter().find(|(n, _)| *n == name) {
-                    implemented.push((f.sig.ident.clone(), *variant));
-                }
-            }
+            ImplItem::Fn(f) => implemented.push(f.sig.ident.clone()),
             ImplItem::Type(t) if t.ident == "State" => has_state = true,
             ImplItem::Const(c) if c.ident == "PHASES" => cx.error_spanned_by(
                 &c.ident,
@@ -75,10 +52,10 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 
     // Kong refuses to load a plugin that implements `response` and a filter phase.
-    if let Some((response, _)) = implemented.iter().find(|(i, _)| i == "response") {
-        if let Some((filter, _)) = implemented
+    if let Some(response) = implemented.iter().find(|i| *i == "response") {
+        if let Some(filter) = implemented
             .iter()
-            .find(|(i, _)| i == "header_filter" || i == "body_filter")
+            .find(|i| *i == "header_filter" || *i == "body_filter")
         {
             cx.error_spanned_by(
                 response,
@@ -89,9 +66,10 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     }
     let errors = cx.check().err();
-    let variants = implemented.iter().map(|(_, v)| format_ident!("{}", v));
+    // Which methods are phases is kong-pdk's phase table's to say (`Phases::with_method`).
+    let methods = implemented.iter().map(|i| i.to_string());
     item.items.push(syn::parse_quote! {
-        const PHASES: ::kong_pdk::Phases = ::kong_pdk::Phases::EMPTY #(.with(::kong_pdk::Phase::#variants))*;
+        const PHASES: ::kong_pdk::Phases = ::kong_pdk::Phases::EMPTY #(.with_method(#methods))*;
     });
     if !has_state {
         item.items.push(syn::parse_quote! {

@@ -149,12 +149,16 @@ pub use kong_pdk_macros::record;
 /// ```
 pub use kong_pdk_macros::handler;
 
+/// The phase markers, from the phase table.
+macro_rules! prelude_markers {
+    ($($(#[$doc:meta])* $variant:ident $method:ident,)*) => {
+        pub use crate::phase::{$($variant),*};
+    };
+}
+
 /// Everything a plugin author needs: `use kong_pdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::phase::{
-        Access, BodyFilter, Certificate, HeaderFilter, Log, Preread, Response, Rewrite, WsClientFrame, WsClose,
-        WsHandshake, WsUpstreamFrame,
-    };
+    crate::phase::request_phases!(prelude_markers);
     pub use crate::{Exit, Handler, Instance, Kong, Phase, Plugin, Worker, handler, plugin, record};
 }
 

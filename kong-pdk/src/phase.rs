@@ -23,77 +23,117 @@
 
 use std::fmt;
 
-/// A handler method Kong knows. The order is the order of a request's life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Phase {
-    /// Once per worker at start, before any traffic; no configuration.
-    InitWorker = 0,
-    /// With every configuration of the plugin type, at start and on each change.
-    Configure,
-    /// TLS handshake (global instances only).
-    Certificate,
-    /// Before routing (global instances only).
-    Rewrite,
-    /// After routing, before proxying: the phase where instances are collected.
-    Access,
-    /// After a buffered upstream response was received.
-    Response,
-    /// When the response headers are about to be sent.
-    HeaderFilter,
-    /// For each chunk of the response body.
-    BodyFilter,
-    /// After the response was sent.
-    Log,
-    /// Stream (TCP/TLS/UDP) connections, after routing: the stream collecting phase.
-    Preread,
-    /// WebSocket services: the handshake, instead of `access`.
-    WsHandshake,
-    /// WebSocket services: each frame from the client.
-    WsClientFrame,
-    /// WebSocket services: each frame from the upstream.
-    WsUpstreamFrame,
-    /// WebSocket services: after the connection closed, instead of `log`.
-    WsClose,
+/// The phase table, written once. Every other list of phases is generated from it: the
+/// [`Phase`] enum and its names, the phase markers, the request-phase methods of
+/// [`Handler`](crate::Handler), the registry's dispatch and the prelude. Each row: the doc
+/// of the handler method, the marker type (also the `Phase` variant) and the method. The
+/// worker phases `init_worker` and `configure`, whose handlers take no request, come first and
+/// are written by hand.
+macro_rules! request_phases {
+    ($then:ident) => {
+        $then! {
+            /// During each TLS handshake on a TLS proxy listener, before the certificate is
+            /// chosen; global instances only. `kong.client().tls()` asks the handshake for a
+            /// client certificate or turns off session reuse. An error is logged and the
+            /// handshake goes on.
+            Certificate certificate,
+            /// Once per request, before routing; global instances only. An exit (or a returned
+            /// [`Exit`](crate::Exit)) answers the request: routing, access and the upstream
+            /// are skipped, while the global instances' `header_filter`, `body_filter` and
+            /// `log` still run. An error does the same with `500 An unexpected error occurred`.
+            Rewrite rewrite,
+            /// After routing, before proxying, for the one instance of each plugin that
+            /// applies (Kong's precedence of route, service and consumer scopes): authenticate,
+            /// check, transform the request, or answer it. An exit or an error (500) skips the
+            /// later `access` handlers and the upstream; the collected plugins' later phases
+            /// still run.
+            Access access,
+            /// With the whole upstream response buffered (`kong.service().response()`):
+            /// defining it turns on buffered proxying for the requests it applies to. An exit
+            /// replaces the response; an error answers 500.
+            Response response,
+            /// Before the response head is sent, whatever produced the response (the
+            /// upstream, an exit, an error). An exit replaces the response; an error answers
+            /// 500.
+            HeaderFilter header_filter,
+            /// For each chunk of the response body (`kong.response().chunk()`), the last one
+            /// marked as such, as the client's connection takes them. An error cuts the
+            /// response short: the client gets an incomplete body.
+            BodyFilter body_filter,
+            /// Once per request after the response was sent, on a task of its own (shutdown
+            /// waits for it). An error is logged and the other `log` handlers still run.
+            Log log,
+            /// Stream (TCP, TLS, UDP) connections after routing: the stream collecting phase.
+            /// An exit or an error closes the connection.
+            Preread preread,
+            /// WebSocket services: the handshake, instead of `access`. An exit rejects it.
+            WsHandshake ws_handshake,
+            /// WebSocket services: each frame from the client (`kong.websocket()`). An error
+            /// drops the frame and closes the connection with 1011.
+            WsClientFrame ws_client_frame,
+            /// WebSocket services: each frame from the upstream. An error drops the frame and
+            /// closes the connection with 1011.
+            WsUpstreamFrame ws_upstream_frame,
+            /// WebSocket services: after the connection closed, instead of `log`. An error is
+            /// logged.
+            WsClose ws_close,
+        }
+    };
 }
+pub(crate) use request_phases;
+
+/// Generates [`Phase`] from the table.
+macro_rules! phase_enum {
+    ($($(#[$doc:meta])* $variant:ident $method:ident,)*) => {
+        /// A handler method Kong knows. The order is the order of a request's life.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Phase {
+            /// Once per worker at start, before any traffic; no configuration.
+            InitWorker = 0,
+            /// With every configuration of the plugin type, at start and on each change.
+            Configure,
+            $(
+                #[doc = concat!("`", stringify!($method), "`: see [`Handler::", stringify!($method), "`](crate::Handler::", stringify!($method), ").")]
+                $variant,
+            )*
+        }
+
+        impl Phase {
+            /// Every phase, in order.
+            pub const ALL: [Phase; 2 + [$(stringify!($variant)),*].len()] =
+                [Phase::InitWorker, Phase::Configure, $(Phase::$variant),*];
+
+            /// The handler method's name, as in Kong (`"header_filter"`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    Phase::InitWorker => "init_worker",
+                    Phase::Configure => "configure",
+                    $(Phase::$variant => stringify!($method),)*
+                }
+            }
+        }
+    };
+}
+request_phases!(phase_enum);
 
 impl Phase {
-    /// Every phase, in order.
-    pub const ALL: [Phase; 14] = [
-        Phase::InitWorker,
-        Phase::Configure,
-        Phase::Certificate,
-        Phase::Rewrite,
-        Phase::Access,
-        Phase::Response,
-        Phase::HeaderFilter,
-        Phase::BodyFilter,
-        Phase::Log,
-        Phase::Preread,
-        Phase::WsHandshake,
-        Phase::WsClientFrame,
-        Phase::WsUpstreamFrame,
-        Phase::WsClose,
-    ];
-
-    /// The handler method's name, as in Kong (`"header_filter"`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Phase::InitWorker => "init_worker",
-            Phase::Configure => "configure",
-            Phase::Certificate => "certificate",
-            Phase::Rewrite => "rewrite",
-            Phase::Access => "access",
-            Phase::Response => "response",
-            Phase::HeaderFilter => "header_filter",
-            Phase::BodyFilter => "body_filter",
-            Phase::Log => "log",
-            Phase::Preread => "preread",
-            Phase::WsHandshake => "ws_handshake",
-            Phase::WsClientFrame => "ws_client_frame",
-            Phase::WsUpstreamFrame => "ws_upstream_frame",
-            Phase::WsClose => "ws_close",
+    /// The phase whose handler method is called `name`, if any.
+    ///
+    /// ```
+    /// use kong_pdk::Phase;
+    /// assert_eq!(Phase::from_method("header_filter"), Some(Phase::HeaderFilter));
+    /// assert_eq!(Phase::from_method("helper"), None);
+    /// ```
+    pub const fn from_method(name: &str) -> Option<Phase> {
+        let mut i = 0;
+        while i < Phase::ALL.len() {
+            if const_eq(Phase::ALL[i].name(), name) {
+                return Some(Phase::ALL[i]);
+            }
+            i += 1;
         }
+        None
     }
 
     /// Phases that run only global plugin instances (Kong's router has not run yet).
@@ -117,6 +157,22 @@ impl fmt::Display for Phase {
     }
 }
 
+/// `a == b`, in a `const fn`.
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A set of phases, as a bit set. `#[handler]` computes a plugin's set from its methods.
 ///
 /// ```
@@ -137,6 +193,16 @@ impl Phases {
     #[must_use]
     pub const fn with(self, phase: Phase) -> Phases {
         Phases(self.0 | (1 << phase as u8))
+    }
+
+    /// This set and the phase whose handler method is called `method` (unchanged when no
+    /// phase is): what `#[handler]` uses, naming the methods an impl defines.
+    #[must_use]
+    pub const fn with_method(self, method: &str) -> Phases {
+        match Phase::from_method(method) {
+            Some(phase) => self.with(phase),
+            None => self,
+        }
     }
 
     /// Whether `phase` is in the set.
@@ -171,44 +237,19 @@ pub trait RequestPhase: sealed::Sealed + Send + Sync + 'static {
     const PHASE: Phase;
 }
 
+/// Generates the phase markers from the table.
 macro_rules! phase_markers {
-    ($($(#[$doc:meta])* $name:ident => $phase:ident;)*) => {$(
-        $(#[$doc])*
+    ($($(#[$doc:meta])* $variant:ident $method:ident,)*) => {$(
+        #[doc = concat!("The `", stringify!($method), "` phase, as a type: see [`Handler::", stringify!($method), "`](crate::Handler::", stringify!($method), ").")]
         #[derive(Debug)]
-        pub enum $name {}
-        impl sealed::Sealed for $name {}
-        impl RequestPhase for $name {
-            const PHASE: Phase = Phase::$phase;
+        pub enum $variant {}
+        impl sealed::Sealed for $variant {}
+        impl RequestPhase for $variant {
+            const PHASE: Phase = Phase::$variant;
         }
     )*};
 }
-
-phase_markers! {
-    /// The `certificate` phase: TLS handshake, global instances only.
-    Certificate => Certificate;
-    /// The `rewrite` phase: before routing, global instances only.
-    Rewrite => Rewrite;
-    /// The `access` phase: after routing, before proxying.
-    Access => Access;
-    /// The `response` phase: the whole upstream response is buffered and can be inspected.
-    Response => Response;
-    /// The `header_filter` phase: response headers are about to be sent.
-    HeaderFilter => HeaderFilter;
-    /// The `body_filter` phase: once per response body chunk.
-    BodyFilter => BodyFilter;
-    /// The `log` phase: the response was sent.
-    Log => Log;
-    /// The `preread` phase of stream (TCP/TLS/UDP) connections.
-    Preread => Preread;
-    /// The `ws_handshake` phase of WebSocket services.
-    WsHandshake => WsHandshake;
-    /// The `ws_client_frame` phase: a frame from the client.
-    WsClientFrame => WsClientFrame;
-    /// The `ws_upstream_frame` phase: a frame from the upstream.
-    WsUpstreamFrame => WsUpstreamFrame;
-    /// The `ws_close` phase: the WebSocket connection closed.
-    WsClose => WsClose;
-}
+request_phases!(phase_markers);
 
 macro_rules! capability {
     ($(#[$doc:meta])* $trait:ident, $msg:literal, $allowed:literal: $($phase:ident),*) => {

@@ -107,6 +107,21 @@ impl<T> Clone for Instance<T> {
     }
 }
 
+/// A request phase's method of [`Handler`], from the phase table: the context typed by the
+/// phase, and a default that does nothing.
+macro_rules! request_phase_methods {
+    ($($(#[$doc:meta])* $variant:ident $method:ident,)*) => {$(
+        $(#[$doc])*
+        fn $method(
+            &self,
+            kong: &mut Kong<'_, phase::$variant, Self::State>,
+        ) -> impl Future<Output = crate::Result> + Send {
+            let _ = kong;
+            async { Ok(()) }
+        }
+    )*};
+}
+
 /// The phase methods of a plugin. Write them in one `impl` marked `#[handler]`, which records
 /// the phases you define (the gateway never calls the others) and supplies `type State = ()`
 /// when you declare none.
@@ -146,96 +161,5 @@ pub trait Handler: Plugin {
         async { Ok(()) }
     }
 
-    /// During the TLS handshake (global instances only).
-    fn certificate(
-        &self,
-        kong: &mut Kong<'_, phase::Certificate, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// Before routing (global instances only).
-    fn rewrite(&self, kong: &mut Kong<'_, phase::Rewrite, Self::State>) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// After routing, before the request is proxied: authenticate, check, transform, exit.
-    fn access(&self, kong: &mut Kong<'_, phase::Access, Self::State>) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// With the whole upstream response buffered. Defining it turns on buffered proxying.
-    fn response(
-        &self,
-        kong: &mut Kong<'_, phase::Response, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// When the response headers are about to be sent.
-    fn header_filter(
-        &self,
-        kong: &mut Kong<'_, phase::HeaderFilter, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// For each chunk of the response body (`kong.response().chunk()`).
-    fn body_filter(
-        &self,
-        kong: &mut Kong<'_, phase::BodyFilter, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// After the response was sent.
-    fn log(&self, kong: &mut Kong<'_, phase::Log, Self::State>) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// Stream connections, after routing.
-    fn preread(&self, kong: &mut Kong<'_, phase::Preread, Self::State>) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// WebSocket services: the handshake (instead of `access`).
-    fn ws_handshake(
-        &self,
-        kong: &mut Kong<'_, phase::WsHandshake, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// WebSocket services: each frame from the client.
-    fn ws_client_frame(
-        &self,
-        kong: &mut Kong<'_, phase::WsClientFrame, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// WebSocket services: each frame from the upstream.
-    fn ws_upstream_frame(
-        &self,
-        kong: &mut Kong<'_, phase::WsUpstreamFrame, Self::State>,
-    ) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
-
-    /// WebSocket services: after the connection closed (instead of `log`).
-    fn ws_close(&self, kong: &mut Kong<'_, phase::WsClose, Self::State>) -> impl Future<Output = crate::Result> + Send {
-        let _ = kong;
-        async { Ok(()) }
-    }
+    crate::phase::request_phases!(request_phase_methods);
 }

@@ -249,6 +249,20 @@ impl<T: Handler> InstanceImpl<T> {
     }
 }
 
+/// The erased call of a phase: the handler method the phase table names, on a context that
+/// borrows the request for the call.
+macro_rules! dispatch {
+    ($($(#[$doc:meta])* $variant:ident $method:ident,)*) => {
+        fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result> {
+            let conf = &*self.instance.config;
+            match phase {
+                $(Phase::$variant => Box::pin(async move { conf.$method(&mut self.kong(tx)).await }),)*
+                Phase::InitWorker | Phase::Configure => Box::pin(async { Ok(()) }),
+            }
+        }
+    };
+}
+
 impl<T: Handler> ErasedInstance for InstanceImpl<T> {
     fn meta(&self) -> &PluginMeta {
         &self.meta
@@ -266,24 +280,7 @@ impl<T: Handler> ErasedInstance for InstanceImpl<T> {
         self
     }
 
-    fn call<'a>(&'a self, phase: Phase, tx: &'a mut Transaction) -> BoxFuture<'a, crate::Result> {
-        let conf = &*self.instance.config;
-        match phase {
-            Phase::Certificate => Box::pin(async move { conf.certificate(&mut self.kong(tx)).await }),
-            Phase::Rewrite => Box::pin(async move { conf.rewrite(&mut self.kong(tx)).await }),
-            Phase::Access => Box::pin(async move { conf.access(&mut self.kong(tx)).await }),
-            Phase::Response => Box::pin(async move { conf.response(&mut self.kong(tx)).await }),
-            Phase::HeaderFilter => Box::pin(async move { conf.header_filter(&mut self.kong(tx)).await }),
-            Phase::BodyFilter => Box::pin(async move { conf.body_filter(&mut self.kong(tx)).await }),
-            Phase::Log => Box::pin(async move { conf.log(&mut self.kong(tx)).await }),
-            Phase::Preread => Box::pin(async move { conf.preread(&mut self.kong(tx)).await }),
-            Phase::WsHandshake => Box::pin(async move { conf.ws_handshake(&mut self.kong(tx)).await }),
-            Phase::WsClientFrame => Box::pin(async move { conf.ws_client_frame(&mut self.kong(tx)).await }),
-            Phase::WsUpstreamFrame => Box::pin(async move { conf.ws_upstream_frame(&mut self.kong(tx)).await }),
-            Phase::WsClose => Box::pin(async move { conf.ws_close(&mut self.kong(tx)).await }),
-            Phase::InitWorker | Phase::Configure => Box::pin(async { Ok(()) }),
-        }
-    }
+    crate::phase::request_phases!(dispatch);
 }
 
 /// Why plugins could not be loaded or configured.

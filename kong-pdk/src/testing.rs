@@ -465,7 +465,7 @@ impl Harness {
         let service = Arc::new(self.service);
         let routed = route.service.as_ref().map(|_| service.clone());
         let router = Router::new([(route.clone(), routed)]).map_err(|e| LoadError::Route(e.to_string()))?;
-        let unrouted = Router::new([]).map_err(|e| LoadError::Route(e.to_string()))?;
+        let unrouted = Router::empty();
         Ok(TestGateway {
             set,
             router,

@@ -63,10 +63,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// A snapshot with no routes and no plugin instances, before a configuration is loaded.
     pub fn empty(plugins: Arc<crate::registry::Plugins>) -> Snapshot {
-        Snapshot::new(
-            Router::new(Vec::new()).expect("an empty router is valid"),
-            PluginSet::empty(plugins),
-        )
+        Snapshot::new(Router::empty(), PluginSet::empty(plugins))
     }
 
     /// A snapshot of `router` and `plugins`, without certificates.

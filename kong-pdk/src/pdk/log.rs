@@ -136,7 +136,7 @@ fn set_dotted(root: &mut Value, key: &str, value: Value) {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        let obj = cur.as_object_mut().expect("object");
+        let Value::Object(obj) = cur else { return };
         if i == parts.len() - 1 {
             obj.insert((*part).to_owned(), value);
             return;
@@ -222,8 +222,9 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
             json!({ "version": session.version, "cipher": session.cipher, "client_verify": verify }),
         );
     }
-    let obj = out.as_object_mut().expect("object");
-    obj.retain(|_, v| !v.is_null());
+    if let Value::Object(obj) = &mut out {
+        obj.retain(|_, v| !v.is_null());
+    }
     for (k, v) in &tx.serialize_values {
         set_dotted(&mut out, k, v.clone());
     }

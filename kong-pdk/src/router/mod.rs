@@ -422,6 +422,16 @@ impl Router {
         })
     }
 
+    /// A router with no routes: every request is Kong's 404.
+    pub fn empty() -> Router {
+        Router {
+            matchers: Vec::new(),
+            by_host: HashMap::new(),
+            paths: trie::Trie::default(),
+            rest: Vec::new(),
+        }
+    }
+
     /// The number of matchers (routes split by path group).
     pub fn len(&self) -> usize {
         self.matchers.len()
