@@ -11,6 +11,11 @@
 #
 #   bash bench/http.sh                       # 10 s per run, 50 connections
 #   DURATION=30s CONNECTIONS=100 bash bench/http.sh
+#   COMPARE=/path/to/other/kong-gateway bash bench/http.sh
+#
+# COMPARE adds (e), another build of kong-gateway with the same configuration, and runs (c)
+# and (e) alternately ROUNDS times (default 3), so a change is measured against its base in
+# one run on one machine.
 #
 # Installs wrk and nginx (Debian packages) when missing. Ports are picked free; everything
 # runs under a temporary directory that is removed at the end.
@@ -33,7 +38,9 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port)
+UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port); BASE=$(free_port)
+COMPARE=${COMPARE:-}
+ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -99,6 +106,7 @@ services:
 EOF
 cat > "$WORK/kong/kong.conf" <<EOF
 proxy_listen = 127.0.0.1:$KONG
+admin_listen = off
 database = off
 declarative_config = $WORK/kong/kong.yml
 plugins = bundled,my-plugin
@@ -111,6 +119,12 @@ EOF
 "$NGINX" -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 "$GATEWAY" start -c "$WORK/kong/kong.conf" >"$WORK/kong/out.log" 2>&1 & PIDS+=($!)
 "$ROOT/target/release/tcp-relay" "127.0.0.1:$RELAY" "127.0.0.1:$UP" & PIDS+=($!)
+if [ -n "$COMPARE" ]; then
+    mkdir -p "$WORK/base"
+    sed -e "s|127.0.0.1:$KONG|127.0.0.1:$BASE|" -e "s|$WORK/kong/prefix|$WORK/base/prefix|" \
+        "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
+    "$COMPARE" start -c "$WORK/base/kong.conf" >"$WORK/base/out.log" 2>&1 & PIDS+=($!)
+fi
 
 wait_for() {
     for _ in $(seq 1 100); do
@@ -125,6 +139,7 @@ wait_for "http://127.0.0.1:$UP/anything"
 wait_for "http://127.0.0.1:$NGX/mock/anything"
 wait_for "http://127.0.0.1:$KONG/mock/anything"
 wait_for "http://127.0.0.1:$RELAY/anything"
+[ -z "$COMPARE" ] || wait_for "http://127.0.0.1:$BASE/mock/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
     || { echo "my-plugin is not on the route" >&2; exit 1; }
 
@@ -164,6 +179,16 @@ read -r A_RPS A_P99 A_CPU < <(run "http://127.0.0.1:$UP/anything" "$UP_WORKER")
 read -r B_RPS B_P99 B_CPU < <(run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
 read -r C_RPS C_P99 C_CPU < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
 read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}")
+ROWS=""
+if [ -n "$COMPARE" ]; then
+    wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
+    for i in $(seq 1 "$ROUNDS"); do
+        read -r R P U < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
+        ROWS+=$(printf '| (c) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+        read -r R P U < <(run "http://127.0.0.1:$BASE/mock/anything" "${PIDS[4]}")
+        ROWS+=$(printf '| (e) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    done
+fi
 
 printf '\nwrk -t%s -c%s -d%s, %s cores, %s\n\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$("$NGINX" -v 2>&1)"
 printf '| target | req/s | p99 (ms) | CPU per request (µs) | req/s vs nginx proxy |\n|---|---|---|---|---|\n'
@@ -173,3 +198,4 @@ printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %s | %.2f |
     "$(awk -v c="$C_RPS" -v b="$B_RPS" 'BEGIN { print c / b }')"
 printf '| (d) tcp-relay, 1 thread, no HTTP (the floor) | %.0f | %s | %s | %.2f |\n' "$D_RPS" "$D_P99" "$D_CPU" \
     "$(awk -v d="$D_RPS" -v b="$B_RPS" 'BEGIN { print d / b }')"
+printf '%s' "$ROWS"

@@ -2,8 +2,10 @@
 //! each belonging to a consumer, with Admin API paths of their own, a place in declarative
 //! configurations, and lookups from the plugin at request time.
 //!
-//! A plugin declares one with a [`#[record]`](crate::record) struct for its own fields, an
-//! `impl Dao` for its names and keys, and [`dao!`](macro@crate::dao) to register it. The gateway
+//! A plugin declares one with a [`#[record]`](crate::record) struct for its own fields and
+//! `#[derive(Dao)]` with `#[dao(...)]` for its names and keys: every field the attribute names
+//! is checked against the struct at compile time. (By hand, an `impl Dao` and
+//! [`dao!`](macro@crate::dao) do the same without the checks.) The gateway
 //! adds `id`, `created_at`, the required `consumer` (deleted with it) and `tags`, and serves it
 //! at `/<ADMIN_API_NAME>` and `/consumers/{consumer}/<ADMIN_API_NESTED_NAME>`, with Kong's
 //! validation, unique checks and errors.
@@ -14,22 +16,21 @@
 //!
 //! /// A key-auth credential (Kong's `keyauth_credentials`).
 //! #[record]
+//! #[derive(Dao)]
+//! #[dao(
+//!     name = "my_key_credentials",
+//!     plugin = "my-key-auth",
+//!     admin_api_name = "my-key-auths",
+//!     admin_api_nested_name = "my-key-auth",
+//!     endpoint_key = "key",
+//!     cache_key = "key",
+//!     unique = ["key"],
+//!     auto = ["key"],
+//! )]
 //! pub struct KeyCredential {
 //!     /// The key; generated when not given.
 //!     pub key: String,
 //! }
-//!
-//! impl Dao for KeyCredential {
-//!     const NAME: &'static str = "my_key_credentials";
-//!     const PLUGIN: &'static str = "my-key-auth";
-//!     const ADMIN_API_NAME: &'static str = "my-key-auths";
-//!     const ADMIN_API_NESTED_NAME: &'static str = "my-key-auth";
-//!     const ENDPOINT_KEY: Option<&'static str> = Some("key");
-//!     const CACHE_KEY: Option<&'static str> = Some("key");
-//!     const UNIQUE: &'static [&'static str] = &["key"];
-//!     const AUTO: &'static [&'static str] = &["key"];
-//! }
-//! kong_pdk::dao!(KeyCredential);
 //!
 //! // In a phase: the credential whose key the client sent, and its consumer.
 //! fn lookup<P: kong_pdk::phase::RequestPhase>(kong: &Kong<P>, key: &str) -> Option<String> {
@@ -50,7 +51,10 @@ use uuid::Uuid;
 use crate::entities::{Consumer, Credential, ForeignKey};
 use crate::schema::{ConfigRecord, Field, FieldKind, FieldSchema, RecordSchema, typedefs};
 
-/// An entity a plugin adds, belonging to a consumer. Register it with [`dao!`](macro@crate::dao).
+pub use kong_pdk_macros::Dao;
+
+/// An entity a plugin adds, belonging to a consumer. Derive it (`#[derive(Dao)]`, see the
+/// [module](self)), or implement it and register it with [`dao!`](macro@crate::dao).
 pub trait Dao: ConfigRecord + DeserializeOwned + Send + Sync + 'static {
     /// The entity's name, its table and its key in declarative configurations
     /// (`keyauth_credentials`).

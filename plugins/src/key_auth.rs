@@ -36,25 +36,23 @@ pub struct KeyAuth {
 
 /// A consumer's key (Kong's `keyauth_credentials`).
 #[record]
+#[derive(Dao)]
+#[dao(
+    name = "keyauth_credentials",
+    plugin = "key-auth",
+    admin_api_name = "key-auths",
+    admin_api_nested_name = "key-auth",
+    endpoint_key = "key",
+    cache_key = "key",
+    unique = ["key"],
+    auto = ["key"]
+)]
 pub struct KeyAuthCredential {
     /// The key; a random one is generated when none is given.
     pub key: String,
     /// Seconds the credential lives (accepted and stored; expiry is not enforced yet).
     pub ttl: Option<i64>,
 }
-
-impl Dao for KeyAuthCredential {
-    const NAME: &'static str = "keyauth_credentials";
-    const PLUGIN: &'static str = "key-auth";
-    const ADMIN_API_NAME: &'static str = "key-auths";
-    const ADMIN_API_NESTED_NAME: &'static str = "key-auth";
-    const ENDPOINT_KEY: Option<&'static str> = Some("key");
-    const CACHE_KEY: Option<&'static str> = Some("key");
-    const UNIQUE: &'static [&'static str] = &["key"];
-    const AUTO: &'static [&'static str] = &["key"];
-}
-
-kong_pdk::dao!(KeyAuthCredential);
 
 /// Where a key was looked for, and what was there.
 enum Found {
