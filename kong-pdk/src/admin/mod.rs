@@ -24,6 +24,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -43,8 +44,43 @@ use crate::registry::{Plugins, Scope};
 use crate::schema::SchemaViolation;
 use kinds::Kind;
 
-/// Entities by kind, then by id.
-type Entities = BTreeMap<&'static str, BTreeMap<String, Value>>;
+/// The entities of one kind, by id.
+type Kinds = BTreeMap<String, Arc<Value>>;
+
+/// Entities by kind, then by id. Entities and each kind's index are shared between copies: a
+/// write copies the index of the kind it changes (pointers only) and never an entity, and
+/// readers keep the copy they loaded while a write builds the next one.
+#[derive(Clone, Default)]
+struct Entities(BTreeMap<&'static str, Arc<Kinds>>);
+
+impl std::ops::Index<&str> for Entities {
+    type Output = Kinds;
+
+    /// The entities of `kind` (none for a kind this node does not know).
+    fn index(&self, kind: &str) -> &Kinds {
+        static NONE: Kinds = BTreeMap::new();
+        self.0.get(kind).map_or(&NONE, |k| &**k)
+    }
+}
+
+impl Entities {
+    /// Stores `value` as the `kind` entity `id`.
+    fn put(&mut self, kind: &'static str, id: String, value: Value) {
+        Arc::make_mut(self.0.entry(kind).or_default()).insert(id, Arc::new(value));
+    }
+
+    /// Removes the `kind` entity `id`.
+    fn remove(&mut self, kind: &str, id: &str) {
+        if let Some(k) = self.0.get_mut(kind) {
+            Arc::make_mut(k).remove(id);
+        }
+    }
+
+    /// Every kind with its entities.
+    fn iter(&self) -> impl Iterator<Item = (&&'static str, &Kinds)> {
+        self.0.iter().map(|(k, v)| (k, &**v))
+    }
+}
 
 /// The Admin API: the store (none when DB-less), the entities it holds, and the proxy it
 /// configures.
@@ -52,7 +88,10 @@ pub struct Admin {
     store: Option<Store>,
     plugins: Arc<Plugins>,
     proxy: Arc<Proxy>,
-    entities: Mutex<Entities>,
+    /// What reads see: replaced whole by each write, so a read never waits for one.
+    entities: ArcSwap<Entities>,
+    /// Taken by every write, for the whole of it: writes apply one at a time.
+    writes: Mutex<()>,
     node_id: Uuid,
 }
 
@@ -143,14 +182,15 @@ impl Admin {
             store,
             plugins,
             proxy,
-            entities: Mutex::new(entities),
+            entities: ArcSwap::from_pointee(entities),
+            writes: Mutex::new(()),
             node_id: Uuid::new_v4(),
         };
-        {
-            let entities = admin.entities.lock().await;
-            let snapshot = admin.build(&entities).await.map_err(|e| format!("{:?}", e.1))?;
-            admin.proxy.swap(snapshot);
-        }
+        let snapshot = admin
+            .build(&admin.entities.load())
+            .await
+            .map_err(|e| format!("{:?}", e.1))?;
+        admin.proxy.swap(snapshot);
         Ok(Arc::new(admin))
     }
 
@@ -176,10 +216,12 @@ impl Admin {
     }
 
     async fn reload(&self, store: &Store) -> Result<(), String> {
+        // Loaded under the write lock: a write of this node that lands meanwhile is either in
+        // what is loaded or applied after it, never overwritten by an older copy.
+        let _write = self.writes.lock().await;
         let loaded = load_entities(store).await?;
-        let mut entities = self.entities.lock().await;
         let snapshot = self.build(&loaded).await.map_err(|e| e.1.to_string())?;
-        *entities = loaded;
+        self.entities.store(Arc::new(loaded));
         self.proxy.swap(snapshot);
         Ok(())
     }
@@ -344,7 +386,7 @@ impl Admin {
             ["schemas", kind, "validate"] if method == Method::POST => {
                 let kind = kinds::get(kind).ok_or_else(|| message(404, &format!("No entity named '{kind}'")))?;
                 let value = read_body(body, parts.headers, kind.name).await?;
-                let entities = self.entities.lock().await;
+                let entities = self.entities.load_full();
                 self.prepare(kind, value, None, &entities)?;
                 Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
             }
@@ -390,12 +432,12 @@ impl Admin {
                 }
                 let kind = self.kind_at(kind).expect("checked");
                 let (_, target, _) = kind.foreign.iter().find(|f| f.0 == *field).expect("checked");
-                let entities = self.entities.lock().await;
+                let entities = self.entities.load_full();
                 let entity = find(&entities, kind, key).ok_or_else(|| message(404, "Not found"))?;
                 let id = entity[*field]["id"].as_str().unwrap_or_default();
                 let target = kinds::get(target).expect("known kind");
                 let found = entities[target.name].get(id).ok_or_else(|| message(404, "Not found"))?;
-                Ok((StatusCode::OK, found.clone()))
+                Ok((StatusCode::OK, Value::clone(found)))
             }
             [parent, pkey, kind, key] if self.nested(parent, kind).is_some() => {
                 let (parent, kind, field) = self.nested(parent, kind).expect("checked");
@@ -437,7 +479,7 @@ impl Admin {
 
     /// The id of the `kind` entity `key` (an id or endpoint key); 404 when absent.
     async fn id_of(&self, kind: &Kind, key: &str) -> Result<Value, ApiError> {
-        let entities = self.entities.lock().await;
+        let entities = self.entities.load_full();
         find(&entities, kind, key)
             .map(|e| e["id"].clone())
             .ok_or_else(|| message(404, "Not found"))
@@ -492,7 +534,7 @@ impl Admin {
     }
 
     async fn enabled_in_cluster(&self) -> Vec<String> {
-        let entities = self.entities.lock().await;
+        let entities = self.entities.load_full();
         let mut names: Vec<String> = entities["plugins"]
             .values()
             .filter_map(|p| p["name"].as_str().map(str::to_owned))
@@ -524,17 +566,20 @@ impl Admin {
     /// The current entities as a declarative configuration (`kong config db_export`): what a
     /// DB-less node would be started with to serve the same traffic.
     pub async fn export(&self) -> Result<Config, String> {
-        to_config(&*self.entities.lock().await)
+        to_config(&self.entities.load())
     }
 
     /// The current entities as a declarative configuration (YAML), `GET /config`.
     async fn config_yaml(&self) -> String {
-        let entities = self.entities.lock().await;
+        let entities = self.entities.load_full();
         let mut doc = Map::new();
         doc.insert("_format_version".into(), Value::from("3.0"));
         for (kind, all) in entities.iter() {
             if !all.is_empty() {
-                doc.insert((*kind).to_owned(), Value::Array(all.values().cloned().collect()));
+                doc.insert(
+                    (*kind).to_owned(),
+                    Value::Array(all.values().map(|v| Value::clone(v)).collect()),
+                );
             }
         }
         serde_yaml_ng::to_string(&Value::Object(doc)).unwrap_or_default()
@@ -574,9 +619,15 @@ impl Admin {
         let entities = entities_of(&config);
         let body: Map<String, Value> = entities
             .iter()
-            .map(|(k, all)| ((*k).to_owned(), Value::Array(all.values().cloned().collect())))
+            .map(|(k, all)| {
+                (
+                    (*k).to_owned(),
+                    Value::Array(all.values().map(|v| Value::clone(v)).collect()),
+                )
+            })
             .collect();
-        *self.entities.lock().await = entities;
+        let _write = self.writes.lock().await;
+        self.entities.store(Arc::new(entities));
         self.proxy.swap(snapshot);
         Ok((StatusCode::CREATED, Value::Object(body)))
     }
@@ -620,7 +671,7 @@ impl Admin {
         if filter_custom_id == Some("") {
             return Err(message(400, "custom_id must be an unempty string"));
         }
-        let entities = self.entities.lock().await;
+        let entities = self.entities.load_full();
         let matches = |e: &Value| {
             if let Some((field, id)) = parent {
                 if &e[field]["id"] != id {
@@ -666,7 +717,7 @@ impl Admin {
                 more = true;
                 break;
             }
-            page.push(e.clone());
+            page.push(Value::clone(e));
         }
         let mut body = json!({ "data": page, "next": Value::Null });
         if more {
@@ -698,7 +749,7 @@ impl Admin {
         body: Option<Value>,
     ) -> ApiResult {
         let existing = {
-            let entities = self.entities.lock().await;
+            let entities = self.entities.load_full();
             find(&entities, kind, key).cloned()
         };
         // A nested path only reaches children of that parent.
@@ -956,7 +1007,8 @@ impl Admin {
 
     /// Validates and stores `value`, then reconfigures the proxy.
     async fn save(&self, kind: &'static Kind, value: Value, previous: Option<&Value>, status: StatusCode) -> ApiResult {
-        let mut entities = self.entities.lock().await;
+        let _write = self.writes.lock().await;
+        let entities = self.entities.load_full();
         let value = self.prepare(kind, value, previous, &entities)?;
         let id = value["id"].as_str().unwrap_or_default().to_owned();
         if previous.is_none() && entities[kind.name].contains_key(&id) && status == StatusCode::CREATED {
@@ -997,18 +1049,15 @@ impl Admin {
             }
             unique.push(("cache_key", cache_key));
         }
-        let mut candidate = entities.clone();
-        candidate
-            .get_mut(kind.name)
-            .expect("known kind")
-            .insert(id.clone(), value.clone());
+        let mut candidate = Entities::clone(&entities);
+        candidate.put(kind.name, id.clone(), value.clone());
         let op = Op::Put {
             kind: kind.name,
             id,
             data: value.clone(),
             unique,
         };
-        self.commit(&mut entities, candidate, &[op], |e| match e {
+        self.commit(candidate, &[op], |e| match e {
             StoreError::Unique(_, field, v) => unique_violation(&field, &Value::from(v)),
             StoreError::Database(e) => db_error(8, "database error", e, None),
         })
@@ -1017,7 +1066,8 @@ impl Admin {
     }
 
     async fn delete(&self, kind: &'static Kind, entity: &Value) -> Result<(), ApiError> {
-        let mut entities = self.entities.lock().await;
+        let _write = self.writes.lock().await;
+        let entities = self.entities.load_full();
         let id = entity["id"].clone();
         let mut ops = vec![Op::Delete {
             kind: kind.name,
@@ -1069,24 +1119,21 @@ impl Admin {
                 }
             }
         }
-        let mut candidate = entities.clone();
+        let mut candidate = Entities::clone(&entities);
         for op in &ops {
             if let Op::Delete { kind, id } = op {
-                candidate.get_mut(kind).expect("known kind").remove(id);
+                candidate.remove(kind, id);
             }
         }
-        self.commit(&mut entities, candidate, &ops, |e| {
-            db_error(8, "database error", e.to_string(), None)
-        })
-        .await
+        self.commit(candidate, &ops, |e| db_error(8, "database error", e.to_string(), None))
+            .await
     }
 
-    /// Applies a write: the proxy snapshot of `candidate` is built first (an invalid
-    /// configuration is refused before anything is stored), then `ops` are stored, then
-    /// `candidate` becomes the entities and the snapshot goes live.
+    /// Applies a write, under the write lock: the proxy snapshot of `candidate` is built
+    /// first (an invalid configuration is refused before anything is stored), then `ops` are
+    /// stored, then `candidate` becomes what reads see and the snapshot goes live.
     async fn commit(
         &self,
-        entities: &mut Entities,
         candidate: Entities,
         ops: &[Op],
         store_error: impl FnOnce(StoreError) -> ApiError,
@@ -1094,7 +1141,7 @@ impl Admin {
         let snapshot = self.build(&candidate).await?;
         let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
         store.write(ops).await.map_err(store_error)?;
-        *entities = candidate;
+        self.entities.store(Arc::new(candidate));
         self.proxy.swap(snapshot);
         Ok(())
     }
@@ -1206,7 +1253,7 @@ fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option<&'a Value>
         }
     }
     let field = kind.endpoint_key?;
-    all.values().find(|e| e[field].as_str() == Some(key))
+    all.values().find(|e| e[field].as_str() == Some(key)).map(|v| &**v)
 }
 
 fn allowed(segs: &[&str]) -> String {
@@ -1330,13 +1377,13 @@ async fn load_entities(store: &Store) -> Result<Entities, String> {
     for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
         let Some(k) = kinds::get(&kind) else { continue };
         let id = value["id"].as_str().unwrap_or_default().to_owned();
-        entities.entry(k.name).or_default().insert(id, value);
+        entities.put(k.name, id, value);
     }
     Ok(entities)
 }
 
 fn empty_entities() -> Entities {
-    kinds::all().iter().map(|k| (k.name, BTreeMap::new())).collect()
+    Entities(kinds::all().iter().map(|k| (k.name, Arc::default())).collect())
 }
 
 /// The entities of a declarative configuration, in the Admin API's shape.
@@ -1346,7 +1393,7 @@ fn entities_of(config: &Config) -> Entities {
         for item in items {
             if let Ok(v) = serde_json::to_value(item) {
                 let id = v["id"].as_str().unwrap_or_default().to_owned();
-                entities.get_mut(kind).expect("known kind").insert(id, v);
+                entities.put(kind, id, v);
             }
         }
     }
@@ -1373,10 +1420,7 @@ fn entities_of(config: &Config) -> Entities {
             "config": p.config,
             "enabled": p.enabled,
         });
-        entities
-            .get_mut("plugins")
-            .expect("known kind")
-            .insert(p.id.to_string(), v);
+        entities.put("plugins", p.id.to_string(), v);
     }
     entities
 }
@@ -1386,7 +1430,7 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
     fn all<T: serde::de::DeserializeOwned>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
         entities[kind]
             .values()
-            .map(|v| T::deserialize(v).map_err(|e| format!("{kind}: {e}")))
+            .map(|v| T::deserialize(&**v).map_err(|e| format!("{kind}: {e}")))
             .collect()
     }
     let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
@@ -1417,7 +1461,12 @@ fn to_config(entities: &Entities) -> Result<Config, String> {
         daos: kinds::all()
             .iter()
             .filter(|k| k.dao.is_some())
-            .map(|k| (k.name.to_owned(), entities[k.name].values().cloned().collect()))
+            .map(|k| {
+                (
+                    k.name.to_owned(),
+                    entities[k.name].values().map(|v| Value::clone(v)).collect(),
+                )
+            })
             .collect(),
     })
 }

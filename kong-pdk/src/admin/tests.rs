@@ -758,3 +758,41 @@ async fn ca_certificates(n: Node) {
         204
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_while_a_write_waits_for_the_database() {
+    use sqlx::Connection;
+    let db = temp_db();
+    let n = node(db.clone()).await;
+    assert_eq!(
+        form(&n.admin, "POST", "/services", "name=first&host=a.test")
+            .await
+            .status,
+        201
+    );
+    // Another process holds the database's write lock, as a long migration or a stuck
+    // transaction would.
+    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let admin = AdminAddr(n.admin.0);
+    let write = tokio::spawn(async move { form(&admin, "POST", "/services", "name=second&host=b.test").await });
+    // Nothing marks the moment the write starts waiting inside SQLite (busy timeout 5 s), so
+    // give it time to get there: a few milliseconds of work.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The write is stuck behind the lock; reads go on from the last committed entities.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        call(&n.admin, "GET", "/services", None, ""),
+    )
+    .await
+    .expect("GET /services answers while a write waits");
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body["data"].as_array().map(Vec::len), Some(1), "{}", read.body);
+    assert!(!write.is_finished(), "the write was still waiting for the database");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(write.await.unwrap().status, 201);
+    let read = call(&n.admin, "GET", "/services", None, "").await;
+    assert_eq!(read.body["data"].as_array().map(Vec::len), Some(2));
+}
