@@ -1,0 +1,175 @@
+//! Entities as declarative configuration (Kong's `kong/api/routes/config.lua` and
+//! `db_export`): `GET`/`POST /config`, the store's entities loaded, and the conversions
+//! between entities and [`Config`].
+
+use super::*;
+
+impl Admin {
+    /// The current entities as a declarative configuration (`kong config db_export`): what a
+    /// DB-less node would be started with to serve the same traffic.
+    pub async fn export(&self) -> Result<Config, String> {
+        to_config(&self.entities.load())
+    }
+
+    /// The current entities as a declarative configuration (YAML), `GET /config`.
+    pub(super) async fn config_yaml(&self) -> String {
+        let entities = self.entities.load_full();
+        let mut doc = Map::new();
+        doc.insert("_format_version".into(), Value::from("3.0"));
+        for (kind, all) in entities.iter() {
+            if !all.is_empty() {
+                doc.insert(
+                    (*kind).to_owned(),
+                    Value::Array(all.values().map(|v| Value::clone(v)).collect()),
+                );
+            }
+        }
+        serde_yaml_ng::to_string(&Value::Object(doc)).unwrap_or_default()
+    }
+
+    /// `POST /config` (DB-less): a whole new declarative configuration, JSON or YAML, or a
+    /// form's `config` field. Invalid → 400 code 14 and the running configuration stays.
+    pub(super) async fn load_config(&self, headers: &http::HeaderMap, bytes: &[u8]) -> ApiResult {
+        let ctype = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let text = if ctype.starts_with("application/x-www-form-urlencoded") {
+            let form = args::form(&String::from_utf8_lossy(bytes));
+            form.get("config")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        let invalid = |fields: Value| {
+            let text = serde_json::to_string(&fields).unwrap_or_default();
+            db_error(
+                Code::DeclarativeConfig,
+                format!("declarative config is invalid: {text}"),
+                Some(fields),
+            )
+        };
+        let config = Config::parse(&text).map_err(|e| invalid(e.fields))?;
+        let snapshot = config.snapshot(&self.plugins).await.map_err(|e| match e {
+            crate::registry::LoadError::Invalid { violation, .. } => invalid(violation.fields().clone()),
+            other => invalid(Value::from(other.to_string())),
+        })?;
+        let entities = entities_of(&config);
+        let body: Map<String, Value> = entities
+            .iter()
+            .map(|(k, all)| {
+                (
+                    (*k).to_owned(),
+                    Value::Array(all.values().map(|v| Value::clone(v)).collect()),
+                )
+            })
+            .collect();
+        let _write = self.writes.lock().await;
+        self.entities.store(Arc::new(entities));
+        self.proxy.swap(snapshot);
+        Ok((StatusCode::CREATED, Value::Object(body)))
+    }
+}
+
+/// Every entity `store` holds, by kind and id.
+pub(super) async fn load_entities(store: &Store) -> Result<Entities, String> {
+    let mut entities = empty_entities();
+    for (kind, value) in store.load().await.map_err(|e| e.to_string())? {
+        let Some(k) = kinds::get(&kind) else { continue };
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        entities.put(k.name, id, value);
+    }
+    Ok(entities)
+}
+
+pub(super) fn empty_entities() -> Entities {
+    Entities(kinds::all().iter().map(|k| (k.name, Arc::default())).collect())
+}
+
+/// The entities of a declarative configuration, in the Admin API's shape.
+pub(super) fn entities_of(config: &Config) -> Entities {
+    let mut entities = empty_entities();
+    fn put<T: serde::Serialize>(entities: &mut Entities, kind: &'static str, items: &[T]) {
+        for item in items {
+            if let Ok(v) = serde_json::to_value(item) {
+                let id = v["id"].as_str().unwrap_or_default().to_owned();
+                entities.put(kind, id, v);
+            }
+        }
+    }
+    put(&mut entities, "services", &config.services);
+    put(&mut entities, "routes", &config.routes);
+    put(&mut entities, "consumers", &config.consumers);
+    put(&mut entities, "certificates", &config.certificates);
+    put(&mut entities, "ca_certificates", &config.ca_certificates);
+    put(&mut entities, "snis", &config.snis);
+    put(&mut entities, "upstreams", &config.upstreams);
+    put(&mut entities, "targets", &config.targets);
+    for (kind, items) in &config.daos {
+        let Some(k) = kinds::get(kind) else { continue };
+        put(&mut entities, k.name, items);
+    }
+    let fk = |id: Option<Uuid>| id.map_or(Value::Null, |id| json!({ "id": id.to_string() }));
+    for p in &config.plugins {
+        let v = json!({
+            "id": p.id.to_string(),
+            "name": p.name,
+            "route": fk(p.scope.route),
+            "service": fk(p.scope.service),
+            "consumer": fk(p.scope.consumer),
+            "config": p.config,
+            "enabled": p.enabled,
+        });
+        entities.put("plugins", p.id.to_string(), v);
+    }
+    entities
+}
+
+/// The declarative configuration of `entities` (what the proxy snapshot is built from).
+pub(super) fn to_config(entities: &Entities) -> Result<Config, String> {
+    fn all<T: serde::de::DeserializeOwned>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
+        entities[kind]
+            .values()
+            .map(|v| T::deserialize(&**v).map_err(|e| format!("{kind}: {e}")))
+            .collect()
+    }
+    let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    let plugins = entities["plugins"]
+        .values()
+        .map(|p| PluginEntity {
+            id: uuid_of(p).unwrap_or_default(),
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
+            scope: Scope {
+                route: uuid_of(&p["route"]),
+                service: uuid_of(&p["service"]),
+                consumer: uuid_of(&p["consumer"]),
+            },
+            config: p["config"].clone(),
+            enabled: p["enabled"].as_bool().unwrap_or(true),
+        })
+        .collect();
+    Ok(Config {
+        services: all::<Service>(entities, "services")?,
+        routes: all::<Route>(entities, "routes")?,
+        consumers: all::<Consumer>(entities, "consumers")?,
+        plugins,
+        certificates: all::<Certificate>(entities, "certificates")?,
+        ca_certificates: all::<CaCertificate>(entities, "ca_certificates")?,
+        snis: all::<Sni>(entities, "snis")?,
+        upstreams: all::<Upstream>(entities, "upstreams")?,
+        targets: all::<Target>(entities, "targets")?,
+        daos: kinds::all()
+            .iter()
+            .filter(|k| k.dao.is_some())
+            .map(|k| {
+                (
+                    k.name.to_owned(),
+                    entities[k.name].values().map(|v| Value::clone(v)).collect(),
+                )
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,649 @@
+//! The generic endpoints (Kong's `kong/api/endpoints.lua`): collections with pagination and
+//! filters, single entities, nested ones, and the writes (create, upsert, update, delete with
+//! cascades) with Kong's checks and errors.
+
+use super::*;
+
+impl Admin {
+    /// `GET /S` and nested `GET /P/{p}/S`: a page of entities.
+    pub(super) async fn list(
+        &self,
+        kind: &'static Kind,
+        parent: Option<(&str, &Value)>,
+        query: &str,
+        path: &str,
+    ) -> ApiResult {
+        let args: Vec<(String, String)> = args::pairs(query).collect();
+        let arg = |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let size = match arg("size") {
+            None => 100,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if (1..=1000).contains(&n) => n as usize,
+                Ok(_) => {
+                    return Err(db_error(
+                        Code::InvalidSize,
+                        "size must be an integer between 1 and 1000".into(),
+                        None,
+                    ));
+                }
+                Err(_) => return Err(db_error(Code::InvalidSize, "size must be a number".into(), None)),
+            },
+        };
+        let after = match arg("offset") {
+            None => None,
+            Some(o) => Some(decode_offset(o).ok_or_else(|| {
+                db_error(
+                    Code::InvalidOffset,
+                    format!("'{o}' is not a valid offset: bad base64 encoding"),
+                    None,
+                )
+            })?),
+        };
+        let tags = arg("tags").map(str::to_owned);
+        let filter_custom_id = if kind.name == "consumers" {
+            arg("custom_id")
+        } else {
+            None
+        };
+        if filter_custom_id == Some("") {
+            return Err(message(400, "custom_id must be an unempty string"));
+        }
+        let entities = self.entities.load_full();
+        let matches = |e: &Value| {
+            if let Some((field, id)) = parent {
+                if &e[field]["id"] != id {
+                    return false;
+                }
+            }
+            if let Some(c) = filter_custom_id {
+                if e["custom_id"].as_str() != Some(c) {
+                    return false;
+                }
+            }
+            if let Some(t) = &tags {
+                let have: Vec<&str> = e["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let ok = if t.contains('/') {
+                    t.split('/').any(|x| have.contains(&x))
+                } else {
+                    t.split(',').all(|x| have.contains(&x))
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut page: Vec<Value> = Vec::with_capacity(size.min(64));
+        let mut more = false;
+        let range = match &after {
+            Some(a) => {
+                entities[kind.name].range::<String, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+            }
+            None => entities[kind.name].range::<String, _>(..),
+        };
+        for (_, e) in range {
+            if !matches(e) {
+                continue;
+            }
+            if page.len() == size {
+                more = true;
+                break;
+            }
+            page.push(Value::clone(e));
+        }
+        let mut body = json!({ "data": page, "next": Value::Null });
+        if more {
+            let last = page.last().and_then(|e| e["id"].as_str()).unwrap_or_default();
+            let offset = encode_offset(last);
+            let mut next = format!(
+                "{path}?offset={}",
+                crate::pdk::request::percent_encode_component(&offset)
+            );
+            if let Some(t) = &tags {
+                next.push_str(&format!("&tags={}", crate::pdk::request::percent_encode_component(t)));
+            }
+            if arg("size").is_some() {
+                next.push_str(&format!("&size={size}"));
+            }
+            body["offset"] = Value::from(offset);
+            body["next"] = Value::from(next);
+        }
+        Ok((StatusCode::OK, body))
+    }
+
+    /// `/S/{key}` and `/P/{p}/S/{key}`: GET, PUT, PATCH, DELETE.
+    pub(super) async fn one(
+        &self,
+        kind: &'static Kind,
+        key: &str,
+        parent: Option<(&'static str, Value)>,
+        method: Method,
+        body: Option<Value>,
+    ) -> ApiResult {
+        let existing = {
+            let entities = self.entities.load_full();
+            find(&entities, kind, key).cloned()
+        };
+        // A nested path only reaches children of that parent.
+        let existing = existing.filter(|e| parent.as_ref().is_none_or(|(f, id)| &e[*f]["id"] == id));
+        match method {
+            Method::GET | Method::HEAD => existing
+                .map(|e| (StatusCode::OK, e))
+                .ok_or_else(|| message(404, "Not found")),
+            Method::DELETE => {
+                if let Some(e) = existing {
+                    self.delete(kind, &e).await?;
+                }
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            }
+            Method::PATCH => {
+                let Some(existing) = existing else {
+                    return Err(message(404, "Not found"));
+                };
+                let Some(Value::Object(patch)) = body else {
+                    return Err(message(400, "Cannot parse JSON body"));
+                };
+                let mut merged = existing.clone();
+                for (k, v) in patch {
+                    match (merged.get_mut(&k), v) {
+                        // Records (plugin config) merge; everything else is replaced.
+                        (Some(Value::Object(old)), Value::Object(new)) if k == "config" => {
+                            for (ck, cv) in new {
+                                old.insert(ck, cv);
+                            }
+                        }
+                        (_, v) => {
+                            merged[&k] = v;
+                        }
+                    }
+                }
+                if let Some((field, id)) = &parent {
+                    merged[*field] = json!({ "id": id });
+                }
+                merged["updated_at"] = Value::from(now());
+                self.save(kind, merged, Some(&existing), StatusCode::OK).await
+            }
+            Method::PUT => {
+                let Some(Value::Object(mut entity)) = body else {
+                    return Err(message(400, "Cannot parse JSON body"));
+                };
+                let id = match &existing {
+                    Some(e) => e["id"].clone(),
+                    None if Uuid::parse_str(key).is_ok() => Value::from(key),
+                    None => Value::from(Uuid::new_v4().to_string()),
+                };
+                if Uuid::parse_str(key).is_err() {
+                    if let Some(endpoint_key) = kind.endpoint_key {
+                        entity.insert(endpoint_key.into(), Value::from(key));
+                    }
+                }
+                entity.insert("id".into(), id);
+                if let Some((field, pid)) = &parent {
+                    entity.insert((*field).into(), json!({ "id": pid }));
+                }
+                let created = existing
+                    .as_ref()
+                    .map_or_else(now, |e| e["created_at"].as_i64().unwrap_or_else(now));
+                entity.insert("created_at".into(), Value::from(created));
+                entity.insert("updated_at".into(), Value::from(now()));
+                self.save(kind, Value::Object(entity), existing.as_ref(), StatusCode::OK)
+                    .await
+            }
+            _ => Err(message(405, "Method not allowed")),
+        }
+    }
+
+    pub(super) async fn create(
+        &self,
+        kind: &'static Kind,
+        body: Value,
+        parent: Option<(&'static str, Value)>,
+    ) -> ApiResult {
+        let Value::Object(mut entity) = body else {
+            return Err(message(400, "Cannot parse JSON body"));
+        };
+        if let Some((field, id)) = parent {
+            entity.insert(field.into(), json!({ "id": id }));
+        }
+        let t = now();
+        entity.entry("created_at").or_insert(Value::from(t));
+        entity.entry("updated_at").or_insert(Value::from(t));
+        if !entity.contains_key("id") {
+            entity.insert("id".into(), Value::from(Uuid::new_v4().to_string()));
+        }
+        self.save(kind, Value::Object(entity), None, StatusCode::CREATED).await
+    }
+
+    /// Validates `value` as a `kind` entity: url shorthand, schema, foreign keys, plugin
+    /// configs, certificate pairs. Returns the entity as stored.
+    pub(super) fn prepare(
+        &self,
+        kind: &'static Kind,
+        value: Value,
+        previous: Option<&Value>,
+        entities: &Entities,
+    ) -> Result<Value, ApiError> {
+        let Value::Object(mut obj) = value else {
+            return Err(message(400, "Cannot parse JSON body"));
+        };
+        if kind.name == "services" {
+            crate::gateway::declarative::expand_url(&mut obj).map_err(|e| field_violation("url", e))?;
+        }
+        if let Some(id) = obj.get("id") {
+            if id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err()) {
+                return Err(field_violation("id", "expected a valid UUID"));
+            }
+        }
+        // The handlers stamp `updated_at`; kinds without the field (plugins' entities) drop it.
+        if kind.schema.field("updated_at").is_none() {
+            obj.remove("updated_at");
+        }
+        if let Some(dao) = kind.dao {
+            dao.fill_auto(&mut obj);
+        }
+        // Foreign keys may name the entity by its endpoint key.
+        for (field, target, _) in kind.foreign {
+            let Some(reference) = obj.get(*field).filter(|v| !v.is_null()).cloned() else {
+                continue;
+            };
+            let target = kinds::get(target).expect("known kind");
+            let resolved = match &reference {
+                Value::Object(m) if m.contains_key("id") => {
+                    let id = m["id"].as_str().unwrap_or_default();
+                    if !entities[target.name].contains_key(id) {
+                        let text = format!(
+                            "the foreign key '{}' does not reference an existing '{}' entity.",
+                            key_text("id", &m["id"]),
+                            target.name
+                        );
+                        return Err(db_error(
+                            Code::ForeignKeyViolation,
+                            text.clone(),
+                            Some(json!({ *field: text })),
+                        ));
+                    }
+                    id.to_owned()
+                }
+                Value::Object(m) if m.len() == 1 => {
+                    let (k, v) = m.iter().next().expect("one entry");
+                    let found = entities[target.name]
+                        .values()
+                        .find(|e| e.get(k) == Some(v) && k != "id");
+                    match found {
+                        Some(e) => e["id"].as_str().unwrap_or_default().to_owned(),
+                        None => {
+                            let text = format!(
+                                "the foreign key cannot be resolved with '{}' for an existing '{}' entity",
+                                key_text(k, v),
+                                target.name
+                            );
+                            return Err(db_error(
+                                Code::ForeignKeysUnresolved,
+                                format!("foreign key unresolved ({field}.{k}: {text})"),
+                                Some(json!({ *field: { k.as_str(): text } })),
+                            ));
+                        }
+                    }
+                }
+                _ => return Err(field_violation(field, "expected a record")),
+            };
+            obj.insert((*field).into(), json!({ "id": resolved }));
+        }
+        let mut value = Value::Object(obj);
+        if kind.name == "plugins" {
+            self.validate_plugin(&mut value, now())?;
+        } else {
+            crate::schema::validate_record(&kind.schema, &mut value).map_err(|e| {
+                let Value::Object(m) = e else {
+                    return message(400, "invalid entity");
+                };
+                violation(SchemaViolation::new(m))
+            })?;
+        }
+        match kind.name {
+            "routes" => route_checks(&value)?,
+            "certificates" => {
+                let alt = value["cert_alt"].as_str().zip(value["key_alt"].as_str());
+                crate::gateway::tls::CertificatePair::from_pem(
+                    value["cert"].as_str().unwrap_or_default(),
+                    value["key"].as_str().unwrap_or_default(),
+                    alt,
+                )
+                .map_err(|(f, m)| entity_or_field_violation(f, m))?;
+            }
+            "ca_certificates" => {
+                let digest =
+                    crate::gateway::upstream_tls::check_ca_certificate(value["cert"].as_str().unwrap_or_default())
+                        .map_err(|(f, m)| entity_or_field_violation(f, m))?;
+                value["cert_digest"] = Value::from(digest);
+            }
+            _ => {}
+        }
+        if let Some(prev) = previous {
+            value["created_at"] = prev["created_at"].clone();
+        }
+        Ok(value)
+    }
+
+    /// Validates a plugin entity: the generic fields, then its own schema (scoping, protocols,
+    /// config).
+    pub(super) fn validate_plugin(&self, value: &mut Value, t: i64) -> Result<(), ApiError> {
+        let name = value["name"].as_str().map(str::to_owned);
+        let Some(name) = name else {
+            return Err(field_violation("name", "required field missing"));
+        };
+        let Some(schema) = self.plugins.schema(&name) else {
+            return Err(field_violation(
+                "name",
+                format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+            ));
+        };
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| message(400, "Cannot parse JSON body"))?;
+        obj.entry("created_at").or_insert(Value::from(t));
+        obj.entry("updated_at").or_insert(Value::from(t));
+        let config = obj.remove("config").unwrap_or(Value::Null);
+        let protocols = obj.remove("protocols");
+        let mut generic = Value::Object(obj.clone());
+        let mut errors = Map::new();
+        let kind = kinds::get("plugins").expect("known kind");
+        if let Err(Value::Object(e)) = crate::schema::validate_record(&kind.schema, &mut generic) {
+            errors.extend(e.into_iter().filter(|(k, _)| k != "protocols"));
+        }
+        let mut scoped = json!({
+            "consumer": generic["consumer"].clone(),
+            "route": generic["route"].clone(),
+            "service": generic["service"].clone(),
+            "protocols": protocols.unwrap_or(Value::Null),
+            "config": config,
+        });
+        match schema.validate_entity(scoped.take()) {
+            Ok(valid) => {
+                if errors.is_empty() {
+                    for key in ["protocols", "config"] {
+                        generic[key] = valid[key].clone();
+                    }
+                    *value = generic;
+                }
+            }
+            Err(v) => {
+                if let Value::Object(e) = v.fields() {
+                    errors.extend(e.clone());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(violation(SchemaViolation::new(errors)))
+        }
+    }
+
+    /// Validates and stores `value`, then reconfigures the proxy.
+    pub(super) async fn save(
+        &self,
+        kind: &'static Kind,
+        value: Value,
+        previous: Option<&Value>,
+        status: StatusCode,
+    ) -> ApiResult {
+        let _write = self.writes.lock().await;
+        let entities = self.entities.load_full();
+        let value = self.prepare(kind, value, previous, &entities)?;
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        if previous.is_none() && entities[kind.name].contains_key(&id) && status == StatusCode::CREATED {
+            let text = format!("primary key violation on key '{}'", key_text("id", &value["id"]));
+            return Err(db_error(
+                Code::PrimaryKeyViolation,
+                text.clone(),
+                Some(json!({ "id": text })),
+            ));
+        }
+        let mut unique = Vec::new();
+        for field in kind.unique {
+            if let Some(v) = value[*field].as_str() {
+                let taken = entities[kind.name]
+                    .values()
+                    .any(|e| e["id"] != value["id"] && e[*field].as_str() == Some(v));
+                if taken {
+                    return Err(unique_violation(field, &value[*field]));
+                }
+                unique.push((*field, v.to_owned()));
+            }
+        }
+        if kind.name == "plugins" {
+            let cache_key = plugin_cache_key(&value);
+            if entities["plugins"]
+                .values()
+                .any(|e| e["id"] != value["id"] && plugin_cache_key(e) == cache_key)
+            {
+                let text = format!(
+                    "UNIQUE violation detected on '{{consumer={},name=\"{}\",route={},service={}}}'",
+                    lua_ref(&value["consumer"]),
+                    value["name"].as_str().unwrap_or_default(),
+                    lua_ref(&value["route"]),
+                    lua_ref(&value["service"])
+                );
+                return Err(db_error(Code::UniqueViolation, text, None));
+            }
+            unique.push(("cache_key", cache_key));
+        }
+        let mut candidate = Entities::clone(&entities);
+        candidate.put(kind.name, id.clone(), value.clone());
+        let op = Op::Put {
+            kind: kind.name,
+            id,
+            data: value.clone(),
+            unique,
+        };
+        self.commit(candidate, &[op], |e| match e {
+            StoreError::Unique(_, field, v) => unique_violation(&field, &Value::from(v)),
+            StoreError::Database(e) => db_error(Code::DatabaseError, e, None),
+        })
+        .await?;
+        Ok((status, value))
+    }
+
+    pub(super) async fn delete(&self, kind: &'static Kind, entity: &Value) -> Result<(), ApiError> {
+        let _write = self.writes.lock().await;
+        let entities = self.entities.load_full();
+        let id = entity["id"].clone();
+        let mut ops = vec![Op::Delete {
+            kind: kind.name,
+            id: id.as_str().unwrap_or_default().to_owned(),
+        }];
+        // Kong's ca_certificates DAO: a CA certificate a service trusts stays.
+        if kind.name == "ca_certificates" {
+            let user = entities["services"]
+                .values()
+                .find(|s| s["ca_certificates"].as_array().is_some_and(|ids| ids.contains(&id)));
+            if let Some(service) = user {
+                return Err(db_error(
+                    Code::ReferencedByOthers,
+                    format!(
+                        "ca certificate {} is still referenced by services (id = {})",
+                        id.as_str().unwrap_or_default(),
+                        service["id"].as_str().unwrap_or_default()
+                    ),
+                    None,
+                ));
+            }
+        }
+        // Children that cascade go with it; others forbid the delete.
+        for child in kinds::all() {
+            for (field, target, cascade) in child.foreign {
+                if *target != kind.name {
+                    continue;
+                }
+                for (cid, c) in &entities[child.name] {
+                    if c[*field]["id"] != id {
+                        continue;
+                    }
+                    if !cascade {
+                        return Err(db_error(
+                            Code::ForeignKeyViolation,
+                            format!(
+                                "an existing '{}' entity references this '{}' entity",
+                                child.name, kind.name
+                            ),
+                            Some(json!({ "@referenced_by": child.name })),
+                        ));
+                    }
+                    ops.push(Op::Delete {
+                        kind: child.name,
+                        id: cid.clone(),
+                    });
+                }
+            }
+        }
+        let mut candidate = Entities::clone(&entities);
+        for op in &ops {
+            if let Op::Delete { kind, id } = op {
+                candidate.remove(kind, id);
+            }
+        }
+        self.commit(candidate, &ops, |e| db_error(Code::DatabaseError, e.to_string(), None))
+            .await
+    }
+
+    /// Applies a write, under the write lock: the proxy snapshot of `candidate` is built
+    /// first (an invalid configuration is refused before anything is stored), then `ops` are
+    /// stored, then `candidate` becomes what reads see and the snapshot goes live.
+    pub(super) async fn commit(
+        &self,
+        candidate: Entities,
+        ops: &[Op],
+        store_error: impl FnOnce(StoreError) -> ApiError,
+    ) -> Result<(), ApiError> {
+        let snapshot = self.build(&candidate).await?;
+        let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
+        store.write(ops).await.map_err(store_error)?;
+        self.entities.store(Arc::new(candidate));
+        self.proxy.swap(snapshot);
+        Ok(())
+    }
+
+    /// The proxy snapshot for `entities`.
+    pub(super) async fn build(&self, entities: &Entities) -> Result<crate::gateway::Snapshot, ApiError> {
+        let config = to_config(entities).map_err(|e| message(500, &e))?;
+        config.snapshot(&self.plugins).await.map_err(|e| match e {
+            crate::registry::LoadError::Invalid { violation: v, .. } => violation(v),
+            other => message(400, &other.to_string()),
+        })
+    }
+}
+
+pub(super) fn unique_violation(field: &str, value: &Value) -> ApiError {
+    let text = format!("UNIQUE violation detected on '{}'", key_text(field, value));
+    db_error(Code::UniqueViolation, text.clone(), Some(json!({ field: text })))
+}
+
+pub(super) fn lua_ref(v: &Value) -> String {
+    match v["id"].as_str() {
+        Some(id) => format!("{{id=\"{id}\"}}"),
+        None => "null".into(),
+    }
+}
+
+pub(super) fn plugin_cache_key(p: &Value) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        p["name"].as_str().unwrap_or_default(),
+        p["route"]["id"].as_str().unwrap_or_default(),
+        p["service"]["id"].as_str().unwrap_or_default(),
+        p["consumer"]["id"].as_str().unwrap_or_default()
+    )
+}
+
+/// Kong's route subschema rules for http/https routes.
+pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
+    let protocols: Vec<&str> = route["protocols"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let set = |f: &str| match &route[f] {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
+    let http = protocols.iter().any(|p| *p == "http" || *p == "https");
+    if http {
+        let https = protocols.contains(&"https");
+        let (fields, names): (&[&str], &str) = if https {
+            (
+                &["methods", "hosts", "headers", "paths", "snis"],
+                "'methods', 'hosts', 'headers', 'paths', 'snis'",
+            )
+        } else {
+            (
+                &["methods", "hosts", "headers", "paths"],
+                "'methods', 'hosts', 'headers', 'paths'",
+            )
+        };
+        if !fields.iter().any(|f| set(f)) {
+            let which = if https { "https" } else { "http" };
+            return Err(violation(SchemaViolation::new(
+                [(
+                    "@entity".to_owned(),
+                    json!([format!("must set one of {names} when 'protocols' is '{which}'")]),
+                )]
+                .into_iter()
+                .collect(),
+            )));
+        }
+    }
+    if set("snis")
+        && !protocols
+            .iter()
+            .any(|p| matches!(*p, "grpcs" | "https" | "tls" | "tls_passthrough"))
+    {
+        return Err(field_violation(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        ));
+    }
+    if let Some(headers) = route["headers"].as_object() {
+        if headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
+            return Err(field_violation(
+                "headers",
+                "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The entity `key` (an id or the kind's endpoint key value).
+pub(super) fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option<&'a Value> {
+    let all = &entities[kind.name];
+    if Uuid::parse_str(key).is_ok() {
+        if let Some(e) = all.get(&key.to_ascii_lowercase()) {
+            return Some(e);
+        }
+    }
+    let field = kind.endpoint_key?;
+    all.values().find(|e| e[field].as_str() == Some(key)).map(|v| &**v)
+}
+
+/// Kong's opaque page offsets: the last id, URL-safe base64.
+pub(super) fn encode_offset(id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+pub(super) fn decode_offset(s: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(bytes).ok().filter(|s| Uuid::parse_str(s).is_ok())
+}

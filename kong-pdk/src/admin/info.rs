@@ -1,0 +1,98 @@
+//! `GET /`, `/status` and `/endpoints` (Kong's `kong/api/routes/kong.lua`).
+
+use super::*;
+
+impl Admin {
+    pub(super) async fn info(&self) -> Value {
+        let available: Map<String, Value> = self
+            .plugins
+            .iter()
+            .map(|m| {
+                (
+                    m.name.to_owned(),
+                    json!({ "version": m.version, "priority": m.priority }),
+                )
+            })
+            .collect();
+        json!({
+            "tagline": "Welcome to kong",
+            "version": KONG_VERSION,
+            "edition": "community",
+            "kong_pdk_version": env!("CARGO_PKG_VERSION"),
+            "hostname": self.plugins.node().hostname,
+            "node_id": self.node_id.to_string(),
+            "lua_version": Value::Null,
+            "plugins": {
+                "available_on_server": available,
+                "enabled_in_cluster": self.enabled_in_cluster().await,
+            },
+            "configuration": {
+                "database": match &self.store {
+                    None => "off",
+                    Some(s) if s.is_sqlite() => "sqlite",
+                    Some(_) => "postgres",
+                },
+            },
+            "pids": { "master": std::process::id(), "workers": [std::process::id()] },
+        })
+    }
+
+    pub(super) async fn enabled_in_cluster(&self) -> Vec<String> {
+        let entities = self.entities.load_full();
+        let mut names: Vec<String> = entities["plugins"]
+            .values()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub(super) async fn status(&self) -> Value {
+        let mut status = json!({
+            "server": {
+                "connections_active": Value::Null,
+                "total_requests": Value::Null,
+            },
+            "memory": { "lua_shared_dicts": {}, "workers_lua_vms": [] },
+        });
+        match &self.store {
+            Some(store) => status["database"] = json!({ "reachable": store.version().await.is_ok() }),
+            None => {
+                let yaml = self.config_yaml().await;
+                let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, yaml.as_bytes()).simple().to_string();
+                status["configuration_hash"] = Value::from(hash);
+            }
+        }
+        status
+    }
+}
+
+pub(super) fn endpoint_list(plugins: &Plugins) -> Value {
+    let mut list = vec![
+        "/".to_owned(),
+        "/status".into(),
+        "/plugins/enabled".into(),
+        "/endpoints".into(),
+    ];
+    list.push("/schemas/plugins/validate".into());
+    list.push("/schemas/plugins/{name}".into());
+    for kind in kinds::all() {
+        if kind.dao.is_some_and(|d| !plugins.contains(d.plugin)) {
+            continue;
+        }
+        let (path, name) = (kind.path, kind.name);
+        list.push(format!("/schemas/{name}"));
+        list.push(format!("/{path}"));
+        list.push(format!("/{path}/{{{name}}}"));
+        for (field, target, _) in kind.foreign {
+            let nested = kind.dao.map_or(name, |d| d.admin_api_nested_name);
+            list.push(format!("/{path}/{{{name}}}/{field}"));
+            list.push(format!("/{target}/{{{target}}}/{nested}"));
+            list.push(format!("/{target}/{{{target}}}/{nested}/{{{name}}}"));
+        }
+    }
+    list.sort();
+    list.dedup();
+    json!({ "data": list, "next": Value::Null })
+}

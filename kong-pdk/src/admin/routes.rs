@@ -1,0 +1,201 @@
+//! Where each Admin API request goes (Kong's `kong/api/routes/*.lua` and the paths
+//! `endpoints.lua` generates): the path and method dispatch, and the lookups it needs.
+
+use super::*;
+
+impl Admin {
+    /// Answers one request by its path and method: Kong's status and body, or its error.
+    pub(super) async fn route<B>(&self, req: Request<B>) -> ApiResult
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let segments: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| crate::pdk::request::percent_decode(s, false))
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = parts.method.clone();
+        let read_body = |body: B, headers: http::HeaderMap, kind: &'static str| async move {
+            let (mut value, form) = read(body, &headers).await?;
+            if form {
+                self.infer(kinds::get(kind).expect("known kind"), &mut value);
+            }
+            Ok::<Value, ApiError>(value)
+        };
+        let get = method == Method::GET || method == Method::HEAD;
+        if self.store.is_none() && !get && segs.first().is_some_and(|k| self.kind_at(k).is_some()) {
+            let kind = match segs.as_slice() {
+                [parent, _, child, ..] if self.nested(parent, child).is_some() => {
+                    self.nested(parent, child).expect("checked").1.name
+                }
+                [k, ..] => self.kind_at(k).expect("checked").name,
+                [] => "",
+            };
+            let verb = match method {
+                Method::PATCH => "update",
+                Method::DELETE => "delete",
+                _ => "create",
+            };
+            return Err(db_error(
+                Code::OperationUnsupported,
+                format!("cannot {verb} '{kind}' entities when not using a database"),
+                None,
+            ));
+        }
+        match segs.as_slice() {
+            ["config"] if get => Ok((StatusCode::OK, json!({ "config": self.config_yaml().await }))),
+            ["config"] if method == Method::POST => {
+                if self.store.is_some() {
+                    return Err(message(
+                        400,
+                        "this endpoint is only available when Kong is configured to not use a database",
+                    ));
+                }
+                let bytes = collect_body(body).await?;
+                self.load_config(&parts.headers, &bytes).await
+            }
+            [] if get => Ok((StatusCode::OK, self.info().await)),
+            ["status"] if get => Ok((StatusCode::OK, self.status().await)),
+            ["plugins", "enabled"] if get => Ok((
+                StatusCode::OK,
+                json!({ "enabled_plugins": self.plugins.iter().map(|m| m.name).collect::<Vec<_>>() }),
+            )),
+            ["endpoints"] if get => Ok((StatusCode::OK, info::endpoint_list(&self.plugins))),
+            ["schemas", "plugins", "validate"] if method == Method::POST => {
+                let mut value = read_body(body, parts.headers, "plugins").await?;
+                let now = now();
+                self.validate_plugin(&mut value, now)?;
+                Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
+            }
+            ["schemas", "plugins", name] if get => match self.plugins.schema(name) {
+                Some(schema) => Ok((StatusCode::OK, schema.to_json())),
+                None => Err(message(404, &format!("No plugin named '{name}'"))),
+            },
+            ["schemas", kind] if get => match kinds::get(kind) {
+                Some(k) => Ok((
+                    StatusCode::OK,
+                    crate::schema::schema_json(&k.schema.fields, &k.schema.entity_checks),
+                )),
+                None => Err(message(404, &format!("No entity named '{kind}'"))),
+            },
+            ["schemas", kind, "validate"] if method == Method::POST => {
+                let kind = kinds::get(kind).ok_or_else(|| message(404, &format!("No entity named '{kind}'")))?;
+                let value = read_body(body, parts.headers, kind.name).await?;
+                let entities = self.entities.load_full();
+                self.prepare(kind, value, None, &entities)?;
+                Ok((StatusCode::OK, json!({ "message": "schema validation successful" })))
+            }
+            [kind] if self.kind_at(kind).is_some() => {
+                let kind = self.kind_at(kind).expect("checked");
+                match method {
+                    Method::GET | Method::HEAD => self.list(kind, None, &query, &path).await,
+                    Method::POST => {
+                        let value = read_body(body, parts.headers, kind.name).await?;
+                        self.create(kind, value, None).await
+                    }
+                    _ => Err(message(405, "Method not allowed")),
+                }
+            }
+            [kind, key] if self.kind_at(kind).is_some() => {
+                let kind = self.kind_at(kind).expect("checked");
+                let value = if matches!(method, Method::PUT | Method::PATCH) {
+                    Some(read_body(body, parts.headers, kind.name).await?)
+                } else {
+                    None
+                };
+                self.one(kind, key, None, method, value).await
+            }
+            [parent, pkey, kind] if self.nested(parent, kind).is_some() => {
+                let (parent, kind, field) = self.nested(parent, kind).expect("checked");
+                let parent_id = self.id_of(parent, pkey).await?;
+                match method {
+                    Method::GET | Method::HEAD => self.list(kind, Some((field, &parent_id)), &query, &path).await,
+                    Method::POST => {
+                        let value = read_body(body, parts.headers, kind.name).await?;
+                        self.create(kind, value, Some((field, parent_id))).await
+                    }
+                    _ => Err(message(405, "Method not allowed")),
+                }
+            }
+            [kind, key, field]
+                if self
+                    .kind_at(kind)
+                    .is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)) =>
+            {
+                if !get {
+                    return Err(message(405, "Method not allowed"));
+                }
+                let kind = self.kind_at(kind).expect("checked");
+                let (_, target, _) = kind.foreign.iter().find(|f| f.0 == *field).expect("checked");
+                let entities = self.entities.load_full();
+                let entity = find(&entities, kind, key).ok_or_else(|| message(404, "Not found"))?;
+                let id = entity[*field]["id"].as_str().unwrap_or_default();
+                let target = kinds::get(target).expect("known kind");
+                let found = entities[target.name].get(id).ok_or_else(|| message(404, "Not found"))?;
+                Ok((StatusCode::OK, Value::clone(found)))
+            }
+            [parent, pkey, kind, key] if self.nested(parent, kind).is_some() => {
+                let (parent, kind, field) = self.nested(parent, kind).expect("checked");
+                let parent_id = self.id_of(parent, pkey).await?;
+                let value = if matches!(method, Method::PUT | Method::PATCH) {
+                    Some(read_body(body, parts.headers, kind.name).await?)
+                } else {
+                    None
+                };
+                self.one(kind, key, Some((field, parent_id)), method, value).await
+            }
+            _ => Err(message(404, "Not found")),
+        }
+    }
+
+    /// The kind served at `/{segment}`: a core kind, or the entity of an enabled plugin.
+    /// Targets are only served under their upstream (`/upstreams/{u}/targets`), as in Kong.
+    pub(super) fn kind_at(&self, segment: &str) -> Option<&'static Kind> {
+        kinds::by_path(segment)
+            .filter(|k| k.name != "targets")
+            .filter(|k| k.dao.is_none_or(|d| self.plugins.contains(d.plugin)))
+    }
+
+    /// `/{parent}/{p}/{child}`: the parent kind, the child kind and the child's foreign field
+    /// to the parent. Plugin entities nest under consumers by their nested name
+    /// (`/consumers/{c}/key-auth`).
+    pub(super) fn nested(&self, parent: &str, child: &str) -> Option<(&'static Kind, &'static Kind, &'static str)> {
+        let parent = kinds::by_path(parent).filter(|k| k.dao.is_none())?;
+        let child = match kinds::by_path(child) {
+            Some(k) if k.dao.is_none() => k,
+            _ => kinds::all().iter().find(|k| {
+                k.dao
+                    .is_some_and(|d| d.admin_api_nested_name == child && self.plugins.contains(d.plugin))
+            })?,
+        };
+        let (field, _, _) = child.foreign.iter().find(|(_, target, _)| *target == parent.name)?;
+        Some((parent, child, field))
+    }
+
+    /// The id of the `kind` entity `key` (an id or endpoint key); 404 when absent.
+    pub(super) async fn id_of(&self, kind: &Kind, key: &str) -> Result<Value, ApiError> {
+        let entities = self.entities.load_full();
+        find(&entities, kind, key)
+            .map(|e| e["id"].clone())
+            .ok_or_else(|| message(404, "Not found"))
+    }
+
+    /// Types form-encoded values by the kind's schema (and a plugin's config schema).
+    pub(super) fn infer(&self, kind: &Kind, value: &mut Value) {
+        args::infer_record(value, &kind.schema);
+        if kind.name == "plugins" {
+            if let Some(schema) = value["name"].as_str().and_then(|n| self.plugins.schema(n)) {
+                for field in schema.fields() {
+                    if let Some(v) = value.get_mut(&field.name) {
+                        args::infer(v, &field.schema);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The HTTP side of the Admin API (Kong's `kong/api/init.lua`): the listener, one request's
+//! answer with Kong's headers (CORS, `Server`, `X-Kong-Admin-Latency`), OPTIONS, and request
+//! bodies in JSON, form or multipart encoding.
+
+use super::*;
+
+impl Admin {
+    /// Serves the Admin API on `listener` until `shutdown` completes.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                (stream, _) = crate::gateway::accept::accept(&listener) => {
+                    let admin = self.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let admin = admin.clone();
+                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers one Admin API request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let origin = req.headers().get(http::header::ORIGIN).cloned();
+        let (status, body, allow) = if req.method() == Method::OPTIONS {
+            let segs: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+            (StatusCode::NO_CONTENT, Value::Null, Some(allowed(&segs)))
+        } else {
+            match self.route(req).await {
+                Ok((status, body)) | Err(ApiError(status, body)) => (status, body, None),
+            }
+        };
+        let mut resp = Response::new(Full::new(if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        }));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        if !body.is_null() {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            origin.unwrap_or_else(|| HeaderValue::from_static("*")),
+        );
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            h.insert(http::header::ALLOW, allow.clone());
+            h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+            h.insert(
+                http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Content-Type"),
+            );
+        }
+        h.insert(
+            http::header::SERVER,
+            HeaderValue::from_static(crate::gateway::SERVER_TOKEN),
+        );
+        h.insert(
+            "x-kong-admin-latency",
+            HeaderValue::from(started.elapsed().as_millis() as u64),
+        );
+        resp
+    }
+}
+
+pub(super) fn allowed(segs: &[&str]) -> String {
+    let methods: &[&str] = match segs {
+        [] | ["status"] | ["endpoints"] => &["GET", "HEAD", "OPTIONS"],
+        [_] => &["GET", "HEAD", "OPTIONS", "POST"],
+        [_, _] => &["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PUT"],
+        [_, _, _] => &["GET", "HEAD", "OPTIONS", "POST"],
+        _ => &["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PUT"],
+    };
+    methods.join(", ")
+}
+
+/// The whole request body, up to 10 MiB (413 beyond).
+pub(super) async fn collect_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    const MAX_BODY: usize = 10 * 1024 * 1024;
+    Ok(http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| message(413, "Payload too large"))?
+        .to_bytes())
+}
+
+/// Reads a request body as Kong does: JSON or form-encoded (`true` when form-encoded, whose
+/// values still need typing); an empty body is `{}`.
+pub(super) async fn read<B>(body: B, headers: &http::HeaderMap) -> Result<(Value, bool), ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let types: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_TYPE).iter().collect();
+    if types.len() > 1 {
+        return Err(message(400, "Multiple Content-Type headers not allowed"));
+    }
+    let bytes = collect_body(body).await?;
+    if bytes.is_empty() {
+        return Ok((Value::Object(Map::new()), false));
+    }
+    let ctype = types
+        .first()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match ctype.as_str() {
+        "application/json" => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v @ Value::Object(_)) => Ok((v, false)),
+            _ => Err(message(400, "Cannot parse JSON body")),
+        },
+        "application/x-www-form-urlencoded" => {
+            let text = String::from_utf8_lossy(&bytes);
+            Ok((Value::Object(args::form(&text)), true))
+        }
+        "multipart/form-data" => {
+            let full = types.first().and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let boundary = full
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("boundary="))
+                .map(|b| b.trim_matches('"'))
+                .ok_or_else(|| message(400, "Cannot parse multipart body"))?;
+            let form = args::multipart(&bytes, boundary).ok_or_else(|| message(400, "Cannot parse multipart body"))?;
+            Ok((Value::Object(form), true))
+        }
+        _ => Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, Value::Null)),
+    }
+}
