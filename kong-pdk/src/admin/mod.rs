@@ -109,6 +109,8 @@ pub struct Admin {
     entities: ArcSwap<Entities>,
     /// Taken by every write, for the whole of it: writes apply one at a time.
     writes: Mutex<()>,
+    /// `admin_gui_origin`: the origins CORS allows (empty: any).
+    gui_origins: std::sync::OnceLock<Vec<HeaderValue>>,
     node_id: Uuid,
 }
 
@@ -151,6 +153,7 @@ impl Admin {
             proxy,
             entities: ArcSwap::from_pointee(entities),
             writes: Mutex::new(()),
+            gui_origins: std::sync::OnceLock::new(),
             node_id: Uuid::new_v4(),
         };
         let snapshot = admin

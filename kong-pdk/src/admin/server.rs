@@ -5,6 +5,19 @@
 use super::*;
 
 impl Admin {
+    /// Restricts CORS to `origins` (Kong's `admin_gui_origin`): a request from a listed origin
+    /// gets it back in `Access-Control-Allow-Origin`, any other the first listed. Call it once,
+    /// before serving.
+    pub fn set_gui_origin(&self, origins: &[String]) -> Result<(), String> {
+        let values = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).map_err(|_| format!("admin_gui_origin: invalid origin '{o}'")))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.gui_origins
+            .set(values)
+            .map_err(|_| "admin_gui_origin is already set".to_owned())
+    }
+
     /// Serves the Admin API on `listener` until `shutdown` completes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -56,10 +69,16 @@ impl Admin {
                 HeaderValue::from_static("application/json; charset=utf-8"),
             );
         }
-        h.insert(
-            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            origin.unwrap_or_else(|| HeaderValue::from_static("*")),
-        );
+        // Kong's Admin API runs the cors plugin with `admin_gui_origin` (or `*`) and
+        // credentials: a listed origin is echoed, any origin when none is configured.
+        let allowed = match self.gui_origins.get().filter(|o| !o.is_empty()) {
+            None => origin.unwrap_or_else(|| HeaderValue::from_static("*")),
+            Some(list) => {
+                h.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+                origin.filter(|o| list.contains(o)).unwrap_or_else(|| list[0].clone())
+            }
+        };
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         h.insert(
             http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),

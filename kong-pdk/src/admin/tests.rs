@@ -796,3 +796,40 @@ async fn reads_answer_while_a_write_waits_for_the_database() {
     let read = call(&n.admin, "GET", "/services", None, "").await;
     assert_eq!(read.body["data"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_follows_admin_gui_origin() {
+    let db = temp_db();
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
+    let open = serve_admin(Admin::new(store, plugins.clone(), proxy.clone()).await.unwrap()).await;
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let admin = Admin::new(store, plugins, proxy).await.unwrap();
+    admin.set_gui_origin(&["https://manager.example".into()]).unwrap();
+    assert!(admin.set_gui_origin(&[]).is_err(), "set once");
+    let gui = serve_admin(admin).await;
+
+    let get = |addr: &AdminAddr, origin: &'static str| {
+        let addr = addr.0;
+        async move {
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let req = Request::get(format!("http://{addr}/services"))
+                .header("origin", origin)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            client.request(req).await.unwrap().headers().clone()
+        }
+    };
+    let acao = |h: &http::HeaderMap| h["access-control-allow-origin"].to_str().unwrap().to_owned();
+    // Kong's default: any origin is echoed, with credentials.
+    let h = get(&open, "https://any.example").await;
+    assert_eq!(acao(&h), "https://any.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    // With admin_gui_origin, only the listed origin comes back.
+    let h = get(&gui, "https://manager.example").await;
+    assert_eq!(acao(&h), "https://manager.example");
+    assert_eq!(h["vary"], "Origin");
+    let h = get(&gui, "https://evil.example").await;
+    assert_eq!(acao(&h), "https://manager.example");
+}

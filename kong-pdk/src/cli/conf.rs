@@ -24,6 +24,9 @@ pub struct Settings {
     pub database: String,
     /// `admin_listen` addresses (plain HTTP entries).
     pub admin_listen: Vec<SocketAddr>,
+    /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
+    /// default: the request's `Origin`, or `*`).
+    pub admin_gui_origin: Vec<String>,
     /// `pg_host`, `pg_port`, `pg_user`, `pg_password`, `pg_database`.
     pub pg: PgSettings,
     /// `db_update_frequency`: how often other nodes' changes are looked for.
@@ -148,6 +151,7 @@ impl Settings {
             ssl_cert: None,
             database: "sqlite".into(),
             admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
+            admin_gui_origin: Vec::new(),
             db_update_frequency: std::time::Duration::from_secs(5),
             pg: PgSettings {
                 host: "127.0.0.1".into(),
@@ -204,6 +208,13 @@ impl Settings {
                         .collect()
                 }
                 "prefix" => s.prefix = PathBuf::from(v),
+                "admin_gui_origin" => {
+                    s.admin_gui_origin = v
+                        .split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                }
                 "log_level" => s.log_level = v,
                 "trusted_ips" => {
                     s.trusted_ips = v
@@ -477,6 +488,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             tokio::spawn(admin.clone().follow_cluster(s.db_update_frequency));
             admin
         };
+        admin.set_gui_origin(&s.admin_gui_origin)?;
         for addr in &s.admin_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -528,6 +540,22 @@ pub fn run(s: Settings) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_gui_origin_is_a_list_of_origins() {
+        let env = [(
+            "KONG_ADMIN_GUI_ORIGIN".to_owned(),
+            "https://a.example, https://b.example".to_owned(),
+        )];
+        let s = Settings::load_with_env(None, None, env).unwrap();
+        assert_eq!(s.admin_gui_origin, ["https://a.example", "https://b.example"]);
+        assert!(
+            Settings::load_with_env(None, None, [])
+                .unwrap()
+                .admin_gui_origin
+                .is_empty()
+        );
+    }
 
     #[test]
     fn proxy_listen_reads_kongs_flags() {
