@@ -10,6 +10,7 @@ use syn::{Data, DeriveInput, Fields, LitStr};
 
 use crate::attr::{Arg, ArgValue, Args, Value};
 use crate::ctxt::Ctxt;
+use crate::model::lit_str;
 
 /// What `#[dao(...)]` says.
 #[derive(Default)]
@@ -25,19 +26,6 @@ struct DaoModel {
 }
 
 const KEYS: &str = "name, plugin, admin_api_name, admin_api_nested_name, endpoint_key, cache_key, unique, auto";
-
-fn string(cx: &Ctxt, arg: &Arg) -> Option<LitStr> {
-    match &arg.value {
-        ArgValue::Value(Value::Str(s)) => Some(s.clone()),
-        _ => {
-            cx.error_spanned_by(
-                &arg.key,
-                format!("`{}` takes a string: `{} = \"...\"`", arg.name(), arg.name()),
-            );
-            None
-        }
-    }
-}
 
 fn strings(cx: &Ctxt, arg: &Arg) -> Vec<LitStr> {
     let items = match &arg.value {
@@ -101,12 +89,12 @@ pub fn expand(input: TokenStream) -> TokenStream {
         };
         for arg in &args.0 {
             match arg.name().as_str() {
-                "name" => model.name = string(&cx, arg),
-                "plugin" => model.plugin = string(&cx, arg),
-                "admin_api_name" => model.admin_api_name = string(&cx, arg),
-                "admin_api_nested_name" => model.admin_api_nested_name = string(&cx, arg),
-                "endpoint_key" => model.endpoint_key = string(&cx, arg),
-                "cache_key" => model.cache_key = string(&cx, arg),
+                "name" => model.name = lit_str(&cx, arg),
+                "plugin" => model.plugin = lit_str(&cx, arg),
+                "admin_api_name" => model.admin_api_name = lit_str(&cx, arg),
+                "admin_api_nested_name" => model.admin_api_nested_name = lit_str(&cx, arg),
+                "endpoint_key" => model.endpoint_key = lit_str(&cx, arg),
+                "cache_key" => model.cache_key = lit_str(&cx, arg),
                 "unique" => model.unique = strings(&cx, arg),
                 "auto" => model.auto = strings(&cx, arg),
                 other => cx.error_spanned_by(

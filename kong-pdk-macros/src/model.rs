@@ -213,7 +213,7 @@ fn is_option(ty: &Type) -> bool {
     false
 }
 
-fn lit_str(cx: &Ctxt, arg: &Arg) -> Option<syn::LitStr> {
+pub(crate) fn lit_str(cx: &Ctxt, arg: &Arg) -> Option<syn::LitStr> {
     match &arg.value {
         ArgValue::Value(Value::Str(s)) => Some(s.clone()),
         _ => {

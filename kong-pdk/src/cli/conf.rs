@@ -111,6 +111,15 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
     Ok(out)
 }
 
+/// A comma-separated setting's entries, trimmed, empty ones left out.
+fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Settings {
     /// Kong's defaults, then the conf file, then `KONG_*` variables; relative paths resolve
     /// from the working directory.
@@ -200,29 +209,11 @@ impl Settings {
                 "pg_password" => s.pg.password = Some(v),
                 "pg_database" => s.pg.database = v,
                 "declarative_config" => s.declarative_config = (!v.is_empty()).then(|| PathBuf::from(v)),
-                "plugins" => {
-                    s.plugins = v
-                        .split(',')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty())
-                        .collect()
-                }
+                "plugins" => s.plugins = comma_list(&v),
                 "prefix" => s.prefix = PathBuf::from(v),
-                "admin_gui_origin" => {
-                    s.admin_gui_origin = v
-                        .split(',')
-                        .map(|o| o.trim().to_owned())
-                        .filter(|o| !o.is_empty())
-                        .collect()
-                }
+                "admin_gui_origin" => s.admin_gui_origin = comma_list(&v),
                 "log_level" => s.log_level = v,
-                "trusted_ips" => {
-                    s.trusted_ips = v
-                        .split(',')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty())
-                        .collect()
-                }
+                "trusted_ips" => s.trusted_ips = comma_list(&v),
                 "headers" => s.headers = HeaderSettings::parse(&v)?,
                 "lua_ssl_trusted_certificate" => s.lua_ssl_trusted_certificate = v,
                 "nginx_worker_processes" => {
