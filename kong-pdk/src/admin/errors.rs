@@ -66,8 +66,14 @@ pub(super) fn message(status: u16, text: &str) -> ApiError {
     )
 }
 
-/// A database error: `{"code", "name", "message", "fields"}`.
+/// A database error: `{"code", "name", "message", "fields"}`. A failure of the database itself
+/// is logged with its cause and answered as Kong does, without it: `500 {"message":"An
+/// unexpected error occurred"}`.
 pub(super) fn db_error(code: Code, message: String, fields: Option<Value>) -> ApiError {
+    if code == Code::DatabaseError {
+        tracing::error!(target: "kong", "database error: {message}");
+        return self::message(500, "An unexpected error occurred");
+    }
     let mut body = json!({ "code": code as u16, "name": code.name(), "message": message });
     if let Some(fields) = fields {
         body["fields"] = fields;

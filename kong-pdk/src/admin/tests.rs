@@ -833,3 +833,22 @@ async fn cors_follows_admin_gui_origin() {
     let h = get(&gui, "https://evil.example").await;
     assert_eq!(acao(&h), "https://manager.example");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_database_answers_kongs_500_without_its_text() {
+    use sqlx::Connection;
+    let db = temp_db();
+    let n = node(db.clone()).await;
+    let mut other = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE entities").execute(&mut other).await.unwrap();
+    let r = form(&n.admin, "POST", "/services", "name=doomed&host=a.test").await;
+    assert_eq!(
+        (r.status, r.body),
+        (500, json!({ "message": "An unexpected error occurred" }))
+    );
+    // What was acknowledged before stays readable; nothing half-written shows.
+    let r = call(&n.admin, "GET", "/services", None, "").await;
+    assert_eq!(r.body["data"], json!([]));
+}

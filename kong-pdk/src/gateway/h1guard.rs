@@ -438,6 +438,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                     }
                 }
                 Framing::Head => {
+                    // Empty lines before a request line are dropped as they come, as nginx
+                    // does: a client sending nothing else cannot grow the buffer.
+                    if this.ready == 0 {
+                        let blank = this.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                        this.buf.advance(blank);
+                    }
                     if !this.buf.is_empty() {
                         if !this.started {
                             this.started = true;
@@ -556,6 +562,40 @@ mod tests {
         guard.shutdown().await.unwrap();
         drop(guard);
         (seen, writer.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn empty_lines_before_a_request_are_dropped_without_buffering_them() {
+        // 4 MiB of CRLF, then a request: hyper sees only the request, and the guard never
+        // holds more than a read's worth of blank lines.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut guard = Guarded::new(server, HeaderSettings::default());
+        let writer = tokio::spawn(async move {
+            let blank = b"\r\n".repeat(32 * 1024);
+            for _ in 0..64 {
+                client.write_all(&blank).await.unwrap();
+            }
+            client
+                .write_all(b"GET /after-blank HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut most = 0;
+        loop {
+            let n = guard.read(&mut chunk).await.unwrap();
+            most = most.max(guard.buf.capacity());
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        drop(writer.await.unwrap());
+        assert_eq!(seen, b"GET /after-blank HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(most <= 128 * 1024, "the guard buffered {most} bytes of blank lines");
     }
 
     #[tokio::test]
