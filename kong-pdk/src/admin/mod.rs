@@ -109,6 +109,9 @@ pub struct Admin {
     entities: ArcSwap<Entities>,
     /// Taken by every write, for the whole of it: writes apply one at a time.
     writes: Mutex<()>,
+    /// How long a client may take to send a request head, or stay idle between requests, in
+    /// milliseconds (nginx's `client_header_timeout`).
+    header_timeout_ms: std::sync::atomic::AtomicU64,
     /// `admin_gui_origin`: the origins CORS allows (empty: any).
     gui_origins: std::sync::OnceLock<Vec<HeaderValue>>,
     node_id: Uuid,
@@ -154,6 +157,7 @@ impl Admin {
             entities: ArcSwap::from_pointee(entities),
             writes: Mutex::new(()),
             gui_origins: std::sync::OnceLock::new(),
+            header_timeout_ms: std::sync::atomic::AtomicU64::new(60_000),
             node_id: Uuid::new_v4(),
         };
         let snapshot = admin

@@ -18,7 +18,15 @@ impl Admin {
             .map_err(|_| "admin_gui_origin is already set".to_owned())
     }
 
-    /// Serves the Admin API on `listener` until `shutdown` completes.
+    /// Sets how long a client may take to send a request head, or stay idle between requests,
+    /// before its connection is closed (60 s by default, as nginx's `client_header_timeout`).
+    pub fn set_client_header_timeout(&self, timeout: std::time::Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.header_timeout_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves the Admin API on `listener` until `shutdown` completes. Request heads are checked
+    /// as the proxy's are (nginx's limits, smuggling shapes, the head timeout).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -26,13 +34,18 @@ impl Admin {
                 _ = &mut shutdown => break,
                 (stream, _) = crate::gateway::accept::accept(&listener) => {
                     let admin = self.clone();
+                    let timeout = std::time::Duration::from_millis(
+                        self.header_timeout_ms.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    let io = crate::gateway::h1guard::Guarded::new(stream, crate::gateway::HeaderSettings::default())
+                        .header_timeout(timeout);
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
                             let admin = admin.clone();
                             async move { Ok::<_, Infallible>(admin.handle(req).await) }
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
+                            .serve_connection(TokioIo::new(io), service)
                             .await;
                     });
                 }

@@ -852,3 +852,33 @@ async fn a_failing_database_answers_kongs_500_without_its_text() {
     let r = call(&n.admin, "GET", "/services", None, "").await;
     assert_eq!(r.body["data"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_closes_connections_that_send_no_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = temp_db();
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
+    let admin = Admin::new(store, plugins, proxy).await.unwrap();
+    admin.set_client_header_timeout(std::time::Duration::from_millis(300));
+    let addr = serve_admin(admin).await;
+    for sent in [&b""[..], b"GET /servi", b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(addr.0).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(
+            closed.is_ok(),
+            "still open after 10 s: {:?}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+    // The guard keeps nginx's limits here too: a smuggling shape is refused.
+    let out = crate::gateway::tests::raw(
+        addr.0,
+        b"POST /services HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+}

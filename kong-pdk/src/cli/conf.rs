@@ -54,6 +54,9 @@ pub struct Settings {
     /// `mock_upstream`: also serve Kong's mock upstream on this address (this gateway's
     /// extension, so the quick start runs with one command).
     pub mock_upstream: Option<SocketAddr>,
+    /// `nginx_http_client_header_timeout`: how long a client may take to send a request head,
+    /// or stay idle between requests, on the proxy and Admin API listeners.
+    pub client_header_timeout: std::time::Duration,
 }
 
 /// PostgreSQL connection settings (Kong's `pg_*` keys).
@@ -109,6 +112,20 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
         out.push(Listen { addr, ssl });
     }
     Ok(out)
+}
+
+/// An nginx time value: `500ms`, `60s`, `2m`, or seconds without a unit.
+fn nginx_duration(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (n, unit) = v.find(|c: char| !c.is_ascii_digit()).map_or((v, ""), |i| v.split_at(i));
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// A comma-separated setting's entries, trimmed, empty ones left out.
@@ -179,6 +196,7 @@ impl Settings {
             lua_ssl_trusted_certificate: "system".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
+            client_header_timeout: std::time::Duration::from_secs(60),
         };
         let (mut ssl_cert, mut ssl_key) = (None, None);
         for (k, v) in pairs {
@@ -225,6 +243,10 @@ impl Settings {
                             .filter(|n| *n > 0)
                             .ok_or_else(|| format!("nginx_worker_processes: invalid value '{v}'"))?
                     }
+                }
+                "nginx_http_client_header_timeout" => {
+                    s.client_header_timeout = nginx_duration(&v)
+                        .ok_or_else(|| format!("nginx_http_client_header_timeout: invalid value '{v}'"))?
                 }
                 "mock_upstream" => {
                     s.mock_upstream = Some(v.parse().map_err(|_| format!("mock_upstream: invalid address '{v}'"))?)
@@ -467,7 +489,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             .snapshot(&plugins)
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
-        let mut proxy = Proxy::new(snapshot, s.headers);
+        let mut proxy = Proxy::new(snapshot, s.headers).with_client_header_timeout(s.client_header_timeout);
         if s.proxy_listen.iter().any(|l| l.ssl) {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
@@ -480,6 +502,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             admin
         };
         admin.set_gui_origin(&s.admin_gui_origin)?;
+        admin.set_client_header_timeout(s.client_header_timeout);
         for addr in &s.admin_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -531,6 +554,20 @@ pub fn run(s: Settings) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_header_timeout_takes_nginx_time_values() {
+        for (v, ms) in [("500ms", 500), ("30s", 30_000), ("2m", 120_000), ("45", 45_000)] {
+            let env = [("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT".to_owned(), v.to_owned())];
+            let s = Settings::load_with_env(None, None, env).unwrap();
+            assert_eq!(s.client_header_timeout.as_millis(), ms, "{v}");
+        }
+        let env = [("KONG_NGINX_HTTP_CLIENT_HEADER_TIMEOUT".to_owned(), "soon".to_owned())];
+        assert_eq!(
+            Settings::load_with_env(None, None, env).unwrap_err(),
+            "nginx_http_client_header_timeout: invalid value 'soon'"
+        );
+    }
 
     #[test]
     fn admin_gui_origin_is_a_list_of_origins() {

@@ -95,7 +95,7 @@ pub(super) struct Rejected {
 type Answer = Pin<Box<dyn Future<Output = (http::response::Parts, bytes::Bytes)> + Send>>;
 
 /// An IO stream whose HTTP/1 request heads are checked before hyper reads them.
-pub(super) struct Guarded<T> {
+pub(crate) struct Guarded<T> {
     io: T,
     framing: Framing,
     /// Bytes read from `io` that hyper has not received yet.
@@ -113,11 +113,16 @@ pub(super) struct Guarded<T> {
     proxy: Option<(Arc<Proxy>, Arc<Connection>)>,
     /// The proxy's answer, until it is ready to be written.
     answer: Option<Answer>,
+    /// How long a head may take, from the moment one is awaited (nginx's
+    /// `client_header_timeout`, which also bounds an idle keep-alive connection here).
+    header_timeout: std::time::Duration,
+    /// When the head being awaited must be complete.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> Guarded<T> {
     /// A guard that answers rejected heads itself, with `headers`.
-    pub(super) fn new(io: T, headers: HeaderSettings) -> Guarded<T> {
+    pub(crate) fn new(io: T, headers: HeaderSettings) -> Guarded<T> {
         Guarded {
             io,
             framing: Framing::Head,
@@ -129,14 +134,24 @@ impl<T> Guarded<T> {
             started: false,
             proxy: None,
             answer: None,
+            header_timeout: super::CLIENT_HEADER_TIMEOUT,
+            deadline: None,
         }
     }
 
     /// A guard whose rejected heads `proxy` answers, running the global plugins.
     pub(super) fn with_proxy(io: T, proxy: Arc<Proxy>, conn: Arc<Connection>) -> Guarded<T> {
         let mut guard = Guarded::new(io, proxy.headers);
+        guard.header_timeout = proxy.client_header_timeout;
         guard.proxy = Some((proxy, conn));
         guard
+    }
+
+    /// The same guard with another head timeout (the Admin API's listener sets its own).
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn header_timeout(mut self, timeout: std::time::Duration) -> Guarded<T> {
+        self.header_timeout = timeout;
+        self
     }
 
     fn reject(&mut self, status: u16, message: &'static str, accept: Option<&str>) {
@@ -438,6 +453,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                     }
                 }
                 Framing::Head => {
+                    // A head is awaited: from now on it has `header_timeout` to arrive whole,
+                    // whatever state it is in (nothing yet, a partial line, bytes held here).
+                    let timeout = this.header_timeout;
+                    let deadline = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        tracing::info!(target: "kong", "client timed out sending a request head");
+                        this.deadline = None;
+                        this.rejected = true;
+                        this.buf.clear();
+                        return Poll::Ready(Ok(()));
+                    }
                     // Empty lines before a request line are dropped as they come, as nginx
                     // does: a client sending nothing else cannot grow the buffer.
                     if this.ready == 0 {
@@ -460,6 +488,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                         if this.started {
                             match check_head(&this.buf) {
                                 Head::Complete(len, framing) => {
+                                    this.deadline = None;
                                     this.ready = len;
                                     this.framing = framing;
                                     continue;

@@ -10,7 +10,7 @@ pub(crate) mod accept;
 mod balancer;
 mod body;
 pub mod declarative;
-mod h1guard;
+pub(crate) mod h1guard;
 pub mod mock_upstream;
 mod proxy;
 pub mod tls;
@@ -87,6 +87,9 @@ pub struct Proxy {
     pool: Arc<upstream::Pool>,
     headers: HeaderSettings,
     tls: Option<tls::ServerConfigs>,
+    /// How long a client may take to complete a TLS handshake or send a request head (and
+    /// stay idle between keep-alive requests).
+    client_header_timeout: Duration,
 }
 
 /// The connection a request arrived on.
@@ -129,8 +132,8 @@ impl Connection {
     }
 }
 
-/// How long a client may take to complete a TLS handshake or send a request head
-/// (Kong's `client_header_timeout`).
+/// How long a client may take to complete a TLS handshake or send a request head, by default
+/// (nginx's `client_header_timeout`).
 const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,7 +147,16 @@ impl Proxy {
             pool: Arc::default(),
             headers,
             tls: None,
+            client_header_timeout: CLIENT_HEADER_TIMEOUT,
         }
+    }
+
+    /// Sets how long a client may take to complete a TLS handshake or send a request head, and
+    /// stay idle between keep-alive requests (nginx's `client_header_timeout`, 60 s by
+    /// default); then the connection is closed.
+    pub fn with_client_header_timeout(mut self, timeout: Duration) -> Proxy {
+        self.client_header_timeout = timeout;
+        self
     }
 
     /// Enables [`Proxy::serve_tls`]: `default` is served to handshakes without a server name or
@@ -242,7 +254,7 @@ impl Proxy {
             }
             start.into_stream(configs.get(asked)).await.ok()
         };
-        match tokio::time::timeout(CLIENT_HEADER_TIMEOUT, handshake).await {
+        match tokio::time::timeout(self.client_header_timeout, handshake).await {
             Ok(Some(stream)) => {
                 conn.session = Some(Arc::new(tls::session_of(stream.get_ref().1)));
                 self.clone().connection(stream, conn, stop).await
@@ -270,7 +282,7 @@ impl Proxy {
             .http1()
             .half_close(true)
             .timer(TokioTimer::new())
-            .header_read_timeout(CLIENT_HEADER_TIMEOUT);
+            .header_read_timeout(self.client_header_timeout);
         let serving = builder.serve_connection_with_upgrades(io, service);
         let mut serving = std::pin::pin!(serving);
         tokio::select! {

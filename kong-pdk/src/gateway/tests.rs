@@ -87,7 +87,7 @@ async fn logged(prefix: &str) -> String {
 }
 
 /// Writes raw bytes and reads the whole answer (the gateway closes after an error).
-pub(super) async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+pub(crate) async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
@@ -665,4 +665,42 @@ async fn shutdown_waits_for_the_log_phases_requests_left_behind() {
         .expect("serve returns once the log phase is done")
         .unwrap();
     assert!(LOG_DONE.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_head_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let snap = snapshot(&plugins, vec![route(&["/"], Some(&service_at(up)))], vec![]).await;
+    let proxy = Arc::new(
+        Proxy::new(snap, HeaderSettings::default()).with_client_header_timeout(std::time::Duration::from_millis(300)),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+
+    // Nothing, a partial request line, a partial head, TLS bytes on a plain port, and an idle
+    // keep-alive connection after a whole exchange: each is closed, none is held.
+    let idle_after = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".as_slice();
+    for sent in [
+        &b""[..],
+        b"GET /slow",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        idle_after,
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(
+            closed.is_ok(),
+            "still open after 10 s: {:?}",
+            String::from_utf8_lossy(sent)
+        );
+        if sent == idle_after {
+            assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        }
+    }
 }
