@@ -358,15 +358,37 @@ fn check_head(bytes: &[u8]) -> Head {
         return Head::Reject(400, "Request header or cookie too large", None);
     }
     // The rejection's body follows the client's Accept; read it only when rejecting.
-    let bad = || {
+    let reject = |status: u16, message: &'static str| {
         let accept = req
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("accept"))
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(str::to_owned);
-        Head::Reject(400, "Bad request", accept)
+        Head::Reject(status, message, accept)
     };
+    let bad = || reject(400, "Bad request");
+    // nginx's request line: a method of capitals (and `_`, `-`); TRACE is refused, and so is
+    // CONNECT, which nginx does not proxy (an authority-form target is no request line to it).
+    let method = req.method.unwrap_or_default();
+    if !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-') {
+        return bad();
+    }
+    if method == "CONNECT" && !req.path.unwrap_or_default().starts_with('/') {
+        return bad();
+    }
+    if method == "TRACE" || method == "CONNECT" {
+        return reject(405, "Method not allowed");
+    }
+    // HTTP/1.1 needs exactly one Host.
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    if hosts > 1 || (hosts == 0 && req.version == Some(1)) {
+        return bad();
+    }
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut upgrade = false;
@@ -377,6 +399,8 @@ fn check_head(bytes: &[u8]) -> Head {
                 .map(str::trim)
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
+                // nginx keeps lengths in a signed 64-bit offset.
+                .filter(|n| i64::try_from(*n).is_ok())
             else {
                 return bad();
             };
@@ -385,8 +409,11 @@ fn check_head(bytes: &[u8]) -> Head {
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // nginx takes `chunked` alone; any other coding, or a list, is 501.
+            if chunked.is_some() || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return reject(501, "Not implemented");
+            }
+            chunked = Some(true);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
@@ -394,9 +421,7 @@ fn check_head(bytes: &[u8]) -> Head {
     let framing = match (chunked, length) {
         (Some(_), Some(_)) => return bad(),
         (Some(_), None) if req.version == Some(0) => return bad(),
-        (Some(true), None) => Framing::Chunked(Chunk::Size(0)),
-        // An unknown transfer coding: hyper answers it itself.
-        (Some(false), None) => Framing::Tunnel,
+        (Some(_), None) => Framing::Chunked(Chunk::Size(0)),
         (None, Some(0)) | (None, None) => Framing::Head,
         (None, Some(n)) => Framing::Length(n),
     };
@@ -625,6 +650,55 @@ mod tests {
         drop(writer.await.unwrap());
         assert_eq!(seen, b"GET /after-blank HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(most <= 128 * 1024, "the guard buffered {most} bytes of blank lines");
+    }
+
+    #[tokio::test]
+    async fn request_lines_and_framing_nginx_refuses_get_its_answers() {
+        for (input, status) in [
+            (&b"get / HTTP/1.1\r\nHost: x\r\n\r\n"[..], "400 Bad Request"),
+            (b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", "405 Method Not Allowed"),
+            (b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", "405 Method Not Allowed"),
+            (
+                b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "400 Bad Request",
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400 Bad Request"),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "501 Not Implemented",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                "501 Not Implemented",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+                "501 Not Implemented",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                "400 Bad Request",
+            ),
+        ] {
+            let (seen, back) = run(input, 100).await;
+            let back = String::from_utf8(back).unwrap();
+            assert!(seen.is_empty(), "hyper saw {:?}", String::from_utf8_lossy(&seen));
+            assert!(
+                back.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{}: {back}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // What nginx accepts still passes: HTTP/1.0 without Host, `Chunked` in any case.
+        for ok in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+            b"PURGE_ALL / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let (seen, back) = run(ok, 100).await;
+            assert_eq!(seen, ok, "{}", String::from_utf8_lossy(&back));
+        }
     }
 
     #[tokio::test]
