@@ -73,8 +73,9 @@ enum Chunk {
 enum Head {
     /// The head is incomplete and within limits.
     Partial,
-    /// A valid head of this many bytes, followed by a body framed so.
-    Complete(usize, Framing),
+    /// A valid head of this many bytes, followed by a body framed so; `true` when it asks to
+    /// upgrade the connection.
+    Complete(usize, Framing, bool),
     /// Answer this and close.
     Reject(u16, &'static str, Option<String>),
 }
@@ -118,6 +119,9 @@ pub(crate) struct Guarded<T> {
     header_timeout: std::time::Duration,
     /// When the head being awaited must be complete.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last head asked to upgrade: if the answer is `101`, the connection stops being
+    /// HTTP/1 and the guard lets it through; any other answer keeps it guarded.
+    upgrade_pending: bool,
 }
 
 impl<T> Guarded<T> {
@@ -136,6 +140,7 @@ impl<T> Guarded<T> {
             answer: None,
             header_timeout: super::CLIENT_HEADER_TIMEOUT,
             deadline: None,
+            upgrade_pending: false,
         }
     }
 
@@ -425,12 +430,7 @@ fn check_head(bytes: &[u8]) -> Head {
         (None, Some(0)) | (None, None) => Framing::Head,
         (None, Some(n)) => Framing::Length(n),
     };
-    let framing = if upgrade || req.method == Some("CONNECT") {
-        Framing::Tunnel
-    } else {
-        framing
-    };
-    Head::Complete(len, framing)
+    Head::Complete(len, framing, upgrade)
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
@@ -512,8 +512,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                         }
                         if this.started {
                             match check_head(&this.buf) {
-                                Head::Complete(len, framing) => {
+                                Head::Complete(len, framing, upgrade) => {
                                     this.deadline = None;
+                                    this.upgrade_pending = upgrade;
                                     this.ready = len;
                                     this.framing = framing;
                                     continue;
@@ -543,8 +544,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     }
 }
 
+impl<T> Guarded<T> {
+    /// Looks at the start of the answer to an upgrade request: `101` makes the connection a
+    /// tunnel before the client can send its first frame.
+    fn answer_starts(&mut self, first: &[u8]) {
+        if self.upgrade_pending && !first.is_empty() {
+            self.upgrade_pending = false;
+            if first.starts_with(b"HTTP/1.1 101") || first.starts_with(b"HTTP/1.0 101") {
+                self.framing = Framing::Tunnel;
+                self.deadline = None;
+            }
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.answer_starts(buf);
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -553,6 +569,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.answer_starts(first);
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -775,6 +794,17 @@ mod tests {
             "{back}"
         );
         assert!(back.contains("\"message\":\"Bad request\""), "{back}");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_not_answered_101_leaves_the_connection_guarded() {
+        // No 101 is written back, so the next head is checked like any other.
+        let first = b"GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let smuggle =
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (seen, back) = run(&[&first[..], smuggle].concat(), 7).await;
+        assert_eq!(seen, first);
+        assert!(String::from_utf8_lossy(&back).starts_with("HTTP/1.1 400 Bad Request\r\n"));
     }
 
     #[tokio::test]

@@ -283,6 +283,8 @@ impl Proxy {
             .half_close(true)
             .timer(TokioTimer::new())
             .header_read_timeout(self.client_header_timeout);
+        // HTTP/2 heads get the HTTP/1 head's bound (4 × 8 KiB), as nginx's buffers do.
+        builder.http2().max_header_list_size(h1guard::HEAD_MAX as u32);
         let serving = builder.serve_connection_with_upgrades(io, service);
         let mut serving = std::pin::pin!(serving);
         tokio::select! {

@@ -48,7 +48,13 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     let mut tx = Box::new(Transaction::new(request, conn.client(), set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
 
-    let proxying = runloop::before_proxy(set, &snap.router, &mut tx, conn.sni.as_deref()).await;
+    let proxying = match h2_refusal(&tx.request) {
+        Some((status, message)) => {
+            runloop::refused(&mut tx, status, message);
+            runloop::Proxying::default()
+        }
+        None => runloop::before_proxy(set, &snap.router, &mut tx, conn.sni.as_deref()).await,
+    };
     let access_done = Instant::now();
     let mut upstream_body = None;
     let mut upstream_ms = 0;
@@ -128,6 +134,28 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
+}
+
+/// nginx's limits for HTTP/2 requests, which the HTTP/1 guard never sees
+/// (`large_client_header_buffers`): a request target over 8 KiB is 414, a header field over
+/// 8 KiB is 400.
+fn h2_refusal(request: &ClientRequest) -> Option<(u16, &'static str)> {
+    use super::h1guard::LINE_MAX;
+    if request.version != http::Version::HTTP_2 {
+        return None;
+    }
+    let target = request.raw_path.len() + request.query.as_ref().map_or(0, |q| q.len() + 1);
+    if target > LINE_MAX {
+        return Some((414, "URI too long"));
+    }
+    if request
+        .headers
+        .iter()
+        .any(|(n, v)| n.as_str().len() + v.len() + 2 > LINE_MAX)
+    {
+        return Some((400, "Request header or cookie too large"));
+    }
+    None
 }
 
 /// Whether the client asks to upgrade to WebSocket (`Upgrade: websocket`, any case).

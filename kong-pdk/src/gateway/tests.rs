@@ -704,3 +704,30 @@ async fn connections_that_never_finish_a_head_are_closed_after_the_header_timeou
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_meet_the_same_head_limits() {
+    let up = upstream().await;
+    let gw = start(vec![route(&["/"], Some(&service_at(up)))], vec![]).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut get = |path: String, headers: Vec<String>| {
+        let mut req = Request::builder().uri(format!("http://x{path}"));
+        for (i, h) in headers.into_iter().enumerate() {
+            req = req.header(format!("x-big-{i}"), h);
+        }
+        let fut = send.send_request(req.body(Full::new(Bytes::new())).unwrap());
+        async move { fut.await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get("/ok".into(), vec![]).await.unwrap(), 200);
+    assert_eq!(get(format!("/{}", "a".repeat(9 * 1024)), vec![]).await.unwrap(), 414);
+    assert_eq!(get("/ok".into(), vec!["b".repeat(9 * 1024)]).await.unwrap(), 400);
+    // Fields within bounds: a 21 KiB head is fine (as over HTTP/1), one past the whole
+    // head's bound (32 KiB) is refused by the HTTP/2 layer.
+    assert_eq!(get("/ok".into(), vec!["c".repeat(7 * 1024); 3]).await.unwrap(), 200);
+    let huge = get("/ok".into(), vec!["c".repeat(7 * 1024); 6]).await;
+    assert!(huge.map_or(true, |s| s != 200), "a 42 KiB head was accepted");
+}
