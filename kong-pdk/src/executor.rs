@@ -1,5 +1,6 @@
-//! The phase executor: runs one request's plugins through the phases with Kong's rules,
-//! independent of sockets (`kong/runloop/handler.lua`, `plugins_iterator.lua`).
+//! The phase executor: which plugins run in a phase, in which order, and what their failures
+//! mean (Kong's `plugins_iterator.lua`). When each phase runs is the runloop's
+//! (`runloop.rs`, Kong's `runloop/handler.lua`); this module runs one phase when asked.
 //!
 //! - Plugins run by PRIORITY descending, ties by name descending.
 //! - `certificate` and `rewrite` run global instances only (routing has not happened).
@@ -10,7 +11,8 @@
 //! - Later phases run the collected instances; when access never ran (exit in rewrite, no
 //!   route), only global instances run them.
 //! - A failing or panicking handler becomes `500 An unexpected error occurred` in Kong's
-//!   template, logged with the plugin's name; the process lives on.
+//!   template, logged with the plugin's name; the process lives on. A returned
+//!   [`Exit`](crate::Exit) is the response instead, where the phase may answer.
 //! - A collected plugin implementing `response` turns on buffered proxying.
 //!
 //! A [`PluginSet`] is an immutable snapshot of the configured instances; a gateway swaps in a
