@@ -349,3 +349,37 @@ mod tests {
         assert_eq!(v, json!({ "port": 8080, "on": true, "methods": ["GET"], "path": null }));
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever keys and indexes a form carries, decoding it never panics and the result
+        /// is never larger than a small multiple of the input: nothing is sized by an index.
+        #[test]
+        fn prop_forms_decode_within_the_input_size(body in "[a-z0-9\\[\\]=&.%_]{0,120}") {
+            let decoded = Value::Object(form(&body));
+            let size = decoded.to_string().len();
+            prop_assert!(size <= 16 * body.len() + 16, "{body:?} became {size} bytes");
+        }
+
+        #[test]
+        fn prop_inferred_values_never_panic(body in "[a-z\\[\\]=&.]{0,60}", numbers in "[0-9=&]{0,20}") {
+            let record = RecordSchema {
+                fields: vec![
+                    crate::schema::Field::new("a", FieldSchema::of(FieldKind::Integer)),
+                    crate::schema::Field::new(
+                        "b",
+                        FieldSchema::of(FieldKind::Set(Box::new(FieldSchema::of(FieldKind::String)))),
+                    ),
+                ],
+                entity_checks: vec![],
+            };
+            let mut v = Value::Object(form(&format!("{body}&{numbers}")));
+            infer_record(&mut v, &record);
+        }
+    }
+}

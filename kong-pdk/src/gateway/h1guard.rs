@@ -314,6 +314,12 @@ fn size_line_end(size: u64) -> Framing {
     })
 }
 
+/// [`check_head`] for the property tests: whether it answered at all.
+#[cfg(test)]
+pub(super) fn check_head_for_tests(bytes: &[u8]) -> bool {
+    !matches!(check_head(bytes), Head::Partial)
+}
+
 /// Checks a (possibly partial) request head at the start of `bytes`.
 fn check_head(bytes: &[u8]) -> Head {
     // Line limits first: they apply to partial heads too, so a client cannot grow one forever.

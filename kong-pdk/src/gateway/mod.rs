@@ -299,6 +299,8 @@ impl Proxy {
 #[cfg(test)]
 mod parity_tests;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;

@@ -508,3 +508,39 @@ fn a_filled_in_default_is_validated_like_a_given_value() {
     super::validate::validate_field(&set, &mut v).unwrap();
     assert_eq!(v, json!(["x", "y"]));
 }
+
+/// Any JSON at all.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[a-zA-Z0-9_ -]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Validation answers every input, valid or not, without panicking; what it accepts
+    /// validates again unchanged.
+    #[test]
+    fn prop_validation_answers_any_json(value in any_json()) {
+        let mut config = serde_json::Map::new();
+        config.insert("response_header_name".into(), value.clone());
+        for input in [value, Value::Object(config)] {
+            if let Ok(valid) = MyPlugin::schema().validate_config(input) {
+                proptest::prop_assert_eq!(MyPlugin::schema().validate_config(valid.clone()).ok(), Some(valid));
+            }
+        }
+    }
+}
