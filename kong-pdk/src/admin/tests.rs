@@ -855,7 +855,6 @@ async fn a_failing_database_answers_kongs_500_without_its_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_closes_connections_that_send_no_head() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let db = temp_db();
     let store = Store::sqlite(&db.path()).await.unwrap();
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
@@ -864,15 +863,7 @@ async fn the_admin_api_closes_connections_that_send_no_head() {
     admin.set_client_header_timeout(std::time::Duration::from_millis(300));
     let addr = serve_admin(admin).await;
     for sent in [&b""[..], b"GET /servi", b"GET / HTTP/1.1\r\nHost: x\r\n"] {
-        let mut s = tokio::net::TcpStream::connect(addr.0).await.unwrap();
-        s.write_all(sent).await.unwrap();
-        let mut got = Vec::new();
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
-        assert!(
-            closed.is_ok(),
-            "still open after 10 s: {:?}",
-            String::from_utf8_lossy(sent)
-        );
+        crate::gateway::tests::closed_after(addr.0, sent).await;
     }
     // The guard keeps nginx's limits here too: a smuggling shape is refused.
     let out = crate::gateway::tests::raw(

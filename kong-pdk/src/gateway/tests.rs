@@ -86,6 +86,22 @@ async fn logged(prefix: &str) -> String {
         })
 }
 
+/// Writes `sent` and reads until the server closes the connection, which it must do within
+/// 10 s; returns what it answered.
+pub(crate) async fn closed_after(addr: SocketAddr, sent: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(sent).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(
+        closed.is_ok(),
+        "still open after 10 s: {:?}",
+        String::from_utf8_lossy(sent)
+    );
+    got
+}
+
 /// Writes raw bytes and reads the whole answer (the gateway closes after an error).
 pub(crate) async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -669,7 +685,6 @@ async fn shutdown_waits_for_the_log_phases_requests_left_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_finish_a_head_are_closed_after_the_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream().await;
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
     let snap = snapshot(&plugins, vec![route(&["/"], Some(&service_at(up)))], vec![]).await;
@@ -690,15 +705,7 @@ async fn connections_that_never_finish_a_head_are_closed_after_the_header_timeou
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         idle_after,
     ] {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(sent).await.unwrap();
-        let mut got = Vec::new();
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
-        assert!(
-            closed.is_ok(),
-            "still open after 10 s: {:?}",
-            String::from_utf8_lossy(sent)
-        );
+        let got = closed_after(addr, sent).await;
         if sent == idle_after {
             assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
         }
