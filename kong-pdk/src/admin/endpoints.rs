@@ -125,19 +125,26 @@ impl Admin {
         method: Method,
         body: Option<Value>,
     ) -> ApiResult {
-        let existing = {
-            let entities = self.entities.load_full();
-            find(&entities, kind, key).cloned()
+        let current = |entities: &Entities| {
+            // A nested path only reaches children of that parent.
+            find(entities, kind, key)
+                .filter(|e| parent.as_ref().is_none_or(|(f, id)| &e[*f]["id"] == id))
+                .cloned()
         };
-        // A nested path only reaches children of that parent.
-        let existing = existing.filter(|e| parent.as_ref().is_none_or(|(f, id)| &e[*f]["id"] == id));
-        match method {
-            Method::GET | Method::HEAD => existing
+        if matches!(method, Method::GET | Method::HEAD) {
+            return current(&self.entities.load())
                 .map(|e| (StatusCode::OK, e))
-                .ok_or_else(|| message(404, "Not found")),
+                .ok_or_else(|| message(404, "Not found"));
+        }
+        // A write reads what it changes under the write lock, so it builds on the last
+        // acknowledged write and never undoes one (a PATCH of one field keeps another's, a
+        // PATCH racing a DELETE does not bring the entity back).
+        let write = self.writes.lock().await;
+        let existing = current(&self.entities.load());
+        match method {
             Method::DELETE => {
                 if let Some(e) = existing {
-                    self.delete(kind, &e).await?;
+                    self.delete(&write, kind, &e).await?;
                 }
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
@@ -166,7 +173,7 @@ impl Admin {
                     merged[*field] = json!({ "id": id });
                 }
                 merged["updated_at"] = Value::from(now());
-                self.save(kind, merged, Some(&existing), StatusCode::OK).await
+                self.save(&write, kind, merged, Some(&existing), StatusCode::OK).await
             }
             Method::PUT => {
                 let Some(Value::Object(mut entity)) = body else {
@@ -191,7 +198,7 @@ impl Admin {
                     .map_or_else(now, |e| e["created_at"].as_i64().unwrap_or_else(now));
                 entity.insert("created_at".into(), Value::from(created));
                 entity.insert("updated_at".into(), Value::from(now()));
-                self.save(kind, Value::Object(entity), existing.as_ref(), StatusCode::OK)
+                self.save(&write, kind, Value::Object(entity), existing.as_ref(), StatusCode::OK)
                     .await
             }
             _ => Err(message(405, "Method not allowed")),
@@ -216,7 +223,9 @@ impl Admin {
         if !entity.contains_key("id") {
             entity.insert("id".into(), Value::from(Uuid::new_v4().to_string()));
         }
-        self.save(kind, Value::Object(entity), None, StatusCode::CREATED).await
+        let write = self.writes.lock().await;
+        self.save(&write, kind, Value::Object(entity), None, StatusCode::CREATED)
+            .await
     }
 
     /// Validates `value` as a `kind` entity: url shorthand, schema, foreign keys, plugin
@@ -388,12 +397,12 @@ impl Admin {
     /// Validates and stores `value`, then reconfigures the proxy.
     pub(super) async fn save(
         &self,
+        _write: &WriteLock<'_>,
         kind: &'static Kind,
         value: Value,
         previous: Option<&Value>,
         status: StatusCode,
     ) -> ApiResult {
-        let _write = self.writes.lock().await;
         let entities = self.entities.load_full();
         let value = self.prepare(kind, value, previous, &entities)?;
         let id = value["id"].as_str().unwrap_or_default().to_owned();
@@ -450,8 +459,12 @@ impl Admin {
         Ok((status, value))
     }
 
-    pub(super) async fn delete(&self, kind: &'static Kind, entity: &Value) -> Result<(), ApiError> {
-        let _write = self.writes.lock().await;
+    pub(super) async fn delete(
+        &self,
+        _write: &WriteLock<'_>,
+        kind: &'static Kind,
+        entity: &Value,
+    ) -> Result<(), ApiError> {
         let entities = self.entities.load_full();
         let id = entity["id"].clone();
         let mut ops = vec![Op::Delete {

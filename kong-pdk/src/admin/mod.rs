@@ -61,6 +61,9 @@ use errors::{ApiError, ApiResult, Code, db_error, entity_or_field_violation, fie
 use kinds::Kind;
 use server::*;
 
+/// Proof that the caller holds the Admin API's write lock.
+type WriteLock<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 /// The entities of one kind, by id.
 type Kinds = BTreeMap<String, Arc<Value>>;
 

@@ -873,3 +873,69 @@ async fn the_admin_api_closes_connections_that_send_no_head() {
     .await;
     assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_never_undo_an_acknowledged_one() {
+    let n = node(temp_db()).await;
+    let a = AdminAddr(n.admin.0);
+    assert_eq!(form(&a, "POST", "/services", "name=s&host=h.test").await.status, 201);
+    // Four clients PATCH one field each of the same service, 15 times: every field ends at
+    // its last acknowledged value.
+    let fields = ["retries", "connect_timeout", "write_timeout", "read_timeout"];
+    let clients: Vec<_> = fields
+        .into_iter()
+        .map(|field| {
+            let a = AdminAddr(n.admin.0);
+            tokio::spawn(async move {
+                for i in 1..=15 {
+                    let r = json_call(&a, "PATCH", "/services/s", json!({ field: 100 + i })).await;
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let s = call(&a, "GET", "/services/s", None, "").await.body;
+    for field in fields {
+        assert_eq!(s[field], 115, "{field} lost an acknowledged write: {s}");
+    }
+    // A PATCH racing a DELETE never brings the entity back.
+    for i in 0..20 {
+        assert_eq!(
+            form(&a, "POST", "/services", &format!("name=gone-{i}&host=h.test"))
+                .await
+                .status,
+            201
+        );
+    }
+    let racers: Vec<_> = (0..20)
+        .flat_map(|i| {
+            let (a1, a2) = (AdminAddr(n.admin.0), AdminAddr(n.admin.0));
+            [
+                tokio::spawn(async move {
+                    json_call(&a1, "PATCH", &format!("/services/gone-{i}"), json!({ "retries": 1 }))
+                        .await
+                        .status
+                }),
+                tokio::spawn(async move {
+                    call(&a2, "DELETE", &format!("/services/gone-{i}"), None, "")
+                        .await
+                        .status
+                }),
+            ]
+        })
+        .collect();
+    for r in racers {
+        let status = r.await.unwrap();
+        assert!(matches!(status, 200 | 204 | 404), "{status}");
+    }
+    for i in 0..20 {
+        assert_eq!(
+            call(&a, "GET", &format!("/services/gone-{i}"), None, "").await.status,
+            404,
+            "gone-{i} came back"
+        );
+    }
+}
