@@ -901,6 +901,20 @@ async fn concurrent_writes_never_undo_an_acknowledged_one() {
     for field in fields {
         assert_eq!(s[field], 115, "{field} lost an acknowledged write: {s}");
     }
+    // Concurrent upserts of one new name: one creates it, the others update it, none is 409.
+    let upserts: Vec<_> = (0..6)
+        .map(|i| {
+            let a = AdminAddr(n.admin.0);
+            tokio::spawn(async move {
+                json_call(&a, "PUT", "/services/upserted", json!({ "host": format!("h{i}.test") }))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for u in upserts {
+        assert_eq!(u.await.unwrap(), 200);
+    }
     // A PATCH racing a DELETE never brings the entity back.
     for i in 0..20 {
         assert_eq!(
