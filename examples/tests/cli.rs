@@ -152,14 +152,20 @@ fn migrations_bootstrap_list_and_reset_the_embedded_store() {
             .unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    assert_eq!(run(&["list"]), (true, "pending  000_base\n".to_owned()));
+    assert_eq!(
+        run(&["list"]),
+        (true, "pending  000_base\npending  001_cluster_version\n".to_owned())
+    );
     let (ok, out) = run(&["bootstrap"]);
-    assert!(ok && out.contains("1 migrations processed"), "{out}");
+    assert!(ok && out.contains("2 migrations processed"), "{out}");
     assert_eq!(run(&["up"]), (true, "Database is already up-to-date\n".to_owned()));
-    assert_eq!(run(&["list"]), (true, "executed 000_base\n".to_owned()));
+    assert_eq!(
+        run(&["list"]),
+        (true, "executed 000_base\nexecuted 001_cluster_version\n".to_owned())
+    );
     assert!(!run(&["reset"]).0, "reset asks for --yes");
     assert_eq!(run(&["reset", "--yes"]), (true, "Database schema reset\n".to_owned()));
-    assert_eq!(run(&["list"]).1, "pending  000_base\n");
+    assert_eq!(run(&["list"]).1, "pending  000_base\npending  001_cluster_version\n");
 }
 
 /// CPU time (user + system) of process `pid` in clock ticks, from `/proc/<pid>/stat`.

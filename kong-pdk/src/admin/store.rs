@@ -6,15 +6,26 @@ use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-/// The migrations, in order. `schema_meta` records how many have run.
-const MIGRATIONS: &[(&str, &[&str])] = &[(
-    "000_base",
-    &[
-        "CREATE TABLE IF NOT EXISTS entities (kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id))",
-        "CREATE TABLE IF NOT EXISTS unique_keys (kind TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, field, value))",
-        "CREATE TABLE IF NOT EXISTS cluster_events (id BIGINT NOT NULL PRIMARY KEY, node_id TEXT NOT NULL, channel TEXT NOT NULL, data TEXT)",
-    ],
-)];
+/// The migrations, in order. `schema_meta` records which have run.
+const MIGRATIONS: &[(&str, &[&str])] = &[
+    (
+        "000_base",
+        &[
+            "CREATE TABLE IF NOT EXISTS entities (kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id))",
+            "CREATE TABLE IF NOT EXISTS unique_keys (kind TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, field, value))",
+            "CREATE TABLE IF NOT EXISTS cluster_events (id BIGINT NOT NULL PRIMARY KEY, node_id TEXT NOT NULL, channel TEXT NOT NULL, data TEXT)",
+        ],
+    ),
+    // One counter that every write bumps, instead of a row per write that nothing purged.
+    (
+        "001_cluster_version",
+        &[
+            "CREATE TABLE IF NOT EXISTS cluster_version (id INTEGER NOT NULL PRIMARY KEY, version BIGINT NOT NULL)",
+            "INSERT INTO cluster_version (id, version) SELECT 1, COUNT(*) FROM cluster_events",
+            "DELETE FROM cluster_events",
+        ],
+    ),
+];
 
 /// A store error.
 #[derive(Debug)]
@@ -70,7 +81,6 @@ pub enum Op {
 pub struct Store {
     pool: AnyPool,
     sqlite: bool,
-    node_id: String,
 }
 
 impl Store {
@@ -102,11 +112,7 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Store {
-            pool,
-            sqlite,
-            node_id: uuid::Uuid::new_v4().to_string(),
-        })
+        Ok(Store { pool, sqlite })
     }
 
     /// Whether this is the embedded SQLite store.
@@ -155,7 +161,13 @@ impl Store {
 
     /// Drops every table this store created (`kong migrations reset`).
     pub async fn reset(&self) -> Result<(), StoreError> {
-        for table in ["entities", "unique_keys", "cluster_events", "schema_meta"] {
+        for table in [
+            "entities",
+            "unique_keys",
+            "cluster_events",
+            "cluster_version",
+            "schema_meta",
+        ] {
             sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
                 .execute(&self.pool)
                 .await?;
@@ -223,20 +235,18 @@ impl Store {
                 }
             }
         }
-        // Other nodes on the same database notice the change (`cluster_events`).
-        let event = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
-        sqlx::query("INSERT INTO cluster_events (id, node_id, channel, data) VALUES ($1, $2, 'invalidations', NULL)")
-            .bind(event)
-            .bind(self.node_id.as_str())
+        // Other nodes on the same database notice the change by the version.
+        sqlx::query("UPDATE cluster_version SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// A number that changes whenever any node writes (the count of cluster events).
+    /// A number that changes whenever any node writes: one counter row, bumped in each
+    /// write's transaction, so nothing grows with the writes.
     pub async fn version(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM cluster_events")
+        let row = sqlx::query("SELECT version FROM cluster_version WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>(0)?)

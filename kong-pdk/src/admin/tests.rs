@@ -953,3 +953,30 @@ async fn concurrent_writes_never_undo_an_acknowledged_one() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_bump_one_version_and_leave_no_rows_behind() {
+    use sqlx::{Connection, Row};
+    let db = temp_db();
+    let n = node(db.clone()).await;
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let before = store.version().await.unwrap();
+    for i in 0..25 {
+        assert_eq!(
+            form(&n.admin, "POST", "/consumers", &format!("username=u{i}"))
+                .await
+                .status,
+            201
+        );
+    }
+    assert_eq!(store.version().await.unwrap(), before + 25);
+    let mut conn = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query("SELECT COUNT(*) FROM cluster_events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "cluster_events grows with the writes");
+}
