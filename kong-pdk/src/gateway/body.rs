@@ -143,7 +143,7 @@ impl Body for Filtered {
                         if let Some(s) = this.streaming.take() {
                             s.finish();
                         }
-                        return Poll::Ready(Some(Err(Box::new(e))));
+                        return Poll::Ready(Some(Err(e)));
                     }
                     None => (Bytes::new(), true),
                 },

@@ -109,6 +109,10 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                             runloop::response(set, &mut tx, bytes.clone()).await;
                             upstream_body = Some(ResponseBody::Bytes(bytes));
                         }
+                        // nginx: no headers sent yet, so a stalled body is the gateway timeout.
+                        Err(e) if e.is::<super::upstream::BodyTimeout>() => {
+                            runloop::upstream_failed(&mut tx, UpstreamFailure::Timeout)
+                        }
                         Err(_) => runloop::upstream_failed(&mut tx, UpstreamFailure::Invalid),
                     }
                 } else {

@@ -738,3 +738,60 @@ async fn h2c_requests_meet_the_same_head_limits() {
     let huge = get("/ok".into(), vec!["c".repeat(7 * 1024); 6]).await;
     assert!(huge.map_or(true, |s| s != 200), "a 42 KiB head was accepted");
 }
+
+/// Turns on buffered proxying (`response` reads the whole upstream body).
+#[plugin(priority = 1, version = "1.0.0", name = "gw-test-buffer")]
+struct Buffer {}
+
+#[handler]
+impl Handler for Buffer {
+    async fn response(&self, _kong: &mut Kong<crate::phase::Response>) -> crate::Result {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_timeout_runs_between_reads_of_the_upstream_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that sends its head and 3 of 10 body bytes, then stalls.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let mut svc = Service::new("127.0.0.1", up.port());
+    svc.read_timeout = 300;
+    let svc = Arc::new(svc);
+    let streamed = route(&["/streamed"], Some(&svc));
+    let buffered = route(&["/buffered"], Some(&svc));
+    let buffered_id = buffered.0.id;
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<Buffer>().build());
+    let snap = snapshot(
+        &plugins,
+        vec![streamed, buffered],
+        vec![PluginEntity::new("gw-test-buffer", json!({})).route(buffered_id)],
+    )
+    .await;
+    let proxy = Arc::new(Proxy::new(snap, HeaderSettings::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+
+    // Streamed: the head and the first bytes went out; the stall cuts the body short.
+    let got = closed_after(addr, b"GET /streamed HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nabc"), "the body is cut short: {text}");
+    // Buffered: nothing was sent yet, so the client gets Kong's 504.
+    let got = closed_after(addr, b"GET /buffered HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"), "{text}");
+    assert!(text.contains("The upstream server is timing out"), "{text}");
+}

@@ -170,10 +170,7 @@ impl Pool {
                         tls: tls_key(target.tls),
                         live,
                     });
-                    return Ok(resp.map(|inner| UpstreamBody {
-                        inner,
-                        checkin: Some(checkin),
-                    }));
+                    return Ok(resp.map(|inner| UpstreamBody::new(inner, Some(checkin), read_timeout)));
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     // Never written: try again on another (or a new) connection.
@@ -202,7 +199,7 @@ impl Pool {
         tokio::spawn(conn.with_upgrades());
         match tokio::time::timeout(read_timeout, sender.send_request(req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Ok(resp)) => Ok(resp.map(|inner| UpstreamBody { inner, checkin: None })),
+            Ok(Ok(resp)) => Ok(resp.map(|inner| UpstreamBody::new(inner, None, read_timeout))),
             Ok(Err(_)) => Err(SendError::Invalid),
         }
     }
@@ -302,7 +299,23 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, boo
 pub struct UpstreamBody {
     inner: Incoming,
     checkin: Option<Box<Checkin>>,
+    /// nginx's `proxy_read_timeout`: the longest wait between two reads of the body.
+    read_timeout: Duration,
+    /// When the read being waited for times out; armed while no frame is ready.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The upstream sent no part of its body for the service's read timeout.
+#[derive(Debug)]
+pub struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream's body stalled past the read timeout")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,6 +324,15 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    fn new(inner: Incoming, checkin: Option<Box<Checkin>>, read_timeout: Duration) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            checkin,
+            read_timeout,
+            waiting: None,
+        }
+    }
+
     /// The body has ended: the connection goes back to the pool, after one more poll so that
     /// it takes the next request.
     fn release(&mut self, cx: Option<&mut Context<'_>>) {
@@ -325,9 +347,9 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::body::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending() {
@@ -338,11 +360,26 @@ impl Body for UpstreamBody {
             }
         }
         match &polled {
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if waiting.as_mut().poll(cx).is_ready() {
+                    // The connection is mid-body: it cannot be reused.
+                    this.checkin = None;
+                    this.waiting = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => this.release(Some(cx)),
             Poll::Ready(Some(Err(_))) => this.checkin = None,
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        // A read happened: the next one gets the whole timeout again.
+        this.waiting = None;
+        polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as Self::Error)))
     }
 
     fn is_end_stream(&self) -> bool {
