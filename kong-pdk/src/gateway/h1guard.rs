@@ -119,6 +119,8 @@ pub(crate) struct Guarded<T> {
     header_timeout: std::time::Duration,
     /// When the head being awaited must be complete.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `deadline` counts from the head now awaited (allocated once, reset per head).
+    deadline_armed: bool,
     /// The last head asked to upgrade: if the answer is `101`, the connection stops being
     /// HTTP/1 and the guard lets it through; any other answer keeps it guarded.
     upgrade_pending: bool,
@@ -140,6 +142,7 @@ impl<T> Guarded<T> {
             answer: None,
             header_timeout: super::CLIENT_HEADER_TIMEOUT,
             deadline: None,
+            deadline_armed: false,
             upgrade_pending: false,
         }
     }
@@ -490,9 +493,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                     let deadline = this
                         .deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if !this.deadline_armed {
+                        deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        this.deadline_armed = true;
+                    }
                     if deadline.as_mut().poll(cx).is_ready() {
                         tracing::info!(target: "kong", "client timed out sending a request head");
-                        this.deadline = None;
                         this.rejected = true;
                         this.buf.clear();
                         return Poll::Ready(Ok(()));
@@ -519,7 +525,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                         if this.started {
                             match check_head(&this.buf) {
                                 Head::Complete(len, framing, upgrade) => {
-                                    this.deadline = None;
+                                    this.deadline_armed = false;
                                     this.upgrade_pending = upgrade;
                                     this.ready = len;
                                     this.framing = framing;
@@ -558,7 +564,7 @@ impl<T> Guarded<T> {
             self.upgrade_pending = false;
             if first.starts_with(b"HTTP/1.1 101") || first.starts_with(b"HTTP/1.0 101") {
                 self.framing = Framing::Tunnel;
-                self.deadline = None;
+                self.deadline_armed = false;
             }
         }
     }

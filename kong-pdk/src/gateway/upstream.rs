@@ -301,8 +301,10 @@ pub struct UpstreamBody {
     checkin: Option<Box<Checkin>>,
     /// nginx's `proxy_read_timeout`: the longest wait between two reads of the body.
     read_timeout: Duration,
-    /// When the read being waited for times out; armed while no frame is ready.
+    /// When the read being waited for times out: allocated on the first wait, then reset.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `waiting` counts from the current wait (a read since makes it stale).
+    armed: bool,
 }
 
 /// The upstream sent no part of its body for the service's read timeout.
@@ -330,6 +332,7 @@ impl UpstreamBody {
             checkin,
             read_timeout,
             waiting: None,
+            armed: false,
         }
     }
 
@@ -377,8 +380,8 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(_))) => this.checkin = None,
             Poll::Ready(Some(Ok(_))) => {}
         }
-        // A read happened: the next one gets the whole timeout again.
-        this.waiting = None;
+        // A read happened: the next wait gets the whole timeout again.
+        this.armed = false;
         polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as Self::Error)))
     }
 
