@@ -109,6 +109,14 @@ struct Answer {
 /// The address of an Admin API served on a random port: every test goes over real HTTP.
 struct AdminAddr(SocketAddr);
 
+/// An Admin API over `db` with no plugins, not yet serving: for tests that set it up first.
+async fn bare_admin(db: &TempDb) -> Arc<Admin> {
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
+    Admin::new(store, plugins, proxy).await.unwrap()
+}
+
 async fn serve_admin(admin: Arc<Admin>) -> AdminAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -800,12 +808,8 @@ async fn reads_answer_while_a_write_waits_for_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_follows_admin_gui_origin() {
     let db = temp_db();
-    let store = Store::sqlite(&db.path()).await.unwrap();
-    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
-    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
-    let open = serve_admin(Admin::new(store, plugins.clone(), proxy.clone()).await.unwrap()).await;
-    let store = Store::sqlite(&db.path()).await.unwrap();
-    let admin = Admin::new(store, plugins, proxy).await.unwrap();
+    let open = serve_admin(bare_admin(&db).await).await;
+    let admin = bare_admin(&db).await;
     admin.set_gui_origin(&["https://manager.example".into()]).unwrap();
     assert!(admin.set_gui_origin(&[]).is_err(), "set once");
     let gui = serve_admin(admin).await;
@@ -856,10 +860,7 @@ async fn a_failing_database_answers_kongs_500_without_its_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_closes_connections_that_send_no_head() {
     let db = temp_db();
-    let store = Store::sqlite(&db.path()).await.unwrap();
-    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
-    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
-    let admin = Admin::new(store, plugins, proxy).await.unwrap();
+    let admin = bare_admin(&db).await;
     admin.set_client_header_timeout(std::time::Duration::from_millis(300));
     let addr = serve_admin(admin).await;
     for sent in [&b""[..], b"GET /servi", b"GET / HTTP/1.1\r\nHost: x\r\n"] {
