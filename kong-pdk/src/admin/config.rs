@@ -128,39 +128,30 @@ pub(super) fn entities_of(config: &Config) -> Entities {
     entities
 }
 
-/// The declarative configuration of `entities` (what the proxy snapshot is built from).
+/// The declarative configuration of `entities` (what the proxy snapshot is built from): the
+/// typed forms cloned, nothing parsed.
 pub(super) fn to_config(entities: &Entities) -> Result<Config, String> {
-    fn all<T: serde::de::DeserializeOwned>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
+    fn all<T: TypedKind>(entities: &Entities, kind: &str) -> Result<Vec<T>, String> {
         entities[kind]
             .values()
-            .map(|v| T::deserialize(&**v).map_err(|e| format!("{kind}: {e}")))
+            .map(|e| match &e.typed {
+                Ok(typed) => T::of(typed)
+                    .cloned()
+                    .ok_or_else(|| format!("{kind}: not a {kind} entity")),
+                Err(e) => Err(e.clone()),
+            })
             .collect()
     }
-    let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
-    let plugins = entities["plugins"]
-        .values()
-        .map(|p| PluginEntity {
-            id: uuid_of(p).unwrap_or_default(),
-            name: p["name"].as_str().unwrap_or_default().to_owned(),
-            scope: Scope {
-                route: uuid_of(&p["route"]),
-                service: uuid_of(&p["service"]),
-                consumer: uuid_of(&p["consumer"]),
-            },
-            config: p["config"].clone(),
-            enabled: p["enabled"].as_bool().unwrap_or(true),
-        })
-        .collect();
     Ok(Config {
-        services: all::<Service>(entities, "services")?,
-        routes: all::<Route>(entities, "routes")?,
-        consumers: all::<Consumer>(entities, "consumers")?,
-        plugins,
-        certificates: all::<Certificate>(entities, "certificates")?,
-        ca_certificates: all::<CaCertificate>(entities, "ca_certificates")?,
-        snis: all::<Sni>(entities, "snis")?,
-        upstreams: all::<Upstream>(entities, "upstreams")?,
-        targets: all::<Target>(entities, "targets")?,
+        services: all(entities, "services")?,
+        routes: all(entities, "routes")?,
+        consumers: all(entities, "consumers")?,
+        plugins: all(entities, "plugins")?,
+        certificates: all(entities, "certificates")?,
+        ca_certificates: all(entities, "ca_certificates")?,
+        snis: all(entities, "snis")?,
+        upstreams: all(entities, "upstreams")?,
+        targets: all(entities, "targets")?,
         daos: kinds::all()
             .iter()
             .filter(|k| k.dao.is_some())

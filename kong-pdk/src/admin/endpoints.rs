@@ -644,7 +644,7 @@ pub(super) fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option
         }
     }
     let field = kind.endpoint_key?;
-    all.values().find(|e| e[field].as_str() == Some(key)).map(|v| &**v)
+    all.values().find(|e| e[field].as_str() == Some(key)).map(|v| &v.json)
 }
 
 /// Kong's opaque page offsets: the last id, URL-safe base64.

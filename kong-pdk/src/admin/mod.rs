@@ -42,6 +42,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -65,7 +66,106 @@ use server::*;
 type WriteLock<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 /// The entities of one kind, by id.
-type Kinds = BTreeMap<String, Arc<Value>>;
+type Kinds = BTreeMap<String, Arc<Entity>>;
+
+/// One stored entity: the JSON the Admin API answers with, beside its typed form, parsed
+/// once when the entity is written or loaded. Building the proxy's configuration clones the
+/// typed forms and parses nothing; derefs to the JSON for the endpoints.
+struct Entity {
+    json: Value,
+    /// The typed form, or why the JSON does not make one (reported when the configuration
+    /// is built, as a 500 naming the kind).
+    typed: Result<Typed, String>,
+}
+
+/// The typed entity kinds: (kind, variant, type). Generates [`Typed`], the parse by kind and
+/// the way back from a `Typed` to its type.
+macro_rules! typed_kinds {
+    ($(($kind:literal, $variant:ident, $ty:ty)),* $(,)?) => {
+        /// An entity's typed form, by kind.
+        #[derive(Clone)]
+        enum Typed {
+            $($variant($ty),)*
+            /// A configured plugin instance.
+            Plugin(PluginEntity),
+            /// A plugin's own entity (its schema is the plugin's: the JSON is its form).
+            Dao,
+        }
+
+        impl Entity {
+            /// Parses `json` as an entity of `kind`.
+            fn new(kind: &str, json: Value) -> Entity {
+                let typed = match kind {
+                    $($kind => <$ty>::deserialize(&json)
+                        .map(Typed::$variant)
+                        .map_err(|e| format!("{kind}: {e}")),)*
+                    "plugins" => Ok(Typed::Plugin(plugin_entity(&json))),
+                    _ => Ok(Typed::Dao),
+                };
+                Entity { json, typed }
+            }
+        }
+
+        $(impl TypedKind for $ty {
+            fn of(typed: &Typed) -> Option<&Self> {
+                match typed {
+                    Typed::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+/// A type that is one of [`Typed`]'s forms.
+trait TypedKind: Clone {
+    /// `typed` as this type, when it is one.
+    fn of(typed: &Typed) -> Option<&Self>;
+}
+
+impl TypedKind for PluginEntity {
+    fn of(typed: &Typed) -> Option<&Self> {
+        match typed {
+            Typed::Plugin(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+typed_kinds! {
+    ("services", Service, Service),
+    ("routes", Route, Route),
+    ("consumers", Consumer, Consumer),
+    ("certificates", Certificate, Certificate),
+    ("ca_certificates", CaCertificate, CaCertificate),
+    ("snis", Sni, Sni),
+    ("upstreams", Upstream, Upstream),
+    ("targets", Target, Target),
+}
+
+impl std::ops::Deref for Entity {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.json
+    }
+}
+
+/// The typed form of a `plugins` entity's JSON.
+fn plugin_entity(p: &Value) -> PluginEntity {
+    let uuid_of = |v: &Value| v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    PluginEntity {
+        id: uuid_of(p).unwrap_or_default(),
+        name: p["name"].as_str().unwrap_or_default().to_owned(),
+        scope: Scope {
+            route: uuid_of(&p["route"]),
+            service: uuid_of(&p["service"]),
+            consumer: uuid_of(&p["consumer"]),
+        },
+        config: p["config"].clone(),
+        enabled: p["enabled"].as_bool().unwrap_or(true),
+    }
+}
 
 /// Entities by kind, then by id. Entities and each kind's index are shared between copies: a
 /// write copies the index of the kind it changes (pointers only) and never an entity, and
@@ -84,9 +184,10 @@ impl std::ops::Index<&str> for Entities {
 }
 
 impl Entities {
-    /// Stores `value` as the `kind` entity `id`.
+    /// Stores `value` as the `kind` entity `id`, parsing its typed form.
     fn put(&mut self, kind: &'static str, id: String, value: Value) {
-        Arc::make_mut(self.0.entry(kind).or_default()).insert(id, Arc::new(value));
+        let entity = Arc::new(Entity::new(kind, value));
+        Arc::make_mut(self.0.entry(kind).or_default()).insert(id, entity);
     }
 
     /// Removes the `kind` entity `id`.

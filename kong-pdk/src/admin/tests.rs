@@ -981,3 +981,84 @@ async fn writes_bump_one_version_and_leave_no_rows_behind() {
         .get(0);
     assert_eq!(rows, 0, "cluster_events grows with the writes");
 }
+
+/// Entities are typed once, when stored: the configuration built from them is the one they
+/// came from, with nothing parsed again.
+#[test]
+fn entities_keep_their_typed_form_and_build_the_configuration_they_came_from() {
+    let config = Config::parse(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9/x
+    routes:
+      - name: r
+        paths: ["/a"]
+        plugins:
+          - name: gw-test-header
+            config: {}
+consumers:
+  - username: alice
+upstreams:
+  - name: u
+    targets:
+      - target: 127.0.0.1:9
+"#,
+    )
+    .unwrap();
+    let entities = entities_of(&config);
+    let back = to_config(&entities).unwrap();
+    assert_eq!(back.services, config.services);
+    assert_eq!(back.routes, config.routes);
+    assert_eq!(back.consumers, config.consumers);
+    assert_eq!(back.plugins, config.plugins);
+    assert_eq!(back.upstreams, config.upstreams);
+    assert_eq!(back.targets, config.targets);
+    assert!(
+        entities["services"]
+            .values()
+            .all(|e| matches!(e.typed, Ok(Typed::Service(_))))
+    );
+}
+
+/// A stored entity whose JSON makes no typed form is reported, naming its kind, when the
+/// configuration is built.
+#[test]
+fn an_entity_without_a_typed_form_is_reported_by_kind() {
+    let mut entities = empty_entities();
+    entities.put(
+        "services",
+        Uuid::new_v4().to_string(),
+        json!({ "id": "x", "port": "eighty" }),
+    );
+    let err = to_config(&entities).unwrap_err();
+    assert!(err.starts_with("services: "), "{err}");
+}
+
+/// A write copies the index of the kind it changes and no entity: every other entity, of its
+/// kind or another, is the same allocation in both copies.
+#[test]
+fn a_write_shares_every_entity_it_does_not_change() {
+    let mut before = empty_entities();
+    for i in 0..3 {
+        let id = Uuid::new_v4().to_string();
+        before.put(
+            "consumers",
+            id.clone(),
+            json!({ "id": id, "username": format!("c{i}") }),
+        );
+    }
+    let kept = Uuid::new_v4().to_string();
+    before.put("services", kept.clone(), json!({ "id": kept, "host": "a", "port": 80 }));
+    let mut after = before.clone();
+    let added = Uuid::new_v4().to_string();
+    after.put(
+        "services",
+        added.clone(),
+        json!({ "id": added, "host": "b", "port": 80 }),
+    );
+    assert!(Arc::ptr_eq(&before.0["consumers"], &after.0["consumers"]));
+    assert!(Arc::ptr_eq(&before["services"][&kept], &after["services"][&kept]));
+    assert!(!before["services"].contains_key(&added));
+}
