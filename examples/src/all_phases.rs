@@ -79,8 +79,8 @@ impl Handler for AllPhases {
 mod tests {
     use bytes::Bytes;
     use kong_pdk::Phase;
-    use kong_pdk::testing::{Harness, MockResponse, TestRequest};
-    use kong_pdk::transaction::FrameKind;
+    use kong_pdk::pdk::{Frame, FrameKind};
+    use kong_pdk::testing::{Harness, MockResponse, TestRequest, WsSend};
     use serde_json::json;
 
     use super::*;
@@ -125,9 +125,9 @@ mod tests {
         let out = gw
             .websocket(
                 TestRequest::get("/ws"),
-                vec![
-                    (true, FrameKind::Text, Bytes::from("hi")),
-                    (false, FrameKind::Text, Bytes::from("hi")),
+                [
+                    WsSend::Client(Frame::new(FrameKind::Text, "hi")),
+                    WsSend::Upstream(Frame::new(FrameKind::Text, "hi")),
                 ],
             )
             .await;
@@ -141,6 +141,7 @@ mod tests {
                 "ws_close"
             ]
         );
-        assert_eq!(out.forwarded.len(), 2);
+        assert_eq!(out.to_upstream, [Frame::new(FrameKind::Text, "hi")]);
+        assert_eq!(out.to_client, [Frame::new(FrameKind::Text, "hi")]);
     }
 }

@@ -441,14 +441,24 @@ impl PluginSet {
         self.run_downstream(Phase::Log, tx, false).await;
     }
 
-    /// Runs `ws_client_frame` or `ws_upstream_frame` over `tx.frame()`.
+    /// Runs `ws_client_frame` or `ws_upstream_frame` over the frame in `tx.frame`, in
+    /// priority order, each handler seeing the earlier ones' changes. A handler that drops
+    /// the frame, closes the session or fails ends the phase.
     pub async fn run_ws_frame(&self, tx: &mut Transaction, from_client: bool) {
         let phase = if from_client {
             Phase::WsClientFrame
         } else {
             Phase::WsUpstreamFrame
         };
-        self.run_downstream(phase, tx, true).await;
+        let collected = tx.collected.clone();
+        let list = collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
+            let ok = self.call(phase, inst, tx).await;
+            let Some(state) = &tx.frame else { break };
+            if !ok || state.dropped || state.close.is_some() {
+                break;
+            }
+        }
     }
 
     /// Runs `ws_close`.
@@ -503,8 +513,7 @@ impl PluginSet {
             Phase::BodyFilter => tx.aborted = true,
             Phase::WsClientFrame | Phase::WsUpstreamFrame => {
                 if let Some(f) = &mut tx.frame {
-                    f.dropped = true;
-                    f.close = Some((1011, "An unexpected error occurred".into()));
+                    f.failed = true;
                 }
             }
             Phase::Log | Phase::WsClose | Phase::InitWorker | Phase::Configure => {}

@@ -356,11 +356,39 @@ capability!(
     Log, WsClose
 );
 capability!(
-    /// WebSocket frames (`kong.websocket()`).
+    /// `kong.websocket()`: the WebSocket phases before `ws_close`.
+    WebSocketPdk,
+    "`kong.websocket()` cannot be used in the `{Self}` phase",
+    "Kong allows it in ws_handshake (payload limits), ws_client_frame and ws_upstream_frame (frames)":
+    WsHandshake, WsClientFrame, WsUpstreamFrame
+);
+capability!(
+    /// `kong.websocket().client()`: frames from the client, and the client's payload limit.
+    ClientSide,
+    "`kong.websocket().client()` cannot be used in the `{Self}` phase",
+    "the client's frames are handled in ws_client_frame (its payload limit is set in ws_handshake); in ws_upstream_frame use `kong.websocket().upstream()`":
+    WsHandshake, WsClientFrame
+);
+capability!(
+    /// `kong.websocket().upstream()`: frames from the upstream, and the upstream's payload limit.
+    UpstreamSide,
+    "`kong.websocket().upstream()` cannot be used in the `{Self}` phase",
+    "the upstream's frames are handled in ws_upstream_frame (its payload limit is set in ws_handshake); in ws_client_frame use `kong.websocket().client()`":
+    WsHandshake, WsUpstreamFrame
+);
+capability!(
+    /// The frame in flight (`get_frame`, `set_frame_data`, `drop_frame`, `close`, ...).
     Frame,
     "WebSocket frames are only available in ws_client_frame and ws_upstream_frame, not in `{Self}`",
     "use `ws_client_frame` or `ws_upstream_frame`":
     WsClientFrame, WsUpstreamFrame
+);
+capability!(
+    /// `set_max_payload_size()`: before the session starts.
+    PayloadLimit,
+    "payload limits can only be set in ws_handshake, not in `{Self}`",
+    "Kong allows `set_max_payload_size()` in ws_handshake only":
+    WsHandshake
 );
 capability!(
     /// Asking things of the TLS handshake (`kong.client().tls()` in `certificate`).

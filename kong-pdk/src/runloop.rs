@@ -14,13 +14,14 @@
 //! | [`header_filter`] | `header_filter` | plugins, then Kong's response headers and latencies |
 //! | [`body_chunk`] | `body_filter` | each chunk; [`response_body`] says which chunks there are |
 //! | [`log`] | `log` | once, after the client has the response |
+//! | [`ws_frame`] | `ws_client_frame`, `ws_upstream_frame` | each message of a WebSocket session, with what to do with it |
 //!
-//! WebSocket sessions use [`ws_handshake`], [`ws_frame`] and [`ws_close`] in the same way.
+//! A WebSocket service's handshake takes the same way: [`before_proxy`] runs `ws_handshake`
+//! in place of `access` and checks the handshake, and [`log`] runs `ws_close` in place of `log`.
+//!
 //! Which plugins run, in which order and with which consequences for a failure is the
 //! [`executor`](crate::executor)'s job; this module decides when each phase runs and what the
 //! gateway itself does between them.
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, SERVER, VIA};
@@ -32,7 +33,7 @@ use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::phase::Phase;
 use crate::router::{RequestInfo, Router, upstream_path};
-use crate::transaction::{Latencies, Source, Transaction, UpstreamResponse};
+use crate::transaction::{CloseMsg, Frame, FrameState, Latencies, Side, Source, Transaction, UpstreamResponse};
 
 /// The Kong version whose behaviour this crate implements (`Via`, `Server`).
 macro_rules! kong_version {
@@ -175,8 +176,19 @@ pub(crate) async fn before_proxy(
             proxying.stripped = m.matched_path;
         }
     }
+    // A WebSocket service's session: `ws_handshake` collects instead of `access` (Kong's
+    // `@websocket` location, entered before any access handler).
+    tx.websocket = tx.service.as_ref().is_some_and(|s| is_ws(&s.protocol));
     if !https_allowed(tx, &m.route) {
         https_required(tx, m.route.https_redirect_status_code);
+    } else if tx.websocket {
+        set.run_ws_handshake(tx).await;
+        if tx.exit().is_none() {
+            if let Err(problem) = client_handshake(&tx.request) {
+                let message = format!("Cannot complete WebSocket handshake: {problem}");
+                tx.exit_with(400, Bytes::from(message), Source::Exit);
+            }
+        }
     } else {
         set.run_access(tx).await;
     }
@@ -186,11 +198,52 @@ pub(crate) async fn before_proxy(
     proxying
 }
 
+/// Whether `protocol` is a WebSocket service's (`ws`, `wss`).
+pub(crate) fn is_ws(protocol: &str) -> bool {
+    matches!(protocol, "ws" | "wss")
+}
+
+/// What is wrong with a WebSocket handshake request (RFC 6455 4.1, as Kong checks it), in
+/// the words of Kong's `Cannot complete WebSocket handshake: ...` answer.
+fn client_handshake(req: &crate::transaction::ClientRequest) -> Result<(), &'static str> {
+    let one = |name: &str| {
+        let mut all = req.headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
+        }
+    };
+    let contains = |v: Option<&str>, token: &str| v.is_some_and(|v| v.to_ascii_lowercase().contains(token));
+    if req.method != Method::GET {
+        return Err("invalid request method");
+    }
+    if !contains(one("connection"), "upgrade") {
+        return Err("invalid/missing 'Connection' header");
+    }
+    if !req
+        .headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .any(|v| contains(v.to_str().ok(), "websocket"))
+    {
+        return Err("invalid/missing 'Upgrade' header");
+    }
+    if one("sec-websocket-key").is_none() {
+        return Err("invalid/missing 'Sec-WebSocket-Key' header");
+    }
+    if one("sec-websocket-version") != Some("13") {
+        return Err("invalid/missing 'Sec-WebSocket-Version' header");
+    }
+    Ok(())
+}
+
 /// Whether the request may use `route`: a route whose protocols include `https` but not `http`
-/// takes only TLS requests, or requests a trusted proxy marked `X-Forwarded-Proto: https`.
+/// (or `wss` but not `ws`) takes only TLS requests, or requests a trusted proxy marked
+/// `X-Forwarded-Proto: https`.
 fn https_allowed(tx: &Transaction, route: &Route) -> bool {
     let has = |p: &str| route.protocols.iter().any(|x| x == p);
-    if tx.request.scheme == "https" || !has("https") || has("http") {
+    let tls_only = (has("https") && !has("http")) || (has("wss") && !has("ws"));
+    if tx.request.scheme == "https" || !tls_only {
         return true;
     }
     tx.node_info().is_trusted(tx.client.ip)
@@ -510,10 +563,17 @@ pub(crate) fn response_body<U>(tx: &Transaction, upstream: Option<ResponseBody<U
     }
 }
 
-/// Which of the body phases have handlers for this request: (`body_filter`, `log`). Without
-/// them chunks pass untouched and the transaction needs no keeping.
+/// Which of the body phases have handlers for this request: (`body_filter`, `log`, or
+/// `ws_close` for a WebSocket session). Without them chunks pass untouched and the
+/// transaction needs no keeping.
 pub(crate) fn body_phases(set: &PluginSet, tx: &Transaction) -> (bool, bool) {
-    (set.handles(tx, Phase::BodyFilter), set.handles(tx, Phase::Log))
+    (set.handles(tx, Phase::BodyFilter), set.handles(tx, last_phase(tx)))
+}
+
+/// The phase that runs once the exchange is over: `log`, or `ws_close` for a session with a
+/// WebSocket service.
+fn last_phase(tx: &Transaction) -> Phase {
+    if tx.websocket { Phase::WsClose } else { Phase::Log }
 }
 
 /// Runs `body_filter` over one chunk and returns what to send. Afterwards the body ends when
@@ -522,35 +582,80 @@ pub(crate) async fn body_chunk(set: &PluginSet, tx: &mut Transaction, chunk: Byt
     set.run_body_filter(tx, chunk, eof).await
 }
 
-/// Runs `log`: once per request, after the response.
+/// Runs `log` (`ws_close` for a WebSocket session): once per request, after the response,
+/// or after the session's last frame.
 pub(crate) async fn log(set: &PluginSet, tx: &mut Transaction) {
-    set.run_log(tx).await;
-}
-
-/// Rewrite and the collecting `ws_handshake` of a WebSocket session; the route and service
-/// are the caller's (frames go to the route's service).
-pub(crate) async fn ws_handshake(
-    set: &PluginSet,
-    tx: &mut Transaction,
-    route: Arc<Route>,
-    service: Arc<crate::entities::Service>,
-) {
-    set.run_rewrite(tx).await;
-    if tx.exit().is_none() {
-        tx.route = Some(route);
-        tx.set_service(service);
-        set.run_ws_handshake(tx).await;
+    match last_phase(tx) {
+        Phase::WsClose => set.run_ws_close(tx).await,
+        _ => set.run_log(tx).await,
     }
 }
 
-/// Runs `ws_client_frame` (`from_client`) or `ws_upstream_frame` over `tx.frame()`.
-pub(crate) async fn ws_frame(set: &PluginSet, tx: &mut Transaction, from_client: bool) {
-    set.run_ws_frame(tx, from_client).await;
+/// What becomes of a WebSocket frame after the frame handlers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FrameVerdict {
+    /// Send it (as the handlers left it) to the other side.
+    Forward(Frame),
+    /// Send nothing; the session goes on.
+    Drop,
+    /// End the session: `sender` goes to the side the frame came from, `peer` to the other.
+    Close { sender: CloseMsg, peer: CloseMsg },
 }
 
-/// Runs `ws_close` at the end of a WebSocket session.
-pub(crate) async fn ws_close(set: &PluginSet, tx: &mut Transaction) {
-    set.run_ws_close(tx).await;
+/// The payload limit of messages from `side`, in bytes: what a plugin set in `ws_handshake`,
+/// else Kong's default (1 MiB from clients, 16 MiB from upstreams).
+pub(crate) fn ws_limit(tx: &Transaction, side: Side) -> u64 {
+    use crate::pdk::{DEFAULT_CLIENT_MAX_PAYLOAD, DEFAULT_UPSTREAM_MAX_PAYLOAD};
+    match side {
+        Side::Client => tx.ws_limits.client.unwrap_or(DEFAULT_CLIENT_MAX_PAYLOAD),
+        Side::Upstream => tx.ws_limits.upstream.unwrap_or(DEFAULT_UPSTREAM_MAX_PAYLOAD),
+    }
+}
+
+/// The end of a session whose `side` sent a message over its limit: it gets 1009
+/// `Payload Too Large`, the other side a 1001 without a reason.
+pub(crate) fn payload_too_large() -> FrameVerdict {
+    FrameVerdict::Close {
+        sender: CloseMsg::new(1009, "Payload Too Large"),
+        peer: CloseMsg {
+            status: Some(1001),
+            reason: Bytes::new(),
+        },
+    }
+}
+
+/// Runs `ws_client_frame` or `ws_upstream_frame` (by `from`) over one message or control
+/// frame and says what to do with it. Without frame handlers it is forwarded untouched.
+pub(crate) async fn ws_frame(set: &PluginSet, tx: &mut Transaction, from: Side, frame: Frame) -> FrameVerdict {
+    let phase = match from {
+        Side::Client => Phase::WsClientFrame,
+        Side::Upstream => Phase::WsUpstreamFrame,
+    };
+    if !set.handles(tx, phase) {
+        return FrameVerdict::Forward(frame);
+    }
+    tx.frame = Some(FrameState {
+        frame,
+        dropped: false,
+        close: None,
+        failed: false,
+    });
+    set.run_ws_frame(tx, from == Side::Client).await;
+    let Some(state) = tx.frame.take() else {
+        return FrameVerdict::Drop;
+    };
+    if state.failed {
+        let error = CloseMsg::new(1011, "Internal Server Error");
+        return FrameVerdict::Close {
+            sender: error.clone(),
+            peer: error,
+        };
+    }
+    match state.close {
+        Some((sender, peer)) => FrameVerdict::Close { sender, peer },
+        None if state.dropped => FrameVerdict::Drop,
+        None => FrameVerdict::Forward(state.frame),
+    }
 }
 
 #[cfg(test)]

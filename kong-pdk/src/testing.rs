@@ -316,17 +316,37 @@ impl Outcome {
     }
 }
 
+/// A frame sent into a [`TestGateway::websocket`] session, by the side that sends it.
+#[derive(Debug, Clone)]
+pub enum WsSend {
+    /// From the client to the gateway.
+    Client(Frame),
+    /// From the upstream to the gateway.
+    Upstream(Frame),
+}
+
 /// What a WebSocket session produced.
 #[derive(Debug)]
 pub struct WsOutcome {
-    /// The handshake's response, when a plugin rejected it.
+    /// The handshake's response when it was not accepted (a plugin's exit, a failed
+    /// handshake check): status and body.
     pub rejected: Option<(u16, Bytes)>,
-    /// Frames forwarded, with their direction (`true` = client to upstream).
-    pub forwarded: Vec<(bool, Frame)>,
-    /// A close a plugin requested.
-    pub closed: Option<(u16, String)>,
+    /// What the upstream received, in order: forwarded messages, then a close frame when the
+    /// session ended.
+    pub to_upstream: Vec<Frame>,
+    /// What the client received, in order.
+    pub to_client: Vec<Frame>,
     /// Logged lines.
     pub logs: Vec<LogLine>,
+}
+
+/// A close frame as a side receives it (`None` status: a bare close).
+fn close_frame(msg: crate::transaction::CloseMsg) -> Frame {
+    Frame {
+        kind: FrameKind::Close,
+        data: msg.reason,
+        status: msg.status,
+    }
 }
 
 type AddType = fn(PluginsBuilder) -> PluginsBuilder;
@@ -466,12 +486,20 @@ impl Harness {
         let routed = route.service.as_ref().map(|_| service.clone());
         let router = Router::new([(route.clone(), routed)]).map_err(|e| LoadError::Route(e.to_string()))?;
         let unrouted = Router::empty();
+        let ws_router = {
+            let mut ws_route = Route::clone(&route);
+            ws_route.protocols = vec!["ws".into(), "wss".into()];
+            let mut ws_service = Service::clone(&service);
+            ws_service.protocol = if service.protocol == "https" { "wss" } else { "ws" }.into();
+            let routed = route.service.as_ref().map(|_| Arc::new(ws_service));
+            Router::new([(Arc::new(ws_route), routed)]).map_err(|e| LoadError::Route(e.to_string()))?
+        };
         Ok(TestGateway {
             set,
             router,
+            ws_router,
             unrouted,
             route,
-            service,
             headers: self.headers,
         })
     }
@@ -483,8 +511,9 @@ pub struct TestGateway {
     router: Router,
     /// The router of [`TestRequest::unrouted`] requests: no routes.
     unrouted: Router,
+    /// The router of [`TestGateway::websocket`] sessions: the route and service as `ws`.
+    ws_router: Router,
     route: Arc<Route>,
-    service: Arc<Service>,
     headers: HeaderSettings,
 }
 
@@ -624,42 +653,103 @@ impl TestGateway {
         }
     }
 
-    /// Runs a WebSocket session: rewrite, ws_handshake, each frame through
-    /// ws_client_frame/ws_upstream_frame (`true` = from the client), then ws_close.
-    pub async fn websocket(&self, req: TestRequest, frames: Vec<(bool, FrameKind, Bytes)>) -> WsOutcome {
+    /// Runs a WebSocket session through the same runloop as the gateway, with the harness's
+    /// service as a `ws` service (`wss` when it is https) and its route taking `ws` and `wss`:
+    /// rewrite, routing, `ws_handshake` and the handshake check, then each frame through
+    /// `ws_client_frame` / `ws_upstream_frame` with Kong's payload limits and close rules,
+    /// then `ws_close`. The handshake headers are added to `req` when it lacks them.
+    ///
+    /// ```
+    /// use kong_pdk::prelude::*;
+    /// use kong_pdk::pdk::{Frame, FrameKind};
+    /// use kong_pdk::testing::{Harness, TestRequest, WsSend};
+    ///
+    /// #[plugin(priority = 10, version = "1.0.0")]
+    /// struct Shout {}
+    ///
+    /// #[handler]
+    /// impl Handler for Shout {
+    ///     async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> kong_pdk::Result {
+    ///         let mut client = kong.websocket().client();
+    ///         let loud = client.get_frame()?.data.to_ascii_uppercase();
+    ///         client.set_frame_data(loud)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let gw = Harness::new().plugin::<Shout>(serde_json::json!({})).start().await.unwrap();
+    /// let out = gw
+    ///     .websocket(TestRequest::get("/"), [WsSend::Client(Frame::new(FrameKind::Text, "hi"))])
+    ///     .await;
+    /// assert_eq!(out.to_upstream, [Frame::new(FrameKind::Text, "HI")]);
+    /// # });
+    /// ```
+    pub async fn websocket(&self, req: TestRequest, frames: impl IntoIterator<Item = WsSend>) -> WsOutcome {
+        use crate::transaction::Side;
+        let mut req = req;
+        for (name, value) in [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ] {
+            if !req.headers.contains_key(name) {
+                req = req.header(name, value);
+            }
+        }
         let mut tx = self.transaction(&req);
         let set = &self.set;
-        runloop::ws_handshake(set, &mut tx, self.route.clone(), self.service.clone()).await;
+        let router = if req.routed { &self.ws_router } else { &self.unrouted };
+        runloop::before_proxy(set, router, &mut tx, None).await;
         let mut out = WsOutcome {
             rejected: None,
-            forwarded: Vec::new(),
-            closed: None,
+            to_upstream: Vec::new(),
+            to_client: Vec::new(),
             logs: Vec::new(),
         };
         if let Some(exit) = tx.exit() {
             out.rejected = Some((exit.status, exit.body.clone()));
         } else {
-            for (from_client, kind, data) in frames {
-                tx.set_frame(Some(Frame {
-                    kind,
-                    data,
-                    dropped: false,
-                    close: None,
-                }));
-                runloop::ws_frame(set, &mut tx, from_client).await;
-                let Some(frame) = tx.frame.take() else { break };
-                if let Some(close) = frame.close.clone() {
-                    out.closed = Some(close);
+            tx.response.status = 101;
+            // Whether each side (client, upstream) has sent its close.
+            let mut closed = [false, false];
+            for send in frames {
+                let (from, frame) = match send {
+                    WsSend::Client(f) => (Side::Client, f),
+                    WsSend::Upstream(f) => (Side::Upstream, f),
+                };
+                if closed[from as usize] {
+                    continue;
                 }
-                if !frame.dropped {
-                    out.forwarded.push((from_client, frame));
+                let data_frame = matches!(frame.kind, FrameKind::Text | FrameKind::Binary);
+                let verdict = if data_frame && frame.data.len() as u64 > runloop::ws_limit(&tx, from) {
+                    runloop::payload_too_large()
+                } else {
+                    runloop::ws_frame(set, &mut tx, from, frame).await
+                };
+                let (own, peer) = match from {
+                    Side::Client => (&mut out.to_client, &mut out.to_upstream),
+                    Side::Upstream => (&mut out.to_upstream, &mut out.to_client),
+                };
+                match verdict {
+                    runloop::FrameVerdict::Forward(f) => {
+                        closed[from as usize] |= f.kind == FrameKind::Close;
+                        peer.push(f);
+                    }
+                    runloop::FrameVerdict::Drop => {}
+                    runloop::FrameVerdict::Close { sender, peer: to_peer } => {
+                        own.push(close_frame(sender));
+                        peer.push(close_frame(to_peer));
+                        closed = [true, true];
+                    }
                 }
-                if out.closed.is_some() {
+                if closed == [true, true] {
                     break;
                 }
             }
         }
-        runloop::ws_close(set, &mut tx).await;
+        runloop::log(set, &mut tx).await;
         out.logs = tx.captured_logs.take().unwrap_or_default();
         out
     }

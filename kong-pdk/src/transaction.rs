@@ -252,34 +252,134 @@ pub(crate) struct BodyState {
     pub(crate) buffer: Option<BytesMut>,
 }
 
-/// A WebSocket frame seen in `ws_client_frame`/`ws_upstream_frame`.
+/// A WebSocket message or control frame, as a frame handler sees it
+/// (`kong.websocket().client().get_frame()`): fragments arrive as one message of the first
+/// fragment's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    /// Opcode name: `text`, `binary`, `ping`, `pong`, `close`, `continuation`.
+    /// Its type.
     pub kind: FrameKind,
-    /// Payload.
+    /// The payload; for a close frame, the reason.
     pub data: Bytes,
-    /// Dropped by a plugin: not forwarded.
-    pub dropped: bool,
-    /// Close the connection with this code and reason after this frame.
-    pub close: Option<(u16, String)>,
+    /// A close frame's status code (`None` for other frames, and for a close without one).
+    pub status: Option<u16>,
 }
 
-/// WebSocket frame types.
+impl Frame {
+    /// A frame of `kind` with `data`.
+    ///
+    /// ```
+    /// use kong_pdk::pdk::{Frame, FrameKind};
+    /// let f = Frame::new(FrameKind::Text, "hi");
+    /// assert_eq!((f.kind, &f.data[..], f.status), (FrameKind::Text, &b"hi"[..], None));
+    /// ```
+    pub fn new(kind: FrameKind, data: impl Into<Bytes>) -> Frame {
+        Frame {
+            kind,
+            data: data.into(),
+            status: None,
+        }
+    }
+
+    /// A close frame with `status` and `reason`.
+    pub fn close(status: u16, reason: impl Into<Bytes>) -> Frame {
+        Frame {
+            kind: FrameKind::Close,
+            data: reason.into(),
+            status: Some(status),
+        }
+    }
+}
+
+/// WebSocket frame types, as Kong names them to frame handlers (`continuation` frames are
+/// never seen: fragments are joined first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
-    /// Text.
+    /// `text`: a UTF-8 message.
     Text,
-    /// Binary.
+    /// `binary`: a binary message.
     Binary,
-    /// Ping.
+    /// `ping`.
     Ping,
-    /// Pong.
+    /// `pong`.
     Pong,
-    /// Close.
+    /// `close`.
     Close,
-    /// Continuation.
-    Continuation,
+}
+
+impl FrameKind {
+    /// Kong's name of the type (`"text"`, `"close"`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrameKind::Text => "text",
+            FrameKind::Binary => "binary",
+            FrameKind::Ping => "ping",
+            FrameKind::Pong => "pong",
+            FrameKind::Close => "close",
+        }
+    }
+}
+
+/// A side of a WebSocket session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Upstream,
+}
+
+#[cfg(feature = "gateway")]
+impl Side {
+    /// `client` or `upstream`, as Kong's messages name them.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        }
+    }
+
+    /// The other side.
+    pub(crate) const fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+}
+
+/// A close frame to send: with a status and reason, or bare (no status, empty payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseMsg {
+    pub(crate) status: Option<u16>,
+    pub(crate) reason: Bytes,
+}
+
+impl CloseMsg {
+    /// A close frame with `status` and `reason`.
+    pub(crate) fn new(status: u16, reason: &'static str) -> CloseMsg {
+        CloseMsg {
+            status: Some(status),
+            reason: Bytes::from_static(reason.as_bytes()),
+        }
+    }
+}
+
+/// The frame the frame handlers work on, with what they decided about it.
+#[derive(Debug)]
+pub(crate) struct FrameState {
+    pub(crate) frame: Frame,
+    /// Not forwarded.
+    pub(crate) dropped: bool,
+    /// `close()`: (to the sender, to its peer).
+    pub(crate) close: Option<(CloseMsg, CloseMsg)>,
+    /// A handler failed: both sides get 1011.
+    pub(crate) failed: bool,
+}
+
+/// `set_max_payload_size()` per side, in bytes (`None`: Kong's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WsLimits {
+    pub(crate) client: Option<u64>,
+    pub(crate) upstream: Option<u64>,
 }
 
 /// A boxed, sendable future (what erased plugin calls return).
@@ -378,7 +478,11 @@ pub struct Transaction {
     pub(crate) body: BodyState,
     pub(crate) shared: TypeMap,
     pub(crate) plugin_ctx: Vec<(usize, TypeMap)>,
-    pub(crate) frame: Option<Frame>,
+    pub(crate) frame: Option<FrameState>,
+    /// A session with a WebSocket service (`ws`/`wss`): `ws_handshake` instead of `access`,
+    /// `ws_close` instead of `log`.
+    pub(crate) websocket: bool,
+    pub(crate) ws_limits: WsLimits,
     pub(crate) serialize_values: Vec<(String, Value)>,
     pub(crate) collected: Option<Arc<[Arc<dyn ErasedInstance>]>>,
     pub(crate) aborted: bool,
@@ -483,6 +587,8 @@ impl Transaction {
             shared: TypeMap::default(),
             plugin_ctx: Vec::new(),
             frame: None,
+            websocket: false,
+            ws_limits: WsLimits::default(),
             serialize_values: Vec::new(),
             collected: None,
             aborted: false,
@@ -589,14 +695,14 @@ impl Transaction {
         self.aborted
     }
 
-    /// The current WebSocket frame.
+    /// The WebSocket frame the frame handlers are working on.
     pub fn frame(&self) -> Option<&Frame> {
-        self.frame.as_ref()
+        self.frame.as_ref().map(|f| &f.frame)
     }
 
-    /// Sets the current WebSocket frame before running a frame phase.
-    pub fn set_frame(&mut self, frame: Option<Frame>) {
-        self.frame = frame;
+    /// Whether this is a session with a WebSocket (`ws`/`wss`) service.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket
     }
 
     /// The request start time, ms since the epoch.

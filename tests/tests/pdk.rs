@@ -423,13 +423,14 @@ impl Handler for FrameProbe {
     }
 
     async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> kong_pdk::Result {
-        let data = kong.websocket().get_frame().map(|f| f.data.clone()).unwrap_or_default();
+        let mut client = kong.websocket().client();
+        let data = client.get_frame()?.data.clone();
         match data.as_ref() {
-            b"drop" => kong.websocket().drop_frame(),
-            b"bye" => kong.websocket().close(1000, "goodbye"),
+            b"drop" => client.drop_frame()?,
+            b"bye" => client.close(Some(1000), Some("goodbye"), None, None)?,
             other => {
                 let upper = other.to_ascii_uppercase();
-                kong.websocket().set_frame_data(upper);
+                client.set_frame_data(upper)?;
             }
         }
         Ok(())
@@ -438,31 +439,33 @@ impl Handler for FrameProbe {
 
 #[tokio::test]
 async fn websocket_frames_can_be_rewritten_dropped_and_closed() {
-    use bytes::Bytes;
-    use kong_pdk::transaction::FrameKind::Text;
+    use kong_pdk::pdk::{Frame, FrameKind::Text};
+    use kong_pdk::testing::WsSend::{Client, Upstream};
     let gw = Harness::new().plugin::<FrameProbe>(json!({})).start().await.unwrap();
     let out = gw
         .websocket(
             TestRequest::get("/ws"),
-            vec![
-                (true, Text, Bytes::from("hello")),
-                (true, Text, Bytes::from("drop")),
-                (false, Text, Bytes::from("from upstream")),
-                (true, Text, Bytes::from("bye")),
-                (true, Text, Bytes::from("never")),
+            [
+                Client(Frame::new(Text, "hello")),
+                Client(Frame::new(Text, "drop")),
+                Upstream(Frame::new(Text, "from upstream")),
+                Client(Frame::new(Text, "bye")),
+                Client(Frame::new(Text, "never")),
             ],
         )
         .await;
-    let forwarded: Vec<(bool, &[u8])> = out.forwarded.iter().map(|(c, f)| (*c, f.data.as_ref())).collect();
+    assert_eq!(out.to_upstream[0], Frame::new(Text, "HELLO"));
+    assert_eq!(out.to_client[0], Frame::new(Text, "from upstream"));
+    // `close` with no peer status: the client gets 1000 "goodbye", the upstream a bare close.
+    assert_eq!(out.to_client[1], Frame::close(1000, "goodbye"));
+    let bare = &out.to_upstream[1];
     assert_eq!(
-        forwarded,
-        [(true, b"HELLO".as_ref()), (false, b"from upstream".as_ref())]
+        (bare.kind, bare.status, bare.data.len()),
+        (kong_pdk::pdk::FrameKind::Close, None, 0)
     );
-    assert_eq!(out.closed, Some((1000, "goodbye".to_owned())));
-    let out = gw
-        .websocket(TestRequest::get("/ws").header("X-Reject", "1"), vec![])
-        .await;
-    assert_eq!(out.rejected, Some((403, Bytes::from("no websockets for you"))));
+    assert_eq!((out.to_client.len(), out.to_upstream.len()), (2, 2));
+    let out = gw.websocket(TestRequest::get("/ws").header("X-Reject", "1"), []).await;
+    assert_eq!(out.rejected, Some((403, bytes::Bytes::from("no websockets for you"))));
 }
 
 /// Returns an `Exit` from the phase its config names.

@@ -16,6 +16,7 @@ mod proxy;
 pub mod tls;
 mod upstream;
 pub mod upstream_tls;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,8 +83,11 @@ impl Snapshot {
 /// The proxy: the current snapshot, the upstream connection pool and the settings.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Tasks a request leaves behind (log, WebSocket tunnels), which shutdown waits for.
+    /// Tasks a request leaves behind (log, WebSocket tunnels and sessions), which shutdown
+    /// waits for.
     tasks: tokio_util::task::TaskTracker,
+    /// Fired when shutdown starts: WebSocket sessions close with 1001 `Going Away`.
+    closing: tokio_util::sync::CancellationToken,
     pool: Arc<upstream::Pool>,
     headers: HeaderSettings,
     tls: Option<tls::ServerConfigs>,
@@ -144,6 +148,7 @@ impl Proxy {
         Proxy {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             tasks: tokio_util::task::TaskTracker::new(),
+            closing: tokio_util::sync::CancellationToken::new(),
             pool: Arc::default(),
             headers,
             tls: None,
@@ -223,6 +228,7 @@ impl Proxy {
         }
         drop(listener);
         let _ = stop_tx.send(true);
+        self.closing.cancel();
         // In-flight requests finish, then the log phases (and tunnels) they left behind.
         let drain = async {
             while conns.join_next().await.is_some() {}
@@ -306,3 +312,5 @@ pub(crate) mod tests;
 mod tls_tests;
 #[cfg(test)]
 pub(crate) mod upstream_tls_tests;
+#[cfg(test)]
+mod websocket_tests;

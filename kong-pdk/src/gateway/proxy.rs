@@ -58,7 +58,28 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     let access_done = Instant::now();
     let mut upstream_body = None;
     let mut upstream_ms = 0;
-    if tx.exit().is_none() {
+    if tx.is_websocket() && tx.exit().is_none() {
+        // A WebSocket service: the upstream's handshake, then the session of frames.
+        let started = ws_connect(proxy, &snap, &mut tx, conn, &proxying, client_upgrade).await;
+        upstream_ms = access_done.elapsed().as_millis() as u64;
+        if let Some((client, upstream)) = started {
+            runloop::header_filter(set, &mut tx, &proxy.headers, upstream_ms).await;
+            let mut response = Response::new(body::full(Bytes::new()));
+            *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            *response.headers_mut() = tx.response.headers.clone();
+            let closing = proxy.closing.clone();
+            let snap = snap.clone();
+            proxy.tasks.spawn(async move {
+                if let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) {
+                    let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    super::websocket::session(&snap.plugins, &mut tx, client, upstream, &closing).await;
+                }
+                runloop::log(&snap.plugins, &mut tx).await;
+            });
+            return response;
+        }
+        upstream_body = Some(ResponseBody::Bytes(Bytes::new()));
+    } else if tx.exit().is_none() {
         let outgoing = match tx.request.body {
             RequestBody::Buffered(ref b) => Some(b.clone()),
             RequestBody::Pending(_) => None,
@@ -167,7 +188,114 @@ fn is_websocket(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+}
+
+/// Headers of the client's handshake the gateway sets itself toward a WebSocket service.
+const WS_MANAGED: [&str; 5] = [
+    "origin",
+    "sec-websocket-extensions",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "via",
+];
+
+/// Headers of the upstream's 101 that are not passed to the client (Kong's list, and the
+/// accept key, which the gateway computes for the client's own key).
+const WS_101_DROPPED: [&str; 10] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "sec-websocket-accept",
+];
+
+/// The upstream side of a WebSocket service's handshake (Kong's `ws_proxy`): a handshake of
+/// the gateway's own toward the service, with the client's headers and Kong's forwarding
+/// headers. On 101 the client's 101 is prepared in `tx` and the two upgrades are returned;
+/// otherwise `tx` holds the upstream's answer (its status and headers, no body) or Kong's
+/// 502/504.
+async fn ws_connect(
+    proxy: &Proxy,
+    snap: &super::Snapshot,
+    tx: &mut Transaction,
+    conn: &Connection,
+    proxying: &runloop::Proxying,
+    client: Option<hyper::upgrade::OnUpgrade>,
+) -> Option<(hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade)> {
+    use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+    let Some(client) = client else {
+        // An HTTP/2 request has no connection to take over.
+        tx.error_response(
+            400,
+            "Cannot complete WebSocket handshake: invalid/missing 'Upgrade' header",
+            None,
+        );
+        return None;
+    };
+    let client_key = tx.request.headers.get("sec-websocket-key").cloned()?;
+    let mut headers = runloop::upstream_headers(tx, &conn.values, proxying, &proxy.headers);
+    for name in WS_MANAGED {
+        headers.remove(name);
+    }
+    if let Some(origin) = tx.request.headers.get(http::header::ORIGIN) {
+        headers.insert(http::header::ORIGIN, origin.clone());
+    }
+    let key = generate_key();
+    headers.insert("sec-websocket-key", HeaderValue::from_str(&key).ok()?);
+    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    let mut resp = match send(proxy, snap, tx, headers, Outgoing::Bytes(Bytes::new()), true).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            runloop::upstream_failed(tx, e);
+            return None;
+        }
+    };
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, _) = resp.into_parts();
+        runloop::upstream_head(tx, parts.status.as_u16(), parts.headers);
+        return None;
+    }
+    let accepted = resp
+        .headers()
+        .get("sec-websocket-accept")
+        .is_some_and(|v| v.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes());
+    if !accepted {
+        runloop::upstream_failed(tx, UpstreamFailure::Invalid);
+        return None;
+    }
+    let upstream = hyper::upgrade::on(&mut resp);
+    if let Some(extensions) = resp.headers().get("sec-websocket-extensions") {
+        // Never asked for: the upstream is closed with 1002, the client answered 501.
+        let message = format!(
+            "WebSocket upstream sent unsupported Sec-WebSocket-Extensions ({})",
+            String::from_utf8_lossy(extensions.as_bytes())
+        );
+        tx.error_response(501, &message, None);
+        proxy.tasks.spawn(async move {
+            if let Ok(upgraded) = upstream.await {
+                super::websocket::refuse(TokioIo::new(upgraded)).await;
+            }
+        });
+        return None;
+    }
+    let (parts, _) = resp.into_parts();
+    let mut head = parts.headers;
+    for name in WS_101_DROPPED {
+        head.remove(name);
+    }
+    runloop::upstream_head(tx, 101, head);
+    let h = &mut tx.response.headers;
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let accept = derive_accept_key(client_key.as_bytes());
+    h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).ok()?);
+    Some((client, upstream))
 }
 
 /// Kong's answer to a request head the guard refused (400, 414, 494 as 400): the error goes
@@ -275,10 +403,13 @@ async fn send(
         *req.headers_mut() = headers;
         req
     };
-    let (connect, read) = (
-        Duration::from_millis(up.timeouts.connect),
-        Duration::from_millis(up.timeouts.read),
-    );
+    let connect = Duration::from_millis(up.timeouts.connect);
+    // A WebSocket service's handshake answer is awaited for the connect timeout (Kong's).
+    let read = Duration::from_millis(if tx.is_websocket() {
+        up.timeouts.connect
+    } else {
+        up.timeouts.read
+    });
     // A request that was never sent (no connection) comes back and is retried as it is. A
     // known body may also be sent once more when a reused connection turns out closed; that
     // needs a copy of the headers.

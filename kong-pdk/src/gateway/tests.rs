@@ -196,6 +196,15 @@ pub(super) struct Gateway {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl Gateway {
+    /// Starts the graceful shutdown.
+    pub(super) fn stop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 pub(super) fn service_at(addr: SocketAddr) -> Arc<Service> {
     let mut s = Service::new("127.0.0.1", addr.port());
     s.name = Some("mock".into());
@@ -230,6 +239,11 @@ pub(super) async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entit
             .build(),
     );
     let snap = snapshot(&plugins, routes, entities).await;
+    serve(plugins, snap).await
+}
+
+/// Serves `snap` on a random port until the gateway is stopped or dropped.
+pub(super) async fn serve(plugins: Arc<Plugins>, snap: Snapshot) -> Gateway {
     let proxy = Arc::new(Proxy::new(snap, HeaderSettings::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -52,7 +52,10 @@ pub use request::{QueryValue, Request};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
-pub use websocket::WebSocket;
+pub use websocket::{
+    DEFAULT_CLIENT_MAX_PAYLOAD, DEFAULT_UPSTREAM_MAX_PAYLOAD, Direction, FromClient, FromUpstream, MAX_PAYLOAD_SIZE,
+    WebSocket, WsSide,
+};
 
 #[doc(inline)]
 pub use crate::transaction::{Frame, FrameKind, UriCaptures};
@@ -161,10 +164,11 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         self.plugin().name
     }
 
-    /// `kong.websocket`: the current frame (`ws_client_frame`, `ws_upstream_frame`).
-    pub fn websocket(&mut self) -> WebSocket<'_>
+    /// `kong.websocket`: frames (`ws_client_frame`, `ws_upstream_frame`) and payload limits
+    /// (`ws_handshake`) of a session with a WebSocket service.
+    pub fn websocket(&mut self) -> WebSocket<'_, P>
     where
-        P: phase::Frame,
+        P: phase::WebSocketPdk,
     {
         WebSocket::new(self.tx)
     }
