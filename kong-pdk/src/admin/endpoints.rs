@@ -315,7 +315,11 @@ impl Admin {
             })?;
         }
         match kind.name {
-            "routes" => route_checks(&value)?,
+            "routes" => {
+                route_checks(&value)?;
+                ws_route_service(&value, entities)?;
+            }
+            "services" => ws_service_change(&value, previous)?,
             "certificates" => {
                 let alt = value["cert_alt"].as_str().zip(value["key_alt"].as_str());
                 crate::gateway::tls::CertificatePair::from_pem(
@@ -589,6 +593,37 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
         _ => true,
     };
     let http = protocols.iter().any(|p| *p == "http" || *p == "https");
+    let ws = protocols.iter().any(|p| crate::runloop::is_ws(p));
+    if ws {
+        for field in ["methods", "sources", "destinations"] {
+            if set(field) {
+                return Err(field_violation(
+                    field,
+                    &format!("cannot set '{field}' when 'protocols' is 'ws' or 'wss'"),
+                ));
+            }
+        }
+        let wss = protocols.contains(&"wss");
+        let (fields, names, which): (&[&str], &str, &str) = if wss {
+            (
+                &["hosts", "headers", "paths", "snis"],
+                "'hosts', 'headers', 'paths', 'snis'",
+                "wss",
+            )
+        } else {
+            (&["hosts", "headers", "paths"], "'hosts', 'headers', 'paths'", "ws")
+        };
+        if !fields.iter().any(|f| set(f)) {
+            return Err(violation(SchemaViolation::new(
+                [(
+                    "@entity".to_owned(),
+                    json!([format!("must set one of {names} when 'protocols' is '{which}'")]),
+                )]
+                .into_iter()
+                .collect(),
+            )));
+        }
+    }
     if http {
         let https = protocols.contains(&"https");
         let (fields, names): (&[&str], &str) = if https {
@@ -617,7 +652,7 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
     if set("snis")
         && !protocols
             .iter()
-            .any(|p| matches!(*p, "grpcs" | "https" | "tls" | "tls_passthrough"))
+            .any(|p| matches!(*p, "grpcs" | "https" | "tls" | "tls_passthrough" | "wss"))
     {
         return Err(field_violation(
             "snis",
@@ -633,6 +668,43 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Kong Enterprise's DAO checks between WebSocket routes and their services: a `ws`/`wss`
+/// route needs a service, and a route is a WebSocket route exactly when its service is a
+/// WebSocket service.
+pub(super) fn ws_route_service(route: &Value, entities: &Entities) -> Result<(), ApiError> {
+    let is_ws = |v: &Value| v.as_str().is_some_and(crate::runloop::is_ws);
+    let ws_route = route["protocols"].as_array().is_some_and(|p| p.iter().any(is_ws));
+    let service = route["service"]["id"]
+        .as_str()
+        .and_then(|id| entities["services"].get(id));
+    match service {
+        None if ws_route => Err(field_violation(
+            "service",
+            "WebSocket routes must be attached to a service",
+        )),
+        Some(s) if is_ws(&s["protocol"]) != ws_route => {
+            Err(field_violation("protocols", "route/service protocol mismatch"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Kong Enterprise refuses to turn a WebSocket service into another kind, and back.
+pub(super) fn ws_service_change(service: &Value, previous: Option<&Value>) -> Result<(), ApiError> {
+    let is_ws = |v: &Value| v["protocol"].as_str().is_some_and(crate::runloop::is_ws);
+    match previous {
+        Some(before) if is_ws(before) && !is_ws(service) => Err(field_violation(
+            "protocol",
+            "cannot change WebSocket protocol to non-WebSocket protocol",
+        )),
+        Some(before) if !is_ws(before) && is_ws(service) => Err(field_violation(
+            "protocol",
+            "cannot change non-WebSocket protocol to WebSocket protocol",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The entity `key` (an id or the kind's endpoint key value).

@@ -125,7 +125,7 @@ fn services() -> Kind {
                 Field::new("ca_certificates", array_of(typedefs::uuid::schema())),
                 Field::new("enabled", required(with_default(f(FieldKind::Boolean), json!(true)))),
             ]),
-            // Upstream TLS settings only mean something for https and tls services.
+            // Upstream TLS settings only mean something for https and tls services (and wss).
             entity_checks: [
                 "client_certificate",
                 "tls_verify",
@@ -136,10 +136,12 @@ fn services() -> Kind {
             .map(|field| {
                 let mut must_be_null = f(FieldKind::String);
                 must_be_null.eq = Some(Value::Null);
+                // Kong Enterprise also verifies wss upstreams and presents them a certificate.
+                let tls_ws = matches!(field, "client_certificate" | "tls_verify");
                 let plain: Vec<&str> = PROTOCOLS
                     .iter()
                     .copied()
-                    .filter(|p| !matches!(*p, "https" | "tls"))
+                    .filter(|p| !matches!(*p, "https" | "tls") && !(tls_ws && *p == "wss"))
                     .collect();
                 EntityCheck::Conditional(Box::new(Conditional {
                     if_field: "protocol".into(),

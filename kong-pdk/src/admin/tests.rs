@@ -1062,3 +1062,126 @@ fn a_write_shares_every_entity_it_does_not_change() {
     assert!(Arc::ptr_eq(&before["services"][&kept], &after["services"][&kept]));
     assert!(!before["services"].contains_key(&added));
 }
+
+/// Kong Enterprise's rules for WebSocket services and routes (kong-ws-stream-tls.md 1.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_services_and_routes_follow_kong_enterprises_rules() {
+    let db = temp_db();
+    let a = &serve_admin(bare_admin(&db).await).await;
+    // url shorthand: ws → 80, wss → 443, a path allowed.
+    let ws = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "ws", "url": "ws://echo.test/chat" }),
+    )
+    .await;
+    assert_eq!(ws.status, 201, "{:?}", ws.body);
+    assert_eq!(
+        (ws.body["protocol"].as_str(), ws.body["port"].as_u64()),
+        (Some("ws"), Some(80))
+    );
+    assert_eq!(ws.body["path"], "/chat");
+    let wss = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "wss", "url": "wss://echo.test", "tls_verify": true }),
+    )
+    .await;
+    assert_eq!(
+        (wss.status, wss.body["port"].as_u64()),
+        (201, Some(443)),
+        "{:?}",
+        wss.body
+    );
+    let depth = json_call(a, "PATCH", "/services/wss", json!({ "tls_verify_depth": 2 })).await;
+    assert_eq!(depth.status, 400, "tls_verify_depth is for https and tls only");
+    json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "web", "url": "http://echo.test" }),
+    )
+    .await;
+
+    let field = |r: &Answer, f: &str| r.body["fields"][f].clone();
+    let r = json_call(a, "POST", "/routes", json!({ "protocols": ["ws"], "paths": ["/x"] })).await;
+    assert_eq!(field(&r, "service"), "WebSocket routes must be attached to a service");
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "protocols": ["ws"], "paths": ["/x"], "service": { "name": "web" } }),
+    )
+    .await;
+    assert_eq!(field(&r, "protocols"), "route/service protocol mismatch");
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "paths": ["/x"], "service": { "name": "ws" } }),
+    )
+    .await;
+    assert_eq!(
+        field(&r, "protocols"),
+        "route/service protocol mismatch",
+        "default protocols on a ws service"
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "protocols": ["ws"], "paths": ["/x"], "methods": ["GET"], "service": { "name": "ws" } }),
+    )
+    .await;
+    assert_eq!(
+        field(&r, "methods"),
+        "cannot set 'methods' when 'protocols' is 'ws' or 'wss'"
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "protocols": ["ws"], "service": { "name": "ws" } }),
+    )
+    .await;
+    assert_eq!(
+        field(&r, "@entity"),
+        json!(["must set one of 'hosts', 'headers', 'paths' when 'protocols' is 'ws'"])
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "protocols": ["wss"], "service": { "name": "ws" } }),
+    )
+    .await;
+    assert_eq!(
+        field(&r, "@entity"),
+        json!(["must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'wss'"])
+    );
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "name": "chat", "protocols": ["wss"], "snis": ["chat.test"], "service": { "name": "ws" } }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // Across the boundary, later: the route's protocols, the service's protocol.
+    let r = json_call(a, "PATCH", "/routes/chat", json!({ "protocols": ["https"] })).await;
+    assert_eq!(field(&r, "protocols"), "route/service protocol mismatch");
+    let r = json_call(a, "PATCH", "/services/ws", json!({ "protocol": "http" })).await;
+    assert_eq!(
+        field(&r, "protocol"),
+        "cannot change WebSocket protocol to non-WebSocket protocol"
+    );
+    let r = json_call(a, "PATCH", "/services/web", json!({ "protocol": "wss" })).await;
+    assert_eq!(
+        field(&r, "protocol"),
+        "cannot change non-WebSocket protocol to WebSocket protocol"
+    );
+    let r = json_call(a, "PATCH", "/services/ws", json!({ "path": "/other" })).await;
+    assert_eq!((r.status, r.body["path"].as_str()), (200, Some("/other")));
+}
