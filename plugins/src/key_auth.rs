@@ -4,6 +4,7 @@
 
 use kong_pdk::dao::Dao;
 use kong_pdk::pdk::QueryValue;
+use kong_pdk::phase;
 use kong_pdk::prelude::*;
 use serde_json::Value;
 
@@ -64,6 +65,37 @@ enum Found {
 #[handler]
 impl Handler for KeyAuth {
     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        self.run(kong).await
+    }
+
+    /// WebSocket services authenticate the handshake, as Kong Enterprise's key-auth does.
+    async fn ws_handshake(&self, kong: &mut Kong<WsHandshake>) -> kong_pdk::Result {
+        self.run(kong).await
+    }
+}
+
+/// What key-auth needs of the phase it authenticates in: `access`, or `ws_handshake`, where
+/// Kong has no request body.
+trait KeyPhase: phase::RequestRead + phase::Authenticate + phase::AuthAndLater + phase::ServiceRequestWrite + Sized {
+    /// The request body as JSON (`Null` when it does not parse); `None` without one.
+    fn body(kong: &mut Kong<'_, Self>) -> impl Future<Output = Option<Value>> + Send;
+}
+
+impl KeyPhase for Access {
+    async fn body(kong: &mut Kong<'_, Self>) -> Option<Value> {
+        // An unparseable body counts as an empty one, as in Kong.
+        Some(kong.request().get_body().await.unwrap_or(Value::Null))
+    }
+}
+
+impl KeyPhase for WsHandshake {
+    async fn body(_: &mut Kong<'_, Self>) -> Option<Value> {
+        None
+    }
+}
+
+impl KeyAuth {
+    async fn run<P: KeyPhase>(&self, kong: &mut Kong<'_, P>) -> kong_pdk::Result {
         if !self.run_on_preflight && kong.request().get_method() == "OPTIONS" {
             return Ok(());
         }
@@ -86,9 +118,7 @@ impl Handler for KeyAuth {
             .into()),
         }
     }
-}
 
-impl KeyAuth {
     /// Kong's 401 with `WWW-Authenticate` (and the realm, when configured).
     fn unauthorized(&self, message: &str) -> Exit {
         let www = match &self.realm {
@@ -100,7 +130,7 @@ impl KeyAuth {
 
     /// Finds the key, its credential and consumer, and sets them on the request; the answer
     /// for the client when that fails.
-    async fn authenticate(&self, kong: &mut Kong<'_, Access>) -> kong_pdk::Result<Result<(), Exit>> {
+    async fn authenticate<P: KeyPhase>(&self, kong: &mut Kong<'_, P>) -> kong_pdk::Result<Result<(), Exit>> {
         let mut body: Option<Value> = None;
         // The whole query, as Kong's `get_query()`: a repeated argument is a list.
         let mut query = if self.key_in_query {
@@ -123,8 +153,7 @@ impl KeyAuth {
             }
             if matches!(found, Found::Nothing) && self.key_in_body {
                 if body.is_none() {
-                    // An unparseable body counts as an empty one, as in Kong.
-                    body = Some(kong.request().get_body().await.unwrap_or(Value::Null));
+                    body = P::body(kong).await;
                 }
                 found = match body.as_ref().and_then(|b| b.get(name.as_str())) {
                     Some(Value::String(v)) => Found::Key(v.clone()),
@@ -159,7 +188,7 @@ impl KeyAuth {
     }
 
     /// Removes the key `name` from what goes upstream: header, query argument and body field.
-    fn hide(&self, kong: &mut Kong<Access>, name: &str, body: Option<&mut Value>) -> kong_pdk::Result {
+    fn hide<P: KeyPhase>(&self, kong: &mut Kong<'_, P>, name: &str, body: Option<&mut Value>) -> kong_pdk::Result {
         let mut service = kong.service();
         let mut upstream = service.request();
         upstream.clear_header(name)?;
@@ -173,7 +202,7 @@ impl KeyAuth {
     }
 }
 
-fn header(kong: &mut Kong<Access>, name: &str) -> Found {
+fn header<P: KeyPhase>(kong: &mut Kong<'_, P>, name: &str) -> Found {
     let request = kong.request();
     let mut values = request.get_headers().get_all(name).iter();
     match (values.next(), values.next()) {

@@ -353,3 +353,38 @@ fn the_schema_is_kongs() {
     );
     assert_eq!(KeyAuth::PRIORITY, 1250);
 }
+
+/// Kong Enterprise runs key-auth in a WebSocket service's handshake: no key, no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_guards_the_handshake_of_a_websocket_route() {
+    use kong_pdk::pdk::{Frame, FrameKind};
+    let strategy = helpers::all_strategies()[0];
+    let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+    setup(&bp).await;
+    let echo = format!("ws://{}/ws", bp.mock_upstream());
+    let service = bp.services().insert(json!({ "name": "echo", "url": echo })).await;
+    let route = bp
+        .routes()
+        .insert(json!({ "protocols": ["ws"], "paths": ["/chat"], "service": { "id": service["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": KeyAuth::NAME, "route": { "id": route["id"] }, "config": {} }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+
+    let refused = kong.websocket("/chat", &[]).await.err().expect("refused without a key");
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&refused.body).unwrap()["message"],
+        "No API key found in request"
+    );
+    let wrong = kong.websocket("/chat", &[("apikey", "nope")]).await.err().expect("refused");
+    assert_eq!(wrong.status, 401);
+
+    let mut ws = kong.websocket("/chat", &[("apikey", "kong")]).await.expect("a session");
+    ws.send(Frame::new(FrameKind::Text, "hello")).await;
+    assert_eq!(ws.receive().await, Some(Frame::new(FrameKind::Text, "hello")));
+    ws.send(Frame::close(1000, "done")).await;
+    assert_eq!(ws.receive().await, Some(Frame::close(1000, "done")));
+    kong.stop().await;
+}

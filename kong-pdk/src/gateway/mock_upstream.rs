@@ -192,9 +192,11 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
             None,
         )
         .await;
+        // Text and binary come back; pings are answered and a close is echoed by tungstenite
+        // (the stream ends after the echo is sent).
         while let Some(Ok(msg)) = ws.next().await {
             let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
-            if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
+            if echo && ws.send(msg).await.is_err() {
                 return;
             }
         }

@@ -76,8 +76,10 @@ use crate::pdk::{ErrorLog, NodeInfo};
 use crate::registry::{self, Plugins};
 
 mod client;
+mod websocket;
 
 pub use client::{EchoedRequest, RequestBuilder, TestClient, TestResponse};
+pub use websocket::{WsClient, WsRefused};
 
 /// How many error-log lines a test gateway keeps.
 const ERROR_LOG_LINES: usize = 1000;
@@ -690,6 +692,12 @@ impl Gateway {
     /// The Admin API listener.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// A WebSocket connection through the plain proxy listener to `path`, with `headers` on
+    /// the handshake; the gateway's answer when it refuses it.
+    pub async fn websocket(&self, path: &str, headers: &[(&str, &str)]) -> Result<WsClient, WsRefused> {
+        WsClient::connect(self.proxy, path, headers).await
     }
 
     /// A client of the plain proxy listener (`helpers.proxy_client()`).
