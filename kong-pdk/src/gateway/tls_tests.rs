@@ -455,3 +455,76 @@ async fn the_certificate_phase_asks_for_client_certificates_and_turns_off_sessio
     assert!(!resumed, "mtls.test never resumes");
     assert_eq!(got, "2", "and asks for the certificate every time");
 }
+
+/// A `wss` echo upstream with a self-signed certificate for `localhost`.
+async fn wss_echo_upstream() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let (_, cert, key) = CertificatePair::self_signed(&["localhost"]).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(der(&cert))], PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_sessions_are_tls_on_both_sides_and_wss_only_routes_refuse_plain_ws() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let upstream = wss_echo_upstream().await;
+    let mut service = Service::new("localhost", upstream.port());
+    service.protocol = "wss".into();
+    let mut route = Route::new(&["/wss"]);
+    route.protocols = vec!["wss".into()];
+    route.strip_path = false;
+    let gw = start_tls(&[], vec![route], Arc::new(service)).await;
+    // Plain ws on a wss-only route: Kong's 426.
+    let plain = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(
+            b"GET /wss HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    };
+    assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+    assert!(plain.contains("\"message\":\"Please use HTTPS protocol\""), "{plain}");
+    // wss to the gateway, wss from it to the upstream.
+    let (_, _, tls) = connect(gw.https, Some("localhost"), &[b"http/1.1"]).await;
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/wss", tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap();
+    assert_eq!(back.unwrap().unwrap(), Message::text("over tls"));
+}
