@@ -145,7 +145,8 @@ enum Report {
 }
 
 /// A WebSocket upstream that reports its handshake and every message it receives; echoes
-/// text and binary, answers `push:x` with `x`, and answers a close with the same close.
+/// text and binary, answers `push:x` with `x`, answers a close with the same close, closes
+/// with 4002 on `close-me` and goes away without a close on `abort-me`.
 async fn recording_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Report>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -166,7 +167,15 @@ async fn recording_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Report>) {
                 };
                 while let Some(Ok(msg)) = ws.next().await {
                     let _ = tx.send(Report::Got(msg.clone()));
+                    if msg.to_text().is_ok_and(|t| t == "abort-me") {
+                        // Gone without a close frame.
+                        break;
+                    }
                     let reply = match &msg {
+                        Message::Text(t) if t.as_str() == "close-me" => Some(Message::Close(Some(CloseFrame {
+                            code: CloseCode::from(4002),
+                            reason: "upstream done".into(),
+                        }))),
                         Message::Text(t) => match t.as_str().strip_prefix("push:") {
                             Some(x) => Some(Message::text(x)),
                             None => Some(msg.clone()),
@@ -513,4 +522,25 @@ async fn handshakes_kong_refuses_get_its_answers_and_ws_close_still_runs() {
     assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
     assert!(answer.ends_with("no websockets for you"), "{answer}");
     assert_eq!(closed("rejected").await, ["rejected 403 0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_close_passes_as_it_is_and_an_upstream_that_goes_away_leaves_the_client_a_1001() {
+    let (up, mut seen) = recording_upstream().await;
+    let gw = ws_gateway(up, json!({})).await;
+    let (mut ws, _) = connect(gw.addr, "upstream-close").await;
+    ws.send(Message::text("close-me")).await.unwrap();
+    assert_eq!(close_of(client_got(&mut ws).await), Some((4002, "upstream done".into())));
+    // The client answers the close (tungstenite sends the answer on its next read) and the
+    // answer goes back to the upstream; then the gateway ends the connection.
+    assert_eq!(client_got(&mut ws).await, None);
+    assert!(matches!(upstream_got(&mut seen).await, Report::Got(Message::Text(_))));
+    let Report::Got(Message::Close(Some(c))) = upstream_got(&mut seen).await else { panic!("no close back") };
+    assert_eq!(u16::from(c.code), 4002);
+    assert_eq!(closed("upstream-close").await, ["upstream-close 101 3"]);
+
+    let (mut ws, _) = connect(gw.addr, "upstream-abort").await;
+    ws.send(Message::text("abort-me")).await.unwrap();
+    assert_eq!(close_of(client_got(&mut ws).await), Some((1001, String::new())));
+    assert_eq!(closed("upstream-abort").await, ["upstream-abort 101 1"]);
 }
