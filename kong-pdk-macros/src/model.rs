@@ -23,6 +23,7 @@ pub const TYPEDEFS: &[&str] = &[
     "port",
     "protocols",
     "protocols_http",
+    "protocols_ws",
     "semantic_version",
     "sni",
     "tag",
@@ -91,6 +92,7 @@ pub enum EntityCheck {
 pub enum Protocols {
     All,
     Http,
+    Ws,
 }
 
 /// `#[plugin(...)]` arguments.
@@ -581,7 +583,11 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
             "protocols" => match &arg.value {
                 ArgValue::Value(Value::Ident(id)) if id == "protocols" => out.protocols = Protocols::All,
                 ArgValue::Value(Value::Ident(id)) if id == "protocols_http" => out.protocols = Protocols::Http,
-                _ => cx.error_spanned_by(&arg.key, "`protocols` is `protocols` (any protocol) or `protocols_http` (http subsystem only)"),
+                ArgValue::Value(Value::Ident(id)) if id == "protocols_ws" => out.protocols = Protocols::Ws,
+                _ => cx.error_spanned_by(
+                    &arg.key,
+                    "`protocols` is `protocols` (any protocol), `protocols_http` (http subsystem only) or `protocols_ws` (WebSocket services only)",
+                ),
             },
             "no_consumer" => out.no_consumer = flag(cx, arg),
             "no_route" => out.no_route = flag(cx, arg),

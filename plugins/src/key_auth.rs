@@ -76,7 +76,9 @@ impl Handler for KeyAuth {
 
 /// What key-auth needs of the phase it authenticates in: `access`, or `ws_handshake`, where
 /// Kong has no request body.
-trait KeyPhase: phase::RequestRead + phase::Authenticate + phase::AuthAndLater + phase::ServiceRequestWrite + Sized {
+trait KeyPhase:
+    phase::RequestRead + phase::Authenticate + phase::AuthAndLater + phase::ServiceRequestWrite + Sized
+{
     /// The request body as JSON (`Null` when it does not parse); `None` without one.
     fn body(kong: &mut Kong<'_, Self>) -> impl Future<Output = Option<Value>> + Send;
 }

@@ -2,9 +2,12 @@
 //! behaviour as Kong's Lua ones. Linking this crate registers them.
 //!
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity.
+//! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
+//!   WebSocket services.
 
 pub mod key_auth;
+pub mod websocket_size_limit;
 
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).
-pub const BUNDLED: &[&str] = &["key-auth"];
+pub const BUNDLED: &[&str] = &["key-auth", "websocket-size-limit"];

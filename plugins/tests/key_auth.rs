@@ -378,7 +378,11 @@ async fn key_auth_guards_the_handshake_of_a_websocket_route() {
         serde_json::from_str::<Value>(&refused.body).unwrap()["message"],
         "No API key found in request"
     );
-    let wrong = kong.websocket("/chat", &[("apikey", "nope")]).await.err().expect("refused");
+    let wrong = kong
+        .websocket("/chat", &[("apikey", "nope")])
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(wrong.status, 401);
 
     let mut ws = kong.websocket("/chat", &[("apikey", "kong")]).await.expect("a session");

@@ -467,7 +467,10 @@ async fn wss_echo_upstream() -> SocketAddr {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(der(&cert))], PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap())
+        .with_single_cert(
+            vec![CertificateDer::from(der(&cert))],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -477,7 +480,9 @@ async fn wss_echo_upstream() -> SocketAddr {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() && ws.send(msg).await.is_err() {
                         return;
@@ -522,9 +527,13 @@ async fn wss_sessions_are_tls_on_both_sides_and_wss_only_routes_refuse_plain_ws(
     assert!(plain.contains("\"message\":\"Please use HTTPS protocol\""), "{plain}");
     // wss to the gateway, wss from it to the upstream.
     let (_, _, tls) = connect(gw.https, Some("localhost"), &[b"http/1.1"]).await;
-    let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/wss", tls).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://localhost/wss", tls)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("over tls")).await.unwrap();
-    let back = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
     assert_eq!(back.unwrap().unwrap(), Message::text("over tls"));
 }

@@ -530,12 +530,17 @@ async fn an_upstream_close_passes_as_it_is_and_an_upstream_that_goes_away_leaves
     let gw = ws_gateway(up, json!({})).await;
     let (mut ws, _) = connect(gw.addr, "upstream-close").await;
     ws.send(Message::text("close-me")).await.unwrap();
-    assert_eq!(close_of(client_got(&mut ws).await), Some((4002, "upstream done".into())));
+    assert_eq!(
+        close_of(client_got(&mut ws).await),
+        Some((4002, "upstream done".into()))
+    );
     // The client answers the close (tungstenite sends the answer on its next read) and the
     // answer goes back to the upstream; then the gateway ends the connection.
     assert_eq!(client_got(&mut ws).await, None);
     assert!(matches!(upstream_got(&mut seen).await, Report::Got(Message::Text(_))));
-    let Report::Got(Message::Close(Some(c))) = upstream_got(&mut seen).await else { panic!("no close back") };
+    let Report::Got(Message::Close(Some(c))) = upstream_got(&mut seen).await else {
+        panic!("no close back")
+    };
     assert_eq!(u16::from(c.code), 4002);
     assert_eq!(closed("upstream-close").await, ["upstream-close 101 3"]);
 

@@ -299,6 +299,8 @@ pub enum ProtocolsTypedef {
     Protocols,
     /// `typedefs.protocols_http`: HTTP-subsystem protocols only.
     ProtocolsHttp,
+    /// `typedefs.protocols_ws`: WebSocket services only (`ws`, `wss`).
+    ProtocolsWs,
 }
 
 /// A plugin's schema: its name, scoping rules, protocols and `config` record.
@@ -339,6 +341,7 @@ impl PluginSchema {
         let protocols = match self.protocols {
             ProtocolsTypedef::Protocols => typedefs::protocols::schema(),
             ProtocolsTypedef::ProtocolsHttp => typedefs::protocols_http::schema(),
+            ProtocolsTypedef::ProtocolsWs => typedefs::protocols_ws::schema(),
         };
         fields.push(Field::new("protocols", protocols));
         fields.push(Field::new("config", FieldSchema::record(self.config.clone())));

@@ -300,6 +300,22 @@ typedef!(
     }
 );
 
+/// The WebSocket protocols (Kong Enterprise), sorted.
+pub const WS_PROTOCOLS: [&str; 2] = ["ws", "wss"];
+
+typedef!(
+    /// A set of WebSocket protocols (Kong Enterprise's `protocols_ws`), both by default.
+    protocols_ws: StringSet => FieldSchema {
+        required: true,
+        default: Some(Value::Array(protocol_list(&WS_PROTOCOLS))),
+        description: Some("A set of strings representing WebSocket protocols.".into()),
+        ..FieldSchema::of(FieldKind::Set(Box::new(FieldSchema {
+            one_of: Some(protocol_list(&WS_PROTOCOLS)),
+            ..FieldSchema::of(FieldKind::String)
+        })))
+    }
+);
+
 fn foreign_null(reference: &'static str, description: &str) -> FieldSchema {
     FieldSchema {
         eq: Some(Value::Null),

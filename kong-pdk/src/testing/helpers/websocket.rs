@@ -34,7 +34,11 @@ pub struct WsRefused {
 
 impl WsClient {
     /// Opens `ws://<proxy><path>` with `headers`.
-    pub(super) async fn connect(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<WsClient, WsRefused> {
+    pub(super) async fn connect(
+        proxy: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, WsRefused> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let refused = |status: u16, body: String| WsRefused { status, body };
         let mut req = format!("ws://{proxy}{path}")
