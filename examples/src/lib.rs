@@ -4,7 +4,8 @@
 //!   [`my_plugin::v1`], the first version with a fixed header);
 //! - [`all_phases`]: the handler.lua page's handler that logs every phase it runs in;
 //! - [`split_plugin`]: a plugin whose phases live in their own modules;
-//! - [`multi_protocol`]: one plugin for WebSocket and non-WebSocket services.
+//! - [`multi_protocol`]: one plugin for WebSocket and non-WebSocket services;
+//! - [`ws_redact`]: a WebSocket frame plugin that redacts fields of clients' JSON messages.
 //!
 //! Linking this crate registers them all (see `kong_pdk::registry`). The `kong-gateway` binary
 //! serves them with Kong's bundled plugins through `kong_pdk::cli`.
@@ -13,6 +14,7 @@ pub mod all_phases;
 pub mod multi_protocol;
 pub mod my_plugin;
 pub mod split_plugin;
+pub mod ws_redact;
 
 #[cfg(test)]
 mod tests {
