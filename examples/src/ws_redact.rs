@@ -75,7 +75,10 @@ mod tests {
             )
             .await;
         let first: Value = serde_json::from_slice(&out.to_upstream[0].data).unwrap();
-        assert_eq!(first, json!({ "user": "ann", "password": "[redacted]", "pin": "[redacted]" }));
+        assert_eq!(
+            first,
+            json!({ "user": "ann", "password": "[redacted]", "pin": "[redacted]" })
+        );
         assert_eq!(out.to_upstream[1], text("not json"));
         assert_eq!(out.to_upstream[2].kind, FrameKind::Binary, "binary passes untouched");
         assert_eq!(out.to_client, [text(r#"{"password":"from upstream"}"#)]);

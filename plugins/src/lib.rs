@@ -3,11 +3,14 @@
 //!
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity.
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
-//!   WebSocket services.
+//!   WebSocket services;
+//! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
+//!   messages of WebSocket services.
 
 pub mod key_auth;
 pub mod websocket_size_limit;
+pub mod websocket_validator;
 
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).
-pub const BUNDLED: &[&str] = &["key-auth", "websocket-size-limit"];
+pub const BUNDLED: &[&str] = &["key-auth", "websocket-size-limit", "websocket-validator"];

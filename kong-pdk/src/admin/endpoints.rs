@@ -599,7 +599,7 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
             if set(field) {
                 return Err(field_violation(
                     field,
-                    &format!("cannot set '{field}' when 'protocols' is 'ws' or 'wss'"),
+                    format!("cannot set '{field}' when 'protocols' is 'ws' or 'wss'"),
                 ));
             }
         }

@@ -141,7 +141,7 @@ fn services() -> Kind {
                 let plain: Vec<&str> = PROTOCOLS
                     .iter()
                     .copied()
-                    .filter(|p| !matches!(*p, "https" | "tls") && !(tls_ws && *p == "wss"))
+                    .filter(|p| !(matches!(*p, "https" | "tls") || (tls_ws && *p == "wss")))
                     .collect();
                 EntityCheck::Conditional(Box::new(Conditional {
                     if_field: "protocol".into(),
