@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         kong_pdk_examples::all_phases::AllPhases::NAME,
         kong_pdk_examples::multi_protocol::MultiProto::NAME,
         kong_pdk_examples::split_plugin::MyCustomPlugin::NAME,
+        kong_pdk_examples::ws_redact::WsRedact::NAME,
     );
     kong_pdk::cli::main("kong-gateway", kong_plugins::BUNDLED)
 }

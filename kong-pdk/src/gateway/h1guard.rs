@@ -463,6 +463,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                         this.ready = this.buf.len();
                         continue;
                     }
+                    // No more heads on this connection: a tunnel or WebSocket session that
+                    // lasts for hours keeps neither the head buffer nor its timer.
+                    if this.buf.capacity() > 0 {
+                        this.buf = BytesMut::new();
+                        this.deadline = None;
+                    }
                     return Pin::new(&mut this.io).poll_read(cx, out);
                 }
                 Framing::Length(_) | Framing::Chunked(_) if !this.buf.is_empty() => {

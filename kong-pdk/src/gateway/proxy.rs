@@ -69,6 +69,14 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             *response.headers_mut() = tx.response.headers.clone();
             let closing = proxy.closing.clone();
             let snap = snap.clone();
+            // A session may last for hours: the upstream's 101 headers are past (no WebSocket
+            // phase reads them), and the heads' header values, which share the connections'
+            // read buffers (16 KiB), are copied out so that the buffers go now.
+            if let Some(upstream) = &mut tx.upstream_response {
+                upstream.headers = http::HeaderMap::new();
+            }
+            tx.request.headers = copied(&tx.request.headers);
+            tx.response.headers = copied(&tx.response.headers);
             proxy.tasks.spawn(async move {
                 if let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) {
                     let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -189,6 +197,19 @@ fn is_websocket(headers: &http::HeaderMap) -> bool {
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+}
+
+/// `headers` with every value in an allocation of its own (parsed values share the buffer
+/// their head was read into).
+fn copied(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy =
+            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes())).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out
 }
 
 /// Headers of the client's handshake the gateway sets itself toward a WebSocket service.

@@ -31,8 +31,9 @@ const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 const CONTROL_MAX: usize = 125;
 /// A read buffer that grew past this for a large message is given back once it is empty.
 const BUFFER_KEEP: usize = 64 * 1024;
-/// How much is read at a time while waiting for a frame header.
-const READ_CHUNK: usize = 4 * 1024;
+/// How much is read at a time while waiting for a frame header: small messages arrive in one
+/// read, and an idle session holds no more than this per side.
+const READ_CHUNK: usize = 512;
 
 /// Why a side's frames stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -159,7 +160,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             if let Some(key) = mask {
                 apply_mask(&mut payload, key);
             }
-            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
+            if self.buf.is_empty() {
+                // Nothing buffered: an idle session keeps no buffer (the payload, which may
+                // share it, lives on as long as the frame does).
                 self.buf = BytesMut::new();
             }
             let kind = match opcode {
@@ -319,7 +322,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 /// Sends what the session hands it, one frame at a time, each within [`SEND_TIMEOUT`]; ends
 /// the write side when the session is over. A failed or slow write ends it early: the session
 /// sees its channel closed and treats that side as gone.
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: Writer<W>, mut frames: mpsc::Receiver<Frame>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: Writer<W>, mut frames: mpsc::Receiver<Box<Frame>>) {
     while let Some(frame) = frames.recv().await {
         match tokio::time::timeout(SEND_TIMEOUT, writer.send(&frame)).await {
             Ok(Ok(())) => {}
@@ -349,7 +352,7 @@ pub(crate) async fn refuse<U: AsyncWrite + Unpin>(upstream: U) {
 /// What one side's direction produced.
 enum Event<'a> {
     /// A message or control frame, with room reserved for it toward the other side.
-    Frame(Frame, mpsc::Permit<'a, Frame>),
+    Frame(Frame, mpsc::Permit<'a, Box<Frame>>),
     /// Reading failed.
     Failed(ReadError),
     /// The other side's writer is gone: nothing more can be sent to it.
@@ -359,7 +362,7 @@ enum Event<'a> {
 /// The next frame from one side, once the other side can take it.
 async fn receive<'a, R: AsyncRead + Unpin>(
     reader: &mut Reader<R>,
-    toward: &'a mpsc::Sender<Frame>,
+    toward: &'a mpsc::Sender<Box<Frame>>,
     limit: u64,
 ) -> Event<'a> {
     let Ok(permit) = toward.reserve().await else {
@@ -387,8 +390,10 @@ pub(crate) async fn session<C, U>(
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let (to_client, client_queue) = mpsc::channel(1);
-    let (to_upstream, upstream_queue) = mpsc::channel(1);
+    // Boxed frames: a channel allocates its slots up front, and an idle session should hold
+    // pointers there, not frames.
+    let (to_client, client_queue) = mpsc::channel::<Box<Frame>>(1);
+    let (to_upstream, upstream_queue) = mpsc::channel::<Box<Frame>>(1);
     let limits = [
         runloop::ws_limit(tx, Side::Client),
         runloop::ws_limit(tx, Side::Upstream),
@@ -449,7 +454,7 @@ pub(crate) async fn session<C, U>(
             match verdict {
                 (FrameVerdict::Forward(frame), Some(permit)) => {
                     let closes = frame.kind == FrameKind::Close;
-                    permit.send(frame);
+                    permit.send(Box::new(frame));
                     if closes {
                         open[from as usize] = false;
                         if open == [false, false] {
@@ -470,7 +475,7 @@ pub(crate) async fn session<C, U>(
         // The closing frames go after whatever is queued, each side only while it listens.
         for (msg, queue) in [(last.0, &to_client), (last.1, &to_upstream)] {
             if let Some(msg) = msg {
-                let _ = tokio::time::timeout(SEND_TIMEOUT, queue.send(to_frame(msg))).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, queue.send(Box::new(to_frame(msg)))).await;
             }
         }
         drop((to_client, to_upstream));
