@@ -388,6 +388,13 @@ async fn key_auth_guards_the_handshake_of_a_websocket_route() {
     let mut ws = kong.websocket("/chat", &[("apikey", "kong")]).await.expect("a session");
     ws.send(Frame::new(FrameKind::Text, "hello")).await;
     assert_eq!(ws.receive().await, Some(Frame::new(FrameKind::Text, "hello")));
+    // The mock reports the handshake it got: the gateway's, with the client's key.
+    ws.send(Frame::new(FrameKind::Text, "$_REQUEST")).await;
+    let seen: Value = serde_json::from_slice(&ws.receive().await.expect("the handshake").data).unwrap();
+    assert_eq!(seen["path"], "/ws");
+    assert_eq!(seen["headers"]["apikey"], "kong");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-consumer-username"], "bob");
     ws.send(Frame::close(1000, "done")).await;
     assert_eq!(ws.receive().await, Some(Frame::close(1000, "done")));
     kong.stop().await;

@@ -164,7 +164,9 @@ impl http_body::Body for Lines {
     }
 }
 
-/// `/ws`: a WebSocket echo. Text and binary messages come back as sent; a close is answered.
+/// `/ws`: a WebSocket echo. Text and binary messages come back as sent, a ping gets its pong
+/// and a close is answered; the text `$_REQUEST` is answered with the handshake the mock saw
+/// (`{"headers": {...}, "path": ..., "query": ...}`), as Kong Enterprise's mock does.
 fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
     let wants = |name: http::header::HeaderName, token: &str| {
         req.headers()
@@ -181,6 +183,24 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
     ) else {
         return text_response(400, "Expected a WebSocket upgrade request");
     };
+    // What `$_REQUEST` answers: the handshake as the mock saw it.
+    let mut seen = Map::new();
+    for (name, value) in req.headers() {
+        let value = Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match seen.get_mut(name.as_str()) {
+            Some(Value::Array(all)) => all.push(value),
+            Some(one) => *one = Value::Array(vec![one.take(), value]),
+            None => {
+                seen.insert(name.as_str().to_owned(), value);
+            }
+        }
+    }
+    let handshake = Value::from(Map::from_iter([
+        ("headers".to_owned(), Value::Object(seen)),
+        ("path".to_owned(), Value::from(req.uri().path())),
+        ("query".to_owned(), Value::from(req.uri().query().unwrap_or_default())),
+    ]))
+    .to_string();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         use futures_util::{SinkExt, StreamExt};
@@ -195,8 +215,12 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<ProxyBody> {
         // Text and binary come back; pings are answered and a close is echoed by tungstenite
         // (the stream ends after the echo is sent).
         while let Some(Ok(msg)) = ws.next().await {
-            let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
-            if echo && ws.send(msg).await.is_err() {
+            let reply = match msg {
+                Message::Text(t) if t.as_str() == "$_REQUEST" => Message::text(handshake.as_str()),
+                Message::Text(_) | Message::Binary(_) => msg,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
                 return;
             }
         }
@@ -277,7 +301,7 @@ async fn respond(
                     "/cache/:n": "Sets a Cache-Control header for n seconds",
                     "/stream/:num": "Stream <num> chunks of JSON data via chunked Transfer Encoding",
                     "/xml": "Returns a simple XML document",
-                    "/ws": "Echoes WebSocket messages",
+                    "/ws": "Echoes WebSocket messages; $_REQUEST answers the handshake",
                 }),
             );
             json_response(200, data)
