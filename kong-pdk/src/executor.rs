@@ -467,6 +467,11 @@ impl PluginSet {
     }
 
     async fn run_downstream(&self, phase: Phase, tx: &mut Transaction, stop_on_failure: bool) {
+        // A WebSocket session collected its plugins for the WebSocket phases only: Kong runs
+        // no `header_filter`, `body_filter` or `log` handler for it, even on its error answers.
+        if tx.websocket && !WS_DOWNSTREAM.contains(&phase) {
+            return;
+        }
         let stop_on_exit = matches!(phase, Phase::Response | Phase::HeaderFilter);
         // The collected instances, or the globals when access never ran. A shared handle, not
         // taken out: a call that is dropped half-way leaves them for the phases after it.

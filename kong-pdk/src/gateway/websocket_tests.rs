@@ -106,6 +106,58 @@ impl Handler for Probe {
     }
 }
 
+/// Phases `ws-test-phases` ran, by session.
+static PHASES: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+
+/// Records every phase it runs in; configured globally.
+#[plugin(priority = 5, version = "1.0.0", name = "ws-test-phases")]
+struct Phases {}
+
+fn ran<P: crate::phase::RequestPhase + crate::phase::RequestRead>(kong: &mut Kong<P>, phase: &'static str) {
+    let session = kong.request().get_header("x-session").unwrap_or_default().to_owned();
+    PHASES.lock().unwrap().push((session, phase));
+}
+
+#[handler]
+impl Handler for Phases {
+    async fn rewrite(&self, kong: &mut Kong<Rewrite>) -> crate::Result {
+        ran(kong, "rewrite");
+        Ok(())
+    }
+    async fn access(&self, kong: &mut Kong<Access>) -> crate::Result {
+        ran(kong, "access");
+        Ok(())
+    }
+    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> crate::Result {
+        ran(kong, "header_filter");
+        Ok(())
+    }
+    async fn body_filter(&self, kong: &mut Kong<BodyFilter>) -> crate::Result {
+        ran(kong, "body_filter");
+        Ok(())
+    }
+    async fn log(&self, kong: &mut Kong<Log>) -> crate::Result {
+        ran(kong, "log");
+        Ok(())
+    }
+    async fn ws_handshake(&self, kong: &mut Kong<WsHandshake>) -> crate::Result {
+        ran(kong, "ws_handshake");
+        Ok(())
+    }
+    async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> crate::Result {
+        ran(kong, "ws_client_frame");
+        Ok(())
+    }
+    async fn ws_upstream_frame(&self, kong: &mut Kong<WsUpstreamFrame>) -> crate::Result {
+        ran(kong, "ws_upstream_frame");
+        Ok(())
+    }
+    async fn ws_close(&self, kong: &mut Kong<WsClose>) -> crate::Result {
+        ran(kong, "ws_close");
+        Ok(())
+    }
+}
+
 /// The lines `ws_close` wrote for `session`, once at least one is there (10 s at most).
 async fn closed(session: &str) -> Vec<String> {
     let prefix = format!("{session} ");
@@ -217,11 +269,19 @@ async fn ws_gateway(addr: SocketAddr, config: serde_json::Value) -> tests::Gatew
     let mut r = route(&["/ws"], Some(&service));
     Arc::make_mut(&mut r.0).protocols = vec!["ws".into(), "wss".into()];
     let route_id = r.0.id;
-    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).with::<Probe>().build());
+    let plugins = Arc::new(
+        Plugins::builder(NodeInfo::default())
+            .with::<Probe>()
+            .with::<Phases>()
+            .build(),
+    );
     let snap = snapshot(
         &plugins,
         vec![r],
-        vec![PluginEntity::new("ws-test-probe", config).route(route_id)],
+        vec![
+            PluginEntity::new("ws-test-probe", config).route(route_id),
+            PluginEntity::new("ws-test-phases", json!({})),
+        ],
     )
     .await;
     tests::serve(plugins, snap).await
@@ -548,4 +608,121 @@ async fn an_upstream_close_passes_as_it_is_and_an_upstream_that_goes_away_leaves
     ws.send(Message::text("abort-me")).await.unwrap();
     assert_eq!(close_of(client_got(&mut ws).await), Some((1001, String::new())));
     assert_eq!(closed("upstream-abort").await, ["upstream-abort 101 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_rewrite_then_the_websocket_phases_and_no_http_ones() {
+    let (up, _seen) = recording_upstream().await;
+    let gw = ws_gateway(up, json!({})).await;
+    let (mut ws, _) = connect(gw.addr, "matrix").await;
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(client_got(&mut ws).await, Some(Message::text("one")));
+    ws.close(None).await.unwrap();
+    assert_eq!(close_of(client_got(&mut ws).await), Some((0, String::new())));
+    closed("matrix").await;
+    let phases: Vec<&str> = PHASES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| s == "matrix")
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "rewrite",
+            "ws_handshake",
+            "ws_client_frame",
+            "ws_upstream_frame",
+            "ws_client_frame",
+            "ws_upstream_frame",
+            "ws_close"
+        ]
+    );
+}
+
+/// An upstream that answers handshakes by path: `/forbidden` 403 with a header, `/ext` a 101
+/// with an extension nobody asked for, `/silent` nothing at all; `/gone` closes at once.
+async fn raw_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let answer = match path.as_str() {
+                    "/forbidden" => "HTTP/1.1 403 Forbidden\r\nX-Up: no\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                    "/ext" => format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+                    ),
+                    "/silent" => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    _ => return,
+                };
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_handshake_failures_get_kongs_answers() {
+    let up = raw_upstream().await;
+    let mut service = Service::new("127.0.0.1", up.port());
+    service.protocol = "ws".into();
+    service.connect_timeout = 300;
+    service.retries = 0;
+    let service = Arc::new(service);
+    let mut r = route(&["/ws"], Some(&service));
+    Arc::make_mut(&mut r.0).protocols = vec!["ws".into()];
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let gw = tests::serve(plugins.clone(), snapshot(&plugins, vec![r], vec![]).await).await;
+    let handshake = |path: &str| {
+        format!(
+            "GET /ws{path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    // Another status is the upstream's answer, its headers included.
+    let forbidden = answer(gw.addr, &handshake("/forbidden")).await;
+    assert!(forbidden.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{forbidden}");
+    assert!(
+        forbidden.to_ascii_lowercase().contains("\r\nx-up: no\r\n"),
+        "{forbidden}"
+    );
+    // An extension the gateway never asked for: 501 to the client.
+    let ext = answer(gw.addr, &handshake("/ext")).await;
+    assert!(ext.starts_with("HTTP/1.1 501 "), "{ext}");
+    assert!(
+        ext.contains("WebSocket upstream sent unsupported Sec-WebSocket-Extensions (permessage-deflate)"),
+        "{ext}"
+    );
+    // A socket closed before answering: 502; no answer within the connect timeout: 504.
+    let gone = answer(gw.addr, &handshake("/gone")).await;
+    assert!(gone.starts_with("HTTP/1.1 502 "), "{gone}");
+    let silent = answer(gw.addr, &handshake("/silent")).await;
+    assert!(silent.starts_with("HTTP/1.1 504 "), "{silent}");
 }
