@@ -726,3 +726,23 @@ async fn upstream_handshake_failures_get_kongs_answers() {
     let silent = answer(gw.addr, &handshake("/silent")).await;
     assert!(silent.starts_with("HTTP/1.1 504 "), "{silent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_change_leaves_open_sessions_as_they_were() {
+    let (up, _seen) = recording_upstream().await;
+    let gw = ws_gateway(up, json!({})).await;
+    let (mut before, _) = connect(gw.addr, "before-change").await;
+    // The probe goes: sessions opened from now on run without it.
+    let mut service = Service::new("127.0.0.1", up.port());
+    service.protocol = "ws".into();
+    let service = Arc::new(service);
+    let mut r = route(&["/ws"], Some(&service));
+    Arc::make_mut(&mut r.0).protocols = vec!["ws".into()];
+    gw.proxy.swap(snapshot(&gw.plugins, vec![r], vec![]).await);
+    let (mut after, _) = connect(gw.addr, "after-change").await;
+    for ws in [&mut before, &mut after] {
+        ws.send(Message::text("upper:same")).await.unwrap();
+    }
+    assert_eq!(client_got(&mut before).await, Some(Message::text("SAME")));
+    assert_eq!(client_got(&mut after).await, Some(Message::text("upper:same")));
+}
