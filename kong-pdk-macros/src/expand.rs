@@ -316,6 +316,7 @@ fn record_schema_tokens(fields: &[FieldModel], checks: &[EntityCheck]) -> TokenS
                 }
             )))
         }
+        EntityCheck::Custom(f) => quote!(::kong_pdk::schema::EntityCheck::Custom(#f)),
     });
     quote! {
         ::kong_pdk::schema::RecordSchema {

@@ -86,6 +86,8 @@ pub enum EntityCheck {
         then_required: bool,
         then_err: Option<String>,
     },
+    /// `custom_validator = function`: a check of the whole record.
+    Custom(syn::Ident),
 }
 
 /// Which `protocols` typedef a plugin's `protocols` field uses.
@@ -476,6 +478,16 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
             "mutually_exclusive" => "mutually_exclusive",
             "mutually_required" => "mutually_required",
             "distinct" => "distinct",
+            "custom_validator" => {
+                match &arg.value {
+                    ArgValue::Value(Value::Ident(f)) => checks.push(EntityCheck::Custom(f.clone())),
+                    _ => cx.error_spanned_by(
+                        &arg.key,
+                        "`custom_validator` names a function: `custom_validator = check`, with `fn check(config: &serde_json::Value) -> Result<(), String>`",
+                    ),
+                }
+                continue;
+            }
             "conditional" => {
                 let ArgValue::Args(inner) = &arg.value else {
                     cx.error_spanned_by(
@@ -595,7 +607,7 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
             other => cx.error_spanned_by(
                 &arg.key,
                 format!(
-                    "unknown plugin attribute `{other}`; expected one of: priority, version, name, protocols, no_consumer, no_route, no_service, at_least_one_of, only_one_of, mutually_exclusive, mutually_required, distinct, conditional"
+                    "unknown plugin attribute `{other}`; expected one of: priority, version, name, protocols, no_consumer, no_route, no_service, at_least_one_of, only_one_of, mutually_exclusive, mutually_required, distinct, conditional, custom_validator"
                 ),
             ),
         }

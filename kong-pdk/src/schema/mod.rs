@@ -274,6 +274,11 @@ pub enum EntityCheck {
     Distinct(Vec<String>),
     /// `conditional`.
     Conditional(Box<Conditional>),
+    /// A check of the whole record, once its fields are valid (Kong's record-level
+    /// `custom_validator`): its message replaces the record's errors, so a plugin's shows as
+    /// `fields.config = "<message>"`. Not published in the schema's JSON, as Kong drops
+    /// functions.
+    Custom(CustomValidator),
 }
 
 /// The fields of a record and its entity checks.

@@ -267,11 +267,15 @@ pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Resul
             Value::Array(entity.into_iter().map(Value::String).collect()),
         );
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Value::Object(errors))
+    if !errors.is_empty() {
+        return Err(Value::Object(errors));
     }
+    for check in &record.entity_checks {
+        if let EntityCheck::Custom(custom) = check {
+            custom(value).map_err(Value::String)?;
+        }
+    }
+    Ok(())
 }
 
 fn quoted(fields: &[String]) -> String {
@@ -292,6 +296,7 @@ fn run_entity_check(
         | EntityCheck::MutuallyRequired(f)
         | EntityCheck::Distinct(f) => f.iter().collect(),
         EntityCheck::Conditional(c) => vec![&c.if_field, &c.then_field],
+        EntityCheck::Custom(_) => return,
     };
     // As Kong (run_with_invalid_fields = false): a check over an invalid field does not run.
     if involved.iter().any(|f| errors.contains_key(f.as_str())) {
