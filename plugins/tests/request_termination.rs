@@ -27,7 +27,10 @@ fn upstream(_: &kong_pdk::testing::UpstreamRequest) -> MockResponse {
 
 #[tokio::test]
 async fn the_schema_is_kongs() {
-    assert_eq!((RequestTermination::NAME, RequestTermination::PRIORITY), ("request-termination", 2));
+    assert_eq!(
+        (RequestTermination::NAME, RequestTermination::PRIORITY),
+        ("request-termination", 2)
+    );
     assert_eq!(
         refused(json!({ "status_code": 600 })).await["status_code"],
         "value should be between 100 and 599"
@@ -57,7 +60,10 @@ async fn the_default_is_503_service_unavailable() {
 
 #[tokio::test]
 async fn status_message_and_body_are_the_configured_ones() {
-    let res = gateway(json!({ "status_code": 404 })).await.send(TestRequest::get("/"), upstream).await;
+    let res = gateway(json!({ "status_code": 404 }))
+        .await
+        .send(TestRequest::get("/"), upstream)
+        .await;
     assert_eq!((res.status(), res.json()), (404, json!({ "message": "Not found" })));
     let res = gateway(json!({ "status_code": 406, "message": "Invalid" }))
         .await
@@ -65,7 +71,10 @@ async fn status_message_and_body_are_the_configured_ones() {
         .await;
     assert_eq!((res.status(), res.json()), (406, json!({ "message": "Invalid" })));
     // No message of Kong's for 418: no body.
-    let res = gateway(json!({ "status_code": 418 })).await.send(TestRequest::get("/"), upstream).await;
+    let res = gateway(json!({ "status_code": 418 }))
+        .await
+        .send(TestRequest::get("/"), upstream)
+        .await;
     assert_eq!((res.status(), res.body().len()), (418, 0));
     assert_eq!(res.header("content-length"), Some("0"));
     let res = gateway(json!({ "status_code": 200, "body": "<html>hi</html>", "content_type": "text/html" }))
@@ -85,8 +94,13 @@ async fn status_message_and_body_are_the_configured_ones() {
 async fn a_trigger_terminates_only_requests_that_carry_it() {
     let gw = gateway(json!({ "trigger": "x-terminate" })).await;
     let passed = gw.send(TestRequest::get("/"), upstream).await;
-    assert_eq!((passed.status(), passed.body_text().as_str()), (200, "from the upstream"));
-    let by_header = gw.send(TestRequest::get("/").header("X-Terminate", "1"), upstream).await;
+    assert_eq!(
+        (passed.status(), passed.body_text().as_str()),
+        (200, "from the upstream")
+    );
+    let by_header = gw
+        .send(TestRequest::get("/").header("X-Terminate", "1"), upstream)
+        .await;
     assert_eq!(by_header.status(), 503);
     let by_query = gw.send(TestRequest::get("/?x-terminate"), upstream).await;
     assert_eq!(by_query.status(), 503);

@@ -30,6 +30,7 @@
 mod client;
 mod ctx;
 pub(crate) mod error_template;
+mod ip;
 pub(crate) mod log;
 mod node;
 pub(crate) mod request;
@@ -46,6 +47,7 @@ use uuid::Uuid;
 pub use client::{Client, ClientTls};
 pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
+pub use ip::Networks;
 pub use log::{ErrorLog, Level, Log, LogLine};
 pub use node::{Node, NodeInfo};
 pub use request::{QueryValue, Request};
