@@ -37,18 +37,11 @@ if [ ${#NEED[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port); BASE=$(free_port)
 COMPARE=${COMPARE:-}
 ROUNDS=${ROUNDS:-3}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 echo "building kong-gateway (release)" >&2
 (cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway \

@@ -8,16 +8,9 @@ set -euo pipefail
 
 CONNS=${CONNS:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PROXY=$(free_port); MOCK=$(free_port)
-WORK=$(mktemp -d)
-PID=
-cleanup() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 (cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway)
 cat > "$WORK/kong.yml" <<EOF
@@ -40,7 +33,7 @@ log_level = error
 EOF
 ulimit -n $((CONNS * 2 + 256))
 "$ROOT/target/release/kong-gateway" start -c "$WORK/kong.conf" >"$WORK/out.log" 2>&1 &
-PID=$!
+PID=$!; PIDS+=("$PID")
 for _ in $(seq 1 100); do
     curl -fsS -o /dev/null "http://127.0.0.1:$PROXY/mock/anything" 2>/dev/null && break
     sleep 0.1

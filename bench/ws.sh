@@ -27,16 +27,9 @@ if [ $((IDLE * 2 + 256)) -gt "$LIMIT" ]; then
     echo "the open-files limit is $LIMIT: measuring $IDLE idle sessions" >&2
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 ECHO=$(free_port); KONG=$(free_port)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 echo "building kong-gateway and ws-bench (release)" >&2
 (cd "$ROOT" && cargo build --release -q -p kong-pdk-examples --bin kong-gateway \

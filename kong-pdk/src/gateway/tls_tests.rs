@@ -506,23 +506,12 @@ async fn wss_sessions_are_tls_on_both_sides_and_wss_only_routes_refuse_plain_ws(
     route.strip_path = false;
     let gw = start_tls(&[], vec![route], Arc::new(service)).await;
     // Plain ws on a wss-only route: Kong's 426.
-    let plain = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(gw.http).await.unwrap();
-        s.write_all(
-            b"GET /wss HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        s.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        String::from_utf8(got).unwrap()
-    };
+    let plain = super::websocket_tests::answer(
+        gw.http,
+        "GET /wss HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
     assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
     assert!(plain.contains("\"message\":\"Please use HTTPS protocol\""), "{plain}");
     // wss to the gateway, wss from it to the upstream.

@@ -517,7 +517,7 @@ async fn a_client_that_goes_away_leaves_the_upstream_a_1001_and_shutdown_tells_b
 }
 
 /// Sends `request` (and no more: the write side ends) and reads the answer to the end.
-async fn answer(addr: SocketAddr, request: &str) -> String {
+pub(super) async fn answer(addr: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
