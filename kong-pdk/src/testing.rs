@@ -112,6 +112,15 @@ impl TestRequest {
         TestRequest::new(Method::POST, path).body(body)
     }
 
+    /// Any method (`OPTIONS`, `PATCH`, ...) on `path`.
+    ///
+    /// # Panics
+    /// When `method` is not a valid method token.
+    pub fn method(method: &str, path: &str) -> TestRequest {
+        let method = Method::from_bytes(method.as_bytes()).expect("a valid method token");
+        TestRequest::new(method, path)
+    }
+
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {

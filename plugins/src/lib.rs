@@ -1,6 +1,7 @@
 //! Kong's bundled plugins, written with kong-pdk: same names, priorities, schemas and
 //! behaviour as Kong's Lua ones. Linking this crate registers them.
 //!
+//! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
 //! - [`request_termination`]: `request-termination`, answers without proxying.
@@ -9,6 +10,7 @@
 //! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
 //!   messages of WebSocket services.
 
+pub mod cors;
 pub mod ip_restriction;
 pub mod key_auth;
 pub mod request_termination;
@@ -18,6 +20,7 @@ pub mod websocket_validator;
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).
 pub const BUNDLED: &[&str] = &[
+    "cors",
     "ip-restriction",
     "key-auth",
     "request-termination",
