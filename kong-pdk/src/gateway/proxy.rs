@@ -97,9 +97,15 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             (None, Some(read)) => Outgoing::Bytes(read),
             (None, None) => match slot.take() {
                 // No body at all (most GETs): known bytes, so a failed connection can be retried.
-                Some(incoming) if http_body::Body::is_end_stream(&incoming) => Outgoing::Bytes(Bytes::new()),
-                Some(incoming) => Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed_unsync()),
-                None => Outgoing::Bytes(Bytes::new()),
+                unread if unread.is_empty() => Outgoing::Bytes(Bytes::new()),
+                body::Unread {
+                    read,
+                    rest: Some(incoming),
+                } if read.is_empty() => {
+                    Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed_unsync())
+                }
+                // What a plugin's limited read left, then the rest.
+                unread => Outgoing::Stream(unread.into_body()),
             },
         };
         let headers = runloop::upstream_headers(&mut tx, &conn.values, &proxying, &proxy.headers);

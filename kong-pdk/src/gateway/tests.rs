@@ -66,6 +66,26 @@ impl Handler for Logs {
     }
 }
 
+/// With `X-Peek`, reads the request body within Kong's 8 KiB buffer and tells the upstream
+/// what came of it (`X-Peeked`: the length, or the error).
+#[plugin(priority = 3, version = "1.0.0", name = "gw-test-peek")]
+struct Peek {}
+
+#[handler]
+impl Handler for Peek {
+    async fn access(&self, kong: &mut Kong<Access>) -> crate::Result {
+        if kong.request().get_header("x-peek").is_none() {
+            return Ok(());
+        }
+        let note = match kong.request().get_raw_body().await {
+            Ok(body) => body.len().to_string(),
+            Err(e) => e.to_string(),
+        };
+        kong.service().request().set_header("X-Peeked", &note)?;
+        Ok(())
+    }
+}
+
 /// Waits (up to 10 s, then fails) until `gw-test-logs` logged a line starting with `prefix`.
 async fn logged(prefix: &str) -> String {
     let wait = async {
@@ -236,6 +256,7 @@ pub(super) async fn start(routes: Vec<(Arc<Route>, Option<Arc<Service>>)>, entit
             .with::<Upper>()
             .with::<Panicky>()
             .with::<Logs>()
+            .with::<Peek>()
             .build(),
     );
     let snap = snapshot(&plugins, routes, entities).await;
@@ -808,4 +829,33 @@ async fn the_read_timeout_runs_between_reads_of_the_upstream_body() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"), "{text}");
     assert!(text.contains("The upstream server is timing out"), "{text}");
+}
+
+/// A plugin's read that stops at its limit leaves the body whole: the upstream gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_past_its_limit_still_reaches_the_upstream_whole() {
+    let up = upstream().await;
+    let svc = service_at(up);
+    let r = route(&["/peek"], Some(&svc));
+    let id = r.0.id;
+    let gw = start(vec![r], vec![PluginEntity::new("gw-test-peek", json!({})).route(id)]).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Chunks>();
+    for size in [5usize, 20_000] {
+        // 1 KiB chunks, streamed (no Content-Length).
+        let chunks = vec![b'x'; size].chunks(1024).map(Bytes::copy_from_slice).collect();
+        let req = Request::post(format!("http://{}/peek", gw.addr))
+            .header("x-peek", "1")
+            .body(Chunks(chunks))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let echo: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(echo["body"].as_str().unwrap().len(), size, "the upstream got the whole body");
+        let peeked = echo["headers"]["x-peeked"].as_str().unwrap().to_owned();
+        if size < 8192 {
+            assert_eq!(peeked, size.to_string());
+        } else {
+            assert!(peeked.contains("did not fit into client body buffer"), "{peeked}");
+        }
+    }
 }

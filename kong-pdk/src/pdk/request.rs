@@ -334,11 +334,22 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
     async fn read_body(&mut self, limit: usize, default_limit: bool) -> Result<Bytes, PdkError> {
         let body = match &mut self.tx.request.body {
             RequestBody::Buffered(b) => b.clone(),
-            RequestBody::Pending(reader) => {
-                let b = reader.read_to_end(usize::MAX).await.map_err(PdkError::new)?;
-                self.tx.request.body = RequestBody::Buffered(b.clone());
-                b
-            }
+            RequestBody::Pending(reader) => match reader.read_to_end(limit).await {
+                Ok(b) => {
+                    self.tx.request.body = RequestBody::Buffered(b.clone());
+                    b
+                }
+                // Reading stopped past the limit; the body stays whole on the connection.
+                Err(_) if default_limit => {
+                    return Err(PdkError::new(
+                        "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'",
+                    ));
+                }
+                Err(e) if e.starts_with("length limit exceeded") => {
+                    return Err(PdkError::new(format!("request body file too big: more than {limit} bytes")));
+                }
+                Err(e) => return Err(PdkError::new(e)),
+            },
         };
         if body.len() > limit {
             return Err(PdkError::new(if default_limit {
