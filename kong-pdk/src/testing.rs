@@ -128,6 +128,14 @@ impl TestRequest {
         self
     }
 
+    /// Removes a header (the `Content-Length` [`body`](Self::body) sets, for a body sent
+    /// without one).
+    #[must_use]
+    pub fn without_header(mut self, name: &str) -> Self {
+        self.headers.remove(name);
+        self
+    }
+
     /// Sets the `Host` header (`kong.test` by default), which routes by host and ends up in
     /// `X-Forwarded-Host`.
     #[must_use]

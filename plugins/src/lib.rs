@@ -5,6 +5,7 @@
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
+//! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
 //! - [`request_termination`]: `request-termination`, answers without proxying.
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
 //!   WebSocket services;
@@ -15,6 +16,7 @@ pub mod bot_detection;
 pub mod cors;
 pub mod ip_restriction;
 pub mod key_auth;
+pub mod request_size_limiting;
 pub mod request_termination;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
@@ -26,6 +28,7 @@ pub const BUNDLED: &[&str] = &[
     "cors",
     "ip-restriction",
     "key-auth",
+    "request-size-limiting",
     "request-termination",
     "websocket-size-limit",
     "websocket-validator",

@@ -850,7 +850,11 @@ async fn a_body_read_past_its_limit_still_reaches_the_upstream_whole() {
         let resp = client.request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let echo: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-        assert_eq!(echo["body"].as_str().unwrap().len(), size, "the upstream got the whole body");
+        assert_eq!(
+            echo["body"].as_str().unwrap().len(),
+            size,
+            "the upstream got the whole body"
+        );
         let peeked = echo["headers"]["x-peeked"].as_str().unwrap().to_owned();
         if size < 8192 {
             assert_eq!(peeked, size.to_string());

@@ -346,7 +346,9 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
                     ));
                 }
                 Err(e) if e.starts_with("length limit exceeded") => {
-                    return Err(PdkError::new(format!("request body file too big: more than {limit} bytes")));
+                    return Err(PdkError::new(format!(
+                        "request body file too big: more than {limit} bytes"
+                    )));
                 }
                 Err(e) => return Err(PdkError::new(e)),
             },
