@@ -23,9 +23,11 @@ struct DaoModel {
     cache_key: Option<LitStr>,
     unique: Vec<LitStr>,
     auto: Vec<LitStr>,
+    transform: Option<syn::Ident>,
 }
 
-const KEYS: &str = "name, plugin, admin_api_name, admin_api_nested_name, endpoint_key, cache_key, unique, auto";
+const KEYS: &str =
+    "name, plugin, admin_api_name, admin_api_nested_name, endpoint_key, cache_key, unique, auto, transform";
 
 fn strings(cx: &Ctxt, arg: &Arg) -> Vec<LitStr> {
     let items = match &arg.value {
@@ -97,6 +99,13 @@ pub fn expand(input: TokenStream) -> TokenStream {
                 "cache_key" => model.cache_key = lit_str(&cx, arg),
                 "unique" => model.unique = strings(&cx, arg),
                 "auto" => model.auto = strings(&cx, arg),
+                "transform" => match &arg.value {
+                    ArgValue::Value(Value::Ident(f)) => model.transform = Some(f.clone()),
+                    _ => cx.error_spanned_by(
+                        &arg.key,
+                        "`transform` names a function: `transform = hash`, with `fn hash(entity: &mut serde_json::Map<String, serde_json::Value>, previous: Option<&serde_json::Value>) -> Result<(), String>`",
+                    ),
+                },
                 other => cx.error_spanned_by(
                     &arg.key,
                     format!("unknown dao attribute `{other}`; expected one of: {KEYS}"),
@@ -165,6 +174,10 @@ pub fn expand(input: TokenStream) -> TokenStream {
     };
     let (endpoint_key, cache_key) = (opt(model.endpoint_key), opt(model.cache_key));
     let (unique, auto) = (&model.unique, &model.auto);
+    let transform = match &model.transform {
+        Some(f) => quote!(::std::option::Option::Some(#f)),
+        None => quote!(::std::option::Option::None),
+    };
     quote! {
         impl ::kong_pdk::dao::Dao for #ident {
             const NAME: &'static str = #name;
@@ -175,6 +188,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
             const CACHE_KEY: ::std::option::Option<&'static str> = #cache_key;
             const UNIQUE: &'static [&'static str] = &[#(#unique),*];
             const AUTO: &'static [&'static str] = &[#(#auto),*];
+            const TRANSFORM: ::std::option::Option<::kong_pdk::dao::Transform> = #transform;
         }
 
         ::kong_pdk::__private::inventory::submit! {

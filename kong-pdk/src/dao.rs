@@ -74,7 +74,15 @@ pub trait Dao: ConfigRecord + DeserializeOwned + Send + Sync + 'static {
     const UNIQUE: &'static [&'static str] = &[];
     /// String fields given a random value when a write leaves them out.
     const AUTO: &'static [&'static str] = &[];
+    /// Rewrites an entity as it is written (Kong's `transformations`), such as basic-auth
+    /// hashing a password with its consumer's id.
+    const TRANSFORM: Option<Transform> = None;
 }
+
+/// A [`Dao::TRANSFORM`]: gets the entity about to be stored (its `consumer` resolved to
+/// `{"id": ...}`) and, on an update, the one stored; rewrites the first. An error refuses the
+/// write as a schema violation of the whole entity (`@entity`).
+pub type Transform = fn(&mut serde_json::Map<String, Value>, Option<&Value>) -> Result<(), String>;
 
 /// Registers a [`Dao`] type, so every gateway linking the crate knows the entity.
 ///
@@ -132,6 +140,8 @@ pub struct DaoMeta {
     pub unique: &'static [&'static str],
     /// [`Dao::AUTO`].
     pub auto: &'static [&'static str],
+    /// [`Dao::TRANSFORM`].
+    pub transform: Option<Transform>,
     /// The whole entity's schema: `id`, `created_at`, `consumer`, the type's fields, `tags`.
     pub schema: RecordSchema,
     decode: Decode,
@@ -158,6 +168,7 @@ impl DaoMeta {
             cache_key: T::CACHE_KEY,
             unique: T::UNIQUE,
             auto: T::AUTO,
+            transform: T::TRANSFORM,
             schema: RecordSchema {
                 fields,
                 entity_checks: own.entity_checks,

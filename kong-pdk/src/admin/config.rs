@@ -16,6 +16,8 @@ impl Admin {
         let entities = self.entities.load_full();
         let mut doc = Map::new();
         doc.insert("_format_version".into(), Value::from("3.0"));
+        // Entities as stored, transformations applied (hashed passwords stay as they are).
+        doc.insert("_transform".into(), Value::Bool(false));
         for (kind, all) in entities.iter() {
             if !all.is_empty() {
                 doc.insert(

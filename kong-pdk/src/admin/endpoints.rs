@@ -303,6 +303,13 @@ impl Admin {
             };
             obj.insert((*field).into(), json!({ "id": resolved }));
         }
+        if let Some(transform) = kind.dao.and_then(|d| d.transform) {
+            transform(&mut obj, previous).map_err(|e| {
+                violation(SchemaViolation::new(
+                    [("@entity".to_owned(), json!([e]))].into_iter().collect(),
+                ))
+            })?;
+        }
         let mut value = Value::Object(obj);
         if kind.name == "plugins" {
             self.validate_plugin(&mut value, now())?;

@@ -219,6 +219,9 @@ impl Config {
             }
             None => return Err(err("_format_version", "required field missing")),
         }
+        // `_transform: false` (what exports say): entities are stored as given, their
+        // transformations (hashed passwords) already applied.
+        let transform = root.remove("_transform").and_then(|v| v.as_bool()).unwrap_or(true);
         strip_meta(&mut root);
         let mut cfg = Config::default();
         let mut refs = Refs {
@@ -328,7 +331,7 @@ impl Config {
             }
         }
         for (meta, r, parent, path) in daos {
-            let entity = dao_entity(meta, r, parent, &refs.consumers, &path)?;
+            let entity = dao_entity(meta, r, parent, &refs.consumers, &path, transform)?;
             cfg.daos.entry(meta.name.to_owned()).or_default().push(entity);
         }
         let mut certificates = HashMap::new();
@@ -510,6 +513,7 @@ fn dao_entity(
     parent: Option<Uuid>,
     consumers: &HashMap<String, Uuid>,
     path: &str,
+    transform: bool,
 ) -> Result<Value, ConfigError> {
     let consumer = match (parent, r.remove("consumer")) {
         (Some(id), _) => id,
@@ -526,6 +530,9 @@ fn dao_entity(
     let id = id_of(&r, meta.name, key.as_deref(), path)?;
     r.insert("id".into(), Value::from(id.to_string()));
     r.insert("consumer".into(), serde_json::json!({ "id": consumer.to_string() }));
+    if let Some(f) = meta.transform.filter(|_| transform) {
+        f(&mut r, None).map_err(|e| err_tree(path, serde_json::json!({ "@entity": [e] })))?;
+    }
     let mut value = Value::Object(r);
     crate::schema::validate_record(&meta.schema, &mut value).map_err(|tree| err_tree(path, tree))?;
     Ok(value)
