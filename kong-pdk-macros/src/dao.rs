@@ -24,10 +24,10 @@ struct DaoModel {
     unique: Vec<LitStr>,
     auto: Vec<LitStr>,
     transform: Option<syn::Ident>,
+    unique_together: Vec<LitStr>,
 }
 
-const KEYS: &str =
-    "name, plugin, admin_api_name, admin_api_nested_name, endpoint_key, cache_key, unique, auto, transform";
+const KEYS: &str = "name, plugin, admin_api_name, admin_api_nested_name, endpoint_key, cache_key, unique, unique_together, auto, transform";
 
 fn strings(cx: &Ctxt, arg: &Arg) -> Vec<LitStr> {
     let items = match &arg.value {
@@ -99,6 +99,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
                 "cache_key" => model.cache_key = lit_str(&cx, arg),
                 "unique" => model.unique = strings(&cx, arg),
                 "auto" => model.auto = strings(&cx, arg),
+                "unique_together" => model.unique_together = strings(&cx, arg),
                 "transform" => match &arg.value {
                     ArgValue::Value(Value::Ident(f)) => model.transform = Some(f.clone()),
                     _ => cx.error_spanned_by(
@@ -133,7 +134,8 @@ pub fn expand(input: TokenStream) -> TokenStream {
         .iter()
         .chain(&model.cache_key)
         .chain(&model.unique)
-        .chain(&model.auto);
+        .chain(&model.auto)
+        .chain(model.unique_together.iter().filter(|l| l.value() != "consumer"));
     for lit in named {
         if !field_names.contains(&lit.value().as_str()) {
             cx.syn_error(syn::Error::new(
@@ -173,7 +175,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
         None => quote!(::std::option::Option::None),
     };
     let (endpoint_key, cache_key) = (opt(model.endpoint_key), opt(model.cache_key));
-    let (unique, auto) = (&model.unique, &model.auto);
+    let (unique, auto, unique_together) = (&model.unique, &model.auto, &model.unique_together);
     let transform = match &model.transform {
         Some(f) => quote!(::std::option::Option::Some(#f)),
         None => quote!(::std::option::Option::None),
@@ -188,6 +190,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
             const CACHE_KEY: ::std::option::Option<&'static str> = #cache_key;
             const UNIQUE: &'static [&'static str] = &[#(#unique),*];
             const AUTO: &'static [&'static str] = &[#(#auto),*];
+            const UNIQUE_TOGETHER: &'static [&'static str] = &[#(#unique_together),*];
             const TRANSFORM: ::std::option::Option<::kong_pdk::dao::Transform> = #transform;
         }
 

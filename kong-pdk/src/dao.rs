@@ -74,6 +74,9 @@ pub trait Dao: ConfigRecord + DeserializeOwned + Send + Sync + 'static {
     const UNIQUE: &'static [&'static str] = &[];
     /// String fields given a random value when a write leaves them out.
     const AUTO: &'static [&'static str] = &[];
+    /// Fields whose values are unique together among the entities of this kind (Kong's
+    /// composite `cache_key`; `consumer` stands for its id): acl's `["consumer", "group"]`.
+    const UNIQUE_TOGETHER: &'static [&'static str] = &[];
     /// Rewrites an entity as it is written (Kong's `transformations`), such as basic-auth
     /// hashing a password with its consumer's id.
     const TRANSFORM: Option<Transform> = None;
@@ -140,6 +143,8 @@ pub struct DaoMeta {
     pub unique: &'static [&'static str],
     /// [`Dao::AUTO`].
     pub auto: &'static [&'static str],
+    /// [`Dao::UNIQUE_TOGETHER`].
+    pub unique_together: &'static [&'static str],
     /// [`Dao::TRANSFORM`].
     pub transform: Option<Transform>,
     /// The whole entity's schema: `id`, `created_at`, `consumer`, the type's fields, `tags`.
@@ -168,6 +173,7 @@ impl DaoMeta {
             cache_key: T::CACHE_KEY,
             unique: T::UNIQUE,
             auto: T::AUTO,
+            unique_together: T::UNIQUE_TOGETHER,
             transform: T::TRANSFORM,
             schema: RecordSchema {
                 fields,
@@ -274,6 +280,8 @@ struct Stored {
 struct Rows {
     by_id: HashMap<Uuid, Arc<Stored>>,
     by_cache_key: HashMap<String, Uuid>,
+    /// Each consumer's entities, in the order they were loaded.
+    by_consumer: HashMap<Uuid, Vec<Uuid>>,
 }
 
 /// The consumers and plugin entities of one configuration, indexed for request-time lookups
@@ -319,6 +327,7 @@ impl DataStore {
                 if let Some(key) = meta.cache_key.and_then(|k| raw[k].as_str()) {
                     rows.by_cache_key.insert(key.to_owned(), id);
                 }
+                rows.by_consumer.entry(consumer).or_default().push(id);
                 rows.by_id.insert(
                     id,
                     Arc::new(Stored {
@@ -355,6 +364,18 @@ impl DataStore {
         let rows = self.kinds.get(T::NAME)?;
         let id = rows.by_cache_key.get(key)?;
         row(rows.by_id.get(id)?.clone())
+    }
+
+    /// Every `T` of the consumer with id `consumer` (acl's groups).
+    pub fn select_by_consumer<T: Dao>(&self, consumer: Uuid) -> Vec<Row<T>> {
+        let Some(rows) = self.kinds.get(T::NAME) else {
+            return Vec::new();
+        };
+        let ids = rows.by_consumer.get(&consumer).map_or(&[][..], Vec::as_slice);
+        ids.iter()
+            .filter_map(|id| rows.by_id.get(id))
+            .filter_map(|stored| row(stored.clone()))
+            .collect()
     }
 
     /// How many `T` there are.

@@ -1,6 +1,7 @@
 //! Kong's bundled plugins, written with kong-pdk: same names, priorities, schemas and
 //! behaviour as Kong's Lua ones. Linking this crate registers them.
 //!
+//! - [`acl`]: `acl`, with its `acls` entity;
 //! - [`basic_auth`]: `basic-auth`, with its `basicauth_credentials` entity;
 //! - [`bot_detection`]: `bot-detection`, known bots and your own lists of user agents;
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
@@ -13,6 +14,7 @@
 //! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
 //!   messages of WebSocket services.
 
+pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
 pub mod cors;
@@ -26,6 +28,7 @@ pub mod websocket_validator;
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).
 pub const BUNDLED: &[&str] = &[
+    "acl",
     "basic-auth",
     "bot-detection",
     "cors",

@@ -127,9 +127,7 @@ impl Admin {
     ) -> ApiResult {
         let current = |entities: &Entities| {
             // A nested path only reaches children of that parent.
-            find(entities, kind, key)
-                .filter(|e| parent.as_ref().is_none_or(|(f, id)| &e[*f]["id"] == id))
-                .cloned()
+            find(entities, kind, key, parent.as_ref().map(|(f, id)| (*f, id))).cloned()
         };
         if matches!(method, Method::GET | Method::HEAD) {
             return current(&self.entities.load())
@@ -437,6 +435,30 @@ impl Admin {
                 unique.push((*field, v.to_owned()));
             }
         }
+        if let Some(together) = kind.dao.map(|d| d.unique_together).filter(|t| !t.is_empty()) {
+            // Kong's composite cache key: these fields together are unique.
+            let part = |e: &Value, f: &str| match f {
+                "consumer" => e["consumer"]["id"].to_string(),
+                f => e[f].to_string(),
+            };
+            let key = |e: &Value| together.iter().map(|f| part(e, f)).collect::<Vec<_>>().join(":");
+            let mine = key(&value);
+            if entities[kind.name]
+                .values()
+                .any(|e| e["id"] != value["id"] && key(e) == mine)
+            {
+                let fields: Vec<String> = together
+                    .iter()
+                    .map(|f| match *f {
+                        "consumer" => format!("consumer={}", lua_ref(&value["consumer"])),
+                        f => key_text(f, &value[f]).trim_matches(['{', '}']).to_owned(),
+                    })
+                    .collect();
+                let text = format!("UNIQUE violation detected on '{{{}}}'", fields.join(","));
+                return Err(db_error(Code::UniqueViolation, text, None));
+            }
+            unique.push(("cache_key", mine));
+        }
         if kind.name == "plugins" {
             let cache_key = plugin_cache_key(&value);
             if entities["plugins"]
@@ -714,16 +736,26 @@ pub(super) fn ws_service_change(service: &Value, previous: Option<&Value>) -> Re
     }
 }
 
-/// The entity `key` (an id or the kind's endpoint key value).
-pub(super) fn find<'a>(entities: &'a Entities, kind: &Kind, key: &str) -> Option<&'a Value> {
+/// The entity `key` (an id or the kind's endpoint key value); with `parent` (a foreign field
+/// and the parent's id), only among that parent's children: acl groups of one consumer share
+/// names with another's.
+pub(super) fn find<'a>(
+    entities: &'a Entities,
+    kind: &Kind,
+    key: &str,
+    parent: Option<(&str, &Value)>,
+) -> Option<&'a Value> {
     let all = &entities[kind.name];
+    let child = |e: &Value| parent.is_none_or(|(f, id)| &e[f]["id"] == id);
     if Uuid::parse_str(key).is_ok() {
         if let Some(e) = all.get(&key.to_ascii_lowercase()) {
-            return Some(e);
+            return child(e).then_some(&e.json);
         }
     }
     let field = kind.endpoint_key?;
-    all.values().find(|e| e[field].as_str() == Some(key)).map(|v| &v.json)
+    all.values()
+        .find(|e| e[field].as_str() == Some(key) && child(e))
+        .map(|v| &v.json)
 }
 
 /// Kong's opaque page offsets: the last id, URL-safe base64.

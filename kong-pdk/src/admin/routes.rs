@@ -133,7 +133,7 @@ impl Admin {
                 let kind = self.kind_at(kind).expect("checked");
                 let (_, target, _) = kind.foreign.iter().find(|f| f.0 == *field).expect("checked");
                 let entities = self.entities.load_full();
-                let entity = find(&entities, kind, key).ok_or_else(|| message(404, "Not found"))?;
+                let entity = find(&entities, kind, key, None).ok_or_else(|| message(404, "Not found"))?;
                 let id = entity[*field]["id"].as_str().unwrap_or_default();
                 let target = kinds::get(target).expect("known kind");
                 let found = entities[target.name].get(id).ok_or_else(|| message(404, "Not found"))?;
@@ -180,7 +180,7 @@ impl Admin {
     /// The id of the `kind` entity `key` (an id or endpoint key); 404 when absent.
     pub(super) async fn id_of(&self, kind: &Kind, key: &str) -> Result<Value, ApiError> {
         let entities = self.entities.load_full();
-        find(&entities, kind, key)
+        find(&entities, kind, key, None)
             .map(|e| e["id"].clone())
             .ok_or_else(|| message(404, "Not found"))
     }
