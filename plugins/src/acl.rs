@@ -100,7 +100,7 @@ impl Handler for Acl {
             return Err(Exit::error(403, REFUSED).into());
         }
         if !self.hide_groups_header {
-            kong.service().request().set_header(header, &groups.join(", "))?;
+            kong.service().request().set_header(header, groups.join(", "))?;
         }
         Ok(())
     }
