@@ -6,9 +6,8 @@
 use std::sync::LazyLock;
 
 use kong_pdk::prelude::*;
-use kong_pdk::schema::{ConfigType, FieldKind, FieldSchema};
+use kong_pdk::schema::{ConfigType, FieldSchema};
 use regex::{Regex, RegexSet};
-use serde_json::Value;
 
 /// The plugin's configuration (Kong's `bot-detection/schema.lua`).
 #[plugin(priority = 2500, version = "3.10.0", name = "bot-detection", protocols = protocols_http, no_consumer)]
@@ -51,14 +50,9 @@ impl kong_pdk::schema::literal::DefaultFits<kong_pdk::schema::literal::EmptyArra
 
 impl ConfigType for Patterns {
     fn field_schema() -> FieldSchema {
-        fn valid(v: &Value) -> Result<(), String> {
+        FieldSchema::array_of(FieldSchema::checked_string(|v| {
             compile(v.as_str().unwrap_or_default()).map(drop)
-        }
-        let element = FieldSchema {
-            custom_validator: Some(valid),
-            ..FieldSchema::of(FieldKind::String)
-        };
-        FieldSchema::of(FieldKind::Array(Box::new(element)))
+        }))
     }
 }
 

@@ -4,9 +4,8 @@
 
 use kong_pdk::phase::{RequestPhase, RequestRead, ResponseWrite};
 use kong_pdk::prelude::*;
-use kong_pdk::schema::{ConfigType, FieldKind, FieldSchema};
+use kong_pdk::schema::{ConfigType, FieldSchema};
 use regex::Regex;
-use serde_json::Value;
 
 /// The plugin's configuration (Kong's `cors/schema.lua`).
 #[plugin(priority = 2000, version = "3.10.0", name = "cors", protocols = protocols_http, no_consumer)]
@@ -99,14 +98,9 @@ impl<'de> serde::Deserialize<'de> for Origins {
 
 impl ConfigType for Origins {
     fn field_schema() -> FieldSchema {
-        fn valid(v: &Value) -> Result<(), String> {
+        FieldSchema::array_of(FieldSchema::checked_string(|v| {
             compile(v.as_str().unwrap_or_default()).map(drop)
-        }
-        let element = FieldSchema {
-            custom_validator: Some(valid),
-            ..FieldSchema::of(FieldKind::String)
-        };
-        FieldSchema::of(FieldKind::Array(Box::new(element)))
+        }))
     }
 }
 

@@ -10,7 +10,7 @@ use kong_pdk::Error;
 use kong_pdk::pdk::{Direction, FrameKind, WsSide};
 use kong_pdk::phase;
 use kong_pdk::prelude::*;
-use kong_pdk::schema::{ConfigType, FieldKind, FieldSchema};
+use kong_pdk::schema::{ConfigType, FieldSchema};
 use serde_json::Value;
 
 /// The plugin's configuration: schemas for the client's messages, the upstream's, or both.
@@ -75,13 +75,7 @@ impl<'de> serde::Deserialize<'de> for Draft4 {
 
 impl ConfigType for Draft4 {
     fn field_schema() -> FieldSchema {
-        fn valid(v: &Value) -> Result<(), String> {
-            compile(v.as_str().unwrap_or_default()).map(drop)
-        }
-        FieldSchema {
-            custom_validator: Some(valid),
-            ..FieldSchema::of(FieldKind::String)
-        }
+        FieldSchema::checked_string(|v| compile(v.as_str().unwrap_or_default()).map(drop))
     }
 }
 

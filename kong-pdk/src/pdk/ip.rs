@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::schema::{ConfigType, FieldKind, FieldSchema, typedefs};
+use crate::schema::{ConfigType, FieldSchema, typedefs};
 
 /// Addresses and CIDR ranges, IPv4 and IPv6: a config field of Kong's
 /// `{ type = "array", elements = typedefs.ip_or_cidr }`.
@@ -66,8 +66,6 @@ impl<'de> Deserialize<'de> for Networks {
 
 impl ConfigType for Networks {
     fn field_schema() -> FieldSchema {
-        let mut element = typedefs::ip_or_cidr::schema();
-        element.required = false;
-        FieldSchema::of(FieldKind::Array(Box::new(element)))
+        FieldSchema::array_of(typedefs::ip_or_cidr::schema())
     }
 }

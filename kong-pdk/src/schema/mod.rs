@@ -223,6 +223,27 @@ impl FieldSchema {
     pub fn matcher() -> FieldSchema {
         FieldSchema::default()
     }
+
+    /// A string checked by `check` (whose message is the field's error): the schema of a
+    /// config type that parses its text once, such as a regular expression.
+    pub fn checked_string(check: CustomValidator) -> FieldSchema {
+        FieldSchema {
+            custom_validator: Some(check),
+            ..FieldSchema::of(FieldKind::String)
+        }
+    }
+
+    /// An array of `element`s (each optional within the array, as Kong's elements are).
+    ///
+    /// ```
+    /// use kong_pdk::schema::{FieldKind, FieldSchema};
+    /// let list = FieldSchema::array_of(FieldSchema::of(FieldKind::String));
+    /// assert!(matches!(list.kind, FieldKind::Array(_)));
+    /// ```
+    pub fn array_of(mut element: FieldSchema) -> FieldSchema {
+        element.required = false;
+        FieldSchema::of(FieldKind::Array(Box::new(element)))
+    }
 }
 
 /// A named field of a record.
