@@ -5,9 +5,10 @@
 
 use base64::Engine as _;
 use kong_pdk::dao::Dao;
-use kong_pdk::phase;
 use kong_pdk::prelude::*;
 use serde_json::{Map, Value};
+
+use crate::auth::{AuthPhase, already_authenticated, or_anonymous};
 
 /// The plugin's configuration (Kong's `basic-auth/schema.lua`).
 #[plugin(priority = 1100, version = "3.10.0", name = "basic-auth", protocols = protocols_http, no_consumer)]
@@ -100,30 +101,14 @@ impl Handler for BasicAuth {
     }
 }
 
-/// What basic-auth needs of the phase it authenticates in.
-trait AuthPhase: phase::RequestRead + phase::Authenticate + phase::AuthAndLater + phase::ServiceRequestWrite {}
-impl AuthPhase for Access {}
-impl AuthPhase for WsHandshake {}
-
 impl BasicAuth {
     fn run<P: AuthPhase>(&self, kong: &mut Kong<'_, P>) -> kong_pdk::Result {
-        // Logical OR: an earlier auth plugin already identified the client.
-        if self.anonymous.is_some() && kong.client().get_credential().is_some() {
+        if already_authenticated(kong, self.anonymous.as_deref()) {
             return Ok(());
         }
-        let Err(failure) = self.authenticate(kong)? else {
-            return Ok(());
-        };
-        let Some(anonymous) = &self.anonymous else {
-            return Err(failure.into());
-        };
-        match kong.client().load_consumer(anonymous, true) {
-            Some(consumer) => Ok(kong.client().set_consumer(consumer, None)?),
-            None => Err(Exit::error(
-                500,
-                format!("anonymous consumer {anonymous} is configured but doesn't exist"),
-            )
-            .into()),
+        match self.authenticate(kong)? {
+            Ok(()) => Ok(()),
+            Err(failure) => or_anonymous(kong, self.anonymous.as_deref(), failure),
         }
     }
 

@@ -4,9 +4,10 @@
 
 use kong_pdk::dao::Dao;
 use kong_pdk::pdk::QueryValue;
-use kong_pdk::phase;
 use kong_pdk::prelude::*;
 use serde_json::Value;
+
+use crate::auth::{AuthPhase, already_authenticated, or_anonymous};
 
 /// The plugin's configuration (Kong's `key-auth/schema.lua`).
 #[plugin(priority = 1250, version = "3.10.0", name = "key-auth", protocols = protocols_http, no_consumer)]
@@ -76,9 +77,7 @@ impl Handler for KeyAuth {
 
 /// What key-auth needs of the phase it authenticates in: `access`, or `ws_handshake`, where
 /// Kong has no request body.
-trait KeyPhase:
-    phase::RequestRead + phase::Authenticate + phase::AuthAndLater + phase::ServiceRequestWrite + Sized
-{
+trait KeyPhase: AuthPhase {
     /// The request body as JSON (`Null` when it does not parse); `None` without one.
     fn body(kong: &mut Kong<'_, Self>) -> impl Future<Output = Option<Value>> + Send;
 }
@@ -101,23 +100,12 @@ impl KeyAuth {
         if !self.run_on_preflight && kong.request().get_method() == "OPTIONS" {
             return Ok(());
         }
-        // Logical OR: an earlier auth plugin already identified the client.
-        if self.anonymous.is_some() && kong.client().get_credential().is_some() {
+        if already_authenticated(kong, self.anonymous.as_deref()) {
             return Ok(());
         }
-        let Err(failure) = self.authenticate(kong).await? else {
-            return Ok(());
-        };
-        let Some(anonymous) = &self.anonymous else {
-            return Err(failure.into());
-        };
-        match kong.client().load_consumer(anonymous, true) {
-            Some(consumer) => Ok(kong.client().set_consumer(consumer, None)?),
-            None => Err(Exit::error(
-                500,
-                format!("anonymous consumer {anonymous} is configured but doesn't exist"),
-            )
-            .into()),
+        match self.authenticate(kong).await? {
+            Ok(()) => Ok(()),
+            Err(failure) => or_anonymous(kong, self.anonymous.as_deref(), failure),
         }
     }
 

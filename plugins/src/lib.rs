@@ -15,6 +15,7 @@
 //!   messages of WebSocket services.
 
 pub mod acl;
+mod auth;
 pub mod basic_auth;
 pub mod bot_detection;
 pub mod cors;
