@@ -463,6 +463,15 @@ async fn send(
                 back
             }
             Err(SendError::Connect(_)) => return Err(UpstreamFailure::Connect),
+            // A WebSocket handshake that got no answer, or a broken one, is tried again as a
+            // connection that failed is (Kong retries the whole handshake).
+            Err(SendError::Timeout | SendError::Invalid) if tx.is_websocket() && attempt < up.retries => {
+                attempt += 1;
+                match (spare.clone(), &replay) {
+                    (Some(headers), Some(b)) => build(headers, body::full(b.clone())),
+                    _ => return Err(UpstreamFailure::Timeout),
+                }
+            }
             Err(SendError::ConnectTimeout(_) | SendError::Timeout) => return Err(UpstreamFailure::Timeout),
             Err(SendError::Stale) => match (spare.take(), &replay) {
                 (Some(headers), Some(b)) => build(headers, body::full(b.clone())),

@@ -643,12 +643,16 @@ async fn a_session_runs_rewrite_then_the_websocket_phases_and_no_http_ones() {
 
 /// An upstream that answers handshakes by path: `/forbidden` 403 with a header, `/ext` a 101
 /// with an extension nobody asked for, `/silent` nothing at all; `/gone` closes at once.
-async fn raw_upstream() -> SocketAddr {
+/// Counts the handshakes it left without an answer.
+async fn raw_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let silent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = silent.clone();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -674,10 +678,14 @@ async fn raw_upstream() -> SocketAddr {
                          Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
                     ),
                     "/silent" => {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         return;
                     }
-                    _ => return,
+                    _ => {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
                 };
                 let _ = tcp.write_all(answer.as_bytes()).await;
                 let mut rest = Vec::new();
@@ -685,16 +693,16 @@ async fn raw_upstream() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, silent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_handshake_failures_get_kongs_answers() {
-    let up = raw_upstream().await;
+    let (up, tries) = raw_upstream().await;
     let mut service = Service::new("127.0.0.1", up.port());
     service.protocol = "ws".into();
     service.connect_timeout = 300;
-    service.retries = 0;
+    service.retries = 1;
     let service = Arc::new(service);
     let mut r = route(&["/ws"], Some(&service));
     Arc::make_mut(&mut r.0).protocols = vec!["ws".into()];
@@ -721,10 +729,13 @@ async fn upstream_handshake_failures_get_kongs_answers() {
         "{ext}"
     );
     // A socket closed before answering: 502; no answer within the connect timeout: 504.
+    // Both are tried again, as Kong does: retries + 1 handshakes each.
     let gone = answer(gw.addr, &handshake("/gone")).await;
     assert!(gone.starts_with("HTTP/1.1 502 "), "{gone}");
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 2);
     let silent = answer(gw.addr, &handshake("/silent")).await;
     assert!(silent.starts_with("HTTP/1.1 504 "), "{silent}");
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
