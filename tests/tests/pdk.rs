@@ -544,3 +544,79 @@ async fn a_returned_exit_is_the_response_where_the_phase_may_answer() {
     assert_eq!(res.status(), 500);
     assert!(res.logged("invalid header name \"bad name\""), "{:?}", res.logs());
 }
+
+/// Counts the frames it sees in `kong.ctx.plugin` (both directions), records the count with
+/// `set_serialize_value` from the frame handlers, and logs both in `ws_close`.
+#[plugin(priority = 50, version = "1.0.0", name = "frame-counter")]
+pub struct FrameCounter {}
+
+/// The same, as a second plugin: its count must be its own.
+#[plugin(priority = 40, version = "1.0.0", name = "frame-counter-2")]
+pub struct FrameCounter2 {}
+
+#[derive(Clone, Copy, Default)]
+struct Count(u64);
+
+fn bump(ctx: &mut kong_pdk::TypeMap) -> u64 {
+    let n = ctx.get::<Count>().map_or(0, |c| c.0) + 1;
+    ctx.insert(Count(n));
+    n
+}
+
+#[handler]
+impl Handler for FrameCounter {
+    async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> kong_pdk::Result {
+        let n = bump(kong.ctx().plugin());
+        kong.log().set_serialize_value("frames", json!(n));
+        Ok(())
+    }
+
+    async fn ws_upstream_frame(&self, kong: &mut Kong<WsUpstreamFrame>) -> kong_pdk::Result {
+        let n = bump(kong.ctx().plugin());
+        kong.log().set_serialize_value("frames", json!(n));
+        Ok(())
+    }
+
+    async fn ws_close(&self, kong: &mut Kong<WsClose>) -> kong_pdk::Result {
+        let mine = kong.ctx().plugin().get::<Count>().map_or(0, |c| c.0);
+        let logged = kong.log().serialize()["frames"].clone();
+        kong.log().notice(format!("mine={mine} serialized={logged}"));
+        Ok(())
+    }
+}
+
+#[handler]
+impl Handler for FrameCounter2 {
+    async fn ws_client_frame(&self, kong: &mut Kong<WsClientFrame>) -> kong_pdk::Result {
+        bump(kong.ctx().plugin());
+        Ok(())
+    }
+
+    async fn ws_close(&self, kong: &mut Kong<WsClose>) -> kong_pdk::Result {
+        let mine = kong.ctx().plugin().get::<Count>().map_or(0, |c| c.0);
+        kong.log().notice(format!("second={mine}"));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn frame_handlers_share_their_plugins_ctx_across_directions_and_into_ws_close() {
+    use kong_pdk::pdk::{Frame, FrameKind};
+    use kong_pdk::testing::WsSend::{Client, Upstream};
+    let gw = Harness::new()
+        .plugin::<FrameCounter>(json!({}))
+        .plugin::<FrameCounter2>(json!({}))
+        .start()
+        .await
+        .unwrap();
+    let text = |s: &str| Frame::new(FrameKind::Text, s.to_owned());
+    let out = gw
+        .websocket(
+            TestRequest::get("/ws"),
+            [Client(text("a")), Upstream(text("b")), Client(text("c"))],
+        )
+        .await;
+    let lines: Vec<&str> = out.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(lines.iter().any(|l| l.ends_with("mine=3 serialized=3")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.ends_with("second=2")), "{lines:?}");
+}

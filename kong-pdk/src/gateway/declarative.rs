@@ -284,6 +284,7 @@ impl Config {
             }
             let mut route: Route = serde_json::from_value(Value::Object(r)).map_err(|e| err(&path, e.to_string()))?;
             route.service = service.map(|id| ForeignKey { id });
+            ws_route(&route, &cfg.services, &path)?;
             refs.routes.insert(name.unwrap_or_else(|| id.to_string()), id);
             refs.routes.insert(id.to_string(), id);
             cfg.routes.push(route);
@@ -505,6 +506,32 @@ impl Config {
     }
 }
 
+/// Kong Enterprise's rules for a WebSocket route (`ws`/`wss`) and its service, as the Admin
+/// API applies them: it needs a service, of its own kind, and names no methods.
+fn ws_route(route: &Route, services: &[Service], path: &str) -> Result<(), ConfigError> {
+    let ws = route.protocols.iter().any(|p| crate::runloop::is_ws(p));
+    if ws && route.methods.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(err(
+            &format!("{path}.methods"),
+            "cannot set 'methods' when 'protocols' is 'ws' or 'wss'",
+        ));
+    }
+    let service = route
+        .service
+        .as_ref()
+        .and_then(|fk| services.iter().find(|s| s.id == fk.id));
+    match service {
+        None if ws => Err(err(
+            &format!("{path}.service"),
+            "WebSocket routes must be attached to a service",
+        )),
+        Some(s) if crate::runloop::is_ws(&s.protocol) != ws => {
+            Err(err(&format!("{path}.protocols"), "route/service protocol mismatch"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A plugin entity of a declarative configuration, as stored: its consumer resolved, generated
 /// fields filled in, validated against its schema, with a deterministic id.
 fn dao_entity(
@@ -641,6 +668,47 @@ mod tests {
                 .starts_with("the foreign key cannot be resolved"),
             "{:?}",
             err.fields
+        );
+    }
+}
+
+#[cfg(test)]
+mod ws_tests {
+    use super::*;
+
+    fn refused(yaml: &str) -> String {
+        Config::parse(yaml).unwrap_err().fields.to_string()
+    }
+
+    /// kong.yml follows the Admin API's rules for WebSocket routes (Kong Enterprise's).
+    #[test]
+    fn websocket_routes_need_a_websocket_service() {
+        let ok = Config::parse(
+            "_format_version: '3.0'\nservices:\n- url: ws://echo.test/chat\n  routes:\n  - protocols: [ws]\n    paths: [/chat]\n",
+        )
+        .unwrap();
+        assert_eq!((ok.services[0].protocol.as_str(), ok.services[0].port), ("ws", 80));
+        let mismatch = refused(
+            "_format_version: '3.0'\nservices:\n- url: http://echo.test\n  routes:\n  - protocols: [ws]\n    paths: [/chat]\n",
+        );
+        assert!(mismatch.contains("route/service protocol mismatch"), "{mismatch}");
+        let default_protocols =
+            refused("_format_version: '3.0'\nservices:\n- url: wss://echo.test\n  routes:\n  - paths: [/chat]\n");
+        assert!(
+            default_protocols.contains("route/service protocol mismatch"),
+            "{default_protocols}"
+        );
+        let alone = refused("_format_version: '3.0'\nroutes:\n- protocols: [wss]\n  paths: [/chat]\n");
+        assert!(
+            alone.contains("WebSocket routes must be attached to a service"),
+            "{alone}"
+        );
+        let methods = refused(
+            "_format_version: '3.0'\nservices:\n- url: ws://echo.test\n  routes:\n  - protocols: [ws]\n    paths: [/c]\n    methods: [GET]\n",
+        );
+        assert!(
+            methods.contains("cannot set 'methods' when 'protocols' is 'ws' or 'wss'"),
+            "{methods}"
         );
     }
 }
