@@ -5,6 +5,7 @@
 //! - [`basic_auth`]: `basic-auth`, with its `basicauth_credentials` entity;
 //! - [`bot_detection`]: `bot-detection`, known bots and your own lists of user agents;
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
+//! - [`hmac_auth`]: `hmac-auth`, with its `hmacauth_credentials` entity;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
@@ -19,6 +20,7 @@ mod auth;
 pub mod basic_auth;
 pub mod bot_detection;
 pub mod cors;
+pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod key_auth;
 pub mod request_size_limiting;
@@ -33,6 +35,7 @@ pub const BUNDLED: &[&str] = &[
     "basic-auth",
     "bot-detection",
     "cors",
+    "hmac-auth",
     "ip-restriction",
     "key-auth",
     "request-size-limiting",
