@@ -7,6 +7,7 @@
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
 //! - [`hmac_auth`]: `hmac-auth`, with its `hmacauth_credentials` entity;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
+//! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
 //! - [`request_termination`]: `request-termination`, answers without proxying.
@@ -22,6 +23,7 @@ pub mod bot_detection;
 pub mod cors;
 pub mod hmac_auth;
 pub mod ip_restriction;
+pub mod jwt;
 pub mod key_auth;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -37,6 +39,7 @@ pub const BUNDLED: &[&str] = &[
     "cors",
     "hmac-auth",
     "ip-restriction",
+    "jwt",
     "key-auth",
     "request-size-limiting",
     "request-termination",
