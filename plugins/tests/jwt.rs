@@ -223,7 +223,7 @@ async fn tokens_are_verified_as_kong_does() {
             .await
             .assert_status(200);
         // Signed with keys no credential has: refused.
-        let stranger = keys();
+        let stranger = crate::keys();
         for sent in [
             token("ES256", json!({ "iss": "es-key" }), &stranger.es.0),
             token("EdDSA", json!({ "iss": "ed-key" }), &stranger.ed.0),
