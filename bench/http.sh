@@ -6,6 +6,7 @@
 #   (d) tcp-relay (bench/src/bin): one thread of tokio copying bytes between each client
 #       connection and a connection of its own to (a), no HTTP work at all. It is the floor
 #       of any proxy on tokio: the same reads and writes per request as (c);
+#   (f) kong-gateway as (c), on a route with key-auth + acl (a consumer's key, its group);
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -94,8 +95,20 @@ services:
     routes:
       - name: mock
         paths: ["/mock"]
-    plugins:
-      - name: my-plugin
+        plugins:
+          - name: my-plugin
+      - name: auth
+        paths: ["/auth"]
+        plugins:
+          - name: key-auth
+          - name: acl
+            config: { allow: ["bench"] }
+consumers:
+  - username: bench
+    keyauth_credentials:
+      - key: bench-key
+    acls:
+      - group: bench
 EOF
 cat > "$WORK/kong/kong.conf" <<EOF
 proxy_listen = 127.0.0.1:$KONG
@@ -135,6 +148,10 @@ wait_for "http://127.0.0.1:$RELAY/anything"
 [ -z "$COMPARE" ] || wait_for "http://127.0.0.1:$BASE/mock/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
     || { echo "my-plugin is not on the route" >&2; exit 1; }
+curl -fsS -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/auth/anything" \
+    || { echo "key-auth + acl refuse the bench consumer" >&2; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KONG/auth/anything")" = 401 ] \
+    || { echo "key-auth is not on /auth" >&2; exit 1; }
 
 # CPU time (user + system) a process and its threads have used, in clock ticks.
 ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{ t += $14 + $15 } END { print t }'; }
@@ -145,7 +162,7 @@ HZ=$(getconf CLK_TCK)
 run() {
     local out rps p99 n t0 t1
     t0=$(ticks "$2")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-H "$3"} "$1")
     t1=$(ticks "$2")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -172,6 +189,7 @@ read -r A_RPS A_P99 A_CPU < <(run "http://127.0.0.1:$UP/anything" "$UP_WORKER")
 read -r B_RPS B_P99 B_CPU < <(run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
 read -r C_RPS C_P99 C_CPU < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
 read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}")
+read -r F_RPS F_P99 F_CPU < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
@@ -191,4 +209,6 @@ printf '| (c) kong-gateway, 1 worker thread, my-plugin | %.0f | %s | %s | %.2f |
     "$(awk -v c="$C_RPS" -v b="$B_RPS" 'BEGIN { print c / b }')"
 printf '| (d) tcp-relay, 1 thread, no HTTP (the floor) | %.0f | %s | %s | %.2f |\n' "$D_RPS" "$D_P99" "$D_CPU" \
     "$(awk -v d="$D_RPS" -v b="$B_RPS" 'BEGIN { print d / b }')"
+printf '| (f) kong-gateway, 1 worker thread, key-auth + acl | %.0f | %s | %s | %.2f |\n' "$F_RPS" "$F_P99" "$F_CPU" \
+    "$(awk -v f="$F_RPS" -v b="$B_RPS" 'BEGIN { print f / b }')"
 printf '%s' "$ROWS"
