@@ -52,7 +52,8 @@ pub struct KeyAuth {
 pub struct KeyAuthCredential {
     /// The key; a random one is generated when none is given.
     pub key: String,
-    /// Seconds the credential lives (accepted and stored; expiry is not enforced yet).
+    /// Seconds the credential lives after it was created; then it is gone (401 on the proxy,
+    /// 404 on the Admin API, which shows what is left of it).
     pub ttl: Option<i64>,
 }
 
@@ -170,6 +171,15 @@ impl KeyAuth {
         let Some(credential) = kong.db().select_by_cache_key::<KeyAuthCredential>(&key) else {
             return Ok(Err(self.unauthorized("Unauthorized")));
         };
+        // A key written with a `ttl` is gone once it has lived that long.
+        if let (Some(ttl), Some(created)) = (credential.value.ttl, credential.raw()["created_at"].as_i64()) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if ttl > 0 && created.saturating_add(ttl) <= now {
+                return Ok(Err(self.unauthorized("Unauthorized")));
+            }
+        }
         let Some(consumer) = kong.db().consumer(credential.consumer) else {
             return Ok(Err(Exit::error(500, "An unexpected error occurred")));
         };

@@ -399,3 +399,57 @@ async fn key_auth_guards_the_handshake_of_a_websocket_route() {
     assert_eq!(ws.receive().await, Some(Frame::close(1000, "done")));
     kong.stop().await;
 }
+
+/// Keys written with a `ttl` are gone once they have lived that long: 401 on the proxy, 404 on
+/// the Admin API, which shows the time left of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_a_ttl_expire() {
+    let strategy = helpers::all_strategies()
+        .into_iter()
+        .find(|s| *s != helpers::Strategy::Off)
+        .expect("a database strategy");
+    let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+    setup(&bp).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let admin = kong.admin_client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (key, ttl, created) in [("old", 5, now - 10), ("young", 1000, now)] {
+        admin
+            .post("/consumers/bob/key-auth")
+            .json(&json!({ "key": key, "ttl": ttl, "created_at": created }))
+            .send()
+            .await
+            .assert_status(201);
+    }
+    admin.get("/consumers/bob/key-auth/old").send().await.assert_status(404);
+    let young = admin.get("/key-auths/young").send().await;
+    young.assert_status(200);
+    let left = young.assert_json()["ttl"].as_i64().unwrap();
+    assert!((990..=1000).contains(&left), "{left}");
+    let listed = admin.get("/consumers/bob/key-auth").send().await.assert_json();
+    let keys: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"young") && !keys.contains(&"old"), "{keys:?}");
+
+    let proxy = kong.proxy_client();
+    proxy
+        .get("/ka/anything")
+        .header("apikey", "old")
+        .send()
+        .await
+        .assert_status(401);
+    proxy
+        .get("/ka/anything")
+        .header("apikey", "young")
+        .send()
+        .await
+        .assert_status(200);
+    kong.stop().await;
+}

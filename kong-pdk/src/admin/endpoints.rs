@@ -86,15 +86,16 @@ impl Admin {
             }
             None => entities[kind.name].range::<String, _>(..),
         };
+        let t = now();
         for (_, e) in range {
-            if !matches(e) {
+            let Some(e) = alive(e, t).filter(|e| matches(e)) else {
                 continue;
-            }
+            };
             if page.len() == size {
                 more = true;
                 break;
             }
-            page.push(Value::clone(e));
+            page.push(e);
         }
         let mut body = json!({ "data": page, "next": Value::Null });
         if more {
@@ -127,7 +128,7 @@ impl Admin {
     ) -> ApiResult {
         let current = |entities: &Entities| {
             // A nested path only reaches children of that parent.
-            find(entities, kind, key, parent.as_ref().map(|(f, id)| (*f, id))).cloned()
+            find(entities, kind, key, parent.as_ref().map(|(f, id)| (*f, id))).and_then(|e| alive(e, now()))
         };
         if matches!(method, Method::GET | Method::HEAD) {
             return current(&self.entities.load())
@@ -734,6 +735,23 @@ pub(super) fn ws_service_change(service: &Value, previous: Option<&Value>) -> Re
         )),
         _ => Ok(()),
     }
+}
+
+/// `entity` as the Admin API shows it at `now`: one written with a `ttl` (seconds, as Kong's
+/// credentials take) shows what is left of it, and is gone once that is nothing.
+pub(super) fn alive(entity: &Value, now: i64) -> Option<Value> {
+    let (Some(ttl), Some(created)) = (entity["ttl"].as_i64(), entity["created_at"].as_i64()) else {
+        return Some(entity.clone());
+    };
+    if ttl <= 0 {
+        return Some(entity.clone());
+    }
+    let left = created.saturating_add(ttl).saturating_sub(now);
+    (left > 0).then(|| {
+        let mut shown = entity.clone();
+        shown["ttl"] = Value::from(left);
+        shown
+    })
 }
 
 /// The entity `key` (an id or the kind's endpoint key value); with `parent` (a foreign field
