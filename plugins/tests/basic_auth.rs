@@ -174,3 +174,72 @@ async fn admin_keeps_hashes(strategy: Strategy) {
     res.assert_status(409);
     kong.stop().await;
 }
+
+/// key-auth and basic-auth on one route (Kong's multiple-auth spec): without `anonymous` both
+/// are needed; with it, either one is enough and nobody is the anonymous consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_and_basic_auth_combine_as_and_or_or() {
+    use kong_plugins::key_auth::KeyAuth;
+    for strategy in helpers::all_strategies() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        let bob = bp.consumers().insert(json!({ "username": "bob" })).await;
+        let guest = bp.consumers().insert(json!({ "username": "guest" })).await;
+        bp.table("keyauth_credentials")
+            .insert(json!({ "key": "k", "consumer": { "id": bob["id"] } }))
+            .await;
+        bp.table("basicauth_credentials")
+            .insert(json!({ "username": "u", "password": "p", "consumer": { "id": bob["id"] } }))
+            .await;
+        for (path, anonymous) in [("/and", Value::Null), ("/or", guest["id"].clone())] {
+            let route = bp.routes().insert(json!({ "paths": [path] })).await;
+            for name in [KeyAuth::NAME, BasicAuth::NAME] {
+                bp.plugins()
+                    .insert(
+                        json!({ "name": name, "route": { "id": route["id"] }, "config": { "anonymous": anonymous } }),
+                    )
+                    .await;
+            }
+        }
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let proxy = kong.proxy_client();
+        let basic_header = basic("u:p");
+        proxy
+            .get("/and/request")
+            .header("apikey", "k")
+            .header("Authorization", &basic_header)
+            .send()
+            .await
+            .assert_status(200);
+        let res = proxy.get("/and/request").header("apikey", "k").send().await;
+        res.assert_status(401);
+        assert_eq!(
+            res.assert_header("WWW-Authenticate"),
+            "Basic realm=\"service\"",
+            "[#{strategy}]"
+        );
+        let res = proxy
+            .get("/and/request")
+            .header("Authorization", &basic_header)
+            .send()
+            .await;
+        res.assert_status(401);
+        assert_eq!(res.assert_header("WWW-Authenticate"), "Key");
+
+        let by_key = proxy.get("/or/request").header("apikey", "k").send().await;
+        assert_eq!(by_key.request().header("x-consumer-username").as_deref(), Some("bob"));
+        let by_basic = proxy
+            .get("/or/request")
+            .header("Authorization", &basic_header)
+            .send()
+            .await;
+        assert_eq!(by_basic.request().header("x-consumer-username").as_deref(), Some("bob"));
+        let nobody = proxy.get("/or/request").send().await;
+        nobody.assert_status(200);
+        assert_eq!(
+            nobody.request().header("x-consumer-id"),
+            guest["id"].as_str().map(str::to_owned)
+        );
+        assert_eq!(nobody.request().header("x-anonymous-consumer").as_deref(), Some("true"));
+        kong.stop().await;
+    }
+}
