@@ -108,7 +108,8 @@ impl Admin {
             if let Some(t) = &tags {
                 next.push_str(&format!("&tags={}", crate::pdk::request::percent_encode_component(t)));
             }
-            if arg("size").is_some() {
+            // Only top-level collections carry the size on (Kong's endpoints.lua).
+            if arg("size").is_some() && parent.is_none() {
                 next.push_str(&format!("&size={size}"));
             }
             body["offset"] = Value::from(offset);
@@ -141,12 +142,15 @@ impl Admin {
         let write = self.writes.lock().await;
         let existing = current(&self.entities.load());
         match method {
-            Method::DELETE => {
-                if let Some(e) = existing {
+            Method::DELETE => match existing {
+                Some(e) => {
                     self.delete(&write, kind, &e).await?;
+                    Ok((StatusCode::NO_CONTENT, Value::Null))
                 }
-                Ok((StatusCode::NO_CONTENT, Value::Null))
-            }
+                // A nested entity that is not there is a 404; a top-level one is not.
+                None if parent.is_some() => Err(message(404, "Not found")),
+                None => Ok((StatusCode::NO_CONTENT, Value::Null)),
+            },
             Method::PATCH => {
                 let Some(existing) = existing else {
                     return Err(message(404, "Not found"));

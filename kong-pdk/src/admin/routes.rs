@@ -149,7 +149,24 @@ impl Admin {
                 };
                 self.one(kind, key, Some((field, parent_id)), method, value).await
             }
+            // Known paths without the method asked for (Kong's handle_error: 405).
+            [] | ["status"] | ["endpoints"] | ["plugins", "enabled"] | ["config"] => {
+                Err(message(405, "Method not allowed"))
+            }
             _ => Err(message(404, "Not found")),
+        }
+    }
+
+    /// Whether `segs` is a path the Admin API serves (for `OPTIONS`: 404 otherwise).
+    pub(super) fn known(&self, segs: &[&str]) -> bool {
+        match segs {
+            [] | ["status"] | ["endpoints"] | ["config"] | ["plugins", "enabled"] | ["schemas", ..] => true,
+            [kind] | [kind, _] => self.kind_at(kind).is_some(),
+            [parent, _, child] | [parent, _, child, _] if self.nested(parent, child).is_some() => true,
+            [kind, _, field] => self
+                .kind_at(kind)
+                .is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)),
+            _ => false,
         }
     }
 

@@ -63,7 +63,11 @@ impl Admin {
         let origin = req.headers().get(http::header::ORIGIN).cloned();
         let (status, body, allow) = if req.method() == Method::OPTIONS {
             let segs: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
-            (StatusCode::NO_CONTENT, Value::Null, Some(allowed(&segs)))
+            if self.known(&segs) {
+                (StatusCode::NO_CONTENT, Value::Null, Some(allowed(&segs)))
+            } else {
+                (StatusCode::NOT_FOUND, json!({ "message": "Not found" }), None)
+            }
         } else {
             match self.route(req).await {
                 Ok((status, body)) | Err(ApiError(status, body)) => (status, body, None),
@@ -153,9 +157,6 @@ where
         return Err(message(400, "Multiple Content-Type headers not allowed"));
     }
     let bytes = collect_body(body).await?;
-    if bytes.is_empty() {
-        return Ok((Value::Object(Map::new()), false));
-    }
     let ctype = types
         .first()
         .and_then(|v| v.to_str().ok())
@@ -165,6 +166,10 @@ where
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    // A JSON body must be JSON, even an empty one (Kong's parse_params).
+    if bytes.is_empty() && ctype != "application/json" {
+        return Ok((Value::Object(Map::new()), false));
+    }
     match ctype.as_str() {
         "application/json" => match serde_json::from_slice::<Value>(&bytes) {
             Ok(v @ Value::Object(_)) => Ok((v, false)),

@@ -1185,3 +1185,54 @@ async fn websocket_services_and_routes_follow_kong_enterprises_rules() {
     let r = json_call(a, "PATCH", "/services/ws", json!({ "path": "/other" })).await;
     assert_eq!((r.status, r.body["path"].as_str()), (200, Some("/other")));
 }
+
+/// Kong's answers for methods a path does not take, OPTIONS on unknown paths, JSON bodies
+/// that are not JSON, nested pagination and nested deletes (issue 16, items 1, 2, 8, 10, 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_answers_for_methods_paths_bodies_pages_and_nested_deletes() {
+    let db = temp_db();
+    let a = &serve_admin(bare_admin(&db).await).await;
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let r = call(a, method, "/", None, "").await;
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (405, json!({ "message": "Method not allowed" })),
+            "{method} /"
+        );
+    }
+    assert_eq!(call(a, "PUT", "/status", None, "").await.status, 405);
+    for path in ["/non-existing", "/services/foo/bar/baz"] {
+        let r = call(a, "OPTIONS", path, None, "").await;
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (404, json!({ "message": "Not found" })),
+            "{path}"
+        );
+    }
+    assert_eq!(call(a, "OPTIONS", "/services", None, "").await.status, 204);
+    for body in ["", "{not json"] {
+        let r = call(a, "POST", "/services", Some("application/json"), body).await;
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (400, json!({ "message": "Cannot parse JSON body" })),
+            "{body:?}"
+        );
+    }
+    json_call(a, "POST", "/services", json!({ "name": "s", "url": "http://a.test" })).await;
+    for i in 0..3 {
+        json_call(a, "POST", "/services/s/routes", json!({ "paths": [format!("/r{i}")] })).await;
+    }
+    let page = call(a, "GET", "/services/s/routes?size=2", None, "").await;
+    let next = page.body["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("/services/s/routes?offset=") && !next.contains("size"),
+        "{next}"
+    );
+    let top = call(a, "GET", "/routes?size=2", None, "").await;
+    assert!(top.body["next"].as_str().unwrap().ends_with("&size=2"));
+    json_call(a, "POST", "/consumers", json!({ "username": "c" })).await;
+    let missing = format!("/consumers/c/plugins/{}", Uuid::new_v4());
+    assert_eq!(call(a, "DELETE", &missing, None, "").await.status, 404);
+    let top_missing = format!("/services/{}", Uuid::new_v4());
+    assert_eq!(call(a, "DELETE", &top_missing, None, "").await.status, 204);
+}
