@@ -204,10 +204,10 @@ impl KeyAuth {
 
 fn header<P: KeyPhase>(kong: &mut Kong<'_, P>, name: &str) -> Found {
     let request = kong.request();
-    let mut values = request.get_headers().get_all(name).iter();
+    let mut values = request.get_header_values(name);
     match (values.next(), values.next()) {
         (Some(_), Some(_)) => Found::Duplicate,
-        (Some(v), None) => Found::Key(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        (Some(v), None) => Found::Key(v.to_owned()),
         _ => Found::Nothing,
     }
 }

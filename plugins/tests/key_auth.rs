@@ -453,3 +453,31 @@ async fn keys_with_a_ttl_expire() {
         .assert_status(200);
     kong.stop().await;
 }
+
+/// A key name with `_` finds the header written with `-`, as Kong's header lookup does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_names_with_underscores_match_headers_with_dashes() {
+    let bp = helpers::get_db_utils(helpers::all_strategies()[0], &["bundled"]).await;
+    setup(&bp).await;
+    let route = bp.routes().insert(json!({ "paths": ["/underscore"] })).await;
+    bp.plugins()
+        .insert(
+            json!({ "name": KeyAuth::NAME, "route": { "id": route["id"] }, "config": { "key_names": ["api_key"] } }),
+        )
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let proxy = kong.proxy_client();
+    proxy
+        .get("/underscore/anything")
+        .header("api-key", "kong")
+        .send()
+        .await
+        .assert_status(200);
+    proxy
+        .get("/underscore/anything")
+        .header("api-key", "nope")
+        .send()
+        .await
+        .assert_status(401);
+    kong.stop().await;
+}

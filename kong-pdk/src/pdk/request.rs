@@ -299,6 +299,25 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         header(&self.tx.request.headers, name)
     }
 
+    /// Every value of the header `name`, in order; case-insensitive, `_` matches `-` (as
+    /// `get_headers()[name]` in Kong, where a repeated header is a list).
+    ///
+    /// ```
+    /// # use kong_pdk::prelude::*;
+    /// # fn f(kong: &mut Kong<Access>) {
+    /// let keys: Vec<&str> = kong.request().get_header_values("api_key").collect();
+    /// # }
+    /// ```
+    pub fn get_header_values(&self, name: &str) -> impl Iterator<Item = &str> {
+        let name = name.replace('_', "-");
+        self.tx
+            .request
+            .headers
+            .get_all(name.as_str())
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    }
+
     /// `get_headers()`: every header.
     pub fn get_headers(&self) -> &HeaderMap {
         &self.tx.request.headers
