@@ -483,6 +483,8 @@ pub(crate) fn upstream_failed(tx: &mut Transaction, failure: UpstreamFailure) {
     tx.response.headers.clear();
     tx.error_response_as(status, message, None, default);
     tx.set_source(Source::Error);
+    // Without a peer nothing was sent; otherwise the request was proxied and failed there.
+    tx.upstream_failed = !matches!(failure, UpstreamFailure::NoPeer);
 }
 
 /// A request the connection refused before it was one (400, 414, 494): Kong's error in plain
@@ -497,7 +499,7 @@ pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
 /// `upstream_ms` is the time spent waiting for the upstream (0 when nothing was proxied).
 pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, settings: &HeaderSettings, upstream_ms: u64) {
     set.run_header_filter(tx).await;
-    let proxied = tx.upstream_response.is_some() && tx.exit().is_none();
+    let proxied = (tx.upstream_response.is_some() && tx.exit().is_none()) || tx.upstream_failed;
     let total = tx.elapsed_ms();
     let proxy_ms = total.saturating_sub(upstream_ms);
     tx.set_latencies(Latencies {

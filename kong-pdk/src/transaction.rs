@@ -486,6 +486,9 @@ pub struct Transaction {
     pub(crate) serialize_values: Vec<(String, Value)>,
     pub(crate) collected: Option<Arc<[Arc<dyn ErasedInstance>]>>,
     pub(crate) aborted: bool,
+    /// The request went to an upstream that failed to answer (Kong's `KONG_PROXIED` without
+    /// a response): the latency headers are the proxied ones.
+    pub(crate) upstream_failed: bool,
     /// `kong.client.tls.set_client_verify()`: replaces `request.tls.client_verify` in the log.
     pub(crate) client_verify: Option<String>,
     pub(crate) handshake: HandshakeRequests,
@@ -592,6 +595,7 @@ impl Transaction {
             serialize_values: Vec::new(),
             collected: None,
             aborted: false,
+            upstream_failed: false,
             client_verify: None,
             handshake: HandshakeRequests::default(),
             latencies: Latencies::default(),

@@ -863,3 +863,23 @@ async fn a_body_read_past_its_limit_still_reaches_the_upstream_whole() {
         }
     }
 }
+
+/// A request proxied to an upstream that is down was proxied: Kong's 502 carries the upstream
+/// and proxy latencies, not the response latency of answers Kong makes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upstream_answer_carries_the_proxied_latency_headers() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut svc = Service::new("127.0.0.1", closed.port());
+    svc.retries = 0;
+    let gw = start(vec![route(&["/down"], Some(&Arc::new(svc)))], vec![]).await;
+    let res = get(gw.addr, "/down", &[]).await;
+    assert_eq!(res.status, 502);
+    assert!(res.header("x-kong-upstream-latency").is_some());
+    assert!(res.header("x-kong-proxy-latency").is_some());
+    assert_eq!(res.header("x-kong-response-latency"), None);
+    // Kong's own answers keep the response latency.
+    let res = get(gw.addr, "/nowhere", &[]).await;
+    assert_eq!(res.status, 404);
+    assert!(res.header("x-kong-response-latency").is_some());
+    assert_eq!(res.header("x-kong-upstream-latency"), None);
+}
