@@ -374,6 +374,11 @@ pub(crate) fn upstream_headers(
     let mut h = std::mem::take(&mut tx.upstream.headers);
     let tx = &*tx;
     strip_hop_by_hop(&mut h);
+    // `TE: trailers` is the one TE the upstream gets (Kong's `upstream_te`).
+    let te = tx.request.headers.get(http::header::TE).and_then(|v| v.to_str().ok());
+    if te.is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers")) {
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     let trusted = tx.node_info().is_trusted(tx.client.ip);
     let req = &tx.request;
     let ip = |ip: std::net::IpAddr| {

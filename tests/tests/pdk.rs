@@ -620,3 +620,21 @@ async fn frame_handlers_share_their_plugins_ctx_across_directions_and_into_ws_cl
     assert!(lines.iter().any(|l| l.ends_with("mine=3 serialized=3")), "{lines:?}");
     assert!(lines.iter().any(|l| l.ends_with("second=2")), "{lines:?}");
 }
+
+/// `TE: trailers` reaches the upstream; other TE values do not (Kong's `upstream_te`).
+#[tokio::test]
+async fn only_te_trailers_goes_upstream() {
+    let gw = Harness::new().start().await.unwrap();
+    for (te, upstream) in [("trailers", Some("trailers")), ("gzip", None)] {
+        let res = gw
+            .send(TestRequest::get("/").header("TE", te), |_| MockResponse::ok(""))
+            .await;
+        let sent = res
+            .upstream_request()
+            .unwrap()
+            .headers
+            .get("te")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(sent, upstream, "{te}");
+    }
+}

@@ -460,7 +460,8 @@ impl Admin {
                     })
                     .collect();
                 let text = format!("UNIQUE violation detected on '{{{}}}'", fields.join(","));
-                return Err(db_error(Code::UniqueViolation, text, None));
+                let key: Map<String, Value> = together.iter().map(|f| ((*f).to_owned(), value[*f].clone())).collect();
+                return Err(db_error(Code::UniqueViolation, text, Some(Value::Object(key))));
             }
             unique.push(("cache_key", mine));
         }
@@ -592,7 +593,8 @@ impl Admin {
 
 pub(super) fn unique_violation(field: &str, value: &Value) -> ApiError {
     let text = format!("UNIQUE violation detected on '{}'", key_text(field, value));
-    db_error(Code::UniqueViolation, text.clone(), Some(json!({ field: text })))
+    // Kong's `fields` hold the unique key itself (`kong/db/errors.lua`).
+    db_error(Code::UniqueViolation, text, Some(json!({ field: value })))
 }
 
 pub(super) fn lua_ref(v: &Value) -> String {

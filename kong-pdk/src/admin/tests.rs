@@ -1236,3 +1236,28 @@ async fn kong_answers_for_methods_paths_bodies_pages_and_nested_deletes() {
     let top_missing = format!("/services/{}", Uuid::new_v4());
     assert_eq!(call(a, "DELETE", &top_missing, None, "").await.status, 204);
 }
+
+/// A url shorthand sets every part (a url without a path clears the path), and a unique
+/// violation's `fields` hold the key itself (issue 16, items 5 and 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_shorthand_sets_every_part_and_unique_violations_name_the_key() {
+    let db = temp_db();
+    let a = &serve_admin(bare_admin(&db).await).await;
+    let s = json_call(
+        a,
+        "POST",
+        "/services",
+        json!({ "name": "svc", "url": "http://a.test/p" }),
+    )
+    .await;
+    assert_eq!(s.body["path"], "/p");
+    let s = json_call(a, "PATCH", "/services/svc", json!({ "url": "http://example2.test" })).await;
+    assert_eq!(
+        (s.status, s.body["host"].clone(), s.body["path"].clone()),
+        (200, json!("example2.test"), Value::Null)
+    );
+    let dup = json_call(a, "POST", "/services", json!({ "name": "svc", "url": "http://b.test" })).await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.body["fields"], json!({ "name": "svc" }));
+    assert_eq!(dup.body["message"], "UNIQUE violation detected on '{name=\"svc\"}'");
+}

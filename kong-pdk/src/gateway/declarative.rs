@@ -162,9 +162,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Vec<(&'static str, Value)>, String>
         ("host", Value::from(host)),
         ("port", Value::from(port)),
     ];
-    if let Some(p) = p {
-        fields.push(("path", Value::from(p)));
-    }
+    // The shorthand sets every part: a URL without a path clears one set before.
+    fields.push(("path", p.map_or(Value::Null, Value::from)));
     Ok(fields)
 }
 
