@@ -1261,3 +1261,20 @@ async fn the_url_shorthand_sets_every_part_and_unique_violations_name_the_key() 
     assert_eq!(dup.body["fields"], json!({ "name": "svc" }));
     assert_eq!(dup.body["message"], "UNIQUE violation detected on '{name=\"svc\"}'");
 }
+
+/// A url without a scheme is read as Kong reads it: no host, a relative path (issue 16, 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_without_a_scheme_gets_kongs_two_violations() {
+    let db = temp_db();
+    let a = &serve_admin(bare_admin(&db).await).await;
+    let r = form(a, "POST", "/services", "url=invalid%20url").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.body["message"],
+        "2 schema violations (host: required field missing; path: should start with: /)"
+    );
+    assert_eq!(
+        r.body["fields"],
+        json!({ "host": "required field missing", "path": "should start with: /" })
+    );
+}

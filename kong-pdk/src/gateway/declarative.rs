@@ -125,6 +125,13 @@ fn strip_meta(v: &mut Map<String, Value>) {
 pub(crate) fn expand_url(svc: &mut Map<String, Value>) -> Result<(), String> {
     let Some(url) = svc.remove("url") else { return Ok(()) };
     let url = url.as_str().ok_or("expected a string")?;
+    if !url.contains("://") {
+        // As Kong's URL parser reads it: no scheme and no host, all of it a (relative) path,
+        // which the schema then refuses field by field.
+        svc.remove("host");
+        svc.insert("path".into(), Value::from(url));
+        return Ok(());
+    }
     for (k, v) in parse_url(url)? {
         svc.insert(k.into(), v);
     }
