@@ -54,8 +54,10 @@ impl Source {
 /// Reads a request body that has not been read yet (implemented by the gateway over its
 /// connection).
 pub trait BodyReader: Send + Sync {
-    /// Reads the whole body, failing when it is larger than `limit` bytes.
-    fn read_to_end(&mut self, limit: usize) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>>;
+    /// Reads the whole body; `None` when it is larger than `limit` bytes (what was read then
+    /// stays ahead of the rest, for a later read or the upstream).
+    fn read_to_end(&mut self, limit: usize)
+    -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send + '_>>;
 }
 
 /// The client request body.

@@ -51,10 +51,9 @@ impl Handler for RequestSizeLimiting {
                 // Read at most one byte past the limit: a longer body is refused, a shorter
                 // one is kept for the upstream.
                 let limit = usize::try_from(allowed).unwrap_or(usize::MAX).max(1);
-                match kong.request().get_raw_body_limited(limit).await {
-                    Ok(body) => body.len() as u64 > allowed,
-                    Err(e) if e.to_string().starts_with("request body file too big") => true,
-                    Err(e) => return Err(e.into()),
+                match kong.request().get_raw_body_within(limit).await? {
+                    Some(body) => body.len() as u64 > allowed,
+                    None => true,
                 }
             }
         };

@@ -208,18 +208,11 @@ async fn tokens_are_verified_as_kong_does() {
         assert_eq!(res.assert_json()["message"], "Multiple tokens provided");
 
         // Public keys: ES256, EdDSA.
-        let es = token("ES256", json!({ "iss": "es-key" }), &keys.es.0);
-        proxy
-            .get("/jwt/request")
-            .header("Authorization", &bearer(&es))
-            .send()
+        let with = |path: &'static str, t: String| proxy.get(path).header("Authorization", &bearer(&t)).send();
+        with("/jwt/request", token("ES256", json!({ "iss": "es-key" }), &keys.es.0))
             .await
             .assert_status(200);
-        let ed = token("EdDSA", json!({ "iss": "ed-key" }), &keys.ed.0);
-        proxy
-            .get("/jwt/request")
-            .header("Authorization", &bearer(&ed))
-            .send()
+        with("/jwt/request", token("EdDSA", json!({ "iss": "ed-key" }), &keys.ed.0))
             .await
             .assert_status(200);
         // Signed with keys no credential has: refused.
@@ -228,11 +221,7 @@ async fn tokens_are_verified_as_kong_does() {
             token("ES256", json!({ "iss": "es-key" }), &stranger.es.0),
             token("EdDSA", json!({ "iss": "ed-key" }), &stranger.ed.0),
         ] {
-            let res = proxy
-                .get("/jwt/request")
-                .header("Authorization", &bearer(&sent))
-                .send()
-                .await;
+            let res = with("/jwt/request", sent).await;
             res.assert_status(401);
             assert_eq!(res.assert_json()["message"], "Invalid signature");
         }
@@ -250,22 +239,12 @@ async fn tokens_are_verified_as_kong_does() {
                 json!({ "exp": "exceeds maximum allowed expiration" }),
             ),
         ] {
-            let sent = token("HS256", claims, b"hs-secret");
-            let res = proxy
-                .get("/exp/request")
-                .header("Authorization", &bearer(&sent))
-                .send()
-                .await;
+            let res = with("/exp/request", token("HS256", claims, b"hs-secret")).await;
             res.assert_status(401);
             assert_eq!(res.assert_json(), errors, "[#{strategy}]");
         }
         let fresh = token("HS256", json!({ "iss": "hs-key", "exp": t + 600 }), b"hs-secret");
-        proxy
-            .get("/exp/request")
-            .header("Authorization", &bearer(&fresh))
-            .send()
-            .await
-            .assert_status(200);
+        with("/exp/request", fresh).await.assert_status(200);
 
         let res = proxy.get("/anon/request").send().await;
         res.assert_status(200);

@@ -88,7 +88,8 @@ impl Admin {
         };
         let t = now();
         for (_, e) in range {
-            let Some(e) = alive(e, t).filter(|e| matches(e)) else {
+            // Filters first: only what is shown is copied.
+            let Some(e) = Some(e).filter(|e| matches(e)).and_then(|e| alive(e, t)) else {
                 continue;
             };
             if page.len() == size {

@@ -83,7 +83,10 @@ impl Unread {
 }
 
 impl BodyReader for IncomingSlot {
-    fn read_to_end(&mut self, limit: usize) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>> {
+    fn read_to_end(
+        &mut self,
+        limit: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send + '_>> {
         Box::pin(async move {
             let mut unread = self.take();
             let mut size: usize = unread.read.iter().map(Bytes::len).sum();
@@ -111,13 +114,13 @@ impl BodyReader for IncomingSlot {
             if size > limit {
                 // Over the limit: no more is read, and the body stays whole for the upstream.
                 self.put_back(unread);
-                return Err(format!("length limit exceeded: more than {limit} bytes"));
+                return Ok(None);
             }
             let mut all = bytes::BytesMut::with_capacity(size);
             for chunk in unread.read {
                 all.extend_from_slice(&chunk);
             }
-            Ok(all.freeze())
+            Ok(Some(all.freeze()))
         })
     }
 }

@@ -339,7 +339,11 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
     where
         P: phase::RequestBody,
     {
-        self.read_body(CLIENT_BODY_BUFFER_SIZE, true).await
+        self.get_raw_body_within(CLIENT_BODY_BUFFER_SIZE).await?.ok_or_else(|| {
+            PdkError::new(
+                "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'",
+            )
+        })
     }
 
     /// `get_raw_body(max_allowed_file_size)`: the body up to `max` bytes (`0` = no limit).
@@ -347,40 +351,30 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
     where
         P: phase::RequestBody,
     {
-        self.read_body(if max == 0 { usize::MAX } else { max }, false).await
+        let limit = if max == 0 { usize::MAX } else { max };
+        self.get_raw_body_within(limit)
+            .await?
+            .ok_or_else(|| PdkError::new(format!("request body file too big: more than {limit} bytes")))
     }
 
-    async fn read_body(&mut self, limit: usize, default_limit: bool) -> Result<Bytes, PdkError> {
+    /// The body when it is at most `max` bytes, `None` when it is longer: reading stops one
+    /// chunk past `max`, and the body still reaches the upstream whole. What
+    /// request-size-limiting needs; memory stays bounded by `max`.
+    pub async fn get_raw_body_within(&mut self, max: usize) -> Result<Option<Bytes>, PdkError>
+    where
+        P: phase::RequestBody,
+    {
         let body = match &mut self.tx.request.body {
             RequestBody::Buffered(b) => b.clone(),
-            RequestBody::Pending(reader) => match reader.read_to_end(limit).await {
-                Ok(b) => {
+            RequestBody::Pending(reader) => match reader.read_to_end(max).await.map_err(PdkError::new)? {
+                Some(b) => {
                     self.tx.request.body = RequestBody::Buffered(b.clone());
                     b
                 }
-                // Reading stopped past the limit; the body stays whole on the connection.
-                Err(_) if default_limit => {
-                    return Err(PdkError::new(
-                        "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'",
-                    ));
-                }
-                Err(e) if e.starts_with("length limit exceeded") => {
-                    return Err(PdkError::new(format!(
-                        "request body file too big: more than {limit} bytes"
-                    )));
-                }
-                Err(e) => return Err(PdkError::new(e)),
+                None => return Ok(None),
             },
         };
-        if body.len() > limit {
-            return Err(PdkError::new(if default_limit {
-                "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'"
-                    .to_owned()
-            } else {
-                format!("request body file too big: {} > {limit}", body.len())
-            }));
-        }
-        Ok(body)
+        Ok((body.len() <= max).then_some(body))
     }
 
     /// `get_body()`: the body decoded by its content type (JSON, form-urlencoded), as JSON.
@@ -395,7 +389,7 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
             return Err(PdkError::new("missing content type"));
         };
         let mime = ct.split(';').next().unwrap_or_default().trim().to_owned();
-        let body = self.read_body(CLIENT_BODY_BUFFER_SIZE, true).await?;
+        let body = self.get_raw_body().await?;
         if mime.starts_with("application/json") {
             match serde_json::from_slice::<Value>(&body) {
                 Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
