@@ -154,18 +154,27 @@ fn migrations_bootstrap_list_and_reset_the_embedded_store() {
     };
     assert_eq!(
         run(&["list"]),
-        (true, "pending  000_base\npending  001_cluster_version\n".to_owned())
+        (
+            true,
+            "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\n".to_owned()
+        )
     );
     let (ok, out) = run(&["bootstrap"]);
-    assert!(ok && out.contains("2 migrations processed"), "{out}");
+    assert!(ok && out.contains("3 migrations processed"), "{out}");
     assert_eq!(run(&["up"]), (true, "Database is already up-to-date\n".to_owned()));
     assert_eq!(
         run(&["list"]),
-        (true, "executed 000_base\nexecuted 001_cluster_version\n".to_owned())
+        (
+            true,
+            "executed 000_base\nexecuted 001_cluster_version\nexecuted 002_ratelimiting_metrics\n".to_owned()
+        )
     );
     assert!(!run(&["reset"]).0, "reset asks for --yes");
     assert_eq!(run(&["reset", "--yes"]), (true, "Database schema reset\n".to_owned()));
-    assert_eq!(run(&["list"]).1, "pending  000_base\npending  001_cluster_version\n");
+    assert_eq!(
+        run(&["list"]).1,
+        "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\n"
+    );
 }
 
 /// CPU time (user + system) of process `pid` in clock ticks, from `/proc/<pid>/stat`.

@@ -41,7 +41,7 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
             Vec::new()
         }
     };
-    let (checks, rest) = model::parse_entity_checks(&cx, &args.0, &fields);
+    let (checks, rest) = model::parse_entity_checks(&cx, &args.0, &fields, matches!(kind, Kind::Plugin));
     let plugin_args = match kind {
         Kind::Plugin => Some(model::parse_plugin_args(&cx, &rest, attr_span)),
         Kind::Record => {

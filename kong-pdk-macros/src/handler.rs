@@ -52,18 +52,17 @@ pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 
     // Kong refuses to load a plugin that implements `response` and a filter phase.
-    if let Some(response) = implemented.iter().find(|i| *i == "response") {
-        if let Some(filter) = implemented
+    if let Some(response) = implemented.iter().find(|i| *i == "response")
+        && let Some(filter) = implemented
             .iter()
             .find(|i| *i == "header_filter" || *i == "body_filter")
-        {
-            cx.error_spanned_by(
+    {
+        cx.error_spanned_by(
                 response,
                 format!(
                     "a plugin cannot implement both `response` and `{filter}`: Kong refuses to load it (`response` buffers the upstream response; do header or body work there instead)"
                 ),
             );
-        }
     }
     let errors = cx.check().err();
     // Which methods are phases is kong-pdk's phase table's to say (`Phases::with_method`).
@@ -90,12 +89,12 @@ fn elide_kong_lifetime(ty: &mut syn::Type) {
             if last.ident != "Kong" {
                 return;
             }
-            if let syn::PathArguments::AngleBracketed(args) = &mut last.arguments {
-                if !args.args.iter().any(|a| matches!(a, syn::GenericArgument::Lifetime(_))) {
-                    let span = last.ident.span();
-                    args.args
-                        .insert(0, syn::GenericArgument::Lifetime(syn::Lifetime::new("'_", span)));
-                }
+            if let syn::PathArguments::AngleBracketed(args) = &mut last.arguments
+                && !args.args.iter().any(|a| matches!(a, syn::GenericArgument::Lifetime(_)))
+            {
+                let span = last.ident.span();
+                args.args
+                    .insert(0, syn::GenericArgument::Lifetime(syn::Lifetime::new("'_", span)));
             }
         }
         _ => {}

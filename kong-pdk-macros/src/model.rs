@@ -115,13 +115,12 @@ pub fn doc_string(attrs: &[Attribute]) -> Option<String> {
         if !attr.path().is_ident("doc") {
             continue;
         }
-        if let syn::Meta::NameValue(nv) = &attr.meta {
-            if let syn::Expr::Lit(syn::ExprLit {
+        if let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit {
                 lit: syn::Lit::Str(s), ..
             }) = &nv.value
-            {
-                lines.push(s.value().trim().to_owned());
-            }
+        {
+            lines.push(s.value().trim().to_owned());
         }
     }
     let text = lines.join(" ").trim().to_owned();
@@ -207,12 +206,11 @@ fn parse_elements(cx: &Ctxt, arg: &Arg, ty: &Type) -> Option<ElementModel> {
 }
 
 fn is_option(ty: &Type) -> bool {
-    if let Type::Path(p) = ty {
-        if p.qself.is_none() {
-            if let Some(last) = p.path.segments.last() {
-                return last.ident == "Option";
-            }
-        }
+    if let Type::Path(p) = ty
+        && p.qself.is_none()
+        && let Some(last) = p.path.segments.last()
+    {
+        return last.ident == "Option";
     }
     false
 }
@@ -400,15 +398,15 @@ fn check_field(cx: &Ctxt, f: &FieldModel) {
         ));
     }
     for v in &f.validators {
-        if let Validator::Between(lo, hi) = v {
-            if lo.as_f64() > hi.as_f64() {
-                cx.syn_error(syn::Error::new(lo.span(), "`between` needs the lower bound first"));
-            }
+        if let Validator::Between(lo, hi) = v
+            && lo.as_f64() > hi.as_f64()
+        {
+            cx.syn_error(syn::Error::new(lo.span(), "`between` needs the lower bound first"));
         }
     }
 }
 
-fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel]) -> Vec<String> {
+fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel], plugin: bool) -> Vec<String> {
     let items: Vec<Value> = match &arg.value {
         ArgValue::Values(v) => v.clone(),
         ArgValue::Value(Value::Array { items, .. }) => items.clone(),
@@ -423,18 +421,31 @@ fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel]) -> Vec<String> {
     if items.len() < 2 {
         cx.error_spanned_by(&arg.key, format!("`{}` needs at least two fields", arg.name()));
     }
-    items.iter().filter_map(|v| field_ref(cx, v, fields)).collect()
+    items.iter().filter_map(|v| field_ref(cx, v, fields, plugin)).collect()
 }
 
-fn field_ref(cx: &Ctxt, v: &Value, fields: &[FieldModel]) -> Option<String> {
+/// A field a check names: one of the struct's, or (in `#[plugin]`) a path from the plugin
+/// entity, `config.<field>[.<nested>...]`, for Kong's checks of the whole plugin entity.
+fn field_ref(cx: &Ctxt, v: &Value, fields: &[FieldModel], plugin: bool) -> Option<String> {
     let Some(name) = v.as_str() else {
         cx.syn_error(syn::Error::new(v.span(), "expected a field name as a string"));
         return None;
     };
-    if !fields.iter().any(|f| f.name == name) {
+    let first = match name.strip_prefix("config.") {
+        Some(path) if plugin => path.split('.').next().unwrap_or_default().to_owned(),
+        Some(_) => {
+            cx.syn_error(syn::Error::new(
+                v.span(),
+                "`config.` paths are for checks of a plugin entity: put this check in #[plugin(...)]",
+            ));
+            return None;
+        }
+        None => name.clone(),
+    };
+    if !fields.iter().any(|f| f.name == first) {
         cx.syn_error(syn::Error::new(
             v.span(),
-            format!("no field named `{name}` in this struct"),
+            format!("no field named `{first}` in this struct"),
         ));
         return None;
     }
@@ -468,7 +479,15 @@ fn matcher(cx: &Ctxt, arg: &Arg) -> (Vec<Validator>, bool) {
 
 /// Parses the entity checks among a struct-level argument list; returns the arguments that are
 /// not entity checks.
-pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]) -> (Vec<EntityCheck>, Vec<&'a Arg>) {
+///
+/// In `#[plugin]` (`plugin`), fields may be named `config.<field>...`: such a check runs on the
+/// whole plugin entity, as Kong's top-level `entity_checks`, and its errors name the paths.
+pub fn parse_entity_checks<'a>(
+    cx: &Ctxt,
+    args: &'a [Arg],
+    fields: &[FieldModel],
+    plugin: bool,
+) -> (Vec<EntityCheck>, Vec<&'a Arg>) {
     let mut checks = Vec::new();
     let mut rest = Vec::new();
     for arg in args {
@@ -500,8 +519,10 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
                 let (mut if_match, mut then_match, mut then_required) = (Vec::new(), Vec::new(), false);
                 for a in inner {
                     match a.name().as_str() {
-                        "if_field" => if_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields)),
-                        "then_field" => then_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields)),
+                        "if_field" => if_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields, plugin)),
+                        "then_field" => {
+                            then_field = single_value(cx, a).and_then(|v| field_ref(cx, &v, fields, plugin))
+                        }
                         "then_err" => then_err = lit_str(cx, a).map(|s| s.value()),
                         "if_match" => if_match = matcher(cx, a).0,
                         "then_match" => (then_match, then_required) = matcher(cx, a),
@@ -528,7 +549,7 @@ pub fn parse_entity_checks<'a>(cx: &Ctxt, args: &'a [Arg], fields: &[FieldModel]
         };
         checks.push(EntityCheck::List {
             kind,
-            fields: string_list(cx, arg, fields),
+            fields: string_list(cx, arg, fields, plugin),
         });
     }
     (checks, rest)

@@ -90,7 +90,10 @@ extern crate self as kong_pdk;
 pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod counters;
 pub mod dao;
+#[cfg(feature = "gateway")]
+mod engine;
 pub mod entities;
 mod error;
 #[doc(hidden)]
@@ -101,6 +104,7 @@ mod model;
 pub mod pdk;
 pub mod phase;
 pub mod plugin;
+pub mod redis;
 #[doc(hidden)]
 pub mod registry;
 #[doc(hidden)]
@@ -108,10 +112,12 @@ pub mod router;
 mod runloop;
 pub mod schema;
 pub mod testing;
+pub mod timer;
 #[doc(hidden)]
 pub mod transaction;
 
 pub use error::{Error, PdkError, Result};
+pub use model::Scope;
 pub use pdk::{Exit, Kong, Worker};
 pub use phase::{Phase, Phases};
 pub use plugin::{Handler, Instance, Plugin};

@@ -56,8 +56,9 @@ impl Scope {
     }
 }
 
-/// This gateway node: its identity and the settings the PDK consults.
-#[derive(Debug, Clone)]
+/// This gateway node: its identity, the settings the PDK consults, and the services the
+/// engine provides to plugins (Redis connections, timers, shared counters).
+#[derive(Clone)]
 pub struct NodeInfo {
     /// `kong.node.get_id()`.
     pub id: Uuid,
@@ -68,6 +69,28 @@ pub struct NodeInfo {
     /// Where the node also keeps its recent log lines (the testing helpers read it); `None`
     /// logs through `tracing` only.
     pub error_log: Option<std::sync::Arc<ErrorLog>>,
+    /// The counters shared through the node's database, once it has one
+    /// ([`Kong::cluster_counters`](crate::Kong::cluster_counters)).
+    pub counters: crate::counters::CounterSlot,
+    /// The node's Redis connections ([`Kong::redis`](crate::Kong::redis)); the gateway's by
+    /// default, `None` without the `gateway` feature.
+    pub redis: Option<std::sync::Arc<dyn crate::redis::RedisClient>>,
+    /// The node's timers ([`Kong::timer_at`](crate::Kong::timer_at)); the gateway's by
+    /// default, `None` without the `gateway` feature.
+    pub timers: Option<std::sync::Arc<dyn crate::timer::Timers>>,
+}
+
+impl std::fmt::Debug for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeInfo")
+            .field("id", &self.id)
+            .field("hostname", &self.hostname)
+            .field("trusted_ips", &self.trusted_ips)
+            .field("counters", &self.counters)
+            .field("redis", &self.redis.is_some())
+            .field("timers", &self.timers.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for NodeInfo {
@@ -77,6 +100,15 @@ impl Default for NodeInfo {
             hostname: "localhost".into(),
             trusted_ips: Vec::new(),
             error_log: None,
+            counters: Default::default(),
+            #[cfg(feature = "gateway")]
+            redis: Some(std::sync::Arc::new(crate::engine::RedisPool::default())),
+            #[cfg(not(feature = "gateway"))]
+            redis: None,
+            #[cfg(feature = "gateway")]
+            timers: Some(std::sync::Arc::new(crate::engine::TokioTimers)),
+            #[cfg(not(feature = "gateway"))]
+            timers: None,
         }
     }
 }

@@ -245,7 +245,12 @@ impl<T: Handler> PluginType for TypeImpl<T> {
 
 impl<T: Handler> InstanceImpl<T> {
     fn kong<'t, P: phase::RequestPhase>(&'t self, tx: &'t mut Transaction) -> Kong<'t, P, T::State> {
-        Kong::new(tx, &self.meta, &self.state, self.instance.id)
+        let scope = Scope {
+            route: self.instance.route_id,
+            service: self.instance.service_id,
+            consumer: self.instance.consumer_id,
+        };
+        Kong::new(tx, &self.meta, &self.state, self.instance.id, scope)
     }
 }
 

@@ -183,11 +183,11 @@ pub(crate) async fn before_proxy(
         https_required(tx, m.route.https_redirect_status_code);
     } else if tx.websocket {
         set.run_ws_handshake(tx).await;
-        if tx.exit().is_none() {
-            if let Err(problem) = client_handshake(&tx.request) {
-                let message = format!("Cannot complete WebSocket handshake: {problem}");
-                tx.exit_with(400, Bytes::from(message), Source::Exit);
-            }
+        if tx.exit().is_none()
+            && let Err(problem) = client_handshake(&tx.request)
+        {
+            let message = format!("Cannot complete WebSocket handshake: {problem}");
+            tx.exit_with(400, Bytes::from(message), Source::Exit);
         }
     } else {
         set.run_access(tx).await;
@@ -310,10 +310,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for v in headers.get_all(CONNECTION) {
         for token in v.to_str().unwrap_or_default().split(',') {
             let token = token.trim();
-            if !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
+            if !token.eq_ignore_ascii_case("close")
+                && !token.eq_ignore_ascii_case("keep-alive")
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                named.push(name);
             }
         }
     }
@@ -538,10 +539,10 @@ pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, setting
             h.insert(X_KONG_RESPONSE_LATENCY, HeaderValue::from(total));
         }
     }
-    if settings.upstream_status {
-        if let Some(status) = upstream_status {
-            h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status));
-        }
+    if settings.upstream_status
+        && let Some(status) = upstream_status
+    {
+        h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status));
     }
     if let Some(id) = id {
         h.insert(X_KONG_REQUEST_ID, id);

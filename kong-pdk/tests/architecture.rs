@@ -22,7 +22,8 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 
 /// The layers, bottom first: a module may use those of its own layer's predecessors only.
 const LAYERS: &[&[&str]] = &[
-    &["error", "phase", "entities", "schema"],
+    &["error", "phase", "entities", "schema", "counters", "redis", "timer"],
+    &["engine"],
     &["dao", "model"],
     &["transaction"],
     &["router", "pdk"],

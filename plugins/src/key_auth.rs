@@ -193,10 +193,10 @@ impl KeyAuth {
         let mut upstream = service.request();
         upstream.clear_header(name)?;
         upstream.clear_query_arg(name);
-        if let Some(body) = body {
-            if body.as_object_mut().is_some_and(|fields| fields.remove(name).is_some()) {
-                upstream.set_body(body)?;
-            }
+        if let Some(body) = body
+            && body.as_object_mut().is_some_and(|fields| fields.remove(name).is_some())
+        {
+            upstream.set_body(body)?;
         }
         Ok(())
     }

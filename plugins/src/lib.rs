@@ -9,6 +9,8 @@
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
+//! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
+//!   the database or in Redis;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
 //! - [`request_termination`]: `request-termination`, answers without proxying.
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
@@ -25,6 +27,8 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+mod limits;
+pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod websocket_size_limit;
@@ -41,6 +45,7 @@ pub const BUNDLED: &[&str] = &[
     "ip-restriction",
     "jwt",
     "key-auth",
+    "rate-limiting",
     "request-size-limiting",
     "request-termination",
     "websocket-size-limit",

@@ -50,15 +50,15 @@ impl Admin {
         }
         let entities = self.entities.load_full();
         let matches = |e: &Value| {
-            if let Some((field, id)) = parent {
-                if &e[field]["id"] != id {
-                    return false;
-                }
+            if let Some((field, id)) = parent
+                && &e[field]["id"] != id
+            {
+                return false;
             }
-            if let Some(c) = filter_custom_id {
-                if e["custom_id"].as_str() != Some(c) {
-                    return false;
-                }
+            if let Some(c) = filter_custom_id
+                && e["custom_id"].as_str() != Some(c)
+            {
+                return false;
             }
             if let Some(t) = &tags {
                 let have: Vec<&str> = e["tags"]
@@ -188,10 +188,10 @@ impl Admin {
                     None if Uuid::parse_str(key).is_ok() => Value::from(key),
                     None => Value::from(Uuid::new_v4().to_string()),
                 };
-                if Uuid::parse_str(key).is_err() {
-                    if let Some(endpoint_key) = kind.endpoint_key {
-                        entity.insert(endpoint_key.into(), Value::from(key));
-                    }
+                if Uuid::parse_str(key).is_err()
+                    && let Some(endpoint_key) = kind.endpoint_key
+                {
+                    entity.insert(endpoint_key.into(), Value::from(key));
                 }
                 entity.insert("id".into(), id);
                 if let Some((field, pid)) = &parent {
@@ -247,10 +247,10 @@ impl Admin {
         if kind.name == "services" {
             crate::gateway::declarative::expand_url(&mut obj).map_err(|e| field_violation("url", e))?;
         }
-        if let Some(id) = obj.get("id") {
-            if id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err()) {
-                return Err(field_violation("id", "expected a valid UUID"));
-            }
+        if let Some(id) = obj.get("id")
+            && id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err())
+        {
+            return Err(field_violation("id", "expected a valid UUID"));
         }
         // The handlers stamp `updated_at`; kinds without the field (plugins' entities) drop it.
         if kind.schema.field("updated_at").is_none() {
@@ -696,13 +696,13 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
             "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
         ));
     }
-    if let Some(headers) = route["headers"].as_object() {
-        if headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
-            return Err(field_violation(
-                "headers",
-                "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
-            ));
-        }
+    if let Some(headers) = route["headers"].as_object()
+        && headers.keys().any(|k| k.eq_ignore_ascii_case("host"))
+    {
+        return Err(field_violation(
+            "headers",
+            "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+        ));
     }
     Ok(())
 }
@@ -772,10 +772,10 @@ pub(super) fn find<'a>(
 ) -> Option<&'a Value> {
     let all = &entities[kind.name];
     let child = |e: &Value| parent.is_none_or(|(f, id)| &e[f]["id"] == id);
-    if Uuid::parse_str(key).is_ok() {
-        if let Some(e) = all.get(&key.to_ascii_lowercase()) {
-            return child(e).then_some(&e.json);
-        }
+    if Uuid::parse_str(key).is_ok()
+        && let Some(e) = all.get(&key.to_ascii_lowercase())
+    {
+        return child(e).then_some(&e.json);
     }
     let field = kind.endpoint_key?;
     all.values()

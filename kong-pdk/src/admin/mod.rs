@@ -22,6 +22,7 @@
 
 mod args;
 mod config;
+mod counters;
 mod endpoints;
 mod errors;
 mod info;
@@ -238,6 +239,7 @@ impl Admin {
     /// Migrates the store, loads its entities and gives the proxy their configuration.
     pub async fn new(store: Store, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
         store.migrate().await.map_err(|e| e.to_string())?;
+        plugins.node().counters.set(counters::DbCounters::start(store.clone()));
         let entities = load_entities(&store).await?;
         Admin::start(Some(store), entities, plugins, proxy).await
     }

@@ -205,12 +205,12 @@ impl Admin {
     /// Types form-encoded values by the kind's schema (and a plugin's config schema).
     pub(super) fn infer(&self, kind: &Kind, value: &mut Value) {
         args::infer_record(value, &kind.schema);
-        if kind.name == "plugins" {
-            if let Some(schema) = value["name"].as_str().and_then(|n| self.plugins.schema(n)) {
-                for field in schema.fields() {
-                    if let Some(v) = value.get_mut(&field.name) {
-                        args::infer(v, &field.schema);
-                    }
+        if kind.name == "plugins"
+            && let Some(schema) = value["name"].as_str().and_then(|n| self.plugins.schema(n))
+        {
+            for field in schema.fields() {
+                if let Some(v) = value.get_mut(&field.name) {
+                    args::infer(v, &field.schema);
                 }
             }
         }

@@ -25,6 +25,15 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             "DELETE FROM cluster_events",
         ],
     ),
+    // The `cluster` policies' counters (Kong's rate-limiting and response-ratelimiting
+    // migrations): `ttl` is when a row expires, in seconds since the epoch.
+    (
+        "002_ratelimiting_metrics",
+        &[
+            "CREATE TABLE IF NOT EXISTS ratelimiting_metrics (identifier TEXT NOT NULL, period TEXT NOT NULL, period_date BIGINT NOT NULL, service_id TEXT NOT NULL, route_id TEXT NOT NULL, value BIGINT NOT NULL, ttl BIGINT NOT NULL, PRIMARY KEY (identifier, period, period_date, service_id, route_id))",
+            "CREATE TABLE IF NOT EXISTS response_ratelimiting_metrics (identifier TEXT NOT NULL, period TEXT NOT NULL, period_date BIGINT NOT NULL, service_id TEXT NOT NULL, route_id TEXT NOT NULL, value BIGINT NOT NULL, ttl BIGINT NOT NULL, PRIMARY KEY (identifier, period, period_date, service_id, route_id))",
+        ],
+    ),
 ];
 
 /// A store error.
@@ -166,6 +175,8 @@ impl Store {
             "unique_keys",
             "cluster_events",
             "cluster_version",
+            "ratelimiting_metrics",
+            "response_ratelimiting_metrics",
             "schema_meta",
         ] {
             sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -241,6 +252,89 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The live values of counters in `table` (0 for none), in the order of `keys`.
+    pub async fn counter_values(
+        &self,
+        table: crate::counters::CounterTable,
+        keys: &[crate::counters::CounterKey],
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut values = vec![0; keys.len()];
+        let sql = format!(
+            "SELECT period, period_date, value FROM {} WHERE identifier = $1 AND service_id = $2 AND route_id = $3 AND ttl >= $4",
+            table.name()
+        );
+        // One query per counted subject (usually one for all of a request's windows).
+        let mut done = vec![false; keys.len()];
+        for i in 0..keys.len() {
+            if done[i] {
+                continue;
+            }
+            let k = &keys[i];
+            let rows = sqlx::query(&sql)
+                .bind(k.identifier.as_str())
+                .bind(k.service_id.to_string())
+                .bind(k.route_id.to_string())
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+            for (j, other) in keys.iter().enumerate().skip(i) {
+                if other.identifier != k.identifier || other.service_id != k.service_id || other.route_id != k.route_id
+                {
+                    continue;
+                }
+                done[j] = true;
+                for row in &rows {
+                    let period: String = row.try_get(0)?;
+                    let date: i64 = row.try_get(1)?;
+                    if period == other.period && date == other.period_date {
+                        values[j] = row.try_get::<i64, _>(2)?.max(0);
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Adds the `(key, delta, expires_at)` increments to `table` in one transaction (Kong's
+    /// upsert: a new row expires at `expires_at`, an existing one gets `value + delta`).
+    pub async fn add_counters(
+        &self,
+        table: crate::counters::CounterTable,
+        increments: &[(&crate::counters::CounterKey, i64, i64)],
+    ) -> Result<(), StoreError> {
+        let name = table.name();
+        let sql = format!(
+            "INSERT INTO {name} (identifier, period, period_date, service_id, route_id, value, ttl) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (identifier, period, period_date, service_id, route_id) \
+             DO UPDATE SET value = {name}.value + excluded.value"
+        );
+        let mut tx = self.pool.begin().await?;
+        for (key, delta, expires) in increments {
+            sqlx::query(&sql)
+                .bind(key.identifier.as_str())
+                .bind(key.period)
+                .bind(key.period_date)
+                .bind(key.service_id.to_string())
+                .bind(key.route_id.to_string())
+                .bind(*delta)
+                .bind(*expires)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the counters of `table` that expired before `now`.
+    pub async fn purge_counters(&self, table: crate::counters::CounterTable, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(&format!("DELETE FROM {} WHERE ttl < $1", table.name()))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// A number that changes whenever any node writes: one counter row, bumped in each

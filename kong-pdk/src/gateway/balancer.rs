@@ -113,11 +113,11 @@ impl Balancers {
 
 /// `host:port` → (host, port); port 8000 when omitted, brackets kept off IPv6 hosts.
 pub(crate) fn split_target(target: &str) -> (String, u16) {
-    if let Some(rest) = target.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(8000);
-            return (host.to_owned(), port);
-        }
+    if let Some(rest) = target.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(8000);
+        return (host.to_owned(), port);
     }
     match target.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().unwrap_or(8000)),

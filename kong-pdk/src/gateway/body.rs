@@ -217,10 +217,8 @@ impl Body for Filtered {
                 },
             };
             if !streaming.filter {
-                if eof {
-                    if let Some(s) = this.streaming.take() {
-                        s.finish();
-                    }
+                if eof && let Some(s) = this.streaming.take() {
+                    s.finish();
                 }
                 if !chunk.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
@@ -251,11 +249,11 @@ impl Drop for Filtered {
         // way owns the transaction, so it finishes first, on a task of its own.
         if let Some(s) = self.streaming.take() {
             s.finish();
-        } else if let Some(filtering) = self.filtering.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let tasks = self.tasks.clone();
-                tasks.spawn(async move { filtering.await.0.finish() });
-            }
+        } else if let Some(filtering) = self.filtering.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let tasks = self.tasks.clone();
+            tasks.spawn(async move { filtering.await.0.finish() });
         }
     }
 }

@@ -189,10 +189,10 @@ fn resolve(map: &HashMap<String, Uuid>, v: &Value, path: &str, entity: &str) -> 
         },
         _ => return Err(err(path, "expected a reference")),
     };
-    if let Ok(id) = key.parse::<Uuid>() {
-        if map.values().any(|v| *v == id) {
-            return Ok(id);
-        }
+    if let Ok(id) = key.parse::<Uuid>()
+        && map.values().any(|v| *v == id)
+    {
+        return Ok(id);
     }
     map.get(&key).copied().ok_or_else(|| {
         err(

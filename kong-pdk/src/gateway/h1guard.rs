@@ -204,10 +204,10 @@ impl<T> Guarded<T> {
             head.headers
                 .insert(http::header::SERVER, http::HeaderValue::from_static(SERVER_TOKEN));
         }
-        if self.headers.request_id {
-            if let Ok(v) = http::HeaderValue::from_str(&id) {
-                head.headers.insert("x-kong-request-id", v);
-            }
+        if self.headers.request_id
+            && let Ok(v) = http::HeaderValue::from_str(&id)
+        {
+            head.headers.insert("x-kong-request-id", v);
         }
         closing_response(&head, format.render(message, &id).as_bytes())
     }

@@ -361,10 +361,10 @@ async fn respond(
         ["response-headers"] => {
             let mut r = json_response(200, data);
             for (k, v) in parse_args(parts.uri.query().unwrap_or(""), 100) {
-                if let (Ok(name), Some(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.as_str()) {
-                    if let Ok(v) = HeaderValue::from_str(v) {
-                        r.headers_mut().insert(name, v);
-                    }
+                if let (Ok(name), Some(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.as_str())
+                    && let Ok(v) = HeaderValue::from_str(v)
+                {
+                    r.headers_mut().insert(name, v);
                 }
             }
             r

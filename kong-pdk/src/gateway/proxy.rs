@@ -397,10 +397,10 @@ async fn send(
 ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
     let up = &tx.upstream;
     let balancer = snap.upstreams.get(&up.host);
-    if let Some(host) = balancer.and_then(|b| b.host_header.as_deref()) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(HOST, v);
-        }
+    if let Some(host) = balancer.and_then(|b| b.host_header.as_deref())
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert(HOST, v);
     }
     // nginx's `proxy_ssl_name $upstream_host`: the Host sent, without its port.
     let server_name = (up.scheme == "https").then(|| {

@@ -170,17 +170,16 @@ impl Certificates {
         if let Some(pair) = self.names.get(&name) {
             return Some(pair);
         }
-        if name.matches('.').count() >= 2 {
-            if let Some((_, rest)) = name.split_once('.') {
-                if let Some(pair) = self.names.get(&format!("*.{rest}")) {
-                    return Some(pair);
-                }
-            }
+        if name.matches('.').count() >= 2
+            && let Some((_, rest)) = name.split_once('.')
+            && let Some(pair) = self.names.get(&format!("*.{rest}"))
+        {
+            return Some(pair);
         }
-        if let Some((head, _)) = name.rsplit_once('.') {
-            if let Some(pair) = self.names.get(&format!("{head}.*")) {
-                return Some(pair);
-            }
+        if let Some((head, _)) = name.rsplit_once('.')
+            && let Some(pair) = self.names.get(&format!("{head}.*"))
+        {
+            return Some(pair);
         }
         self.names.get("*")
     }

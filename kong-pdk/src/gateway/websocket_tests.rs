@@ -235,10 +235,10 @@ async fn recording_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Report>) {
                         Message::Binary(_) => Some(msg.clone()),
                         _ => None,
                     };
-                    if let Some(reply) = reply {
-                        if ws.send(reply).await.is_err() {
-                            break;
-                        }
+                    if let Some(reply) = reply
+                        && ws.send(reply).await.is_err()
+                    {
+                        break;
                     }
                 }
                 let _ = tx.send(Report::Gone);

@@ -59,10 +59,11 @@ impl ErrorFormat {
             } else {
                 ErrorFormat::from_media(&media)
             };
-            if let Some(format) = format {
-                if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-                    best = Some((q, format));
-                }
+            if let Some(format) = format
+                && q > 0.0
+                && best.is_none_or(|(bq, _)| q > bq)
+            {
+                best = Some((q, format));
             }
         }
         best.map_or(default, |(_, f)| f)

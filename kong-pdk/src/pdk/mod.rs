@@ -77,17 +77,25 @@ pub struct Kong<'a, P: RequestPhase, S = ()> {
     meta: &'a PluginMeta,
     state: &'a S,
     instance: Uuid,
+    scope: crate::model::Scope,
     _phase: PhantomData<fn() -> P>,
 }
 
 impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
     /// The context of one handler call of the plugin instance `instance`.
-    pub(crate) fn new(tx: &'a mut Transaction, meta: &'a PluginMeta, state: &'a S, instance: Uuid) -> Self {
+    pub(crate) fn new(
+        tx: &'a mut Transaction,
+        meta: &'a PluginMeta,
+        state: &'a S,
+        instance: Uuid,
+        scope: crate::model::Scope,
+    ) -> Self {
         Kong {
             tx,
             meta,
             state,
             instance,
+            scope,
             _phase: PhantomData,
         }
     }
@@ -119,6 +127,31 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
     /// request runs with. Reads are in memory: no I/O on the request path.
     pub fn db(&self) -> &crate::dao::DataStore {
         &self.tx.data
+    }
+
+    /// The counters every node on this node's database shares (Kong's `ratelimiting_metrics`,
+    /// the `cluster` policy of the rate-limiting plugins); `None` without a database.
+    pub fn cluster_counters(&self) -> Option<Arc<dyn crate::counters::ClusterCounters>> {
+        self.tx.node.counters.get()
+    }
+
+    /// The node's Redis connections (Kong's `resty.redis` with its pools): send pipelines of
+    /// commands to any server; `None` on an engine without them.
+    pub fn redis(&self) -> Option<Arc<dyn crate::redis::RedisClient>> {
+        self.tx.node.redis.clone()
+    }
+
+    /// `kong.timer:at(delay, task)`: runs `task` once `delay` has passed, outside the request;
+    /// `false` when the engine has no timers or is shutting down.
+    pub fn timer_at(
+        &self,
+        delay: std::time::Duration,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        match &self.tx.node.timers {
+            Some(timers) => timers.at(delay, Box::pin(task)),
+            None => false,
+        }
     }
 
     /// `kong.client`: the connected client, its consumer and credential.
@@ -159,6 +192,12 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
     /// `kong.plugin.get_id`: the id of the plugin instance running.
     pub fn plugin_id(&self) -> Uuid {
         self.instance
+    }
+
+    /// What the running plugin instance is attached to (Kong's `conf.route_id`,
+    /// `conf.service_id`, `conf.consumer_id`): all `None` for a global instance.
+    pub fn plugin_scope(&self) -> crate::model::Scope {
+        self.scope
     }
 
     /// The plugin's name.

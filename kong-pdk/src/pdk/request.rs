@@ -122,17 +122,18 @@ pub fn normalize_path(path: &str) -> String {
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                let c = h * 16 + l;
-                if is_unreserved(c) {
-                    decoded.push(c as char);
-                } else {
-                    decoded.push_str(&format!("%{c:02X}"));
-                }
-                i += 3;
-                continue;
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            let c = h * 16 + l;
+            if is_unreserved(c) {
+                decoded.push(c as char);
+            } else {
+                decoded.push_str(&format!("%{c:02X}"));
             }
+            i += 3;
+            continue;
         }
         decoded.push(b[i] as char);
         i += 1;

@@ -205,10 +205,10 @@ impl Matcher {
                     captures
                         .unnamed
                         .push(c.map_or(String::new(), |m| m.as_str().to_owned()));
-                    if let Some(name) = r.capture_names().nth(i).flatten() {
-                        if let Some(m) = c {
-                            captures.named.insert(name.to_owned(), m.as_str().to_owned());
-                        }
+                    if let Some(name) = r.capture_names().nth(i).flatten()
+                        && let Some(m) = c
+                    {
+                        captures.named.insert(name.to_owned(), m.as_str().to_owned());
                     }
                 }
                 Some((Some(whole), captures))

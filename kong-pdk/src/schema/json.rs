@@ -146,8 +146,14 @@ pub(crate) fn field_json(f: &FieldSchema, with_required: bool) -> Value {
         }
         FieldKind::Record(r) => {
             m.insert("fields".into(), fields_json(&r.fields));
-            if !r.entity_checks.is_empty() {
-                m.insert("entity_checks".into(), checks_json(&r.entity_checks));
+            let own: Vec<EntityCheck> = r
+                .entity_checks
+                .iter()
+                .filter(|c| !super::validate::is_plugin_level(c))
+                .cloned()
+                .collect();
+            if !own.is_empty() {
+                m.insert("entity_checks".into(), checks_json(&own));
             }
         }
         _ => {}

@@ -377,7 +377,11 @@ impl PluginSchema {
     /// The schema as `GET /schemas/plugins/{name}` publishes it:
     /// `{"fields":[{"protocols":{...}},{"config":{"type":"record","fields":[...]}}]}`.
     pub fn to_json(&self) -> Value {
-        json::schema_json(&self.fields(), &[])
+        let checks: Vec<EntityCheck> = (self.config.entity_checks.iter())
+            .filter(|c| validate::is_plugin_level(c))
+            .cloned()
+            .collect();
+        json::schema_json(&self.fields(), &checks)
     }
 
     /// Validates a `config` object: fills defaults and checks every rule. Errors are Kong's
@@ -389,8 +393,11 @@ impl PluginSchema {
         if let Err(e) = validate::validate_field(&record, &mut config) {
             errors.insert("config".to_owned(), e);
         }
+        let mut entity = serde_json::Map::new();
+        entity.insert("config".to_owned(), config);
+        validate::run_plugin_checks(&self.config, &entity, &mut errors);
         if errors.is_empty() {
-            Ok(config)
+            Ok(entity.remove("config").unwrap_or_default())
         } else {
             Err(SchemaViolation::new(errors))
         }
@@ -414,6 +421,7 @@ impl PluginSchema {
                 errors.insert(field.name.clone(), e);
             }
         }
+        validate::run_plugin_checks(&self.config, &obj, &mut errors);
         if errors.is_empty() {
             Ok(Value::Object(obj))
         } else {

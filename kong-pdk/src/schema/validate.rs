@@ -74,14 +74,14 @@ pub(crate) fn run_validators(f: &FieldSchema, v: &Value) -> Result<(), String> {
     if f.referenceable && is_vault_reference(v) {
         return Ok(());
     }
-    if let Some(eq) = &f.eq {
-        if v != eq {
-            return Err(if eq.is_null() {
-                "value must be null".into()
-            } else {
-                format!("value must be {}", scalar_text(eq))
-            });
-        }
+    if let Some(eq) = &f.eq
+        && v != eq
+    {
+        return Err(if eq.is_null() {
+            "value must be null".into()
+        } else {
+            format!("value must be {}", scalar_text(eq))
+        });
     }
     if let Some(one_of) = &f.one_of {
         let found = one_of
@@ -92,10 +92,10 @@ pub(crate) fn run_validators(f: &FieldSchema, v: &Value) -> Result<(), String> {
             return Err(format!("expected one of: {}", list.join(", ")));
         }
     }
-    if let Some(gt) = &f.gt {
-        if v.as_f64().partial_cmp(&gt.as_f64()) != Some(std::cmp::Ordering::Greater) {
-            return Err(format!("value must be greater than {}", num(gt)));
-        }
+    if let Some(gt) = &f.gt
+        && v.as_f64().partial_cmp(&gt.as_f64()) != Some(std::cmp::Ordering::Greater)
+    {
+        return Err(format!("value must be greater than {}", num(gt)));
     }
     if f.uuid && !v.as_str().is_some_and(is_uuid) {
         return Err("expected a valid UUID".into());
@@ -107,38 +107,38 @@ pub(crate) fn run_validators(f: &FieldSchema, v: &Value) -> Result<(), String> {
         }
     }
     if let Some(len) = length_of(v) {
-        if let Some(n) = f.len_eq {
-            if len != n {
-                return Err(format!("length must be {n}"));
-            }
+        if let Some(n) = f.len_eq
+            && len != n
+        {
+            return Err(format!("length must be {n}"));
         }
         let implicit_min = matches!(v, Value::String(_)).then_some(1);
-        if let Some(n) = f.len_min.or(implicit_min) {
-            if len < n {
-                return Err(format!("length must be at least {n}"));
-            }
+        if let Some(n) = f.len_min.or(implicit_min)
+            && len < n
+        {
+            return Err(format!("length must be at least {n}"));
         }
-        if let Some(n) = f.len_max {
-            if len > n {
-                return Err(format!("length must be at most {n}"));
-            }
+        if let Some(n) = f.len_max
+            && len > n
+        {
+            return Err(format!("length must be at most {n}"));
         }
     }
     if let Value::String(s) = v {
-        if let Some(prefix) = &f.starts_with {
-            if !s.starts_with(prefix.as_str()) {
-                return Err(format!("should start with: {prefix}"));
-            }
+        if let Some(prefix) = &f.starts_with
+            && !s.starts_with(prefix.as_str())
+        {
+            return Err(format!("should start with: {prefix}"));
         }
         for (pattern, err) in &f.match_none {
             if pattern.is_match(s) {
                 return Err((*err).to_owned());
             }
         }
-        if let Some(p) = &f.pattern {
-            if !p.is_match(s) {
-                return Err(format!("invalid value: {s}"));
-            }
+        if let Some(p) = &f.pattern
+            && !p.is_match(s)
+        {
+            return Err(format!("invalid value: {s}"));
         }
     }
     if let Some(custom) = f.custom_validator {
@@ -258,7 +258,7 @@ pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Resul
         }
     }
     let mut entity = Vec::new();
-    for check in &record.entity_checks {
+    for check in record.entity_checks.iter().filter(|c| !is_plugin_level(c)) {
         run_entity_check(record, check, obj, &mut errors, &mut entity);
     }
     if !entity.is_empty() {
@@ -282,6 +282,103 @@ fn quoted(fields: &[String]) -> String {
     fields.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ")
 }
 
+/// The fields a check names (none for a custom validator).
+fn involved(check: &EntityCheck) -> Vec<&String> {
+    match check {
+        EntityCheck::AtLeastOneOf(f)
+        | EntityCheck::OnlyOneOf(f)
+        | EntityCheck::MutuallyExclusive(f)
+        | EntityCheck::MutuallyRequired(f)
+        | EntityCheck::Distinct(f) => f.iter().collect(),
+        EntityCheck::Conditional(c) => vec![&c.if_field, &c.then_field],
+        EntityCheck::Custom(_) => Vec::new(),
+    }
+}
+
+/// Whether a check of a plugin's config record names `config.` paths: Kong's check of the
+/// whole plugin entity, run by [`run_plugin_checks`] once the config is validated.
+pub(crate) fn is_plugin_level(check: &EntityCheck) -> bool {
+    involved(check).iter().any(|f| f.starts_with("config."))
+}
+
+/// Runs the plugin-level checks among `config`'s on the plugin entity `entity` (an object with
+/// a `config`), as Kong runs a plugin schema's top-level `entity_checks`: errors go to their
+/// paths (`config.redis.host`) and to a top-level `@entity`.
+pub(crate) fn run_plugin_checks(config: &RecordSchema, entity: &Map<String, Value>, errors: &mut Map<String, Value>) {
+    let checks: Vec<&EntityCheck> = config.entity_checks.iter().filter(|c| is_plugin_level(c)).collect();
+    if checks.is_empty() {
+        return;
+    }
+    let root = RecordSchema {
+        fields: vec![super::Field::new("config", FieldSchema::record(config.clone()))],
+        entity_checks: Vec::new(),
+    };
+    let mut messages = Vec::new();
+    for check in checks {
+        run_entity_check(&root, check, entity, errors, &mut messages);
+    }
+    if !messages.is_empty() {
+        let list = errors.entry("@entity").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = list {
+            list.extend(messages.into_iter().map(Value::String));
+        }
+    }
+}
+
+/// The value at `path` (`a` or `a.b.c`) of `obj`.
+fn value_at<'v>(obj: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    let mut parts = path.split('.');
+    let mut value = obj.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+/// The schema of the field at `path` in `record`.
+fn field_at<'r>(record: &'r RecordSchema, path: &str) -> Option<&'r FieldSchema> {
+    let mut parts = path.split('.');
+    let mut field = record.field(parts.next()?)?;
+    for part in parts {
+        let FieldKind::Record(inner) = &field.kind else {
+            return None;
+        };
+        field = inner.field(part)?;
+    }
+    Some(field)
+}
+
+/// Whether `errors` holds an error at `path` or under it.
+fn has_error(errors: &Map<String, Value>, path: &str) -> bool {
+    let mut node = errors;
+    for part in path.split('.') {
+        match node.get(part) {
+            None => return false,
+            Some(Value::Object(inner)) => node = inner,
+            Some(_) => return true,
+        }
+    }
+    true
+}
+
+/// Puts `error` at `path` in `errors`, nesting objects for dotted paths.
+fn insert_error(errors: &mut Map<String, Value>, path: &str, error: Value) {
+    match path.split_once('.') {
+        None => {
+            errors.insert(path.to_owned(), error);
+        }
+        Some((head, rest)) => {
+            let node = errors.entry(head).or_insert_with(|| Value::Object(Map::new()));
+            if !node.is_object() {
+                *node = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = node {
+                insert_error(inner, rest, error);
+            }
+        }
+    }
+}
+
 fn run_entity_check(
     record: &RecordSchema,
     check: &EntityCheck,
@@ -289,20 +386,14 @@ fn run_entity_check(
     errors: &mut Map<String, Value>,
     entity: &mut Vec<String>,
 ) {
-    let involved: Vec<&String> = match check {
-        EntityCheck::AtLeastOneOf(f)
-        | EntityCheck::OnlyOneOf(f)
-        | EntityCheck::MutuallyExclusive(f)
-        | EntityCheck::MutuallyRequired(f)
-        | EntityCheck::Distinct(f) => f.iter().collect(),
-        EntityCheck::Conditional(c) => vec![&c.if_field, &c.then_field],
-        EntityCheck::Custom(_) => return,
-    };
-    // As Kong (run_with_invalid_fields = false): a check over an invalid field does not run.
-    if involved.iter().any(|f| errors.contains_key(f.as_str())) {
+    if matches!(check, EntityCheck::Custom(_)) {
         return;
     }
-    let count = |fields: &[String]| fields.iter().filter(|f| is_nonempty(obj.get(f.as_str()))).count();
+    // As Kong (run_with_invalid_fields = false): a check over an invalid field does not run.
+    if involved(check).iter().any(|f| has_error(errors, f)) {
+        return;
+    }
+    let count = |fields: &[String]| fields.iter().filter(|f| is_nonempty(value_at(obj, f))).count();
     match check {
         EntityCheck::AtLeastOneOf(f) if count(f) == 0 => {
             entity.push(format!("at least one of these fields must be non-empty: {}", quoted(f)))
@@ -319,7 +410,7 @@ fn run_entity_check(
         EntityCheck::Distinct(f) => {
             let values: Vec<&Value> = f
                 .iter()
-                .filter_map(|n| obj.get(n.as_str()))
+                .filter_map(|n| value_at(obj, n))
                 .filter(|v| !v.is_null())
                 .collect();
             let dup = values.iter().enumerate().any(|(i, v)| values[..i].contains(v));
@@ -339,11 +430,11 @@ fn run_conditional(
     errors: &mut Map<String, Value>,
     entity: &mut Vec<String>,
 ) {
-    let if_value = obj.get(&c.if_field).cloned().unwrap_or(Value::Null);
+    let if_value = value_at(obj, &c.if_field).cloned().unwrap_or(Value::Null);
     if if_value.is_null() || run_validators(&c.if_match, &if_value).is_err() {
         return;
     }
-    let then_value = obj.get(&c.then_field).cloned().unwrap_or(Value::Null);
+    let then_value = value_at(obj, &c.then_field).cloned().unwrap_or(Value::Null);
     let outcome = if then_value.is_null() {
         if c.then_match.required {
             Err("required field missing".to_owned())
@@ -352,13 +443,13 @@ fn run_conditional(
         }
     } else {
         let mut typed = c.then_match.clone();
-        if let Some(field) = record.field(&c.then_field) {
+        if let Some(field) = field_at(record, &c.then_field) {
             typed.kind = field.kind.clone();
         }
         run_validators(&typed, &then_value)
     };
     if let Err(e) = outcome {
-        errors.insert(c.then_field.clone(), msg(c.then_err.clone().unwrap_or(e)));
+        insert_error(errors, &c.then_field, msg(c.then_err.clone().unwrap_or(e)));
         entity.push(format!(
             "failed conditional validation given value of field '{}'",
             c.if_field

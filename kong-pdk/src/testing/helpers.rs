@@ -140,15 +140,15 @@ fn strategies_with(only: Option<&str>, candidates: &[Strategy]) -> Vec<Strategy>
         if only.is_some_and(|o| o != s.as_str()) {
             continue;
         }
-        if s == Strategy::Postgres {
-            if let Err(why) = PgSettings::from_env().reachable() {
-                assert!(
-                    std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
-                    "KONG_TEST_REQUIRE_PG=1 but {why}"
-                );
-                eprintln!("skipping the postgres strategy: {why}");
-                continue;
-            }
+        if s == Strategy::Postgres
+            && let Err(why) = PgSettings::from_env().reachable()
+        {
+            assert!(
+                std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
+                "KONG_TEST_REQUIRE_PG=1 but {why}"
+            );
+            eprintln!("skipping the postgres strategy: {why}");
+            continue;
         }
         out.push(s);
     }
@@ -194,6 +194,44 @@ impl PgSettings {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map(drop)
             .map_err(|e| unreachable(e.to_string()))
+    }
+}
+
+/// The Redis server tests use (Kong's `helpers.redis_host`/`redis_port`):
+/// `KONG_TEST_REDIS_HOST`, `KONG_TEST_REDIS_PORT` (default 127.0.0.1:6379). `None`, with the
+/// reason printed, when it does not answer, unless `KONG_TEST_REQUIRE_REDIS=1`, which makes that
+/// a panic (CI sets it): a test needing Redis skips on a machine without one.
+///
+/// ```no_run
+/// # async fn t() {
+/// let Some((host, port)) = kong_pdk::testing::helpers::redis_or_skip() else { return };
+/// # }
+/// ```
+pub fn redis_or_skip() -> Option<(String, u16)> {
+    use std::net::ToSocketAddrs;
+    let host = std::env::var("KONG_TEST_REDIS_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("KONG_TEST_REDIS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6379);
+    let reached = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "no address".to_owned()))
+        .and_then(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())
+        });
+    match reached {
+        Ok(_) => Some((host, port)),
+        Err(e) => {
+            let why = format!("Redis at {host}:{port} is unreachable: {e}");
+            assert!(
+                std::env::var("KONG_TEST_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "KONG_TEST_REQUIRE_REDIS=1 but {why}"
+            );
+            eprintln!("skipping a test that needs Redis: {why}");
+            None
+        }
     }
 }
 
@@ -362,6 +400,12 @@ impl Blueprint {
     /// The strategy the blueprint was made for.
     pub fn strategy(&self) -> Strategy {
         self.0.strategy
+    }
+
+    /// The blueprint's store (Kong's `db` of `get_db_utils`), for reading what plugins wrote,
+    /// such as the `cluster` policy's counters.
+    pub fn store(&self) -> &Store {
+        &self.0.store
     }
 
     /// The address of this test's mock upstream (Kong's is fixed at 127.0.0.1:15555; here each
@@ -608,6 +652,37 @@ pub struct Gateway {
 /// # Panics
 /// When the configuration is invalid or a port cannot be bound.
 pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
+    start_node(bp, conf, bp.0.plugins.clone(), true).await
+}
+
+/// Starts another gateway node on `bp`'s database: its own plugins (so its own plugin states,
+/// such as in-memory counters), its own listeners, the same entities and the same shared
+/// tables, as a second Kong process on one PostgreSQL would be. Entities inserted through the
+/// blueprint afterwards reach the node started last with [`start_kong`]; this one sees the
+/// entities there are when it starts.
+///
+/// # Panics
+/// With the `off` strategy (DB-less nodes share nothing), when the configuration is invalid or
+/// a port cannot be bound.
+pub async fn start_another_kong(bp: &Blueprint, conf: Conf) -> Gateway {
+    assert!(
+        bp.0.strategy != Strategy::Off,
+        "start_another_kong: DB-less nodes share no database"
+    );
+    let node = NodeInfo {
+        error_log: Some(bp.0.error_log.clone()),
+        ..NodeInfo::default()
+    };
+    let names: Vec<&str> = bp.0.plugins.iter().map(|m| m.name).collect();
+    let plugins = Arc::new(Plugins::load(names, node).unwrap_or_else(|e| panic!("start_another_kong: {e}")));
+    plugins
+        .init_worker()
+        .await
+        .unwrap_or_else(|f| panic!("start_another_kong: init_worker failed for plugin {}", f[0].0));
+    start_node(bp, conf, plugins, false).await
+}
+
+async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_here: bool) -> Gateway {
     let inner = &bp.0;
     let headers = match &conf.headers {
         Some(h) => HeaderSettings::parse(h).unwrap_or_else(|e| panic!("start_kong: headers: {e}")),
@@ -621,11 +696,11 @@ pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
                 None => bp.declarative_config().await,
             };
             let snapshot = config
-                .snapshot(&inner.plugins)
+                .snapshot(&plugins)
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: declarative config is invalid: {e}"));
             let proxy = Arc::new(Proxy::new(snapshot, headers).with_default_certificate(default_certificate()));
-            let admin = Admin::dbless(&config, inner.plugins.clone(), proxy.clone())
+            let admin = Admin::dbless(&config, plugins.clone(), proxy.clone())
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: {e}"));
             (proxy, admin)
@@ -633,12 +708,14 @@ pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
         Strategy::Sqlite | Strategy::Postgres => {
             // A node on the blueprint's store, as Kong started on the test database; the
             // blueprint writes through its Admin API from now on.
-            let empty = Snapshot::empty(inner.plugins.clone());
+            let empty = Snapshot::empty(plugins.clone());
             let proxy = Arc::new(Proxy::new(empty, headers).with_default_certificate(default_certificate()));
-            let admin = Admin::new(inner.store.clone(), inner.plugins.clone(), proxy.clone())
+            let admin = Admin::new(inner.store.clone(), plugins.clone(), proxy.clone())
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: {e}"));
-            *inner.admin.lock().unwrap_or_else(|e| e.into_inner()) = admin.clone();
+            if writes_here {
+                *inner.admin.lock().unwrap_or_else(|e| e.into_inner()) = admin.clone();
+            }
             (proxy, admin)
         }
     };

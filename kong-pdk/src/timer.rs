@@ -1,0 +1,18 @@
+//! Work a handler leaves for later (Kong's `kong.timer:at` / `ngx.timer.at`): a future the
+//! gateway runs after a delay, outside any request, through
+//! [`Kong::timer_at`](crate::Kong::timer_at). Keep what such a task holds bounded: the gateway
+//! runs every task it is given.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A task for later.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The gateway's timers.
+pub trait Timers: Send + Sync + 'static {
+    /// Runs `task` once `delay` has passed; `false` when the gateway is shutting down and
+    /// will not run it.
+    fn at(&self, delay: Duration, task: Task) -> bool;
+}
