@@ -317,6 +317,12 @@ fn record_schema_tokens(fields: &[FieldModel], checks: &[EntityCheck]) -> TokenS
             )))
         }
         EntityCheck::Custom(f) => quote!(::kong_pdk::schema::EntityCheck::Custom(#f)),
+        EntityCheck::Shorthand { name, path } => quote!(::kong_pdk::schema::EntityCheck::Shorthand(
+            ::std::boxed::Box::new(::kong_pdk::schema::Shorthand {
+                name: ::std::string::String::from(#name),
+                path: ::std::string::String::from(#path),
+            })
+        )),
     });
     quote! {
         ::kong_pdk::schema::RecordSchema {

@@ -88,6 +88,11 @@ pub enum EntityCheck {
     },
     /// `custom_validator = function`: a check of the whole record.
     Custom(syn::Ident),
+    /// `shorthand("old_name", "new.path")`: a deprecated alias field.
+    Shorthand {
+        name: String,
+        path: String,
+    },
 }
 
 /// Which `protocols` typedef a plugin's `protocols` field uses.
@@ -507,6 +512,39 @@ pub fn parse_entity_checks<'a>(
                 }
                 continue;
             }
+            "shorthand" => {
+                let items: &[Value] = match &arg.value {
+                    ArgValue::Values(v) if v.len() == 2 => v,
+                    _ => {
+                        cx.error_spanned_by(
+                            &arg.key,
+                            "`shorthand` takes the deprecated name and the field replacing it: `shorthand(\"redis_host\", \"redis.host\")`",
+                        );
+                        continue;
+                    }
+                };
+                let (Some(name), Some(path)) = (items[0].as_str(), items[1].as_str()) else {
+                    cx.error_spanned_by(&arg.key, "`shorthand` takes two strings");
+                    continue;
+                };
+                if fields.iter().any(|f| f.name == name) {
+                    cx.syn_error(syn::Error::new(
+                        items[0].span(),
+                        format!("`{name}` is a field: a shorthand names a field the struct does not have"),
+                    ));
+                    continue;
+                }
+                let first = path.split('.').next().unwrap_or_default();
+                if !fields.iter().any(|f| f.name == first) {
+                    cx.syn_error(syn::Error::new(
+                        items[1].span(),
+                        format!("no field named `{first}` in this struct"),
+                    ));
+                    continue;
+                }
+                checks.push(EntityCheck::Shorthand { name, path });
+                continue;
+            }
             "conditional" => {
                 let ArgValue::Args(inner) = &arg.value else {
                     cx.error_spanned_by(
@@ -628,7 +666,7 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
             other => cx.error_spanned_by(
                 &arg.key,
                 format!(
-                    "unknown plugin attribute `{other}`; expected one of: priority, version, name, protocols, no_consumer, no_route, no_service, at_least_one_of, only_one_of, mutually_exclusive, mutually_required, distinct, conditional, custom_validator"
+                    "unknown plugin attribute `{other}`; expected one of: priority, version, name, protocols, no_consumer, no_route, no_service, at_least_one_of, only_one_of, mutually_exclusive, mutually_required, distinct, conditional, custom_validator, shorthand"
                 ),
             ),
         }

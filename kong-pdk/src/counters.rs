@@ -25,7 +25,7 @@
 //!             route_id: uuid::Uuid::nil(),
 //!             service_id: uuid::Uuid::nil(),
 //!             identifier: "everyone".into(),
-//!             period: "minute",
+//!             period: "minute".into(),
 //!             period_date: 0,
 //!         };
 //!         let table = CounterTable::RateLimiting;
@@ -72,7 +72,7 @@ pub struct CounterKey {
     /// Who is counted (a consumer id, an address, ...).
     pub identifier: String,
     /// The window's name (`second` ... `year`, or `<limit name>_<period>`).
-    pub period: &'static str,
+    pub period: String,
     /// When the window started, in seconds since the epoch.
     pub period_date: i64,
 }

@@ -12,7 +12,8 @@
 //! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
 //!   the database or in Redis;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
-//! - [`request_termination`]: `request-termination`, answers without proxying.
+//! - [`request_termination`]: `request-termination`, answers without proxying;
+//! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response.
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
 //!   WebSocket services;
 //! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
@@ -31,6 +32,7 @@ mod limits;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod response_ratelimiting;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
 
@@ -48,6 +50,7 @@ pub const BUNDLED: &[&str] = &[
     "rate-limiting",
     "request-size-limiting",
     "request-termination",
+    "response-ratelimiting",
     "websocket-size-limit",
     "websocket-validator",
 ];

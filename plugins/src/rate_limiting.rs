@@ -26,7 +26,16 @@ use crate::limits::{self, Period, Policy, RedisConfig, number, or_nil};
     conditional(if_field = "config.policy", if_match(one_of = ["redis"]), then_field = "config.redis.timeout", then_match(required)),
     conditional(if_field = "config.limit_by", if_match(one_of = ["header"]), then_field = "config.header_name", then_match(required)),
     conditional(if_field = "config.limit_by", if_match(one_of = ["path"]), then_field = "config.path", then_match(required)),
-    custom_validator = check
+    custom_validator = check,
+    shorthand("redis_host", "redis.host"),
+    shorthand("redis_port", "redis.port"),
+    shorthand("redis_password", "redis.password"),
+    shorthand("redis_username", "redis.username"),
+    shorthand("redis_ssl", "redis.ssl"),
+    shorthand("redis_ssl_verify", "redis.ssl_verify"),
+    shorthand("redis_server_name", "redis.server_name"),
+    shorthand("redis_timeout", "redis.timeout"),
+    shorthand("redis_database", "redis.database")
 )]
 pub struct RateLimiting {
     /// Requests per second.
@@ -183,7 +192,7 @@ impl RateLimiting {
             route_id: or_nil(scope.route),
             service_id: or_nil(scope.service),
             identifier: identifier.to_owned(),
-            period: w.period.name(),
+            period: w.period.name().to_owned(),
             period_date: w.start,
         }
     }

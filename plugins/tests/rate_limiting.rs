@@ -303,7 +303,7 @@ async fn counted(bp: &Blueprint, route: Uuid, bob: Uuid, n: i64) {
         route_id: route,
         service_id: Uuid::nil(),
         identifier: bob.to_string(),
-        period: "hour",
+        period: "hour".into(),
         period_date: now - now % 3600,
     };
     helpers::wait_until("the count in the database", Duration::from_secs(10), || async {
@@ -481,4 +481,57 @@ async fn redis_failures_let_traffic_through_or_answer_500_as_configured() {
     );
     let res = gateway(wrong).await.send(tenant("t"), ok).await;
     assert_eq!(res.status(), 500, "a failed AUTH is a failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_redis_fields_are_accepted_and_shown_as_kong_does() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Sqlite, &["bundled"]).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let admin = kong.admin_client();
+    let config = json!({ "minute": 5, "policy": "redis", "redis_host": "redis.local", "redis_port": 6380 });
+    let res = admin
+        .post("/plugins")
+        .json(&json!({ "name": "rate-limiting", "config": config }))
+        .send()
+        .await;
+    let created: Value = serde_json::from_str(&res.assert_status(201)).unwrap();
+    let c = &created["config"];
+    assert_eq!(
+        (&c["redis"]["host"], &c["redis"]["port"]),
+        (&json!("redis.local"), &json!(6380))
+    );
+    // The old names are shown with the new fields' values.
+    assert_eq!(
+        (&c["redis_host"], &c["redis_port"]),
+        (&json!("redis.local"), &json!(6380))
+    );
+    assert_eq!(c["redis_timeout"], 2000);
+    assert_eq!(c["redis_password"], Value::Null);
+    let id = created["id"].as_str().unwrap();
+    let shown = admin.get(&format!("/plugins/{id}")).send().await.assert_json();
+    assert_eq!(shown["config"]["redis_database"], 0);
+
+    // A PATCH by an old name changes the new field, and keeps the rest of the record.
+    let res = admin
+        .patch(&format!("/plugins/{id}"))
+        .json(&json!({ "config": { "redis_host": "other.local" } }))
+        .send()
+        .await;
+    let patched: Value = serde_json::from_str(&res.assert_status(200)).unwrap();
+    assert_eq!(patched["config"]["redis"]["host"], "other.local");
+    assert_eq!(patched["config"]["redis"]["port"], 6380, "the record merged");
+
+    // Both names with different values is Kong's error at the old one.
+    let res = admin
+        .post("/plugins")
+        .json(&json!({ "name": "rate-limiting", "route": null, "config": {
+            "minute": 5, "policy": "redis", "redis_host": "a", "redis": { "host": "b" } } }))
+        .send()
+        .await;
+    let err: Value = serde_json::from_str(&res.assert_status(400)).unwrap();
+    assert_eq!(
+        err["fields"]["config"]["redis_host"],
+        "both deprecated and new field are used but their values mismatch: redis_host = a vs redis.host = b"
+    );
+    kong.stop().await;
 }

@@ -96,7 +96,7 @@ impl Admin {
                 more = true;
                 break;
             }
-            page.push(e);
+            page.push(self.shown(kind, e));
         }
         let mut body = json!({ "data": page, "next": Value::Null });
         if more {
@@ -134,7 +134,7 @@ impl Admin {
         };
         if matches!(method, Method::GET | Method::HEAD) {
             return current(&self.entities.load())
-                .map(|e| (StatusCode::OK, e))
+                .map(|e| (StatusCode::OK, self.shown(kind, e)))
                 .ok_or_else(|| message(404, "Not found"));
         }
         // A write reads what it changes under the write lock, so it builds on the last
@@ -156,19 +156,24 @@ impl Admin {
                 let Some(existing) = existing else {
                     return Err(message(404, "Not found"));
                 };
-                let Some(Value::Object(patch)) = body else {
+                let Some(Value::Object(mut patch)) = body else {
                     return Err(message(400, "Cannot parse JSON body"));
                 };
+                // A plugin's config merges with the stored one, record by record (Kong's
+                // `merge_values`), after its deprecated aliases moved to their fields.
+                let schema = (kind.name == "plugins")
+                    .then(|| existing["name"].as_str().and_then(|n| self.plugins.schema(n)))
+                    .flatten();
+                if let (Some(schema), Some(config)) = (schema, patch.get_mut("config")) {
+                    schema.expand_shorthands(config).map_err(violation)?;
+                }
                 let mut merged = existing.clone();
                 for (k, v) in patch {
-                    match (merged.get_mut(&k), v) {
-                        // Records (plugin config) merge; everything else is replaced.
-                        (Some(Value::Object(old)), Value::Object(new)) if k == "config" => {
-                            for (ck, cv) in new {
-                                old.insert(ck, cv);
-                            }
+                    match (merged.get_mut(&k), v, schema) {
+                        (Some(Value::Object(old)), Value::Object(new), Some(schema)) if k == "config" => {
+                            crate::schema::merge_records(&schema.config, old, new);
                         }
-                        (_, v) => {
+                        (_, v, _) => {
                             merged[&k] = v;
                         }
                     }
@@ -496,7 +501,18 @@ impl Admin {
             StoreError::Database(e) => db_error(Code::DatabaseError, e, None),
         })
         .await?;
-        Ok((status, value))
+        Ok((status, self.shown(kind, value)))
+    }
+
+    /// An entity as the Admin API answers it: a plugin's config with the deprecated alias
+    /// fields of its schema (Kong's shorthands, shown with their replacements' values).
+    pub(super) fn shown(&self, kind: &Kind, mut entity: Value) -> Value {
+        if kind.name == "plugins"
+            && let Some(schema) = entity["name"].as_str().and_then(|n| self.plugins.schema(n))
+        {
+            schema.show_shorthands(&mut entity["config"]);
+        }
+        entity
     }
 
     pub(super) async fn delete(

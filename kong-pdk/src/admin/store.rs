@@ -315,7 +315,7 @@ impl Store {
         for (key, delta, expires) in increments {
             sqlx::query(&sql)
                 .bind(key.identifier.as_str())
-                .bind(key.period)
+                .bind(key.period.as_str())
                 .bind(key.period_date)
                 .bind(key.service_id.to_string())
                 .bind(key.route_id.to_string())

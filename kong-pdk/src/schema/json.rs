@@ -35,7 +35,7 @@ fn checks_json(checks: &[EntityCheck]) -> Value {
     Value::Array(
         checks
             .iter()
-            .filter(|c| !matches!(c, EntityCheck::Custom(_)))
+            .filter(|c| !matches!(c, EntityCheck::Custom(_) | EntityCheck::Shorthand(_)))
             .map(|c| {
                 let (key, value) = match c {
                     EntityCheck::AtLeastOneOf(f) => ("at_least_one_of", names(f)),
@@ -54,7 +54,7 @@ fn checks_json(checks: &[EntityCheck]) -> Value {
                         }
                         ("conditional", Value::Object(m))
                     }
-                    EntityCheck::Custom(_) => ("custom_validator", Value::Null),
+                    EntityCheck::Custom(_) | EntityCheck::Shorthand(_) => ("custom_validator", Value::Null),
                 };
                 let mut m = Map::new();
                 m.insert(key.into(), value);

@@ -65,6 +65,7 @@ use serde_json::Value;
 
 #[cfg(feature = "admin")]
 pub(crate) use json::schema_json;
+pub use validate::merge_records;
 #[cfg(feature = "gateway")]
 pub(crate) use validate::validate_record;
 pub use violation::SchemaViolation;
@@ -280,6 +281,17 @@ pub struct Conditional {
     pub then_err: Option<String>,
 }
 
+/// A deprecated field kept as an alias of another (Kong's `shorthand_fields` with a
+/// `deprecation.replaced_with`): accepted on input, moved to `path`, and shown again in the
+/// Admin API's answers with `path`'s value.
+#[derive(Clone, Debug)]
+pub struct Shorthand {
+    /// The deprecated field (`redis_host`).
+    pub name: String,
+    /// Where its value goes (`redis.host`).
+    pub path: String,
+}
+
 /// A record-level check across fields (Kong's `entity_checks`).
 #[derive(Clone, Debug)]
 pub enum EntityCheck {
@@ -295,6 +307,9 @@ pub enum EntityCheck {
     Distinct(Vec<String>),
     /// `conditional`.
     Conditional(Box<Conditional>),
+    /// A deprecated alias field (Kong's `shorthand_fields`): not a check, but processed with
+    /// them, before the record's fields are validated.
+    Shorthand(Box<Shorthand>),
     /// A check of the whole record, once its fields are valid (Kong's record-level
     /// `custom_validator`): its message replaces the record's errors, so a plugin's shows as
     /// `fields.config = "<message>"`. Not published in the schema's JSON, as Kong drops
@@ -400,6 +415,28 @@ impl PluginSchema {
             Ok(entity.remove("config").unwrap_or_default())
         } else {
             Err(SchemaViolation::new(errors))
+        }
+    }
+
+    /// Shows a stored `config` as Kong's Admin API does: each deprecated alias field
+    /// (`redis_host`) with the value of the field that replaced it (`redis.host`).
+    pub fn show_shorthands(&self, config: &mut Value) {
+        validate::show_shorthands(&self.config, config);
+    }
+
+    /// Moves the deprecated alias fields of a partial `config` (a PATCH body's) to the
+    /// fields that replaced them, so that it merges with a stored config.
+    pub fn expand_shorthands(&self, config: &mut Value) -> Result<(), SchemaViolation> {
+        let mut errors = serde_json::Map::new();
+        if let Value::Object(obj) = config {
+            validate::expand_shorthands(&self.config, obj, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            let mut fields = serde_json::Map::new();
+            fields.insert("config".into(), Value::Object(errors));
+            Err(SchemaViolation::new(fields))
         }
     }
 

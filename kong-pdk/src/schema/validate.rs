@@ -246,8 +246,9 @@ pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Resul
         return Err(msg("expected a record"));
     };
     let mut errors = Map::new();
+    expand_shorthands(record, obj, &mut errors);
     for key in obj.keys() {
-        if record.field(key).is_none() {
+        if record.field(key).is_none() && !errors.contains_key(key) {
             errors.insert(key.clone(), msg("unknown field"));
         }
     }
@@ -282,6 +283,91 @@ fn quoted(fields: &[String]) -> String {
     fields.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ")
 }
 
+/// The deprecated alias fields of `record`.
+fn shorthands(record: &RecordSchema) -> impl Iterator<Item = &super::Shorthand> {
+    record.entity_checks.iter().filter_map(|c| match c {
+        EntityCheck::Shorthand(s) => Some(&**s),
+        _ => None,
+    })
+}
+
+/// Kong's `process_auto_fields` for shorthands: each deprecated alias given a value moves to
+/// the field that replaced it; the replacing field wins when set, and the two set to
+/// different values is an error at the alias.
+pub(crate) fn expand_shorthands(record: &RecordSchema, obj: &mut Map<String, Value>, errors: &mut Map<String, Value>) {
+    for short in shorthands(record) {
+        let Some(value) = obj.get(&short.name).filter(|v| !v.is_null()).cloned() else {
+            obj.remove(&short.name);
+            continue;
+        };
+        let current = value_at(obj, &short.path).filter(|v| !v.is_null()).cloned();
+        if let Some(current) = current.filter(|c| *c != value) {
+            errors.insert(
+                short.name.clone(),
+                Value::String(format!(
+                    "both deprecated and new field are used but their values mismatch: {} = {} vs {} = {}",
+                    short.name,
+                    lua_text(&value),
+                    short.path,
+                    lua_text(&current)
+                )),
+            );
+            continue;
+        }
+        obj.remove(&short.name);
+        tracing::warn!(target: "kong", "config.{} is deprecated, please use config.{} instead", short.name, short.path);
+        set_at(obj, &short.path, value);
+    }
+}
+
+/// Adds each deprecated alias of `record` to `config` with its replacement's value.
+pub(crate) fn show_shorthands(record: &RecordSchema, config: &mut Value) {
+    let Value::Object(obj) = config else { return };
+    for short in shorthands(record) {
+        let value = value_at(obj, &short.path).cloned().unwrap_or(Value::Null);
+        obj.insert(short.name.clone(), value);
+    }
+}
+
+/// A value as Lua's `tostring` prints it in Kong's messages.
+fn lua_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Sets `path` (`a.b`) in `obj`, making the records on the way.
+fn set_at(obj: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            obj.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let node = obj.entry(head).or_insert_with(|| Value::Object(Map::new()));
+            if !node.is_object() {
+                *node = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = node {
+                set_at(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Merges `new` into `old` as Kong's `merge_values` does: fields of record type merge field by
+/// field, everything else is replaced.
+pub fn merge_records(record: &RecordSchema, old: &mut Map<String, Value>, new: Map<String, Value>) {
+    for (k, v) in new {
+        match (record.field(&k).map(|f| &f.kind), old.get_mut(&k), v) {
+            (Some(FieldKind::Record(inner)), Some(Value::Object(o)), Value::Object(n)) => merge_records(inner, o, n),
+            (_, _, v) => {
+                old.insert(k, v);
+            }
+        }
+    }
+}
+
 /// The fields a check names (none for a custom validator).
 fn involved(check: &EntityCheck) -> Vec<&String> {
     match check {
@@ -291,7 +377,7 @@ fn involved(check: &EntityCheck) -> Vec<&String> {
         | EntityCheck::MutuallyRequired(f)
         | EntityCheck::Distinct(f) => f.iter().collect(),
         EntityCheck::Conditional(c) => vec![&c.if_field, &c.then_field],
-        EntityCheck::Custom(_) => Vec::new(),
+        EntityCheck::Custom(_) | EntityCheck::Shorthand(_) => Vec::new(),
     }
 }
 
@@ -386,7 +472,7 @@ fn run_entity_check(
     errors: &mut Map<String, Value>,
     entity: &mut Vec<String>,
 ) {
-    if matches!(check, EntityCheck::Custom(_)) {
+    if matches!(check, EntityCheck::Custom(_) | EntityCheck::Shorthand(_)) {
         return;
     }
     // As Kong (run_with_invalid_fields = false): a check over an invalid field does not run.

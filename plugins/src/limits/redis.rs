@@ -108,6 +108,45 @@ pub(crate) async fn usage(
         .collect()
 }
 
+/// Adds `delta` to a key, expiring a new one after `ARGV[2]` seconds (response-ratelimiting's
+/// `EXISTS`, `INCRBY`, `EXPIRE`, in one step).
+const ADD_SCRIPT: &str = r#"
+local key, value, ttl = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local exists = redis.call("exists", key)
+redis.call("incrby", key, value)
+if exists == 0 then
+  redis.call("expire", key, ttl)
+end
+"#;
+
+/// The values of `keys` (0 for a missing one), in one round trip.
+pub(crate) async fn get(redis: &dyn RedisClient, server: &RedisSettings, keys: &[String]) -> Result<Vec<i64>, String> {
+    let commands = keys.iter().map(|k| RedisCommand::new("GET").arg(k)).collect();
+    let replies = redis.pipeline(server, commands).await?;
+    Ok(replies.iter().map(|r| r.as_int().unwrap_or(0)).collect())
+}
+
+/// Adds `delta` to each `(key, window seconds)`, in one round trip.
+pub(crate) async fn add(
+    redis: &dyn RedisClient,
+    server: &RedisSettings,
+    keys: &[(String, i64)],
+    delta: i64,
+) -> Result<(), String> {
+    let commands = keys
+        .iter()
+        .map(|(key, ttl)| {
+            RedisCommand::new("EVAL")
+                .arg(ADD_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(delta)
+                .arg(ttl)
+        })
+        .collect();
+    redis.pipeline(server, commands).await.map(drop)
+}
+
 /// Counters cached per Redis database at most, in `sync_rate` mode.
 const MAX_CACHED: usize = 100_000;
 /// Redis databases whose `sync_rate` counters are kept at most.
