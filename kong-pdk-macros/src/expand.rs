@@ -170,7 +170,22 @@ fn fallback_impls(item: &ItemStruct, plugin: bool) -> TokenStream {
 
 fn strip_field_attrs(item: &mut ItemStruct) {
     for field in item.fields.iter_mut() {
+        // `rename = "..."` becomes serde's, so the config deserializes by the schema's name.
+        let renamed = field
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("field"))
+            .filter_map(|a| a.parse_args::<crate::attr::Args>().ok())
+            .flat_map(|args| args.0)
+            .find(|arg| arg.name() == "rename")
+            .and_then(|arg| match arg.value {
+                crate::attr::ArgValue::Value(crate::attr::Value::Str(s)) => Some(s),
+                _ => None,
+            });
         field.attrs.retain(|a| !a.path().is_ident("field"));
+        if let Some(name) = renamed {
+            field.attrs.push(syn::parse_quote!(#[serde(rename = #name)]));
+        }
     }
 }
 

@@ -365,10 +365,16 @@ pub fn parse_field(cx: &Ctxt, field: &syn::Field) -> Option<FieldModel> {
                 "referenceable" => model.referenceable = flag(cx, arg),
                 "encrypted" => model.encrypted = flag(cx, arg),
                 "description" => model.description = lit_str(cx, arg).map(|s| s.value()),
+                // A name Rust cannot spell (`X-Cache-Status`): the schema's and the config's.
+                "rename" => {
+                    if let Some(name) = lit_str(cx, arg) {
+                        model.name = name.value();
+                    }
+                }
                 other => cx.error_spanned_by(
                     &arg.key,
                     format!(
-                        "unknown field attribute `{other}`; expected one of: typedef, default, required, one_of, between, gt, len_eq, len_min, len_max, match, starts_with, uuid, referenceable, encrypted, description, elements"
+                        "unknown field attribute `{other}`; expected one of: typedef, default, required, one_of, between, gt, len_eq, len_min, len_max, match, starts_with, uuid, referenceable, encrypted, description, elements, rename"
                     ),
                 ),
             }

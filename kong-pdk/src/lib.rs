@@ -88,6 +88,7 @@ extern crate self as kong_pdk;
 
 #[cfg(feature = "admin")]
 pub mod admin;
+pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod counters;

@@ -161,5 +161,12 @@ pub trait Handler: Plugin {
         async { Ok(()) }
     }
 
+    /// Admin API endpoints of the plugin (Kong's `api.lua`): offered every Admin API request
+    /// the core does not serve; answer `None` to let it pass (see [`crate::api`]).
+    fn admin_api(api: &crate::api::AdminRequest<'_, Self::State>) -> Option<crate::api::AdminAnswer> {
+        let _ = api;
+        None
+    }
+
     crate::phase::request_phases!(request_phase_methods);
 }

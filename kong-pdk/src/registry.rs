@@ -153,6 +153,13 @@ pub(crate) trait PluginType: Send + Sync {
         node: &'a NodeInfo,
         instances: &'a [Arc<dyn ErasedInstance>],
     ) -> BoxFuture<'a, crate::Result>;
+    fn admin_api(
+        &self,
+        method: &str,
+        segments: &[&str],
+        body: &Value,
+        instances: &[(Uuid, &Value)],
+    ) -> Option<crate::api::AdminAnswer>;
 }
 
 struct TypeImpl<T: Handler> {
@@ -240,6 +247,22 @@ impl<T: Handler> PluginType for TypeImpl<T> {
             let configs = (!configs.is_empty()).then_some(configs.as_slice());
             T::configure(&worker, configs).await
         })
+    }
+
+    fn admin_api(
+        &self,
+        method: &str,
+        segments: &[&str],
+        body: &Value,
+        instances: &[(Uuid, &Value)],
+    ) -> Option<crate::api::AdminAnswer> {
+        T::admin_api(&crate::api::AdminRequest::new(
+            method,
+            segments,
+            body,
+            &*self.state,
+            instances,
+        ))
     }
 }
 
@@ -396,6 +419,22 @@ impl Plugins {
     /// The schema of the loaded plugin `name`.
     pub fn schema(&self, name: &str) -> Option<&'static PluginSchema> {
         self.by_name.get(name).map(|&i| self.types[i].schema())
+    }
+
+    /// Offers an Admin API request to each loaded plugin's
+    /// [`admin_api`](crate::Handler::admin_api), in order, with its instances
+    /// (`instances_of(name)`: id and config); the first answer wins.
+    pub fn admin_api<'v>(
+        &self,
+        method: &str,
+        segments: &[&str],
+        body: &Value,
+        instances_of: impl Fn(&str) -> Vec<(Uuid, &'v Value)>,
+    ) -> Option<crate::api::AdminAnswer> {
+        self.types.iter().find_map(|t| {
+            let instances = instances_of(t.meta().name);
+            t.admin_api(method, segments, body, &instances)
+        })
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {

@@ -22,7 +22,9 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 
 /// The layers, bottom first: a module may use those of its own layer's predecessors only.
 const LAYERS: &[&[&str]] = &[
-    &["error", "phase", "entities", "schema", "counters", "redis", "timer"],
+    &[
+        "error", "phase", "entities", "schema", "counters", "redis", "timer", "api",
+    ],
     &["engine"],
     &["dao", "model"],
     &["transaction"],

@@ -9,6 +9,7 @@
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
+//! - [`proxy_cache`]: `proxy-cache`, answers from a node-local cache, with its Admin API;
 //! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
 //!   the database or in Redis;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
@@ -29,6 +30,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 mod limits;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -47,6 +49,7 @@ pub const BUNDLED: &[&str] = &[
     "ip-restriction",
     "jwt",
     "key-auth",
+    "proxy-cache",
     "rate-limiting",
     "request-size-limiting",
     "request-termination",

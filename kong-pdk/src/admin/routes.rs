@@ -153,7 +153,30 @@ impl Admin {
             [] | ["status"] | ["endpoints"] | ["plugins", "enabled"] | ["config"] => {
                 Err(message(405, "Method not allowed"))
             }
-            _ => Err(message(404, "Not found")),
+            // The plugins' own endpoints (Kong's `api.lua`).
+            _ => {
+                let value = if get || method == Method::DELETE {
+                    Value::Null
+                } else {
+                    read(body, &parts.headers).await?.0
+                };
+                let entities = self.entities.load_full();
+                let instances_of = |name: &str| {
+                    entities["plugins"]
+                        .values()
+                        .filter(|p| p["name"] == name)
+                        .filter_map(|p| Some((Uuid::parse_str(p["id"].as_str()?).ok()?, &p["config"])))
+                        .collect()
+                };
+                match self.plugins.admin_api(method.as_str(), &segs, &value, instances_of) {
+                    Some(answer) if answer.status == 404 && answer.body.is_null() => Err(message(404, "Not found")),
+                    Some(answer) => Ok((
+                        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        answer.body,
+                    )),
+                    None => Err(message(404, "Not found")),
+                }
+            }
         }
     }
 

@@ -201,9 +201,15 @@ impl Body for Filtered {
             };
             let (chunk, eof) = match &mut streaming.source {
                 ResponseBody::Bytes(bytes) => (std::mem::take(bytes), true),
-                ResponseBody::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                ResponseBody::Upstream(body) => match ready!(Pin::new(&mut *body).poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => (data, false),
+                        // The last chunk of a body of known length is the end: hyper writes a
+                        // length-delimited answer and stops polling once the length is sent,
+                        // so body_filter would never see `eof` after it.
+                        Ok(data) => {
+                            let end = body.is_end_stream();
+                            (data, end)
+                        }
                         // Trailers are not forwarded.
                         Err(_) => continue,
                     },
