@@ -7,6 +7,10 @@
 #       connection and a connection of its own to (a), no HTTP work at all. It is the floor
 #       of any proxy on tokio: the same reads and writes per request as (c);
 #   (f) kong-gateway as (c), on a route with key-auth + acl (a consumer's key, its group);
+#   (g) kong-gateway as (c), on a route with key-auth + rate-limiting (local policy, a limit
+#       never reached: every request is counted and gets the RateLimit headers);
+#   (h) kong-gateway as (c), on a route with proxy-cache (memory): every request but the
+#       first is a hit, answered without the upstream;
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -103,6 +107,17 @@ services:
           - name: key-auth
           - name: acl
             config: { allow: ["bench"] }
+      - name: limited
+        paths: ["/limited"]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: { minute: 1000000000, policy: local }
+      - name: cached
+        paths: ["/cached"]
+        plugins:
+          - name: proxy-cache
+            config: { strategy: memory }
 consumers:
   - username: bench
     keyauth_credentials:
@@ -152,6 +167,11 @@ curl -fsS -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/auth/anyth
     || { echo "key-auth + acl refuse the bench consumer" >&2; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KONG/auth/anything")" = 401 ] \
     || { echo "key-auth is not on /auth" >&2; exit 1; }
+curl -fsS -D - -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/limited/anything" \
+    | grep -qi '^RateLimit-Remaining:' || { echo "rate-limiting is not on /limited" >&2; exit 1; }
+curl -fsS -o /dev/null "http://127.0.0.1:$KONG/cached/anything"
+curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/cached/anything" | grep -qi '^X-Cache-Status: Hit' \
+    || { echo "proxy-cache does not hit on /cached" >&2; exit 1; }
 
 # CPU time (user + system) a process and its threads have used, in clock ticks.
 ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{ t += $14 + $15 } END { print t }'; }
@@ -190,6 +210,8 @@ read -r B_RPS B_P99 B_CPU < <(run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WO
 read -r C_RPS C_P99 C_CPU < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
 read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}")
 read -r F_RPS F_P99 F_CPU < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
+read -r G_RPS G_P99 G_CPU < <(run "http://127.0.0.1:$KONG/limited/anything" "${PIDS[2]}" "apikey: bench-key")
+read -r H_RPS H_P99 H_CPU < <(run "http://127.0.0.1:$KONG/cached/anything" "${PIDS[2]}")
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
@@ -211,4 +233,8 @@ printf '| (d) tcp-relay, 1 thread, no HTTP (the floor) | %.0f | %s | %s | %.2f |
     "$(awk -v d="$D_RPS" -v b="$B_RPS" 'BEGIN { print d / b }')"
 printf '| (f) kong-gateway, 1 worker thread, key-auth + acl | %.0f | %s | %s | %.2f |\n' "$F_RPS" "$F_P99" "$F_CPU" \
     "$(awk -v f="$F_RPS" -v b="$B_RPS" 'BEGIN { print f / b }')"
+printf '| (g) kong-gateway, 1 worker thread, key-auth + rate-limiting (local) | %.0f | %s | %s | %.2f |\n' "$G_RPS" "$G_P99" "$G_CPU" \
+    "$(awk -v g="$G_RPS" -v b="$B_RPS" 'BEGIN { print g / b }')"
+printf '| (h) kong-gateway, 1 worker thread, proxy-cache hits | %.0f | %s | %s | %.2f |\n' "$H_RPS" "$H_P99" "$H_CPU" \
+    "$(awk -v h="$H_RPS" -v b="$B_RPS" 'BEGIN { print h / b }')"
 printf '%s' "$ROWS"

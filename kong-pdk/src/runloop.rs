@@ -505,7 +505,8 @@ pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
 /// `upstream_ms` is the time spent waiting for the upstream (0 when nothing was proxied).
 pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, settings: &HeaderSettings, upstream_ms: u64) {
     set.run_header_filter(tx).await;
-    let proxied = (tx.upstream_response.is_some() && tx.exit().is_none()) || tx.upstream_failed;
+    let proxied =
+        (tx.upstream_response.is_some() && tx.exit().is_none()) || tx.upstream_failed || tx.answered_for_upstream;
     let total = tx.elapsed_ms();
     let proxy_ms = total.saturating_sub(upstream_ms);
     tx.set_latencies(Latencies {

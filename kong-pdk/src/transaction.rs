@@ -491,6 +491,9 @@ pub struct Transaction {
     /// The request went to an upstream that failed to answer (Kong's `KONG_PROXIED` without
     /// a response): the latency headers are the proxied ones.
     pub(crate) upstream_failed: bool,
+    /// A plugin answered for the upstream (Kong's `ngx.ctx.KONG_PROXIED = true`, as
+    /// proxy-cache's hits): the response is reported as proxied.
+    pub(crate) answered_for_upstream: bool,
     /// `kong.client.tls.set_client_verify()`: replaces `request.tls.client_verify` in the log.
     pub(crate) client_verify: Option<String>,
     pub(crate) handshake: HandshakeRequests,
@@ -598,6 +601,7 @@ impl Transaction {
             collected: None,
             aborted: false,
             upstream_failed: false,
+            answered_for_upstream: false,
             client_verify: None,
             handshake: HandshakeRequests::default(),
             latencies: Latencies::default(),

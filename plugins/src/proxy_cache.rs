@@ -571,7 +571,7 @@ impl Handler for ProxyCache {
         let mut response = kong.response();
         response.clear_header("X-Cache-Status")?;
         response.clear_header("X-Cache-Key")?;
-        response.exit_with(
+        response.exit_for_upstream(
             entry.status,
             kong_pdk::pdk::ExitBody::Raw(entry.body.clone()),
             headers.iter().map(|(n, v)| (*n, v.as_str())),

@@ -43,6 +43,8 @@ async fn a_miss_is_stored_and_the_next_request_hits() {
     assert_eq!(hit.body_text(), "{\"hello\":\"world\"}");
     assert_eq!(hit.header("Content-Type"), Some("application/json"));
     assert!(hit.upstream_request().is_none());
+    // A hit stands in for the upstream: reported as proxied, as Kong's are.
+    assert!(hit.header("X-Kong-Proxy-Latency").is_some() && hit.header("X-Kong-Response-Latency").is_none());
     // Another query, another key; the order of arguments does not matter.
     let other = gw.send(TestRequest::get("/get?b=2&a=1"), json_ok).await;
     assert_eq!(status(&other), Some("Miss"));

@@ -393,6 +393,23 @@ impl<'a, P: RequestPhase> Response<'a, P> {
         Ok(exit_tx(self.tx, P::PHASE, status, body.into(), headers)?)
     }
 
+    /// `exit(status, body, headers)` for an answer that stands in for the upstream's, as a
+    /// cache's (Kong's `ngx.ctx.KONG_PROXIED = true` before the exit): the response is reported
+    /// as proxied, with `Via`, `X-Kong-Upstream-Latency` and `X-Kong-Proxy-Latency` rather than
+    /// `X-Kong-Response-Latency`.
+    pub fn exit_for_upstream<'h>(
+        &mut self,
+        status: u16,
+        body: impl Into<ExitBody>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> crate::Result
+    where
+        P: phase::ResponseWrite,
+    {
+        self.tx.answered_for_upstream = true;
+        self.exit_with(status, body, headers)
+    }
+
     /// `error(status, message)`: an error response in Kong's template, negotiated from the
     /// request's `Accept` (JSON by default), with the request id. `None` uses Kong's default
     /// message for the status.
