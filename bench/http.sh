@@ -142,8 +142,20 @@ EOF
 "$ROOT/target/release/tcp-relay" "127.0.0.1:$RELAY" "127.0.0.1:$UP" & PIDS+=($!)
 if [ -n "$COMPARE" ]; then
     mkdir -p "$WORK/base"
+    # The other build serves (c)'s route only: its plugins may differ from this build's.
+    cat > "$WORK/base/kong.yml" <<EOF2
+_format_version: "3.0"
+services:
+  - name: upstream
+    url: http://127.0.0.1:$UP
+    routes:
+      - name: mock
+        paths: ["/mock"]
+        plugins:
+          - name: my-plugin
+EOF2
     sed -e "s|127.0.0.1:$KONG|127.0.0.1:$BASE|" -e "s|$WORK/kong/prefix|$WORK/base/prefix|" \
-        "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
+        -e "s|$WORK/kong/kong.yml|$WORK/base/kong.yml|" "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
     "$COMPARE" start -c "$WORK/base/kong.conf" >"$WORK/base/out.log" 2>&1 & PIDS+=($!)
 fi
 

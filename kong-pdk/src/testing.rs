@@ -586,6 +586,7 @@ impl TestGateway {
                     client_chain: req.client_chain.clone(),
                 })
             }),
+            ..ClientConn::default()
         };
         let mut tx = Transaction::new(request, client, self.set.plugins().node.clone());
         tx.captured_logs = Some(Vec::new());

@@ -117,6 +117,12 @@ pub struct ClientConn {
     pub sni: Option<String>,
     /// What the TLS handshake settled, when TLS.
     pub session: Option<Arc<TlsSession>>,
+    /// The address the client connected to (nginx's `$server_addr`).
+    pub server_ip: IpAddr,
+    /// The connection's serial number on this node (nginx's `$connection`).
+    pub serial: u64,
+    /// The requests made on the connection, this one included (`$connection_requests`).
+    pub requests: u64,
 }
 
 /// What the TLS handshake of a client connection settled.
@@ -153,6 +159,9 @@ impl Default for ClientConn {
             tls: false,
             sni: None,
             session: None,
+            server_ip: ip,
+            serial: 1,
+            requests: 1,
         }
     }
 }

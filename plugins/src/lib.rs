@@ -4,6 +4,7 @@
 //! - [`acl`]: `acl`, with its `acls` entity;
 //! - [`basic_auth`]: `basic-auth`, with its `basicauth_credentials` entity;
 //! - [`bot_detection`]: `bot-detection`, known bots and your own lists of user agents;
+//! - [`correlation_id`]: `correlation-id`, an id header on every request (and response);
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
 //! - [`hmac_auth`]: `hmac-auth`, with its `hmacauth_credentials` entity;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
@@ -14,7 +15,8 @@
 //!   the database or in Redis;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
 //! - [`request_termination`]: `request-termination`, answers without proxying;
-//! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response.
+//! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response;
+//! - [`response_transformer`]: `response-transformer`, response headers and JSON bodies.
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
 //!   WebSocket services;
 //! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
@@ -24,6 +26,7 @@ pub mod acl;
 mod auth;
 pub mod basic_auth;
 pub mod bot_detection;
+pub mod correlation_id;
 pub mod cors;
 pub mod hmac_auth;
 pub mod ip_restriction;
@@ -35,6 +38,7 @@ pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod response_ratelimiting;
+pub mod response_transformer;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
 
@@ -44,6 +48,7 @@ pub const BUNDLED: &[&str] = &[
     "acl",
     "basic-auth",
     "bot-detection",
+    "correlation-id",
     "cors",
     "hmac-auth",
     "ip-restriction",
@@ -54,6 +59,7 @@ pub const BUNDLED: &[&str] = &[
     "request-size-limiting",
     "request-termination",
     "response-ratelimiting",
+    "response-transformer",
     "websocket-size-limit",
     "websocket-validator",
 ];

@@ -108,10 +108,19 @@ pub(crate) struct Connection {
     pub(crate) session: Option<Arc<crate::transaction::TlsSession>>,
     /// The peer's address and the listener port as header values, formatted once.
     pub(crate) values: crate::runloop::ConnValues,
+    /// The address the client connected to (nginx's `$server_addr`).
+    pub(crate) server_ip: std::net::IpAddr,
+    /// The connection's serial number on this node (nginx's `$connection`).
+    pub(crate) serial: u64,
+    /// Requests made on the connection so far (nginx's `$connection_requests`).
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Connections accepted by this process, for `$connection`.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Connection {
-    fn new(peer: SocketAddr, port: u16, tls: bool) -> Connection {
+    fn new(peer: SocketAddr, server_ip: std::net::IpAddr, port: u16, tls: bool) -> Connection {
         Connection {
             peer,
             port,
@@ -119,6 +128,9 @@ impl Connection {
             sni: None,
             session: None,
             values: crate::runloop::ConnValues::new(peer.ip(), port),
+            server_ip,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            requests: Arc::default(),
         }
     }
 
@@ -132,7 +144,16 @@ impl Connection {
             tls: self.tls,
             sni: self.sni.clone(),
             session: self.session.clone(),
+            server_ip: self.server_ip,
+            serial: self.serial,
+            requests: self.requests.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// The client side of the connection's next request: [`client`](Self::client), counted.
+    pub(crate) fn next_request(&self) -> ClientConn {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.client()
     }
 }
 
@@ -213,10 +234,11 @@ impl Proxy {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 (stream, peer) = crate::gateway::accept::accept(&listener) => {
                     let _ = stream.set_nodelay(true);
+                    let server_ip = stream.local_addr().map_or(peer.ip(), |a| a.ip());
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
                     conns.spawn(async move {
-                        let conn = Connection::new(peer, port, tls);
+                        let conn = Connection::new(peer, server_ip, port, tls);
                         if tls {
                             proxy.accept_tls(stream, conn, stop).await;
                         } else {

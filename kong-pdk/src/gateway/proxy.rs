@@ -45,7 +45,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         body: RequestBody::Pending(Box::new(slot.clone())),
     };
     // Boxed at once: the transaction is large and would otherwise be copied into the body.
-    let mut tx = Box::new(Transaction::new(request, conn.client(), set.plugins().node_arc()));
+    let mut tx = Box::new(Transaction::new(request, conn.next_request(), set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
 
     let proxying = match h2_refusal(&tx.request) {
@@ -358,7 +358,7 @@ pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Reject
         headers: request_headers,
         body: RequestBody::Buffered(Bytes::new()),
     };
-    let mut tx = Box::new(Transaction::new(request, conn.client(), set.plugins().node_arc()));
+    let mut tx = Box::new(Transaction::new(request, conn.next_request(), set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
     runloop::refused(&mut tx, r.status, r.message);
     runloop::header_filter(set, &mut tx, &proxy.headers, 0).await;

@@ -254,6 +254,22 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         }
     }
 
+    /// The address the client connected to (nginx's `$server_addr`).
+    pub fn get_server_addr(&self) -> std::net::IpAddr {
+        self.tx.client.server_ip
+    }
+
+    /// The connection's serial number on this node (nginx's `$connection`).
+    pub fn get_connection_serial(&self) -> u64 {
+        self.tx.client.serial
+    }
+
+    /// The requests made on this connection, this one included (nginx's
+    /// `$connection_requests`).
+    pub fn get_connection_requests(&self) -> u64 {
+        self.tx.client.requests
+    }
+
     /// `get_method()`.
     pub fn get_method(&self) -> &str {
         self.tx.request.method.as_str()
