@@ -8,7 +8,8 @@
 #       of any proxy on tokio: the same reads and writes per request as (c);
 #   (f) kong-gateway as (c), on a route with key-auth + acl (a consumer's key, its group);
 #   (g) kong-gateway as (c), on a route with key-auth + rate-limiting (local policy, a limit
-#       never reached: every request is counted and gets the RateLimit headers);
+#       never reached: every request is counted and gets the RateLimit headers) +
+#       correlation-id + response-transformer (a response header added);
 #   (h) kong-gateway as (c), on a route with proxy-cache (memory): every request but the
 #       first is a hit, answered without the upstream;
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
@@ -113,6 +114,9 @@ services:
           - name: key-auth
           - name: rate-limiting
             config: { minute: 1000000000, policy: local }
+          - name: correlation-id
+          - name: response-transformer
+            config: { add: { headers: ["X-Transformed:yes"] } }
       - name: cached
         paths: ["/cached"]
         plugins:
@@ -142,7 +146,8 @@ EOF
 "$ROOT/target/release/tcp-relay" "127.0.0.1:$RELAY" "127.0.0.1:$UP" & PIDS+=($!)
 if [ -n "$COMPARE" ]; then
     mkdir -p "$WORK/base"
-    # The other build serves (c)'s route only: its plugins may differ from this build's.
+    # The other build serves (c)'s and (f)'s routes only: its plugins may differ from this
+    # build's.
     cat > "$WORK/base/kong.yml" <<EOF2
 _format_version: "3.0"
 services:
@@ -153,6 +158,18 @@ services:
         paths: ["/mock"]
         plugins:
           - name: my-plugin
+      - name: auth
+        paths: ["/auth"]
+        plugins:
+          - name: key-auth
+          - name: acl
+            config: { allow: ["bench"] }
+consumers:
+  - username: bench
+    keyauth_credentials:
+      - key: bench-key
+    acls:
+      - group: bench
 EOF2
     sed -e "s|127.0.0.1:$KONG|127.0.0.1:$BASE|" -e "s|$WORK/kong/prefix|$WORK/base/prefix|" \
         -e "s|$WORK/kong/kong.yml|$WORK/base/kong.yml|" "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
@@ -180,7 +197,7 @@ curl -fsS -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/auth/anyth
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KONG/auth/anything")" = 401 ] \
     || { echo "key-auth is not on /auth" >&2; exit 1; }
 curl -fsS -D - -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/limited/anything" \
-    | grep -qi '^RateLimit-Remaining:' || { echo "rate-limiting is not on /limited" >&2; exit 1; }
+    | grep -qi '^X-Transformed: yes' || { echo "the chain is not on /limited" >&2; exit 1; }
 curl -fsS -o /dev/null "http://127.0.0.1:$KONG/cached/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/cached/anything" | grep -qi '^X-Cache-Status: Hit' \
     || { echo "proxy-cache does not hit on /cached" >&2; exit 1; }
@@ -232,6 +249,10 @@ if [ -n "$COMPARE" ]; then
         ROWS+=$(printf '| (c) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
         read -r R P U < <(run "http://127.0.0.1:$BASE/mock/anything" "${PIDS[4]}")
         ROWS+=$(printf '| (e) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+        read -r R P U < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
+        ROWS+=$(printf '| (f) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+        read -r R P U < <(run "http://127.0.0.1:$BASE/auth/anything" "${PIDS[4]}" "apikey: bench-key")
+        ROWS+=$(printf '| (f) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
     done
 fi
 
@@ -245,7 +266,7 @@ printf '| (d) tcp-relay, 1 thread, no HTTP (the floor) | %.0f | %s | %s | %.2f |
     "$(awk -v d="$D_RPS" -v b="$B_RPS" 'BEGIN { print d / b }')"
 printf '| (f) kong-gateway, 1 worker thread, key-auth + acl | %.0f | %s | %s | %.2f |\n' "$F_RPS" "$F_P99" "$F_CPU" \
     "$(awk -v f="$F_RPS" -v b="$B_RPS" 'BEGIN { print f / b }')"
-printf '| (g) kong-gateway, 1 worker thread, key-auth + rate-limiting (local) | %.0f | %s | %s | %.2f |\n' "$G_RPS" "$G_P99" "$G_CPU" \
+printf '| (g) kong-gateway, 1 worker thread, key-auth + rate-limiting (local) + correlation-id + response-transformer | %.0f | %s | %s | %.2f |\n' "$G_RPS" "$G_P99" "$G_CPU" \
     "$(awk -v g="$G_RPS" -v b="$B_RPS" 'BEGIN { print g / b }')"
 printf '| (h) kong-gateway, 1 worker thread, proxy-cache hits | %.0f | %s | %s | %.2f |\n' "$H_RPS" "$H_P99" "$H_CPU" \
     "$(awk -v h="$H_RPS" -v b="$B_RPS" 'BEGIN { print h / b }')"
