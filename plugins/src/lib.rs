@@ -14,6 +14,8 @@
 //! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
 //!   the database or in Redis;
 //! - [`request_size_limiting`]: `request-size-limiting`, 413 for bodies over a size;
+//! - [`request_transformer`]: `request-transformer`, the request's path, method, headers,
+//!   body and query, with templates ([`template`]);
 //! - [`request_termination`]: `request-termination`, answers without proxying;
 //! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response;
 //! - [`response_transformer`]: `response-transformer`, response headers and JSON bodies.
@@ -37,8 +39,10 @@ pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
+pub mod request_transformer;
 pub mod response_ratelimiting;
 pub mod response_transformer;
+pub mod template;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
 
@@ -58,6 +62,7 @@ pub const BUNDLED: &[&str] = &[
     "rate-limiting",
     "request-size-limiting",
     "request-termination",
+    "request-transformer",
     "response-ratelimiting",
     "response-transformer",
     "websocket-size-limit",
