@@ -6,6 +6,7 @@
 //! - [`bot_detection`]: `bot-detection`, known bots and your own lists of user agents;
 //! - [`correlation_id`]: `correlation-id`, an id header on every request (and response);
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
+//! - [`file_log`]: `file-log`, the log serializer's output appended to a file;
 //! - [`hmac_auth`]: `hmac-auth`, with its `hmacauth_credentials` entity;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
@@ -30,6 +31,7 @@ pub mod basic_auth;
 pub mod bot_detection;
 pub mod correlation_id;
 pub mod cors;
+pub mod file_log;
 pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt;
@@ -54,6 +56,7 @@ pub const BUNDLED: &[&str] = &[
     "bot-detection",
     "correlation-id",
     "cors",
+    "file-log",
     "hmac-auth",
     "ip-restriction",
     "jwt",
