@@ -20,6 +20,7 @@
 //! - [`request_termination`]: `request-termination`, answers without proxying;
 //! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response;
 //! - [`response_transformer`]: `response-transformer`, response headers and JSON bodies.
+//! - [`udp_log`]: `udp-log`, the log serializer's output as UDP datagrams;
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
 //!   WebSocket services;
 //! - [`websocket_validator`]: `websocket-validator` (Kong Enterprise), JSON Schemas for the
@@ -45,6 +46,7 @@ pub mod request_transformer;
 pub mod response_ratelimiting;
 pub mod response_transformer;
 pub mod template;
+pub mod udp_log;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
 
@@ -68,6 +70,7 @@ pub const BUNDLED: &[&str] = &[
     "request-transformer",
     "response-ratelimiting",
     "response-transformer",
+    "udp-log",
     "websocket-size-limit",
     "websocket-validator",
 ];

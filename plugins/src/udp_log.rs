@@ -1,0 +1,136 @@
+//! `udp-log` (Kong's `kong/plugins/udp-log`): each request's log serializer output, as one
+//! JSON datagram to a host and port. The log phase hands the datagram to a sender thread of
+//! that destination's own (a bounded queue: a stalled sender drops datagrams, counted, rather
+//! than holding requests); name resolution happens there too.
+
+use std::collections::HashMap;
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kong_pdk::prelude::*;
+
+use crate::file_log::NoLua;
+
+/// The plugin's configuration (Kong's `udp-log/schema.lua`).
+#[plugin(priority = 8, version = "3.10.0", name = "udp-log")]
+pub struct UdpLog {
+    /// Where datagrams go.
+    #[field(required, typedef = host)]
+    pub host: String,
+    /// Its port.
+    #[field(required, typedef = port)]
+    pub port: u16,
+    /// How long a send may take, in milliseconds.
+    #[field(default = 10000)]
+    pub timeout: Option<f64>,
+    /// Kong's Lua expressions for extra fields: not supported (there is no Lua here).
+    pub custom_fields_by_lua: Option<NoLua>,
+}
+
+/// Datagrams waiting for a destination's sender at most.
+const QUEUE: usize = 10_000;
+/// Destinations one node sends to at most.
+const MAX_DESTINATIONS: usize = 256;
+
+struct Sender {
+    datagrams: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The node's senders, by destination and timeout.
+#[derive(Default)]
+pub struct Senders {
+    senders: Mutex<HashMap<(String, u16, u64), Sender>>,
+}
+
+impl std::fmt::Debug for Senders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Senders")
+    }
+}
+
+/// The sender thread: resolves the destination, then sends each datagram.
+fn send_datagrams(host: String, port: u16, timeout: Duration, datagrams: Receiver<Vec<u8>>) {
+    let socket = (|| {
+        let to = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| "no address".to_owned())?;
+        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        socket.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        socket.connect(to).map_err(|e| e.to_string())?;
+        Ok::<_, String>(socket)
+    })();
+    let socket = match socket {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(target: "kong", "[udp-log] could not connect to {host}:{port}: {e}");
+            return;
+        }
+    };
+    while let Ok(datagram) = datagrams.recv() {
+        if let Err(e) = socket.send(&datagram) {
+            tracing::error!(target: "kong", "[udp-log] could not send data to {host}:{port}: {e}");
+        }
+    }
+}
+
+#[handler]
+impl Handler for UdpLog {
+    type State = Senders;
+
+    async fn log(&self, kong: &mut Kong<Log, Senders>) -> kong_pdk::Result {
+        let datagram = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
+        let timeout = self.timeout.unwrap_or(10_000.0).max(1.0) as u64;
+        let key = (self.host.clone(), self.port, timeout);
+        let mut senders = kong.state().senders.lock().unwrap_or_else(|e| e.into_inner());
+        if !senders.contains_key(&key) {
+            if senders.len() >= MAX_DESTINATIONS {
+                drop(senders);
+                kong.log().err(format!(
+                    "too many udp-log destinations, not sending to {}:{}",
+                    self.host, self.port
+                ));
+                return Ok(());
+            }
+            let (tx, rx) = sync_channel(QUEUE);
+            let (host, port) = (self.host.clone(), self.port);
+            std::thread::Builder::new()
+                .name("udp-log".into())
+                .spawn(move || send_datagrams(host, port, Duration::from_millis(timeout), rx))
+                .map_err(kong_pdk::Error::from)?;
+            senders.insert(
+                key.clone(),
+                Sender {
+                    datagrams: tx,
+                    dropped: Arc::default(),
+                },
+            );
+        }
+        let sender = &senders[&key];
+        match sender.datagrams.try_send(datagram) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                let n = sender.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                drop(senders);
+                if n == 1 || n % 1000 == 0 {
+                    kong.log().err(format!(
+                        "the sender to {}:{} is behind: {n} datagrams dropped",
+                        self.host, self.port
+                    ));
+                }
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                // The sender gave up (the destination did not resolve): try again next time.
+                senders.remove(&key);
+                Ok(())
+            }
+        }
+    }
+}
