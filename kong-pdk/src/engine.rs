@@ -1,5 +1,6 @@
 //! The engine behind the PDK's runtime services (with the `gateway` feature): Redis
-//! connections ([`crate::redis`]) and timers ([`crate::timer`]), on tokio. Every node's
+//! connections ([`crate::redis`]), timers ([`crate::timer`]) and the HTTP client
+//! ([`crate::outbound`]), on tokio. Every node's
 //! [`NodeInfo`](crate::pdk::NodeInfo) has them by default.
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
+use crate::outbound::{HttpClient, OutboundFuture, OutboundRequest, OutboundResponse};
 use crate::redis::{RedisClient, RedisCommand, RedisFuture, RedisReply, RedisSettings};
 use crate::timer::{Task, Timers};
 
@@ -121,6 +123,10 @@ impl Timers for TokioTimers {
         });
         true
     }
+
+    fn sleep(&self, delay: Duration) -> Task {
+        Box::pin(tokio::time::sleep(delay))
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +159,176 @@ mod tests {
             })
         ));
         tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+    }
+}
+
+/// Idle connections kept per host at most.
+const IDLE_PER_HOST: usize = 8;
+/// Answer bytes read at most.
+const MAX_ANSWER: usize = 64 * 1024;
+
+type PoolKey = (String, String, u16);
+/// A connection's request side.
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// The HTTP client plugins send with: HTTP/1.1 over TCP or TLS (not verified), connections
+/// kept alive per host.
+#[derive(Default)]
+pub(crate) struct Http {
+    idle: Mutex<HashMap<PoolKey, Vec<(Sender, std::time::Instant)>>>,
+}
+
+/// Accepts any server certificate (Kong's log plugins do not verify).
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::LazyLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::LazyLock::new(|| {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    });
+    CONFIG.clone()
+}
+
+impl Http {
+    async fn connect(&self, r: &OutboundRequest) -> Result<Sender, String> {
+        let key = (r.scheme.clone(), r.host.clone(), r.port);
+        loop {
+            let reused = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(&key).and_then(Vec::pop)
+            };
+            match reused {
+                Some((sender, until)) if until > std::time::Instant::now() && !sender.is_closed() => return Ok(sender),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let tcp = tokio::time::timeout(r.timeout, tokio::net::TcpStream::connect((r.host.as_str(), r.port)))
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        if r.scheme == "https" {
+            let name = rustls::pki_types::ServerName::try_from(r.host.clone()).map_err(|e| e.to_string())?;
+            let tls = tokio::time::timeout(
+                r.timeout,
+                tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+            handshake(hyper_util::rt::TokioIo::new(tls)).await
+        } else {
+            handshake(hyper_util::rt::TokioIo::new(tcp)).await
+        }
+    }
+}
+
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<I>(io: I) -> Result<Sender, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+impl HttpClient for Http {
+    fn send(&self, r: OutboundRequest) -> OutboundFuture<'_> {
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let mut sender = self.connect(&r).await?;
+            let mut builder = hyper::Request::builder().method(r.method.as_str()).uri(r.path.as_str());
+            if !r.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+                let default_port = if r.scheme == "https" { 443 } else { 80 };
+                let host = if r.port == default_port {
+                    r.host.clone()
+                } else {
+                    format!("{}:{}", r.host, r.port)
+                };
+                builder = builder.header("Host", host);
+            }
+            for (n, v) in &r.headers {
+                builder = builder.header(n.as_str(), v.as_str());
+            }
+            let request = builder
+                .body(http_body_util::Full::new(bytes::Bytes::from(r.body.clone())))
+                .map_err(|e| e.to_string())?;
+            let exchange = async {
+                let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let mut body = response.into_body();
+                let mut answer = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data()
+                        && answer.len() < MAX_ANSWER
+                    {
+                        let room = MAX_ANSWER - answer.len();
+                        answer.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                Ok::<_, String>(OutboundResponse { status, body: answer })
+            };
+            let answer = tokio::time::timeout(r.timeout, exchange)
+                .await
+                .map_err(|_| "timeout".to_owned())??;
+            if !sender.is_closed() && !r.keepalive.is_zero() {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_CONNECTIONS {
+                    let slot = idle.entry((r.scheme.clone(), r.host.clone(), r.port)).or_default();
+                    if slot.len() < IDLE_PER_HOST {
+                        slot.push((sender, std::time::Instant::now() + r.keepalive));
+                    }
+                }
+            }
+            Ok(answer)
+        })
     }
 }

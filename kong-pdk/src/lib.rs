@@ -102,6 +102,7 @@ pub mod executor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 mod model;
+pub mod outbound;
 pub mod pdk;
 pub mod phase;
 pub mod plugin;

@@ -78,6 +78,9 @@ pub struct NodeInfo {
     /// The node's timers ([`Kong::timer_at`](crate::Kong::timer_at)); the gateway's by
     /// default, `None` without the `gateway` feature.
     pub timers: Option<std::sync::Arc<dyn crate::timer::Timers>>,
+    /// The node's HTTP client ([`Kong::http_client`](crate::Kong::http_client)); the
+    /// gateway's by default, `None` without the `gateway` feature.
+    pub http: Option<std::sync::Arc<dyn crate::outbound::HttpClient>>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for NodeInfo {
             .field("counters", &self.counters)
             .field("redis", &self.redis.is_some())
             .field("timers", &self.timers.is_some())
+            .field("http", &self.http.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +113,10 @@ impl Default for NodeInfo {
             timers: Some(std::sync::Arc::new(crate::engine::TokioTimers)),
             #[cfg(not(feature = "gateway"))]
             timers: None,
+            #[cfg(feature = "gateway")]
+            http: Some(std::sync::Arc::new(crate::engine::Http::default())),
+            #[cfg(not(feature = "gateway"))]
+            http: None,
         }
     }
 }

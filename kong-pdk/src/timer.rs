@@ -15,4 +15,7 @@ pub trait Timers: Send + Sync + 'static {
     /// Runs `task` once `delay` has passed; `false` when the gateway is shutting down and
     /// will not run it.
     fn at(&self, delay: Duration, task: Task) -> bool;
+
+    /// A future that is ready once `delay` has passed, for a task's waits between steps.
+    fn sleep(&self, delay: Duration) -> Task;
 }

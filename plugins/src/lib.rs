@@ -8,6 +8,8 @@
 //! - [`cors`]: `cors`, preflight answers and `Access-Control-*` headers;
 //! - [`file_log`]: `file-log`, the log serializer's output appended to a file;
 //! - [`hmac_auth`]: `hmac-auth`, with its `hmacauth_credentials` entity;
+//! - [`http_log`]: `http-log`, the log serializer's output sent to an HTTP endpoint through
+//!   Kong's queue;
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
@@ -34,11 +36,13 @@ pub mod correlation_id;
 pub mod cors;
 pub mod file_log;
 pub mod hmac_auth;
+pub mod http_log;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 mod limits;
 pub mod proxy_cache;
+mod queue;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -60,6 +64,7 @@ pub const BUNDLED: &[&str] = &[
     "cors",
     "file-log",
     "hmac-auth",
+    "http-log",
     "ip-restriction",
     "jwt",
     "key-auth",

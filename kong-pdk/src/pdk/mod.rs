@@ -141,6 +141,18 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         self.tx.node.redis.clone()
     }
 
+    /// The node's HTTP client (Kong's `resty.http`): requests a plugin sends itself; `None`
+    /// on an engine without one.
+    pub fn http_client(&self) -> Option<Arc<dyn crate::outbound::HttpClient>> {
+        self.tx.node.http.clone()
+    }
+
+    /// The node's timers, to keep for work scheduled from outside a request (a queue's
+    /// retries); `None` on an engine without them.
+    pub fn timers(&self) -> Option<Arc<dyn crate::timer::Timers>> {
+        self.tx.node.timers.clone()
+    }
+
     /// `kong.timer:at(delay, task)`: runs `task` once `delay` has passed, outside the request;
     /// `false` when the engine has no timers or is shutting down.
     pub fn timer_at(

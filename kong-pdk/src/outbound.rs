@@ -1,0 +1,49 @@
+//! HTTP requests a plugin sends itself (Kong's `resty.http`), such as http-log's batches,
+//! through [`Kong::http_client`](crate::Kong::http_client): the gateway's client, with
+//! kept-alive connections per host, TLS (certificates not verified, as Kong's log plugins do)
+//! and timeouts, without the plugin depending on an HTTP stack or a runtime.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// The method.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The host (a name or an address).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The path and query.
+    pub path: String,
+    /// Headers, in order (`Host` is the host's unless given).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How long connecting, sending and reading the answer may take, each.
+    pub timeout: Duration,
+    /// How long the connection may idle in the pool after the answer.
+    pub keepalive: Duration,
+}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundResponse {
+    /// The status.
+    pub status: u16,
+    /// The body (at most 64 KiB are read; the rest is dropped).
+    pub body: Vec<u8>,
+}
+
+/// A future of an answer, or why there is none.
+pub type OutboundFuture<'a> = Pin<Box<dyn Future<Output = Result<OutboundResponse, String>> + Send + 'a>>;
+
+/// The gateway's HTTP client.
+pub trait HttpClient: Send + Sync + 'static {
+    /// Sends `request` and reads the answer.
+    fn send(&self, request: OutboundRequest) -> OutboundFuture<'_>;
+}

@@ -1,0 +1,195 @@
+//! http-log (Kong's `spec/03-plugins/03-http-log`): entries to an HTTP receiver, batches,
+//! retries, a bounded queue, and the config's messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kong_pdk::Plugin as _;
+use kong_pdk::testing::helpers;
+use kong_pdk::testing::{Harness, MockResponse, TestGateway, TestRequest, UpstreamRequest};
+use kong_plugins::http_log::HttpLog;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+fn ok(_: &UpstreamRequest) -> MockResponse {
+    MockResponse::ok("{}")
+}
+
+/// A request the receiver got: its request line, headers (lower-cased) and body.
+#[derive(Debug, Clone)]
+struct Received {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// An HTTP/1.1 receiver on a random port: answers each request with the next of `statuses`
+/// (then 200), and records them.
+async fn receiver(statuses: Vec<u16>) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let statuses = Arc::new(Mutex::new(statuses.into_iter()));
+    let recorded = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (recorded, statuses) = (recorded.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut read = BufReader::new(read);
+                loop {
+                    let mut line = String::new();
+                    if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        read.read_line(&mut h).await.unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (n, v) = h.split_once(':').unwrap();
+                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    let mut body = vec![0; len];
+                    read.read_exact(&mut body).await.unwrap();
+                    recorded.lock().unwrap().push(Received {
+                        line: line.trim_end().to_owned(),
+                        headers,
+                        body,
+                    });
+                    let status = statuses.lock().unwrap().next().unwrap_or(200);
+                    let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 4\r\n\r\nnope");
+                    if write.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+async fn gateway(config: Value) -> TestGateway {
+    Harness::new().route_plugin::<HttpLog>(config).start().await.unwrap()
+}
+
+async fn wait_for(got: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Received> {
+    helpers::wait_until("the receiver's requests", Duration::from_secs(10), || async {
+        got.lock().unwrap().len() >= n
+    })
+    .await;
+    got.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entry_is_posted_as_a_json_object() {
+    assert_eq!((HttpLog::NAME, HttpLog::PRIORITY), ("http-log", 12));
+    let (port, got) = receiver(vec![]).await;
+    let gw = gateway(json!({
+        "http_endpoint": format!("http://bob:s%20cret@127.0.0.1:{port}/logs?ignored=1"),
+        "headers": { "X-Custom": "yes" },
+    }))
+    .await;
+    gw.send(TestRequest::get("/one"), ok).await;
+    gw.send(TestRequest::get("/two"), ok).await;
+    let all = wait_for(&got, 2).await;
+    assert_eq!(all[0].line, "POST /logs HTTP/1.1");
+    assert_eq!(all[0].header("content-type"), Some("application/json"));
+    assert_eq!(all[0].header("authorization"), Some("Basic Ym9iOnMgY3JldA=="));
+    assert_eq!(all[0].header("x-custom"), Some("yes"));
+    assert_eq!(all[0].json()["request"]["uri"], "/one");
+    assert_eq!(all[1].json()["request"]["uri"], "/two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_json_arrays_and_failed_ones_are_retried() {
+    let (port, got) = receiver(vec![500]).await;
+    let gw = gateway(json!({
+        "http_endpoint": format!("http://127.0.0.1:{port}"),
+        "method": "PUT",
+        "queue": { "max_batch_size": 3, "max_coalescing_delay": 0.2, "initial_retry_delay": 0.05 },
+    }))
+    .await;
+    for path in ["/a", "/b", "/c"] {
+        gw.send(TestRequest::get(path), ok).await;
+    }
+    // The first answer is a 500: the same batch comes again.
+    let all = wait_for(&got, 2).await;
+    assert_eq!(all[0].line, "PUT / HTTP/1.1");
+    let batch = all[0].json();
+    let uris: Vec<&str> = batch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, ["/a", "/b", "/c"]);
+    assert_eq!(all[1].body, all[0].body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receiver_costs_the_oldest_entries_not_the_requests() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gw = gateway(json!({
+        "http_endpoint": format!("http://127.0.0.1:{port}"),
+        "queue": { "max_entries": 2, "max_retry_time": 30, "initial_retry_delay": 1 },
+    }))
+    .await;
+    let mut dropped = false;
+    for _ in 0..6 {
+        let res = gw.send(TestRequest::get("/"), ok).await;
+        assert_eq!(res.status(), 200);
+        dropped |= res.logged("maximum number of entries reached");
+    }
+    assert!(dropped, "the oldest entries went");
+}
+
+#[tokio::test]
+async fn config_messages_are_kongs() {
+    let schema = HttpLog::schema();
+    let fields = |config: Value| schema.validate_config(config).unwrap_err().fields().clone();
+    let f = fields(json!({ "http_endpoint": "http://a.example", "headers": { "Host": "x" } }));
+    assert_eq!(
+        f["config"]["headers"],
+        json!({ "Host": "cannot contain 'Host' header" })
+    );
+    let f = fields(json!({ "http_endpoint": "http://a.example", "headers": { "X-A": "" } }));
+    assert_eq!(f["config"]["headers"]["X-A"], "length must be at least 1");
+    let f = fields(json!({ "http_endpoint": "http://u:p@a.example", "headers": { "authorization": "x" } }));
+    assert_eq!(
+        f["config"],
+        "specifying both an 'Authorization' header and user info in 'http_endpoint' is not allowed"
+    );
+    assert_eq!(fields(json!({}))["config"]["http_endpoint"], "required field missing");
+    let f = fields(json!({ "http_endpoint": "http://a.example", "queue": { "concurrency_limit": 2 } }));
+    assert_eq!(f["config"]["queue"]["concurrency_limit"], "expected one of: -1, 1");
+    let ok = schema
+        .validate_config(json!({ "http_endpoint": "http://a.example" }))
+        .unwrap();
+    assert_eq!(ok["queue"]["max_batch_size"], 1);
+    assert_eq!(ok["queue"]["max_entries"], 10000);
+    assert_eq!(ok["method"], "POST");
+}
