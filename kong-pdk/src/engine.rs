@@ -1,6 +1,6 @@
 //! The engine behind the PDK's runtime services (with the `gateway` feature): Redis
 //! connections ([`crate::redis`]), timers ([`crate::timer`]) and the HTTP client
-//! ([`crate::outbound`]), on tokio. Every node's
+//! and TCP clients ([`crate::outbound`]), on tokio. Every node's
 //! [`NodeInfo`](crate::pdk::NodeInfo) has them by default.
 
 use std::collections::HashMap;
@@ -10,7 +10,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
-use crate::outbound::{HttpClient, OutboundFuture, OutboundRequest, OutboundResponse};
+use crate::outbound::{
+    HttpClient, OutboundFuture, OutboundRequest, OutboundResponse, SendFuture, TcpClient, TcpTarget,
+};
 use crate::redis::{RedisClient, RedisCommand, RedisFuture, RedisReply, RedisSettings};
 use crate::timer::{Task, Timers};
 
@@ -329,6 +331,77 @@ impl HttpClient for Http {
                 }
             }
             Ok(answer)
+        })
+    }
+}
+
+/// A connection of the TCP client: plain or TLS.
+type Stream = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>;
+
+/// The TCP client plugins write with: connections kept alive per target.
+#[derive(Default)]
+pub(crate) struct Tcp {
+    idle: Mutex<HashMap<TcpTarget, Vec<(Stream, std::time::Instant)>>>,
+}
+
+impl Tcp {
+    async fn connect(&self, t: &TcpTarget) -> Result<Stream, String> {
+        loop {
+            let reused = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(t).and_then(Vec::pop)
+            };
+            match reused {
+                Some((stream, until)) if until > std::time::Instant::now() => return Ok(stream),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let tcp = tokio::time::timeout(t.timeout, tokio::net::TcpStream::connect((t.host.as_str(), t.port)))
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        if !t.tls {
+            return Ok(Box::pin(tcp));
+        }
+        let name = t.sni.clone().unwrap_or_else(|| t.host.clone());
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+        let tls = tokio::time::timeout(
+            t.timeout,
+            tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| format!("failed to perform TLS handshake: {e}"))?;
+        Ok(Box::pin(tls))
+    }
+}
+
+impl TcpClient for Tcp {
+    fn send(&self, target: TcpTarget, data: Vec<u8>) -> SendFuture<'_> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = self.connect(&target).await?;
+            let write = async {
+                stream.write_all(&data).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout(target.timeout, write)
+                .await
+                .map_err(|_| "timeout".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if !target.keepalive.is_zero() {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_CONNECTIONS {
+                    let until = std::time::Instant::now() + target.keepalive;
+                    let slot = idle.entry(target).or_default();
+                    if slot.len() < IDLE_PER_HOST {
+                        slot.push((stream, until));
+                    }
+                }
+            }
+            Ok(())
         })
     }
 }

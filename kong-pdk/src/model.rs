@@ -81,6 +81,9 @@ pub struct NodeInfo {
     /// The node's HTTP client ([`Kong::http_client`](crate::Kong::http_client)); the
     /// gateway's by default, `None` without the `gateway` feature.
     pub http: Option<std::sync::Arc<dyn crate::outbound::HttpClient>>,
+    /// The node's TCP client ([`Kong::tcp_client`](crate::Kong::tcp_client)); the gateway's
+    /// by default, `None` without the `gateway` feature.
+    pub tcp: Option<std::sync::Arc<dyn crate::outbound::TcpClient>>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -93,6 +96,7 @@ impl std::fmt::Debug for NodeInfo {
             .field("redis", &self.redis.is_some())
             .field("timers", &self.timers.is_some())
             .field("http", &self.http.is_some())
+            .field("tcp", &self.tcp.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +121,10 @@ impl Default for NodeInfo {
             http: Some(std::sync::Arc::new(crate::engine::Http::default())),
             #[cfg(not(feature = "gateway"))]
             http: None,
+            #[cfg(feature = "gateway")]
+            tcp: Some(std::sync::Arc::new(crate::engine::Tcp::default())),
+            #[cfg(not(feature = "gateway"))]
+            tcp: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`request_termination`]: `request-termination`, answers without proxying;
 //! - [`response_ratelimiting`]: `response-ratelimiting`, limits the upstream sets per response;
 //! - [`response_transformer`]: `response-transformer`, response headers and JSON bodies.
+//! - [`tcp_log`]: `tcp-log`, the log serializer's output as lines over TCP or TLS;
 //! - [`udp_log`]: `udp-log`, the log serializer's output as UDP datagrams;
 //! - [`websocket_size_limit`]: `websocket-size-limit` (Kong Enterprise), payload limits of
 //!   WebSocket services;
@@ -49,6 +50,7 @@ pub mod request_termination;
 pub mod request_transformer;
 pub mod response_ratelimiting;
 pub mod response_transformer;
+pub mod tcp_log;
 pub mod template;
 pub mod udp_log;
 pub mod websocket_size_limit;
@@ -75,6 +77,7 @@ pub const BUNDLED: &[&str] = &[
     "request-transformer",
     "response-ratelimiting",
     "response-transformer",
+    "tcp-log",
     "udp-log",
     "websocket-size-limit",
     "websocket-validator",

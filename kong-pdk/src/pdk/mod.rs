@@ -147,6 +147,12 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         self.tx.node.http.clone()
     }
 
+    /// The node's TCP client (Kong's `ngx.socket.tcp`): bytes a plugin writes itself; `None`
+    /// on an engine without one.
+    pub fn tcp_client(&self) -> Option<Arc<dyn crate::outbound::TcpClient>> {
+        self.tx.node.tcp.clone()
+    }
+
     /// The node's timers, to keep for work scheduled from outside a request (a queue's
     /// retries); `None` on an engine without them.
     pub fn timers(&self) -> Option<Arc<dyn crate::timer::Timers>> {
