@@ -247,25 +247,37 @@ impl Http {
                 None => break,
             }
         }
-        let tcp = tokio::time::timeout(r.timeout, tokio::net::TcpStream::connect((r.host.as_str(), r.port)))
-            .await
-            .map_err(|_| "timeout".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        if r.scheme == "https" {
-            let name = rustls::pki_types::ServerName::try_from(r.host.clone()).map_err(|e| e.to_string())?;
-            let tls = tokio::time::timeout(
-                r.timeout,
-                tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
-            )
-            .await
-            .map_err(|_| "timeout".to_owned())?
-            .map_err(|e| e.to_string())?;
-            handshake(hyper_util::rt::TokioIo::new(tls)).await
-        } else {
-            handshake(hyper_util::rt::TokioIo::new(tcp)).await
-        }
+        let tls = (r.scheme == "https").then(|| r.host.clone());
+        let io = dial(&r.host, r.port, tls, r.timeout).await?;
+        handshake(hyper_util::rt::TokioIo::new(io)).await
     }
+}
+
+/// A connection: plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// Connects to `host:port`, with TLS (certificates not verified) when `tls` names the server,
+/// each step within `timeout`.
+async fn dial(host: &str, port: u16, tls: Option<String>, timeout: Duration) -> Result<Box<dyn Io>, String> {
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let Some(name) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "timeout".to_owned())?
+    .map_err(|e| format!("failed to perform TLS handshake: {e}"))?;
+    Ok(Box::new(tls))
 }
 
 /// HTTP/1.1 over `io`, its connection driven by a task of its own.
@@ -335,8 +347,8 @@ impl HttpClient for Http {
     }
 }
 
-/// A connection of the TCP client: plain or TLS.
-type Stream = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>;
+/// A connection of the TCP client.
+type Stream = Box<dyn Io>;
 
 /// The TCP client plugins write with: connections kept alive per target.
 #[derive(Default)]
@@ -357,24 +369,8 @@ impl Tcp {
                 None => break,
             }
         }
-        let tcp = tokio::time::timeout(t.timeout, tokio::net::TcpStream::connect((t.host.as_str(), t.port)))
-            .await
-            .map_err(|_| "timeout".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        if !t.tls {
-            return Ok(Box::pin(tcp));
-        }
-        let name = t.sni.clone().unwrap_or_else(|| t.host.clone());
-        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
-        let tls = tokio::time::timeout(
-            t.timeout,
-            tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| "timeout".to_owned())?
-        .map_err(|e| format!("failed to perform TLS handshake: {e}"))?;
-        Ok(Box::pin(tls))
+        let tls = t.tls.then(|| t.sni.clone().unwrap_or_else(|| t.host.clone()));
+        dial(&t.host, t.port, tls, t.timeout).await
     }
 }
 

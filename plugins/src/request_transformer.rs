@@ -14,7 +14,7 @@ use kong_pdk::schema::{ConfigType, FieldSchema};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::response_transformer::HeaderPair;
+use crate::response_transformer::{HeaderPair, split};
 use crate::template::{Env, Template};
 
 /// The plugin's configuration (Kong's `request-transformer/schema.lua`).
@@ -91,13 +91,6 @@ pub struct Replacements {
     pub querystring: Vec<KeyValue>,
     /// The path sent upstream (a template).
     pub uri: Option<UriTemplate>,
-}
-
-/// Kong's `^([^:]+):*(.-)$`: the name, and the value after the colons (`None` when empty).
-fn split(pair: &str) -> (&str, Option<&str>) {
-    let (name, rest) = pair.split_once(':').unwrap_or((pair, ""));
-    let value = rest.trim_start_matches(':');
-    (name, (!value.is_empty()).then_some(value))
 }
 
 fn text(v: &Value) -> &str {

@@ -91,7 +91,7 @@ impl ConfigType for HeaderPair {
 }
 
 /// Kong's `^([^:]+):*(.-)$`: the name, and the value after the colons (`None` when empty).
-fn split(pair: &str) -> (&str, Option<&str>) {
+pub(crate) fn split(pair: &str) -> (&str, Option<&str>) {
     let (name, rest) = pair.split_once(':').unwrap_or((pair, ""));
     let value = rest.trim_start_matches(':');
     (name, (!value.is_empty()).then_some(value))
