@@ -287,11 +287,11 @@ impl Admin {
                     }
                     id.to_owned()
                 }
-                Value::Object(m) if m.len() == 1 => {
-                    let (k, v) = m.iter().next().expect("one entry");
-                    let found = entities[target.name]
-                        .values()
-                        .find(|e| e.get(k) == Some(v) && k != "id");
+                // Without a primary key, Kong resolves by the target's endpoint key only.
+                Value::Object(m) if target.endpoint_key.is_some_and(|ek| m.contains_key(ek)) => {
+                    let k = target.endpoint_key.expect("checked");
+                    let v = &m[k];
+                    let found = entities[target.name].values().find(|e| e.get(k) == Some(v));
                     match found {
                         Some(e) => e["id"].as_str().unwrap_or_default().to_owned(),
                         None => {
@@ -303,10 +303,14 @@ impl Admin {
                             return Err(db_error(
                                 Code::ForeignKeysUnresolved,
                                 format!("foreign key unresolved ({field}.{k}: {text})"),
-                                Some(json!({ *field: { k.as_str(): text } })),
+                                Some(json!({ *field: { k: text } })),
                             ));
                         }
                     }
+                }
+                Value::Object(_) => {
+                    let errors = [((*field).to_owned(), json!({ "id": "missing primary key" }))];
+                    return Err(violation(SchemaViolation::new(errors.into_iter().collect())));
                 }
                 _ => return Err(field_violation(field, "expected a record")),
             };

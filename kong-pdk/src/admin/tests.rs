@@ -465,6 +465,16 @@ async fn pages(n: Node) {
             .iter()
             .any(|f| f.get("host").is_some())
     );
+    // Kong's schema_to_jsonable: `entity_checks` always, empty or not (issue 16, item 4).
+    for path in [
+        "/schemas/routes",
+        "/schemas/consumers",
+        "/schemas/plugins/gw-test-header",
+    ] {
+        let schema = call(a, "GET", path, None, "").await;
+        assert!(schema.body["entity_checks"].is_array(), "{path}: {}", schema.body);
+        assert!(schema.body["fields"].is_array(), "{path}");
+    }
     let ok = json_call(
         a,
         "POST",
@@ -1277,4 +1287,42 @@ async fn a_url_without_a_scheme_gets_kongs_two_violations() {
         r.body["fields"],
         json!({ "host": "required field missing", "path": "should start with: /" })
     );
+}
+
+/// A foreign reference without its primary key resolves by the endpoint key only; anything
+/// else is Kong's `missing primary key` (issue 16, item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_references_resolve_by_primary_or_endpoint_key_only() {
+    let db = temp_db();
+    let a = &serve_admin(bare_admin(&db).await).await;
+    json_call(a, "POST", "/services", json!({ "name": "svc", "url": "http://a.test" })).await;
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "paths": ["/x"], "service": { "protocol": "http" } }),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["code"], 2);
+    assert_eq!(r.body["message"], "schema violation (service.id: missing primary key)");
+    assert_eq!(r.body["fields"], json!({ "service": { "id": "missing primary key" } }));
+    // By name (the endpoint key), extra fields ignored.
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "paths": ["/x"], "service": { "name": "svc", "protocol": "http" } }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = json_call(
+        a,
+        "POST",
+        "/routes",
+        json!({ "paths": ["/y"], "service": { "name": "nope" } }),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["name"], "foreign keys unresolved");
 }

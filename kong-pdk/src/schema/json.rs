@@ -4,13 +4,12 @@ use serde_json::{Map, Value};
 
 use super::{EntityCheck, Field, FieldKind, FieldSchema};
 
-/// `{"fields":[{"name":{...}}, ...], "entity_checks":[...]}` (checks omitted when empty).
+/// `{"fields":[{"name":{...}}, ...], "entity_checks":[...]}`: both always, as Kong's
+/// `schema_to_jsonable` (nested records carry their checks only when they have some).
 pub(crate) fn schema_json(fields: &[Field], checks: &[EntityCheck]) -> Value {
     let mut out = Map::new();
     out.insert("fields".into(), fields_json(fields));
-    if !checks.is_empty() {
-        out.insert("entity_checks".into(), checks_json(checks));
-    }
+    out.insert("entity_checks".into(), checks_json(checks));
     Value::Object(out)
 }
 

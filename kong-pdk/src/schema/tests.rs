@@ -21,7 +21,9 @@ impl Handler for MyPlugin {}
 fn my_plugin_schema_is_the_json_kong_publishes() {
     // What GET /schemas/plugins/my-plugin returns for the quick start's schema.lua:
     // { response_header_name = typedefs.header_name { required = false, default = "X-MyPlugin" } }
+    // (schema_to_jsonable always adds `entity_checks`, an empty array here).
     let kong = json!({
+        "entity_checks": [],
         "fields": [
             { "protocols": {
                 "type": "set",
