@@ -140,6 +140,15 @@ pub(crate) struct Proxying {
     pub(crate) stripped: Option<String>,
 }
 
+/// The port of a Host header (`example.com:8000`, `[::1]:8000`), when it has one.
+fn host_header_port(host: &str) -> Option<u16> {
+    let after = match host.rfind(']') {
+        Some(i) => &host[i + 1..],
+        None => host,
+    };
+    after.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
 /// Rewrite, routing, the https-only check and access. Afterwards the request goes upstream
 /// when `tx.exit()` is `None`; otherwise the response is the exit a plugin or Kong produced.
 pub(crate) async fn before_proxy(
@@ -154,10 +163,18 @@ pub(crate) async fn before_proxy(
         return proxying;
     }
     let path = normalize_path(&tx.request.raw_path);
+    // Kong's router: the Host header's port when it has one, else the listener's.
+    let port = tx
+        .request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_header_port)
+        .unwrap_or(tx.request.port);
     let found = router.find(&RequestInfo {
         method: tx.request.method.as_str(),
         host: &tx.request.host,
-        port: tx.request.port,
+        port,
         path: &path,
         headers: &tx.request.headers,
         sni,

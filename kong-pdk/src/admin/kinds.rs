@@ -58,6 +58,23 @@ fn set_of(elem: FieldSchema) -> FieldSchema {
     f(FieldKind::Set(Box::new(elem)))
 }
 
+/// A route's host (Kong's `typedefs.hosts` elements): one wildcard at most, as the leftmost
+/// or rightmost label, and a port allowed (`example.com:8000`).
+fn route_host(v: &Value) -> Result<(), String> {
+    let host = v.as_str().unwrap_or_default();
+    if host.matches('*').count() > 1 {
+        return Err("invalid wildcard: must have at most one wildcard".into());
+    }
+    if host.contains('*') && !host.starts_with("*.") && !host.ends_with(".*") {
+        return Err("invalid wildcard: must be placed at leftmost or rightmost label".into());
+    }
+    let plain = Value::String(host.replace('*', "abc"));
+    match typedefs::host_with_optional_port::schema().custom_validator {
+        Some(check) => check(&plain),
+        None => Ok(()),
+    }
+}
+
 fn array_of(elem: FieldSchema) -> FieldSchema {
     f(FieldKind::Array(Box::new(elem)))
 }
@@ -196,7 +213,7 @@ fn routes() -> Kind {
                     )),
                 ),
                 Field::new("methods", set_of(typedefs::http_method::schema())),
-                Field::new("hosts", array_of(typedefs::wildcard_host::schema())),
+                Field::new("hosts", array_of(FieldSchema::checked_string(route_host))),
                 Field::new("paths", array_of(path)),
                 Field::new(
                     "headers",
