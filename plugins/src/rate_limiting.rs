@@ -114,11 +114,21 @@ pub struct Counters {
     synced: SyncedCounters,
 }
 
-/// One configured window of a request: its limit and counter keys.
+/// One configured window of a request: its limit, its start and its counter's key (built
+/// once, for the look-up and the increment).
 struct Window {
     period: Period,
     limit: f64,
     start: i64,
+    key: Key,
+}
+
+/// A window's counter, where the policy keeps it.
+enum Key {
+    Local(LocalKey),
+    Cluster(CounterKey),
+    /// Kong's `ratelimit:<route>:<service>:<identifier>:<start ms>:<period>`.
+    Redis(String),
 }
 
 impl RateLimiting {
@@ -126,16 +136,43 @@ impl RateLimiting {
         Policy::parse(self.policy.as_deref().unwrap_or("local"))
     }
 
-    fn windows(&self, now: i64) -> Vec<Window> {
+    fn windows(&self, now: i64, scope: Scope, identifier: &str) -> Vec<Window> {
         let limits = [self.second, self.minute, self.hour, self.day, self.month, self.year];
+        let policy = self.policy();
+        let (route, service) = (or_nil(scope.route), or_nil(scope.service));
         Period::ALL
             .iter()
             .zip(limits)
             .filter_map(|(period, limit)| {
+                let limit = limit?;
+                let start = period.start(now);
+                let key = match policy {
+                    Policy::Local => Key::Local(LocalKey {
+                        prefix: "ratelimit",
+                        route,
+                        service,
+                        identifier: identifier.to_owned(),
+                        start,
+                        period: period.name().into(),
+                    }),
+                    Policy::Cluster => Key::Cluster(CounterKey {
+                        route_id: route,
+                        service_id: service,
+                        identifier: identifier.to_owned(),
+                        period: period.name().to_owned(),
+                        period_date: start,
+                    }),
+                    Policy::Redis => Key::Redis(format!(
+                        "ratelimit:{route}:{service}:{identifier}:{}:{}",
+                        start * 1000,
+                        period.name()
+                    )),
+                };
                 Some(Window {
                     period: *period,
-                    limit: limit?,
-                    start: period.start(now),
+                    limit,
+                    start,
+                    key,
                 })
             })
             .collect()
@@ -165,86 +202,60 @@ impl RateLimiting {
         found.unwrap_or_else(|| kong.client().get_forwarded_ip().to_string())
     }
 
-    /// Kong's `ratelimit:<route>:<service>:<identifier>:<start ms>:<period>`.
-    fn redis_key(&self, scope: Scope, identifier: &str, w: &Window) -> String {
-        format!(
-            "ratelimit:{}:{}:{identifier}:{}:{}",
-            or_nil(scope.route),
-            or_nil(scope.service),
-            w.start * 1000,
-            w.period.name()
-        )
-    }
-
-    fn local_key(scope: Scope, identifier: &str, w: &Window) -> LocalKey {
-        LocalKey {
-            prefix: "ratelimit",
-            route: or_nil(scope.route),
-            service: or_nil(scope.service),
-            identifier: identifier.to_owned(),
-            start: w.start,
-            period: w.period.name().to_owned(),
-        }
-    }
-
-    fn cluster_key(scope: Scope, identifier: &str, w: &Window) -> CounterKey {
-        CounterKey {
-            route_id: or_nil(scope.route),
-            service_id: or_nil(scope.service),
-            identifier: identifier.to_owned(),
-            period: w.period.name().to_owned(),
-            period_date: w.start,
-        }
-    }
-
     /// The requests counted so far in each window (Kong's `policy.usage`).
     async fn usage(
         &self,
         kong: &mut Kong<'_, Access, Counters>,
-        identifier: &str,
         windows: &[Window],
         now: i64,
     ) -> Result<Vec<i64>, String> {
-        let scope = kong.plugin_scope();
         match self.policy() {
             Policy::Local => {
                 let local = &kong.state().local;
                 Ok(windows
                     .iter()
-                    .map(|w| local.get(&Self::local_key(scope, identifier, w), now))
+                    .map(|w| match &w.key {
+                        Key::Local(key) => local.get(key, now),
+                        _ => 0,
+                    })
                     .collect())
             }
             Policy::Cluster => {
                 let counters = kong
                     .cluster_counters()
                     .ok_or("the cluster policy needs a database (this node has none)")?;
-                let keys: Vec<CounterKey> = windows
-                    .iter()
-                    .map(|w| Self::cluster_key(scope, identifier, w))
+                let keys: Vec<CounterKey> = (windows.iter())
+                    .filter_map(|w| match &w.key {
+                        Key::Cluster(key) => Some(key.clone()),
+                        _ => None,
+                    })
                     .collect();
                 counters.get(CounterTable::RateLimiting, &keys).await
             }
             Policy::Redis => {
                 let redis = kong.redis().ok_or("this gateway has no Redis client")?;
-                let keys: Vec<String> = windows.iter().map(|w| self.redis_key(scope, identifier, w)).collect();
+                let key = |w: &Window| match &w.key {
+                    Key::Redis(key) => key.clone(),
+                    _ => String::new(),
+                };
                 let synced = self.sync_rate != -1.0;
                 let mut usage = vec![None; windows.len()];
                 if synced {
                     for (i, w) in windows.iter().enumerate() {
-                        usage[i] = (kong.state().synced).usage(&self.redis, &keys[i], w.start, w.period.seconds(), now);
+                        usage[i] = (kong.state().synced).usage(&self.redis, &key(w), w.start, w.period.seconds(), now);
                     }
                 }
                 let missing: Vec<usize> = (0..windows.len()).filter(|i| usage[*i].is_none()).collect();
                 if !missing.is_empty() {
                     let ask: Vec<(String, i64)> = missing
                         .iter()
-                        .map(|i| (keys[*i].clone(), windows[*i].period.seconds()))
+                        .map(|i| (key(&windows[*i]), windows[*i].period.seconds()))
                         .collect();
                     let answers = redis_policy::usage(&*redis, &self.redis.settings(), &ask).await?;
-                    for (i, value) in missing.into_iter().zip(answers) {
+                    for ((i, value), (k, _)) in missing.into_iter().zip(answers).zip(&ask) {
                         if synced {
                             let w = &windows[i];
-                            (kong.state().synced).remember(&self.redis, &keys[i], value, w.start + w.period.seconds());
+                            (kong.state().synced).remember(&self.redis, k, value, w.start + w.period.seconds());
                         }
                         usage[i] = Some(value);
                     }
@@ -255,22 +266,25 @@ impl RateLimiting {
     }
 
     /// Counts the request in each window (Kong's `policy.increment`).
-    fn increment(&self, kong: &mut Kong<'_, Access, Counters>, identifier: &str, windows: &[Window], now: i64) {
-        let scope = kong.plugin_scope();
+    fn increment(&self, kong: &mut Kong<'_, Access, Counters>, windows: Vec<Window>, now: i64) {
         match self.policy() {
             Policy::Local => {
                 let local = &kong.state().local;
-                for w in windows {
-                    local.incr(&Self::local_key(scope, identifier, w), 1, w.period.seconds(), now);
+                for w in &windows {
+                    if let Key::Local(key) = &w.key {
+                        local.incr(key, 1, w.period.seconds(), now);
+                    }
                 }
             }
             Policy::Cluster => {
                 let Some(counters) = kong.cluster_counters() else {
                     return;
                 };
-                let increments = windows
-                    .iter()
-                    .map(|w| (Self::cluster_key(scope, identifier, w), 1, w.period.seconds()))
+                let increments = (windows.into_iter())
+                    .filter_map(|w| match w.key {
+                        Key::Cluster(key) => Some((key, 1, w.period.seconds())),
+                        _ => None,
+                    })
                     .collect();
                 if let Err(e) = counters.add(CounterTable::RateLimiting, increments) {
                     kong.log()
@@ -280,9 +294,11 @@ impl RateLimiting {
             // Realtime: the usage script already counted the request.
             Policy::Redis if self.sync_rate == -1.0 => {}
             Policy::Redis => {
-                let keys: Vec<(String, i64)> = windows
-                    .iter()
-                    .map(|w| (self.redis_key(scope, identifier, w), w.start + w.period.seconds()))
+                let keys: Vec<(String, i64)> = (windows.into_iter())
+                    .filter_map(|w| match w.key {
+                        Key::Redis(key) => Some((key, w.start + w.period.seconds())),
+                        _ => None,
+                    })
                     .collect();
                 let Some(redis) = kong.redis() else {
                     return;
@@ -305,8 +321,8 @@ impl Handler for RateLimiting {
     async fn access(&self, kong: &mut Kong<Access, Counters>) -> kong_pdk::Result {
         let now = limits::now();
         let identifier = self.identifier(kong);
-        let windows = self.windows(now);
-        match self.usage(kong, &identifier, &windows, now).await {
+        let windows = self.windows(now, kong.plugin_scope(), &identifier);
+        match self.usage(kong, &windows, now).await {
             Err(e) if !self.fault_tolerant => return Err(Error::msg(e)),
             Err(e) => kong.log().err(format!("failed to get usage: {e}")),
             Ok(usage) => {
@@ -329,8 +345,8 @@ impl Handler for RateLimiting {
                             shown = Some((w.limit, left, window));
                             reset = (window - (now - w.start)).max(1);
                         }
-                        response.set_header(&format!("X-RateLimit-Limit-{}", w.period.title()), number(w.limit))?;
-                        response.set_header(&format!("X-RateLimit-Remaining-{}", w.period.title()), number(left))?;
+                        response.set_header(w.period.limit_header(), number(w.limit))?;
+                        response.set_header(w.period.remaining_header(), number(left))?;
                     }
                     if let Some((limit, left, _)) = shown {
                         response.set_header("RateLimit-Limit", number(limit))?;
@@ -348,7 +364,7 @@ impl Handler for RateLimiting {
                 }
             }
         }
-        self.increment(kong, &identifier, &windows, now);
+        self.increment(kong, windows, now);
         Ok(())
     }
 }

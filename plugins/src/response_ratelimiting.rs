@@ -148,7 +148,7 @@ impl ResponseRatelimiting {
             service: or_nil(scope.service),
             identifier: identifier.to_owned(),
             start,
-            period: format!("{name}:{}", period.name()),
+            period: format!("{name}:{}", period.name()).into(),
         }
     }
 

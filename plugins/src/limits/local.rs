@@ -23,8 +23,8 @@ pub(crate) struct LocalKey {
     pub identifier: String,
     /// The window's start, in seconds.
     pub start: i64,
-    /// The window (or `<name>_<window>`).
-    pub period: String,
+    /// The window (or `<name>:<window>`).
+    pub period: std::borrow::Cow<'static, str>,
 }
 
 #[derive(Debug)]

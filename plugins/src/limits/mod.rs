@@ -51,15 +51,27 @@ impl Period {
         }
     }
 
-    /// The capitalised name of Kong's headers: `Second` ... `Year`.
-    pub fn title(self) -> &'static str {
+    /// rate-limiting's `X-RateLimit-Limit-<Period>` header.
+    pub fn limit_header(self) -> &'static str {
         match self {
-            Period::Second => "Second",
-            Period::Minute => "Minute",
-            Period::Hour => "Hour",
-            Period::Day => "Day",
-            Period::Month => "Month",
-            Period::Year => "Year",
+            Period::Second => "X-RateLimit-Limit-Second",
+            Period::Minute => "X-RateLimit-Limit-Minute",
+            Period::Hour => "X-RateLimit-Limit-Hour",
+            Period::Day => "X-RateLimit-Limit-Day",
+            Period::Month => "X-RateLimit-Limit-Month",
+            Period::Year => "X-RateLimit-Limit-Year",
+        }
+    }
+
+    /// rate-limiting's `X-RateLimit-Remaining-<Period>` header.
+    pub fn remaining_header(self) -> &'static str {
+        match self {
+            Period::Second => "X-RateLimit-Remaining-Second",
+            Period::Minute => "X-RateLimit-Remaining-Minute",
+            Period::Hour => "X-RateLimit-Remaining-Hour",
+            Period::Day => "X-RateLimit-Remaining-Day",
+            Period::Month => "X-RateLimit-Remaining-Month",
+            Period::Year => "X-RateLimit-Remaining-Year",
         }
     }
 
