@@ -3,16 +3,14 @@
 //! the file's own (a bounded queue: a stalled disk drops lines, counted, rather than holding
 //! requests); with `reopen` the file is opened again for every line, for log rotation.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 
 use kong_pdk::prelude::*;
 use serde_json::Value;
+
+use crate::workers::{Sent, Workers, worth_logging};
 
 /// The plugin's configuration (Kong's `file-log/schema.lua`).
 #[plugin(priority = 9, version = "3.10.0", name = "file-log")]
@@ -85,28 +83,8 @@ impl kong_pdk::schema::ConfigType for NoLua {
     }
 }
 
-/// Lines waiting for a file's writer at most.
-const QUEUE: usize = 10_000;
-/// Files written at most by one node.
-const MAX_FILES: usize = 256;
-
-/// One file's writer thread.
-struct Writer {
-    lines: SyncSender<(Vec<u8>, bool)>,
-    dropped: Arc<AtomicU64>,
-}
-
-/// The node's file writers, by path.
-#[derive(Default)]
-pub struct Files {
-    writers: Mutex<HashMap<String, Writer>>,
-}
-
-impl std::fmt::Debug for Files {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Files")
-    }
-}
+/// The node's file writers, by path: each line with whether to open the file again first.
+pub type Files = Workers<String, (Vec<u8>, bool)>;
 
 fn open(path: &str) -> std::io::Result<File> {
     OpenOptions::new().append(true).create(true).mode(0o644).open(path)
@@ -141,58 +119,29 @@ impl Handler for FileLog {
         let mut line = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
         line.push(b'\n');
         let path = &self.path.0;
-        let mut writers = kong.state().writers.lock().unwrap_or_else(|e| e.into_inner());
-        if !writers.contains_key(path) {
-            if writers.len() >= MAX_FILES {
-                drop(writers);
-                kong.log()
-                    .err(format!("too many log files open, not writing to {path}"));
-                return Ok(());
-            }
-            // The first open happens here, so that a failure shows in this request's log.
-            let file = match open(path) {
-                Ok(f) => f,
-                Err(e) => {
-                    drop(writers);
-                    kong.log().err(format!("failed to open the file: {e}"));
-                    return Ok(());
-                }
-            };
-            let (tx, rx) = sync_channel(QUEUE);
+        // The first open happens at start, so that a failure shows in this request's log.
+        let sent = kong.state().send(path, (line, self.reopen), |lines| {
+            let file = open(path).map_err(|e| format!("failed to open the file: {e}"))?;
             let thread_path = path.clone();
             std::thread::Builder::new()
                 .name("file-log".into())
-                .spawn(move || write_lines(thread_path, Some(file), rx))
-                .map_err(kong_pdk::Error::from)?;
-            writers.insert(
-                path.clone(),
-                Writer {
-                    lines: tx,
-                    dropped: Arc::default(),
-                },
-            );
-            // The line just opened for needs no reopening.
-            let writer = &writers[path];
-            let _ = writer.lines.try_send((line, false));
-            return Ok(());
-        }
-        let writer = &writers[path];
-        match writer.lines.try_send((line, self.reopen)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                let n = writer.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                drop(writers);
-                if n == 1 || n % 1000 == 0 {
-                    kong.log()
-                        .err(format!("the writer of {path} is behind: {n} lines dropped"));
-                }
-                Ok(())
+                .spawn(move || write_lines(thread_path, Some(file), lines))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match sent {
+            Sent::Queued => {}
+            Sent::Dropped(n) if worth_logging(n) => {
+                kong.log()
+                    .err(format!("the writer of {path} is behind: {n} lines dropped"));
             }
-            Err(TrySendError::Disconnected(_)) => {
-                writers.remove(path);
-                Ok(())
-            }
+            Sent::Dropped(_) => {}
+            Sent::TooMany => kong
+                .log()
+                .err(format!("too many log files open, not writing to {path}")),
+            Sent::NotStarted(e) => kong.log().err(e),
         }
+        Ok(())
     }
 }
 

@@ -55,6 +55,7 @@ pub mod template;
 pub mod udp_log;
 pub mod websocket_size_limit;
 pub mod websocket_validator;
+pub mod workers;
 
 /// The plugins `bundled` stands for in the `plugins` setting (the ones this crate provides so
 /// far; Kong's full list is being ported).

@@ -61,7 +61,7 @@ impl Handler for TcpLog {
         if writes.in_flight.fetch_add(1, Ordering::AcqRel) >= IN_FLIGHT {
             writes.in_flight.fetch_sub(1, Ordering::AcqRel);
             let n = writes.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == 1 || n % 1000 == 0 {
+            if crate::workers::worth_logging(n) {
                 kong.log()
                     .err(format!("too many log writes waiting: {n} lines dropped"));
             }

@@ -3,16 +3,14 @@
 //! that destination's own (a bounded queue: a stalled sender drops datagrams, counted, rather
 //! than holding requests); name resolution happens there too.
 
-use std::collections::HashMap;
 use std::net::{ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use kong_pdk::prelude::*;
 
 use crate::file_log::NoLua;
+use crate::workers::{Sent, Workers, worth_logging};
 
 /// The plugin's configuration (Kong's `udp-log/schema.lua`).
 #[plugin(priority = 8, version = "3.10.0", name = "udp-log")]
@@ -30,27 +28,8 @@ pub struct UdpLog {
     pub custom_fields_by_lua: Option<NoLua>,
 }
 
-/// Datagrams waiting for a destination's sender at most.
-const QUEUE: usize = 10_000;
-/// Destinations one node sends to at most.
-const MAX_DESTINATIONS: usize = 256;
-
-struct Sender {
-    datagrams: SyncSender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
-}
-
 /// The node's senders, by destination and timeout.
-#[derive(Default)]
-pub struct Senders {
-    senders: Mutex<HashMap<(String, u16, u64), Sender>>,
-}
-
-impl std::fmt::Debug for Senders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Senders")
-    }
-}
+pub type Senders = Workers<(String, u16, u64), Vec<u8>>;
 
 /// The sender thread: resolves the destination, then sends each datagram.
 fn send_datagrams(host: String, port: u16, timeout: Duration, datagrams: Receiver<Vec<u8>>) {
@@ -88,49 +67,28 @@ impl Handler for UdpLog {
         let datagram = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
         let timeout = self.timeout.unwrap_or(10_000.0).max(1.0) as u64;
         let key = (self.host.clone(), self.port, timeout);
-        let mut senders = kong.state().senders.lock().unwrap_or_else(|e| e.into_inner());
-        if !senders.contains_key(&key) {
-            if senders.len() >= MAX_DESTINATIONS {
-                drop(senders);
-                kong.log().err(format!(
-                    "too many udp-log destinations, not sending to {}:{}",
-                    self.host, self.port
-                ));
-                return Ok(());
-            }
-            let (tx, rx) = sync_channel(QUEUE);
+        let sent = kong.state().send(&key, datagram, |datagrams| {
             let (host, port) = (self.host.clone(), self.port);
             std::thread::Builder::new()
                 .name("udp-log".into())
-                .spawn(move || send_datagrams(host, port, Duration::from_millis(timeout), rx))
-                .map_err(kong_pdk::Error::from)?;
-            senders.insert(
-                key.clone(),
-                Sender {
-                    datagrams: tx,
-                    dropped: Arc::default(),
-                },
-            );
-        }
-        let sender = &senders[&key];
-        match sender.datagrams.try_send(datagram) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                let n = sender.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                drop(senders);
-                if n == 1 || n % 1000 == 0 {
-                    kong.log().err(format!(
-                        "the sender to {}:{} is behind: {n} datagrams dropped",
-                        self.host, self.port
-                    ));
-                }
-                Ok(())
+                .spawn(move || send_datagrams(host, port, Duration::from_millis(timeout), datagrams))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        let to = format!("{}:{}", self.host, self.port);
+        match sent {
+            Sent::Queued => {}
+            Sent::Dropped(n) if worth_logging(n) => {
+                kong.log()
+                    .err(format!("the sender to {to} is behind: {n} datagrams dropped"));
             }
-            Err(TrySendError::Disconnected(_)) => {
-                // The sender gave up (the destination did not resolve): try again next time.
-                senders.remove(&key);
-                Ok(())
-            }
+            Sent::Dropped(_) => {}
+            Sent::TooMany => kong
+                .log()
+                .err(format!("too many udp-log destinations, not sending to {to}")),
+            // The sender gave up (the destination did not resolve): it starts again next time.
+            Sent::NotStarted(e) => kong.log().err(format!("could not send to {to}: {e}")),
         }
+        Ok(())
     }
 }

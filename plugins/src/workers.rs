@@ -1,0 +1,86 @@
+//! Threads that do a log plugin's blocking I/O (file appends, datagrams) off the request
+//! path: one per destination, each fed by a bounded queue. A full queue drops what it cannot
+//! take, counted, instead of holding requests; the number of threads is bounded too.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+/// Items waiting for one worker at most.
+const QUEUE: usize = 10_000;
+/// Workers one node runs at most, per plugin.
+const MAX_WORKERS: usize = 256;
+
+struct Worker<T> {
+    items: SyncSender<T>,
+    dropped: u64,
+}
+
+/// What became of an item.
+pub(crate) enum Sent {
+    /// Queued for the worker.
+    Queued,
+    /// Dropped: the worker is behind; the count so far.
+    Dropped(u64),
+    /// Dropped: too many workers already.
+    TooMany,
+    /// Dropped: the worker could not start (why), or had stopped (it starts again next time).
+    NotStarted(String),
+}
+
+/// A plugin's workers, by destination (a plugin type's `State`).
+pub struct Workers<K, T> {
+    workers: Mutex<HashMap<K, Worker<T>>>,
+}
+
+impl<K, T> Default for Workers<K, T> {
+    fn default() -> Self {
+        Workers {
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K, T> std::fmt::Debug for Workers<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Workers")
+    }
+}
+
+impl<K: Eq + Hash + Clone, T: Send + 'static> Workers<K, T> {
+    /// Hands `item` to `key`'s worker; without one yet, `start` starts it with its queue
+    /// (an error is the reason it could not).
+    pub(crate) fn send(&self, key: &K, item: T, start: impl FnOnce(Receiver<T>) -> Result<(), String>) -> Sent {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if !workers.contains_key(key) {
+            if workers.len() >= MAX_WORKERS {
+                return Sent::TooMany;
+            }
+            let (tx, rx) = sync_channel(QUEUE);
+            if let Err(e) = start(rx) {
+                return Sent::NotStarted(e);
+            }
+            workers.insert(key.clone(), Worker { items: tx, dropped: 0 });
+        }
+        let Some(worker) = workers.get_mut(key) else {
+            return Sent::NotStarted("no worker".into());
+        };
+        match worker.items.try_send(item) {
+            Ok(()) => Sent::Queued,
+            Err(TrySendError::Full(_)) => {
+                worker.dropped += 1;
+                Sent::Dropped(worker.dropped)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                workers.remove(key);
+                Sent::NotStarted("the worker had stopped".into())
+            }
+        }
+    }
+}
+
+/// Whether the `n`th drop is worth a log line (the first, then every thousandth).
+pub(crate) fn worth_logging(n: u64) -> bool {
+    n == 1 || n.is_multiple_of(1000)
+}
