@@ -1,7 +1,8 @@
 //! Admin API endpoints a plugin adds (Kong's `api.lua`): the Admin API hands each request it
 //! does not serve itself to the plugins' [`Handler::admin_api`](crate::Handler::admin_api),
 //! with the plugin type's state and its configured instances, and answers with the first
-//! answer given.
+//! answer given. The Status API (`status_listen`) does the same with
+//! [`Handler::status_api`](crate::Handler::status_api) (Kong's `status_api.lua`).
 //!
 //! ```
 //! use kong_pdk::api::{AdminAnswer, AdminRequest};
@@ -42,6 +43,8 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::model::NodeInfo;
+
 /// An Admin API request offered to a plugin type.
 pub struct AdminRequest<'a, S> {
     method: &'a str,
@@ -49,17 +52,19 @@ pub struct AdminRequest<'a, S> {
     body: &'a Value,
     state: &'a S,
     instances: &'a [(Uuid, &'a Value)],
+    node: &'a NodeInfo,
 }
 
 impl<'a, S> AdminRequest<'a, S> {
     /// A request: its method, its path's (decoded) segments, its body (JSON or form, `Null`
-    /// when none), the plugin type's state and its instances (id and config).
+    /// when none), the plugin type's state, its instances (id and config) and the node.
     pub fn new(
         method: &'a str,
         segments: &'a [&'a str],
         body: &'a Value,
         state: &'a S,
         instances: &'a [(Uuid, &'a Value)],
+        node: &'a NodeInfo,
     ) -> Self {
         AdminRequest {
             method,
@@ -67,7 +72,13 @@ impl<'a, S> AdminRequest<'a, S> {
             body,
             state,
             instances,
+            node,
         }
+    }
+
+    /// The node serving the request (its id, its counters: `kong.node`, `kong.nginx`).
+    pub fn node(&self) -> &'a NodeInfo {
+        self.node
     }
 
     /// The method (`GET`, `DELETE`, ...).
@@ -96,19 +107,36 @@ impl<'a, S> AdminRequest<'a, S> {
     }
 }
 
-/// A plugin's answer: a status and a JSON body (`Null` sends none).
+/// A plugin's answer: a status and a JSON body (`Null` sends none), or a text body with its
+/// content type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminAnswer {
     /// The status.
     pub status: u16,
-    /// The body.
+    /// The body: JSON, or the text itself when `content_type` is set.
     pub body: Value,
+    /// The text body's content type; `None` for a JSON body.
+    pub content_type: Option<&'static str>,
 }
 
 impl AdminAnswer {
     /// `status` with `body`.
     pub fn json(status: u16, body: Value) -> AdminAnswer {
-        AdminAnswer { status, body }
+        AdminAnswer {
+            status,
+            body,
+            content_type: None,
+        }
+    }
+
+    /// `status` with `text` as the body, sent as it is with `content_type`
+    /// (`text/plain; charset=UTF-8` for Prometheus' exposition).
+    pub fn text(status: u16, content_type: &'static str, text: String) -> AdminAnswer {
+        AdminAnswer {
+            status,
+            body: Value::String(text),
+            content_type: Some(content_type),
+        }
     }
 
     /// `status` without a body (`204`).
@@ -116,6 +144,7 @@ impl AdminAnswer {
         AdminAnswer {
             status,
             body: Value::Null,
+            content_type: None,
         }
     }
 }

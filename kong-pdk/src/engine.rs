@@ -4,7 +4,8 @@
 //! [`NodeInfo`](crate::pdk::NodeInfo) has them by default.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -14,7 +15,7 @@ use crate::outbound::{
     HttpClient, OutboundFuture, OutboundRequest, OutboundResponse, SendFuture, TcpClient, TcpTarget,
 };
 use crate::redis::{RedisClient, RedisCommand, RedisFuture, RedisReply, RedisSettings};
-use crate::timer::{Task, Timers};
+use crate::timer::{Task, TimerCounts, Timers};
 
 /// Connections kept at most; beyond, they are all dropped and made again as needed.
 const MAX_CONNECTIONS: usize = 64;
@@ -112,22 +113,70 @@ impl RedisClient for RedisPool {
 
 /// Timers on the tokio runtime the gateway runs on.
 #[derive(Default)]
-pub(crate) struct TokioTimers;
+pub(crate) struct TokioTimers {
+    counts: Arc<TimerCounters>,
+}
+
+#[derive(Default)]
+struct TimerCounters {
+    pending: AtomicU64,
+    running: AtomicU64,
+}
+
+/// One task's place in the counts: pending, then running; dropped (done or cancelled with
+/// the runtime), it leaves them.
+struct Counted {
+    counts: Arc<TimerCounters>,
+    running: bool,
+}
+
+impl Counted {
+    fn start(&mut self) {
+        self.counts.pending.fetch_sub(1, Relaxed);
+        self.counts.running.fetch_add(1, Relaxed);
+        self.running = true;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let count = if self.running {
+            &self.counts.running
+        } else {
+            &self.counts.pending
+        };
+        count.fetch_sub(1, Relaxed);
+    }
+}
 
 impl Timers for TokioTimers {
     fn at(&self, delay: Duration, task: Task) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
+        self.counts.pending.fetch_add(1, Relaxed);
+        let mut counted = Counted {
+            counts: self.counts.clone(),
+            running: false,
+        };
         runtime.spawn(async move {
             tokio::time::sleep(delay).await;
+            counted.start();
             task.await;
+            drop(counted);
         });
         true
     }
 
     fn sleep(&self, delay: Duration) -> Task {
         Box::pin(tokio::time::sleep(delay))
+    }
+
+    fn counts(&self) -> TimerCounts {
+        TimerCounts {
+            running: self.counts.running.load(Relaxed),
+            pending: self.counts.pending.load(Relaxed),
+        }
     }
 }
 
@@ -154,13 +203,26 @@ mod tests {
     #[tokio::test]
     async fn timers_run_their_task_after_the_delay() {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        assert!(TokioTimers.at(
+        let timers = TokioTimers::default();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        assert!(timers.at(
             Duration::from_millis(10),
             Box::pin(async move {
                 let _ = tx.send(());
+                let _ = wait.await;
             })
         ));
+        assert_eq!(timers.counts(), TimerCounts { running: 0, pending: 1 });
         tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+        assert_eq!(timers.counts(), TimerCounts { running: 1, pending: 0 });
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while timers.counts() != TimerCounts::default() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the finished task leaves the counts");
     }
 }
 

@@ -113,6 +113,7 @@ pub mod registry;
 pub mod router;
 mod runloop;
 pub mod schema;
+pub mod stats;
 pub mod testing;
 pub mod timer;
 #[doc(hidden)]

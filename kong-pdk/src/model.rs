@@ -84,6 +84,9 @@ pub struct NodeInfo {
     /// The node's TCP client ([`Kong::tcp_client`](crate::Kong::tcp_client)); the gateway's
     /// by default, `None` without the `gateway` feature.
     pub tcp: Option<std::sync::Arc<dyn crate::outbound::TcpClient>>,
+    /// The node's connection and request counters and its datastore's health
+    /// ([`Kong::nginx`](crate::Kong::nginx)).
+    pub stats: std::sync::Arc<crate::stats::ServerStats>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -97,6 +100,7 @@ impl std::fmt::Debug for NodeInfo {
             .field("timers", &self.timers.is_some())
             .field("http", &self.http.is_some())
             .field("tcp", &self.tcp.is_some())
+            .field("stats", &self.stats.statistics())
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +118,7 @@ impl Default for NodeInfo {
             #[cfg(not(feature = "gateway"))]
             redis: None,
             #[cfg(feature = "gateway")]
-            timers: Some(std::sync::Arc::new(crate::engine::TokioTimers)),
+            timers: Some(std::sync::Arc::new(crate::engine::TokioTimers::default())),
             #[cfg(not(feature = "gateway"))]
             timers: None,
             #[cfg(feature = "gateway")]
@@ -125,6 +129,7 @@ impl Default for NodeInfo {
             tcp: Some(std::sync::Arc::new(crate::engine::Tcp::default())),
             #[cfg(not(feature = "gateway"))]
             tcp: None,
+            stats: Default::default(),
         }
     }
 }

@@ -168,5 +168,13 @@ pub trait Handler: Plugin {
         None
     }
 
+    /// Status API endpoints of the plugin (Kong's `status_api.lua`, served on
+    /// `status_listen`): offered every Status API request the core does not serve (`/status`,
+    /// `/status/ready`); answer `None` to let it pass.
+    fn status_api(api: &crate::api::AdminRequest<'_, Self::State>) -> Option<crate::api::AdminAnswer> {
+        let _ = api;
+        None
+    }
+
     crate::phase::request_phases!(request_phase_methods);
 }

@@ -155,11 +155,20 @@ pub(crate) trait PluginType: Send + Sync {
     ) -> BoxFuture<'a, crate::Result>;
     fn admin_api(
         &self,
-        method: &str,
-        segments: &[&str],
-        body: &Value,
+        surface: Surface,
+        request: (&str, &[&str], &Value),
         instances: &[(Uuid, &Value)],
+        node: &NodeInfo,
     ) -> Option<crate::api::AdminAnswer>;
+}
+
+/// Which API a plugin endpoint request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The Admin API (`api.lua`).
+    Admin,
+    /// The Status API on `status_listen` (`status_api.lua`).
+    Status,
 }
 
 struct TypeImpl<T: Handler> {
@@ -251,18 +260,16 @@ impl<T: Handler> PluginType for TypeImpl<T> {
 
     fn admin_api(
         &self,
-        method: &str,
-        segments: &[&str],
-        body: &Value,
+        surface: Surface,
+        (method, segments, body): (&str, &[&str], &Value),
         instances: &[(Uuid, &Value)],
+        node: &NodeInfo,
     ) -> Option<crate::api::AdminAnswer> {
-        T::admin_api(&crate::api::AdminRequest::new(
-            method,
-            segments,
-            body,
-            &*self.state,
-            instances,
-        ))
+        let request = crate::api::AdminRequest::new(method, segments, body, &*self.state, instances, node);
+        match surface {
+            Surface::Admin => T::admin_api(&request),
+            Surface::Status => T::status_api(&request),
+        }
     }
 }
 
@@ -421,19 +428,19 @@ impl Plugins {
         self.by_name.get(name).map(|&i| self.types[i].schema())
     }
 
-    /// Offers an Admin API request to each loaded plugin's
-    /// [`admin_api`](crate::Handler::admin_api), in order, with its instances
+    /// Offers an Admin API request (`method`, path segments, body) to each loaded plugin's
+    /// [`admin_api`](crate::Handler::admin_api), or a Status API request to its
+    /// [`status_api`](crate::Handler::status_api), in order, with its instances
     /// (`instances_of(name)`: id and config); the first answer wins.
     pub fn admin_api<'v>(
         &self,
-        method: &str,
-        segments: &[&str],
-        body: &Value,
+        surface: Surface,
+        (method, segments, body): (&str, &[&str], &Value),
         instances_of: impl Fn(&str) -> Vec<(Uuid, &'v Value)>,
     ) -> Option<crate::api::AdminAnswer> {
         self.types.iter().find_map(|t| {
             let instances = instances_of(t.meta().name);
-            t.admin_api(method, segments, body, &instances)
+            t.admin_api(surface, (method, segments, body), &instances, self.node())
         })
     }
 

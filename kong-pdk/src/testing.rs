@@ -597,6 +597,10 @@ impl TestGateway {
     /// `upstream` (which sees the request as Kong sends it, forwarding headers included),
     /// response, header_filter with Kong's response headers, body_filter per chunk and log.
     pub async fn send(&self, req: TestRequest, mut upstream: impl FnMut(&UpstreamRequest) -> MockResponse) -> Outcome {
+        // Each request arrives on a connection of its own, counted as the gateway counts them
+        // (`kong.nginx.get_statistics()`).
+        let connection = self.set.plugins().node.stats.open_connection();
+        let _request = connection.request();
         let mut tx = self.transaction(&req);
         let set = &self.set;
         let mut proxied = None;

@@ -18,4 +18,19 @@ pub trait Timers: Send + Sync + 'static {
 
     /// A future that is ready once `delay` has passed, for a task's waits between steps.
     fn sleep(&self, delay: Duration) -> Task;
+
+    /// Tasks waiting for their delay and tasks running now (nginx's
+    /// `ngx.timer.pending_count()` and `running_count()`); zeros when not counted.
+    fn counts(&self) -> TimerCounts {
+        TimerCounts::default()
+    }
+}
+
+/// How many timer tasks wait and run ([`Timers::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCounts {
+    /// Tasks whose delay has passed and that have not finished.
+    pub running: u64,
+    /// Tasks whose delay has not passed.
+    pub pending: u64,
 }

@@ -23,11 +23,11 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 /// The layers, bottom first: a module may use those of its own layer's predecessors only.
 const LAYERS: &[&[&str]] = &[
     &[
-        "error", "phase", "entities", "schema", "counters", "redis", "timer", "api", "outbound",
+        "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats",
     ],
     &["engine"],
     &["dao", "model"],
-    &["transaction"],
+    &["transaction", "api"],
     &["router", "pdk"],
     &["plugin"],
     &["registry"],

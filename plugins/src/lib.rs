@@ -13,6 +13,7 @@
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
+//! - [`prometheus`]: `prometheus`, metrics in Prometheus' text format at `/metrics`;
 //! - [`proxy_cache`]: `proxy-cache`, answers from a node-local cache, with its Admin API;
 //! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
 //!   the database or in Redis;
@@ -42,6 +43,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 mod limits;
+pub mod prometheus;
 pub mod proxy_cache;
 mod queue;
 pub mod rate_limiting;
@@ -71,6 +73,7 @@ pub const BUNDLED: &[&str] = &[
     "ip-restriction",
     "jwt",
     "key-auth",
+    "prometheus",
     "proxy-cache",
     "rate-limiting",
     "request-size-limiting",

@@ -48,23 +48,37 @@ impl Admin {
         names
     }
 
-    pub(super) async fn status(&self) -> Value {
+    /// `GET /status` (Kong's `routes/health.lua`): the proxy's counters, the memory in `unit`
+    /// (`m` by default) with `scale` decimals, and the database's health or, DB-less, the
+    /// configuration's hash. A bad unit or scale answers 400 with `bytes_to_str`'s message.
+    pub(super) async fn status(&self, query: &str) -> ApiResult {
+        let (mut unit, mut scale) = ("m".to_owned(), None);
+        for (k, v) in args::pairs(query) {
+            match k.as_str() {
+                "unit" => unit = v,
+                "scale" => scale = v.trim().parse::<f64>().ok(),
+                _ => {}
+            }
+        }
+        let node = self.plugins.node();
+        let memory = crate::stats::memory_stats(&unit, scale).map_err(|e| message(400, &e.0))?;
         let mut status = json!({
-            "server": {
-                "connections_active": Value::Null,
-                "total_requests": Value::Null,
-            },
-            "memory": { "lua_shared_dicts": {}, "workers_lua_vms": [] },
+            "memory": memory,
+            "server": node.stats.statistics(),
         });
         match &self.store {
-            Some(store) => status["database"] = json!({ "reachable": store.version().await.is_ok() }),
+            Some(store) => {
+                let reachable = store.version().await.is_ok();
+                node.stats.set_datastore_reachable(reachable);
+                status["database"] = json!({ "reachable": reachable });
+            }
             None => {
                 let yaml = self.config_yaml().await;
                 let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, yaml.as_bytes()).simple().to_string();
                 status["configuration_hash"] = Value::from(hash);
             }
         }
-        status
+        Ok((StatusCode::OK, status))
     }
 }
 

@@ -55,7 +55,7 @@ use crate::entities::{CaCertificate, Certificate, Consumer, Route, Service, Sni,
 use crate::executor::PluginEntity;
 use crate::gateway::declarative::Config;
 use crate::gateway::{KONG_VERSION, Proxy};
-use crate::registry::{Plugins, Scope};
+use crate::registry::{Plugins, Scope, Surface};
 use crate::schema::SchemaViolation;
 use config::*;
 use endpoints::*;
@@ -220,6 +220,8 @@ pub struct Admin {
     /// `admin_gui_origin`: the origins CORS allows (empty: any).
     gui_origins: std::sync::OnceLock<Vec<HeaderValue>>,
     node_id: Uuid,
+    /// `POST /status/ready` with `status=draining` was received: readiness answers 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn key_text(field: &str, value: &Value) -> String {
@@ -240,6 +242,7 @@ impl Admin {
     pub async fn new(store: Store, plugins: Arc<Plugins>, proxy: Arc<Proxy>) -> Result<Arc<Admin>, String> {
         store.migrate().await.map_err(|e| e.to_string())?;
         plugins.node().counters.set(counters::DbCounters::start(store.clone()));
+        plugins.node().stats.set_datastore_reachable(true);
         let entities = load_entities(&store).await?;
         Admin::start(Some(store), entities, plugins, proxy).await
     }
@@ -265,6 +268,7 @@ impl Admin {
             gui_origins: std::sync::OnceLock::new(),
             header_timeout_ms: std::sync::atomic::AtomicU64::new(60_000),
             node_id: Uuid::new_v4(),
+            draining: Default::default(),
         };
         let snapshot = admin
             .build(&admin.entities.load())
@@ -284,7 +288,9 @@ impl Admin {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Ok(now) = store.version().await else { continue };
+            let version = store.version().await;
+            self.plugins.node().stats.set_datastore_reachable(version.is_ok());
+            let Ok(now) = version else { continue };
             if seen == Some(now) {
                 continue;
             }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Admin {
     /// Answers one request by its path and method: Kong's status and body, or its error.
-    pub(super) async fn route<B>(&self, req: Request<B>) -> ApiResult
+    pub(super) async fn route<B>(&self, req: Request<B>, text: &mut Option<&'static str>) -> ApiResult
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -60,7 +60,7 @@ impl Admin {
                 self.load_config(&parts.headers, &bytes).await
             }
             [] if get => Ok((StatusCode::OK, self.info().await)),
-            ["status"] if get => Ok((StatusCode::OK, self.status().await)),
+            ["status"] if get => self.status(&query).await,
             ["plugins", "enabled"] if get => Ok((
                 StatusCode::OK,
                 json!({ "enabled_plugins": self.plugins.iter().map(|m| m.name).collect::<Vec<_>>() }),
@@ -154,30 +154,105 @@ impl Admin {
                 Err(message(405, "Method not allowed"))
             }
             // The plugins' own endpoints (Kong's `api.lua`).
-            _ => {
-                let value = if get || method == Method::DELETE {
-                    Value::Null
+            _ => self.plugin_endpoint(Surface::Admin, &parts, body, &segs, text).await,
+        }
+    }
+
+    /// Answers one Status API request (Kong's `kong/status/init.lua`): `/status`,
+    /// `/status/ready` and the plugins' `status_api.lua` endpoints.
+    pub(super) async fn route_status<B>(&self, req: Request<B>, text: &mut Option<&'static str>) -> ApiResult
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let segments: Vec<String> = parts
+            .uri
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| crate::pdk::request::percent_decode(s, false))
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let get = parts.method == Method::GET || parts.method == Method::HEAD;
+        match segs.as_slice() {
+            ["status"] if get => self.status(parts.uri.query().unwrap_or_default()).await,
+            ["status", "ready"] if get => self.ready().await,
+            ["status", "ready"] if parts.method == Method::POST => {
+                let params = read(body, &parts.headers).await?.0;
+                if params["status"] == "draining" {
+                    self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok((StatusCode::NO_CONTENT, Value::Null))
                 } else {
-                    read(body, &parts.headers).await?.0
-                };
+                    Err(ApiError(StatusCode::BAD_REQUEST, Value::Null))
+                }
+            }
+            ["status"] | ["status", "ready"] => Err(message(405, "Method not allowed")),
+            _ => self.plugin_endpoint(Surface::Status, &parts, body, &segs, text).await,
+        }
+    }
+
+    /// A plugin's endpoint on `surface`: the first plugin's answer, else 404. A text answer
+    /// leaves its content type in `text` and its text as the body.
+    async fn plugin_endpoint<B>(
+        &self,
+        surface: Surface,
+        parts: &http::request::Parts,
+        body: B,
+        segs: &[&str],
+        text: &mut Option<&'static str>,
+    ) -> ApiResult
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = &parts.method;
+        let value = if *method == Method::GET || *method == Method::HEAD || *method == Method::DELETE {
+            Value::Null
+        } else {
+            read(body, &parts.headers).await?.0
+        };
+        let entities = self.entities.load_full();
+        let instances_of = |name: &str| {
+            entities["plugins"]
+                .values()
+                .filter(|p| p["name"] == name)
+                .filter_map(|p| Some((Uuid::parse_str(p["id"].as_str()?).ok()?, &p["config"])))
+                .collect()
+        };
+        match self
+            .plugins
+            .admin_api(surface, (method.as_str(), segs, &value), instances_of)
+        {
+            Some(answer) if answer.status == 404 && answer.body.is_null() => Err(message(404, "Not found")),
+            Some(answer) => {
+                *text = answer.content_type;
+                Ok((
+                    StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    answer.body,
+                ))
+            }
+            None => Err(message(404, "Not found")),
+        }
+    }
+
+    /// `GET /status/ready` (Kong's `kong/status/ready.lua`): 200 `ready`, or 503 with why not.
+    async fn ready(&self) -> ApiResult {
+        let not_ready = |why: &str| Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": why })));
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return not_ready("draining");
+        }
+        match &self.store {
+            Some(store) if store.version().await.is_err() => return not_ready("failed to connect to database"),
+            Some(_) => {}
+            None => {
                 let entities = self.entities.load_full();
-                let instances_of = |name: &str| {
-                    entities["plugins"]
-                        .values()
-                        .filter(|p| p["name"] == name)
-                        .filter_map(|p| Some((Uuid::parse_str(p["id"].as_str()?).ok()?, &p["config"])))
-                        .collect()
-                };
-                match self.plugins.admin_api(method.as_str(), &segs, &value, instances_of) {
-                    Some(answer) if answer.status == 404 && answer.body.is_null() => Err(message(404, "Not found")),
-                    Some(answer) => Ok((
-                        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        answer.body,
-                    )),
-                    None => Err(message(404, "Not found")),
+                if entities.0.values().all(|rows| rows.is_empty()) {
+                    return not_ready("no configuration available (empty configuration present)");
                 }
             }
         }
+        Ok((StatusCode::OK, json!({ "message": "ready" })))
     }
 
     /// Whether `segs` is a path the Admin API serves (for `OPTIONS`: 404 otherwise).

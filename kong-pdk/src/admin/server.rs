@@ -28,6 +28,17 @@ impl Admin {
     /// Serves the Admin API on `listener` until `shutdown` completes. Request heads are checked
     /// as the proxy's are (nginx's limits, smuggling shapes, the head timeout).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_on(listener, shutdown, Surface::Admin).await
+    }
+
+    /// Serves the Status API (Kong's `status_listen`) on `listener` until `shutdown`
+    /// completes: `GET /status`, `GET`/`POST /status/ready` and the plugins' status endpoints
+    /// (prometheus' `/metrics`).
+    pub async fn serve_status(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_on(listener, shutdown, Surface::Status).await
+    }
+
+    async fn serve_on(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>, surface: Surface) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
@@ -42,7 +53,7 @@ impl Admin {
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
                             let admin = admin.clone();
-                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                            async move { Ok::<_, Infallible>(admin.answer(req, surface).await) }
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(io), service)
@@ -59,31 +70,58 @@ impl Admin {
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.answer(req, Surface::Admin).await
+    }
+
+    /// Answers one Status API request.
+    pub async fn handle_status<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.answer(req, Surface::Status).await
+    }
+
+    async fn answer<B>(&self, req: Request<B>, surface: Surface) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = Instant::now();
         let origin = req.headers().get(http::header::ORIGIN).cloned();
+        let mut text = None;
         let (status, body, allow) = if req.method() == Method::OPTIONS {
             let segs: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
-            if self.known(&segs) {
+            let known = match surface {
+                Surface::Admin => self.known(&segs),
+                Surface::Status => matches!(segs.as_slice(), ["status"] | ["status", "ready"]),
+            };
+            if known {
                 (StatusCode::NO_CONTENT, Value::Null, Some(allowed(&segs)))
             } else {
                 (StatusCode::NOT_FOUND, json!({ "message": "Not found" }), None)
             }
         } else {
-            match self.route(req).await {
+            let routed = match surface {
+                Surface::Admin => self.route(req, &mut text).await,
+                Surface::Status => self.route_status(req, &mut text).await,
+            };
+            match routed {
                 Ok((status, body)) | Err(ApiError(status, body)) => (status, body, None),
             }
         };
-        let mut resp = Response::new(Full::new(if body.is_null() {
-            Bytes::new()
-        } else {
-            Bytes::from(body.to_string())
+        let has_body = !body.is_null();
+        let mut resp = Response::new(Full::new(match (body, text) {
+            (Value::Null, _) => Bytes::new(),
+            (Value::String(s), Some(_)) => Bytes::from(s),
+            (body, _) => Bytes::from(body.to_string()),
         }));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        if !body.is_null() {
+        if has_body {
             h.insert(
                 http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
+                HeaderValue::from_static(text.unwrap_or("application/json; charset=utf-8")),
             );
         }
         // Kong's Admin API runs the cors plugin with `admin_gui_origin` (or `*`) and
@@ -123,6 +161,7 @@ impl Admin {
 pub(super) fn allowed(segs: &[&str]) -> String {
     let methods: &[&str] = match segs {
         [] | ["status"] | ["endpoints"] => &["GET", "HEAD", "OPTIONS"],
+        ["status", "ready"] => &["GET", "HEAD", "OPTIONS", "POST"],
         [_] => &["GET", "HEAD", "OPTIONS", "POST"],
         [_, _] => &["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "PUT"],
         [_, _, _] => &["GET", "HEAD", "OPTIONS", "POST"],

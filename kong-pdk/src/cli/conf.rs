@@ -24,6 +24,9 @@ pub struct Settings {
     pub database: String,
     /// `admin_listen` addresses (plain HTTP entries).
     pub admin_listen: Vec<SocketAddr>,
+    /// `status_listen` addresses (plain HTTP entries; `off`, the default, for none): the
+    /// Status API (`/status`, `/status/ready`, prometheus' `/metrics`).
+    pub status_listen: Vec<SocketAddr>,
     /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
     /// default: the request's `Origin`, or `*`).
     pub admin_gui_origin: Vec<String>,
@@ -177,6 +180,7 @@ impl Settings {
             ssl_cert: None,
             database: "sqlite".into(),
             admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
+            status_listen: Vec::new(),
             admin_gui_origin: Vec::new(),
             db_update_frequency: std::time::Duration::from_secs(5),
             pg: PgSettings {
@@ -208,6 +212,14 @@ impl Settings {
                 "admin_listen" => {
                     s.admin_listen = parse_listen(&v)
                         .map_err(|e| e.replace("proxy_listen", "admin_listen"))?
+                        .into_iter()
+                        .filter(|l| !l.ssl)
+                        .map(|l| l.addr)
+                        .collect()
+                }
+                "status_listen" => {
+                    s.status_listen = parse_listen(&v)
+                        .map_err(|e| e.replace("proxy_listen", "status_listen"))?
                         .into_iter()
                         .filter(|l| !l.ssl)
                         .map(|l| l.addr)
@@ -509,6 +521,13 @@ pub fn run(s: Settings) -> Result<(), String> {
                 .map_err(|e| format!("admin_listen: could not listen on {addr}: {e}"))?;
             tracing::info!(target: "kong", "admin API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
             tokio::spawn(admin.clone().serve(listener, std::future::pending()));
+        }
+        for addr in &s.status_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("status_listen: could not listen on {addr}: {e}"))?;
+            tracing::info!(target: "kong", "status API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            tokio::spawn(admin.clone().serve_status(listener, std::future::pending()));
         }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)

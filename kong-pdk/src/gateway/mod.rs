@@ -114,13 +114,21 @@ pub(crate) struct Connection {
     pub(crate) serial: u64,
     /// Requests made on the connection so far (nginx's `$connection_requests`).
     requests: Arc<std::sync::atomic::AtomicU64>,
+    /// The connection counted in the node's statistics until it closes.
+    pub(crate) open: Arc<crate::stats::OpenConnection>,
 }
 
 /// Connections accepted by this process, for `$connection`.
 static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Connection {
-    fn new(peer: SocketAddr, server_ip: std::net::IpAddr, port: u16, tls: bool) -> Connection {
+    fn new(
+        peer: SocketAddr,
+        server_ip: std::net::IpAddr,
+        port: u16,
+        tls: bool,
+        stats: &Arc<crate::stats::ServerStats>,
+    ) -> Connection {
         Connection {
             peer,
             port,
@@ -131,6 +139,7 @@ impl Connection {
             server_ip,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             requests: Arc::default(),
+            open: Arc::new(stats.open_connection()),
         }
     }
 
@@ -225,6 +234,7 @@ impl Proxy {
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: bool, shutdown: impl Future<Output = ()>) {
         let port = listener.local_addr().map_or(0, |a| a.port());
+        let stats = self.snapshot().plugins.plugins().node().stats.clone();
         let mut shutdown = std::pin::pin!(shutdown);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut conns = tokio::task::JoinSet::new();
@@ -237,8 +247,8 @@ impl Proxy {
                     let server_ip = stream.local_addr().map_or(peer.ip(), |a| a.ip());
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
+                    let conn = Connection::new(peer, server_ip, port, tls, &stats);
                     conns.spawn(async move {
-                        let conn = Connection::new(peer, server_ip, port, tls);
                         if tls {
                             proxy.accept_tls(stream, conn, stop).await;
                         } else {

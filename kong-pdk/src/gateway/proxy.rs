@@ -21,6 +21,7 @@ use crate::transaction::{ClientRequest, RequestBody, Transaction};
 /// One request on a client connection, through the [runloop](crate::runloop): the runloop
 /// decides what happens when; this function moves the bytes.
 pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
+    let _in_flight = conn.open.request();
     let snap = proxy.snapshot();
     let set = &snap.plugins;
     let (mut parts, incoming) = req.into_parts();

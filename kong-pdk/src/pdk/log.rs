@@ -92,6 +92,15 @@ impl<'a, P: RequestPhase> Log<'a, P> {
         }
     }
 
+    /// The numbers of `serialize()` (`response.status`, `request.size`, `response.size`,
+    /// `latencies`) without building its JSON: what a metrics plugin reads on every request.
+    pub fn measures(&self) -> Measures
+    where
+        P: phase::Serialize,
+    {
+        self.tx.as_deref().map(measures).unwrap_or_default()
+    }
+
     /// `serialize()`: Kong's request summary (`request`, `response`, `route`, `service`,
     /// `consumer`, `latencies`, `client_ip`, `started_at`, `source`, ...).
     pub fn serialize(&self) -> Value
@@ -147,6 +156,46 @@ fn set_dotted(root: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// The numbers of a request's log entry ([`Log::measures`]), as `serialize()` has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measures {
+    /// `response.status`.
+    pub status: u16,
+    /// `request.size`: the request body's length (`Content-Length`), 0 without one.
+    pub request_size: u64,
+    /// `response.size`: the response body's length (`Content-Length`), 0 without one.
+    pub response_size: u64,
+    /// `latencies.kong`: milliseconds spent in the gateway and its plugins.
+    pub kong_latency: u64,
+    /// `latencies.proxy`: milliseconds waiting for the upstream; `None` (`-1`) when not
+    /// proxied.
+    pub proxy_latency: Option<u64>,
+    /// `latencies.request`: milliseconds from the request's first byte until now.
+    pub request_latency: u64,
+    /// `latencies.receive`: milliseconds receiving the upstream's response.
+    pub receive_latency: u64,
+}
+
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn measures(tx: &Transaction) -> Measures {
+    let elapsed = tx.elapsed_ms();
+    Measures {
+        status: tx.response.status,
+        request_size: content_length(&tx.request.headers),
+        response_size: content_length(&tx.response.headers),
+        kong_latency: tx.latencies.kong.unwrap_or(elapsed),
+        proxy_latency: tx.latencies.proxy,
+        request_latency: elapsed,
+        receive_latency: tx.latencies.receive.unwrap_or(0),
+    }
+}
+
 pub(crate) fn serialize(tx: &Transaction) -> Value {
     let req = &tx.request;
     let querystring = crate::pdk::request::args_json(req.query.as_deref().unwrap_or(""), 100);
@@ -160,18 +209,7 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
     } else {
         format!("{}://{}:{}{}", req.scheme, req.host, req.port, uri)
     };
-    let request_size = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let response_size = tx
-        .response
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let elapsed = tx.elapsed_ms();
+    let m = measures(tx);
     let mut out = json!({
         "request": {
             "id": tx.id,
@@ -180,20 +218,20 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
             "querystring": querystring,
             "method": req.method.as_str(),
             "headers": headers_json(&req.headers, true),
-            "size": request_size,
+            "size": m.request_size,
         },
         "upstream_uri": tx.upstream.path_with_query(),
         "upstream_status": tx.upstream_response.as_ref().map(|r| r.status.to_string()),
         "response": {
-            "status": tx.response.status,
+            "status": m.status,
             "headers": headers_json(&tx.response.headers, false),
-            "size": response_size,
+            "size": m.response_size,
         },
         "latencies": {
-            "kong": tx.latencies.kong.unwrap_or(elapsed),
-            "proxy": tx.latencies.proxy.map_or(Value::from(-1), Value::from),
-            "request": elapsed,
-            "receive": tx.latencies.receive.unwrap_or(0),
+            "kong": m.kong_latency,
+            "proxy": m.proxy_latency.map_or(Value::from(-1), Value::from),
+            "request": m.request_latency,
+            "receive": m.receive_latency,
         },
         "tries": [],
         "route": tx.route.as_deref(),

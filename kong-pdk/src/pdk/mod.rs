@@ -1,6 +1,6 @@
 //! The Plugin Development Kit: what a handler can see and do, module by module as in Kong
 //! (`kong.request`, `kong.response`, `kong.service`, `kong.client`, `kong.ctx`, `kong.log`,
-//! `kong.node`, `kong.router`, `kong.ip`, `kong.plugin`).
+//! `kong.node`, `kong.nginx`, `kong.router`, `kong.ip`, `kong.plugin`).
 //!
 //! A handler receives `&mut Kong<Phase>`; each module is a method (`kong.response()`), and each
 //! function carries the phase rule Kong checks at run time as a trait bound checked at compile
@@ -48,8 +48,8 @@ pub use client::{Client, ClientTls};
 pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
 pub use ip::Networks;
-pub use log::{ErrorLog, Level, Log, LogLine};
-pub use node::{Node, NodeInfo};
+pub use log::{ErrorLog, Level, Log, LogLine, Measures};
+pub use node::{Nginx, Node, NodeInfo};
 pub use request::{QueryValue, Request};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
@@ -194,6 +194,11 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         Node::new(&self.tx.node)
     }
 
+    /// `kong.nginx`: the subsystem and the node's connection and request counters.
+    pub fn nginx(&self) -> Nginx<'_> {
+        Nginx::new(&self.tx.node)
+    }
+
     /// `kong.router`: the matched route and service.
     pub fn router(&self) -> Router<'_>
     where
@@ -232,8 +237,9 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         WebSocket::new(self.tx)
     }
 
-    /// The plugin type's state (`type State` of the handler impl).
-    pub fn state(&self) -> &S {
+    /// The plugin type's state (`type State` of the handler impl). It outlives the borrow of
+    /// `kong`, so it can be held while other PDK calls are made.
+    pub fn state(&self) -> &'a S {
         self.state
     }
 }
@@ -264,6 +270,11 @@ impl<S> Worker<S> {
     /// `kong.node`.
     pub fn node(&self) -> Node<'_> {
         Node::new(&self.node)
+    }
+
+    /// `kong.nginx`.
+    pub fn nginx(&self) -> Nginx<'_> {
+        Nginx::new(&self.node)
     }
 
     /// The plugin's name.

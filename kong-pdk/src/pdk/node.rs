@@ -1,6 +1,9 @@
-//! `kong.node` and the node-wide settings the PDK needs (`trusted_ips`).
+//! `kong.node`, `kong.nginx` and the node-wide settings the PDK needs (`trusted_ips`).
 
+use serde_json::Value;
 use uuid::Uuid;
+
+use crate::stats::{Statistics, UnitError};
 
 pub use crate::model::NodeInfo;
 
@@ -22,6 +25,34 @@ impl<'a> Node<'a> {
     /// `kong.node.get_hostname()`.
     pub fn get_hostname(&self) -> &str {
         &self.info.hostname
+    }
+
+    /// `kong.node.get_memory_stats(unit, scale)`: Kong's shape, in unit `b` (bytes, the
+    /// default), `k`, `m` or `g` with `scale` decimals (see
+    /// [`memory_stats`](crate::stats::memory_stats)).
+    pub fn get_memory_stats(&self, unit: Option<&str>, scale: Option<f64>) -> Result<Value, UnitError> {
+        crate::stats::memory_stats(unit.unwrap_or("b"), scale)
+    }
+}
+
+/// `kong.nginx`: the subsystem and the server's counters.
+pub struct Nginx<'a> {
+    info: &'a NodeInfo,
+}
+
+impl<'a> Nginx<'a> {
+    pub(crate) fn new(info: &'a NodeInfo) -> Self {
+        Nginx { info }
+    }
+
+    /// `kong.nginx.get_subsystem()`: `"http"`.
+    pub fn get_subsystem(&self) -> &'static str {
+        "http"
+    }
+
+    /// `kong.nginx.get_statistics()`: the node's connections and requests so far.
+    pub fn get_statistics(&self) -> Statistics {
+        self.info.stats.statistics()
     }
 }
 

@@ -634,13 +634,14 @@ impl Conf {
     }
 }
 
-/// A gateway serving a [`Blueprint`]: the proxy on plain and TLS listeners and the Admin API,
-/// each on a random port of 127.0.0.1. Stop it with [`Gateway::stop`] (or drop it).
+/// A gateway serving a [`Blueprint`]: the proxy on plain and TLS listeners, the Admin API and
+/// the Status API, each on a random port of 127.0.0.1. Stop it with [`Gateway::stop`] (or drop it).
 pub struct Gateway {
     bp: Blueprint,
     proxy: SocketAddr,
     proxy_ssl: SocketAddr,
     admin: SocketAddr,
+    status: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -724,9 +725,10 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
             .await
             .expect("start_kong: bind a listener")
     };
-    let (plain, tls, admin_listener) = (bind().await, bind().await, bind().await);
+    let (plain, tls, admin_listener, status_listener) = (bind().await, bind().await, bind().await, bind().await);
     let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
-    let (proxy_addr, proxy_ssl, admin_addr) = (addr(&plain), addr(&tls), addr(&admin_listener));
+    let (proxy_addr, proxy_ssl, admin_addr, status) =
+        (addr(&plain), addr(&tls), addr(&admin_listener), addr(&status_listener));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = || {
         let mut rx = stopped.clone();
@@ -737,13 +739,15 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
     let tasks = vec![
         tokio::spawn(proxy.clone().serve(plain, until_stopped())),
         tokio::spawn(proxy.serve_tls(tls, until_stopped())),
-        tokio::spawn(admin.serve(admin_listener, until_stopped())),
+        tokio::spawn(admin.clone().serve(admin_listener, until_stopped())),
+        tokio::spawn(admin.serve_status(status_listener, until_stopped())),
     ];
     Gateway {
         bp: bp.clone(),
         proxy: proxy_addr,
         proxy_ssl,
         admin: admin_addr,
+        status,
         stop,
         tasks,
     }
@@ -796,6 +800,11 @@ impl Gateway {
     /// A client of the Admin API (`helpers.admin_client()`).
     pub fn admin_client(&self) -> TestClient {
         TestClient::new(self.admin, None, self.bp.0.error_log.clone())
+    }
+
+    /// A client of the Status API (`helpers.http_client(status_listen)`).
+    pub fn status_client(&self) -> TestClient {
+        TestClient::new(self.status, None, self.bp.0.error_log.clone())
     }
 
     /// The blueprint the gateway serves.
