@@ -12,6 +12,10 @@
 #       correlation-id + response-transformer (a response header added);
 #   (h) kong-gateway as (c), on a route with proxy-cache (memory): every request but the
 #       first is a hit, answered without the upstream;
+#   (i) kong-gateway as (c), on a route with my-plugin + http-log to (a) (Kong's default
+#       queue: one entry per POST), and (j) the same with batches (max_batch_size 1000);
+#   (k) another kong-gateway process, as (c) but with prometheus on globally (every metric
+#       switch on), run alternately with (c) ROUNDS times: the cost of the plugin;
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -46,6 +50,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port); BASE=$(free_port)
+PROM=$(free_port); PROM_ADMIN=$(free_port)
 COMPARE=${COMPARE:-}
 ROUNDS=${ROUNDS:-3}
 
@@ -65,6 +70,8 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    # (i) and (j) post their logs here: batches of a thousand entries exceed nginx's 1m.
+    client_max_body_size 0;
     server {
         listen 127.0.0.1:$UP reuseport backlog=16384;
         location / { default_type application/json; return 200 '$BODY'; }
@@ -122,6 +129,20 @@ services:
         plugins:
           - name: proxy-cache
             config: { strategy: memory }
+      - name: logged
+        paths: ["/logged"]
+        plugins:
+          - name: my-plugin
+          - name: http-log
+            config: { http_endpoint: "http://127.0.0.1:$UP/log" }
+      - name: batched
+        paths: ["/batched"]
+        plugins:
+          - name: my-plugin
+          - name: http-log
+            config:
+              http_endpoint: "http://127.0.0.1:$UP/log"
+              queue: { max_batch_size: 1000, max_coalescing_delay: 1 }
 consumers:
   - username: bench
     keyauth_credentials:
@@ -175,6 +196,24 @@ EOF2
         -e "s|$WORK/kong/kong.yml|$WORK/base/kong.yml|" "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
     "$COMPARE" start -c "$WORK/base/kong.conf" >"$WORK/base/out.log" 2>&1 & PIDS+=($!)
 fi
+# (k): this build with the same routes and prometheus on globally.
+mkdir -p "$WORK/prom"
+cp "$WORK/kong/kong.yml" "$WORK/prom/kong.yml"
+cat >> "$WORK/prom/kong.yml" <<EOF
+plugins:
+  - name: prometheus
+    config:
+      per_consumer: true
+      status_code_metrics: true
+      latency_metrics: true
+      bandwidth_metrics: true
+      upstream_health_metrics: true
+EOF
+sed -e "s|127.0.0.1:$KONG|127.0.0.1:$PROM|" -e "s|$WORK/kong/prefix|$WORK/prom/prefix|" \
+    -e "s|$WORK/kong/kong.yml|$WORK/prom/kong.yml|" -e "s|^admin_listen = off|admin_listen = 127.0.0.1:$PROM_ADMIN|" \
+    "$WORK/kong/kong.conf" > "$WORK/prom/kong.conf"
+"$GATEWAY" start -c "$WORK/prom/kong.conf" >"$WORK/prom/out.log" 2>&1 & PIDS+=($!)
+PROM_PID=$!
 
 wait_for() {
     for _ in $(seq 1 100); do
@@ -190,6 +229,11 @@ wait_for "http://127.0.0.1:$NGX/mock/anything"
 wait_for "http://127.0.0.1:$KONG/mock/anything"
 wait_for "http://127.0.0.1:$RELAY/anything"
 [ -z "$COMPARE" ] || wait_for "http://127.0.0.1:$BASE/mock/anything"
+wait_for "http://127.0.0.1:$PROM/mock/anything"
+curl -fsS "http://127.0.0.1:$PROM_ADMIN/metrics" | grep -q '^kong_http_requests_total{service="upstream",route="mock"' \
+    || { echo "prometheus does not count /mock" >&2; exit 1; }
+curl -fsS -o /dev/null "http://127.0.0.1:$KONG/logged/anything" \
+    || { echo "/logged does not answer" >&2; exit 1; }
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/mock/anything" | grep -qi '^X-MyPlugin: response' \
     || { echo "my-plugin is not on the route" >&2; exit 1; }
 curl -fsS -o /dev/null -H "apikey: bench-key" "http://127.0.0.1:$KONG/auth/anything" \
@@ -241,6 +285,17 @@ read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}
 read -r F_RPS F_P99 F_CPU < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
 read -r G_RPS G_P99 G_CPU < <(run "http://127.0.0.1:$KONG/limited/anything" "${PIDS[2]}" "apikey: bench-key")
 read -r H_RPS H_P99 H_CPU < <(run "http://127.0.0.1:$KONG/cached/anything" "${PIDS[2]}")
+read -r I_RPS I_P99 I_CPU < <(run "http://127.0.0.1:$KONG/logged/anything" "${PIDS[2]}")
+read -r J_RPS J_P99 J_CPU < <(run "http://127.0.0.1:$KONG/batched/anything" "${PIDS[2]}")
+# (c) against (k), alternately: the two processes differ only by the global plugin.
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PROM/mock/anything" >/dev/null
+PROM_ROWS=""
+for i in $(seq 1 "$ROUNDS"); do
+    read -r R P U < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
+    PROM_ROWS+=$(printf '| (c) round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    read -r R2 P2 U2 < <(run "http://127.0.0.1:$PROM/mock/anything" "$PROM_PID")
+    PROM_ROWS+=$(printf '| (k) round %s, prometheus global: %.3f × (c) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v k="$R2" -v c="$R" 'BEGIN { print k / c }')" "$R2" "$P2" "$U2" "$(awk -v c="$R2" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+done
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
@@ -270,4 +325,11 @@ printf '| (g) kong-gateway, 1 worker thread, key-auth + rate-limiting (local) + 
     "$(awk -v g="$G_RPS" -v b="$B_RPS" 'BEGIN { print g / b }')"
 printf '| (h) kong-gateway, 1 worker thread, proxy-cache hits | %.0f | %s | %s | %.2f |\n' "$H_RPS" "$H_P99" "$H_CPU" \
     "$(awk -v h="$H_RPS" -v b="$B_RPS" 'BEGIN { print h / b }')"
+printf '| (i) kong-gateway, 1 worker thread, my-plugin + http-log (one entry per POST): %.3f × (c) | %.0f | %s | %s | %.2f |\n' \
+    "$(awk -v i="$I_RPS" -v c="$C_RPS" 'BEGIN { print i / c }')" "$I_RPS" "$I_P99" "$I_CPU" \
+    "$(awk -v i="$I_RPS" -v b="$B_RPS" 'BEGIN { print i / b }')"
+printf '| (j) kong-gateway, 1 worker thread, my-plugin + http-log (batches of up to 1000): %.3f × (c) | %.0f | %s | %s | %.2f |\n' \
+    "$(awk -v j="$J_RPS" -v c="$C_RPS" 'BEGIN { print j / c }')" "$J_RPS" "$J_P99" "$J_CPU" \
+    "$(awk -v j="$J_RPS" -v b="$B_RPS" 'BEGIN { print j / b }')"
+printf '%s' "$PROM_ROWS"
 printf '%s' "$ROWS"

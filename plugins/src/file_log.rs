@@ -92,23 +92,36 @@ fn open(path: &str) -> std::io::Result<File> {
 
 /// The writer thread: appends lines, opening the file again when a line asks.
 fn write_lines(path: String, mut file: Option<File>, lines: std::sync::mpsc::Receiver<(Vec<u8>, bool)>) {
-    while let Ok((line, reopen)) = lines.recv() {
-        if reopen || file.is_none() {
-            file = match open(&path) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::error!(target: "kong", "[file-log] failed to open the file: {e}");
-                    None
-                }
-            };
-        }
+    // Lines going to the same open file are written together.
+    let mut pending = Vec::new();
+    let flush = |file: &mut Option<File>, pending: &mut Vec<u8>| {
         if let Some(f) = file.as_mut()
-            && let Err(e) = f.write_all(&line)
+            && !pending.is_empty()
+            && let Err(e) = f.write_all(pending)
         {
             tracing::error!(target: "kong", "[file-log] failed to write to {path}: {e}");
-            file = None;
+            *file = None;
         }
-    }
+        pending.clear();
+    };
+    crate::workers::batches(lines, |batch| {
+        for (line, reopen) in batch.drain(..) {
+            if reopen || file.is_none() {
+                flush(&mut file, &mut pending);
+                file = match open(&path) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::error!(target: "kong", "[file-log] failed to open the file: {e}");
+                        None
+                    }
+                };
+            }
+            if file.is_some() {
+                pending.extend_from_slice(&line);
+            }
+        }
+        flush(&mut file, &mut pending);
+    });
 }
 
 #[handler]

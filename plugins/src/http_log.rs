@@ -212,15 +212,23 @@ impl Handler for HttpLog {
                     }
                 }
                 let endpoint = endpoint.clone();
-                let send: crate::queue::Send = Arc::new(move |entries: Vec<Vec<u8>>| {
+                let send: crate::queue::Send = Arc::new(move |entries: &[Vec<u8>]| {
                     let client = client.clone();
-                    let body = if single && entries.len() == 1 {
-                        entries.into_iter().next().unwrap_or_default()
-                    } else {
-                        let mut body = b"[".to_vec();
-                        body.extend_from_slice(&entries.join(&b","[..]));
-                        body.push(b']');
-                        body
+                    let body = match entries {
+                        [one] if single => one.clone(),
+                        _ => {
+                            let size = entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
+                            let mut body = Vec::with_capacity(size);
+                            body.push(b'[');
+                            for (i, entry) in entries.iter().enumerate() {
+                                if i > 0 {
+                                    body.push(b',');
+                                }
+                                body.extend_from_slice(entry);
+                            }
+                            body.push(b']');
+                            body
+                        }
                     };
                     let request = OutboundRequest {
                         method: method.clone(),

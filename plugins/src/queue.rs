@@ -42,9 +42,10 @@ pub struct QueueConfig {
     pub concurrency_limit: Option<i64>,
 }
 
-/// What sends a batch: `Err` retries it.
+/// What sends a batch (it reads the entries before it returns its future, so a retry sends
+/// the same entries without copying them): `Err` retries it.
 pub(crate) type Send = Arc<
-    dyn Fn(Vec<Vec<u8>>) -> Pin<Box<dyn Future<Output = Result<(), String>> + std::marker::Send>>
+    dyn Fn(&[Vec<u8>]) -> Pin<Box<dyn Future<Output = Result<(), String>> + std::marker::Send>>
         + std::marker::Send
         + Sync,
 >;
@@ -160,7 +161,7 @@ impl Queue {
         let mut tries = 0;
         loop {
             tries += 1;
-            match (self.send)(batch.clone()).await {
+            match (self.send)(&batch).await {
                 Ok(()) => return,
                 Err(e) => {
                     let out_of_time = max_retry_time < 0.0

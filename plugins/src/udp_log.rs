@@ -52,11 +52,13 @@ fn send_datagrams(host: String, port: u16, timeout: Duration, datagrams: Receive
             return;
         }
     };
-    while let Ok(datagram) = datagrams.recv() {
-        if let Err(e) = socket.send(&datagram) {
-            tracing::error!(target: "kong", "[udp-log] could not send data to {host}:{port}: {e}");
+    crate::workers::batches(datagrams, |batch| {
+        for datagram in batch.drain(..) {
+            if let Err(e) = socket.send(&datagram) {
+                tracing::error!(target: "kong", "[udp-log] could not send data to {host}:{port}: {e}");
+            }
         }
-    }
+    });
 }
 
 #[handler]
