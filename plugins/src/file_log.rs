@@ -129,7 +129,7 @@ impl Handler for FileLog {
     type State = Files;
 
     async fn log(&self, kong: &mut Kong<Log, Files>) -> kong_pdk::Result {
-        let mut line = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
+        let mut line = kong.log().serialize_json();
         line.push(b'\n');
         let path = &self.path.0;
         // The first open happens at start, so that a failure shows in this request's log.

@@ -176,7 +176,7 @@ impl Handler for HttpLog {
             kong.log()
                 .warn("http-log: config.retry_count no longer works, please use config.queue.max_retry_time instead");
         }
-        let entry = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
+        let entry = kong.log().serialize_json();
         let (Some(client), Some(timers)) = (kong.http_client(), kong.timers()) else {
             kong.log().err("this gateway has no HTTP client to send logs with");
             return Ok(());

@@ -51,7 +51,7 @@ impl Handler for TcpLog {
     type State = Writes;
 
     async fn log(&self, kong: &mut Kong<Log, Writes>) -> kong_pdk::Result {
-        let mut line = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
+        let mut line = kong.log().serialize_json();
         line.push(b'\n');
         let Some(tcp) = kong.tcp_client() else {
             kong.log().err("this gateway has no TCP client to send logs with");

@@ -66,7 +66,7 @@ impl Handler for UdpLog {
     type State = Senders;
 
     async fn log(&self, kong: &mut Kong<Log, Senders>) -> kong_pdk::Result {
-        let datagram = serde_json::to_vec(&kong.log().serialize()).map_err(kong_pdk::Error::from)?;
+        let datagram = kong.log().serialize_json();
         let timeout = self.timeout.unwrap_or(10_000.0).max(1.0) as u64;
         let key = (self.host.clone(), self.port, timeout);
         let sent = kong.state().send(&key, datagram, |datagrams| {

@@ -638,3 +638,67 @@ async fn only_te_trailers_goes_upstream() {
         assert_eq!(sent, upstream, "{te}");
     }
 }
+
+/// Serializes twice in log: the JSON written directly must be the bytes of the `Value`'s.
+#[plugin(priority = 100, version = "1.0.0", name = "serialize-twice")]
+pub struct SerializeTwice {
+    #[field(default = false)]
+    authenticate: bool,
+}
+
+static TWICE: Mutex<Vec<(Vec<u8>, Vec<u8>)>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for SerializeTwice {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        if self.authenticate {
+            kong.client().authenticate(Some(Consumer::new("bob")), None)?;
+        }
+        Ok(())
+    }
+
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        let direct = kong.log().serialize_json();
+        let through_value = serde_json::to_vec(&kong.log().serialize()).unwrap();
+        TWICE.lock().unwrap().push((direct, through_value));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn serialize_json_writes_the_bytes_of_serialize() {
+    for authenticate in [false, true] {
+        let gw = Harness::new()
+            .plugin::<SerializeTwice>(json!({ "authenticate": authenticate }))
+            .start()
+            .await
+            .unwrap();
+        let requests = [
+            TestRequest::get("/"),
+            TestRequest::get("/a/b?x=1&x=2&flag&e=%20y")
+                .header("Authorization", "Basic abc")
+                .header("X-Many", "1")
+                .header("X-Many", "2"),
+            TestRequest::post("/post", "body").https(),
+        ];
+        for req in requests {
+            gw.send(req, |_| {
+                MockResponse::ok("hello")
+                    .header("Set-Cookie", "a=1")
+                    .header("Set-Cookie", "b=2")
+            })
+            .await;
+            let (direct, through_value) = TWICE.lock().unwrap().pop().expect("logged");
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(through_value).unwrap()
+            );
+        }
+        // A request no route matches, answered by Kong.
+        gw.send(TestRequest::get("/").unrouted(), |_| MockResponse::ok(""))
+            .await;
+        if let Some((direct, through_value)) = TWICE.lock().unwrap().pop() {
+            assert_eq!(direct, through_value);
+        }
+    }
+}

@@ -101,6 +101,18 @@ impl<'a, P: RequestPhase> Log<'a, P> {
         self.tx.as_deref().map(measures).unwrap_or_default()
     }
 
+    /// `serialize()` as JSON bytes (`cjson.encode(kong.log.serialize())`), written straight
+    /// from the request without building the [`Value`] first: what log plugins send.
+    pub fn serialize_json(&self) -> Vec<u8>
+    where
+        P: phase::Serialize,
+    {
+        self.tx
+            .as_deref()
+            .map(serialize_json)
+            .unwrap_or_else(|| b"null".to_vec())
+    }
+
     /// `serialize()`: Kong's request summary (`request`, `response`, `route`, `service`,
     /// `consumer`, `latencies`, `client_ip`, `started_at`, `source`, ...).
     pub fn serialize(&self) -> Value
@@ -196,9 +208,9 @@ pub(crate) fn measures(tx: &Transaction) -> Measures {
     }
 }
 
-pub(crate) fn serialize(tx: &Transaction) -> Value {
+/// The request's `uri` and `url` as the serializer has them.
+fn uri_and_url(tx: &Transaction) -> (String, String) {
     let req = &tx.request;
-    let querystring = crate::pdk::request::args_json(req.query.as_deref().unwrap_or(""), 100);
     let uri = match &req.query {
         Some(q) => format!("{}?{q}", req.raw_path),
         None => req.raw_path.clone(),
@@ -209,6 +221,191 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
     } else {
         format!("{}://{}:{}{}", req.scheme, req.host, req.port, uri)
     };
+    (uri, url)
+}
+
+/// `request.tls`: nginx's `$ssl_client_verify` says a chain asked for but not verified
+/// against any CA failed.
+fn tls_json(tx: &Transaction) -> Option<Value> {
+    let session = tx.client.session.as_ref()?;
+    let verify = match (&tx.client_verify, &session.client_chain) {
+        (Some(v), _) => v.as_str(),
+        (None, Some(_)) => "FAILED:unable to get local issuer certificate",
+        (None, None) => "NONE",
+    };
+    Some(json!({ "version": session.version, "cipher": session.cipher, "client_verify": verify }))
+}
+
+fn source_text(tx: &Transaction) -> &'static str {
+    match tx.source() {
+        crate::transaction::Source::Service => "upstream",
+        _ => "kong",
+    }
+}
+
+const WORKSPACE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The serializer's JSON, written directly (the same bytes as `to_vec(&serialize(tx))`).
+fn serialize_json(tx: &Transaction) -> Vec<u8> {
+    if !tx.serialize_values.is_empty() {
+        // Values a plugin set go anywhere in the tree: through the Value.
+        return serde_json::to_vec(&serialize(tx)).unwrap_or_default();
+    }
+    let (uri, url) = uri_and_url(tx);
+    let req = &tx.request;
+    let m = measures(tx);
+    let entry = direct::Entry {
+        request: direct::Request {
+            id: &tx.id,
+            uri: &uri,
+            url: &url,
+            querystring: direct::Query(req.query.as_deref().unwrap_or("")),
+            method: req.method.as_str(),
+            headers: direct::Headers(&req.headers, true),
+            size: m.request_size,
+            tls: tls_json(tx),
+        },
+        upstream_uri: tx.upstream.path_with_query(),
+        upstream_status: tx.upstream_response.as_ref().map(|r| r.status.to_string()),
+        response: direct::Response {
+            status: m.status,
+            headers: direct::Headers(&tx.response.headers, false),
+            size: m.response_size,
+        },
+        latencies: direct::Latencies {
+            kong: m.kong_latency,
+            proxy: m.proxy_latency.map_or(-1, |p| i64::try_from(p).unwrap_or(i64::MAX)),
+            request: m.request_latency,
+            receive: m.receive_latency,
+        },
+        tries: [(); 0],
+        route: tx.route.as_deref(),
+        service: tx.service.as_deref(),
+        consumer: tx.consumer.as_deref(),
+        authenticated_entity: tx.credential.as_deref().map(|c| direct::Id { id: c.id }),
+        client_ip: tx.client.forwarded_ip,
+        started_at: tx.started_at_ms,
+        source: source_text(tx),
+        workspace: WORKSPACE_ID,
+        workspace_name: "default",
+    };
+    let mut out = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut out, &entry) {
+        Ok(()) => out,
+        Err(_) => serde_json::to_vec(&serialize(tx)).unwrap_or_default(),
+    }
+}
+
+/// The serializer's tree as borrowed structs, fields in the order of [`serialize`].
+mod direct {
+    use serde::ser::{Serialize, SerializeMap, Serializer};
+
+    #[derive(serde::Serialize)]
+    pub(super) struct Entry<'a> {
+        pub request: Request<'a>,
+        pub upstream_uri: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub upstream_status: Option<String>,
+        pub response: Response<'a>,
+        pub latencies: Latencies,
+        pub tries: [(); 0],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub route: Option<&'a crate::entities::Route>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub service: Option<&'a crate::entities::Service>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub consumer: Option<&'a crate::entities::Consumer>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub authenticated_entity: Option<Id>,
+        pub client_ip: std::net::IpAddr,
+        pub started_at: u64,
+        pub source: &'static str,
+        pub workspace: &'static str,
+        pub workspace_name: &'static str,
+    }
+
+    #[derive(serde::Serialize)]
+    pub(super) struct Request<'a> {
+        pub id: &'a str,
+        pub uri: &'a str,
+        pub url: &'a str,
+        pub querystring: Query<'a>,
+        pub method: &'a str,
+        pub headers: Headers<'a>,
+        pub size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub tls: Option<serde_json::Value>,
+    }
+
+    #[derive(serde::Serialize)]
+    pub(super) struct Response<'a> {
+        pub status: u16,
+        pub headers: Headers<'a>,
+        pub size: u64,
+    }
+
+    #[derive(serde::Serialize)]
+    pub(super) struct Latencies {
+        pub kong: u64,
+        pub proxy: i64,
+        pub request: u64,
+        pub receive: u64,
+    }
+
+    #[derive(serde::Serialize)]
+    pub(super) struct Id {
+        pub id: uuid::Uuid,
+    }
+
+    /// The query arguments as `querystring` has them (100 at most).
+    pub(super) struct Query<'a>(pub &'a str);
+
+    impl Serialize for Query<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0.is_empty() {
+                return s.serialize_map(Some(0))?.end();
+            }
+            crate::pdk::request::args_json(self.0, 100).serialize(s)
+        }
+    }
+
+    fn text(value: &http::HeaderValue, hidden: bool) -> std::borrow::Cow<'_, str> {
+        if hidden {
+            std::borrow::Cow::Borrowed("REDACTED")
+        } else {
+            String::from_utf8_lossy(value.as_bytes())
+        }
+    }
+
+    /// Headers as the serializer has them: one value as a string, several as an array;
+    /// `Authorization` and `Proxy-Authorization` redacted in the request's.
+    pub(super) struct Headers<'a>(pub &'a http::HeaderMap, pub bool);
+
+    impl Serialize for Headers<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let (headers, redact) = (self.0, self.1);
+            let mut map = s.serialize_map(Some(headers.keys_len()))?;
+            for name in headers.keys() {
+                let hidden =
+                    redact && (name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION);
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(one), None) => map.serialize_entry(name.as_str(), &text(one, hidden))?,
+                    _ => {
+                        let all: Vec<_> = headers.get_all(name).iter().map(|v| text(v, hidden)).collect();
+                        map.serialize_entry(name.as_str(), &all)?
+                    }
+                }
+            }
+            map.end()
+        }
+    }
+}
+
+pub(crate) fn serialize(tx: &Transaction) -> Value {
+    let req = &tx.request;
+    let querystring = crate::pdk::request::args_json(req.query.as_deref().unwrap_or(""), 100);
+    let (uri, url) = uri_and_url(tx);
     let m = measures(tx);
     let mut out = json!({
         "request": {
@@ -240,25 +437,12 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
         "authenticated_entity": tx.credential.as_deref().map(|c| json!({ "id": c.id })),
         "client_ip": tx.client.forwarded_ip.to_string(),
         "started_at": tx.started_at_ms,
-        "source": match tx.source() {
-            crate::transaction::Source::Service => "upstream",
-            _ => "kong",
-        },
-        "workspace": "00000000-0000-0000-0000-000000000000",
+        "source": source_text(tx),
+        "workspace": WORKSPACE_ID,
         "workspace_name": "default",
     });
-    if let Some(session) = &tx.client.session {
-        // nginx's $ssl_client_verify: a chain asked for but not verified against any CA fails.
-        let verify = match (&tx.client_verify, &session.client_chain) {
-            (Some(v), _) => v.as_str(),
-            (None, Some(_)) => "FAILED:unable to get local issuer certificate",
-            (None, None) => "NONE",
-        };
-        set_dotted(
-            &mut out,
-            "request.tls",
-            json!({ "version": session.version, "cipher": session.cipher, "client_verify": verify }),
-        );
+    if let Some(tls) = tls_json(tx) {
+        set_dotted(&mut out, "request.tls", tls);
     }
     if let Value::Object(obj) = &mut out {
         obj.retain(|_, v| !v.is_null());
