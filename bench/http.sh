@@ -285,8 +285,12 @@ read -r D_RPS D_P99 D_CPU < <(run "http://127.0.0.1:$RELAY/anything" "${PIDS[3]}
 read -r F_RPS F_P99 F_CPU < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
 read -r G_RPS G_P99 G_CPU < <(run "http://127.0.0.1:$KONG/limited/anything" "${PIDS[2]}" "apikey: bench-key")
 read -r H_RPS H_P99 H_CPU < <(run "http://127.0.0.1:$KONG/cached/anything" "${PIDS[2]}")
-read -r I_RPS I_P99 I_CPU < <(run "http://127.0.0.1:$KONG/logged/anything" "${PIDS[2]}")
+# Batches first; each run's queue is left to empty before the next run (a queue of one entry
+# per POST falls behind at these rates and drops its oldest entries, as Kong's does).
 read -r J_RPS J_P99 J_CPU < <(run "http://127.0.0.1:$KONG/batched/anything" "${PIDS[2]}")
+sleep 3
+read -r I_RPS I_P99 I_CPU < <(run "http://127.0.0.1:$KONG/logged/anything" "${PIDS[2]}")
+sleep 3
 # (c) against (k), alternately: the two processes differ only by the global plugin.
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PROM/mock/anything" >/dev/null
 PROM_ROWS=""

@@ -1,5 +1,5 @@
 //! jwt end to end (Kong's `spec/03-plugins/16-jwt`): credentials through the Admin API or
-//! kong.yml, tokens signed here (HS256, ES256, EdDSA), the proxy's answers.
+//! kong.yml, tokens signed here (HS256, ES256, ES512, EdDSA), the proxy's answers.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,10 +28,12 @@ fn pem(der: &[u8]) -> String {
     )
 }
 
-/// Keys for the asymmetric credentials: (ES256 pkcs8, its public PEM), (Ed25519 pkcs8, PEM).
+/// Keys for the asymmetric credentials: (ES256 pkcs8, its public PEM), (Ed25519 pkcs8, PEM),
+/// (the P-521 scalar, PEM).
 struct Keys {
     es: (Vec<u8>, String),
     ed: (Vec<u8>, String),
+    p521: (Vec<u8>, String),
 }
 
 fn keys() -> Keys {
@@ -46,9 +48,20 @@ fn keys() -> Keys {
     let ed_pair = signature::Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
     let mut ed_spki = hex("302a300506032b6570032100");
     ed_spki.extend_from_slice(ed_pair.public_key().as_ref());
+    // A P-521 scalar below the group order (its first byte is at most 1), random otherwise.
+    let mut scalar = [0u8; 66];
+    ring::rand::SecureRandom::fill(&rng, &mut scalar[1..]).unwrap();
+    scalar[0] = 1;
+    scalar[1] &= 0x7f;
+    let p521 = p521::ecdsa::SigningKey::from_slice(&scalar).unwrap();
+    // SubjectPublicKeyInfo of a P-521 key: the fixed prefix, then the uncompressed point.
+    let mut p521_spki = hex("30819b301006072a8648ce3d020106052b8104002303818600");
+    let public = p521::ecdsa::VerifyingKey::from(&p521);
+    p521_spki.extend_from_slice(public.to_encoded_point(false).as_bytes());
     Keys {
         es: (es.as_ref().to_vec(), pem(&es_spki)),
         ed: (ed.as_ref().to_vec(), pem(&ed_spki)),
+        p521: (scalar.to_vec(), pem(&p521_spki)),
     }
 }
 
@@ -84,6 +97,12 @@ fn token(alg: &str, claims: Value, key: &[u8]) -> String {
             .unwrap()
             .as_ref()
             .to_vec(),
+        "ES512" => {
+            use p521::ecdsa::signature::Signer;
+            let signing = p521::ecdsa::SigningKey::from_slice(key).unwrap();
+            let sig: p521::ecdsa::Signature = signing.sign(signed.as_bytes());
+            sig.to_bytes().to_vec()
+        }
         _ => signature::Ed25519KeyPair::from_pkcs8(key)
             .unwrap()
             .sign(signed.as_bytes())
@@ -109,6 +128,10 @@ async fn setup(bp: &Blueprint, keys: &Keys) {
     .await;
     jwts.insert(
         json!({ "key": "ed-key", "algorithm": "EdDSA", "rsa_public_key": keys.ed.1, "consumer": { "id": bob["id"] } }),
+    )
+    .await;
+    jwts.insert(
+        json!({ "key": "p521-key", "algorithm": "ES512", "rsa_public_key": keys.p521.1, "consumer": { "id": bob["id"] } }),
     )
     .await;
     for (path, config) in [
@@ -207,7 +230,7 @@ async fn tokens_are_verified_as_kong_does() {
         res.assert_status(401);
         assert_eq!(res.assert_json()["message"], "Multiple tokens provided");
 
-        // Public keys: ES256, EdDSA.
+        // Public keys: ES256, ES512, EdDSA.
         let with = |path: &'static str, t: String| proxy.get(path).header("Authorization", &bearer(&t)).send();
         with("/jwt/request", token("ES256", json!({ "iss": "es-key" }), &keys.es.0))
             .await
@@ -215,11 +238,18 @@ async fn tokens_are_verified_as_kong_does() {
         with("/jwt/request", token("EdDSA", json!({ "iss": "ed-key" }), &keys.ed.0))
             .await
             .assert_status(200);
+        with(
+            "/jwt/request",
+            token("ES512", json!({ "iss": "p521-key" }), &keys.p521.0),
+        )
+        .await
+        .assert_status(200);
         // Signed with keys no credential has: refused.
         let stranger = crate::keys();
         for sent in [
             token("ES256", json!({ "iss": "es-key" }), &stranger.es.0),
             token("EdDSA", json!({ "iss": "ed-key" }), &stranger.ed.0),
+            token("ES512", json!({ "iss": "p521-key" }), &stranger.p521.0),
         ] {
             let res = with("/jwt/request", sent).await;
             res.assert_status(401);
