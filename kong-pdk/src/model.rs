@@ -87,6 +87,8 @@ pub struct NodeInfo {
     /// The node's connection and request counters and its datastore's health
     /// ([`Kong::nginx`](crate::Kong::nginx)).
     pub stats: std::sync::Arc<crate::stats::ServerStats>,
+    /// `kong.cluster.get_id()`: set once the node has a database (DB-less nodes have none).
+    pub cluster_id: std::sync::OnceLock<Uuid>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -101,6 +103,7 @@ impl std::fmt::Debug for NodeInfo {
             .field("http", &self.http.is_some())
             .field("tcp", &self.tcp.is_some())
             .field("stats", &self.stats.statistics())
+            .field("cluster_id", &self.cluster_id.get())
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +133,7 @@ impl Default for NodeInfo {
             #[cfg(not(feature = "gateway"))]
             tcp: None,
             stats: Default::default(),
+            cluster_id: Default::default(),
         }
     }
 }

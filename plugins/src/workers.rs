@@ -2,7 +2,7 @@
 //! path: one per destination, each fed by a bounded queue. A full queue drops what it cannot
 //! take, counted, instead of holding requests; the number of threads is bounded too.
 //!
-//! A worker takes what has queued up in batches ([`batches`]) and rests a millisecond between
+//! A worker takes what has queued up in batches (`batches`) and rests a millisecond between
 //! them: under load, a request's hand-off is then a store in the queue, not a wake-up of a
 //! sleeping thread (a futex call and two context switches, which cost more than the log line).
 

@@ -1,8 +1,8 @@
 //! The node's own numbers (Kong's `kong/api/routes/health.lua`, `kong/status/*`,
 //! `kong/pdk/nginx.lua`, `kong/pdk/node.lua`): `GET /status` on the Admin API and the Status
 //! API with the proxy's counters and the memory in Kong's units, `/status/ready`, and
-//! `kong.nginx.get_statistics()` / `kong.node.get_memory_stats()` for plugins, through the
-//! harness and the gateway.
+//! `kong.nginx.get_statistics()` / `kong.node.get_memory_stats()` / `kong.cluster.get_id()` for
+//! plugins, through the harness and the gateway.
 
 use kong_pdk::prelude::*;
 use kong_pdk::testing::helpers::{self, Conf, Strategy};
@@ -18,6 +18,7 @@ impl Handler for NginxProbe {
     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
         let report = json!({
             "subsystem": kong.nginx().get_subsystem(),
+            "cluster_id": kong.cluster().get_id(),
             "statistics": kong.nginx().get_statistics(),
             "memory": kong.node().get_memory_stats(Some("k"), Some(1.0)).map_err(|e| kong_pdk::Error::msg(e.0))?,
             "bad_unit": kong.node().get_memory_stats(Some("x"), None).unwrap_err().0,
@@ -44,6 +45,7 @@ async fn plugins_read_the_counters_through_the_harness() {
         let res = gw.send(TestRequest::get("/"), |_| MockResponse::ok("")).await;
         let report: Value = serde_json::from_str(res.header("X-Report").unwrap()).unwrap();
         assert_eq!(report["subsystem"], "http");
+        assert_eq!(report["cluster_id"], Value::Null, "no database, no cluster id");
         let s = &report["statistics"];
         assert_eq!(s["total_requests"], n);
         // The request being answered is the one writing, on the one open connection.
@@ -182,4 +184,34 @@ async fn the_status_api_answers_readiness_and_nothing_else() {
         json!({ "message": "no configuration available (empty configuration present)" })
     );
     kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_database_share_the_cluster_id() {
+    let report = |kong: &helpers::Gateway| {
+        let client = kong.proxy_client();
+        async move {
+            let res = client.get("/get").send().await;
+            let report: Value = serde_json::from_str(&res.assert_header("X-Report")).unwrap();
+            report["cluster_id"].clone()
+        }
+    };
+    // With a database only: a DB-less node has none (`None` through the harness, above).
+    for strategy in helpers::each_strategy() {
+        let bp = helpers::get_db_utils(strategy, &["bundled", "nginx-probe"]).await;
+        bp.routes().insert(json!({ "paths": ["/"] })).await;
+        bp.plugins().insert(json!({ "name": "nginx-probe" })).await;
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let id = report(&kong).await;
+        let id = id.as_str().expect("a cluster id").to_owned();
+        uuid::Uuid::parse_str(&id).expect("a uuid");
+        let other = helpers::start_another_kong(&bp, Conf::default()).await;
+        assert_eq!(report(&other).await, id, "[#{strategy}] the second node");
+        other.stop().await;
+        kong.stop().await;
+        // A restart keeps it.
+        let again = helpers::start_kong(&bp, Conf::default()).await;
+        assert_eq!(report(&again).await, id, "[#{strategy}] after a restart");
+        again.stop().await;
+    }
 }

@@ -243,6 +243,8 @@ impl Admin {
         store.migrate().await.map_err(|e| e.to_string())?;
         plugins.node().counters.set(counters::DbCounters::start(store.clone()));
         plugins.node().stats.set_datastore_reachable(true);
+        let cluster_id = store.cluster_id().await.map_err(|e| e.to_string())?;
+        let _ = plugins.node().cluster_id.set(cluster_id);
         let entities = load_entities(&store).await?;
         Admin::start(Some(store), entities, plugins, proxy).await
     }

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             "CREATE TABLE IF NOT EXISTS response_ratelimiting_metrics (identifier TEXT NOT NULL, period TEXT NOT NULL, period_date BIGINT NOT NULL, service_id TEXT NOT NULL, route_id TEXT NOT NULL, value BIGINT NOT NULL, ttl BIGINT NOT NULL, PRIMARY KEY (identifier, period, period_date, service_id, route_id))",
         ],
     ),
+    // Kong's `parameters`: the cluster's settings, `cluster_id` first.
+    (
+        "003_parameters",
+        &["CREATE TABLE IF NOT EXISTS parameters (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)"],
+    ),
 ];
 
 /// A store error.
@@ -177,6 +182,7 @@ impl Store {
             "cluster_version",
             "ratelimiting_metrics",
             "response_ratelimiting_metrics",
+            "parameters",
             "schema_meta",
         ] {
             sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -335,6 +341,22 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The cluster's id (Kong's `parameters.cluster_id`): made by the first node that asks,
+    /// the same for every node on this database afterwards.
+    pub async fn cluster_id(&self) -> Result<uuid::Uuid, StoreError> {
+        sqlx::query("INSERT INTO parameters (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind("cluster_id")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM parameters WHERE key = $1")
+            .bind("cluster_id")
+            .fetch_one(&self.pool)
+            .await?;
+        let value: String = row.try_get(0)?;
+        uuid::Uuid::parse_str(&value).map_err(|e| StoreError::Database(format!("cluster_id: {e}")))
     }
 
     /// A number that changes whenever any node writes: one counter row, bumped in each

@@ -1,6 +1,6 @@
 //! The Plugin Development Kit: what a handler can see and do, module by module as in Kong
 //! (`kong.request`, `kong.response`, `kong.service`, `kong.client`, `kong.ctx`, `kong.log`,
-//! `kong.node`, `kong.nginx`, `kong.router`, `kong.ip`, `kong.plugin`).
+//! `kong.node`, `kong.nginx`, `kong.cluster`, `kong.router`, `kong.ip`, `kong.plugin`).
 //!
 //! A handler receives `&mut Kong<Phase>`; each module is a method (`kong.response()`), and each
 //! function carries the phase rule Kong checks at run time as a trait bound checked at compile
@@ -49,7 +49,7 @@ pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
 pub use ip::Networks;
 pub use log::{ErrorLog, Level, Log, LogLine, Measures};
-pub use node::{Nginx, Node, NodeInfo};
+pub use node::{Cluster, Nginx, Node, NodeInfo};
 pub use request::{QueryValue, Request};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
@@ -199,6 +199,11 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         Nginx::new(&self.tx.node)
     }
 
+    /// `kong.cluster`: the cluster's id.
+    pub fn cluster(&self) -> Cluster<'_> {
+        Cluster::new(&self.tx.node)
+    }
+
     /// `kong.router`: the matched route and service.
     pub fn router(&self) -> Router<'_>
     where
@@ -275,6 +280,11 @@ impl<S> Worker<S> {
     /// `kong.nginx`.
     pub fn nginx(&self) -> Nginx<'_> {
         Nginx::new(&self.node)
+    }
+
+    /// `kong.cluster`.
+    pub fn cluster(&self) -> Cluster<'_> {
+        Cluster::new(&self.node)
     }
 
     /// The plugin's name.

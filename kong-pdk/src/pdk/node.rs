@@ -35,6 +35,23 @@ impl<'a> Node<'a> {
     }
 }
 
+/// `kong.cluster`: the cluster the node belongs to.
+pub struct Cluster<'a> {
+    info: &'a NodeInfo,
+}
+
+impl<'a> Cluster<'a> {
+    pub(crate) fn new(info: &'a NodeInfo) -> Self {
+        Cluster { info }
+    }
+
+    /// `kong.cluster.get_id()`: the id every node on the same database shares (Kong's
+    /// `parameters.cluster_id`); `None` without a database (DB-less, the test harness).
+    pub fn get_id(&self) -> Option<Uuid> {
+        self.info.cluster_id.get().copied()
+    }
+}
+
 /// `kong.nginx`: the subsystem and the server's counters.
 pub struct Nginx<'a> {
     info: &'a NodeInfo,
