@@ -215,3 +215,47 @@ async fn nodes_on_one_database_share_the_cluster_id() {
         again.stop().await;
     }
 }
+
+/// Reads `kong.request.get_uri_captures()` in every phase Kong allows it after routing.
+#[plugin(priority = 100, version = "1.0.0", name = "captures-probe")]
+pub struct CapturesProbe {}
+
+static CAPTURED: std::sync::Mutex<Vec<(&'static str, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn captured(phase: &'static str, captures: &kong_pdk::pdk::UriCaptures) {
+    let id = captures.named.get("id").cloned().unwrap_or_default();
+    CAPTURED.lock().unwrap().push((phase, id));
+}
+
+#[handler]
+impl Handler for CapturesProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        captured("access", kong.request().get_uri_captures());
+        Ok(())
+    }
+
+    async fn header_filter(&self, kong: &mut Kong<HeaderFilter>) -> kong_pdk::Result {
+        captured("header_filter", kong.request().get_uri_captures());
+        Ok(())
+    }
+
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        captured("log", kong.request().get_uri_captures());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn uri_captures_are_readable_in_every_phase_after_routing() {
+    let gw = Harness::new()
+        .with_route(|r| r.paths = Some(vec![r"~/users/(?<id>\d+)$".into()]))
+        .plugin::<CapturesProbe>(json!({}))
+        .start()
+        .await
+        .unwrap();
+    gw.send(TestRequest::get("/users/42"), |_| MockResponse::ok("")).await;
+    assert_eq!(
+        *CAPTURED.lock().unwrap(),
+        [("access", "42".to_owned()), ("header_filter", "42".into()), ("log", "42".into())]
+    );
+}
