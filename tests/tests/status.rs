@@ -256,6 +256,10 @@ async fn uri_captures_are_readable_in_every_phase_after_routing() {
     gw.send(TestRequest::get("/users/42"), |_| MockResponse::ok("")).await;
     assert_eq!(
         *CAPTURED.lock().unwrap(),
-        [("access", "42".to_owned()), ("header_filter", "42".into()), ("log", "42".into())]
+        [
+            ("access", "42".to_owned()),
+            ("header_filter", "42".into()),
+            ("log", "42".into())
+        ]
     );
 }
