@@ -133,3 +133,21 @@ async fn trackers_name_the_listener_and_count_requests_on_a_connection() {
     assert!(parts[3].parse::<u64>().unwrap() >= 1 && parts[4] == "1", "{id}");
     kong.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_field_sent_as_null_is_refused() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Sqlite, &["bundled"]).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let res = kong
+        .admin_client()
+        .post("/plugins")
+        .json(&json!({ "name": CorrelationId::NAME, "config": { "generator": null } }))
+        .send()
+        .await;
+    res.assert_status(400);
+    assert_eq!(
+        res.assert_json()["fields"]["config"]["generator"],
+        "required field missing"
+    );
+    kong.stop().await;
+}

@@ -546,3 +546,32 @@ proptest::proptest! {
         }
     }
 }
+
+/// A required field with a default, and an optional one.
+#[plugin(priority = 1, version = "1.0.0", name = "nulls")]
+struct Nulls {
+    #[field(required, default = "uuid")]
+    generator: String,
+    #[field(default = 5)]
+    count: i64,
+}
+#[handler]
+impl Handler for Nulls {}
+
+#[test]
+fn a_required_field_sent_as_null_is_missing_even_with_a_default() {
+    // Kong's process_auto_fields fills defaults in for absent (nil) fields, not for null.
+    let ok = Nulls::schema().validate_config(json!({})).unwrap();
+    assert_eq!(
+        (ok["generator"].clone(), ok["count"].clone()),
+        (json!("uuid"), json!(5))
+    );
+    let err = Nulls::schema()
+        .validate_config(json!({ "generator": null }))
+        .unwrap_err();
+    assert_eq!(err.fields()["config"]["generator"], "required field missing");
+    // An optional field's null takes the default: the typed config has no null to hold
+    // (Kong would keep the null and hand the plugin a nil).
+    let ok = Nulls::schema().validate_config(json!({ "count": null })).unwrap();
+    assert_eq!(ok["count"], 5);
+}

@@ -253,6 +253,12 @@ pub(crate) fn validate_record(record: &RecordSchema, value: &mut Value) -> Resul
         }
     }
     for field in &record.fields {
+        // Kong fills defaults in for absent fields only: a required field sent as `null` is
+        // missing, whatever its default.
+        if field.schema.required && obj.get(&field.name).is_some_and(Value::is_null) {
+            errors.insert(field.name.clone(), msg("required field missing"));
+            continue;
+        }
         let v = obj.entry(field.name.clone()).or_insert(Value::Null);
         if let Err(e) = validate_field(&field.schema, v) {
             errors.insert(field.name.clone(), e);
