@@ -118,6 +118,7 @@ pub mod testing;
 pub mod timer;
 #[doc(hidden)]
 pub mod transaction;
+pub mod vault;
 
 pub use error::{Error, PdkError, Result};
 pub use model::Scope;

@@ -195,6 +195,43 @@ impl<T: Handler> TypeImpl<T> {
     }
 }
 
+/// Replaces the vault references of `record`'s referenceable fields in `value` by their
+/// secrets (Kong resolves them when the configuration loads). A reference that does not
+/// resolve is logged and left as it is, so one missing secret does not keep the rest of the
+/// configuration from loading.
+fn resolve_references(record: &crate::schema::RecordSchema, value: &mut Value) {
+    let Value::Object(obj) = value else { return };
+    for field in &record.fields {
+        if let Some(v) = obj.get_mut(&field.name) {
+            resolve_field(&field.schema, v);
+        }
+    }
+}
+
+fn resolve_field(schema: &crate::schema::FieldSchema, value: &mut Value) {
+    use crate::schema::FieldKind;
+    match (&schema.kind, value) {
+        (FieldKind::Record(record), v) => resolve_references(record, v),
+        (FieldKind::Array(element) | FieldKind::Set(element), Value::Array(items)) => {
+            for item in items {
+                resolve_field(element, item);
+            }
+        }
+        (FieldKind::Map { values, .. }, Value::Object(map)) => {
+            for v in map.values_mut() {
+                resolve_field(values, v);
+            }
+        }
+        (FieldKind::String, Value::String(s)) if schema.referenceable && crate::vault::Vault.is_reference(s) => {
+            match crate::vault::Vault.get(s) {
+                Ok(secret) => *s = secret,
+                Err(e) => tracing::warn!(target: "kong", "unable to resolve reference {s} ({e})"),
+            }
+        }
+        _ => {}
+    }
+}
+
 struct InstanceImpl<T: Handler> {
     meta: Arc<PluginMeta>,
     state: Arc<T::State>,
@@ -215,7 +252,8 @@ impl<T: Handler> PluginType for TypeImpl<T> {
     }
 
     fn instantiate(&self, id: Uuid, scope: Scope, config: Value) -> Result<Arc<dyn ErasedInstance>, SchemaViolation> {
-        let config = T::schema().validate_config(config)?;
+        let mut config = T::schema().validate_config(config)?;
+        resolve_references(&T::schema().config, &mut config);
         let config: T = serde_json::from_value(config).map_err(|e| {
             let mut fields = serde_json::Map::new();
             fields.insert("config".into(), Value::String(e.to_string()));
@@ -500,5 +538,64 @@ impl PluginsBuilder {
     /// The loaded set.
     pub fn build(self) -> Plugins {
         Plugins::from_types(self.types, self.node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Field, FieldKind, FieldSchema, RecordSchema};
+
+    fn secret() -> FieldSchema {
+        FieldSchema {
+            referenceable: true,
+            ..FieldSchema::of(FieldKind::String)
+        }
+    }
+
+    #[test]
+    fn references_resolve_in_nested_records_arrays_and_maps_of_referenceable_fields() {
+        let field = |name: &str, schema| Field {
+            name: name.into(),
+            schema,
+        };
+        let redis = RecordSchema {
+            fields: vec![field("password", secret())],
+            entity_checks: Vec::new(),
+        };
+        let record = RecordSchema {
+            fields: vec![
+                field("redis", FieldSchema::record(redis)),
+                field("list", FieldSchema::of(FieldKind::Array(Box::new(secret())))),
+                field(
+                    "headers",
+                    FieldSchema::of(FieldKind::Map {
+                        keys: Box::new(FieldSchema::of(FieldKind::String)),
+                        values: Box::new(secret()),
+                    }),
+                ),
+                field("plain", FieldSchema::of(FieldKind::String)),
+                field("missing", secret()),
+            ],
+            entity_checks: Vec::new(),
+        };
+        let reference = "{vault://env/path}";
+        let mut config = serde_json::json!({
+            "redis": { "password": reference },
+            "list": [reference, "text"],
+            "headers": { "X-Key": reference },
+            "plain": reference,
+            "missing": "{vault://env/kong-pdk-surely-unset-variable}",
+        });
+        resolve_references(&record, &mut config);
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(config["redis"]["password"], path);
+        assert_eq!(config["list"], serde_json::json!([path, "text"]));
+        assert_eq!(config["headers"]["X-Key"], path);
+        assert_eq!(config["plain"], reference, "not referenceable: only text");
+        assert_eq!(
+            config["missing"], "{vault://env/kong-pdk-surely-unset-variable}",
+            "left, and logged"
+        );
     }
 }

@@ -193,3 +193,48 @@ async fn config_messages_are_kongs() {
     assert_eq!(ok["queue"]["max_entries"], 10000);
     assert_eq!(ok["method"], "POST");
 }
+
+/// `http_endpoint` is referenceable: a `{vault://env/...}` reference is stored as it is and
+/// resolved when the gateway loads the configuration (issue 16, item 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_reference_in_http_endpoint_is_resolved_at_load() {
+    let (port, got) = receiver(vec![]).await;
+    // SAFETY: the variable is this test's own; the gateway reads it in this process.
+    unsafe { std::env::set_var("KONG_PDK_TEST_LOG_ENDPOINT", format!("http://127.0.0.1:{port}/vaulted")) };
+    for strategy in helpers::all_strategies() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        bp.routes().insert(json!({ "paths": ["/"] })).await;
+        let plugin = bp
+            .plugins()
+            .insert(json!({ "name": HttpLog::NAME, "config": { "http_endpoint": "{vault://env/kong-pdk-test-log-endpoint}" } }))
+            .await;
+        let kong = helpers::start_kong(&bp, helpers::Conf::default()).await;
+        // The Admin API keeps the reference, not the secret.
+        let stored = kong
+            .admin_client()
+            .get(&format!("/plugins/{}", plugin["id"].as_str().unwrap()))
+            .send()
+            .await
+            .assert_json();
+        assert_eq!(
+            stored["config"]["http_endpoint"],
+            "{vault://env/kong-pdk-test-log-endpoint}"
+        );
+        let before = got.lock().unwrap().len();
+        kong.proxy_client().get("/get").send().await.assert_status(200);
+        let all = wait_for(&got, before + 1).await;
+        assert_eq!(all[before].line, "POST /vaulted HTTP/1.1", "[#{strategy}]");
+        kong.stop().await;
+    }
+    // A reference in a field that is not referenceable is only text: refused as a URL would be.
+    let bp = helpers::get_db_utils(helpers::Strategy::Sqlite, &["bundled"]).await;
+    let kong = helpers::start_kong(&bp, helpers::Conf::default()).await;
+    let res = kong
+        .admin_client()
+        .post("/plugins")
+        .json(&json!({ "name": HttpLog::NAME, "config": { "http_endpoint": "http://127.0.0.1:1/", "method": "{vault://env/x}" } }))
+        .send()
+        .await;
+    res.assert_status(400);
+    kong.stop().await;
+}

@@ -702,3 +702,61 @@ async fn serialize_json_writes_the_bytes_of_serialize() {
         }
     }
 }
+
+/// Resolves a reference with `kong.vault` in access.
+#[plugin(priority = 100, version = "1.0.0", name = "vault-probe")]
+pub struct VaultProbe {}
+
+#[handler]
+impl Handler for VaultProbe {
+    async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+        let vault = kong.vault();
+        let value = vault
+            .get("{vault://env/kong-pdk-pdk-vault/token}")
+            .map_err(kong_pdk::Error::msg)?;
+        let parsed = vault.parse_reference("{vault://env/kong-pdk-pdk-vault/token}").unwrap();
+        kong.response().set_header("X-Secret", &value)?;
+        kong.response().set_header("X-Resource", &parsed.resource)?;
+        let missing = vault.get("{vault://env/kong-pdk-pdk-vault-absent}").unwrap_err();
+        kong.response().set_header("X-Missing", &missing)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn kong_vault_resolves_env_references() {
+    // SAFETY: the variable is this test's own.
+    unsafe {
+        std::env::set_var("KONG_PDK_PDK_VAULT", r#"{"token":"t0k3n","port":6379,"list":[]}"#);
+        std::env::set_var("KONG_PDK_PDK_VAULT_PREVIOUS", "older");
+    }
+    let vault = kong_pdk::vault::Vault;
+    assert_eq!(vault.get("{vault://env/kong-pdk-pdk-vault#2}").unwrap(), "older");
+    assert_eq!(
+        vault.get("{vault://env/pdk-vault/port?prefix=kong-pdk-}").unwrap(),
+        "6379"
+    );
+    assert!(
+        vault
+            .get("{vault://env/kong-pdk-pdk-vault/nope}")
+            .unwrap_err()
+            .ends_with("(could not get subfield value: subfield nope not found in JSON secret)")
+    );
+    assert!(
+        vault
+            .get("{vault://env/kong-pdk-pdk-vault/list}")
+            .unwrap_err()
+            .ends_with("unexpected table value in JSON secret for subfield list)")
+    );
+    let gw = Harness::new().plugin::<VaultProbe>(json!({})).start().await.unwrap();
+    let res = gw.send(TestRequest::get("/"), |_| MockResponse::ok("")).await;
+    assert_eq!(res.header("X-Secret"), Some("t0k3n"));
+    assert_eq!(res.header("X-Resource"), Some("kong-pdk-pdk-vault"));
+    assert_eq!(
+        res.header("X-Missing"),
+        Some(
+            "could not retrieve value for reference {vault://env/kong-pdk-pdk-vault-absent} \
+             (could not get value from external vault (no value found))"
+        )
+    );
+}

@@ -204,6 +204,11 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         Cluster::new(&self.tx.node)
     }
 
+    /// `kong.vault`: secret references (`{vault://env/NAME}`), parsed and resolved.
+    pub fn vault(&self) -> crate::vault::Vault {
+        crate::vault::Vault
+    }
+
     /// `kong.router`: the matched route and service.
     pub fn router(&self) -> Router<'_>
     where
@@ -285,6 +290,11 @@ impl<S> Worker<S> {
     /// `kong.cluster`.
     pub fn cluster(&self) -> Cluster<'_> {
         Cluster::new(&self.node)
+    }
+
+    /// `kong.vault`.
+    pub fn vault(&self) -> crate::vault::Vault {
+        crate::vault::Vault
     }
 
     /// The plugin's name.
