@@ -65,6 +65,8 @@ impl ConfigType for Headers {
         });
         let mut value = FieldSchema::of(FieldKind::String);
         value.len_min = Some(1);
+        // Kong's http-log header values are referenceable.
+        value.referenceable = true;
         FieldSchema::of(FieldKind::Map {
             keys: Box::new(key),
             values: Box::new(value),

@@ -340,6 +340,12 @@ impl Admin {
                 ws_route_service(&value, entities)?;
             }
             "services" => ws_service_change(&value, previous)?,
+            // A vault reference is checked when the configuration loads (Kong's referenceable
+            // fields skip their validation).
+            "certificates"
+                if ["cert", "key", "cert_alt", "key_alt"]
+                    .iter()
+                    .any(|f| value[*f].as_str().is_some_and(|s| crate::vault::Vault.is_reference(s))) => {}
             "certificates" => {
                 let alt = value["cert_alt"].as_str().zip(value["key_alt"].as_str());
                 crate::gateway::tls::CertificatePair::from_pem(

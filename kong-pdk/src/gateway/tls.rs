@@ -132,8 +132,22 @@ impl Certificates {
     pub fn new(certificates: &[Certificate], snis: &[Sni]) -> Result<Certificates, (String, String)> {
         let mut by_id = HashMap::new();
         for (i, c) in certificates.iter().enumerate() {
-            let alt = c.cert_alt.as_deref().zip(c.key_alt.as_deref());
-            let pair = CertificatePair::from_pem(&c.cert, &c.key, alt)
+            // `cert`, `key` and their alternates are referenceable: resolved here.
+            let resolve = |field: &str, text: &str| -> Result<String, (String, String)> {
+                if !crate::vault::Vault.is_reference(text) {
+                    return Ok(text.to_owned());
+                }
+                crate::vault::Vault
+                    .get(text)
+                    .map_err(|e| (format!("certificates.{}.{field}", i + 1), e))
+            };
+            let (cert, key) = (resolve("cert", &c.cert)?, resolve("key", &c.key)?);
+            let alt = match (c.cert_alt.as_deref(), c.key_alt.as_deref()) {
+                (Some(ca), Some(ka)) => Some((resolve("cert_alt", ca)?, resolve("key_alt", ka)?)),
+                _ => None,
+            };
+            let alt = alt.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            let pair = CertificatePair::from_pem(&cert, &key, alt)
                 .map_err(|(field, msg)| (format!("certificates.{}.{field}", i + 1), msg))?;
             by_id.insert(c.id, Arc::new(pair));
         }
