@@ -242,19 +242,39 @@ pub(crate) struct Http {
     idle: Mutex<HashMap<PoolKey, Vec<(Sender, std::time::Instant)>>>,
 }
 
-/// Accepts any server certificate (Kong's log plugins do not verify).
+/// Accepts any server certificate (Kong's log plugins do not verify), keeping the last one
+/// presented (what the testing helpers report as served). Signatures are still checked.
 #[derive(Debug)]
-struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyServer {
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    seen: Mutex<Option<Vec<u8>>>,
+}
+
+impl AnyServer {
+    pub(crate) fn new(provider: std::sync::Arc<rustls::crypto::CryptoProvider>) -> AnyServer {
+        AnyServer {
+            provider,
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The DER of the last certificate a server presented.
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+    pub(crate) fn take_seen(&self) -> Option<Vec<u8>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for AnyServer {
     fn verify_server_cert(
         &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _: &[rustls::pki_types::CertificateDer<'_>],
         _: &rustls::pki_types::ServerName<'_>,
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.to_vec());
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -264,7 +284,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -273,11 +293,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -288,7 +308,7 @@ fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer::new(provider)))
             .with_no_client_auth();
         std::sync::Arc::new(config)
     });

@@ -222,6 +222,16 @@ pub fn resident_bytes() -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// Active, reading, writing, waiting.
+    fn states(s: &Statistics) -> (u64, u64, u64, u64) {
+        (
+            s.connections_active,
+            s.connections_reading,
+            s.connections_writing,
+            s.connections_waiting,
+        )
+    }
+
     #[test]
     fn reading_writing_and_waiting_follow_a_connection() {
         let stats = Arc::new(ServerStats::default());
@@ -229,27 +239,11 @@ mod tests {
         let b = stats.open_connection();
         let r = a.request();
         let s = stats.statistics();
-        assert_eq!(
-            (
-                s.connections_active,
-                s.connections_reading,
-                s.connections_writing,
-                s.connections_waiting
-            ),
-            (2, 1, 1, 0)
-        );
+        assert_eq!(states(&s), (2, 1, 1, 0));
         drop(r);
         drop(b);
         let s = stats.statistics();
-        assert_eq!(
-            (
-                s.connections_active,
-                s.connections_reading,
-                s.connections_writing,
-                s.connections_waiting
-            ),
-            (1, 0, 0, 1)
-        );
+        assert_eq!(states(&s), (1, 0, 0, 1));
         let _again = a.request();
         assert_eq!(stats.statistics().total_requests, 2);
         assert_eq!(stats.statistics().connections_handled, 2);

@@ -117,6 +117,16 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
     Ok(out)
 }
 
+/// The plain-HTTP addresses of a listen setting named `setting` (`ssl` entries left out).
+fn plain_listen(value: &str, setting: &str) -> Result<Vec<SocketAddr>, String> {
+    Ok(parse_listen(value)
+        .map_err(|e| e.replace("proxy_listen", setting))?
+        .into_iter()
+        .filter(|l| !l.ssl)
+        .map(|l| l.addr)
+        .collect())
+}
+
 /// An nginx time value: `500ms`, `60s`, `2m`, or seconds without a unit.
 fn nginx_duration(v: &str) -> Option<std::time::Duration> {
     let v = v.trim();
@@ -209,22 +219,8 @@ impl Settings {
                 "ssl_cert" => ssl_cert = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "ssl_cert_key" => ssl_key = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "database" => s.database = v.to_ascii_lowercase(),
-                "admin_listen" => {
-                    s.admin_listen = parse_listen(&v)
-                        .map_err(|e| e.replace("proxy_listen", "admin_listen"))?
-                        .into_iter()
-                        .filter(|l| !l.ssl)
-                        .map(|l| l.addr)
-                        .collect()
-                }
-                "status_listen" => {
-                    s.status_listen = parse_listen(&v)
-                        .map_err(|e| e.replace("proxy_listen", "status_listen"))?
-                        .into_iter()
-                        .filter(|l| !l.ssl)
-                        .map(|l| l.addr)
-                        .collect()
-                }
+                "admin_listen" => s.admin_listen = plain_listen(&v, "admin_listen")?,
+                "status_listen" => s.status_listen = plain_listen(&v, "status_listen")?,
                 "db_update_frequency" => {
                     s.db_update_frequency = v
                         .parse::<f64>()
@@ -622,6 +618,21 @@ mod tests {
         );
         assert!(parse_listen("off").unwrap().is_empty());
         assert!(parse_listen("nowhere:80").is_err());
+    }
+
+    #[test]
+    fn status_listen_is_off_unless_set() {
+        let off = Settings::load_with_env(None, None, Vec::new()).unwrap();
+        assert!(off.status_listen.is_empty());
+        let env = [(
+            "KONG_STATUS_LISTEN".to_owned(),
+            "127.0.0.1:8007, 127.0.0.1:8443 ssl".to_owned(),
+        )];
+        let on = Settings::load_with_env(None, None, env).unwrap();
+        assert_eq!(on.status_listen, vec!["127.0.0.1:8007".parse::<SocketAddr>().unwrap()]);
+        let bad = [("KONG_STATUS_LISTEN".to_owned(), "nowhere:8007".to_owned())];
+        let err = Settings::load_with_env(None, None, bad).unwrap_err();
+        assert_eq!(err, "status_listen: invalid address 'nowhere:8007'");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! TLS, SNI, HTTP/2, the certificate phase, HTTPS-only routes, https upstreams and malformed
 //! requests, over real sockets on random ports.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -149,41 +148,7 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
 }
 
 /// Records the certificate the server presented.
-#[derive(Debug)]
-struct Recorder(Mutex<Option<Vec<u8>>>, Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.1.signature_verification_algorithms.supported_schemes()
-    }
-}
+type Recorder = crate::engine::AnyServer;
 
 /// One TLS connection: the certificate served, the ALPN protocol chosen, the stream.
 async fn connect(
@@ -192,7 +157,7 @@ async fn connect(
     alpn: &[&[u8]],
 ) -> (Vec<u8>, Option<Vec<u8>>, tokio_rustls::client::TlsStream<TcpStream>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let recorder = Arc::new(Recorder(Mutex::new(None), provider.clone()));
+    let recorder = Arc::new(Recorder::new(provider.clone()));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -208,7 +173,7 @@ async fn connect(
         .await
         .unwrap();
     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let served = recorder.0.lock().unwrap().take().unwrap();
+    let served = recorder.take_seen().unwrap();
     (served, alpn, stream)
 }
 
@@ -395,10 +360,9 @@ fn client_config(client: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder(
-            Mutex::new(None),
-            Arc::new(rustls::crypto::ring::default_provider()),
-        )));
+        .with_custom_certificate_verifier(Arc::new(Recorder::new(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))));
     let mut config = match client {
         Some((chain, key)) => builder
             .with_client_auth_cert(

@@ -66,7 +66,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, Store};
@@ -833,6 +833,27 @@ impl Drop for Gateway {
             task.abort();
         }
     }
+}
+
+/// The certificate (DER) a TLS listener at `addr` serves to a handshake naming `sni`, without
+/// verifying it: which certificate and SNI entities a gateway picked.
+pub async fn served_certificate(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let seen = Arc::new(crate::engine::AnyServer::new(provider.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(seen.clone())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    seen.take_seen()
+        .ok_or_else(|| "no certificate was presented".to_owned())
 }
 
 /// Polls `condition` every 20 ms until it holds (`helpers.wait_until(fn, timeout)`).
