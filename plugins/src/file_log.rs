@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use kong_pdk::prelude::*;
 use serde_json::Value;
 
-use crate::workers::{Sent, Workers, worth_logging};
+use crate::workers::Workers;
 
 /// The plugin's configuration (Kong's `file-log/schema.lua`).
 #[plugin(priority = 9, version = "3.10.0", name = "file-log")]
@@ -142,17 +142,13 @@ impl Handler for FileLog {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
-        match sent {
-            Sent::Queued => {}
-            Sent::Dropped(n) if worth_logging(n) => {
-                kong.log()
-                    .err(format!("the writer of {path} is behind: {n} lines dropped"));
-            }
-            Sent::Dropped(_) => {}
-            Sent::TooMany => kong
-                .log()
-                .err(format!("too many log files open, not writing to {path}")),
-            Sent::NotStarted(e) => kong.log().err(e),
+        let problem = sent.problem(
+            || format!("the writer of {path}"),
+            "lines",
+            || format!("too many log files open, not writing to {path}"),
+        );
+        if let Some(line) = problem {
+            kong.log().err(line);
         }
         Ok(())
     }

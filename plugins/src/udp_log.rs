@@ -10,7 +10,7 @@ use std::time::Duration;
 use kong_pdk::prelude::*;
 
 use crate::file_log::NoLua;
-use crate::workers::{Sent, Workers, worth_logging};
+use crate::workers::{Sent, Workers};
 
 /// The plugin's configuration (Kong's `udp-log/schema.lua`).
 #[plugin(priority = 8, version = "3.10.0", name = "udp-log")]
@@ -77,19 +77,18 @@ impl Handler for UdpLog {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
-        let to = format!("{}:{}", self.host, self.port);
-        match sent {
-            Sent::Queued => {}
-            Sent::Dropped(n) if worth_logging(n) => {
-                kong.log()
-                    .err(format!("the sender to {to} is behind: {n} datagrams dropped"));
-            }
-            Sent::Dropped(_) => {}
-            Sent::TooMany => kong
-                .log()
-                .err(format!("too many udp-log destinations, not sending to {to}")),
-            // The sender gave up (the destination did not resolve): it starts again next time.
-            Sent::NotStarted(e) => kong.log().err(format!("could not send to {to}: {e}")),
+        let (host, port) = (&self.host, self.port);
+        // A sender that gave up (the destination did not resolve) starts again next time.
+        let problem = match sent {
+            Sent::NotStarted(e) => Some(format!("could not send to {host}:{port}: {e}")),
+            sent => sent.problem(
+                || format!("the sender to {host}:{port}"),
+                "datagrams",
+                || format!("too many udp-log destinations, not sending to {host}:{port}"),
+            ),
+        };
+        if let Some(line) = problem {
+            kong.log().err(line);
         }
         Ok(())
     }

@@ -109,7 +109,62 @@ pub(crate) fn batches<T>(queue: Receiver<T>, mut each: impl FnMut(&mut Vec<T>)) 
     }
 }
 
+impl Sent {
+    /// The error line for a request's log, if this outcome needs one: `worker` names the
+    /// worker ("the writer of /var/log/x"), `items` what it takes ("lines"), `too_many` the
+    /// line when no worker could be added. Drops are reported on the first and every
+    /// thousandth.
+    pub(crate) fn problem(
+        self,
+        worker: impl FnOnce() -> String,
+        items: &str,
+        too_many: impl FnOnce() -> String,
+    ) -> Option<String> {
+        match self {
+            Sent::Queued => None,
+            Sent::Dropped(n) if worth_logging(n) => Some(format!("{} is behind: {n} {items} dropped", worker())),
+            Sent::Dropped(_) => None,
+            Sent::TooMany => Some(too_many()),
+            Sent::NotStarted(e) => Some(e),
+        }
+    }
+}
+
 /// Whether the `n`th drop is worth a log line (the first, then every thousandth).
 pub(crate) fn worth_logging(n: u64) -> bool {
     n == 1 || n.is_multiple_of(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_reported_once_in_a_thousand_drops() {
+        let line = |sent: Sent| sent.problem(|| "the writer of /x".into(), "lines", || "too many".into());
+        assert_eq!(line(Sent::Queued), None);
+        assert_eq!(
+            line(Sent::Dropped(1)).as_deref(),
+            Some("the writer of /x is behind: 1 lines dropped")
+        );
+        assert_eq!(line(Sent::Dropped(2)), None);
+        assert!(line(Sent::Dropped(2000)).is_some());
+        assert_eq!(line(Sent::TooMany).as_deref(), Some("too many"));
+        assert_eq!(line(Sent::NotStarted("no".into())).as_deref(), Some("no"));
+    }
+
+    #[test]
+    fn batches_keep_the_order_and_end_with_the_senders() {
+        let (tx, rx) = sync_channel(16);
+        let worker = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            batches(rx, |batch| seen.extend(batch.drain(..)));
+            seen
+        });
+        for i in 0..10 {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        assert_eq!(worker.join().unwrap(), (0..10).collect::<Vec<_>>());
+    }
 }
