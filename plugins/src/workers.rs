@@ -158,7 +158,7 @@ mod tests {
         let (tx, rx) = sync_channel(16);
         let worker = std::thread::spawn(move || {
             let mut seen = Vec::new();
-            batches(rx, |batch| seen.extend(batch.drain(..)));
+            batches(rx, |batch| seen.append(batch));
             seen
         });
         for i in 0..10 {
