@@ -46,6 +46,114 @@ pub struct PluginEntity {
     pub config: Value,
     /// Disabled instances are ignored.
     pub enabled: bool,
+    /// Kong Enterprise's dynamic ordering in `access`, if any.
+    pub ordering: Option<Ordering>,
+}
+
+/// Kong Enterprise's dynamic ordering of a plugin instance (`ordering: {before: {access:
+/// [...]}, after: {access: [...]}}`): the plugins it runs before and after in `access`; the
+/// other phases keep the priority order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ordering {
+    /// Plugins this one runs before.
+    pub before: Vec<String>,
+    /// Plugins this one runs after.
+    pub after: Vec<String>,
+}
+
+impl Ordering {
+    /// From a plugin entity's `ordering` value; `None` when it names no plugin.
+    ///
+    /// ```
+    /// use kong_pdk::executor::Ordering;
+    /// let o = Ordering::from_json(&serde_json::json!({ "before": { "access": ["key-auth"] } })).unwrap();
+    /// assert_eq!(o.before, ["key-auth"]);
+    /// assert!(Ordering::from_json(&serde_json::Value::Null).is_none());
+    /// ```
+    pub fn from_json(v: &Value) -> Option<Ordering> {
+        let names = |side: &str| -> Vec<String> {
+            v[side]["access"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let ordering = Ordering {
+            before: names("before"),
+            after: names("after"),
+        };
+        (!ordering.before.is_empty() || !ordering.after.is_empty()).then_some(ordering)
+    }
+
+    /// The entity's `ordering` value: `{before: {access: [...]}, after: {access: [...]}}`.
+    pub fn to_json(&self) -> Value {
+        let side = |names: &[String]| {
+            if names.is_empty() {
+                Value::Null
+            } else {
+                serde_json::json!({ "access": names })
+            }
+        };
+        serde_json::json!({ "before": side(&self.before), "after": side(&self.after) })
+    }
+}
+
+/// Kong's message for orderings that contradict each other.
+pub const CIRCULAR_ORDERING: &str =
+    "There is a circular dependency in the graph. It is not possible to derive a topological sort.";
+
+/// Whether the "runs before" pairs `edges` (by plugin name) contain a cycle.
+fn has_cycle(edges: &[(String, String)]) -> bool {
+    let mut names: Vec<&str> = edges.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+    names.sort_unstable();
+    names.dedup();
+    // 0: unvisited, 1: on the path, 2: done.
+    let mut state = vec![0u8; names.len()];
+    fn visit(at: usize, names: &[&str], edges: &[(String, String)], state: &mut [u8]) -> bool {
+        state[at] = 1;
+        for (_, to) in edges.iter().filter(|(from, _)| from == names[at]) {
+            let next = names.binary_search(&to.as_str()).unwrap_or_default();
+            let seen = state[next];
+            if seen == 1 || (seen == 0 && visit(next, names, edges, state)) {
+                return true;
+            }
+        }
+        state[at] = 2;
+        false
+    }
+    (0..names.len()).any(|i| state[i] == 0 && visit(i, &names, edges, &mut state))
+}
+
+/// Kong Enterprise's `legacy` ordering of `selected` (in priority order, each with its
+/// ordering): walking by priority, each plugin is placed after the plugins it depends on
+/// (`A before B` and `B after A` both make B depend on A), depth first. Returns positions
+/// into `selected`.
+fn dynamic_order(selected: &[(&str, Option<&Ordering>)]) -> Vec<usize> {
+    let depends = |b: usize, a: usize| {
+        let (name_a, ord_a) = selected[a];
+        let (name_b, ord_b) = selected[b];
+        a != b
+            && (ord_a.is_some_and(|o| o.before.iter().any(|n| n == name_b))
+                || ord_b.is_some_and(|o| o.after.iter().any(|n| n == name_a)))
+    };
+    fn place(at: usize, n: usize, depends: &dyn Fn(usize, usize) -> bool, state: &mut [u8], out: &mut Vec<usize>) {
+        if state[at] != 0 {
+            return;
+        }
+        state[at] = 1;
+        for dep in 0..n {
+            if depends(at, dep) {
+                place(dep, n, depends, state, out);
+            }
+        }
+        state[at] = 2;
+        out.push(at);
+    }
+    let mut state = vec![0u8; selected.len()];
+    let mut out = Vec::with_capacity(selected.len());
+    for at in 0..selected.len() {
+        place(at, selected.len(), &depends, &mut state, &mut out);
+    }
+    out
 }
 
 impl PluginEntity {
@@ -57,6 +165,7 @@ impl PluginEntity {
             scope: Scope::GLOBAL,
             config,
             enabled: true,
+            ordering: None,
         }
     }
 
@@ -78,6 +187,13 @@ impl PluginEntity {
     #[must_use]
     pub fn consumer(mut self, id: Uuid) -> Self {
         self.scope.consumer = Some(id);
+        self
+    }
+
+    /// The same instance with a dynamic `access` ordering.
+    #[must_use]
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = Some(ordering);
         self
     }
 }
@@ -128,6 +244,8 @@ struct Slot {
     /// Which combinations exist (bit per combination value), to skip useless lookups.
     combos: u16,
     instances: ScopeMap,
+    /// The dynamic orderings of this type's instances, by scope.
+    orderings: HashMap<Scope, Ordering>,
     no_consumer: bool,
     no_route: bool,
     no_service: bool,
@@ -139,7 +257,7 @@ impl Slot {
         route: Option<Uuid>,
         service: Option<Uuid>,
         consumer: Option<Uuid>,
-    ) -> Option<&Arc<dyn ErasedInstance>> {
+    ) -> Option<(Scope, &Arc<dyn ErasedInstance>)> {
         let route = if self.no_route { None } else { route };
         let service = if self.no_service { None } else { service };
         let consumer = if self.no_consumer { None } else { consumer };
@@ -167,7 +285,7 @@ impl Slot {
                 },
             };
             if let Some(i) = self.instances.get(&scope) {
-                return Some(i);
+                return Some((scope, i));
             }
         }
         None
@@ -178,6 +296,8 @@ impl Slot {
 pub struct PluginSet {
     plugins: Arc<Plugins>,
     slots: Vec<Slot>,
+    /// Some instance has a dynamic ordering: `access` sorts the plugins it runs.
+    ordered: bool,
     globals: Vec<Vec<Arc<dyn ErasedInstance>>>,
     all: Vec<Arc<dyn ErasedInstance>>,
 }
@@ -192,6 +312,10 @@ impl std::fmt::Debug for PluginSet {
 pub struct PluginSetBuilder {
     plugins: Arc<Plugins>,
     entries: Vec<(usize, Arc<dyn ErasedInstance>)>,
+    /// Dynamic orderings: (plugin index, scope, ordering).
+    orderings: Vec<(usize, Scope, Ordering)>,
+    /// "Runs before" pairs of plugin names, from every ordering so far.
+    before: Vec<(String, String)>,
 }
 
 fn scope_violation(field: &str) -> SchemaViolation {
@@ -242,6 +366,22 @@ impl PluginSetBuilder {
                 );
                 return Err(invalid(SchemaViolation::new(fields)));
             }
+            if let Some(ordering) = &entity.ordering {
+                let added = ordering
+                    .before
+                    .iter()
+                    .map(|b| (entity.name.clone(), b.clone()))
+                    .chain(ordering.after.iter().map(|a| (a.clone(), entity.name.clone())));
+                let mut before = self.before.clone();
+                before.extend(added);
+                if has_cycle(&before) {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("ordering".into(), Value::from(CIRCULAR_ORDERING));
+                    return Err(invalid(SchemaViolation::new(fields)));
+                }
+                self.before = before;
+                self.orderings.push((index, entity.scope, ordering.clone()));
+            }
             self.entries.push((index, instance));
         }
         Ok(self)
@@ -274,6 +414,7 @@ impl PluginSetBuilder {
                         Slot {
                             combos: 0,
                             instances: ScopeMap::default(),
+                            orderings: HashMap::new(),
                             no_consumer: meta.no_consumer,
                             no_route: meta.no_route,
                             no_service: meta.no_service,
@@ -286,6 +427,12 @@ impl PluginSetBuilder {
             slot.combos |= 1 << combo(&scope);
             slot.instances.insert(scope, inst);
         }
+        let ordered = !self.orderings.is_empty();
+        for (index, scope, ordering) in self.orderings {
+            if let Some((_, slot)) = slots.iter_mut().find(|(i, _)| *i == index) {
+                slot.orderings.insert(scope, ordering);
+            }
+        }
         slots.sort_by_key(|(i, _)| *i);
         for g in &mut globals {
             g.sort_by_key(|(i, _)| *i);
@@ -293,6 +440,7 @@ impl PluginSetBuilder {
         PluginSet {
             plugins: self.plugins,
             slots: slots.into_iter().map(|(_, s)| s).collect(),
+            ordered,
             globals: globals
                 .into_iter()
                 .map(|g| g.into_iter().map(|(_, i)| i).collect())
@@ -313,6 +461,8 @@ impl PluginSet {
         PluginSetBuilder {
             plugins,
             entries: Vec::new(),
+            orderings: Vec::new(),
+            before: Vec::new(),
         }
     }
 
@@ -394,12 +544,15 @@ impl PluginSet {
     }
 
     async fn collect(&self, phase: Phase, downstream: &[Phase], tx: &mut Transaction) {
+        if phase == Phase::Access && self.ordered && self.collect_ordered(downstream, tx).await {
+            return;
+        }
         let route = tx.route.as_ref().map(|r| r.id);
         let service = tx.service.as_ref().map(|s| s.id);
         let mut collected = Vec::new();
         for slot in &self.slots {
             let consumer = tx.consumer.as_ref().map(|c| c.id);
-            let Some(inst) = slot.lookup(route, service, consumer) else {
+            let Some((_, inst)) = slot.lookup(route, service, consumer) else {
                 continue;
             };
             let phases = inst.meta().phases;
@@ -414,6 +567,47 @@ impl PluginSet {
             }
         }
         tx.collected = Some(collected.into());
+    }
+
+    /// `access` with dynamic ordering, when a plugin selected for the request has one
+    /// (`false`, with nothing run, when none has): the instances are selected first (with the
+    /// consumer known when `access` starts: Kong Enterprise does not order consumer-scoped
+    /// plugins), run in the `legacy` order, and collected in priority order for the later
+    /// phases.
+    async fn collect_ordered(&self, downstream: &[Phase], tx: &mut Transaction) -> bool {
+        let route = tx.route.as_ref().map(|r| r.id);
+        let service = tx.service.as_ref().map(|s| s.id);
+        let consumer = tx.consumer.as_ref().map(|c| c.id);
+        let selected: Vec<(&Arc<dyn ErasedInstance>, Option<&Ordering>)> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let (scope, inst) = slot.lookup(route, service, consumer)?;
+                Some((inst, slot.orderings.get(&scope)))
+            })
+            .collect();
+        if selected.iter().all(|(_, o)| o.is_none()) {
+            return false;
+        }
+        let names: Vec<(&str, Option<&Ordering>)> = selected.iter().map(|(i, o)| (i.meta().name, *o)).collect();
+        let mut collected = Vec::new();
+        for (inst, _) in &selected {
+            let phases = inst.meta().phases;
+            if downstream.iter().any(|p| phases.contains(*p)) {
+                collected.push((*inst).clone());
+            }
+            if phases.contains(Phase::Response) {
+                tx.buffered = true;
+            }
+        }
+        for at in dynamic_order(&names) {
+            let inst = selected[at].0;
+            if inst.meta().phases.contains(Phase::Access) && tx.exit.is_none() {
+                self.call(Phase::Access, inst, tx).await;
+            }
+        }
+        tx.collected = Some(collected.into());
+        true
     }
 
     /// Runs `response` with the buffered upstream response in `tx.upstream_response`.
@@ -590,5 +784,40 @@ mod tests {
         }
         set.run_log(&mut tx).await;
         assert!(LOGGED.load(Ordering::SeqCst), "log ran for the collected plugin");
+    }
+}
+
+#[cfg(test)]
+mod ordering_tests {
+    use super::*;
+
+    fn before(names: &[&str]) -> Ordering {
+        Ordering {
+            before: names.iter().map(|n| (*n).to_owned()).collect(),
+            after: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dependencies_are_placed_right_before_their_dependants() {
+        // Priority order: a, b, c, d. `d` runs before `b`; `a` runs after `c`.
+        let d = before(&["b"]);
+        let a = Ordering {
+            before: Vec::new(),
+            after: vec!["c".into()],
+        };
+        let order = dynamic_order(&[("a", Some(&a)), ("b", None), ("c", None), ("d", Some(&d))]);
+        let names: Vec<&str> = order.iter().map(|i| ["a", "b", "c", "d"][*i]).collect();
+        assert_eq!(names, ["c", "a", "d", "b"]);
+        // Without orderings, priority order.
+        assert_eq!(dynamic_order(&[("a", None), ("b", None)]), [0, 1]);
+    }
+
+    #[test]
+    fn contradicting_orderings_are_a_cycle() {
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert!(!has_cycle(&[pair("a", "b"), pair("b", "c"), pair("a", "c")]));
+        assert!(has_cycle(&[pair("a", "b"), pair("b", "c"), pair("c", "a")]));
+        assert!(has_cycle(&[pair("a", "a")]));
     }
 }

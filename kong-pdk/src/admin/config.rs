@@ -124,6 +124,7 @@ pub(super) fn entities_of(config: &Config) -> Entities {
             "consumer": fk(p.scope.consumer),
             "config": p.config,
             "enabled": p.enabled,
+            "ordering": p.ordering.as_ref().map(crate::executor::Ordering::to_json),
         });
         entities.put("plugins", p.id.to_string(), v);
     }

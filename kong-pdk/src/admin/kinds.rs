@@ -281,6 +281,7 @@ fn plugins() -> Kind {
                 Field::new("consumer", foreign("consumers")),
                 Field::new("protocols", typedefs::protocols::schema()),
                 Field::new("enabled", required(with_default(f(FieldKind::Boolean), json!(true)))),
+                Field::new("ordering", ordering()),
             ]),
             entity_checks: Vec::new(),
         },
@@ -292,6 +293,20 @@ fn plugins() -> Kind {
             ("consumer", "consumers", true),
         ],
     }
+}
+
+/// Kong Enterprise's `ordering`: `{before: {access: [names]}, after: {access: [names]}}`,
+/// optional at each level.
+fn ordering() -> FieldSchema {
+    let optional_record = |fields: Vec<Field>| FieldSchema {
+        required: false,
+        ..FieldSchema::record(RecordSchema {
+            fields,
+            entity_checks: Vec::new(),
+        })
+    };
+    let access = || optional_record(vec![Field::new("access", FieldSchema::array_of(f(FieldKind::String)))]);
+    optional_record(vec![Field::new("before", access()), Field::new("after", access())])
 }
 
 fn certificates() -> Kind {

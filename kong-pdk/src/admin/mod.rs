@@ -165,6 +165,7 @@ fn plugin_entity(p: &Value) -> PluginEntity {
         },
         config: p["config"].clone(),
         enabled: p["enabled"].as_bool().unwrap_or(true),
+        ordering: crate::executor::Ordering::from_json(&p["ordering"]),
     }
 }
 

@@ -451,12 +451,14 @@ impl Config {
             let id = id_of(&p, "plugins", Some(&key), &path)?;
             let enabled = p.get("enabled").and_then(Value::as_bool).unwrap_or(true);
             let config = p.remove("config").unwrap_or(Value::Null);
+            let ordering = p.get("ordering").and_then(crate::executor::Ordering::from_json);
             cfg.plugins.push(PluginEntity {
                 id,
                 name,
                 scope,
                 config,
                 enabled,
+                ordering,
             });
         }
         Ok(cfg)
