@@ -1,6 +1,6 @@
 //! `request-transformer` (Kong's `kong/plugins/request-transformer`): changes the request
 //! before it goes upstream: the path (`replace.uri`), the method (`http_method`), then headers,
-//! body (JSON and form bodies) and query string, each by remove, rename, replace, add and
+//! body (JSON, form and multipart bodies) and query string, each by remove, rename, replace, add and
 //! append, in Kong's order. Values are templates: `$(headers['x-a'])`, `$(query_params.q)`,
 //! `$(uri_captures.name or 'default')` (see the [template language](crate::template) — a small
 //! expression language in place of Lua).
@@ -462,8 +462,8 @@ impl RequestTransformer {
             .to_ascii_lowercase();
         let json = content_type.contains("application/json");
         let form = content_type.contains("application/x-www-form-urlencoded");
-        if !(json || form) {
-            // multipart/form-data bodies go upstream unchanged (see the crate's notes).
+        let boundary = multipart::boundary(&content_type);
+        if !(json || form || boundary.is_some()) {
             return Ok(());
         }
         let Some(body) = kong.request().get_raw_body_within(MAX_BODY).await? else {
@@ -471,6 +471,12 @@ impl RequestTransformer {
             return Ok(());
         };
         let existing = !body.is_empty();
+        if let Some(boundary) = boundary {
+            // The boundary as the client wrote it (the content type was lower-cased above).
+            let original = kong.request().get_header("content-type").unwrap_or_default().to_owned();
+            let boundary = multipart::boundary(&original).unwrap_or(boundary);
+            return self.multipart_body(kong, req, &body, &boundary, existing);
+        }
         let mut args = if json {
             if body.is_empty() {
                 Args::new()
@@ -501,6 +507,63 @@ impl RequestTransformer {
                 encode_args(&args).into_bytes()
             };
             kong.service().request().set_raw_body(bytes);
+        }
+        Ok(())
+    }
+
+    /// Kong's `transform_multipart_body`: rename → remove → replace → add (no append), each
+    /// part kept as it came but for the ones changed; a body that does not parse goes
+    /// upstream untouched.
+    fn multipart_body(
+        &self,
+        kong: &mut Kong<'_, Access>,
+        req: &Request,
+        body: &[u8],
+        boundary: &str,
+        existing: bool,
+    ) -> kong_pdk::Result {
+        let Some(mut parts) = multipart::parse(body, boundary) else {
+            return Ok(());
+        };
+        let mut changed = false;
+        if existing {
+            for pair in &self.rename.body {
+                if let (old, Some(new)) = split(&pair.0)
+                    && old != new
+                    && let Some(at) = parts.iter().position(|p| p.name == old)
+                {
+                    let value = parts.remove(at).value;
+                    multipart::set(&mut parts, new, value);
+                    changed = true;
+                }
+            }
+            for name in &self.remove.body {
+                let name = split(name).0;
+                parts.retain(|p| p.name != name);
+                changed = true;
+            }
+            for pair in &self.replace.body {
+                if let (name, Some(value)) = split(&pair.0)
+                    && parts.iter().any(|p| p.name == name)
+                {
+                    parts.retain(|p| p.name != name);
+                    multipart::set(&mut parts, name, req.render(value)?.into_bytes());
+                    changed = true;
+                }
+            }
+        }
+        for pair in &self.add.body {
+            if let (name, Some(value)) = split(&pair.0)
+                && !parts.iter().any(|p| p.name == name)
+            {
+                multipart::set(&mut parts, name, req.render(value)?.into_bytes());
+                changed = true;
+            }
+        }
+        if changed {
+            kong.service()
+                .request()
+                .set_raw_body(multipart::encode(&parts, boundary));
         }
         Ok(())
     }
@@ -617,5 +680,113 @@ mod tests {
         assert_eq!(args["a"], serde_json::json!(["1", "x y"]));
         assert_eq!(args["flag"], Value::Bool(true));
         assert_eq!(encode_args(&args), "a=1&a=x%20y&b=2&flag");
+    }
+}
+
+/// `multipart/form-data` bodies, byte for byte (file parts are not text): parts split on the
+/// boundary, each with its header block and value, and written back in the same form.
+mod multipart {
+    /// One part: its `name` (from `Content-Disposition`), its header lines as they came, its
+    /// value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) struct Part {
+        pub(super) name: String,
+        pub(super) headers: Vec<u8>,
+        pub(super) value: Vec<u8>,
+    }
+
+    /// The `boundary` parameter of a `multipart/form-data` content type.
+    pub(super) fn boundary(content_type: &str) -> Option<String> {
+        let (kind, params) = content_type.split_once(';')?;
+        if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+            return None;
+        }
+        params.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            let v = v.trim().trim_matches('"');
+            (k.trim().eq_ignore_ascii_case("boundary") && !v.is_empty()).then(|| v.to_owned())
+        })
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    /// The parts of `body`; `None` when it is not a complete multipart body.
+    pub(super) fn parse(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
+        let delimiter = format!("--{boundary}");
+        let next = format!("\r\n--{boundary}");
+        let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
+        let mut parts = Vec::new();
+        loop {
+            if rest.starts_with(b"--") {
+                return Some(parts);
+            }
+            rest = rest.strip_prefix(b"\r\n")?;
+            let end = find(rest, next.as_bytes())?;
+            let part = &rest[..end];
+            rest = &rest[end + next.len()..];
+            let split = find(part, b"\r\n\r\n")?;
+            let (headers, value) = (&part[..split], &part[split + 4..]);
+            let name = std::str::from_utf8(headers).ok()?.split("\r\n").find_map(|line| {
+                let (h, v) = line.split_once(':')?;
+                if !h.trim().eq_ignore_ascii_case("content-disposition") {
+                    return None;
+                }
+                v.split(';')
+                    .find_map(|p| p.trim().strip_prefix("name=").map(|n| n.trim_matches('"').to_owned()))
+            })?;
+            parts.push(Part {
+                name,
+                headers: headers.to_vec(),
+                value: value.to_vec(),
+            });
+        }
+    }
+
+    /// Adds a simple field part (lua-multipart's `set_simple`), after the others.
+    pub(super) fn set(parts: &mut Vec<Part>, name: &str, value: Vec<u8>) {
+        parts.push(Part {
+            name: name.to_owned(),
+            headers: format!("Content-Disposition: form-data; name=\"{name}\"").into_bytes(),
+            value,
+        });
+    }
+
+    /// The body of `parts` with `boundary`.
+    pub(super) fn encode(parts: &[Part], boundary: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.headers.len() + p.value.len() + 64).sum());
+        for part in parts {
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            out.extend_from_slice(&part.headers);
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(&part.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parts_round_trip_byte_for_byte() {
+            let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff\r\n--\r\n\
+--XyZ--\r\n";
+            let parts = parse(body, "XyZ").unwrap();
+            assert_eq!(parts.len(), 2);
+            assert_eq!((parts[0].name.as_str(), parts[0].value.as_slice()), ("a", &b"1"[..]));
+            assert_eq!(parts[1].value, b"\x00\xff\r\n--");
+            assert_eq!(encode(&parts, "XyZ"), body.to_vec());
+            assert!(parse(b"--XyZ\r\nno end", "XyZ").is_none());
+            assert_eq!(
+                boundary("multipart/form-data; boundary=\"XyZ\"").as_deref(),
+                Some("XyZ")
+            );
+            assert_eq!(boundary("application/json"), None);
+        }
     }
 }
