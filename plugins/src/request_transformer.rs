@@ -455,14 +455,13 @@ impl RequestTransformer {
         if !self.body_ops() {
             return Ok(());
         }
-        let content_type = kong
-            .request()
-            .get_header("content-type")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let request = kong.request();
+        let original = request.get_header("content-type").unwrap_or_default();
+        // The boundary as the client wrote it; the media types compared in lower case.
+        let boundary = multipart::boundary(original);
+        let content_type = original.to_ascii_lowercase();
         let json = content_type.contains("application/json");
         let form = content_type.contains("application/x-www-form-urlencoded");
-        let boundary = multipart::boundary(&content_type);
         if !(json || form || boundary.is_some()) {
             return Ok(());
         }
@@ -472,9 +471,6 @@ impl RequestTransformer {
         };
         let existing = !body.is_empty();
         if let Some(boundary) = boundary {
-            // The boundary as the client wrote it (the content type was lower-cased above).
-            let original = kong.request().get_header("content-type").unwrap_or_default().to_owned();
-            let boundary = multipart::boundary(&original).unwrap_or(boundary);
             return self.multipart_body(kong, req, &body, &boundary, existing);
         }
         let mut args = if json {

@@ -189,6 +189,19 @@ async fn the_upstream_receives_the_changes_on_every_strategy() {
     }
 }
 
+/// A multipart body with boundary `Bound` of `parts` (each its header lines, a blank line and
+/// its value).
+fn multipart(parts: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(b"--Bound\r\n");
+        body.extend_from_slice(part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--Bound--\r\n");
+    body
+}
+
 /// Kong's `transform_multipart_body`: rename, remove, replace, add (no append), file parts
 /// kept byte for byte.
 #[tokio::test]
@@ -202,18 +215,12 @@ async fn multipart_bodies_are_transformed_part_by_part() {
     }))
     .await;
     let file = b"Content-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff";
-    let mut body = Vec::new();
-    for headers_and_value in [
-        &b"Content-Disposition: form-data; name=\"a\"\r\n\r\n1"[..],
-        &b"Content-Disposition: form-data; name=\"b\"\r\n\r\n2"[..],
-        &file[..],
-        &b"Content-Disposition: form-data; name=\"keep\"\r\n\r\nold"[..],
-    ] {
-        body.extend_from_slice(b"--Bound\r\n");
-        body.extend_from_slice(headers_and_value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"--Bound--\r\n");
+    let body = multipart(&[
+        b"Content-Disposition: form-data; name=\"a\"\r\n\r\n1",
+        b"Content-Disposition: form-data; name=\"b\"\r\n\r\n2",
+        file,
+        b"Content-Disposition: form-data; name=\"keep\"\r\n\r\nold",
+    ]);
     let res = gw
         .send(
             TestRequest::post("/", body).header("Content-Type", "multipart/form-data; boundary=Bound"),
@@ -221,18 +228,12 @@ async fn multipart_bodies_are_transformed_part_by_part() {
         )
         .await;
     let sent = res.upstream_body().expect("proxied").to_vec();
-    let mut expected = Vec::new();
-    for part in [
-        &file[..],
-        &b"Content-Disposition: form-data; name=\"c\"\r\n\r\n1"[..],
-        &b"Content-Disposition: form-data; name=\"keep\"\r\n\r\nnew"[..],
-        &b"Content-Disposition: form-data; name=\"d\"\r\n\r\n4"[..],
-    ] {
-        expected.extend_from_slice(b"--Bound\r\n");
-        expected.extend_from_slice(part);
-        expected.extend_from_slice(b"\r\n");
-    }
-    expected.extend_from_slice(b"--Bound--\r\n");
+    let expected = multipart(&[
+        file,
+        b"Content-Disposition: form-data; name=\"c\"\r\n\r\n1",
+        b"Content-Disposition: form-data; name=\"keep\"\r\n\r\nnew",
+        b"Content-Disposition: form-data; name=\"d\"\r\n\r\n4",
+    ]);
     assert_eq!(String::from_utf8_lossy(&sent), String::from_utf8_lossy(&expected));
     assert_eq!(
         up(&res).headers.get("content-length").and_then(|v| v.to_str().ok()),
