@@ -683,7 +683,11 @@ impl PluginSet {
     /// Calls one handler; on error or panic, logs it with the plugin's name and applies
     /// Kong's consequence for the phase. Returns whether the handler succeeded.
     async fn call(&self, phase: Phase, inst: &Arc<dyn ErasedInstance>, tx: &mut Transaction) -> bool {
+        let span = plugin_span(phase, inst.meta().name, tx);
         let result = catch(inst.call(phase, tx)).await;
+        if let (Some(span), Some(trace)) = (span, tx.trace.as_mut()) {
+            trace.finish(span, None);
+        }
         let Err(err) = result else { return true };
         let name = inst.meta().name;
         // A returned `Exit` is the response, where the phase may produce one.
@@ -719,6 +723,23 @@ impl PluginSet {
         }
         false
     }
+}
+
+/// Starts the span of a plugin's rewrite, access or header_filter when the node records it
+/// (`kong.<phase>.plugin.<name>`).
+fn plugin_span(phase: Phase, name: &str, tx: &mut Transaction) -> Option<crate::tracer::SpanRef> {
+    use crate::tracer::Instrumentations;
+    let trace = tx.trace.as_mut()?;
+    let what = match phase {
+        Phase::Rewrite => Instrumentations::PLUGIN_REWRITE,
+        Phase::Access => Instrumentations::PLUGIN_ACCESS,
+        Phase::HeaderFilter => Instrumentations::PLUGIN_HEADER_FILTER,
+        _ => return None,
+    };
+    if !trace.records(what) {
+        return None;
+    }
+    trace.start_span(format!("kong.{phase}.plugin.{name}"), Default::default())
 }
 
 /// Replaces the response with Kong's `500 An unexpected error occurred`.

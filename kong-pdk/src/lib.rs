@@ -116,6 +116,7 @@ pub mod schema;
 pub mod stats;
 pub mod testing;
 pub mod timer;
+pub mod tracer;
 #[doc(hidden)]
 pub mod transaction;
 pub mod vault;

@@ -89,6 +89,8 @@ pub struct NodeInfo {
     pub stats: std::sync::Arc<crate::stats::ServerStats>,
     /// `kong.cluster.get_id()`: set once the node has a database (DB-less nodes have none).
     pub cluster_id: std::sync::OnceLock<Uuid>,
+    /// `tracing_instrumentations` and `tracing_sampling_rate` ([`Kong::tracing`](crate::Kong::tracing)).
+    pub tracing: std::sync::Arc<crate::tracer::NodeTracing>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -134,6 +136,7 @@ impl Default for NodeInfo {
             tcp: None,
             stats: Default::default(),
             cluster_id: Default::default(),
+            tracing: Default::default(),
         }
     }
 }
@@ -205,6 +208,10 @@ pub struct LogLine {
     pub level: Level,
     /// `[plugin-name] message`.
     pub message: String,
+    /// When, in ns since the Unix epoch.
+    pub time_ns: u64,
+    /// The span active when it was logged, when the request is traced.
+    pub span_id: Option<crate::tracer::SpanId>,
 }
 
 impl Level {

@@ -418,3 +418,10 @@ capability!(
     "Kong allows `enable_buffering()` in rewrite and access":
     Rewrite, Access
 );
+capability!(
+    /// `kong.tracing()`: the request's spans, in Kong's tracing phases.
+    Traced,
+    "`kong.tracing()` cannot be used in the `{Self}` phase",
+    "Kong's tracer works in rewrite, access, response, header_filter, body_filter and log":
+    Rewrite, Access, Response, HeaderFilter, BodyFilter, Log
+);

@@ -33,6 +33,7 @@ use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::phase::Phase;
 use crate::router::{RequestInfo, Router, upstream_path};
+use crate::tracer::{AttributeValue, Instrumentations, SpanKind, SpanOptions, Status, Trace};
 use crate::transaction::{CloseMsg, Frame, FrameState, Latencies, Side, Source, Transaction, UpstreamResponse};
 
 /// The Kong version whose behaviour this crate implements (`Via`, `Server`).
@@ -158,6 +159,7 @@ pub(crate) async fn before_proxy(
     sni: Option<&str>,
 ) -> Proxying {
     let mut proxying = Proxying::default();
+    begin_trace(tx);
     set.run_rewrite(tx).await;
     if tx.exit().is_some() {
         return proxying;
@@ -171,6 +173,15 @@ pub(crate) async fn before_proxy(
         .and_then(|h| h.to_str().ok())
         .and_then(host_header_port)
         .unwrap_or(tx.request.port);
+    let router_span = tx.trace.as_mut().and_then(|t| {
+        let span = t
+            .records(Instrumentations::ROUTER)
+            .then(|| t.start_span("kong.router", SpanOptions::default()));
+        // Created ahead so that access plugins can send its id upstream (Kong's
+        // `precreate_balancer_span`).
+        t.precreate_balancer();
+        span.flatten()
+    });
     let found = router.find(&RequestInfo {
         method: tx.request.method.as_str(),
         host: &tx.request.host,
@@ -179,6 +190,14 @@ pub(crate) async fn before_proxy(
         headers: &tx.request.headers,
         sni,
     });
+    if let (Some(trace), Some(span)) = (tx.trace.as_mut(), router_span) {
+        if found.is_none()
+            && let Some(s) = trace.span_mut(span)
+        {
+            s.set_status(Status::Error);
+        }
+        trace.finish(span, None);
+    }
     let Some(m) = found else {
         tx.error_response(404, "no Route matched with those values", None);
         return proxying;
@@ -213,6 +232,151 @@ pub(crate) async fn before_proxy(
         tx.error_response(503, "no Service found with those values", None);
     }
     proxying
+}
+
+/// Starts the request's trace when the node traces (Kong's `instrumentation.request`): the
+/// root span `kong`, from when the request arrived.
+fn begin_trace(tx: &mut Transaction) {
+    if tx.captured_logs.is_none() && tx.node_info().tracing.request_logs() {
+        tx.captured_logs = Some(Vec::new());
+    }
+    let settings = tx.node_info().tracing.get();
+    if !settings.instrumentations.enabled() || tx.trace.is_some() {
+        return;
+    }
+    let req = &tx.request;
+    let started = crate::tracer::now_ns().saturating_sub(tx.started.elapsed().as_nanos() as u64);
+    let flavor = match req.version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2.0",
+        Version::HTTP_3 => "3.0",
+        _ => "1.1",
+    };
+    let target = match &req.query {
+        Some(q) => format!("{}://{}{}?{q}", req.scheme, req.host, req.raw_path),
+        None => format!("{}://{}{}", req.scheme, req.host, req.raw_path),
+    };
+    let attributes = vec![
+        (
+            "http.method".into(),
+            AttributeValue::from(req.method.as_str().to_owned()),
+        ),
+        ("http.url".into(), AttributeValue::from(target)),
+        ("http.host".into(), AttributeValue::from(req.host.clone())),
+        ("http.scheme".into(), AttributeValue::from(req.scheme)),
+        ("http.flavor".into(), AttributeValue::from(flavor)),
+        (
+            "http.client_ip".into(),
+            AttributeValue::from(tx.client.forwarded_ip.to_string()),
+        ),
+        ("net.peer.ip".into(), AttributeValue::from(tx.client.ip.to_string())),
+        (
+            "kong.request.id".into(),
+            AttributeValue::from(tx.request_id().to_owned()),
+        ),
+    ];
+    let mut trace = Box::new(Trace::new(&settings));
+    let options = SpanOptions {
+        kind: SpanKind::Server,
+        start_ns: Some(started),
+        attributes,
+    };
+    trace.start_span("kong", options);
+    tx.trace = Some(trace);
+}
+
+/// The root span's `http.status_code` and `http.route`, before `header_filter` (Kong's
+/// `runloop_before_header_filter`).
+fn trace_status(tx: &mut Transaction) {
+    let status = tx.response.status;
+    let route = tx
+        .route
+        .as_ref()
+        .and_then(|r| r.paths.as_ref().and_then(|p| p.first().cloned()))
+        .unwrap_or_default();
+    let Some(trace) = tx.trace.as_mut() else { return };
+    if let Some(root) = trace.root().and_then(|r| trace.span_mut(r))
+        && root.attribute("kong.propagation_only").is_none()
+    {
+        root.set_attribute("http.status_code", i64::from(status));
+        root.set_attribute("http.route", route);
+    }
+}
+
+/// One try of the balancer, for its `kong.balancer` span.
+#[cfg(feature = "gateway")]
+#[derive(Debug, Clone)]
+pub(crate) struct BalancerTry {
+    /// When the try started and ended, in ns since the Unix epoch.
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    /// The peer tried.
+    pub(crate) ip: String,
+    pub(crate) port: u16,
+    /// Kong's status for a failed try (502 no connection, 504 timeout).
+    pub(crate) failed: Option<u16>,
+}
+
+/// Records the balancer's tries as `kong.balancer` spans: the failed ones as they ended, the
+/// last (successful) one as the pre-created span, which ends with the response.
+#[cfg(feature = "gateway")]
+pub(crate) fn balancer_tries(tx: &mut Transaction, tries: Vec<BalancerTry>) {
+    let host = tx.upstream.host.clone();
+    let Some(trace) = tx.trace.as_mut() else { return };
+    if !trace.records(Instrumentations::BALANCER) || tries.is_empty() {
+        return;
+    }
+    let Some(root) = trace.root() else { return };
+    let count = tries.len();
+    for (i, t) in tries.into_iter().enumerate() {
+        let last = i + 1 == count && t.failed.is_none();
+        let attributes = vec![
+            ("try_count".into(), AttributeValue::Double((i + 1) as f64)),
+            ("net.peer.ip".into(), AttributeValue::from(t.ip)),
+            ("net.peer.port".into(), AttributeValue::Double(f64::from(t.port))),
+        ];
+        let span = if last { trace.link_balancer(t.start_ns) } else { None };
+        let span = span.or_else(|| {
+            trace.set_active_span(root);
+            let options = SpanOptions {
+                kind: SpanKind::Client,
+                start_ns: Some(t.start_ns),
+                attributes: Vec::new(),
+            };
+            trace.start_span("kong.balancer", options)
+        });
+        let Some(span) = span else { return };
+        if let Some(s) = trace.span_mut(span) {
+            s.attributes = attributes;
+            if let Some(code) = t.failed {
+                s.set_attribute("http.status_code", i64::from(code));
+                s.set_status(Status::Error);
+            }
+            s.set_attribute("net.peer.name", host.clone());
+        }
+        if !last {
+            trace.finish(span, Some(t.end_ns));
+        }
+        trace.set_active_span(root);
+    }
+}
+
+/// Ends the request's spans once the response is sent (Kong's `runloop_log_before`): the
+/// balancer's last try and the root span end with the body.
+fn end_trace(tx: &mut Transaction) {
+    let Some(trace) = tx.trace.as_mut() else { return };
+    let now = crate::tracer::now_ns();
+    let open: Vec<_> = (0..trace.spans().len())
+        .filter(|&i| trace.spans()[i].end_ns.is_none() && trace.spans()[i].name == "kong.balancer")
+        .collect();
+    for i in open {
+        if let Some(r) = trace.span_ref(i) {
+            trace.finish(r, Some(now));
+        }
+    }
+    if let Some(root) = trace.root() {
+        trace.finish(root, Some(now));
+    }
 }
 
 /// Whether `protocol` is a WebSocket service's (`ws`, `wss`).
@@ -521,6 +685,7 @@ pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
 /// Runs `header_filter`, then adds Kong's response headers and records the latencies.
 /// `upstream_ms` is the time spent waiting for the upstream (0 when nothing was proxied).
 pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, settings: &HeaderSettings, upstream_ms: u64) {
+    trace_status(tx);
     set.run_header_filter(tx).await;
     let proxied =
         (tx.upstream_response.is_some() && tx.exit().is_none()) || tx.upstream_failed || tx.answered_for_upstream;
@@ -611,6 +776,7 @@ pub(crate) async fn body_chunk(set: &PluginSet, tx: &mut Transaction, chunk: Byt
 /// Runs `log` (`ws_close` for a WebSocket session): once per request, after the response,
 /// or after the session's last frame.
 pub(crate) async fn log(set: &PluginSet, tx: &mut Transaction) {
+    end_trace(tx);
     match last_phase(tx) {
         Phase::WsClose => set.run_ws_close(tx).await,
         _ => set.run_log(tx).await,

@@ -463,6 +463,23 @@ impl Harness {
         self
     }
 
+    /// Sets the node's `tracing_instrumentations` (comma-separated, as in kong.conf) and
+    /// `tracing_sampling_rate`: requests get a trace ([`Kong::tracing`](crate::Kong::tracing)).
+    ///
+    /// # Panics
+    /// On an unknown instrumentation.
+    #[must_use]
+    pub fn tracing(self, instrumentations: &str, sampling_rate: f64) -> Self {
+        let names: Vec<&str> = instrumentations.split(',').map(str::trim).collect();
+        let instrumentations =
+            crate::tracer::Instrumentations::parse(&names).unwrap_or_else(|e| panic!("tracing: {e}"));
+        self.node.tracing.set(crate::tracer::TracingSettings {
+            instrumentations,
+            sampling_rate,
+        });
+        self
+    }
+
     /// Sets Kong's `headers` setting (which of `Server`, `Via`, the latencies and
     /// `X-Kong-Request-Id` responses carry), as `HeaderSettings::parse` reads it.
     ///

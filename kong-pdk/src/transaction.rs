@@ -508,6 +508,9 @@ pub struct Transaction {
     pub(crate) handshake: HandshakeRequests,
     pub(crate) latencies: Latencies,
     pub(crate) captured_logs: Option<Vec<LogLine>>,
+    /// The request's spans, when the node traces (`tracing_instrumentations`) or a plugin
+    /// started a propagation-only trace.
+    pub(crate) trace: Option<Box<crate::tracer::Trace>>,
 }
 
 /// Timings the gateway records for `serialize()` and the latency headers, in ms.
@@ -558,6 +561,14 @@ pub(crate) fn new_request_id() -> String {
 }
 
 impl Transaction {
+    /// Whether the request's trace records the balancer's tries.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn traces_balancer(&self) -> bool {
+        self.trace
+            .as_ref()
+            .is_some_and(|t| t.records(crate::tracer::Instrumentations::BALANCER))
+    }
+
     /// A transaction for an HTTP request. The upstream request starts as a copy of the client
     /// request; the gateway sets its target once routed.
     pub fn new(request: ClientRequest, client: ClientConn, node: Arc<NodeInfo>) -> Transaction {
@@ -615,6 +626,7 @@ impl Transaction {
             handshake: HandshakeRequests::default(),
             latencies: Latencies::default(),
             captured_logs: None,
+            trace: None,
         }
     }
 

@@ -23,7 +23,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 /// The layers, bottom first: a module may use those of its own layer's predecessors only.
 const LAYERS: &[&[&str]] = &[
     &[
-        "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats", "vault",
+        "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats", "vault", "tracer",
     ],
     &["engine"],
     &["dao", "model"],

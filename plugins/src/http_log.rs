@@ -2,8 +2,8 @@
 //! an HTTP endpoint through Kong's queue (batches, retries, a bound on what waits): a single
 //! JSON object per request with the default batch size of 1, else a JSON array per batch.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -88,16 +88,16 @@ fn check(config: &Value) -> Result<(), String> {
 
 /// The parts of `http_endpoint` a request needs.
 #[derive(Debug, Clone, PartialEq)]
-struct Endpoint {
-    scheme: String,
-    userinfo: Option<String>,
-    host: String,
-    port: u16,
-    path: String,
+pub(crate) struct Endpoint {
+    pub(crate) scheme: String,
+    pub(crate) userinfo: Option<String>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
 }
 
 impl Endpoint {
-    fn parse(url: &str) -> Option<Endpoint> {
+    pub(crate) fn parse(url: &str) -> Option<Endpoint> {
         let (scheme, rest) = url.split_once("://")?;
         let scheme = scheme.to_ascii_lowercase();
         let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -126,20 +126,7 @@ impl Endpoint {
     }
 }
 
-/// Queues kept at most by one node.
-const MAX_QUEUES: usize = 256;
-
-/// The node's queues, by Kong's queue name.
-#[derive(Default)]
-pub struct Queues {
-    queues: Mutex<HashMap<String, Arc<Queue>>>,
-}
-
-impl std::fmt::Debug for Queues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Queues")
-    }
-}
+pub use crate::queue::Queues;
 
 impl HttpLog {
     /// Kong's queue name: instances with the same parameters share a queue.
@@ -188,80 +175,70 @@ impl Handler for HttpLog {
             return Ok(());
         };
         let name = self.queue_name();
-        let queue = {
-            let mut queues = kong.state().queues.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(q) = queues.get(&name) {
-                q.clone()
-            } else {
-                if queues.len() >= MAX_QUEUES {
-                    queues.clear();
-                }
-                let config = self.queue_config();
-                let single = config.max_batch_size.unwrap_or(1) == 1;
-                let method = self.method.clone().unwrap_or_else(|| "POST".into());
-                let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
-                let timeout = Duration::from_millis(self.timeout.unwrap_or(10000.0).max(1.0) as u64);
-                let keepalive = Duration::from_millis(self.keepalive.unwrap_or(60000.0).max(0.0) as u64);
-                let mut headers = vec![("Content-Type".to_owned(), content_type)];
-                if let Some(user) = &endpoint.userinfo {
-                    let decoded = percent_decode(user);
-                    let token = base64::engine::general_purpose::STANDARD.encode(decoded);
-                    headers.push(("Authorization".into(), format!("Basic {token}")));
-                }
-                for (k, v) in self.headers.iter().flat_map(|h| h.0.iter()) {
-                    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
-                        headers.push((k.clone(), v.clone()));
-                    }
-                }
-                let endpoint = endpoint.clone();
-                let send: crate::queue::Send = Arc::new(move |entries: &[Vec<u8>]| {
-                    let client = client.clone();
-                    let body = match entries {
-                        [one] if single => one.clone(),
-                        _ => {
-                            let size = entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
-                            let mut body = Vec::with_capacity(size);
-                            body.push(b'[');
-                            for (i, entry) in entries.iter().enumerate() {
-                                if i > 0 {
-                                    body.push(b',');
-                                }
-                                body.extend_from_slice(entry);
-                            }
-                            body.push(b']');
-                            body
-                        }
-                    };
-                    let request = OutboundRequest {
-                        method: method.clone(),
-                        scheme: endpoint.scheme.clone(),
-                        host: endpoint.host.clone(),
-                        port: endpoint.port,
-                        path: endpoint.path.clone(),
-                        headers: headers.clone(),
-                        body,
-                        timeout,
-                        keepalive,
-                    };
-                    let (host, port) = (endpoint.host.clone(), endpoint.port);
-                    Box::pin(async move {
-                        let answer = client.send(request).await?;
-                        if answer.status < 300 {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "request to {host}:{port} returned status code {} and body {}",
-                                answer.status,
-                                String::from_utf8_lossy(&answer.body)
-                            ))
-                        }
-                    })
-                });
-                let q = Queue::new(format!("http-log plugin {}", kong.plugin_id()), config, send, timers);
-                queues.insert(name, q.clone());
-                q
+        let queue = kong.state().get_or_insert_with(name, || {
+            let config = self.queue_config();
+            let single = config.max_batch_size.unwrap_or(1) == 1;
+            let method = self.method.clone().unwrap_or_else(|| "POST".into());
+            let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
+            let timeout = Duration::from_millis(self.timeout.unwrap_or(10000.0).max(1.0) as u64);
+            let keepalive = Duration::from_millis(self.keepalive.unwrap_or(60000.0).max(0.0) as u64);
+            let mut headers = vec![("Content-Type".to_owned(), content_type)];
+            if let Some(user) = &endpoint.userinfo {
+                let decoded = percent_decode(user);
+                let token = base64::engine::general_purpose::STANDARD.encode(decoded);
+                headers.push(("Authorization".into(), format!("Basic {token}")));
             }
-        };
+            for (k, v) in self.headers.iter().flat_map(|h| h.0.iter()) {
+                if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                    headers.push((k.clone(), v.clone()));
+                }
+            }
+            let endpoint = endpoint.clone();
+            let send: crate::queue::Send = Arc::new(move |entries: &[Vec<u8>]| {
+                let client = client.clone();
+                let body = match entries {
+                    [one] if single => one.clone(),
+                    _ => {
+                        let size = entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
+                        let mut body = Vec::with_capacity(size);
+                        body.push(b'[');
+                        for (i, entry) in entries.iter().enumerate() {
+                            if i > 0 {
+                                body.push(b',');
+                            }
+                            body.extend_from_slice(entry);
+                        }
+                        body.push(b']');
+                        body
+                    }
+                };
+                let request = OutboundRequest {
+                    method: method.clone(),
+                    scheme: endpoint.scheme.clone(),
+                    host: endpoint.host.clone(),
+                    port: endpoint.port,
+                    path: endpoint.path.clone(),
+                    headers: headers.clone(),
+                    body,
+                    timeout,
+                    keepalive,
+                };
+                let (host, port) = (endpoint.host.clone(), endpoint.port);
+                Box::pin(async move {
+                    let answer = client.send(request).await?;
+                    if answer.status < 300 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "request to {host}:{port} returned status code {} and body {}",
+                            answer.status,
+                            String::from_utf8_lossy(&answer.body)
+                        ))
+                    }
+                })
+            });
+            Queue::new(format!("http-log plugin {}", kong.plugin_id()), config, send, timers)
+        });
         if let Some(warning) = queue.enqueue(entry) {
             kong.log().warn(warning);
         }

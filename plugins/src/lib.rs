@@ -13,6 +13,8 @@
 //! - [`ip_restriction`]: `ip-restriction`, allow and deny lists of addresses and ranges;
 //! - [`jwt`]: `jwt`, with its `jwt_secrets` entity;
 //! - [`key_auth`]: `key-auth`, with its `keyauth_credentials` entity;
+//! - [`opentelemetry`]: `opentelemetry`, the request's spans as OTLP/HTTP protobuf, and trace
+//!   context propagation (W3C, b3, Jaeger, OpenTracing, Datadog, AWS, GCP, Instana);
 //! - [`prometheus`]: `prometheus`, metrics in Prometheus' text format at `/metrics`;
 //! - [`proxy_cache`]: `proxy-cache`, answers from a node-local cache, with its Admin API;
 //! - [`rate_limiting`]: `rate-limiting`, requests per second to year, counted in memory, in
@@ -43,6 +45,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 mod limits;
+pub mod opentelemetry;
 pub mod prometheus;
 pub mod proxy_cache;
 mod queue;
@@ -73,6 +76,7 @@ pub const BUNDLED: &[&str] = &[
     "ip-restriction",
     "jwt",
     "key-auth",
+    "opentelemetry",
     "prometheus",
     "proxy-cache",
     "rate-limiting",

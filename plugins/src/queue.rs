@@ -13,33 +13,101 @@ use std::time::{Duration, Instant};
 use kong_pdk::prelude::*;
 use kong_pdk::timer::Timers;
 
-/// The queue's settings (Kong's `queue` record).
-#[record]
-#[derive(Clone)]
-pub struct QueueConfig {
-    /// Entries sent together at most.
-    #[field(default = 1, between = (1, 1000000))]
-    pub max_batch_size: Option<i64>,
-    /// How long, in seconds, a batch waits for more entries before it goes.
-    #[field(default = 1, between = (0, 3600))]
-    pub max_coalescing_delay: Option<f64>,
-    /// Entries waiting at most (the oldest are dropped beyond).
-    #[field(default = 10000, between = (1, 1000000))]
-    pub max_entries: Option<i64>,
-    /// Bytes waiting at most.
-    pub max_bytes: Option<i64>,
-    /// How long, in seconds, a failing batch is retried.
-    #[field(default = 60)]
-    pub max_retry_time: Option<f64>,
-    /// The first retry's delay, in seconds; each next one doubles.
-    #[field(default = 0.01, between = (0.001, 1000000))]
-    pub initial_retry_delay: Option<f64>,
-    /// The longest retry delay, in seconds.
-    #[field(default = 60, between = (0.001, 1000000))]
-    pub max_retry_delay: Option<f64>,
-    /// `1`: one sender; `-1`: no queue, each entry sent at once on its own.
-    #[field(default = 1, one_of = [-1, 1])]
-    pub concurrency_limit: Option<i64>,
+/// Defines a queue settings record (Kong's `typedefs.queue`) whose `max_batch_size`
+/// defaults to `$batch` (plugins override that default, as Kong's `typedefs.queue { default
+/// = ... }` does).
+macro_rules! queue_record {
+    ($(#[$doc:meta])* $name:ident, $batch:tt) => {
+        $(#[$doc])*
+        #[record]
+        #[derive(Clone)]
+        pub struct $name {
+            /// Entries sent together at most.
+            #[field(default = $batch, between = (1, 1000000))]
+            pub max_batch_size: Option<i64>,
+            /// How long, in seconds, a batch waits for more entries before it goes.
+            #[field(default = 1, between = (0, 3600))]
+            pub max_coalescing_delay: Option<f64>,
+            /// Entries waiting at most (the oldest are dropped beyond).
+            #[field(default = 10000, between = (1, 1000000))]
+            pub max_entries: Option<i64>,
+            /// Bytes waiting at most.
+            pub max_bytes: Option<i64>,
+            /// How long, in seconds, a failing batch is retried.
+            #[field(default = 60)]
+            pub max_retry_time: Option<f64>,
+            /// The first retry's delay, in seconds; each next one doubles.
+            #[field(default = 0.01, between = (0.001, 1000000))]
+            pub initial_retry_delay: Option<f64>,
+            /// The longest retry delay, in seconds.
+            #[field(default = 60, between = (0.001, 1000000))]
+            pub max_retry_delay: Option<f64>,
+            /// `1`: one sender; `-1`: no queue, each entry sent at once on its own.
+            #[field(default = 1, one_of = [-1, 1])]
+            pub concurrency_limit: Option<i64>,
+        }
+    };
+}
+
+queue_record!(
+    /// The queue's settings (Kong's `queue` record).
+    QueueConfig,
+    1
+);
+
+queue_record!(
+    /// The queue's settings of a plugin that batches 200 entries by default (Kong's
+    /// `typedefs.queue { default = { max_batch_size = 200 } }`: opentelemetry).
+    Batched200,
+    200
+);
+
+impl From<Batched200> for QueueConfig {
+    fn from(q: Batched200) -> QueueConfig {
+        QueueConfig {
+            max_batch_size: q.max_batch_size,
+            max_coalescing_delay: q.max_coalescing_delay,
+            max_entries: q.max_entries,
+            max_bytes: q.max_bytes,
+            max_retry_time: q.max_retry_time,
+            initial_retry_delay: q.initial_retry_delay,
+            max_retry_delay: q.max_retry_delay,
+            concurrency_limit: q.concurrency_limit,
+        }
+    }
+}
+
+/// Queues kept at most by one node (a node that sees more distinct queue names starts over:
+/// configurations that change all the time cannot grow it without bound).
+const MAX_QUEUES: usize = 256;
+
+/// A plugin's queues on this node, by Kong's queue name: instances with the same parameters
+/// share one.
+#[derive(Default)]
+pub struct Queues {
+    queues: Mutex<std::collections::HashMap<String, Arc<Queue>>>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queues")
+    }
+}
+
+impl Queues {
+    /// The queue named `name`, created by `create` when there is none yet.
+    pub(crate) fn get_or_insert_with(&self, name: String, create: impl FnOnce() -> Arc<Queue>) -> Arc<Queue> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = queues.get(&name) {
+            return q.clone();
+        }
+        if queues.len() >= MAX_QUEUES {
+            queues.clear();
+        }
+        let q = create();
+        queues.insert(name, q.clone());
+        q
+    }
 }
 
 /// What sends a batch (it reads the entries before it returns its future, so a retry sends

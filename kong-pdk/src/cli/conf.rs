@@ -46,6 +46,8 @@ pub struct Settings {
     pub log_level: String,
     /// `trusted_ips`.
     pub trusted_ips: Vec<String>,
+    /// `tracing_instrumentations` and `tracing_sampling_rate`.
+    pub tracing: crate::tracer::TracingSettings,
     /// `headers`.
     pub headers: HeaderSettings,
     /// `lua_ssl_trusted_certificate`: PEM files (comma-separated, `system` for the system's
@@ -206,6 +208,7 @@ impl Settings {
             prefix: PathBuf::from("prefix"),
             log_level: "notice".into(),
             trusted_ips: Vec::new(),
+            tracing: Default::default(),
             headers: HeaderSettings::default(),
             lua_ssl_trusted_certificate: "system".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -240,6 +243,18 @@ impl Settings {
                 "admin_gui_origin" => s.admin_gui_origin = comma_list(&v),
                 "log_level" => s.log_level = v,
                 "trusted_ips" => s.trusted_ips = comma_list(&v),
+                "tracing_instrumentations" => {
+                    let names = comma_list(&v);
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    s.tracing.instrumentations = crate::tracer::Instrumentations::parse(&names)?;
+                }
+                "tracing_sampling_rate" => {
+                    s.tracing.sampling_rate = v
+                        .parse()
+                        .ok()
+                        .filter(|r: &f64| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| "tracing_sampling_rate must be between 0 and 1".to_owned())?
+                }
                 "headers" => s.headers = HeaderSettings::parse(&v)?,
                 "lua_ssl_trusted_certificate" => s.lua_ssl_trusted_certificate = v,
                 "nginx_worker_processes" => {
@@ -302,6 +317,7 @@ impl Settings {
         Ok(NodeInfo {
             trusted_ips: trusted,
             hostname,
+            tracing: Arc::new(crate::tracer::NodeTracing::new(self.tracing)),
             ..NodeInfo::default()
         })
     }
@@ -633,6 +649,43 @@ mod tests {
         let bad = [("KONG_STATUS_LISTEN".to_owned(), "nowhere:8007".to_owned())];
         let err = Settings::load_with_env(None, None, bad).unwrap_err();
         assert_eq!(err, "status_listen: invalid address 'nowhere:8007'");
+    }
+
+    #[test]
+    fn tracing_settings_are_read_and_checked_as_kong() {
+        use crate::tracer::Instrumentations;
+        let off = Settings::load_with_env(None, None, Vec::new()).unwrap();
+        assert_eq!(off.tracing, crate::tracer::TracingSettings::default());
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let on = Settings::load_with_env(
+            None,
+            None,
+            env(&[
+                ("KONG_TRACING_INSTRUMENTATIONS", "router, balancer"),
+                ("KONG_TRACING_SAMPLING_RATE", "0.25"),
+            ]),
+        )
+        .unwrap();
+        assert!(on.tracing.instrumentations.contains(Instrumentations::BALANCER));
+        assert!(!on.tracing.instrumentations.contains(Instrumentations::PLUGIN_ACCESS));
+        assert_eq!(on.tracing.sampling_rate, 0.25);
+        assert_eq!(
+            on.node().unwrap().tracing.get(),
+            on.tracing,
+            "the node starts with them"
+        );
+        let err = Settings::load_with_env(None, None, env(&[("KONG_TRACING_INSTRUMENTATIONS", "off,router")]));
+        assert_eq!(
+            err.unwrap_err(),
+            "invalid tracing types: off, other types are mutually exclusive"
+        );
+        let err = Settings::load_with_env(None, None, env(&[("KONG_TRACING_SAMPLING_RATE", "1.5")]));
+        assert_eq!(err.unwrap_err(), "tracing_sampling_rate must be between 0 and 1");
     }
 
     #[test]

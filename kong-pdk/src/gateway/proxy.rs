@@ -110,7 +110,20 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             },
         };
         let headers = runloop::upstream_headers(&mut tx, &conn.values, &proxying, &proxy.headers);
-        let result = send(proxy, &snap, &tx, headers, body, client_upgrade.is_some()).await;
+        let mut tries = tx.traces_balancer().then(Vec::new);
+        let result = send(
+            proxy,
+            &snap,
+            &tx,
+            headers,
+            body,
+            client_upgrade.is_some(),
+            tries.as_mut(),
+        )
+        .await;
+        if let Some(tries) = tries {
+            runloop::balancer_tries(&mut tx, tries);
+        }
         upstream_ms = access_done.elapsed().as_millis() as u64;
         match result {
             Ok(mut resp) => {
@@ -277,7 +290,21 @@ async fn ws_connect(
     let key = generate_key();
     headers.insert("sec-websocket-key", HeaderValue::from_str(&key).ok()?);
     headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
-    let mut resp = match send(proxy, snap, tx, headers, Outgoing::Bytes(Bytes::new()), true).await {
+    let mut tries = tx.traces_balancer().then(Vec::new);
+    let sent = send(
+        proxy,
+        snap,
+        tx,
+        headers,
+        Outgoing::Bytes(Bytes::new()),
+        true,
+        tries.as_mut(),
+    )
+    .await;
+    if let Some(tries) = tries {
+        runloop::balancer_tries(tx, tries);
+    }
+    let mut resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
             runloop::upstream_failed(tx, e);
@@ -395,6 +422,7 @@ async fn send(
     mut headers: http::HeaderMap,
     body: Outgoing,
     websocket: bool,
+    mut tries: Option<&mut Vec<runloop::BalancerTry>>,
 ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
     let up = &tx.upstream;
     let balancer = snap.upstreams.get(&up.host);
@@ -452,11 +480,25 @@ async fn send(
             None => (up.host.as_str(), up.port),
         };
         let target = Target { host, port, tls };
+        let start_ns = tries.as_ref().map(|_| crate::tracer::now_ns());
         let sent = if websocket {
             Pool::send_upgrade(target, req, connect, read).await
         } else {
             proxy.pool.send(target, req, connect, read).await
         };
+        if let (Some(tries), Some(start_ns)) = (tries.as_deref_mut(), start_ns) {
+            tries.push(runloop::BalancerTry {
+                start_ns,
+                end_ns: crate::tracer::now_ns(),
+                ip: host.to_owned(),
+                port,
+                failed: match &sent {
+                    Ok(_) => None,
+                    Err(SendError::ConnectTimeout(_) | SendError::Timeout) => Some(504),
+                    Err(_) => Some(502),
+                },
+            });
+        }
         req = match sent {
             Ok(resp) => return Ok(resp),
             Err(SendError::Connect(back) | SendError::ConnectTimeout(back)) if attempt < up.retries => {

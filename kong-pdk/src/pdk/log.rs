@@ -17,10 +17,26 @@ pub(crate) fn record(tx: &mut Transaction, level: Level, line: String) {
     if let Some(log) = &tx.node.error_log {
         log.push(level, &line);
     }
-    if let Some(lines) = &mut tx.captured_logs {
-        lines.push(LogLine { level, message: line });
+    if let Some(lines) = &mut tx.captured_logs
+        && lines.len() < MAX_REQUEST_LINES
+    {
+        let span_id = tx
+            .trace
+            .as_ref()
+            .and_then(|t| t.active_span().and_then(|s| t.span(s)))
+            .map(|s| s.span_id);
+        lines.push(LogLine {
+            level,
+            message: line,
+            time_ns: crate::tracer::now_ns(),
+            span_id,
+        });
     }
 }
+
+/// The most lines one request keeps for [`Log::request_lines`] (Kong's `MAX_REQUEST_LOGS`);
+/// later ones are only logged.
+pub const MAX_REQUEST_LINES: usize = 1000;
 
 /// Emits one line at `level`.
 pub(crate) fn emit(level: Level, line: &str) {
@@ -49,6 +65,16 @@ macro_rules! level_fn {
 }
 
 impl<'a, P: RequestPhase> Log<'a, P> {
+    /// The lines logged during this request so far, when the node keeps them (an exporter
+    /// asked for them with [`NodeTracing::set_request_logs`](crate::tracer::NodeTracing::set_request_logs),
+    /// or the test harness runs the request); at most [`MAX_REQUEST_LINES`].
+    pub fn request_lines(&self) -> &[LogLine] {
+        self.tx
+            .as_deref()
+            .and_then(|t| t.captured_logs.as_deref())
+            .unwrap_or(&[])
+    }
+
     pub(crate) fn new(tx: Option<&'a mut Transaction>, plugin: &'static str) -> Self {
         Log {
             tx,

@@ -37,6 +37,7 @@ pub(crate) mod request;
 mod response;
 mod router;
 mod service;
+mod spans;
 mod websocket;
 
 use std::marker::PhantomData;
@@ -48,12 +49,13 @@ pub use client::{Client, ClientTls};
 pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
 pub use ip::Networks;
-pub use log::{ErrorLog, Level, Log, LogLine, Measures};
+pub use log::{ErrorLog, Level, Log, LogLine, MAX_REQUEST_LINES, Measures};
 pub use node::{Cluster, Nginx, Node, NodeInfo};
 pub use request::{QueryValue, Request};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
+pub use spans::Tracing;
 pub use websocket::{
     DEFAULT_CLIENT_MAX_PAYLOAD, DEFAULT_UPSTREAM_MAX_PAYLOAD, Direction, FromClient, FromUpstream, MAX_PAYLOAD_SIZE,
     WebSocket, WsSide,
@@ -207,6 +209,14 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
     /// `kong.vault`: secret references (`{vault://env/NAME}`), parsed and resolved.
     pub fn vault(&self) -> crate::vault::Vault {
         crate::vault::Vault
+    }
+
+    /// `kong.tracing`: the request's spans and trace context.
+    pub fn tracing(&mut self) -> Tracing<'_, P>
+    where
+        P: phase::Traced,
+    {
+        Tracing::new(self.tx)
     }
 
     /// `kong.router`: the matched route and service.

@@ -22,6 +22,12 @@ impl<'a> Node<'a> {
         self.info.id
     }
 
+    /// The node's tracing settings (`tracing_instrumentations`, `tracing_sampling_rate`) and
+    /// whether requests keep their log lines for an exporter.
+    pub fn tracing(&self) -> &'a crate::tracer::NodeTracing {
+        &self.info.tracing
+    }
+
     /// `kong.node.get_hostname()`.
     pub fn get_hostname(&self) -> &str {
         &self.info.hostname

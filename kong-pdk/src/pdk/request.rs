@@ -340,6 +340,11 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         &self.tx.request.headers
     }
 
+    /// The request's id (the log serializer's `request.id`, the `X-Kong-Request-Id` header).
+    pub fn get_id(&self) -> &str {
+        self.tx.request_id()
+    }
+
     /// `get_start_time()`: ms since the epoch.
     pub fn get_start_time(&self) -> u64 {
         self.tx.started_at_ms

@@ -617,6 +617,7 @@ impl Table<'_> {
 pub struct Conf {
     headers: Option<String>,
     declarative_config: Option<String>,
+    tracing: Option<crate::tracer::TracingSettings>,
 }
 
 impl Conf {
@@ -630,6 +631,22 @@ impl Conf {
     /// JSON) instead of the blueprint's entities.
     pub fn declarative_config(mut self, yaml: &str) -> Conf {
         self.declarative_config = Some(yaml.to_owned());
+        self
+    }
+
+    /// Kong's `tracing_instrumentations` (comma-separated, as in kong.conf) and
+    /// `tracing_sampling_rate`.
+    ///
+    /// # Panics
+    /// On an unknown instrumentation.
+    pub fn tracing(mut self, instrumentations: &str, sampling_rate: f64) -> Conf {
+        let names: Vec<&str> = instrumentations.split(',').map(str::trim).collect();
+        let instrumentations =
+            crate::tracer::Instrumentations::parse(&names).unwrap_or_else(|e| panic!("Conf::tracing: {e}"));
+        self.tracing = Some(crate::tracer::TracingSettings {
+            instrumentations,
+            sampling_rate,
+        });
         self
     }
 }
@@ -685,6 +702,9 @@ pub async fn start_another_kong(bp: &Blueprint, conf: Conf) -> Gateway {
 
 async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_here: bool) -> Gateway {
     let inner = &bp.0;
+    if let Some(tracing) = conf.tracing {
+        plugins.node().tracing.set(tracing);
+    }
     let headers = match &conf.headers {
         Some(h) => HeaderSettings::parse(h).unwrap_or_else(|e| panic!("start_kong: headers: {e}")),
         None => HeaderSettings::default(),
