@@ -420,3 +420,27 @@ async fn the_schema_is_kongs() {
         (&json!(1000), &json!(5000), &json!(5000))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_serializer_gets_the_trace_id_in_each_injected_format() {
+    use kong_pdk::testing::{MockResponse, TestRequest};
+    let (port, got) = receiver(vec![]).await;
+    let gw = Harness::new()
+        .plugin::<OpenTelemetry>(json!({
+            "traces_endpoint": "http://127.0.0.1:1/v1/traces",
+            "propagation": { "extract": ["w3c"], "inject": ["preserve", "jaeger"] },
+        }))
+        .route_plugin::<kong_plugins::http_log::HttpLog>(json!({
+            "http_endpoint": format!("http://127.0.0.1:{port}/logs"),
+        }))
+        .start()
+        .await
+        .unwrap();
+    gw.send(
+        TestRequest::get("/").header("traceparent", &format!("00-{TRACE}-{CALLER}-01")),
+        |_| MockResponse::ok("{}"),
+    )
+    .await;
+    let entry = wait_for(&got, 1).await[0].json();
+    assert_eq!(entry["trace_id"], json!({ "w3c": TRACE, "jaeger": TRACE }));
+}
