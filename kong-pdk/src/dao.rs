@@ -48,6 +48,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::cache::{Cache, CacheOptions};
 use crate::entities::{Consumer, Credential, ForeignKey};
 use crate::schema::{ConfigRecord, Field, FieldKind, FieldSchema, RecordSchema, typedefs};
 
@@ -364,6 +365,42 @@ impl DataStore {
         let rows = self.kinds.get(T::NAME)?;
         let id = rows.by_cache_key.get(key)?;
         row(rows.by_id.get(id)?.clone())
+    }
+
+    /// [`DataStore::select_by_cache_key`] through the node's cache (Kong's
+    /// `kong.cache:get(dao:cache_key(key), nil, load)`): the key `T::NAME:key:::::`, a miss
+    /// cached as well. The Admin API forgets the key when such an entity changes.
+    pub fn cached_by_cache_key<T: Dao>(&self, cache: &Cache, key: &str) -> Option<Row<T>> {
+        let cache_key = crate::cache::cache_key(T::NAME, &[key]);
+        let (row, _) = cache
+            .get_with(&cache_key, CacheOptions::default(), || {
+                Ok(self.select_by_cache_key::<T>(key))
+            })
+            .ok()?;
+        row.map(|r| (*r).clone())
+    }
+
+    /// [`DataStore::consumer`] through the node's cache (the key `consumers:<id>:::::`).
+    pub fn cached_consumer(&self, cache: &Cache, id: Uuid) -> Option<Arc<Consumer>> {
+        let cache_key = crate::cache::cache_key("consumers", &[&id.to_string()]);
+        let (consumer, _) = cache
+            .get_with(&cache_key, CacheOptions::default(), || Ok(self.consumer(id)))
+            .ok()?;
+        consumer.map(|c| (*c).clone())
+    }
+
+    /// [`DataStore::select_by_consumer`] through the node's cache (the key
+    /// `T::NAME:<consumer id>:::::`, as acl's groups are cached), forgotten when any `T` of
+    /// the consumer changes.
+    pub fn cached_by_consumer<T: Dao>(&self, cache: &Cache, consumer: Uuid) -> Arc<Vec<Row<T>>> {
+        let cache_key = crate::cache::cache_key(T::NAME, &[&consumer.to_string()]);
+        cache
+            .get_with(&cache_key, CacheOptions::default(), || {
+                Ok(Some(self.select_by_consumer::<T>(consumer)))
+            })
+            .ok()
+            .and_then(|(rows, _)| rows)
+            .unwrap_or_default()
     }
 
     /// Every `T` of the consumer with id `consumer` (acl's groups).

@@ -89,6 +89,7 @@ extern crate self as kong_pdk;
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod api;
+pub mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod counters;

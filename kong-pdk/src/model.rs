@@ -91,6 +91,8 @@ pub struct NodeInfo {
     pub cluster_id: std::sync::OnceLock<Uuid>,
     /// `tracing_instrumentations` and `tracing_sampling_rate` ([`Kong::tracing`](crate::Kong::tracing)).
     pub tracing: std::sync::Arc<crate::tracer::NodeTracing>,
+    /// `kong.cache` ([`Kong::cache`](crate::Kong::cache)).
+    pub cache: std::sync::Arc<crate::cache::Cache>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -137,6 +139,7 @@ impl Default for NodeInfo {
             stats: Default::default(),
             cluster_id: Default::default(),
             tracing: Default::default(),
+            cache: Default::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 const LAYERS: &[&[&str]] = &[
     &[
         "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats", "vault", "tracer",
+        "cache",
     ],
     &["engine"],
     &["dao", "model"],

@@ -85,7 +85,7 @@ impl Handler for Acl {
                 (auth.0, "X-Authenticated-Groups")
             }
             (Some(id), _) => {
-                let rows = kong.db().select_by_consumer::<AclGroup>(id);
+                let rows = kong.db().cached_by_consumer::<AclGroup>(&kong.cache(), id);
                 if rows.is_empty() && !deny_mode {
                     return refuse(has_credential);
                 }

@@ -29,7 +29,12 @@ pub(crate) fn or_anonymous<P: AuthPhase>(
     let Some(anonymous) = anonymous else {
         return Err(failure.into());
     };
-    match kong.client().load_consumer(anonymous, true) {
+    // Through the node's cache, as Kong's auth plugins load it (`consumers:<anonymous>`).
+    let key = kong_pdk::cache::cache_key("consumers", &[anonymous]);
+    let cached = kong.cache().get_with(&key, Default::default(), || {
+        Ok(kong.client().load_consumer(anonymous, true))
+    });
+    match cached.ok().and_then(|(c, _)| c).map(|c| (*c).clone()) {
         Some(consumer) => Ok(kong.client().set_consumer(consumer, None)?),
         None => Err(Exit::error(
             500,

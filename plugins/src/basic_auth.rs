@@ -123,7 +123,9 @@ impl BasicAuth {
             return Ok(Err(unauthorized()));
         }
         let lookup = |kong: &mut Kong<'_, P>, (username, password): (String, String)| {
-            let credential = kong.db().select_by_cache_key::<BasicAuthCredential>(&username);
+            let credential = kong
+                .db()
+                .cached_by_cache_key::<BasicAuthCredential>(&kong.cache(), &username);
             (credential, password)
         };
         // Proxy-Authorization first; Authorization when that names no credential.
@@ -148,7 +150,7 @@ impl BasicAuth {
         if hash(&credential.consumer.to_string(), &password) != credential.value.password {
             return Ok(Err(unauthorized()));
         }
-        let Some(consumer) = kong.db().consumer(credential.consumer) else {
+        let Some(consumer) = kong.db().cached_consumer(&kong.cache(), credential.consumer) else {
             return Ok(Err(Exit::error(500, "An unexpected error occurred")));
         };
         kong.client().set_consumer(consumer, Some(credential.credential()))?;

@@ -197,7 +197,10 @@ impl HmacAuth {
         let Some(params) = params.filter(|p| self.acceptable(p)) else {
             return Ok(Err(unauthorized(SIGNATURE_NOT_VALID)));
         };
-        let Some(credential) = kong.db().select_by_cache_key::<HmacCredential>(&params.username) else {
+        let Some(credential) = kong
+            .db()
+            .cached_by_cache_key::<HmacCredential>(&kong.cache(), &params.username)
+        else {
             return Ok(Err(unauthorized(SIGNATURE_NOT_VALID)));
         };
         let data = signing_string(kong, &params.headers);
@@ -207,7 +210,7 @@ impl HmacAuth {
         if !matches || (self.validate_request_body && !self.body_matches(kong).await) {
             return Ok(Err(unauthorized(SIGNATURE_NOT_SAME)));
         }
-        let Some(consumer) = kong.db().consumer(credential.consumer) else {
+        let Some(consumer) = kong.db().cached_consumer(&kong.cache(), credential.consumer) else {
             return Ok(Err(Exit::error(500, "An unexpected error occurred")));
         };
         kong.client().set_consumer(consumer, Some(credential.credential()))?;

@@ -307,7 +307,7 @@ impl Jwt {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         };
-        let Some(secret) = kong.db().select_by_cache_key::<JwtSecret>(&key) else {
+        let Some(secret) = kong.db().cached_by_cache_key::<JwtSecret>(&kong.cache(), &key) else {
             return refuse(
                 message(format!("No credentials found for given '{claim}'")),
                 &with_error,
@@ -353,7 +353,7 @@ impl Jwt {
                 return refuse(json!({ "exp": "exceeds maximum allowed expiration" }), &with_error);
             }
         }
-        let Some(consumer) = kong.db().consumer(secret.consumer) else {
+        let Some(consumer) = kong.db().cached_consumer(&kong.cache(), secret.consumer) else {
             return Ok(Err(Exit::new(
                 401,
                 json!({ "message": format!("Could not find consumer for '{claim}={key}'") }),

@@ -168,7 +168,7 @@ impl KeyAuth {
             Some(k) if !k.is_empty() => k,
             _ => return Ok(Err(self.unauthorized("No API key found in request"))),
         };
-        let Some(credential) = kong.db().select_by_cache_key::<KeyAuthCredential>(&key) else {
+        let Some(credential) = kong.db().cached_by_cache_key::<KeyAuthCredential>(&kong.cache(), &key) else {
             return Ok(Err(self.unauthorized("Unauthorized")));
         };
         // A key written with a `ttl` is gone once it has lived that long.
@@ -180,7 +180,7 @@ impl KeyAuth {
                 return Ok(Err(self.unauthorized("Unauthorized")));
             }
         }
-        let Some(consumer) = kong.db().consumer(credential.consumer) else {
+        let Some(consumer) = kong.db().cached_consumer(&kong.cache(), credential.consumer) else {
             return Ok(Err(Exit::error(500, "An unexpected error occurred")));
         };
         kong.client().set_consumer(consumer, Some(credential.credential()))?;

@@ -70,8 +70,7 @@ impl Admin {
             })
             .collect();
         let _write = self.writes.lock().await;
-        self.entities.store(Arc::new(entities));
-        self.proxy.swap(snapshot);
+        self.go_live(entities, snapshot);
         Ok((StatusCode::CREATED, Value::Object(body)))
     }
 }

@@ -603,8 +603,7 @@ impl Admin {
         let snapshot = self.build(&candidate).await?;
         let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
         store.write(ops).await.map_err(store_error)?;
-        self.entities.store(Arc::new(candidate));
-        self.proxy.swap(snapshot);
+        self.go_live(candidate, snapshot);
         Ok(())
     }
 

@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-pub use store::{Op, Store, StoreError};
+pub use store::{ClusterEvent, Op, Store, StoreError};
 
 use crate::entities::{CaCertificate, Certificate, Consumer, Route, Service, Sni, Target, Upstream};
 use crate::executor::PluginEntity;
@@ -247,7 +247,32 @@ impl Admin {
         let cluster_id = store.cluster_id().await.map_err(|e| e.to_string())?;
         let _ = plugins.node().cluster_id.set(cluster_id);
         let entities = load_entities(&store).await?;
-        Admin::start(Some(store), entities, plugins, proxy).await
+        let admin = Admin::start(Some(store.clone()), entities, plugins, proxy).await?;
+        admin.broadcast_invalidations(store);
+        Ok(admin)
+    }
+
+    /// Makes `kong.cache().invalidate(key)` reach the other nodes: keys go, through a bounded
+    /// queue, to a task that posts them as `invalidations` cluster events.
+    fn broadcast_invalidations(&self, store: Store) {
+        const QUEUED: usize = 10_000;
+        let (sender, mut keys) = tokio::sync::mpsc::channel::<String>(QUEUED);
+        let registered = self.plugins.node().cache.set_broadcast(move |key| {
+            if sender.try_send(key.to_owned()).is_err() {
+                tracing::warn!(target: "kong", "cluster invalidation of {key} dropped: {QUEUED} are waiting");
+            }
+        });
+        if !registered {
+            return;
+        }
+        let node_id = self.node_id.to_string();
+        tokio::spawn(async move {
+            while let Some(key) = keys.recv().await {
+                if let Err(e) = store.post_event(&node_id, "invalidations", &key).await {
+                    tracing::error!(target: "kong", "could not broadcast the invalidation of {key}: {e}");
+                }
+            }
+        });
     }
 
     /// A DB-less Admin API (`database = off`): entities come from `config` and from
@@ -287,6 +312,7 @@ impl Admin {
     pub async fn follow_cluster(self: Arc<Self>, interval: std::time::Duration) {
         let Some(store) = self.store.clone() else { return };
         let mut seen = store.version().await.ok();
+        let mut last_event = store.last_event().await.unwrap_or(0);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -294,13 +320,14 @@ impl Admin {
             let version = store.version().await;
             self.plugins.node().stats.set_datastore_reachable(version.is_ok());
             let Ok(now) = version else { continue };
-            if seen == Some(now) {
-                continue;
+            if seen != Some(now) {
+                match self.reload(&store).await {
+                    Ok(()) => seen = Some(now),
+                    Err(e) => tracing::error!(target: "kong", "could not apply the cluster's configuration: {e}"),
+                }
             }
-            match self.reload(&store).await {
-                Ok(()) => seen = Some(now),
-                Err(e) => tracing::error!(target: "kong", "could not apply the cluster's configuration: {e}"),
-            }
+            // After the configuration: an invalidated key is loaded again from the newest.
+            self.follow_events(&store, &mut last_event).await;
         }
     }
 
@@ -310,8 +337,109 @@ impl Admin {
         let _write = self.writes.lock().await;
         let loaded = load_entities(store).await?;
         let snapshot = self.build(&loaded).await.map_err(|e| e.1.to_string())?;
-        self.entities.store(Arc::new(loaded));
-        self.proxy.swap(snapshot);
+        self.go_live(loaded, snapshot);
         Ok(())
     }
+
+    /// Makes `entities` what reads see and `snapshot` what the proxy serves, then forgets the
+    /// cache keys of the entities that changed (Kong's `crud` event handler): a request that
+    /// loads one afterwards reads the new configuration.
+    fn go_live(&self, entities: Entities, snapshot: crate::gateway::Snapshot) {
+        let keys = changed_cache_keys(&self.entities.load(), &entities);
+        self.entities.store(Arc::new(entities));
+        self.proxy.swap(snapshot);
+        let cache = &self.plugins.node().cache;
+        for key in keys {
+            cache.invalidate_local(&key);
+        }
+    }
+
+    /// Reads the cluster events other nodes posted since `last`: `invalidations` forget their
+    /// key here too. A node further behind than the events kept forgets everything.
+    async fn follow_events(&self, store: &Store, last: &mut i64) {
+        const BATCH: i64 = 1000;
+        let cache = &self.plugins.node().cache;
+        let me = self.node_id.to_string();
+        loop {
+            let events = match store.events_since(*last, BATCH).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(target: "kong", "could not read cluster events: {e}");
+                    return;
+                }
+            };
+            if events.first().is_some_and(|e| e.id > *last + 1) {
+                cache.purge();
+            }
+            for event in &events {
+                *last = event.id;
+                if event.node_id != me && event.channel == "invalidations" {
+                    cache.invalidate_local(&event.data);
+                }
+            }
+            if (events.len() as i64) < BATCH {
+                return;
+            }
+        }
+    }
+}
+
+/// The cache keys (Kong's `dao:cache_key(entity)`) of the entities that differ between `old`
+/// and `new`, before and after. Kinds and entities a write left alone are shared between the
+/// two and skipped by pointer.
+fn changed_cache_keys(old: &Entities, new: &Entities) -> Vec<String> {
+    let mut keys = Vec::new();
+    let kinds: std::collections::BTreeSet<&str> = old.0.keys().chain(new.0.keys()).copied().collect();
+    for kind in kinds {
+        if let (Some(a), Some(b)) = (old.0.get(kind), new.0.get(kind))
+            && Arc::ptr_eq(a, b)
+        {
+            continue;
+        }
+        let (before, after) = (&old[kind], &new[kind]);
+        for (id, was) in before {
+            match after.get(id) {
+                Some(now) if Arc::ptr_eq(was, now) || was.json == now.json => {}
+                Some(now) => {
+                    keys.extend(entity_cache_keys(kind, was));
+                    keys.extend(entity_cache_keys(kind, now));
+                }
+                None => keys.extend(entity_cache_keys(kind, was)),
+            }
+        }
+        for (id, now) in after {
+            if !before.contains_key(id) {
+                keys.extend(entity_cache_keys(kind, now));
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// An entity's cache keys: by its schema's `cache_key` field, else its id; a consumer's also
+/// by username (Kong invalidates both).
+fn entity_cache_keys(kind: &str, entity: &Value) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let id = text(&entity["id"]);
+    let mut keys = match crate::dao::find(kind).and_then(|m| m.cache_key) {
+        Some(field) if !entity[field].is_null() => vec![crate::cache::cache_key(kind, &[&text(&entity[field])])],
+        _ => vec![crate::cache::cache_key(kind, &[&id])],
+    };
+    if kind == "consumers"
+        && let Some(username) = entity["username"].as_str()
+    {
+        keys.push(crate::cache::cache_key("consumers", &[username]));
+    }
+    // A plugin entity of a consumer: also the consumer's list of them (acl's groups).
+    if crate::dao::find(kind).is_some() && !entity["consumer"].is_null() {
+        keys.push(crate::cache::cache_key(kind, &[&text(&entity["consumer"])]));
+    }
+    keys
 }

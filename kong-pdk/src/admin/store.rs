@@ -67,6 +67,23 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Cluster events kept in the database: a node further behind than this purges its cache
+/// instead of reading them all.
+pub(crate) const EVENTS_KEPT: i64 = 10_000;
+
+/// A cluster event (Kong's `cluster_events` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEvent {
+    /// Its place in the order of events.
+    pub id: i64,
+    /// The node that posted it.
+    pub node_id: String,
+    /// Its channel (`invalidations`).
+    pub channel: String,
+    /// Its data (the cache key, for `invalidations`).
+    pub data: String,
+}
+
 /// One change inside a write.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -357,6 +374,62 @@ impl Store {
             .await?;
         let value: String = row.try_get(0)?;
         uuid::Uuid::parse_str(&value).map_err(|e| StoreError::Database(format!("cluster_id: {e}")))
+    }
+
+    /// Posts a cluster event (Kong's `cluster_events:broadcast`): the nodes on this database
+    /// read it with [`Store::events_since`]. The newest 10,000 are kept.
+    pub async fn post_event(&self, node_id: &str, channel: &str, data: &str) -> Result<(), StoreError> {
+        // Ids are the next after the highest: two nodes posting at once may pick the same one,
+        // and the loser tries again.
+        let mut tries = 0;
+        loop {
+            let posted = sqlx::query(
+                "INSERT INTO cluster_events (id, node_id, channel, data) SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3 FROM cluster_events",
+            )
+            .bind(node_id)
+            .bind(channel)
+            .bind(data)
+            .execute(&self.pool)
+            .await;
+            match posted {
+                Ok(_) => break,
+                Err(_) if tries < 5 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        sqlx::query("DELETE FROM cluster_events WHERE id <= (SELECT MAX(id) FROM cluster_events) - $1")
+            .bind(EVENTS_KEPT)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id of the newest cluster event (0 for none).
+    pub async fn last_event(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM cluster_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Up to `limit` cluster events after `after`, oldest first: (id, node id, channel, data).
+    pub async fn events_since(&self, after: i64, limit: i64) -> Result<Vec<ClusterEvent>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, node_id, channel, data FROM cluster_events WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClusterEvent {
+                    id: r.try_get(0)?,
+                    node_id: r.try_get(1)?,
+                    channel: r.try_get(2)?,
+                    data: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// A number that changes whenever any node writes: one counter row, bumped in each

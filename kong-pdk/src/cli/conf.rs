@@ -48,6 +48,12 @@ pub struct Settings {
     pub trusted_ips: Vec<String>,
     /// `tracing_instrumentations` and `tracing_sampling_rate`.
     pub tracing: crate::tracer::TracingSettings,
+    /// `db_cache_ttl`: how long `kong.cache` keeps a loaded value (zero: until invalidated).
+    pub db_cache_ttl: std::time::Duration,
+    /// `db_cache_neg_ttl`: the same for misses (`db_cache_ttl` when unset).
+    pub db_cache_neg_ttl: Option<std::time::Duration>,
+    /// `mem_cache_size` in bytes (`kong.cache` holds one entry per KiB of it).
+    pub mem_cache_size: u64,
     /// `headers`.
     pub headers: HeaderSettings,
     /// `lua_ssl_trusted_certificate`: PEM files (comma-separated, `system` for the system's
@@ -209,6 +215,9 @@ impl Settings {
             log_level: "notice".into(),
             trusted_ips: Vec::new(),
             tracing: Default::default(),
+            db_cache_ttl: std::time::Duration::ZERO,
+            db_cache_neg_ttl: None,
+            mem_cache_size: 128 * 1024 * 1024,
             headers: HeaderSettings::default(),
             lua_ssl_trusted_certificate: "system".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -243,6 +252,11 @@ impl Settings {
                 "admin_gui_origin" => s.admin_gui_origin = comma_list(&v),
                 "log_level" => s.log_level = v,
                 "trusted_ips" => s.trusted_ips = comma_list(&v),
+                "db_cache_ttl" => s.db_cache_ttl = seconds("db_cache_ttl", &v)?,
+                "db_cache_neg_ttl" => s.db_cache_neg_ttl = Some(seconds("db_cache_neg_ttl", &v)?),
+                "mem_cache_size" => {
+                    s.mem_cache_size = size_bytes(&v).ok_or_else(|| format!("mem_cache_size: invalid value '{v}'"))?
+                }
                 "tracing_instrumentations" => {
                     let names = comma_list(&v);
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -318,9 +332,41 @@ impl Settings {
             trusted_ips: trusted,
             hostname,
             tracing: Arc::new(crate::tracer::NodeTracing::new(self.tracing)),
+            cache: Arc::new(crate::cache::Cache::new(
+                self.db_cache_ttl,
+                self.db_cache_neg_ttl.unwrap_or(self.db_cache_ttl),
+                (self.mem_cache_size / 1024).max(1) as usize,
+            )),
             ..NodeInfo::default()
         })
     }
+}
+
+/// A duration in seconds as kong.conf writes it (`3600`, `0.5`).
+fn seconds(name: &str, v: &str) -> Result<std::time::Duration, String> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{name}: invalid value '{v}'"))
+}
+
+/// A size as kong.conf writes it (`128m`, `512k`, `1g`, bytes without a unit).
+fn size_bytes(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (n, unit) = match v.strip_suffix(['k', 'm', 'g']) {
+        Some(n) => (n, v.as_bytes()[v.len() - 1]),
+        None => (v.as_str(), b' '),
+    };
+    let n: u64 = n.parse().ok()?;
+    let scale = match unit {
+        b'k' => 1 << 10,
+        b'm' => 1 << 20,
+        b'g' => 1 << 30,
+        _ => 1,
+    };
+    n.checked_mul(scale).filter(|b| *b > 0)
 }
 
 fn load_plugins(s: &Settings) -> Result<Arc<Plugins>, String> {
@@ -686,6 +732,36 @@ mod tests {
         );
         let err = Settings::load_with_env(None, None, env(&[("KONG_TRACING_SAMPLING_RATE", "1.5")]));
         assert_eq!(err.unwrap_err(), "tracing_sampling_rate must be between 0 and 1");
+    }
+
+    #[test]
+    fn cache_settings_size_the_nodes_cache() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let s = Settings::load_with_env(
+            None,
+            None,
+            env(&[("KONG_DB_CACHE_TTL", "30"), ("KONG_MEM_CACHE_SIZE", "1m")]),
+        )
+        .unwrap();
+        assert_eq!(s.db_cache_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(s.mem_cache_size, 1 << 20);
+        let node = s.node().unwrap();
+        node.cache
+            .safe_set("k", Some(1u8), crate::cache::CacheOptions::default());
+        let (left, _) = node.cache.probe::<u8>("k").unwrap();
+        assert!(
+            left.is_some_and(|l| l > std::time::Duration::from_secs(29)),
+            "db_cache_ttl applies"
+        );
+        let err = Settings::load_with_env(None, None, env(&[("KONG_MEM_CACHE_SIZE", "lots")]));
+        assert_eq!(err.unwrap_err(), "mem_cache_size: invalid value 'lots'");
+        assert_eq!(size_bytes("512k"), Some(512 * 1024));
+        assert_eq!(size_bytes("2g"), Some(2 << 30));
     }
 
     #[test]

@@ -211,6 +211,12 @@ impl<'a, P: RequestPhase, S: Send + Sync + 'static> Kong<'a, P, S> {
         crate::vault::Vault
     }
 
+    /// `kong.cache`: the node's cache of loaded values (credentials, consumers, whatever a
+    /// plugin loads), invalidated when the entities behind the keys change.
+    pub fn cache(&self) -> Arc<crate::cache::Cache> {
+        self.tx.node.cache.clone()
+    }
+
     /// `kong.tracing`: the request's spans and trace context.
     pub fn tracing(&mut self) -> Tracing<'_, P>
     where
@@ -305,6 +311,11 @@ impl<S> Worker<S> {
     /// `kong.vault`.
     pub fn vault(&self) -> crate::vault::Vault {
         crate::vault::Vault
+    }
+
+    /// `kong.cache`.
+    pub fn cache(&self) -> &crate::cache::Cache {
+        &self.node.cache
     }
 
     /// The plugin's name.

@@ -618,6 +618,7 @@ pub struct Conf {
     headers: Option<String>,
     declarative_config: Option<String>,
     tracing: Option<crate::tracer::TracingSettings>,
+    db_update_frequency: Option<std::time::Duration>,
 }
 
 impl Conf {
@@ -631,6 +632,14 @@ impl Conf {
     /// JSON) instead of the blueprint's entities.
     pub fn declarative_config(mut self, yaml: &str) -> Conf {
         self.declarative_config = Some(yaml.to_owned());
+        self
+    }
+
+    /// Kong's `db_update_frequency`: the node follows the other nodes' writes and cluster
+    /// events (cache invalidations) on the database at this interval, as a started Kong does.
+    /// Without it, a test node sees the blueprint's writes at once and no one else's.
+    pub fn db_update_frequency(mut self, every: std::time::Duration) -> Conf {
+        self.db_update_frequency = Some(every);
         self
     }
 
@@ -756,12 +765,21 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(proxy.clone().serve(plain, until_stopped())),
         tokio::spawn(proxy.serve_tls(tls, until_stopped())),
         tokio::spawn(admin.clone().serve(admin_listener, until_stopped())),
-        tokio::spawn(admin.serve_status(status_listener, until_stopped())),
+        tokio::spawn(admin.clone().serve_status(status_listener, until_stopped())),
     ];
+    if let Some(every) = conf.db_update_frequency {
+        let stopped = until_stopped();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = admin.follow_cluster(every) => {}
+                () = stopped => {}
+            }
+        }));
+    }
     Gateway {
         bp: bp.clone(),
         proxy: proxy_addr,
