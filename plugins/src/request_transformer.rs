@@ -171,6 +171,7 @@ struct Request {
     query: BTreeMap<String, Vec<Option<String>>>,
     unnamed: Vec<String>,
     named: std::collections::HashMap<String, String>,
+    shared: Option<crate::template::SharedValues>,
 }
 
 impl Request {
@@ -180,6 +181,7 @@ impl Request {
             query: &self.query,
             captures_unnamed: &self.unnamed,
             captures_named: &self.named,
+            shared: self.shared.as_ref(),
         }
     }
 
@@ -633,11 +635,14 @@ impl Handler for RequestTransformer {
             );
         }
         let captures = request.get_uri_captures();
+        let (unnamed, named) = (captures.unnamed.clone(), captures.named.clone());
+        let shared = kong.ctx().shared().get::<crate::template::SharedValues>().cloned();
         let req = Request {
             headers,
             query,
-            unnamed: captures.unnamed.clone(),
-            named: captures.named.clone(),
+            unnamed,
+            named,
+            shared,
         };
 
         if let Some(uri) = &self.replace.uri {

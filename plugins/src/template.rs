@@ -1,6 +1,6 @@
 //! request-transformer's templates: text with `$(expression)` parts, as Kong's Penlight
 //! templates, over a small expression language instead of Lua: the request's `headers`,
-//! `query_params` and `uri_captures` (`headers['x-a']`, `headers.x_a`, `uri_captures[1]`,
+//! `query_params`, `uri_captures` and what plugins shared (`shared`, [`SharedValues`]) (`headers['x-a']`, `headers.x_a`, `uri_captures[1]`,
 //! `uri_captures.name`), text and number literals, `or`, `..`, `+ - * /` and parentheses. Values
 //! follow Lua's rules: `nil` and `false` are false, numeric text takes part in arithmetic,
 //! `nil` renders as nothing.
@@ -70,6 +70,22 @@ fn lua_number(n: f64) -> String {
     }
 }
 
+/// String values a plugin shares with templates for one request: `$(shared.name)` reads
+/// them. Kong's templates read `kong.ctx.shared`, which is typed here, so a plugin that
+/// wants its values templated inserts this map there:
+///
+/// ```
+/// # use kong_pdk::prelude::*;
+/// # async fn access(kong: &mut Kong<'_, Access>) {
+/// use kong_plugins::template::SharedValues;
+/// let mut values = SharedValues::default();
+/// values.0.insert("tenant".into(), "acme".into());
+/// kong.ctx().shared().insert(values);
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SharedValues(pub BTreeMap<String, String>);
+
 /// What templates read: the request as it came.
 pub struct Env<'a> {
     /// Request headers by lower-cased name.
@@ -80,6 +96,8 @@ pub struct Env<'a> {
     pub captures_unnamed: &'a [String],
     /// Named captures.
     pub captures_named: &'a std::collections::HashMap<String, String>,
+    /// What plugins shared for templates ([`SharedValues`]).
+    pub shared: Option<&'a SharedValues>,
 }
 
 impl Template {
@@ -363,6 +381,10 @@ fn eval(e: &Expr, env: &Env<'_>) -> Result<Val, String> {
                     Some(v) if v.len() == 1 => v[0].clone().map_or(Val::Str("true".into()), Val::Str),
                     Some(v) => list(v.iter().map(|x| x.clone().unwrap_or_else(|| "true".into())).collect()),
                 },
+                ("shared", Some(k)) => {
+                    let k = k.text()?;
+                    env.shared.and_then(|s| s.0.get(&k).cloned()).map_or(Val::Nil, Val::Str)
+                }
                 ("uri_captures", Some(Val::Num(n))) => env
                     .captures_unnamed
                     .get(n as usize)
@@ -397,11 +419,13 @@ mod tests {
         .into();
         let unnamed = vec!["/users/7".to_owned(), "7".to_owned()];
         let named = [("user1".to_owned(), "7".to_owned())].into();
+        let shared = SharedValues([("tenant".to_owned(), "acme".to_owned())].into());
         let env = Env {
             headers: &headers,
             query: &query,
             captures_unnamed: &unnamed,
             captures_named: &named,
+            shared: Some(&shared),
         };
         Template::parse(t)?.render(&env)
     }
@@ -411,6 +435,8 @@ mod tests {
         assert_eq!(env_render("plain").unwrap(), "plain");
         assert_eq!(env_render("u=$(headers['X-User'])").unwrap(), "u=bob");
         assert_eq!(env_render("$(headers.x_user)").unwrap(), "bob");
+        assert_eq!(env_render("t=$(shared.tenant)").unwrap(), "t=acme");
+        assert_eq!(env_render("$(shared.nope or 'none')").unwrap(), "none");
         assert_eq!(env_render("$(query_params.q)-$(query_params.flag)").unwrap(), "1-true");
         assert_eq!(env_render("$(uri_captures.user1 or 'default1')").unwrap(), "7");
         assert_eq!(env_render("$(uri_captures.nope or 'default1')").unwrap(), "default1");

@@ -240,3 +240,32 @@ async fn multipart_bodies_are_transformed_part_by_part() {
         Some(expected.len().to_string().as_str())
     );
 }
+
+/// Shares a value with templates, as a plugin running before request-transformer would.
+#[kong_pdk::plugin(priority = 1000, version = "1.0.0", name = "tenant-sharer")]
+pub struct TenantSharer {}
+
+#[kong_pdk::handler]
+impl kong_pdk::Handler for TenantSharer {
+    async fn access(&self, kong: &mut kong_pdk::Kong<'_, kong_pdk::phase::Access>) -> kong_pdk::Result {
+        let mut values = kong_plugins::template::SharedValues::default();
+        values.0.insert("tenant".into(), "acme".into());
+        kong.ctx().shared().insert(values);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn templates_read_what_plugins_shared() {
+    let gw = Harness::new()
+        .plugin::<TenantSharer>(json!({}))
+        .route_plugin::<RequestTransformer>(json!({
+            "add": { "headers": ["x-tenant:$(shared.tenant)", "x-missing:$(shared.nope or 'none')"] }
+        }))
+        .start()
+        .await
+        .unwrap();
+    let res = gw.send(TestRequest::get("/"), ok).await;
+    assert_eq!(header(&res, "x-tenant"), ["acme"]);
+    assert_eq!(header(&res, "x-missing"), ["none"]);
+}

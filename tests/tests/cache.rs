@@ -163,3 +163,29 @@ async fn changed_credentials_are_not_served_from_the_cache() {
         kong.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_harness_has_the_nodes_cache() {
+    use kong_pdk::testing::{Harness, MockResponse, TestRequest};
+    let gw = Harness::new().plugin::<CacheProbe>(json!({})).start().await.unwrap();
+    let hit = |invalidate: bool| {
+        let mut req = TestRequest::get("/probe");
+        if invalidate {
+            req = req.header("x-invalidate", "1");
+        }
+        let gw = &gw;
+        async move {
+            let res = gw.send(req, |_| MockResponse::ok("")).await;
+            (
+                res.header("x-cached").unwrap().to_owned(),
+                res.header("x-hit").unwrap().to_owned(),
+            )
+        }
+    };
+    let (first, level) = hit(false).await;
+    assert_eq!(level, "3");
+    assert_eq!(hit(false).await, (first.clone(), "1".to_owned()));
+    let (again, level) = hit(true).await;
+    assert_eq!(level, "3", "invalidated");
+    assert_ne!(again, first);
+}
