@@ -79,6 +79,7 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
             let protocols = match p.protocols {
                 Protocols::All => quote!(::kong_pdk::schema::ProtocolsTypedef::Protocols),
                 Protocols::Http => quote!(::kong_pdk::schema::ProtocolsTypedef::ProtocolsHttp),
+                Protocols::HttpWs => quote!(::kong_pdk::schema::ProtocolsTypedef::ProtocolsHttpWs),
                 Protocols::Ws => quote!(::kong_pdk::schema::ProtocolsTypedef::ProtocolsWs),
             };
             let (nc, nr, ns) = (p.no_consumer, p.no_route, p.no_service);

@@ -23,6 +23,7 @@ pub const TYPEDEFS: &[&str] = &[
     "port",
     "protocols",
     "protocols_http",
+    "protocols_http_ws",
     "protocols_ws",
     "semantic_version",
     "sni",
@@ -99,6 +100,7 @@ pub enum EntityCheck {
 pub enum Protocols {
     All,
     Http,
+    HttpWs,
     Ws,
 }
 
@@ -661,9 +663,10 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
                 ArgValue::Value(Value::Ident(id)) if id == "protocols" => out.protocols = Protocols::All,
                 ArgValue::Value(Value::Ident(id)) if id == "protocols_http" => out.protocols = Protocols::Http,
                 ArgValue::Value(Value::Ident(id)) if id == "protocols_ws" => out.protocols = Protocols::Ws,
+                ArgValue::Value(Value::Ident(id)) if id == "protocols_http_ws" => out.protocols = Protocols::HttpWs,
                 _ => cx.error_spanned_by(
                     &arg.key,
-                    "`protocols` is `protocols` (any protocol), `protocols_http` (http subsystem only) or `protocols_ws` (WebSocket services only)",
+                    "`protocols` is `protocols` (any protocol), `protocols_http` (http subsystem only), `protocols_http_ws` (http subsystem and WebSocket services) or `protocols_ws` (WebSocket services only)",
                 ),
             },
             "no_consumer" => out.no_consumer = flag(cx, arg),

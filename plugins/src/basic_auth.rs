@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::auth::{AuthPhase, already_authenticated, or_anonymous};
 
 /// The plugin's configuration (Kong's `basic-auth/schema.lua`).
-#[plugin(priority = 1100, version = "3.10.0", name = "basic-auth", protocols = protocols_http, no_consumer)]
+#[plugin(priority = 1100, version = "3.10.0", name = "basic-auth", protocols = protocols_http_ws, no_consumer)]
 pub struct BasicAuth {
     /// A consumer (id or username) to use when authentication fails, instead of failing.
     pub anonymous: Option<String>,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::auth::{AuthPhase, already_authenticated, or_anonymous};
 
 /// The plugin's configuration (Kong's `key-auth/schema.lua`).
-#[plugin(priority = 1250, version = "3.10.0", name = "key-auth", protocols = protocols_http, no_consumer)]
+#[plugin(priority = 1250, version = "3.10.0", name = "key-auth", protocols = protocols_http_ws, no_consumer)]
 pub struct KeyAuth {
     /// Where to look for the key: header names, query arguments and body fields, tried in order.
     #[field(required, default = ["apikey"], elements(typedef = header_name))]

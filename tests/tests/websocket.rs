@@ -39,3 +39,106 @@ async fn a_ws_service_balanced_over_an_upstream_entity() {
         kong.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_must_share_a_protocol_with_its_route() {
+    use kong_pdk::Plugin as _;
+    assert_eq!(kong_plugins::key_auth::KeyAuth::NAME, "key-auth");
+    for strategy in helpers::each_strategy() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let admin = kong.admin_client();
+        let post = |path: &'static str, body: Value| {
+            let admin = &admin;
+            async move {
+                let res = admin.post(path).json(&body).send().await;
+                (res.status(), res.assert_json())
+            }
+        };
+        let (_, ws) = post("/services", json!({ "name": "ws", "url": "ws://echo.test" })).await;
+        let (_, ws_route) = post(
+            "/routes",
+            json!({ "paths": ["/ws"], "protocols": ["ws"], "service": { "id": ws["id"] } }),
+        )
+        .await;
+        let (_, web) = post("/services", json!({ "name": "web", "url": "http://echo.test" })).await;
+        let (_, web_route) = post(
+            "/routes",
+            json!({ "paths": ["/web"], "protocols": ["https"], "service": { "id": web["id"] } }),
+        )
+        .await;
+
+        // key-auth serves WebSocket services: its protocols include ws and wss by default.
+        let (status, key_auth) = post(
+            "/plugins",
+            json!({ "name": "key-auth", "route": { "id": ws_route["id"] } }),
+        )
+        .await;
+        assert_eq!(status, 201, "[#{strategy}] {key_auth}");
+        assert_eq!(
+            key_auth["protocols"],
+            json!(["grpc", "grpcs", "http", "https", "ws", "wss"])
+        );
+        // cors does not.
+        let (status, body) = post("/plugins", json!({ "name": "cors", "route": { "id": ws_route["id"] } })).await;
+        assert_eq!(status, 400, "[#{strategy}]");
+        assert_eq!(
+            body,
+            json!({
+                "code": 2,
+                "name": "schema violation",
+                "message": "schema violation (protocols: must match the associated route's protocols)",
+                "fields": { "protocols": "must match the associated route's protocols" },
+            })
+        );
+        let (status, body) = post(
+            "/plugins",
+            json!({ "name": "websocket-size-limit", "route": { "id": web_route["id"] }, "config": { "client_max_payload": 1024 } }),
+        )
+        .await;
+        assert_eq!(
+            status, 400,
+            "[#{strategy}] a WebSocket plugin on an https route: {body}"
+        );
+        assert_eq!(
+            body["fields"]["protocols"],
+            "must match the associated route's protocols"
+        );
+        let (status, _) = post(
+            "/plugins",
+            json!({ "name": "cors", "route": { "id": web_route["id"] }, "protocols": ["http"] }),
+        )
+        .await;
+        assert_eq!(status, 400, "[#{strategy}] http only on an https route");
+        let (status, body) = post(
+            "/plugins",
+            json!({ "name": "cors", "service": { "id": web["id"] }, "protocols": ["grpc"] }),
+        )
+        .await;
+        assert_eq!(status, 400, "[#{strategy}]");
+        assert_eq!(
+            body["fields"]["protocols"],
+            "must match the protocols of at least one route pointing to this Plugin's service"
+        );
+        let (status, _) = post(
+            "/plugins",
+            json!({ "name": "cors", "service": { "id": web["id"] }, "protocols": ["https"] }),
+        )
+        .await;
+        assert_eq!(status, 201, "[#{strategy}]");
+        // A PATCH that leaves the scope alone is not checked again.
+        let res = admin
+            .patch(&format!("/plugins/{}", key_auth["id"].as_str().unwrap()))
+            .json(&json!({ "config": { "hide_credentials": true } }))
+            .send()
+            .await;
+        assert_eq!(res.status(), 200, "[#{strategy}]");
+        let res = admin
+            .patch(&format!("/plugins/{}", key_auth["id"].as_str().unwrap()))
+            .json(&json!({ "protocols": ["http"] }))
+            .send()
+            .await;
+        assert_eq!(res.status(), 400, "[#{strategy}] a scope change is");
+        kong.stop().await;
+    }
+}

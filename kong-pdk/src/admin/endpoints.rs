@@ -482,6 +482,11 @@ impl Admin {
             unique.push(("cache_key", mine));
         }
         if kind.name == "plugins" {
+            let scoping_changed =
+                previous.is_none_or(|p| ["protocols", "route", "service"].iter().any(|f| p[*f] != value[*f]));
+            if scoping_changed {
+                protocols_match(&value, &entities)?;
+            }
             let cache_key = plugin_cache_key(&value);
             if entities["plugins"]
                 .values()
@@ -615,6 +620,42 @@ impl Admin {
             other => message(400, &other.to_string()),
         })
     }
+}
+
+/// Kong's `check_protocols_match` (`kong/db/dao/plugins.lua`): a plugin on a route shares a
+/// protocol with it; one on a service shares one with at least one of the service's routes
+/// (a service without routes takes any).
+fn protocols_match(plugin: &Value, entities: &Entities) -> Result<(), ApiError> {
+    let Some(protocols) = plugin["protocols"].as_array() else {
+        return Ok(());
+    };
+    let common = |route: &Value| {
+        route["protocols"]
+            .as_array()
+            .is_some_and(|r| protocols.iter().any(|p| r.contains(p)))
+    };
+    if let Some(route) = plugin["route"]["id"].as_str() {
+        if let Some(route) = entities["routes"].get(route)
+            && !common(route)
+        {
+            return Err(field_violation(
+                "protocols",
+                "must match the associated route's protocols",
+            ));
+        }
+    } else if let Some(service) = plugin["service"]["id"].as_str() {
+        let mut routes = entities["routes"]
+            .values()
+            .filter(|r| r["service"]["id"].as_str() == Some(service))
+            .peekable();
+        if routes.peek().is_some() && !routes.any(|r| common(r)) {
+            return Err(field_violation(
+                "protocols",
+                "must match the protocols of at least one route pointing to this Plugin's service",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn unique_violation(field: &str, value: &Value) -> ApiError {

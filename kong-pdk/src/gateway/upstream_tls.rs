@@ -202,7 +202,10 @@ impl UpstreamTls {
         let mut by_service = HashMap::new();
         let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
         built.retain(|_, w| w.strong_count() > 0);
-        for s in services.iter().filter(|s| s.protocol == "https") {
+        for s in services
+            .iter()
+            .filter(|s| matches!(s.protocol.as_str(), "https" | "wss"))
+        {
             let verify = (s.tls_verify == Some(true)).then(|| {
                 let roots = match &s.ca_certificates {
                     None => Roots::Trusted,

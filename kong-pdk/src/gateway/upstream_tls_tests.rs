@@ -255,3 +255,126 @@ fn ca_certificate_entities_are_checked_as_kong_does() {
     );
     assert_eq!(check_ca_certificate("garbage").unwrap_err().0, "cert");
 }
+
+/// A wss upstream serving `server`, asking for a client certificate issued by `client_ca`
+/// without requiring one: each text message is answered with `client-cert: yes|no`.
+async fn wss_upstream(server: &Issued, client_ca: &Issued) -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.signed.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server.signed.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let presented = tls.get_ref().1.peer_certificates().is_some();
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                let answer = format!("client-cert: {}", if presented { "yes" } else { "no" });
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(answer.clone().into()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_upstreams_get_the_client_certificate_of_the_service_or_its_upstream() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let root = ca("test root", None);
+    let server = leaf(&["localhost"], &root);
+    let client_ca = ca("client CA", None);
+    let client = leaf(&["client.test"], &client_ca);
+    let port = wss_upstream(&server, &client_ca).await.port();
+    let other = ca("someone else's root", None);
+    let (root_id, cert_id, other_id) = (
+        "6a1b4b7e-0a4b-4c53-9a4e-6e2f0d1c0101",
+        "6a1b4b7e-0a4b-4c53-9a4e-6e2f0d1c0102",
+        "6a1b4b7e-0a4b-4c53-9a4e-6e2f0d1c0103",
+    );
+    let gw = gateway(json!({
+        "_format_version": "3.0",
+        "ca_certificates": [
+            { "id": root_id, "cert": root.cert },
+            { "id": other_id, "cert": other.cert },
+        ],
+        "certificates": [{ "id": cert_id, "cert": client.cert, "key": client.key }],
+        "upstreams": [{
+            "name": "wss-pool",
+            "client_certificate": { "id": cert_id },
+            "targets": [{ "target": format!("127.0.0.1:{port}") }],
+        }],
+        "services": [
+            {
+                "name": "none", "url": format!("wss://localhost:{port}"), "retries": 0,
+                "tls_verify": true, "ca_certificates": [root_id],
+                "routes": [{ "paths": ["/none"], "protocols": ["ws"] }],
+            },
+            {
+                "name": "own", "url": format!("wss://localhost:{port}"), "retries": 0,
+                "tls_verify": true, "ca_certificates": [root_id], "client_certificate": { "id": cert_id },
+                "routes": [{ "paths": ["/own"], "protocols": ["ws"] }],
+            },
+            {
+                "name": "unverifiable", "url": format!("wss://localhost:{port}"), "retries": 0,
+                "tls_verify": true, "ca_certificates": [other_id],
+                "routes": [{ "paths": ["/unverifiable"], "protocols": ["ws"] }],
+            },
+            {
+                "name": "pooled", "url": "wss://wss-pool", "retries": 0,
+                "routes": [{ "paths": ["/pooled"], "protocols": ["ws"] }],
+            },
+        ],
+    }))
+    .await;
+    for (path, expected) in [
+        ("/none", "client-cert: no"),
+        ("/own", "client-cert: yes"),
+        ("/pooled", "client-cert: yes"),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(gw).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{gw}{path}"), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status(), 101, "{path}");
+        ws.send(Message::text("who am I")).await.unwrap();
+        let back = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text(expected), "{path}");
+    }
+    // tls_verify holds for wss: a server the configured CA did not sign is a 502 handshake.
+    let res = get(
+        gw,
+        "/unverifiable",
+        &[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 502, "{}", String::from_utf8_lossy(&res.body));
+}

@@ -757,3 +757,67 @@ async fn a_configuration_change_leaves_open_sessions_as_they_were() {
     assert_eq!(client_got(&mut before).await, Some(Message::text("SAME")));
     assert_eq!(client_got(&mut after).await, Some(Message::text("upper:same")));
 }
+
+/// A ws upstream that completes the handshake and then reads nothing, for a minute.
+async fn stalled_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(tcp);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_reads_nothing_stops_the_client_not_the_gateways_memory() {
+    let gw = ws_gateway(stalled_upstream().await, json!({})).await;
+    let (mut ws, resp) = connect(gw.addr, "backpressure").await;
+    assert_eq!(resp.status(), 101);
+    // 64 KiB messages until one cannot be written for 2 s: the gateway stopped reading the
+    // client because the upstream stopped reading it. Without backpressure the gateway would
+    // take all 256 MiB into its memory.
+    const MESSAGE: usize = 64 * 1024;
+    const CAP: usize = 256 * 1024 * 1024;
+    let payload = vec![7u8; MESSAGE];
+    let mut sent = 0;
+    while sent < CAP {
+        match tokio::time::timeout(Duration::from_secs(2), ws.send(Message::binary(payload.clone()))).await {
+            Ok(Ok(())) => sent += MESSAGE,
+            Ok(Err(e)) => panic!("the session failed after {sent} bytes: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert!(sent < CAP, "the client was never held back: {sent} bytes taken");
+    // What is in flight is the sockets' buffers and the gateway's bounded queues.
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "{sent} bytes taken before the client was held back"
+    );
+}

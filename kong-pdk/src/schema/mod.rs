@@ -342,6 +342,9 @@ pub enum ProtocolsTypedef {
     ProtocolsHttp,
     /// `typedefs.protocols_ws`: WebSocket services only (`ws`, `wss`).
     ProtocolsWs,
+    /// The HTTP protocols and the WebSocket ones: Kong Enterprise's protocols of plugins that
+    /// also serve WebSocket services (key-auth, basic-auth, ...).
+    ProtocolsHttpWs,
 }
 
 /// A plugin's schema: its name, scoping rules, protocols and `config` record.
@@ -383,6 +386,7 @@ impl PluginSchema {
             ProtocolsTypedef::Protocols => typedefs::protocols::schema(),
             ProtocolsTypedef::ProtocolsHttp => typedefs::protocols_http::schema(),
             ProtocolsTypedef::ProtocolsWs => typedefs::protocols_ws::schema(),
+            ProtocolsTypedef::ProtocolsHttpWs => typedefs::protocols_http_ws::schema(),
         };
         fields.push(Field::new("protocols", protocols));
         fields.push(Field::new("config", FieldSchema::record(self.config.clone())));

@@ -316,6 +316,23 @@ typedef!(
     }
 );
 
+/// The HTTP and WebSocket protocols, sorted.
+pub const HTTP_WS_PROTOCOLS: [&str; 6] = ["grpc", "grpcs", "http", "https", "ws", "wss"];
+
+typedef!(
+    /// A set of HTTP-subsystem and WebSocket protocols, all by default: the protocols of a
+    /// plugin that also serves WebSocket services, as Kong Enterprise's key-auth.
+    protocols_http_ws: StringSet => FieldSchema {
+        required: true,
+        default: Some(Value::Array(protocol_list(&HTTP_WS_PROTOCOLS))),
+        description: Some("A set of strings representing HTTP and WebSocket protocols.".into()),
+        ..FieldSchema::of(FieldKind::Set(Box::new(FieldSchema {
+            one_of: Some(protocol_list(&HTTP_WS_PROTOCOLS)),
+            ..FieldSchema::of(FieldKind::String)
+        })))
+    }
+);
+
 fn foreign_null(reference: &'static str, description: &str) -> FieldSchema {
     FieldSchema {
         eq: Some(Value::Null),
