@@ -107,6 +107,18 @@ impl Service {
     }
 }
 
+/// A stream route's `sources` or `destinations` entry: an address or CIDR range, a port, or
+/// both (Kong's `typedefs.sources` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CidrPort {
+    /// An IP address or CIDR range.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// A port.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
 /// A route (`/routes`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
@@ -133,6 +145,12 @@ pub struct Route {
     /// TLS server names matched.
     #[serde(default)]
     pub snis: Option<Vec<String>>,
+    /// Stream routes: client addresses matched (any entry).
+    #[serde(default)]
+    pub sources: Option<Vec<CidrPort>>,
+    /// Stream routes: addresses the client connected to matched (any entry).
+    #[serde(default)]
+    pub destinations: Option<Vec<CidrPort>>,
     /// Strip the matched path prefix.
     #[serde(default = "Route::default_true")]
     pub strip_path: bool,
@@ -175,6 +193,8 @@ impl Route {
             paths: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
             headers: None,
             snis: None,
+            sources: None,
+            destinations: None,
             strip_path: true,
             preserve_host: false,
             regex_priority: 0,

@@ -146,7 +146,12 @@ impl Phase {
     pub const fn may_respond(self) -> bool {
         matches!(
             self,
-            Phase::Rewrite | Phase::Access | Phase::Response | Phase::HeaderFilter | Phase::WsHandshake
+            Phase::Rewrite
+                | Phase::Access
+                | Phase::Response
+                | Phase::HeaderFilter
+                | Phase::WsHandshake
+                | Phase::Preread
         )
     }
 }

@@ -14,6 +14,7 @@
 //! | [`header_filter`] | `header_filter` | plugins, then Kong's response headers and latencies |
 //! | [`body_chunk`] | `body_filter` | each chunk; [`response_body`] says which chunks there are |
 //! | [`log`] | `log` | once, after the client has the response |
+//! | [`preread`] | `preread` | a stream connection: stream routing, then preread (collecting) |
 //! | [`ws_frame`] | `ws_client_frame`, `ws_upstream_frame` | each message of a WebSocket session, with what to do with it |
 //!
 //! A WebSocket service's handshake takes the same way: [`before_proxy`] runs `ws_handshake`
@@ -376,6 +377,33 @@ fn end_trace(tx: &mut Transaction) {
     }
     if let Some(root) = trace.root() {
         trace.finish(root, Some(now));
+    }
+}
+
+/// Routing and `preread` of a stream connection (Kong's `Kong.preread`): the route and its
+/// service, then the collecting `preread`. Afterwards the connection goes upstream when
+/// `tx.exit()` is `None`; otherwise the exit says how the session ends (a body under 400 is
+/// sent first). No route is a 500, a route without a service a 503 (Kong's).
+#[cfg(feature = "gateway")]
+pub(crate) async fn preread(
+    set: &PluginSet,
+    router: &Router,
+    tx: &mut Transaction,
+    conn: &crate::router::StreamInfo<'_>,
+) {
+    let Some((route, service)) = router.find_stream(conn) else {
+        crate::pdk::log::record(tx, crate::pdk::Level::Err, "no Route found with those values".into());
+        tx.exit_with(500, Bytes::new(), Source::Error);
+        return;
+    };
+    tx.route = Some(route);
+    if let Some(service) = service {
+        tx.set_service(service);
+    }
+    set.run_preread(tx).await;
+    if tx.exit().is_none() && tx.service.is_none() {
+        crate::pdk::log::record(tx, crate::pdk::Level::Warn, "no Service found with those values".into());
+        tx.exit_with(503, Bytes::new(), Source::Error);
     }
 }
 

@@ -511,6 +511,21 @@ pub struct Transaction {
     /// The request's spans, when the node traces (`tracing_instrumentations`) or a plugin
     /// started a propagation-only trace.
     pub(crate) trace: Option<Box<crate::tracer::Trace>>,
+    /// A stream session's byte counts and status (`kong.log.serialize()`'s `session`).
+    pub(crate) session: SessionCounts,
+}
+
+/// What a stream session moved, and how it ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionCounts {
+    /// Bytes from the client, and to it.
+    pub(crate) received: u64,
+    pub(crate) sent: u64,
+    /// Bytes to the upstream, and from it.
+    pub(crate) upstream_sent: u64,
+    pub(crate) upstream_received: u64,
+    /// nginx's `$status` of a stream session (200 when proxied to its end).
+    pub(crate) status: u16,
 }
 
 /// Timings the gateway records for `serialize()` and the latency headers, in ms.
@@ -627,6 +642,7 @@ impl Transaction {
             latencies: Latencies::default(),
             captured_logs: None,
             trace: None,
+            session: SessionCounts::default(),
         }
     }
 

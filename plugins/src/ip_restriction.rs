@@ -27,6 +27,23 @@ pub struct IpRestriction {
 impl Handler for IpRestriction {
     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
         let ip = kong.client().get_forwarded_ip();
+        self.restrict(kong, ip)
+    }
+
+    /// Streams: the same lists, checked once per connection; a refused connection ends with
+    /// the status and no body (Kong's `ngx.exit(status)` in stream).
+    async fn preread(&self, kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        let ip = kong.client().get_forwarded_ip();
+        self.restrict(kong, ip)
+    }
+}
+
+impl IpRestriction {
+    fn restrict<P: kong_pdk::phase::RequestPhase>(
+        &self,
+        kong: &mut Kong<'_, P>,
+        ip: std::net::IpAddr,
+    ) -> kong_pdk::Result {
         let denied = self.deny.as_ref().is_some_and(|d| d.contains(ip));
         let not_allowed = self.allow.as_ref().is_some_and(|a| !a.is_empty() && !a.contains(ip));
         if !denied && !not_allowed {

@@ -697,6 +697,54 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
     };
     let http = protocols.iter().any(|p| *p == "http" || *p == "https");
     let ws = protocols.iter().any(|p| crate::runloop::is_ws(p));
+    let stream = protocols.iter().any(|p| matches!(*p, "tcp" | "tls" | "udp"));
+    let passthrough = protocols.contains(&"tls_passthrough");
+    let groups = [
+        http,
+        stream,
+        passthrough,
+        protocols.iter().any(|p| p.starts_with("grpc")),
+        ws,
+    ];
+    if groups.iter().filter(|g| **g).count() > 1 {
+        return Err(field_violation(
+            "protocols",
+            "these sets are mutually exclusive: ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs'), ('ws', 'wss')",
+        ));
+    }
+    if stream || passthrough {
+        for field in ["methods", "hosts", "paths", "headers"] {
+            if set(field) {
+                return Err(field_violation(
+                    field,
+                    format!("cannot set '{field}' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"),
+                ));
+            }
+        }
+        let entity = |message: &str| {
+            violation(SchemaViolation::new(
+                [("@entity".to_owned(), json!([message]))].into_iter().collect(),
+            ))
+        };
+        if passthrough && !set("snis") {
+            return Err(entity("must set snis when 'protocols' is 'tls_passthrough'"));
+        }
+        if stream && !["sources", "destinations", "snis"].iter().any(|f| set(f)) {
+            return Err(entity(
+                "must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'",
+            ));
+        }
+    } else if !ws {
+        for field in ["sources", "destinations"] {
+            if set(field) {
+                let which = if http { "'http' or 'https'" } else { "'grpc' or 'grpcs'" };
+                return Err(field_violation(
+                    field,
+                    format!("cannot set '{field}' when 'protocols' is {which}"),
+                ));
+            }
+        }
+    }
     if ws {
         for field in ["methods", "sources", "destinations"] {
             if set(field) {

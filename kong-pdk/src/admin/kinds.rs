@@ -103,6 +103,20 @@ const PROTOCOLS: &[&str] = &[
     "wss",
 ];
 
+/// Kong's `typedefs.sources` / `typedefs.destinations`: a set of `{ip, port}` records with at
+/// least one of the two.
+fn cidr_ports() -> FieldSchema {
+    let mut entry = crate::schema::RecordSchema {
+        fields: vec![
+            Field::new("ip", typedefs::ip_or_cidr::schema()),
+            Field::new("port", typedefs::port::schema()),
+        ],
+        entity_checks: vec![EntityCheck::AtLeastOneOf(vec!["ip".into(), "port".into()])],
+    };
+    entry.fields.iter_mut().for_each(|f| f.schema.required = false);
+    set_of(FieldSchema::record(entry))
+}
+
 fn route_path(v: &Value) -> Result<(), String> {
     match v.as_str() {
         Some(p) if p.starts_with('/') || p.starts_with("~/") => Ok(()),
@@ -168,6 +182,18 @@ fn services() -> Kind {
                     then_err: None,
                 }))
             })
+            // Stream and gRPC services have no path (Kong's `services.lua`).
+            .chain(std::iter::once({
+                let mut must_be_null = f(FieldKind::String);
+                must_be_null.eq = Some(Value::Null);
+                EntityCheck::Conditional(Box::new(Conditional {
+                    if_field: "protocol".into(),
+                    if_match: one_of(f(FieldKind::String), json!(["tcp", "tls", "udp", "grpc", "grpcs"])),
+                    then_field: "path".into(),
+                    then_match: must_be_null,
+                    then_err: None,
+                }))
+            }))
             .collect(),
         },
         endpoint_key: Some("name"),
@@ -212,6 +238,8 @@ fn routes() -> Kind {
                         json!(["http", "https"]),
                     )),
                 ),
+                Field::new("sources", cidr_ports()),
+                Field::new("destinations", cidr_ports()),
                 Field::new("methods", set_of(typedefs::http_method::schema())),
                 Field::new("hosts", array_of(FieldSchema::checked_string(route_host))),
                 Field::new("paths", array_of(path)),

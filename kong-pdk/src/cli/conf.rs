@@ -27,6 +27,8 @@ pub struct Settings {
     /// `status_listen` addresses (plain HTTP entries; `off`, the default, for none): the
     /// Status API (`/status`, `/status/ready`, prometheus' `/metrics`).
     pub status_listen: Vec<SocketAddr>,
+    /// `stream_listen` addresses (TCP; `off`, the default, for none).
+    pub stream_listen: Vec<SocketAddr>,
     /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
     /// default: the request's `Origin`, or `*`).
     pub admin_gui_origin: Vec<String>,
@@ -135,6 +137,46 @@ fn plain_listen(value: &str, setting: &str) -> Result<Vec<SocketAddr>, String> {
         .collect())
 }
 
+/// Kong's `stream_listen` error text.
+const STREAM_LISTEN_FORM: &str = "stream_listen must be of form: [off] | <ip>:<port> [udp] [ssl] [proxy_protocol] [bind] [reuseport] [backlog=%d+] [ipv6only=on] [ipv6only=off] [so_keepalive=on] [so_keepalive=off] [so_keepalive=%w*:%w*:%d*], [... next entry ...]";
+
+/// `stream_listen`: the TCP addresses to serve streams on. Kong's flags are checked; `bind`,
+/// `reuseport`, `backlog=`, `ipv6only=` and `so_keepalive=` are accepted (the socket options
+/// are the system's), `ssl`, `udp` and `proxy_protocol` are refused until this gateway
+/// serves them.
+fn parse_stream_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry == "off" {
+            return Ok(Vec::new());
+        }
+        let mut parts = entry.split_whitespace();
+        let addr = parts.next().unwrap_or_default();
+        for flag in parts {
+            let known = matches!(
+                flag,
+                "bind" | "reuseport" | "ipv6only=on" | "ipv6only=off" | "so_keepalive=on" | "so_keepalive=off"
+            ) || flag
+                .strip_prefix("backlog=")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                || flag
+                    .strip_prefix("so_keepalive=")
+                    .is_some_and(|k| k.split(':').count() == 3);
+            match flag {
+                "ssl" | "udp" | "proxy_protocol" => {
+                    return Err(format!(
+                        "stream_listen: '{flag}' entries are not served by this gateway yet ({entry})"
+                    ));
+                }
+                _ if known => {}
+                _ => return Err(STREAM_LISTEN_FORM.to_owned()),
+            }
+        }
+        out.push(addr.parse().map_err(|_| STREAM_LISTEN_FORM.to_owned())?);
+    }
+    Ok(out)
+}
+
 /// An nginx time value: `500ms`, `60s`, `2m`, or seconds without a unit.
 fn nginx_duration(v: &str) -> Option<std::time::Duration> {
     let v = v.trim();
@@ -199,6 +241,7 @@ impl Settings {
             database: "sqlite".into(),
             admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
             status_listen: Vec::new(),
+            stream_listen: Vec::new(),
             admin_gui_origin: Vec::new(),
             db_update_frequency: std::time::Duration::from_secs(5),
             pg: PgSettings {
@@ -233,6 +276,7 @@ impl Settings {
                 "database" => s.database = v.to_ascii_lowercase(),
                 "admin_listen" => s.admin_listen = plain_listen(&v, "admin_listen")?,
                 "status_listen" => s.status_listen = plain_listen(&v, "status_listen")?,
+                "stream_listen" => s.stream_listen = parse_stream_listen(&v)?,
                 "db_update_frequency" => {
                     s.db_update_frequency = v
                         .parse::<f64>()
@@ -587,6 +631,13 @@ pub fn run(s: Settings) -> Result<(), String> {
             tracing::info!(target: "kong", "status API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
             tokio::spawn(admin.clone().serve_status(listener, std::future::pending()));
         }
+        for addr in &s.stream_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("stream_listen: could not listen on {addr}: {e}"))?;
+            tracing::info!(target: "kong", "stream proxy listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+            tokio::spawn(proxy.clone().serve_stream(listener, std::future::pending()));
+        }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -695,6 +746,31 @@ mod tests {
         let bad = [("KONG_STATUS_LISTEN".to_owned(), "nowhere:8007".to_owned())];
         let err = Settings::load_with_env(None, None, bad).unwrap_err();
         assert_eq!(err, "status_listen: invalid address 'nowhere:8007'");
+    }
+
+    #[test]
+    fn stream_listen_reads_kongs_flags() {
+        assert_eq!(parse_stream_listen("off").unwrap(), Vec::<SocketAddr>::new());
+        assert_eq!(
+            parse_stream_listen("127.0.0.1:7000 reuseport backlog=16384, 0.0.0.0:20 so_keepalive=1m:5s:3").unwrap(),
+            vec![
+                "127.0.0.1:7000".parse::<SocketAddr>().unwrap(),
+                "0.0.0.0:20".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            parse_stream_listen("127.0.0.1:7000 fast").unwrap_err(),
+            STREAM_LISTEN_FORM
+        );
+        assert_eq!(parse_stream_listen("nowhere").unwrap_err(), STREAM_LISTEN_FORM);
+        assert!(parse_stream_listen("127.0.0.1:7000 udp").unwrap_err().contains("'udp'"));
+        let s = Settings::load_with_env(
+            None,
+            None,
+            vec![("KONG_STREAM_LISTEN".to_owned(), "127.0.0.1:7000".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(s.stream_listen.len(), 1);
     }
 
     #[test]

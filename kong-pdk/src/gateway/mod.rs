@@ -13,6 +13,7 @@ pub mod declarative;
 pub(crate) mod h1guard;
 pub mod mock_upstream;
 mod proxy;
+mod stream;
 pub mod tls;
 mod upstream;
 pub mod upstream_tls;

@@ -271,9 +271,49 @@ fn source_text(tx: &Transaction) -> &'static str {
 
 const WORKSPACE_ID: &str = "00000000-0000-0000-0000-000000000000";
 
+/// The stream shape of `serialize()` (Kong's `kong/pdk/log.lua`, stream subsystem): the
+/// session's bytes and status, the upstream's bytes, no request or response.
+fn serialize_stream(tx: &Transaction) -> Value {
+    let c = &tx.session;
+    let session_ms = tx.started.elapsed().as_millis() as u64;
+    let mut session = json!({
+        "received": c.received,
+        "sent": c.sent,
+        "status": c.status,
+        "server_port": tx.request.port,
+    });
+    if let Some(tls) = tls_json(tx) {
+        session["tls"] = tls;
+    }
+    let mut out = json!({
+        "session": session,
+        "upstream": { "received": c.upstream_received, "sent": c.upstream_sent },
+        "latencies": {
+            "kong": tx.latencies.kong.unwrap_or(0),
+            "session": session_ms,
+        },
+        "tries": [],
+        "route": tx.route.as_deref(),
+        "service": tx.service.as_deref(),
+        "consumer": tx.consumer.as_deref(),
+        "authenticated_entity": tx.credential.as_deref().map(|c| json!({ "id": c.id })),
+        "client_ip": tx.client.forwarded_ip.to_string(),
+        "started_at": tx.started_at_ms,
+        "workspace": WORKSPACE_ID,
+        "workspace_name": "default",
+    });
+    if let Value::Object(obj) = &mut out {
+        obj.retain(|_, v| !v.is_null());
+    }
+    for (k, v) in &tx.serialize_values {
+        set_dotted(&mut out, k, v.clone());
+    }
+    out
+}
+
 /// The serializer's JSON, written directly (the same bytes as `to_vec(&serialize(tx))`).
 fn serialize_json(tx: &Transaction) -> Vec<u8> {
-    if !tx.serialize_values.is_empty() {
+    if !tx.serialize_values.is_empty() || tx.subsystem == crate::transaction::Subsystem::Stream {
         // Values a plugin set go anywhere in the tree: through the Value.
         return serde_json::to_vec(&serialize(tx)).unwrap_or_default();
     }
@@ -429,6 +469,9 @@ mod direct {
 }
 
 pub(crate) fn serialize(tx: &Transaction) -> Value {
+    if tx.subsystem == crate::transaction::Subsystem::Stream {
+        return serialize_stream(tx);
+    }
     let req = &tx.request;
     let querystring = crate::pdk::request::args_json(req.query.as_deref().unwrap_or(""), 100);
     let (uri, url) = uri_and_url(tx);

@@ -210,11 +210,40 @@ impl Exit {
 
     /// Produces the response on `tx`, as the handler's phase would have.
     pub(crate) fn apply(&self, tx: &mut Transaction, phase: crate::Phase) -> Result<(), PdkError> {
+        if phase == crate::Phase::Preread {
+            return self.apply_stream(tx);
+        }
         let headers = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         match &self.body {
             ExitKind::Error(message) => error_tx(tx, phase, self.status, message.as_deref(), headers),
             ExitKind::Body(body) => exit_tx(tx, phase, self.status, body.clone(), headers),
         }
+    }
+}
+
+impl Exit {
+    /// Kong's `kong.response.exit` in a stream (`preread`): one of six statuses; a body for
+    /// a status under 400 is sent to the client before the session ends, headers are
+    /// ignored. An `Exit::error` ends the session with its status and no body (as Kong's
+    /// stream plugins' `ngx.exit(status)`).
+    fn apply_stream(&self, tx: &mut Transaction) -> Result<(), PdkError> {
+        if !matches!(self.status, 200 | 400 | 403 | 500 | 502 | 503) {
+            return Err(PdkError::new(
+                "unacceptable code, only 200, 400, 403, 500, 502 and 503 are accepted",
+            ));
+        }
+        if tx.exit.is_some() {
+            return Ok(());
+        }
+        let body = match &self.body {
+            ExitKind::Error(_) | ExitKind::Body(ExitBody::Empty) => Bytes::new(),
+            ExitKind::Body(ExitBody::Raw(b)) => b.clone(),
+            ExitKind::Body(ExitBody::Json(v)) => {
+                Bytes::from(serde_json::to_vec(v).map_err(|e| PdkError::new(format!("invalid body: {e}")))?)
+            }
+        };
+        tx.exit_with(self.status, body, Source::Exit);
+        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@
 //! ```
 
 mod path;
+mod stream;
 mod trie;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub use path::upstream_path;
 
 use crate::entities::{Route, Service};
 use crate::transaction::UriCaptures;
+pub use stream::StreamInfo;
 
 /// What the router needs to know about a request.
 #[derive(Debug, Clone, Copy)]
@@ -274,6 +276,7 @@ pub struct Router {
     by_host: HashMap<String, Vec<u32>>,
     paths: trie::Trie,
     rest: Vec<u32>,
+    streams: stream::StreamRouter,
 }
 
 impl fmt::Debug for Router {
@@ -289,7 +292,17 @@ impl Router {
     /// protocol, and routes whose service is disabled, are left out.
     pub fn new(routes: impl IntoIterator<Item = (Arc<Route>, Option<Arc<Service>>)>) -> Result<Router, RouterError> {
         let mut matchers = Vec::new();
+        let mut streams = stream::StreamRouter::default();
         for (route, service) in routes {
+            if stream::is_stream(&route) {
+                if service.as_ref().is_none_or(|s| s.enabled) {
+                    let id = route.id;
+                    streams
+                        .add(route, service)
+                        .map_err(|message| RouterError { route: id, message })?;
+                }
+                continue;
+            }
             let http = route
                 .protocols
                 .iter()
@@ -414,11 +427,13 @@ impl Router {
                 Paths::None => rest.push(i),
             }
         }
+        streams.finish();
         Ok(Router {
             matchers,
             by_host,
             paths,
             rest,
+            streams,
         })
     }
 
@@ -429,7 +444,19 @@ impl Router {
             by_host: HashMap::new(),
             paths: trie::Trie::default(),
             rest: Vec::new(),
+            streams: stream::StreamRouter::default(),
         }
+    }
+
+    /// The stream route a connection matches (`tcp`, `tls`, `udp`, `tls_passthrough`
+    /// routes), with its service.
+    pub fn find_stream(&self, conn: &StreamInfo<'_>) -> Option<(Arc<Route>, Option<Arc<Service>>)> {
+        self.streams.find(conn)
+    }
+
+    /// The number of stream routes.
+    pub fn stream_len(&self) -> usize {
+        self.streams.len()
     }
 
     /// The number of matchers (routes split by path group).

@@ -668,6 +668,7 @@ pub struct Gateway {
     proxy_ssl: SocketAddr,
     admin: SocketAddr,
     status: SocketAddr,
+    stream: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -755,9 +756,11 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
             .expect("start_kong: bind a listener")
     };
     let (plain, tls, admin_listener, status_listener) = (bind().await, bind().await, bind().await, bind().await);
+    let stream_listener = bind().await;
     let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
     let (proxy_addr, proxy_ssl, admin_addr, status) =
         (addr(&plain), addr(&tls), addr(&admin_listener), addr(&status_listener));
+    let stream = addr(&stream_listener);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = || {
         let mut rx = stopped.clone();
@@ -767,9 +770,10 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
     };
     let mut tasks = vec![
         tokio::spawn(proxy.clone().serve(plain, until_stopped())),
-        tokio::spawn(proxy.serve_tls(tls, until_stopped())),
+        tokio::spawn(proxy.clone().serve_tls(tls, until_stopped())),
         tokio::spawn(admin.clone().serve(admin_listener, until_stopped())),
         tokio::spawn(admin.clone().serve_status(status_listener, until_stopped())),
+        tokio::spawn(proxy.clone().serve_stream(stream_listener, until_stopped())),
     ];
     if let Some(every) = conf.db_update_frequency {
         let stopped = until_stopped();
@@ -786,6 +790,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         proxy_ssl,
         admin: admin_addr,
         status,
+        stream,
         stop,
         tasks,
     }
@@ -806,6 +811,12 @@ impl Gateway {
     /// The TLS proxy listener (HTTP/1.1 and HTTP/2 by ALPN, a self-signed certificate).
     pub fn proxy_ssl_addr(&self) -> SocketAddr {
         self.proxy_ssl
+    }
+
+    /// The stream (TCP) listener (Kong's `stream_listen`), on 127.0.0.1: stream routes'
+    /// `destinations` see its port.
+    pub fn stream_addr(&self) -> SocketAddr {
+        self.stream
     }
 
     /// The Admin API listener.

@@ -1,0 +1,328 @@
+//! Stream proxying over real sockets (issue 17): TCP connections routed by destination port
+//! and source, `preread` exits with Kong's rules, ip-restriction in preread, the stream
+//! shape of `kong.log.serialize()`, and the Admin API's stream route rules.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kong_pdk::prelude::*;
+use kong_pdk::testing::helpers::{self, Conf, Gateway};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP echo server that prefixes what it echoes with `tag`.
+async fn echo(tag: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let mut out = tag.as_bytes().to_vec();
+                            out.extend_from_slice(&buf[..n]);
+                            if tcp.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data`, half-closes, and reads everything until the gateway closes.
+async fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(data).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+        .await
+        .expect("the gateway ends the session");
+    got
+}
+
+/// Exits in preread with the configured status and body.
+#[plugin(priority = 1000, version = "1.0.0", name = "stream-exit", protocols = protocols)]
+pub struct StreamExit {
+    /// The status.
+    pub status: u16,
+}
+
+/// What `log` saw, by session.
+static LOGGED: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for StreamExit {
+    async fn preread(&self, _kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        Err(Exit::new(
+            self.status,
+            json!({ "status": self.status, "message": "plugin executed" }),
+        )
+        .into())
+    }
+}
+
+/// Records `kong.log.serialize()` in log.
+#[plugin(priority = 10, version = "1.0.0", name = "stream-logger", protocols = protocols)]
+pub struct StreamLogger {}
+
+#[handler]
+impl Handler for StreamLogger {
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        LOGGED.lock().unwrap().push(kong.log().serialize());
+        Ok(())
+    }
+}
+
+async fn logged(port: u16) -> Value {
+    let mut found = None;
+    helpers::wait_until("the session's log", Duration::from_secs(10), || {
+        let hit = LOGGED
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l["upstream"]["received"].as_u64() == Some(port as u64) || l["session"]["server_port"] == port)
+            .cloned();
+        let done = hit.is_some();
+        found = hit;
+        async move { done }
+    })
+    .await;
+    found.unwrap()
+}
+
+async fn service(bp: &helpers::Blueprint, name: &str, upstream: SocketAddr) -> Value {
+    bp.services()
+        .insert(json!({ "name": name, "url": format!("tcp://{upstream}") }))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_routed_and_proxied_both_ways() {
+    for strategy in helpers::all_strategies() {
+        let bp = helpers::get_db_utils(strategy, &["bundled", "stream-logger"]).await;
+        let (a, b) = (echo("a:").await, echo("b:").await);
+        let sa = service(&bp, "a", a).await;
+        let sb = service(&bp, "b", b).await;
+        // The gateway's stream port is not known before it starts: route by source (the
+        // test's loopback address) and by a destination port nothing listens on.
+        bp.routes()
+            .insert(
+                json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.0/8" }], "service": { "id": sa["id"] } }),
+            )
+            .await;
+        bp.routes()
+            .insert(json!({ "protocols": ["tcp"], "destinations": [{ "port": 1 }], "service": { "id": sb["id"] } }))
+            .await;
+        bp.plugins()
+            .insert(json!({ "name": "stream-logger", "protocols": ["tcp", "tls"] }))
+            .await;
+        let kong: Gateway = helpers::start_kong(&bp, Conf::default()).await;
+        let got = exchange(kong.stream_addr(), b"hello over tcp").await;
+        assert_eq!(got, b"a:hello over tcp", "[#{strategy}]");
+        // A megabyte each way, in chunks.
+        let big = vec![b'x'; 1 << 20];
+        let got = exchange(kong.stream_addr(), &big).await;
+        assert_eq!(
+            got.len(),
+            big.len() + 2 * got.windows(2).filter(|w| w == b"a:").count(),
+            "[#{strategy}]"
+        );
+        kong.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serializer_has_kongs_stream_shape() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "stream-logger"]).await;
+    let up = echo("").await;
+    let s = service(&bp, "echo", up).await;
+    bp.routes()
+        .insert(json!({ "name": "by-source", "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "stream-logger", "protocols": ["tcp"] }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let got = exchange(kong.stream_addr(), b"12345").await;
+    assert_eq!(got, b"12345");
+    let entry = logged(kong.stream_addr().port()).await;
+    assert_eq!(entry["session"]["received"], 5);
+    assert_eq!(entry["session"]["sent"], 5);
+    assert_eq!(entry["session"]["status"], 200);
+    assert_eq!(entry["upstream"], json!({ "received": 5, "sent": 5 }));
+    assert_eq!(entry["route"]["name"], "by-source");
+    assert_eq!(entry["service"]["name"], "echo");
+    assert!(entry.get("request").is_none() && entry.get("response").is_none());
+    assert!(entry["latencies"]["session"].is_u64());
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preread_exits_follow_kongs_stream_rules() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "stream-exit"]).await;
+    let up = echo("").await;
+    let s = service(&bp, "echo", up).await;
+    let ok = bp
+        .routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "stream-exit", "route": { "id": ok["id"] }, "protocols": ["tcp"], "config": { "status": 200 } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    // 200: the body, then the end of the session (the upstream never sees the bytes).
+    let got = exchange(kong.stream_addr(), b"ignored").await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got).unwrap(),
+        json!({ "status": 200, "message": "plugin executed" })
+    );
+    kong.stop().await;
+
+    // 403 (ip-restriction): no body, the session ends.
+    assert_eq!(
+        <kong_plugins::ip_restriction::IpRestriction as kong_pdk::Plugin>::NAME,
+        "ip-restriction"
+    );
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled"]).await;
+    let s = service(&bp, "echo", up).await;
+    let r = bp
+        .routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "ip-restriction", "route": { "id": r["id"] }, "protocols": ["tcp"], "config": { "deny": ["127.0.0.1"] } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(exchange(kong.stream_addr(), b"let me in").await, b"");
+    assert!(
+        kong.error_log()
+            .iter()
+            .any(|l| l.contains("IP address not allowed: 127.0.0.1")),
+        "{:?}",
+        kong.error_log()
+    );
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_no_service_and_a_dead_upstream_end_the_session() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled"]).await;
+    // Nothing listens on the service's port.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let s = service(&bp, "dead", dead).await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(exchange(kong.stream_addr(), b"anyone?").await, b"");
+    kong.stop().await;
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled"]).await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tcp"], "destinations": [{ "port": 1 }] }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(exchange(kong.stream_addr(), b"anyone?").await, b"");
+    assert!(
+        kong.error_log()
+            .iter()
+            .any(|l| l.contains("no Route found with those values")),
+        "{:?}",
+        kong.error_log()
+    );
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_routes_follow_kongs_schema() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Sqlite, &["bundled"]).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let admin = kong.admin_client();
+    let post = |path: &'static str, body: Value| {
+        let admin = &admin;
+        async move {
+            let res = admin.post(path).json(&body).send().await;
+            (res.status(), res.assert_json())
+        }
+    };
+    let (_, body) = post("/routes", json!({ "protocols": ["tcp"] })).await;
+    assert_eq!(
+        body["fields"]["@entity"],
+        json!(["must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'"])
+    );
+    let (_, body) = post(
+        "/routes",
+        json!({ "protocols": ["tcp"], "paths": ["/x"], "sources": [{ "port": 1 }] }),
+    )
+    .await;
+    assert_eq!(
+        body["fields"]["paths"],
+        "cannot set 'paths' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"
+    );
+    let (_, body) = post(
+        "/routes",
+        json!({ "protocols": ["tls_passthrough"], "sources": [{ "port": 1 }] }),
+    )
+    .await;
+    assert_eq!(
+        body["fields"]["@entity"],
+        json!(["must set snis when 'protocols' is 'tls_passthrough'"])
+    );
+    let (_, body) = post(
+        "/routes",
+        json!({ "protocols": ["tcp"], "sources": [{ "ip": "10.0.0.0/33" }] }),
+    )
+    .await;
+    assert_eq!(
+        body["fields"]["sources"],
+        json!([{ "ip": "invalid ip or cidr range: '10.0.0.0/33'" }])
+    );
+    let (_, body) = post("/routes", json!({ "protocols": ["tcp"], "sources": [{}] })).await;
+    assert_eq!(
+        body["fields"]["sources"],
+        json!([{ "@entity": ["at least one of these fields must be non-empty: 'ip', 'port'"] }])
+    );
+    let (_, body) = post(
+        "/routes",
+        json!({ "protocols": ["http"], "paths": ["/"], "sources": [{ "port": 1 }] }),
+    )
+    .await;
+    assert_eq!(
+        body["fields"]["sources"],
+        "cannot set 'sources' when 'protocols' is 'http' or 'https'"
+    );
+    let (_, body) = post(
+        "/routes",
+        json!({ "protocols": ["tcp", "http"], "sources": [{ "port": 1 }] }),
+    )
+    .await;
+    assert!(
+        body["fields"]["protocols"]
+            .as_str()
+            .unwrap()
+            .starts_with("these sets are mutually exclusive")
+    );
+    let (status, route) = post(
+        "/routes",
+        json!({ "protocols": ["tcp", "tls"], "destinations": [{ "ip": "10.0.0.1", "port": 9000 }] }),
+    )
+    .await;
+    assert_eq!(status, 201, "{route}");
+    assert_eq!(route["destinations"], json!([{ "ip": "10.0.0.1", "port": 9000 }]));
+    let (_, body) = post(
+        "/services",
+        json!({ "name": "t", "protocol": "tcp", "host": "h", "path": "/x" }),
+    )
+    .await;
+    assert_eq!(body["fields"]["path"], "value must be null");
+    kong.stop().await;
+}
