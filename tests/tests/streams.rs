@@ -326,3 +326,167 @@ async fn stream_routes_follow_kongs_schema() {
     assert_eq!(body["fields"]["path"], "value must be null");
     kong.stop().await;
 }
+
+/// A TLS echo upstream for `name`: what it echoes is prefixed with the server name the client
+/// sent. Returns its address and its certificate (DER).
+async fn tls_echo(name: &'static str) -> (SocketAddr, Vec<u8>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (_, cert, key) = kong_pdk::gateway::tls::CertificatePair::self_signed(&[name]).unwrap();
+    let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut out = format!("{sni}:").into_bytes();
+                            out.extend_from_slice(&buf[..n]);
+                            if tls.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, der.to_vec())
+}
+
+/// Counts the phases of TLS stream sessions.
+#[plugin(priority = 500, version = "1.0.0", name = "stream-phases", protocols = protocols)]
+pub struct StreamPhases {}
+
+static PHASES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for StreamPhases {
+    async fn certificate(&self, _kong: &mut Kong<Certificate>) -> kong_pdk::Result {
+        PHASES.lock().unwrap().push("certificate");
+        Ok(())
+    }
+
+    async fn preread(&self, _kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        PHASES.lock().unwrap().push("preread");
+        Ok(())
+    }
+
+    async fn log(&self, _kong: &mut Kong<Log>) -> kong_pdk::Result {
+        PHASES.lock().unwrap().push("log");
+        Ok(())
+    }
+}
+
+/// Writes `data` over `io`, ends its side, reads to the end.
+async fn exchange_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S, data: &[u8]) -> Vec<u8> {
+    io.write_all(data).await.unwrap();
+    io.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut got))
+        .await
+        .expect("the gateway ends the session");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_terminated_or_passed_through_as_the_route_says() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "stream-phases"]).await;
+    let plain = echo("plain:").await;
+    let (secure, upstream_cert) = tls_echo("pass.test").await;
+    let terminated = service(&bp, "terminated", plain).await;
+    let passed = service(&bp, "passed", secure).await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tls"], "snis": ["term.test"], "service": { "id": terminated["id"] } }))
+        .await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tls_passthrough"], "snis": ["pass.test"], "service": { "id": passed["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "stream-phases", "protocols": ["tcp", "tls", "tls_passthrough"] }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+
+    // Terminated: the gateway's certificate, plaintext to the upstream; certificate, preread
+    // and log once each.
+    let tls = helpers::tls_client(kong.stream_ssl_addr(), "term.test").await.unwrap();
+    assert_eq!(exchange_over(tls, b"secret").await, b"plain:secret");
+    helpers::wait_until("the session's log", Duration::from_secs(10), || async {
+        PHASES.lock().unwrap().contains(&"log")
+    })
+    .await;
+    assert_eq!(*PHASES.lock().unwrap(), ["certificate", "preread", "log"]);
+    assert_ne!(
+        helpers::served_certificate(kong.stream_ssl_addr(), "term.test")
+            .await
+            .unwrap(),
+        upstream_cert
+    );
+    helpers::wait_until("that session's log", Duration::from_secs(10), || async {
+        PHASES.lock().unwrap().iter().filter(|p| **p == "log").count() >= 2
+    })
+    .await;
+    PHASES.lock().unwrap().clear();
+
+    // Passed through: the upstream's certificate and its TLS, the client's server name.
+    assert_eq!(
+        helpers::served_certificate(kong.stream_ssl_addr(), "pass.test")
+            .await
+            .unwrap(),
+        upstream_cert
+    );
+    let tls = helpers::tls_client(kong.stream_ssl_addr(), "pass.test").await.unwrap();
+    assert_eq!(exchange_over(tls, b"hello").await, b"pass.test:hello");
+    helpers::wait_until("the passthrough sessions' logs", Duration::from_secs(10), || async {
+        PHASES.lock().unwrap().iter().filter(|p| **p == "log").count() >= 2
+    })
+    .await;
+    assert!(
+        !PHASES.lock().unwrap().contains(&"certificate"),
+        "no certificate phase when passing through"
+    );
+    // A server name no route has: the session ends.
+    assert!(
+        helpers::tls_client(kong.stream_ssl_addr(), "nobody.test")
+            .await
+            .is_err()
+    );
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_services_speak_tls_to_their_upstream() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled"]).await;
+    let (secure, _) = tls_echo("localhost").await;
+    let s = bp
+        .services()
+        .insert(json!({ "name": "secure", "url": format!("tls://localhost:{}", secure.port()) }))
+        .await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(exchange(kong.stream_addr(), b"in clear").await, b"localhost:in clear");
+    kong.stop().await;
+}

@@ -27,8 +27,8 @@ pub struct Settings {
     /// `status_listen` addresses (plain HTTP entries; `off`, the default, for none): the
     /// Status API (`/status`, `/status/ready`, prometheus' `/metrics`).
     pub status_listen: Vec<SocketAddr>,
-    /// `stream_listen` addresses (TCP; `off`, the default, for none).
-    pub stream_listen: Vec<SocketAddr>,
+    /// `stream_listen` entries (TCP, `ssl` for TLS streams; `off`, the default, for none).
+    pub stream_listen: Vec<Listen>,
     /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
     /// default: the request's `Origin`, or `*`).
     pub admin_gui_origin: Vec<String>,
@@ -142,9 +142,8 @@ const STREAM_LISTEN_FORM: &str = "stream_listen must be of form: [off] | <ip>:<p
 
 /// `stream_listen`: the TCP addresses to serve streams on. Kong's flags are checked; `bind`,
 /// `reuseport`, `backlog=`, `ipv6only=` and `so_keepalive=` are accepted (the socket options
-/// are the system's), `ssl`, `udp` and `proxy_protocol` are refused until this gateway
-/// serves them.
-fn parse_stream_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
+/// are the system's), `udp` and `proxy_protocol` are refused until this gateway serves them.
+fn parse_stream_listen(value: &str) -> Result<Vec<Listen>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if entry == "off" {
@@ -152,6 +151,7 @@ fn parse_stream_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
         }
         let mut parts = entry.split_whitespace();
         let addr = parts.next().unwrap_or_default();
+        let mut ssl = false;
         for flag in parts {
             let known = matches!(
                 flag,
@@ -163,7 +163,8 @@ fn parse_stream_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
                     .strip_prefix("so_keepalive=")
                     .is_some_and(|k| k.split(':').count() == 3);
             match flag {
-                "ssl" | "udp" | "proxy_protocol" => {
+                "ssl" => ssl = true,
+                "udp" | "proxy_protocol" => {
                     return Err(format!(
                         "stream_listen: '{flag}' entries are not served by this gateway yet ({entry})"
                     ));
@@ -172,7 +173,8 @@ fn parse_stream_listen(value: &str) -> Result<Vec<SocketAddr>, String> {
                 _ => return Err(STREAM_LISTEN_FORM.to_owned()),
             }
         }
-        out.push(addr.parse().map_err(|_| STREAM_LISTEN_FORM.to_owned())?);
+        let addr = addr.parse().map_err(|_| STREAM_LISTEN_FORM.to_owned())?;
+        out.push(Listen { addr, ssl });
     }
     Ok(out)
 }
@@ -604,7 +606,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
         let mut proxy = Proxy::new(snapshot, s.headers).with_client_header_timeout(s.client_header_timeout);
-        if s.proxy_listen.iter().any(|l| l.ssl) {
+        if s.proxy_listen.iter().chain(&s.stream_listen).any(|l| l.ssl) {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
         let proxy = Arc::new(proxy);
@@ -631,12 +633,17 @@ pub fn run(s: Settings) -> Result<(), String> {
             tracing::info!(target: "kong", "status API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
             tokio::spawn(admin.clone().serve_status(listener, std::future::pending()));
         }
-        for addr in &s.stream_listen {
+        for listen in &s.stream_listen {
+            let addr = listen.addr;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("stream_listen: could not listen on {addr}: {e}"))?;
-            tracing::info!(target: "kong", "stream proxy listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-            tokio::spawn(proxy.clone().serve_stream(listener, std::future::pending()));
+            tracing::info!(target: "kong", "stream proxy listening on {}{}", listener.local_addr().map_err(|e| e.to_string())?, if listen.ssl { " (ssl)" } else { "" });
+            if listen.ssl {
+                tokio::spawn(proxy.clone().serve_stream_tls(listener, std::future::pending()));
+            } else {
+                tokio::spawn(proxy.clone().serve_stream(listener, std::future::pending()));
+            }
         }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -750,12 +757,15 @@ mod tests {
 
     #[test]
     fn stream_listen_reads_kongs_flags() {
-        assert_eq!(parse_stream_listen("off").unwrap(), Vec::<SocketAddr>::new());
+        assert!(parse_stream_listen("off").unwrap().is_empty());
+        let listens =
+            parse_stream_listen("127.0.0.1:7000 reuseport backlog=16384, 0.0.0.0:20 ssl so_keepalive=1m:5s:3").unwrap();
+        let got: Vec<(SocketAddr, bool)> = listens.iter().map(|l| (l.addr, l.ssl)).collect();
         assert_eq!(
-            parse_stream_listen("127.0.0.1:7000 reuseport backlog=16384, 0.0.0.0:20 so_keepalive=1m:5s:3").unwrap(),
+            got,
             vec![
-                "127.0.0.1:7000".parse::<SocketAddr>().unwrap(),
-                "0.0.0.0:20".parse().unwrap()
+                ("127.0.0.1:7000".parse().unwrap(), false),
+                ("0.0.0.0:20".parse().unwrap(), true)
             ]
         );
         assert_eq!(

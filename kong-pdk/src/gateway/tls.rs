@@ -229,13 +229,15 @@ impl ResolvesServerCert for Resolver {
 pub(super) struct ServerConfigs {
     /// By `client_certificate as usize | (no_session_reuse as usize) << 1`.
     by_request: [Arc<rustls::ServerConfig>; 4],
+    /// The same for TLS streams: no ALPN (the bytes inside are the client's own protocol).
+    streams: [Arc<rustls::ServerConfig>; 4],
 }
 
 impl ServerConfigs {
     pub(super) fn new(resolver: Resolver) -> ServerConfigs {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let resolver = Arc::new(resolver);
-        let config = |client_certificate: bool, no_session_reuse: bool| {
+        let config = |client_certificate: bool, no_session_reuse: bool, alpn: bool| {
             let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default protocol versions");
@@ -245,7 +247,9 @@ impl ServerConfigs {
                 builder.with_no_client_auth()
             }
             .with_cert_resolver(resolver.clone());
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            if alpn {
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            }
             if no_session_reuse {
                 config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                 config.send_tls13_tickets = 0;
@@ -254,12 +258,23 @@ impl ServerConfigs {
         };
         ServerConfigs {
             by_request: [
-                config(false, false),
-                config(true, false),
-                config(false, true),
-                config(true, true),
+                config(false, false, true),
+                config(true, false, true),
+                config(false, true, true),
+                config(true, true, true),
+            ],
+            streams: [
+                config(false, false, false),
+                config(true, false, false),
+                config(false, true, false),
+                config(true, true, false),
             ],
         }
+    }
+
+    /// [`ServerConfigs::get`] for a TLS stream.
+    pub(super) fn get_stream(&self, asked: HandshakeRequests) -> Arc<rustls::ServerConfig> {
+        self.streams[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
     }
 
     /// The configuration that does what the `certificate` phase asked.

@@ -204,7 +204,7 @@ impl UpstreamTls {
         built.retain(|_, w| w.strong_count() > 0);
         for s in services
             .iter()
-            .filter(|s| matches!(s.protocol.as_str(), "https" | "wss"))
+            .filter(|s| matches!(s.protocol.as_str(), "https" | "wss" | "tls"))
         {
             let verify = (s.tls_verify == Some(true)).then(|| {
                 let roots = match &s.ca_certificates {

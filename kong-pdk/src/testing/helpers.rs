@@ -669,6 +669,7 @@ pub struct Gateway {
     admin: SocketAddr,
     status: SocketAddr,
     stream: SocketAddr,
+    stream_tls: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -756,11 +757,11 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
             .expect("start_kong: bind a listener")
     };
     let (plain, tls, admin_listener, status_listener) = (bind().await, bind().await, bind().await, bind().await);
-    let stream_listener = bind().await;
+    let (stream_listener, stream_tls_listener) = (bind().await, bind().await);
     let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
     let (proxy_addr, proxy_ssl, admin_addr, status) =
         (addr(&plain), addr(&tls), addr(&admin_listener), addr(&status_listener));
-    let stream = addr(&stream_listener);
+    let (stream, stream_tls) = (addr(&stream_listener), addr(&stream_tls_listener));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = || {
         let mut rx = stopped.clone();
@@ -774,6 +775,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         tokio::spawn(admin.clone().serve(admin_listener, until_stopped())),
         tokio::spawn(admin.clone().serve_status(status_listener, until_stopped())),
         tokio::spawn(proxy.clone().serve_stream(stream_listener, until_stopped())),
+        tokio::spawn(proxy.clone().serve_stream_tls(stream_tls_listener, until_stopped())),
     ];
     if let Some(every) = conf.db_update_frequency {
         let stopped = until_stopped();
@@ -791,6 +793,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         admin: admin_addr,
         status,
         stream,
+        stream_tls,
         stop,
         tasks,
     }
@@ -817,6 +820,12 @@ impl Gateway {
     /// `destinations` see its port.
     pub fn stream_addr(&self) -> SocketAddr {
         self.stream
+    }
+
+    /// The TLS stream listener (a `stream_listen` entry with `ssl`), on 127.0.0.1: routes
+    /// with `tls` terminate there, routes with `tls_passthrough` pass the client's TLS on.
+    pub fn stream_ssl_addr(&self) -> SocketAddr {
+        self.stream_tls
     }
 
     /// The Admin API listener.
@@ -887,6 +896,27 @@ impl Drop for Gateway {
 /// The certificate (DER) a TLS listener at `addr` serves to a handshake naming `sni`, without
 /// verifying it: which certificate and SNI entities a gateway picked.
 pub async fn served_certificate(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, String> {
+    let (_, seen) = tls_connect(addr, sni).await?;
+    seen.take_seen()
+        .ok_or_else(|| "no certificate was presented".to_owned())
+}
+
+/// A TLS client connection to `addr` naming `sni`, taking whatever certificate it is served
+/// (the test gateways' are self-signed): for TLS streams (`Gateway::stream_ssl_addr`).
+pub async fn tls_client(addr: SocketAddr, sni: &str) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    tls_connect(addr, sni).await.map(|(stream, _)| stream)
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<
+    (
+        tokio_rustls::client::TlsStream<TcpStream>,
+        Arc<crate::engine::AnyServer>,
+    ),
+    String,
+> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let seen = Arc::new(crate::engine::AnyServer::new(provider.clone()));
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -897,12 +927,11 @@ pub async fn served_certificate(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, 
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
-    seen.take_seen()
-        .ok_or_else(|| "no certificate was presented".to_owned())
+    Ok((stream, seen))
 }
 
 /// Polls `condition` every 20 ms until it holds (`helpers.wait_until(fn, timeout)`).
