@@ -83,6 +83,10 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
                 Protocols::Ws => quote!(::kong_pdk::schema::ProtocolsTypedef::ProtocolsWs),
             };
             let (nc, nr, ns) = (p.no_consumer, p.no_route, p.no_service);
+            let protocols_default = match &p.protocols_default {
+                Some(names) => quote!(::std::option::Option::Some(&[#(#names),*])),
+                None => quote!(::std::option::Option::None),
+            };
             quote! {
                 impl ::kong_pdk::Plugin for #ident {
                     const NAME: &'static str = #name;
@@ -95,6 +99,7 @@ pub fn expand(kind: Kind, args: TokenStream, input: TokenStream) -> TokenStream 
                         SCHEMA.get_or_init(|| ::kong_pdk::schema::PluginSchema {
                             name: #name,
                             protocols: #protocols,
+                            protocols_default: #protocols_default,
                             no_consumer: #nc,
                             no_route: #nr,
                             no_service: #ns,

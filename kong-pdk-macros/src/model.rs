@@ -110,6 +110,9 @@ pub struct PluginArgs {
     pub version: Option<String>,
     pub name: Option<String>,
     pub protocols: Protocols,
+    /// `protocols_default = ["http", "tcp"]`: the plugin's own default protocols (Kong's
+    /// `typedefs.protocols { default = ... }`).
+    pub protocols_default: Option<Vec<String>>,
     pub no_consumer: bool,
     pub no_route: bool,
     pub no_service: bool,
@@ -618,6 +621,7 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
         version: None,
         name: None,
         protocols: Protocols::All,
+        protocols_default: None,
         no_consumer: false,
         no_route: false,
         no_service: false,
@@ -669,6 +673,30 @@ pub fn parse_plugin_args(cx: &Ctxt, args: &[&Arg], attr_span: Span) -> PluginArg
                     "`protocols` is `protocols` (any protocol), `protocols_http` (http subsystem only), `protocols_http_ws` (http subsystem and WebSocket services) or `protocols_ws` (WebSocket services only)",
                 ),
             },
+            "protocols_default" => {
+                const KNOWN: [&str; 10] = [
+                    "grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss",
+                ];
+                let items = match &arg.value {
+                    ArgValue::Value(Value::Array { items, .. }) | ArgValue::Values(items) if !items.is_empty() => items,
+                    _ => {
+                        cx.error_spanned_by(&arg.key, "`protocols_default` takes protocols: `protocols_default = [\"http\", \"tcp\"]`");
+                        continue;
+                    }
+                };
+                let mut names = Vec::new();
+                for item in items {
+                    match item {
+                        Value::Str(s) if KNOWN.contains(&s.value().as_str()) => names.push(s.value()),
+                        Value::Str(s) => cx.error_spanned_by(
+                            s,
+                            format!("`{}` is not a protocol; Kong's are: {}", s.value(), KNOWN.join(", ")),
+                        ),
+                        _ => cx.error_spanned_by(&arg.key, "`protocols_default` takes protocol names as strings"),
+                    }
+                }
+                out.protocols_default = Some(names);
+            }
             "no_consumer" => out.no_consumer = flag(cx, arg),
             "no_route" => out.no_route = flag(cx, arg),
             "no_service" => out.no_service = flag(cx, arg),

@@ -10,6 +10,7 @@ use kong_pdk::prelude::*;
     priority = 990,
     version = "3.10.0",
     name = "ip-restriction",
+    protocols_default = ["http", "https", "tcp", "tls", "grpc", "grpcs"],
     at_least_one_of("allow", "deny")
 )]
 pub struct IpRestriction {

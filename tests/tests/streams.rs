@@ -199,9 +199,15 @@ async fn preread_exits_follow_kongs_stream_rules() {
         .routes()
         .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
         .await;
-    bp.plugins()
-        .insert(json!({ "name": "ip-restriction", "route": { "id": r["id"] }, "protocols": ["tcp"], "config": { "deny": ["127.0.0.1"] } }))
+    let restriction = bp
+        .plugins()
+        .insert(json!({ "name": "ip-restriction", "route": { "id": r["id"] }, "config": { "deny": ["127.0.0.1"] } }))
         .await;
+    assert_eq!(
+        restriction["protocols"],
+        json!(["http", "https", "tcp", "tls", "grpc", "grpcs"]),
+        "Kong's ip-restriction covers streams by default"
+    );
     let kong = helpers::start_kong(&bp, Conf::default()).await;
     assert_eq!(exchange(kong.stream_addr(), b"let me in").await, b"");
     assert!(

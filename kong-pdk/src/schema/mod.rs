@@ -354,6 +354,8 @@ pub struct PluginSchema {
     pub name: &'static str,
     /// The `protocols` typedef.
     pub protocols: ProtocolsTypedef,
+    /// The plugin's own default protocols, over the typedef's.
+    pub protocols_default: Option<&'static [&'static str]>,
     /// `consumer = typedefs.no_consumer`: cannot be scoped to a consumer.
     pub no_consumer: bool,
     /// `route = typedefs.no_route`.
@@ -382,12 +384,15 @@ impl PluginSchema {
                 fields.push(Field::new(name, typedef()));
             }
         }
-        let protocols = match self.protocols {
+        let mut protocols = match self.protocols {
             ProtocolsTypedef::Protocols => typedefs::protocols::schema(),
             ProtocolsTypedef::ProtocolsHttp => typedefs::protocols_http::schema(),
             ProtocolsTypedef::ProtocolsWs => typedefs::protocols_ws::schema(),
             ProtocolsTypedef::ProtocolsHttpWs => typedefs::protocols_http_ws::schema(),
         };
+        if let Some(default) = self.protocols_default {
+            protocols.default = Some(Value::from(default.to_vec()));
+        }
         fields.push(Field::new("protocols", protocols));
         fields.push(Field::new("config", FieldSchema::record(self.config.clone())));
         fields
