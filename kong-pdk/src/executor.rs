@@ -48,6 +48,10 @@ pub struct PluginEntity {
     pub enabled: bool,
     /// Kong Enterprise's dynamic ordering in `access`, if any.
     pub ordering: Option<Ordering>,
+    /// The protocols it runs for (`None`: its schema's default). Kong loads an instance in the
+    /// subsystems its protocols belong to: HTTP (`http`, `https`, `grpc(s)`, `ws(s)`) and
+    /// stream (`tcp`, `tls`, `udp`, `tls_passthrough`).
+    pub protocols: Option<Vec<String>>,
 }
 
 /// Kong Enterprise's dynamic ordering of a plugin instance (`ordering: {before: {access:
@@ -166,7 +170,15 @@ impl PluginEntity {
             config,
             enabled: true,
             ordering: None,
+            protocols: None,
         }
+    }
+
+    /// The same instance for these protocols only.
+    #[must_use]
+    pub fn protocols(mut self, protocols: &[&str]) -> Self {
+        self.protocols = Some(protocols.iter().map(|p| (*p).to_owned()).collect());
+        self
     }
 
     /// The same instance scoped to a route.
@@ -295,11 +307,31 @@ impl Slot {
 /// An immutable snapshot of the configured plugin instances: what runs for each request.
 pub struct PluginSet {
     plugins: Arc<Plugins>,
+    /// What runs for HTTP requests, and for stream sessions (Kong's two plugin iterators).
+    lanes: [Lane; 2],
+    all: Vec<Arc<dyn ErasedInstance>>,
+}
+
+/// The instances of one subsystem, for per-request lookups.
+#[derive(Default)]
+struct Lane {
     slots: Vec<Slot>,
     /// Some instance has a dynamic ordering: `access` sorts the plugins it runs.
     ordered: bool,
     globals: Vec<Vec<Arc<dyn ErasedInstance>>>,
-    all: Vec<Arc<dyn ErasedInstance>>,
+}
+
+/// An instance runs for HTTP requests.
+const HTTP_LANE: u8 = 1;
+/// An instance runs for stream sessions.
+const STREAM_LANE: u8 = 2;
+
+/// The lanes `protocols` belong to.
+fn lanes_of<'a>(protocols: impl IntoIterator<Item = &'a str>) -> u8 {
+    protocols.into_iter().fold(0, |m, p| match p {
+        "tcp" | "tls" | "udp" | "tls_passthrough" => m | STREAM_LANE,
+        _ => m | HTTP_LANE,
+    })
 }
 
 impl std::fmt::Debug for PluginSet {
@@ -311,7 +343,7 @@ impl std::fmt::Debug for PluginSet {
 /// Builds a [`PluginSet`].
 pub struct PluginSetBuilder {
     plugins: Arc<Plugins>,
-    entries: Vec<(usize, Arc<dyn ErasedInstance>)>,
+    entries: Vec<(usize, Arc<dyn ErasedInstance>, u8)>,
     /// Dynamic orderings: (plugin index, scope, ordering).
     orderings: Vec<(usize, Scope, Ordering)>,
     /// "Runs before" pairs of plugin names, from every ordering so far.
@@ -354,7 +386,7 @@ impl PluginSetBuilder {
             if self
                 .entries
                 .iter()
-                .any(|(i, e)| *i == index && e.scope() == entity.scope)
+                .any(|(i, e, _)| *i == index && e.scope() == entity.scope)
             {
                 let mut fields = serde_json::Map::new();
                 fields.insert(
@@ -382,17 +414,44 @@ impl PluginSetBuilder {
                 self.before = before;
                 self.orderings.push((index, entity.scope, ordering.clone()));
             }
-            self.entries.push((index, instance));
+            let lanes = match &entity.protocols {
+                Some(p) => lanes_of(p.iter().map(String::as_str)),
+                None => lanes_of(ty.schema().default_protocols().iter().copied()),
+            };
+            self.entries.push((index, instance, lanes));
         }
         Ok(self)
     }
 
     /// The snapshot.
     pub fn build(self) -> PluginSet {
+        let all = self.entries.iter().map(|(_, inst, _)| inst.clone()).collect();
+        let lane = |bit: u8| {
+            let entries = self.entries.iter().filter(|(_, _, lanes)| lanes & bit != 0);
+            let orderings = self.orderings.iter().filter(|(index, scope, _)| {
+                self.entries
+                    .iter()
+                    .any(|(i, inst, lanes)| i == index && inst.scope() == *scope && lanes & bit != 0)
+            });
+            Lane::build(entries, orderings)
+        };
+        PluginSet {
+            lanes: [lane(HTTP_LANE), lane(STREAM_LANE)],
+            plugins: self.plugins,
+            all,
+        }
+    }
+}
+
+impl Lane {
+    fn build<'a>(
+        entries: impl Iterator<Item = &'a (usize, Arc<dyn ErasedInstance>, u8)>,
+        orderings: impl Iterator<Item = &'a (usize, Scope, Ordering)>,
+    ) -> Lane {
         let mut slots: Vec<(usize, Slot)> = Vec::new();
         let mut globals: Vec<Vec<(usize, Arc<dyn ErasedInstance>)>> = vec![Vec::new(); Phase::ALL.len()];
-        let mut all = Vec::with_capacity(self.entries.len());
-        for (index, inst) in self.entries {
+        for (index, inst, _) in entries {
+            let index = *index;
             let meta = inst.meta();
             let scope = inst.scope();
             if scope.is_global() {
@@ -400,7 +459,6 @@ impl PluginSetBuilder {
                     globals[phase as usize].push((index, inst.clone()));
                 }
             }
-            all.push(inst.clone());
             // A plugin that runs in no per-request phase after routing changes nothing there:
             // leave it out of the per-request lookups.
             if !meta.phases.iter().any(|p| p >= Phase::Access) {
@@ -425,27 +483,26 @@ impl PluginSetBuilder {
             };
             let slot = &mut slots[pos].1;
             slot.combos |= 1 << combo(&scope);
-            slot.instances.insert(scope, inst);
+            slot.instances.insert(scope, inst.clone());
         }
-        let ordered = !self.orderings.is_empty();
-        for (index, scope, ordering) in self.orderings {
-            if let Some((_, slot)) = slots.iter_mut().find(|(i, _)| *i == index) {
-                slot.orderings.insert(scope, ordering);
+        let mut ordered = false;
+        for (index, scope, ordering) in orderings {
+            if let Some((_, slot)) = slots.iter_mut().find(|(i, _)| i == index) {
+                slot.orderings.insert(*scope, ordering.clone());
+                ordered = true;
             }
         }
         slots.sort_by_key(|(i, _)| *i);
         for g in &mut globals {
             g.sort_by_key(|(i, _)| *i);
         }
-        PluginSet {
-            plugins: self.plugins,
+        Lane {
             slots: slots.into_iter().map(|(_, s)| s).collect(),
             ordered,
             globals: globals
                 .into_iter()
                 .map(|g| g.into_iter().map(|(_, i)| i).collect())
                 .collect(),
-            all,
         }
     }
 }
@@ -499,13 +556,24 @@ impl PluginSet {
     /// Whether any global instance handles `phase` (the gateway skips building a transaction
     /// for the `certificate` phase otherwise).
     pub fn has_globals(&self, phase: Phase) -> bool {
-        !self.globals[phase as usize].is_empty()
+        self.lanes.iter().any(|l| !l.globals[phase as usize].is_empty())
+    }
+
+    /// The instances that run for `tx`'s subsystem.
+    fn lane(&self, tx: &Transaction) -> &Lane {
+        match tx.subsystem {
+            crate::transaction::Subsystem::Stream => &self.lanes[1],
+            _ => &self.lanes[0],
+        }
     }
 
     /// Whether a later phase (`header_filter`, `body_filter`, `log`) has handlers for `tx`:
     /// the instances collected in access, or the globals when access never ran.
     pub fn handles(&self, tx: &Transaction, phase: Phase) -> bool {
-        let list = tx.collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        let list = tx
+            .collected
+            .as_deref()
+            .unwrap_or(&self.lane(tx).globals[phase as usize]);
         list.iter().any(|i| i.meta().phases.contains(phase))
     }
 
@@ -521,7 +589,7 @@ impl PluginSet {
     }
 
     async fn run_globals(&self, phase: Phase, tx: &mut Transaction) {
-        for inst in &self.globals[phase as usize] {
+        for inst in &self.lane(tx).globals[phase as usize] {
             if !self.call(phase, inst, tx).await || tx.exit.is_some() {
                 break;
             }
@@ -544,13 +612,13 @@ impl PluginSet {
     }
 
     async fn collect(&self, phase: Phase, downstream: &[Phase], tx: &mut Transaction) {
-        if phase == Phase::Access && self.ordered && self.collect_ordered(downstream, tx).await {
+        if phase == Phase::Access && self.lane(tx).ordered && self.collect_ordered(downstream, tx).await {
             return;
         }
         let route = tx.route.as_ref().map(|r| r.id);
         let service = tx.service.as_ref().map(|s| s.id);
         let mut collected = Vec::new();
-        for slot in &self.slots {
+        for slot in &self.lane(tx).slots {
             let consumer = tx.consumer.as_ref().map(|c| c.id);
             let Some((_, inst)) = slot.lookup(route, service, consumer) else {
                 continue;
@@ -579,6 +647,7 @@ impl PluginSet {
         let service = tx.service.as_ref().map(|s| s.id);
         let consumer = tx.consumer.as_ref().map(|c| c.id);
         let selected: Vec<(&Arc<dyn ErasedInstance>, Option<&Ordering>)> = self
+            .lane(tx)
             .slots
             .iter()
             .filter_map(|slot| {
@@ -645,7 +714,7 @@ impl PluginSet {
             Phase::WsUpstreamFrame
         };
         let collected = tx.collected.clone();
-        let list = collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        let list = collected.as_deref().unwrap_or(&self.lane(tx).globals[phase as usize]);
         for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
             let ok = self.call(phase, inst, tx).await;
             let Some(state) = &tx.frame else { break };
@@ -670,7 +739,7 @@ impl PluginSet {
         // The collected instances, or the globals when access never ran. A shared handle, not
         // taken out: a call that is dropped half-way leaves them for the phases after it.
         let collected = tx.collected.clone();
-        let list = collected.as_deref().unwrap_or(&self.globals[phase as usize]);
+        let list = collected.as_deref().unwrap_or(&self.lane(tx).globals[phase as usize]);
         for inst in list.iter().filter(|i| i.meta().phases.contains(phase)) {
             let had_exit = tx.exit.is_some();
             let ok = self.call(phase, inst, tx).await;

@@ -496,3 +496,56 @@ async fn tls_services_speak_tls_to_their_upstream() {
     assert_eq!(exchange(kong.stream_addr(), b"in clear").await, b"localhost:in clear");
     kong.stop().await;
 }
+
+/// Counts requests and sessions it sees, by subsystem.
+#[plugin(priority = 400, version = "1.0.0", name = "subsystem-probe", protocols = protocols)]
+pub struct SubsystemProbe {}
+
+static SEEN_BY: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[handler]
+impl Handler for SubsystemProbe {
+    async fn access(&self, _kong: &mut Kong<Access>) -> kong_pdk::Result {
+        SEEN_BY.lock().unwrap().push("http");
+        Ok(())
+    }
+
+    async fn preread(&self, _kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        SEEN_BY.lock().unwrap().push("stream");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_runs_in_the_subsystems_of_its_protocols() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "subsystem-probe"]).await;
+    let up = echo("").await;
+    let s = service(&bp, "echo", up).await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.routes().insert(json!({ "paths": ["/"] })).await;
+    // Global, HTTP protocols only (the default): streams do not run it.
+    bp.plugins().insert(json!({ "name": "subsystem-probe" })).await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    kong.proxy_client().get("/anything").send().await.assert_status(200);
+    assert_eq!(exchange(kong.stream_addr(), b"x").await, b"x");
+    assert_eq!(*SEEN_BY.lock().unwrap(), ["http"]);
+    kong.stop().await;
+    SEEN_BY.lock().unwrap().clear();
+    // Stream protocols only: HTTP requests do not run it.
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "subsystem-probe"]).await;
+    let s = service(&bp, "echo", up).await;
+    bp.routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.routes().insert(json!({ "paths": ["/"] })).await;
+    bp.plugins()
+        .insert(json!({ "name": "subsystem-probe", "protocols": ["tcp"] }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    kong.proxy_client().get("/anything").send().await.assert_status(200);
+    assert_eq!(exchange(kong.stream_addr(), b"x").await, b"x");
+    assert_eq!(*SEEN_BY.lock().unwrap(), ["stream"]);
+    kong.stop().await;
+}

@@ -115,7 +115,7 @@ pub(super) fn entities_of(config: &Config) -> Entities {
     }
     let fk = |id: Option<Uuid>| id.map_or(Value::Null, |id| json!({ "id": id.to_string() }));
     for p in &config.plugins {
-        let v = json!({
+        let mut v = json!({
             "id": p.id.to_string(),
             "name": p.name,
             "route": fk(p.scope.route),
@@ -125,6 +125,9 @@ pub(super) fn entities_of(config: &Config) -> Entities {
             "enabled": p.enabled,
             "ordering": p.ordering.as_ref().map(crate::executor::Ordering::to_json),
         });
+        if let Some(protocols) = &p.protocols {
+            v["protocols"] = json!(protocols);
+        }
         entities.put("plugins", p.id.to_string(), v);
     }
     entities

@@ -166,6 +166,9 @@ fn plugin_entity(p: &Value) -> PluginEntity {
         config: p["config"].clone(),
         enabled: p["enabled"].as_bool().unwrap_or(true),
         ordering: crate::executor::Ordering::from_json(&p["ordering"]),
+        protocols: p["protocols"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
     }
 }
 

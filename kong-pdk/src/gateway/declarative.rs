@@ -452,6 +452,10 @@ impl Config {
             let enabled = p.get("enabled").and_then(Value::as_bool).unwrap_or(true);
             let config = p.remove("config").unwrap_or(Value::Null);
             let ordering = p.get("ordering").and_then(crate::executor::Ordering::from_json);
+            let protocols = p
+                .get("protocols")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
             cfg.plugins.push(PluginEntity {
                 id,
                 name,
@@ -459,6 +463,7 @@ impl Config {
                 config,
                 enabled,
                 ordering,
+                protocols,
             });
         }
         Ok(cfg)

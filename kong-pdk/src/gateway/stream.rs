@@ -116,6 +116,7 @@ impl Proxy {
                 let node = snap.plugins.plugins().node_arc();
                 let mut tx = Transaction::handshake(conn.clone(), server.port(), node);
                 tx.request.scheme = "tls";
+                tx.subsystem = crate::transaction::Subsystem::Stream;
                 runloop::certificate(&snap.plugins, &mut tx).await;
                 asked = tx.handshake_requests();
             }

@@ -398,6 +398,18 @@ impl PluginSchema {
         fields
     }
 
+    /// The protocols an instance runs for when its entity names none.
+    pub fn default_protocols(&self) -> &'static [&'static str] {
+        if let Some(own) = self.protocols_default {
+            return own;
+        }
+        match self.protocols {
+            ProtocolsTypedef::Protocols | ProtocolsTypedef::ProtocolsHttp => &typedefs::HTTP_PROTOCOLS,
+            ProtocolsTypedef::ProtocolsWs => &typedefs::WS_PROTOCOLS,
+            ProtocolsTypedef::ProtocolsHttpWs => &typedefs::HTTP_WS_PROTOCOLS,
+        }
+    }
+
     /// The schema as `GET /schemas/plugins/{name}` publishes it:
     /// `{"fields":[{"protocols":{...}},{"config":{"type":"record","fields":[...]}}]}`.
     pub fn to_json(&self) -> Value {
