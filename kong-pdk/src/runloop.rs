@@ -384,7 +384,6 @@ fn end_trace(tx: &mut Transaction) {
 /// service, then the collecting `preread`. Afterwards the connection goes upstream when
 /// `tx.exit()` is `None`; otherwise the exit says how the session ends (a body under 400 is
 /// sent first). No route is a 500, a route without a service a 503 (Kong's).
-#[cfg(feature = "gateway")]
 pub(crate) async fn preread(
     set: &PluginSet,
     router: &Router,

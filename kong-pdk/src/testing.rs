@@ -342,6 +342,54 @@ pub enum WsSend {
     Upstream(Frame),
 }
 
+/// A TCP stream session for [`TestGateway::stream`]: who connects, and what they send.
+#[derive(Debug, Clone)]
+pub struct TestSession {
+    client_ip: IpAddr,
+    sni: Option<String>,
+    sent: Bytes,
+}
+
+impl TestSession {
+    /// A session from 127.0.0.1 that sends `bytes` and closes its side.
+    pub fn new(bytes: impl Into<Bytes>) -> TestSession {
+        TestSession {
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            sni: None,
+            sent: bytes.into(),
+        }
+    }
+
+    /// From another client address.
+    #[must_use]
+    pub fn client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    /// A TLS session (terminated by the gateway) naming `sni`.
+    #[must_use]
+    pub fn tls(mut self, sni: &str) -> Self {
+        self.sni = Some(sni.to_owned());
+        self
+    }
+}
+
+/// What a stream session produced.
+#[derive(Debug)]
+pub struct StreamOutcome {
+    /// What the client received.
+    pub to_client: Bytes,
+    /// What the upstream received (`None`: the session ended in `preread`).
+    pub to_upstream: Option<Bytes>,
+    /// The session's status (200 proxied; a `preread` exit's status otherwise).
+    pub status: u16,
+    /// The plugins' log lines.
+    pub logs: Vec<LogLine>,
+    /// The transaction, after `log`.
+    pub tx: Box<Transaction>,
+}
+
 /// What a WebSocket session produced.
 #[derive(Debug)]
 pub struct WsOutcome {
@@ -528,10 +576,33 @@ impl Harness {
             let routed = route.service.as_ref().map(|_| Arc::new(ws_service));
             Router::new([(Arc::new(ws_route), routed)]).map_err(|e| LoadError::Route(e.to_string()))?
         };
+        let stream_router = {
+            let mut stream_route = Route::clone(&route);
+            stream_route.protocols = vec!["tcp".into(), "tls".into()];
+            stream_route.paths = None;
+            stream_route.hosts = None;
+            stream_route.methods = None;
+            stream_route.sources = Some(vec![
+                crate::entities::CidrPort {
+                    ip: Some("0.0.0.0/0".into()),
+                    port: None,
+                },
+                crate::entities::CidrPort {
+                    ip: Some("::/0".into()),
+                    port: None,
+                },
+            ]);
+            let mut stream_service = Service::clone(&service);
+            stream_service.protocol = "tcp".into();
+            stream_service.path = None;
+            let routed = route.service.as_ref().map(|_| Arc::new(stream_service));
+            Router::new([(Arc::new(stream_route), routed)]).map_err(|e| LoadError::Route(e.to_string()))?
+        };
         Ok(TestGateway {
             set,
             router,
             ws_router,
+            stream_router,
             unrouted,
             route,
             headers: self.headers,
@@ -547,6 +618,9 @@ pub struct TestGateway {
     unrouted: Router,
     /// The router of [`TestGateway::websocket`] sessions: the route and service as `ws`.
     ws_router: Router,
+    /// The router of [`TestGateway::stream`] sessions: the route as a `tcp`/`tls` route
+    /// matching every source, the service as a `tcp` service.
+    stream_router: Router,
     route: Arc<Route>,
     headers: HeaderSettings,
 }
@@ -688,6 +762,64 @@ impl TestGateway {
             upstream: proxied,
             logs: tx.captured_logs.take().unwrap_or_default(),
             aborted: tx.is_aborted(),
+            tx,
+        }
+    }
+
+    /// Runs a TCP stream session through the same runloop as the gateway (the harness's route
+    /// as a `tcp`/`tls` route for every source, its service as a `tcp` service): routing and
+    /// `preread` (collecting), then the fake `upstream` gets what the client sent and answers,
+    /// then `log` once, with the stream shape of `kong.log.serialize()`.
+    pub async fn stream(&self, session: TestSession, upstream: impl FnOnce(&[u8]) -> Vec<u8>) -> StreamOutcome {
+        let tls = session.sni.is_some();
+        let client = ClientConn {
+            ip: session.client_ip,
+            forwarded_ip: session.client_ip,
+            port: 40000,
+            forwarded_port: 40000,
+            tls,
+            sni: session.sni.clone(),
+            session: tls.then(|| {
+                std::sync::Arc::new(crate::transaction::TlsSession {
+                    version: "TLSv1.3",
+                    cipher: "TLS_AES_128_GCM_SHA256",
+                    client_chain: None,
+                })
+            }),
+            ..ClientConn::default()
+        };
+        let mut tx = Box::new(Transaction::stream(client, 9000, self.set.plugins().node.clone()));
+        tx.captured_logs = Some(Vec::new());
+        let info = crate::router::StreamInfo {
+            source: (session.client_ip, 40000),
+            destination: (IpAddr::from([127, 0, 0, 1]), 9000),
+            sni: session.sni.as_deref(),
+        };
+        runloop::preread(&self.set, &self.stream_router, &mut tx, &info).await;
+        let (to_client, to_upstream) = match tx.exit().map(|e| (e.status, e.body.clone())) {
+            Some((status, body)) => {
+                tx.session.status = status;
+                let shown = if status < 400 { body } else { Bytes::new() };
+                tx.session.sent = shown.len() as u64;
+                (shown, None)
+            }
+            None => {
+                let answer = Bytes::from(upstream(&session.sent));
+                let c = &mut tx.session;
+                c.received = session.sent.len() as u64;
+                c.upstream_sent = c.received;
+                c.upstream_received = answer.len() as u64;
+                c.sent = c.upstream_received;
+                c.status = 200;
+                (answer, Some(session.sent.clone()))
+            }
+        };
+        runloop::log(&self.set, &mut tx).await;
+        StreamOutcome {
+            to_client,
+            to_upstream,
+            status: tx.session.status,
+            logs: tx.captured_logs.take().unwrap_or_default(),
             tx,
         }
     }

@@ -79,3 +79,30 @@ async fn status_and_message_are_configurable() {
         (401, json!("Forbidden here"))
     );
 }
+
+#[tokio::test]
+async fn streams_are_restricted_in_preread() {
+    let gw = Harness::new()
+        .plugin::<IpRestriction>(json!({ "deny": ["10.0.0.0/8"] }))
+        .start()
+        .await
+        .unwrap();
+    use kong_pdk::testing::TestSession;
+    let denied = gw
+        .stream(TestSession::new("hi").client_ip("10.1.2.3".parse().unwrap()), |_| {
+            b"never".to_vec()
+        })
+        .await;
+    assert_eq!(
+        (denied.status, denied.to_client.as_ref(), denied.to_upstream.is_none()),
+        (403, &b""[..], true)
+    );
+    assert!(
+        denied
+            .logs
+            .iter()
+            .any(|l| l.message.contains("IP address not allowed: 10.1.2.3"))
+    );
+    let allowed = gw.stream(TestSession::new("hi"), |got| [b"echo:", got].concat()).await;
+    assert_eq!((allowed.status, allowed.to_client.as_ref()), (200, &b"echo:hi"[..]));
+}

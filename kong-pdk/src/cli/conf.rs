@@ -27,8 +27,8 @@ pub struct Settings {
     /// `status_listen` addresses (plain HTTP entries; `off`, the default, for none): the
     /// Status API (`/status`, `/status/ready`, prometheus' `/metrics`).
     pub status_listen: Vec<SocketAddr>,
-    /// `stream_listen` entries (TCP, `ssl` for TLS streams; `off`, the default, for none).
-    pub stream_listen: Vec<Listen>,
+    /// `stream_listen` entries with their flags (`off`, the default, for none).
+    pub stream_listen: Vec<(SocketAddr, crate::gateway::StreamListen)>,
     /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
     /// default: the request's `Origin`, or `*`).
     pub admin_gui_origin: Vec<String>,
@@ -142,8 +142,8 @@ const STREAM_LISTEN_FORM: &str = "stream_listen must be of form: [off] | <ip>:<p
 
 /// `stream_listen`: the TCP addresses to serve streams on. Kong's flags are checked; `bind`,
 /// `reuseport`, `backlog=`, `ipv6only=` and `so_keepalive=` are accepted (the socket options
-/// are the system's), `udp` and `proxy_protocol` are refused until this gateway serves them.
-fn parse_stream_listen(value: &str) -> Result<Vec<Listen>, String> {
+/// are the system's), `udp` is refused until this gateway serves it.
+fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::StreamListen)>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if entry == "off" {
@@ -151,7 +151,7 @@ fn parse_stream_listen(value: &str) -> Result<Vec<Listen>, String> {
         }
         let mut parts = entry.split_whitespace();
         let addr = parts.next().unwrap_or_default();
-        let mut ssl = false;
+        let mut options = crate::gateway::StreamListen::default();
         for flag in parts {
             let known = matches!(
                 flag,
@@ -163,8 +163,9 @@ fn parse_stream_listen(value: &str) -> Result<Vec<Listen>, String> {
                     .strip_prefix("so_keepalive=")
                     .is_some_and(|k| k.split(':').count() == 3);
             match flag {
-                "ssl" => ssl = true,
-                "udp" | "proxy_protocol" => {
+                "ssl" => options.ssl = true,
+                "proxy_protocol" => options.proxy_protocol = true,
+                "udp" => {
                     return Err(format!(
                         "stream_listen: '{flag}' entries are not served by this gateway yet ({entry})"
                     ));
@@ -174,7 +175,7 @@ fn parse_stream_listen(value: &str) -> Result<Vec<Listen>, String> {
             }
         }
         let addr = addr.parse().map_err(|_| STREAM_LISTEN_FORM.to_owned())?;
-        out.push(Listen { addr, ssl });
+        out.push((addr, options));
     }
     Ok(out)
 }
@@ -606,7 +607,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
         let mut proxy = Proxy::new(snapshot, s.headers).with_client_header_timeout(s.client_header_timeout);
-        if s.proxy_listen.iter().chain(&s.stream_listen).any(|l| l.ssl) {
+        if s.proxy_listen.iter().any(|l| l.ssl) || s.stream_listen.iter().any(|(_, l)| l.ssl) {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
         let proxy = Arc::new(proxy);
@@ -633,17 +634,13 @@ pub fn run(s: Settings) -> Result<(), String> {
             tracing::info!(target: "kong", "status API listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
             tokio::spawn(admin.clone().serve_status(listener, std::future::pending()));
         }
-        for listen in &s.stream_listen {
-            let addr = listen.addr;
+        for (addr, listen) in &s.stream_listen {
+            let (addr, listen) = (*addr, *listen);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("stream_listen: could not listen on {addr}: {e}"))?;
             tracing::info!(target: "kong", "stream proxy listening on {}{}", listener.local_addr().map_err(|e| e.to_string())?, if listen.ssl { " (ssl)" } else { "" });
-            if listen.ssl {
-                tokio::spawn(proxy.clone().serve_stream_tls(listener, std::future::pending()));
-            } else {
-                tokio::spawn(proxy.clone().serve_stream(listener, std::future::pending()));
-            }
+            tokio::spawn(proxy.clone().serve_stream_with(listener, listen, std::future::pending()));
         }
         if let Some(addr) = s.mock_upstream {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -760,7 +757,7 @@ mod tests {
         assert!(parse_stream_listen("off").unwrap().is_empty());
         let listens =
             parse_stream_listen("127.0.0.1:7000 reuseport backlog=16384, 0.0.0.0:20 ssl so_keepalive=1m:5s:3").unwrap();
-        let got: Vec<(SocketAddr, bool)> = listens.iter().map(|l| (l.addr, l.ssl)).collect();
+        let got: Vec<(SocketAddr, bool)> = listens.iter().map(|(a, l)| (*a, l.ssl)).collect();
         assert_eq!(
             got,
             vec![
@@ -774,6 +771,11 @@ mod tests {
         );
         assert_eq!(parse_stream_listen("nowhere").unwrap_err(), STREAM_LISTEN_FORM);
         assert!(parse_stream_listen("127.0.0.1:7000 udp").unwrap_err().contains("'udp'"));
+        assert!(
+            parse_stream_listen("127.0.0.1:7000 proxy_protocol").unwrap()[0]
+                .1
+                .proxy_protocol
+        );
         let s = Settings::load_with_env(
             None,
             None,

@@ -25,7 +25,8 @@ impl Proxy {
     /// Serves stream (TCP) connections on `listener` until `shutdown` (Kong's
     /// `stream_listen`). Sessions in progress end with shutdown.
     pub async fn serve_stream(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.stream_loop(listener, false, shutdown).await
+        self.serve_stream_with(listener, StreamListen::default(), shutdown)
+            .await
     }
 
     /// Serves TLS streams on `listener` (a `stream_listen` entry with `ssl`): the server name
@@ -36,14 +37,27 @@ impl Proxy {
     /// # Panics
     /// Without [`Proxy::with_default_certificate`].
     pub async fn serve_stream_tls(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        assert!(
-            self.tls.is_some(),
-            "serve_stream_tls needs Proxy::with_default_certificate"
-        );
-        self.stream_loop(listener, true, shutdown).await
+        let options = StreamListen {
+            ssl: true,
+            ..StreamListen::default()
+        };
+        self.serve_stream_with(listener, options, shutdown).await
     }
 
-    async fn stream_loop(self: Arc<Self>, listener: TcpListener, tls: bool, shutdown: impl Future<Output = ()>) {
+    /// Serves streams on `listener` as a `stream_listen` entry with `options` says.
+    ///
+    /// # Panics
+    /// With `ssl` and without [`Proxy::with_default_certificate`].
+    pub async fn serve_stream_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        options: StreamListen,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        assert!(
+            !options.ssl || self.tls.is_some(),
+            "an ssl stream listener needs Proxy::with_default_certificate"
+        );
         let local = listener.local_addr().ok();
         let stats = self.snapshot().plugins.plugins().node().stats.clone();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -59,10 +73,23 @@ impl Proxy {
                     let proxy = self.clone();
                     sessions.spawn(async move {
                         let _open = open;
-                        if tls {
-                            proxy.tls_stream(tcp, peer, server).await;
+                        let mut tcp = tcp;
+                        let mut client = peer;
+                        if options.proxy_protocol {
+                            // Required on such a listener; honoured only from trusted peers.
+                            match tokio::time::timeout(proxy.client_header_timeout, proxy_header(&mut tcp)).await {
+                                Ok(Ok(Some(real))) if proxy.trusts(peer.ip()) => client = real,
+                                Ok(Ok(_)) => {}
+                                _ => {
+                                    tracing::error!(target: "kong", "broken header while reading PROXY protocol from {peer}");
+                                    return;
+                                }
+                            }
+                        }
+                        if options.ssl {
+                            proxy.tls_stream(tcp, peer, client, server).await;
                         } else {
-                            let conn = client_conn(peer, server, None);
+                            let conn = client_conn(peer, client, server, None);
                             proxy.stream_session(tcp, conn, server, Bytes::new()).await;
                         }
                     });
@@ -75,7 +102,7 @@ impl Proxy {
     /// A connection on a TLS stream listener: the ClientHello is read (and kept), its server
     /// name routes the connection (Kong's first pass: no plugins), then the session is
     /// terminated or passed through as the route says.
-    async fn tls_stream(&self, mut tcp: TcpStream, peer: SocketAddr, server: SocketAddr) {
+    async fn tls_stream(&self, mut tcp: TcpStream, peer: SocketAddr, client: SocketAddr, server: SocketAddr) {
         let Some(configs) = self.tls.as_ref() else { return };
         let Ok(Some((hello, sni))) = tokio::time::timeout(self.client_header_timeout, client_hello(&mut tcp)).await
         else {
@@ -84,7 +111,7 @@ impl Proxy {
         };
         let snap = self.snapshot();
         let info = StreamInfo {
-            source: (peer.ip(), peer.port()),
+            source: (client.ip(), client.port()),
             destination: (server.ip(), server.port()),
             sni: sni.as_deref(),
         };
@@ -94,7 +121,7 @@ impl Proxy {
         };
         let has = |p: &str| route.protocols.iter().any(|x| x == p);
         if has("tls_passthrough") {
-            let conn = client_conn(peer, server, sni);
+            let conn = client_conn(peer, client, server, sni);
             return self.stream_session(tcp, conn, server, hello).await;
         }
         if !has("tls") {
@@ -102,7 +129,7 @@ impl Proxy {
             return;
         }
         // Termination: the handshake reads the ClientHello again from what was kept.
-        let mut conn = client_conn(peer, server, sni);
+        let mut conn = client_conn(peer, client, server, sni);
         conn.tls = true;
         let handshake = async {
             let io = Prefixed {
@@ -138,13 +165,13 @@ impl Proxy {
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let snap = self.snapshot();
-        let peer = (conn.ip, conn.port);
+        let source = (conn.forwarded_ip, conn.forwarded_port);
         let node = snap.plugins.plugins().node_arc();
         let mut tx = Box::new(Transaction::stream(conn, server.port(), node));
         tx.set_data(snap.data.clone());
         let sni = tx.client.sni.clone();
         let info = StreamInfo {
-            source: peer,
+            source,
             destination: (server.ip(), server.port()),
             sni: sni.as_deref(),
         };
@@ -204,13 +231,30 @@ impl Proxy {
     }
 }
 
-/// The client side of a stream session.
-fn client_conn(peer: SocketAddr, server: SocketAddr, sni: Option<String>) -> ClientConn {
+/// How a `stream_listen` entry serves (its flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamListen {
+    /// `ssl`: TLS streams, terminated or passed through by route.
+    pub ssl: bool,
+    /// `proxy_protocol`: each connection starts with a PROXY protocol header (v1 or v2); its
+    /// client address is the session's when the peer is in `trusted_ips`.
+    pub proxy_protocol: bool,
+}
+
+impl Proxy {
+    fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.snapshot().plugins.plugins().node().is_trusted(ip)
+    }
+}
+
+/// The client side of a stream session: `peer` connected, on behalf of `client` (the PROXY
+/// protocol's address from a trusted peer, else the peer).
+fn client_conn(peer: SocketAddr, client: SocketAddr, server: SocketAddr, sni: Option<String>) -> ClientConn {
     ClientConn {
         ip: peer.ip(),
         port: peer.port(),
-        forwarded_ip: peer.ip(),
-        forwarded_port: peer.port(),
+        forwarded_ip: client.ip(),
+        forwarded_port: client.port(),
         tls: false,
         sni,
         session: None,
@@ -430,4 +474,188 @@ async fn pump(
     }
     let _ = to.shutdown().await;
     total
+}
+
+/// The PROXY protocol header's source address (v1 text or v2 binary, as HAProxy defines
+/// them), read without reading past it; `Ok(None)` for `UNKNOWN`/`LOCAL` (the peer speaks for
+/// itself), `Err` for anything that is not a PROXY header (nginx's "broken header": the
+/// connection is closed).
+pub(crate) async fn proxy_header<S: AsyncRead + Unpin>(io: &mut S) -> Result<Option<SocketAddr>, &'static str> {
+    const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+    let mut start = [0u8; 6];
+    io.read_exact(&mut start).await.map_err(|_| "broken header")?;
+    if &start == b"PROXY " {
+        // v1: at most 107 bytes in all, ending in CRLF.
+        let mut line = Vec::with_capacity(64);
+        loop {
+            let mut b = [0u8; 1];
+            io.read_exact(&mut b).await.map_err(|_| "broken header")?;
+            line.push(b[0]);
+            if line.ends_with(b"\r\n") {
+                break;
+            }
+            if line.len() > 101 {
+                return Err("broken header");
+            }
+        }
+        let text = std::str::from_utf8(&line[..line.len() - 2]).map_err(|_| "broken header")?;
+        let parts: Vec<&str> = text.split(' ').collect();
+        return match parts.as_slice() {
+            ["UNKNOWN", ..] => Ok(None),
+            [family @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
+                let ip: std::net::IpAddr = src.parse().map_err(|_| "broken header")?;
+                if ip.is_ipv4() != (*family == "TCP4") {
+                    return Err("broken header");
+                }
+                let port: u16 = sport.parse().map_err(|_| "broken header")?;
+                Ok(Some(SocketAddr::new(ip, port)))
+            }
+            _ => Err("broken header"),
+        };
+    }
+    let mut rest = [0u8; 10];
+    io.read_exact(&mut rest).await.map_err(|_| "broken header")?;
+    let mut head = [0u8; 16];
+    head[..6].copy_from_slice(&start);
+    head[6..].copy_from_slice(&rest);
+    if head[..12] != V2_SIGNATURE || head[12] >> 4 != 2 {
+        return Err("broken header");
+    }
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    if len > 1024 {
+        return Err("broken header");
+    }
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await.map_err(|_| "broken header")?;
+    if head[12] & 0x0f == 0 {
+        return Ok(None); // LOCAL
+    }
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    match head[13] >> 4 {
+        1 if len >= 12 => {
+            let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+            Ok(Some(SocketAddr::new(ip.into(), port(8))))
+        }
+        2 if len >= 36 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&body[..16]);
+            Ok(Some(SocketAddr::new(std::net::Ipv6Addr::from(octets).into(), port(32))))
+        }
+        0 => Ok(None),
+        _ => Err("broken header"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::declarative::Config;
+    use crate::gateway::{HeaderSettings, Snapshot};
+    use crate::pdk::NodeInfo;
+    use crate::registry::Plugins;
+
+    /// A TCP echo server.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tcp.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A proxy_protocol stream listener whose node trusts `trusted`, routing 192.0.2.0/24 to
+    /// an echo server.
+    async fn listener(trusted: &[&str]) -> SocketAddr {
+        let node = NodeInfo {
+            trusted_ips: NodeInfo::parse_trusted_ips(trusted).unwrap(),
+            ..NodeInfo::default()
+        };
+        let plugins = Arc::new(Plugins::builder(node).build());
+        let up = echo().await;
+        let config = Config::from_value(serde_json::json!({
+            "_format_version": "3.0",
+            "services": [{
+                "name": "echo", "url": format!("tcp://{up}"),
+                "routes": [{ "protocols": ["tcp"], "sources": [{ "ip": "192.0.2.0/24" }] }],
+            }],
+        }))
+        .unwrap();
+        let snapshot: Snapshot = config.snapshot(&plugins).await.unwrap();
+        let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = StreamListen {
+            proxy_protocol: true,
+            ..StreamListen::default()
+        };
+        tokio::spawn(proxy.serve_stream_with(listener, options, std::future::pending()));
+        addr
+    }
+
+    async fn session(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+            .await
+            .unwrap();
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_protocol_address_routes_only_from_trusted_peers() {
+        let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 7000\r\nping";
+        let trusted = listener(&["127.0.0.1"]).await;
+        assert_eq!(session(trusted, header).await, b"ping", "routed by the header's source");
+        assert_eq!(session(trusted, b"ping").await, b"", "a header is required");
+        let untrusted = listener(&[]).await;
+        assert_eq!(
+            session(untrusted, header).await,
+            b"",
+            "the peer's own address: no route"
+        );
+    }
+
+    async fn parse(bytes: &[u8]) -> (Result<Option<SocketAddr>, &'static str>, Vec<u8>) {
+        let mut io = bytes;
+        let got = proxy_header(&mut io).await;
+        (got, io.to_vec())
+    }
+
+    #[tokio::test]
+    async fn proxy_headers_v1_and_v2_are_read_without_reading_past_them() {
+        let (got, rest) = parse(b"PROXY TCP4 192.0.2.1 198.51.100.1 5000 7000\r\npayload").await;
+        assert_eq!(
+            (got, rest.as_slice()),
+            (Ok(Some("192.0.2.1:5000".parse().unwrap())), &b"payload"[..])
+        );
+        let (got, _) = parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 5000 7000\r\n").await;
+        assert_eq!(got, Ok(Some("[2001:db8::1]:5000".parse().unwrap())));
+        assert_eq!(parse(b"PROXY UNKNOWN\r\n").await.0, Ok(None));
+        assert_eq!(
+            parse(b"PROXY TCP4 2001:db8::1 1.1.1.1 1 2\r\n").await.0,
+            Err("broken header")
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n").await.0, Err("broken header"));
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        v2.extend_from_slice(&[0x21, 0x11, 0, 12, 192, 0, 2, 9, 198, 51, 100, 1, 0x13, 0x88, 0x1b, 0x58]);
+        v2.extend_from_slice(b"after");
+        let (got, rest) = parse(&v2).await;
+        assert_eq!(
+            (got, rest.as_slice()),
+            (Ok(Some("192.0.2.9:5000".parse().unwrap())), &b"after"[..])
+        );
+        let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(parse(&local).await.0, Ok(None));
+        let long = format!("PROXY TCP4 {} 1.1.1.1 1 2\r\n", "1".repeat(200));
+        assert_eq!(parse(long.as_bytes()).await.0, Err("broken header"));
+    }
 }
