@@ -68,7 +68,11 @@ impl Proxy {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 (tcp, peer) = super::accept::accept(&listener) => {
                     let _ = tcp.set_nodelay(true);
-                    let server = tcp.local_addr().ok().or(local).unwrap_or(peer);
+                    // The listener's own address when it has a specific one (no getsockname).
+                    let server = match local {
+                        Some(l) if !l.ip().is_unspecified() => l,
+                        _ => tcp.local_addr().ok().or(local).unwrap_or(peer),
+                    };
                     let open = stats.open_connection();
                     let proxy = self.clone();
                     sessions.spawn(async move {
@@ -170,6 +174,7 @@ impl Proxy {
         let mut tx = Box::new(Transaction::stream(conn, server.port(), node));
         tx.set_data(snap.data.clone());
         let sni = tx.client.sni.clone();
+        let client_tls = tx.client.tls;
         let info = StreamInfo {
             source,
             destination: (server.ip(), server.port()),
@@ -203,11 +208,11 @@ impl Proxy {
                 let write = Duration::from_millis(tx.upstream.timeouts.write.max(1));
                 let relayed = match connect_upstream(&snap, &tx).await {
                     Some(Upstream::Plain(mut up)) => match up.write_all(&first).await {
-                        Ok(()) => Some(relay(client, up, idle, write).await),
+                        Ok(()) => Some(relay(client, up, (client_tls, false), idle, write).await),
                         Err(_) => None,
                     },
                     Some(Upstream::Tls(mut up)) => match up.write_all(&first).await {
-                        Ok(()) => Some(relay(client, *up, idle, write).await),
+                        Ok(()) => Some(relay(client, *up, (client_tls, true), idle, write).await),
                         Err(_) => None,
                     },
                     None => {
@@ -406,8 +411,8 @@ async fn connect_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<Up
 
 /// Copies both ways until each side has ended its direction (or gone quiet for `idle`, nginx's
 /// `proxy_timeout`, or refused a write for `write`). Returns the bytes from the client and
-/// from the upstream.
-async fn relay<C, U>(client: C, upstream: U, idle: Duration, write: Duration) -> (u64, u64)
+/// from the upstream. `tls` says which sides (client, upstream) speak TLS.
+async fn relay<C, U>(client: C, upstream: U, tls: (bool, bool), idle: Duration, write: Duration) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
@@ -416,8 +421,8 @@ where
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let activity = Activity::default();
     tokio::join!(
-        pump(client_read, upstream_write, idle, write, &activity),
-        pump(upstream_read, client_write, idle, write, &activity)
+        pump(client_read, upstream_write, tls.1, idle, write, &activity),
+        pump(upstream_read, client_write, tls.0, idle, write, &activity)
     )
 }
 
@@ -426,6 +431,8 @@ where
 struct Activity {
     start: std::sync::OnceLock<std::time::Instant>,
     last_ms: std::sync::atomic::AtomicU64,
+    /// One direction has ended.
+    one_done: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -450,6 +457,7 @@ impl Activity {
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
+    to_tls: bool,
     idle: Duration,
     write: Duration,
     activity: &Activity,
@@ -472,7 +480,12 @@ async fn pump(
         }
         activity.touch();
     }
-    let _ = to.shutdown().await;
+    // The first direction to end passes the end on (half-close); after the second, both
+    // connections close at once, so a plain TCP side needs no shutdown (a TLS side still gets
+    // its close_notify).
+    if !activity.one_done.swap(true, std::sync::atomic::Ordering::Relaxed) || to_tls {
+        let _ = to.shutdown().await;
+    }
     total
 }
 
