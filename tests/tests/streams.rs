@@ -549,3 +549,74 @@ async fn an_instance_runs_in_the_subsystems_of_its_protocols() {
     assert_eq!(*SEEN_BY.lock().unwrap(), ["stream"]);
     kong.stop().await;
 }
+
+/// A UDP echo server that prefixes its answers with `tag`.
+async fn udp_echo(tag: &'static str) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut out = tag.as_bytes().to_vec();
+            out.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&out, from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_make_sessions_logged_once_when_idle() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "stream-logger"]).await;
+    let up = udp_echo("u:").await;
+    let s = bp
+        .services()
+        .insert(json!({ "name": "udp-echo", "url": format!("udp://{up}"), "read_timeout": 300 }))
+        .await;
+    bp.routes()
+        .insert(json!({ "name": "udp", "protocols": ["udp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "stream-logger", "protocols": ["udp"] }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(kong.stream_udp_addr()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    for message in [&b"one"[..], b"two"] {
+        client.send(message).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(&buf[..n], [b"u:", message].concat().as_slice());
+    }
+    // Both datagrams were one session: logged once, after 300 ms of silence.
+    let mut entry = None;
+    helpers::wait_until("the UDP session's log", Duration::from_secs(10), || {
+        let found = LOGGED
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l["route"]["name"] == "udp")
+            .cloned();
+        let done = found.is_some();
+        entry = found;
+        async move { done }
+    })
+    .await;
+    let entry = entry.unwrap();
+    assert_eq!(entry["session"]["received"], 6, "{entry}");
+    assert_eq!(entry["session"]["sent"], 10);
+    assert_eq!(entry["upstream"], json!({ "received": 10, "sent": 6 }));
+    assert_eq!(
+        LOGGED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["route"]["name"] == "udp")
+            .count(),
+        1
+    );
+    kong.stop().await;
+}

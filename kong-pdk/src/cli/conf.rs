@@ -142,7 +142,7 @@ const STREAM_LISTEN_FORM: &str = "stream_listen must be of form: [off] | <ip>:<p
 
 /// `stream_listen`: the TCP addresses to serve streams on. Kong's flags are checked; `bind`,
 /// `reuseport`, `backlog=`, `ipv6only=` and `so_keepalive=` are accepted (the socket options
-/// are the system's), `udp` is refused until this gateway serves it.
+/// are the system's).
 fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::StreamListen)>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -175,6 +175,11 @@ fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::S
             }
         }
         let addr = addr.parse().map_err(|_| STREAM_LISTEN_FORM.to_owned())?;
+        if options.udp && (options.ssl || options.proxy_protocol) {
+            return Err(format!(
+                "stream_listen: 'udp' does not go with 'ssl' or 'proxy_protocol' ({entry})"
+            ));
+        }
         out.push((addr, options));
     }
     Ok(out)
@@ -636,6 +641,14 @@ pub fn run(s: Settings) -> Result<(), String> {
         }
         for (addr, listen) in &s.stream_listen {
             let (addr, listen) = (*addr, *listen);
+            if listen.udp {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| format!("stream_listen: could not listen on {addr} (udp): {e}"))?;
+                tracing::info!(target: "kong", "stream proxy listening on {addr} (udp)");
+                tokio::spawn(proxy.clone().serve_udp(socket, std::future::pending()));
+                continue;
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("stream_listen: could not listen on {addr}: {e}"))?;
@@ -770,7 +783,12 @@ mod tests {
             STREAM_LISTEN_FORM
         );
         assert_eq!(parse_stream_listen("nowhere").unwrap_err(), STREAM_LISTEN_FORM);
-        assert!(parse_stream_listen("127.0.0.1:7000 udp").unwrap_err().contains("'udp'"));
+        assert!(parse_stream_listen("127.0.0.1:7000 udp").unwrap()[0].1.udp);
+        assert!(
+            parse_stream_listen("127.0.0.1:7000 udp ssl")
+                .unwrap_err()
+                .contains("'udp'")
+        );
         assert!(
             parse_stream_listen("127.0.0.1:7000 proxy_protocol").unwrap()[0]
                 .1

@@ -14,6 +14,7 @@ pub(crate) mod h1guard;
 pub mod mock_upstream;
 mod proxy;
 mod stream;
+mod udp;
 pub use stream::StreamListen;
 pub mod tls;
 mod upstream;

@@ -244,6 +244,8 @@ pub struct StreamListen {
     /// `proxy_protocol`: each connection starts with a PROXY protocol header (v1 or v2); its
     /// client address is the session's when the peer is in `trusted_ips`.
     pub proxy_protocol: bool,
+    /// `udp`: datagrams, served by [`Proxy::serve_udp`] on a UDP socket.
+    pub udp: bool,
 }
 
 impl Proxy {
@@ -254,7 +256,7 @@ impl Proxy {
 
 /// The client side of a stream session: `peer` connected, on behalf of `client` (the PROXY
 /// protocol's address from a trusted peer, else the peer).
-fn client_conn(peer: SocketAddr, client: SocketAddr, server: SocketAddr, sni: Option<String>) -> ClientConn {
+pub(super) fn client_conn(peer: SocketAddr, client: SocketAddr, server: SocketAddr, sni: Option<String>) -> ClientConn {
     ClientConn {
         ip: peer.ip(),
         port: peer.port(),

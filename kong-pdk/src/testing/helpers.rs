@@ -670,6 +670,7 @@ pub struct Gateway {
     status: SocketAddr,
     stream: SocketAddr,
     stream_tls: SocketAddr,
+    stream_udp: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -758,6 +759,10 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
     };
     let (plain, tls, admin_listener, status_listener) = (bind().await, bind().await, bind().await, bind().await);
     let (stream_listener, stream_tls_listener) = (bind().await, bind().await);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("start_kong: bind a UDP socket");
+    let stream_udp = udp.local_addr().expect("a bound address");
     let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
     let (proxy_addr, proxy_ssl, admin_addr, status) =
         (addr(&plain), addr(&tls), addr(&admin_listener), addr(&status_listener));
@@ -776,6 +781,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         tokio::spawn(admin.clone().serve_status(status_listener, until_stopped())),
         tokio::spawn(proxy.clone().serve_stream(stream_listener, until_stopped())),
         tokio::spawn(proxy.clone().serve_stream_tls(stream_tls_listener, until_stopped())),
+        tokio::spawn(proxy.clone().serve_udp(udp, until_stopped())),
     ];
     if let Some(every) = conf.db_update_frequency {
         let stopped = until_stopped();
@@ -794,6 +800,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         status,
         stream,
         stream_tls,
+        stream_udp,
         stop,
         tasks,
     }
@@ -826,6 +833,11 @@ impl Gateway {
     /// with `tls` terminate there, routes with `tls_passthrough` pass the client's TLS on.
     pub fn stream_ssl_addr(&self) -> SocketAddr {
         self.stream_tls
+    }
+
+    /// The UDP stream socket (a `stream_listen` entry with `udp`), on 127.0.0.1.
+    pub fn stream_udp_addr(&self) -> SocketAddr {
+        self.stream_udp
     }
 
     /// The Admin API listener.

@@ -1,0 +1,148 @@
+//! UDP streams (a `stream_listen` entry with `udp`): datagrams with the same source make one
+//! session, routed and run through `preread` on the first, forwarded to the service's upstream
+//! from a socket of their own, the answers sent back to the source, until neither side has
+//! sent anything for the service's `read_timeout`; then `log` runs once (Kong's UDP sessions).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::Proxy;
+use crate::router::StreamInfo;
+use crate::runloop;
+use crate::transaction::Transaction;
+
+/// The largest datagram read.
+const DATAGRAM_MAX: usize = 64 * 1024;
+/// Sessions one listener keeps at most; datagrams from new sources beyond are dropped.
+pub(crate) const SESSIONS_MAX: usize = 10_000;
+/// Datagrams waiting for a session's upstream socket at most; more are dropped, as the
+/// network would.
+const QUEUED_MAX: usize = 256;
+
+type Sessions = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
+
+impl Proxy {
+    /// Serves UDP sessions on `socket` until `shutdown`.
+    pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket, shutdown: impl Future<Output = ()>) {
+        let socket = Arc::new(socket);
+        let Ok(server) = socket.local_addr() else { return };
+        let sessions: Sessions = Arc::default();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                got = socket.recv_from(&mut buf) => {
+                    let Ok((n, source)) = got else { continue };
+                    let datagram = Bytes::copy_from_slice(&buf[..n]);
+                    let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(session) = map.get(&source) {
+                        // A full queue or an ended session: the datagram is lost, as on the network.
+                        let _ = session.try_send(datagram);
+                        continue;
+                    }
+                    if map.len() >= SESSIONS_MAX {
+                        tracing::warn!(target: "kong", "UDP session limit ({SESSIONS_MAX}) reached: datagram from {source} dropped");
+                        continue;
+                    }
+                    let (sender, queue) = mpsc::channel(QUEUED_MAX);
+                    let _ = sender.try_send(datagram);
+                    map.insert(source, sender);
+                    drop(map);
+                    let (proxy, socket, sessions) = (self.clone(), socket.clone(), sessions.clone());
+                    tasks.spawn(async move {
+                        proxy.udp_session(socket, source, server, queue).await;
+                        sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&source);
+                    });
+                }
+            }
+        }
+        tasks.abort_all();
+    }
+
+    async fn udp_session(
+        &self,
+        listener: Arc<UdpSocket>,
+        source: SocketAddr,
+        server: SocketAddr,
+        mut queue: mpsc::Receiver<Bytes>,
+    ) {
+        let snap = self.snapshot();
+        let conn = super::stream::client_conn(source, source, server, None);
+        let node = snap.plugins.plugins().node_arc();
+        let mut tx = Box::new(Transaction::stream(conn, server.port(), node));
+        tx.request.scheme = "udp";
+        tx.set_data(snap.data.clone());
+        let info = StreamInfo {
+            source: (source.ip(), source.port()),
+            destination: (server.ip(), server.port()),
+            sni: None,
+        };
+        runloop::preread(&snap.plugins, &snap.router, &mut tx, &info).await;
+        if let Some((status, body)) = tx.exit().map(|e| (e.status, e.body.clone())) {
+            if status < 400 && !body.is_empty() && listener.send_to(&body, source).await.is_ok() {
+                tx.session.sent = body.len() as u64;
+            }
+            tx.session.status = status;
+            runloop::log(&snap.plugins, &mut tx).await;
+            return;
+        }
+        let idle = Duration::from_millis(tx.upstream.timeouts.read.max(1));
+        match udp_upstream(&snap, &tx).await {
+            Some(upstream) => {
+                let c = &mut tx.session;
+                let mut buf = vec![0u8; DATAGRAM_MAX];
+                loop {
+                    tokio::select! {
+                        datagram = queue.recv() => {
+                            let Some(datagram) = datagram else { break };
+                            c.received += datagram.len() as u64;
+                            if upstream.send(&datagram).await.is_ok() {
+                                c.upstream_sent += datagram.len() as u64;
+                            }
+                        }
+                        answer = upstream.recv(&mut buf) => {
+                            let Ok(n) = answer else { break };
+                            c.upstream_received += n as u64;
+                            if listener.send_to(&buf[..n], source).await.is_ok() {
+                                c.sent += n as u64;
+                            }
+                        }
+                        () = tokio::time::sleep(idle) => break,
+                    }
+                }
+                c.status = 200;
+            }
+            None => tx.session.status = 502,
+        }
+        runloop::log(&snap.plugins, &mut tx).await;
+    }
+}
+
+/// A UDP socket of the session's own, connected to the service's upstream (the balancer's
+/// target, else its host and port).
+async fn udp_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<UdpSocket> {
+    let up = &tx.upstream;
+    let (host, port) = match snap.upstreams.get(&up.host) {
+        Some(b) => b.pick(0)?,
+        None => (up.host.as_str(), up.port),
+    };
+    let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(bind).await.ok()?;
+    socket.connect(target).await.ok()?;
+    Some(socket)
+}
