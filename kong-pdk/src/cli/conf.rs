@@ -165,11 +165,7 @@ fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::S
             match flag {
                 "ssl" => options.ssl = true,
                 "proxy_protocol" => options.proxy_protocol = true,
-                "udp" => {
-                    return Err(format!(
-                        "stream_listen: '{flag}' entries are not served by this gateway yet ({entry})"
-                    ));
-                }
+                "udp" => options.udp = true,
                 _ if known => {}
                 _ => return Err(STREAM_LISTEN_FORM.to_owned()),
             }
