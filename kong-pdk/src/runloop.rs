@@ -803,6 +803,7 @@ pub(crate) async fn body_chunk(set: &PluginSet, tx: &mut Transaction, chunk: Byt
 /// Runs `log` (`ws_close` for a WebSocket session): once per request, after the response,
 /// or after the session's last frame.
 pub(crate) async fn log(set: &PluginSet, tx: &mut Transaction) {
+    tx.log_elapsed_ms = Some(tx.elapsed_ms());
     end_trace(tx);
     match last_phase(tx) {
         Phase::WsClose => set.run_ws_close(tx).await,

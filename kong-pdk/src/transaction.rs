@@ -513,6 +513,9 @@ pub struct Transaction {
     pub(crate) trace: Option<Box<crate::tracer::Trace>>,
     /// A stream session's byte counts and status (`kong.log.serialize()`'s `session`).
     pub(crate) session: SessionCounts,
+    /// The request's age when `log` started: every reading of the latencies in `log` gives
+    /// the same value (nginx's `$request_time` is fixed there too).
+    pub(crate) log_elapsed_ms: Option<u64>,
 }
 
 /// What a stream session moved, and how it ended.
@@ -643,6 +646,7 @@ impl Transaction {
             captured_logs: None,
             trace: None,
             session: SessionCounts::default(),
+            log_elapsed_ms: None,
         }
     }
 

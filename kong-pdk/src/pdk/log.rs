@@ -222,7 +222,7 @@ fn content_length(headers: &http::HeaderMap) -> u64 {
 }
 
 pub(crate) fn measures(tx: &Transaction) -> Measures {
-    let elapsed = tx.elapsed_ms();
+    let elapsed = tx.log_elapsed_ms.unwrap_or_else(|| tx.elapsed_ms());
     Measures {
         status: tx.response.status,
         request_size: content_length(&tx.request.headers),
@@ -275,7 +275,7 @@ const WORKSPACE_ID: &str = "00000000-0000-0000-0000-000000000000";
 /// session's bytes and status, the upstream's bytes, no request or response.
 fn serialize_stream(tx: &Transaction) -> Value {
     let c = &tx.session;
-    let session_ms = tx.started.elapsed().as_millis() as u64;
+    let session_ms = tx.log_elapsed_ms.unwrap_or_else(|| tx.elapsed_ms());
     let mut session = json!({
         "received": c.received,
         "sent": c.sent,
