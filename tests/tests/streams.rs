@@ -502,6 +502,8 @@ async fn tls_services_speak_tls_to_their_upstream() {
 pub struct SubsystemProbe {}
 
 static SEEN_BY: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+/// `kong.client.get_protocol()` in preread.
+static PROTOCOLS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 #[handler]
 impl Handler for SubsystemProbe {
@@ -510,8 +512,10 @@ impl Handler for SubsystemProbe {
         Ok(())
     }
 
-    async fn preread(&self, _kong: &mut Kong<Preread>) -> kong_pdk::Result {
+    async fn preread(&self, kong: &mut Kong<Preread>) -> kong_pdk::Result {
         SEEN_BY.lock().unwrap().push("stream");
+        let protocol = kong.client().get_protocol()?;
+        PROTOCOLS.lock().unwrap().push(protocol);
         Ok(())
     }
 }
@@ -547,6 +551,11 @@ async fn an_instance_runs_in_the_subsystems_of_its_protocols() {
     kong.proxy_client().get("/anything").send().await.assert_status(200);
     assert_eq!(exchange(kong.stream_addr(), b"x").await, b"x");
     assert_eq!(*SEEN_BY.lock().unwrap(), ["stream"]);
+    assert_eq!(
+        *PROTOCOLS.lock().unwrap(),
+        ["tcp"],
+        "a route with one protocol: that one"
+    );
     kong.stop().await;
 }
 
@@ -619,4 +628,35 @@ async fn udp_datagrams_make_sessions_logged_once_when_idle() {
         1
     );
     kong.stop().await;
+}
+
+/// Answers each session with `kong.client.get_protocol()`.
+#[plugin(priority = 300, version = "1.0.0", name = "protocol-echo", protocols_default = ["tcp", "tls"])]
+pub struct ProtocolEcho {}
+
+#[handler]
+impl Handler for ProtocolEcho {
+    async fn preread(&self, kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        let protocol = kong.client().get_protocol()?;
+        Err(Exit::new(200, protocol).into())
+    }
+}
+
+#[tokio::test]
+async fn a_multi_protocol_stream_route_reports_the_service_side() {
+    use kong_pdk::testing::{Harness, TestSession};
+    // The harness's stream route takes tcp and tls; its service is tcp.
+    let gw = Harness::new().plugin::<ProtocolEcho>(json!({})).start().await.unwrap();
+    let plain = gw.stream(TestSession::new("x"), |_| Vec::new()).await;
+    assert_eq!((plain.status, plain.to_client.as_ref()), (200, &b"tcp"[..]));
+    let tls = gw.stream(TestSession::new("x").tls("a.test"), |_| Vec::new()).await;
+    assert_eq!(
+        tls.to_client.as_ref(),
+        b"tcp",
+        "the service is tcp, whatever the client spoke"
+    );
+    assert!(
+        tls.to_upstream.is_none(),
+        "the exit ended the session before the upstream"
+    );
 }

@@ -27,6 +27,8 @@ pub struct Settings {
     /// `status_listen` addresses (plain HTTP entries; `off`, the default, for none): the
     /// Status API (`/status`, `/status/ready`, prometheus' `/metrics`).
     pub status_listen: Vec<SocketAddr>,
+    /// `port_maps`: (host port, Kong port) pairs.
+    pub port_maps: Vec<(u16, u16)>,
     /// `stream_listen` entries with their flags (`off`, the default, for none).
     pub stream_listen: Vec<(SocketAddr, crate::gateway::StreamListen)>,
     /// `admin_gui_origin`: the origins the Admin API allows in CORS; empty means any (Kong's
@@ -181,6 +183,22 @@ fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::S
     Ok(out)
 }
 
+/// `port_maps = 80:8000, 443:8443`: host port, then Kong port.
+fn parse_port_maps(value: &str) -> Result<Vec<(u16, u16)>, String> {
+    comma_list(value)
+        .iter()
+        .map(|m| {
+            let (host, kong) = m
+                .split_once(':')
+                .ok_or_else(|| format!("invalid port mapping (`port_maps`): {m}"))?;
+            match (host.trim().parse(), kong.trim().parse()) {
+                (Ok(h), Ok(k)) => Ok((h, k)),
+                _ => Err(format!("invalid port mapping (`port_maps`): {m}")),
+            }
+        })
+        .collect()
+}
+
 /// An nginx time value: `500ms`, `60s`, `2m`, or seconds without a unit.
 fn nginx_duration(v: &str) -> Option<std::time::Duration> {
     let v = v.trim();
@@ -246,6 +264,7 @@ impl Settings {
             admin_listen: vec!["127.0.0.1:8001".parse().expect("valid")],
             status_listen: Vec::new(),
             stream_listen: Vec::new(),
+            port_maps: Vec::new(),
             admin_gui_origin: Vec::new(),
             db_update_frequency: std::time::Duration::from_secs(5),
             pg: PgSettings {
@@ -281,6 +300,7 @@ impl Settings {
                 "admin_listen" => s.admin_listen = plain_listen(&v, "admin_listen")?,
                 "status_listen" => s.status_listen = plain_listen(&v, "status_listen")?,
                 "stream_listen" => s.stream_listen = parse_stream_listen(&v)?,
+                "port_maps" => s.port_maps = parse_port_maps(&v)?,
                 "db_update_frequency" => {
                     s.db_update_frequency = v
                         .parse::<f64>()
@@ -607,7 +627,9 @@ pub fn run(s: Settings) -> Result<(), String> {
             .snapshot(&plugins)
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
-        let mut proxy = Proxy::new(snapshot, s.headers).with_client_header_timeout(s.client_header_timeout);
+        let mut proxy = Proxy::new(snapshot, s.headers)
+            .with_client_header_timeout(s.client_header_timeout)
+            .with_port_maps(&s.port_maps);
         if s.proxy_listen.iter().any(|l| l.ssl) || s.stream_listen.iter().any(|(_, l)| l.ssl) {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
@@ -780,6 +802,14 @@ mod tests {
         );
         assert_eq!(parse_stream_listen("nowhere").unwrap_err(), STREAM_LISTEN_FORM);
         assert!(parse_stream_listen("127.0.0.1:7000 udp").unwrap()[0].1.udp);
+        assert_eq!(
+            parse_port_maps("80:8000, 443:8443").unwrap(),
+            vec![(80, 8000), (443, 8443)]
+        );
+        assert_eq!(
+            parse_port_maps("80").unwrap_err(),
+            "invalid port mapping (`port_maps`): 80"
+        );
         assert!(
             parse_stream_listen("127.0.0.1:7000 udp ssl")
                 .unwrap_err()

@@ -97,6 +97,8 @@ pub struct Proxy {
     /// How long a client may take to complete a TLS handshake or send a request head (and
     /// stay idle between keep-alive requests).
     client_header_timeout: Duration,
+    /// `port_maps`: the port a listener's port stands for (`80:8000` makes 8000 look like 80).
+    port_maps: Vec<(u16, u16)>,
 }
 
 /// The connection a request arrived on.
@@ -186,7 +188,25 @@ impl Proxy {
             headers,
             tls: None,
             client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            port_maps: Vec::new(),
         }
+    }
+
+    /// Kong's `port_maps` (`host port`, `kong port` pairs): a connection that arrives on the
+    /// Kong port is taken as arriving on the host port (routing by destination port, the
+    /// `X-Forwarded-Port` header, `server_port` in the stream log), as behind a port-mapping
+    /// container runtime or load balancer.
+    pub fn with_port_maps(mut self, maps: &[(u16, u16)]) -> Proxy {
+        self.port_maps = maps.to_vec();
+        self
+    }
+
+    /// The port `local` stands for under `port_maps`.
+    pub(crate) fn mapped_port(&self, local: u16) -> u16 {
+        self.port_maps
+            .iter()
+            .find(|(_, kong)| *kong == local)
+            .map_or(local, |(host, _)| *host)
     }
 
     /// Sets how long a client may take to complete a TLS handshake or send a request head, and
@@ -236,7 +256,7 @@ impl Proxy {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: bool, shutdown: impl Future<Output = ()>) {
-        let port = listener.local_addr().map_or(0, |a| a.port());
+        let port = self.mapped_port(listener.local_addr().map_or(0, |a| a.port()));
         let stats = self.snapshot().plugins.plugins().node().stats.clone();
         let mut shutdown = std::pin::pin!(shutdown);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -69,10 +69,11 @@ impl Proxy {
                 (tcp, peer) = super::accept::accept(&listener) => {
                     let _ = tcp.set_nodelay(true);
                     // The listener's own address when it has a specific one (no getsockname).
-                    let server = match local {
+                    let mut server = match local {
                         Some(l) if !l.ip().is_unspecified() => l,
                         _ => tcp.local_addr().ok().or(local).unwrap_or(peer),
                     };
+                    server.set_port(self.mapped_port(server.port()));
                     let open = stats.open_connection();
                     let proxy = self.clone();
                     sessions.spawn(async move {
@@ -622,6 +623,30 @@ mod tests {
             .await
             .unwrap();
         got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn port_maps_make_the_listener_port_the_host_port() {
+        let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+        let up = echo().await;
+        let config = Config::from_value(serde_json::json!({
+            "_format_version": "3.0",
+            "services": [{
+                "name": "echo", "url": format!("tcp://{up}"),
+                "routes": [{ "protocols": ["tcp"], "destinations": [{ "port": 19000 }] }],
+            }],
+        }))
+        .unwrap();
+        let snapshot: Snapshot = config.snapshot(&plugins).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let unmapped = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let unmapped_addr = unmapped.local_addr().unwrap();
+        let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()).with_port_maps(&[(19000, addr.port())]));
+        tokio::spawn(proxy.clone().serve_stream(listener, std::future::pending()));
+        tokio::spawn(proxy.serve_stream(unmapped, std::future::pending()));
+        assert_eq!(session(addr, b"mapped").await, b"mapped");
+        assert_eq!(session(unmapped_addr, b"not").await, b"", "no route for the real port");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

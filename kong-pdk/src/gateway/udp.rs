@@ -32,7 +32,8 @@ impl Proxy {
     /// Serves UDP sessions on `socket` until `shutdown`.
     pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket, shutdown: impl Future<Output = ()>) {
         let socket = Arc::new(socket);
-        let Ok(server) = socket.local_addr() else { return };
+        let Ok(mut server) = socket.local_addr() else { return };
+        server.set_port(self.mapped_port(server.port()));
         let sessions: Sessions = Arc::default();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();

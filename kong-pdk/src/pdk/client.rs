@@ -149,6 +149,11 @@ impl<'a, P: RequestPhase> Client<'a, P> {
         if route.protocols.len() == 1 {
             return Ok(route.protocols[0].clone());
         }
+        // Streams report the service side: `tls` when the upstream is spoken to over TLS.
+        if self.tx.subsystem == crate::transaction::Subsystem::Stream {
+            let tls = self.tx.upstream.scheme == "https";
+            return Ok(if tls { "tls" } else { "tcp" }.to_owned());
+        }
         Ok(scheme.to_owned())
     }
 }
