@@ -144,7 +144,13 @@ async fn tcp_connections_are_routed_and_proxied_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serializer_has_kongs_stream_shape() {
     let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "stream-logger"]).await;
-    let up = echo("").await;
+    // The mock upstream's TCP echo.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(kong_pdk::gateway::mock_upstream::serve_tcp_echo(
+        listener,
+        std::future::pending(),
+    ));
     let s = service(&bp, "echo", up).await;
     bp.routes()
         .insert(json!({ "name": "by-source", "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
@@ -333,50 +339,17 @@ async fn stream_routes_follow_kongs_schema() {
     kong.stop().await;
 }
 
-/// A TLS echo upstream for `name`: what it echoes is prefixed with the server name the client
-/// sent. Returns its address and its certificate (DER).
+/// The mock upstream's TLS echo for `name` (what it echoes is prefixed with the server name
+/// the client sent). Returns its address and its certificate (DER).
 async fn tls_echo(name: &'static str) -> (SocketAddr, Vec<u8>) {
+    use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let (_, cert, key) = kong_pdk::gateway::tls::CertificatePair::self_signed(&[name]).unwrap();
+    let (pair, cert, _) = kong_pdk::gateway::tls::CertificatePair::self_signed(&[name]).unwrap();
     let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
-    let config =
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let mut out = format!("{sni}:").into_bytes();
-                            out.extend_from_slice(&buf[..n]);
-                            if tls.write_all(&out).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = tls.shutdown().await;
-            });
-        }
+        kong_pdk::gateway::mock_upstream::serve_tls_echo(listener, &pair, std::future::pending()).await
     });
     (addr, der.to_vec())
 }
@@ -659,4 +632,30 @@ async fn a_multi_protocol_stream_route_reports_the_service_side() {
         tls.to_upstream.is_none(),
         "the exit ended the session before the upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_services_verify_their_upstream_when_asked() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled"]).await;
+    let (secure, _) = tls_echo("localhost").await;
+    // Verified against the system's roots, which did not sign the upstream's self-signed
+    // certificate (CA entities go through the same TLS settings as https services').
+    let verified = bp
+        .services()
+        .insert(json!({
+            "name": "verified", "url": format!("tls://localhost:{}", secure.port()), "tls_verify": true,
+        }))
+        .await;
+    bp.routes()
+        .insert(
+            json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": verified["id"] } }),
+        )
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(
+        exchange(kong.stream_addr(), b"trust me").await,
+        b"",
+        "an upstream no trusted CA signed: the session ends"
+    );
+    kong.stop().await;
 }

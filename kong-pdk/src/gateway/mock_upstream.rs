@@ -26,6 +26,64 @@ use crate::pdk::request::parse_args;
 /// The mock upstream's default address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:15555";
 
+/// Kong's stream mock upstream (`mock_upstream_stream_port`): echoes what each connection
+/// sends until it ends its side, on `listener` until `shutdown` completes.
+pub async fn serve_tcp_echo(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            (mut tcp, _) = crate::gateway::accept::accept(&listener) => {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tcp.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        }
+    }
+}
+
+/// Kong's TLS stream mock upstream (`mock_upstream_stream_ssl_port`): a TLS server with
+/// `certificate` that answers each read with `<server name the client sent>:` (`-` for none)
+/// followed by the bytes read, on `listener` until `shutdown` completes.
+pub async fn serve_tls_echo(
+    listener: TcpListener,
+    certificate: &super::tls::CertificatePair,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(config) = certificate.server_config() else {
+        tracing::error!(target: "kong", "the TLS mock upstream's certificate is unusable");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            (tcp, _) = crate::gateway::accept::accept(&listener) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut out = format!("{sni}:").into_bytes();
+                        out.extend_from_slice(&buf[..n]);
+                        if tls.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
 /// Serves the mock upstream on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
     let logs = Logs::default();

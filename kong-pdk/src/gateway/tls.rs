@@ -89,6 +89,24 @@ impl CertificatePair {
         Ok(pair)
     }
 
+    /// A TLS server configuration serving this pair (for test servers and mock upstreams).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        #[derive(Debug)]
+        struct One(Arc<CertifiedKey>);
+        impl rustls::server::ResolvesServerCert for One {
+            fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+                Some(self.0.clone())
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(One(self.primary.clone())));
+        Ok(Arc::new(config))
+    }
+
     fn choose(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
         match &self.alt {
             Some(alt) if self.primary.key.choose_scheme(hello.signature_schemes()).is_none() => alt.clone(),
