@@ -184,7 +184,7 @@ impl Handler for HttpLog {
             let keepalive = Duration::from_millis(self.keepalive.unwrap_or(60000.0).max(0.0) as u64);
             let mut headers = vec![("Content-Type".to_owned(), content_type)];
             if let Some(user) = &endpoint.userinfo {
-                let decoded = percent_decode(user);
+                let decoded = kong_pdk::pdk::percent_decode(user, false);
                 let token = base64::engine::general_purpose::STANDARD.encode(decoded);
                 headers.push(("Authorization".into(), format!("Basic {token}")));
             }
@@ -246,27 +246,6 @@ impl Handler for HttpLog {
     }
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len() + 1
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +265,5 @@ mod tests {
         );
         let e = Endpoint::parse("http://127.0.0.1").unwrap();
         assert_eq!((e.port, e.path.as_str()), (80, "/"));
-        assert_eq!(percent_decode("pa%20ss"), b"pa ss");
     }
 }

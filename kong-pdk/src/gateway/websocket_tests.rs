@@ -644,6 +644,31 @@ async fn a_session_runs_rewrite_then_the_websocket_phases_and_no_http_ones() {
 /// An upstream that answers handshakes by path: `/forbidden` 403 with a header, `/ext` a 101
 /// with an extension nobody asked for, `/silent` nothing at all; `/gone` closes at once.
 /// Counts the handshakes it left without an answer.
+/// Reads a WebSocket handshake request off `tcp`: its path and the accept key it expects.
+async fn read_handshake(tcp: &mut TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+    let key = head
+        .lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Some((
+        path,
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+    ))
+}
+
 async fn raw_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -654,23 +679,9 @@ async fn raw_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         while let Ok((mut tcp, _)) = listener.accept().await {
             let count = count.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
-                let key = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let Some((path, accept)) = read_handshake(&mut tcp).await else {
+                    return;
+                };
                 let answer = match path.as_str() {
                     "/forbidden" => "HTTP/1.1 403 Forbidden\r\nX-Up: no\r\nContent-Length: 0\r\n\r\n".to_owned(),
                     "/ext" => format!(
@@ -760,28 +771,15 @@ async fn a_configuration_change_leaves_open_sessions_as_they_were() {
 
 /// A ws upstream that completes the handshake and then reads nothing, for a minute.
 async fn stalled_upstream() -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let key = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let Some((_, accept)) = read_handshake(&mut tcp).await else {
+                    return;
+                };
                 let answer = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Accept: {accept}\r\n\r\n"

@@ -60,8 +60,15 @@ pub(crate) fn percent_encode_component(s: &str) -> String {
     out
 }
 
-/// Percent-decodes `s`; `plus` turns `+` into a space (form encoding).
-pub(crate) fn percent_decode(s: &str, plus: bool) -> String {
+/// Percent-decodes `s` (ngx's `unescape_uri`); `plus` turns `+` into a space (form
+/// encoding). Invalid escapes stay as they are; bytes that are not UTF-8 become U+FFFD.
+///
+/// ```
+/// use kong_pdk::pdk::percent_decode;
+/// assert_eq!(percent_decode("a%20b+c%zz", true), "a b c%zz");
+/// assert_eq!(percent_decode("a+b", false), "a+b");
+/// ```
+pub fn percent_decode(s: &str, plus: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -67,7 +67,10 @@ impl Headers<'_> {
             .iter()
             .filter_map(|(name, value)| {
                 let key = name.as_str().strip_prefix(prefix)?;
-                Some((key.to_owned(), unescape(value.to_str().ok()?)))
+                Some((
+                    key.to_owned(),
+                    kong_pdk::pdk::percent_decode(value.to_str().ok()?, true),
+                ))
             })
             .collect();
         out.sort();
@@ -125,26 +128,6 @@ pub(crate) fn to_id_size(id: &[u8], len: usize) -> Vec<u8> {
         out.extend_from_slice(id);
         out
     }
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn escape(s: &str) -> String {
