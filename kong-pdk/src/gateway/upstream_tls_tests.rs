@@ -58,9 +58,9 @@ fn issue(params: CertificateParams, issuer: Option<&Issued>) -> Issued {
     }
 }
 
-/// An https upstream serving `chain` (leaf first). It asks for a client certificate issued by
-/// `client_ca` without requiring one, and answers `client-cert: yes|no; sni: <name>`.
-pub(crate) async fn https_upstream(chain: &[&Issued], client_ca: &Issued) -> SocketAddr {
+/// A TLS acceptor serving `chain` (leaf first) that asks for a client certificate issued by
+/// `client_ca` without requiring one.
+fn asking_acceptor(chain: &[&Issued], client_ca: &Issued) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(client_ca.signed.der().clone()).unwrap();
@@ -76,7 +76,13 @@ pub(crate) async fn https_upstream(chain: &[&Issued], client_ca: &Issued) -> Soc
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An https upstream serving `chain` (leaf first). It asks for a client certificate issued by
+/// `client_ca` without requiring one, and answers `client-cert: yes|no; sni: <name>`.
+pub(crate) async fn https_upstream(chain: &[&Issued], client_ca: &Issued) -> SocketAddr {
+    let acceptor = asking_acceptor(chain, client_ca);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -260,21 +266,7 @@ fn ca_certificate_entities_are_checked_as_kong_does() {
 /// without requiring one: each text message is answered with `client-cert: yes|no`.
 async fn wss_upstream(server: &Issued, client_ca: &Issued) -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(client_ca.signed.der().clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![server.signed.der().clone()], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = asking_acceptor(&[server], client_ca);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
