@@ -93,6 +93,8 @@ pub struct Cache {
     /// Bumped by every invalidation: a value loaded while one happened is returned, not kept
     /// (it may come from what was just invalidated).
     generation: AtomicU64,
+    /// The epoch of the configuration live now ([`Cache::set_live_epoch`]).
+    live_epoch: AtomicU64,
     broadcast: OnceLock<Broadcast>,
 }
 
@@ -127,6 +129,7 @@ impl Cache {
             ttl,
             neg_ttl,
             generation: AtomicU64::new(0),
+            live_epoch: AtomicU64::new(0),
             broadcast: OnceLock::new(),
         }
     }
@@ -159,9 +162,11 @@ impl Cache {
         }
         if entries.len() >= self.capacity && !entries.contains_key(key) {
             entries.retain(|_, e| e.live(now));
-            // Still full: about an eighth goes, in the map's (arbitrary) order.
-            if entries.len() >= self.capacity {
-                let drop: Vec<String> = entries.keys().take(self.capacity / 8 + 1).cloned().collect();
+            // Down to seven eighths (the map's order is arbitrary), so that the next inserts
+            // do not scan the whole map again.
+            let keep = self.capacity - self.capacity / 8 - 1;
+            if entries.len() > keep {
+                let drop: Vec<String> = entries.keys().take(entries.len() - keep).cloned().collect();
                 for k in drop {
                     entries.remove(&k);
                 }
@@ -213,6 +218,32 @@ impl Cache {
         let loaded = load()?.map(Arc::new);
         self.store(key, loaded.clone(), opts, since);
         Ok((loaded, HitLevel::Loaded))
+    }
+
+    /// [`Cache::get_with`] for a loader that reads configuration `epoch` (a
+    /// [`DataStore`](crate::dao::DataStore)'s): what it loads is not kept when a newer
+    /// configuration is live, since a request that started before a change still reads the
+    /// old one.
+    pub fn get_from<T, F>(&self, key: &str, epoch: u64, load: F) -> Result<(Option<Arc<T>>, HitLevel), String>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Result<Option<T>, String>,
+    {
+        if let Some(hit) = self.lookup::<T>(key) {
+            return Ok((hit, HitLevel::Memory));
+        }
+        let since = self.generation.load(Relaxed);
+        let loaded = load()?.map(Arc::new);
+        if epoch >= self.live_epoch.load(Relaxed) {
+            self.store(key, loaded.clone(), CacheOptions::default(), since);
+        }
+        Ok((loaded, HitLevel::Loaded))
+    }
+
+    /// Marks configuration `epoch` live: values loaded from older ones are no longer kept.
+    /// The gateway calls it before it forgets the keys a configuration change touched.
+    pub fn set_live_epoch(&self, epoch: u64) {
+        self.live_epoch.fetch_max(epoch, Relaxed);
     }
 
     /// Kong's `cache:probe(key)`: the time the entry has left (`None`: until invalidated) and
@@ -346,6 +377,17 @@ mod tests {
         assert!(cache.len() <= 64);
         cache.purge();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn values_of_an_older_configuration_are_returned_not_kept() {
+        let cache = Cache::default();
+        cache.set_live_epoch(5);
+        let (v, _) = cache.get_from("k", 4, || Ok(Some(1u32))).unwrap();
+        assert_eq!(v.as_deref(), Some(&1));
+        assert!(cache.probe::<u32>("k").is_none());
+        cache.get_from("k", 5, || Ok(Some(2u32))).unwrap();
+        assert_eq!(cache.probe::<u32>("k").unwrap().1.as_deref(), Some(&2));
     }
 
     #[test]

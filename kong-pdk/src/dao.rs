@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cache::{Cache, CacheOptions};
+use crate::cache::Cache;
 use crate::entities::{Consumer, Credential, ForeignKey};
 use crate::schema::{ConfigRecord, Field, FieldKind, FieldSchema, RecordSchema, typedefs};
 
@@ -290,6 +290,9 @@ struct Rows {
 /// configuration brings a new one, and requests in flight keep theirs.
 #[derive(Default)]
 pub struct DataStore {
+    /// Which configuration this is, in the order they were built: a value loaded from an
+    /// older one is not cached once a newer one is live.
+    epoch: u64,
     consumers: HashMap<Uuid, Arc<Consumer>>,
     usernames: HashMap<String, Uuid>,
     kinds: HashMap<&'static str, Rows>,
@@ -303,13 +306,22 @@ impl DataStore {
         EMPTY.clone()
     }
 
+    /// Which configuration this is ([`Cache::set_live_epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Indexes `consumers` and the plugin entities in `daos` (by kind name, as stored, each
     /// with `id` and `consumer: {id}`). Kinds no registered [`Dao`] declares are skipped.
     ///
     /// # Errors
     /// When an entity does not decode into its plugin's type: `<kind> <id>: <why>`.
     pub fn new(consumers: &[Consumer], daos: &BTreeMap<String, Vec<Value>>) -> Result<DataStore, String> {
-        let mut store = DataStore::default();
+        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut store = DataStore {
+            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..DataStore::default()
+        };
         for c in consumers {
             if let Some(u) = &c.username {
                 store.usernames.insert(u.clone(), c.id);
@@ -373,9 +385,7 @@ impl DataStore {
     pub fn cached_by_cache_key<T: Dao>(&self, cache: &Cache, key: &str) -> Option<Row<T>> {
         let cache_key = crate::cache::cache_key(T::NAME, &[key]);
         let (row, _) = cache
-            .get_with(&cache_key, CacheOptions::default(), || {
-                Ok(self.select_by_cache_key::<T>(key))
-            })
+            .get_from(&cache_key, self.epoch, || Ok(self.select_by_cache_key::<T>(key)))
             .ok()?;
         row.map(|r| (*r).clone())
     }
@@ -383,9 +393,7 @@ impl DataStore {
     /// [`DataStore::consumer`] through the node's cache (the key `consumers:<id>:::::`).
     pub fn cached_consumer(&self, cache: &Cache, id: Uuid) -> Option<Arc<Consumer>> {
         let cache_key = crate::cache::cache_key("consumers", &[&id.to_string()]);
-        let (consumer, _) = cache
-            .get_with(&cache_key, CacheOptions::default(), || Ok(self.consumer(id)))
-            .ok()?;
+        let (consumer, _) = cache.get_from(&cache_key, self.epoch, || Ok(self.consumer(id))).ok()?;
         consumer.map(|c| (*c).clone())
     }
 
@@ -395,7 +403,7 @@ impl DataStore {
     pub fn cached_by_consumer<T: Dao>(&self, cache: &Cache, consumer: Uuid) -> Arc<Vec<Row<T>>> {
         let cache_key = crate::cache::cache_key(T::NAME, &[&consumer.to_string()]);
         cache
-            .get_with(&cache_key, CacheOptions::default(), || {
+            .get_from(&cache_key, self.epoch, || {
                 Ok(Some(self.select_by_consumer::<T>(consumer)))
             })
             .ok()

@@ -794,6 +794,7 @@ impl TestGateway {
             source: (session.client_ip, 40000),
             destination: (IpAddr::from([127, 0, 0, 1]), 9000),
             sni: session.sni.as_deref(),
+            tls,
         };
         runloop::preread(&self.set, &self.stream_router, &mut tx, &info).await;
         let (to_client, to_upstream) = match tx.exit().map(|e| (e.status, e.body.clone())) {

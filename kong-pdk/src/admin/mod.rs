@@ -349,9 +349,11 @@ impl Admin {
     /// loads one afterwards reads the new configuration.
     fn go_live(&self, entities: Entities, snapshot: crate::gateway::Snapshot) {
         let keys = changed_cache_keys(&self.entities.load(), &entities);
+        let cache = &self.plugins.node().cache;
+        // Requests still on the old configuration may load from it: not kept from now on.
+        cache.set_live_epoch(snapshot.data.epoch());
         self.entities.store(Arc::new(entities));
         self.proxy.swap(snapshot);
-        let cache = &self.plugins.node().cache;
         for key in keys {
             cache.invalidate_local(&key);
         }

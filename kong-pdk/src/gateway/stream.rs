@@ -119,6 +119,7 @@ impl Proxy {
             source: (client.ip(), client.port()),
             destination: (server.ip(), server.port()),
             sni: sni.as_deref(),
+            tls: true,
         };
         let Some((route, _)) = snap.router.find_stream(&info) else {
             tracing::error!(target: "kong", "no Route found with those values");
@@ -180,6 +181,8 @@ impl Proxy {
             source,
             destination: (server.ip(), server.port()),
             sni: sni.as_deref(),
+            // Terminated here, or passed through (the ClientHello went ahead as `first`).
+            tls: client_tls || !first.is_empty(),
         };
         runloop::preread(&snap.plugins, &snap.router, &mut tx, &info).await;
         let preread_done = std::time::Instant::now();
@@ -200,7 +203,7 @@ impl Proxy {
                         format!("unable to proxy stream connection, status: {status}, err: {message}"),
                     );
                 }
-                let _ = client.shutdown().await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
                 tx.session.status = status;
             }
             None => {
@@ -217,7 +220,7 @@ impl Proxy {
                         Err(_) => None,
                     },
                     None => {
-                        let _ = client.shutdown().await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
                         None
                     }
                 };
@@ -487,7 +490,8 @@ async fn pump(
     // connections close at once, so a plain TCP side needs no shutdown (a TLS side still gets
     // its close_notify).
     if !activity.one_done.swap(true, std::sync::atomic::Ordering::Relaxed) || to_tls {
-        let _ = to.shutdown().await;
+        // Bounded: a TLS side's close_notify goes to a peer that may not read any more.
+        let _ = tokio::time::timeout(write, to.shutdown()).await;
     }
     total
 }

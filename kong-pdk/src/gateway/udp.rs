@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub(crate) const SESSIONS_MAX: usize = 10_000;
 /// Datagrams waiting for a session's upstream socket at most; more are dropped, as the
 /// network would.
 const QUEUED_MAX: usize = 256;
+/// Bytes waiting in all of a socket's sessions at most (spoofed sources cannot make the
+/// queues hold more); datagrams beyond are dropped.
+const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
 
@@ -35,6 +39,7 @@ impl Proxy {
         let Ok(mut server) = socket.local_addr() else { return };
         server.set_port(self.mapped_port(server.port()));
         let sessions: Sessions = Arc::default();
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
         let mut buf = vec![0u8; DATAGRAM_MAX];
@@ -44,11 +49,16 @@ impl Proxy {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 got = socket.recv_from(&mut buf) => {
                     let Ok((n, source)) = got else { continue };
+                    if queued.load(Relaxed) + n > QUEUED_BYTES_MAX {
+                        continue;
+                    }
                     let datagram = Bytes::copy_from_slice(&buf[..n]);
                     let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(session) = map.get(&source) {
                         // A full queue or an ended session: the datagram is lost, as on the network.
-                        let _ = session.try_send(datagram);
+                        if session.try_send(datagram).is_ok() {
+                            queued.fetch_add(n, Relaxed);
+                        }
                         continue;
                     }
                     if map.len() >= SESSIONS_MAX {
@@ -56,12 +66,14 @@ impl Proxy {
                         continue;
                     }
                     let (sender, queue) = mpsc::channel(QUEUED_MAX);
-                    let _ = sender.try_send(datagram);
+                    if sender.try_send(datagram).is_ok() {
+                        queued.fetch_add(n, Relaxed);
+                    }
                     map.insert(source, sender);
                     drop(map);
-                    let (proxy, socket, sessions) = (self.clone(), socket.clone(), sessions.clone());
+                    let (proxy, socket, sessions, queued) = (self.clone(), socket.clone(), sessions.clone(), queued.clone());
                     tasks.spawn(async move {
-                        proxy.udp_session(socket, source, server, queue).await;
+                        proxy.udp_session(socket, source, server, queue, &queued).await;
                         sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&source);
                     });
                 }
@@ -76,7 +88,20 @@ impl Proxy {
         source: SocketAddr,
         server: SocketAddr,
         mut queue: mpsc::Receiver<Bytes>,
+        queued: &AtomicUsize,
     ) {
+        // What is left in the queue when the session ends no longer counts.
+        struct Drain<'a>(&'a mut mpsc::Receiver<Bytes>, &'a AtomicUsize);
+        impl Drop for Drain<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+                while let Ok(d) = self.0.try_recv() {
+                    self.1.fetch_sub(d.len(), Relaxed);
+                }
+            }
+        }
+        let drain = Drain(&mut queue, queued);
+        let queue = &mut *drain.0;
         let snap = self.snapshot();
         let conn = super::stream::client_conn(source, source, server, None);
         let node = snap.plugins.plugins().node_arc();
@@ -87,6 +112,7 @@ impl Proxy {
             source: (source.ip(), source.port()),
             destination: (server.ip(), server.port()),
             sni: None,
+            tls: false,
         };
         runloop::preread(&snap.plugins, &snap.router, &mut tx, &info).await;
         if let Some((status, body)) = tx.exit().map(|e| (e.status, e.body.clone())) {
@@ -106,6 +132,7 @@ impl Proxy {
                     tokio::select! {
                         datagram = queue.recv() => {
                             let Some(datagram) = datagram else { break };
+                            queued.fetch_sub(datagram.len(), Relaxed);
                             c.received += datagram.len() as u64;
                             if upstream.send(&datagram).await.is_ok() {
                                 c.upstream_sent += datagram.len() as u64;

@@ -16,8 +16,11 @@ pub struct StreamInfo<'a> {
     pub source: (IpAddr, u16),
     /// The address the client connected to (its port after `port_maps`).
     pub destination: (IpAddr, u16),
-    /// The TLS server name, when the connection is TLS.
+    /// The TLS server name the client sent, if any.
     pub sni: Option<&'a str>,
+    /// Whether the connection is TLS (terminated or passed through): a route's `snis` then
+    /// must match its server name, which it must have sent.
+    pub tls: bool,
 }
 
 /// One `sources`/`destinations` entry, parsed.
@@ -151,7 +154,7 @@ impl StreamRouter {
             .find(|m| {
                 (m.sources.is_empty() || m.sources.iter().any(|e| e.matches(c.source)))
                     && (m.destinations.is_empty() || m.destinations.iter().any(|e| e.matches(c.destination)))
-                    && (m.snis.is_empty() || c.sni.is_none_or(|sni| m.snis.iter().any(|p| p.matches(sni))))
+                    && (m.snis.is_empty() || !c.tls || c.sni.is_some_and(|sni| m.snis.iter().any(|p| p.matches(sni))))
             })
             .map(|m| (m.route.clone(), m.service.clone()))
     }
@@ -200,6 +203,7 @@ mod tests {
             source: split(src),
             destination: split(dst),
             sni,
+            tls: sni.is_some(),
         }
     }
 
@@ -266,7 +270,13 @@ mod tests {
             Some(prefix.id)
         );
         assert_eq!(found(&r, &conn("127.0.0.1:1", "127.0.0.1:2", Some("other.test"))), None);
-        // Without a server name the SNI condition holds (traditional_compatible).
+        // A connection that is not TLS passes the SNI condition (traditional_compatible); a
+        // TLS one without a server name does not.
         assert!(found(&r, &conn("127.0.0.1:1", "127.0.0.1:2", None)).is_some());
+        let nameless_tls = StreamInfo {
+            tls: true,
+            ..conn("127.0.0.1:1", "127.0.0.1:2", None)
+        };
+        assert_eq!(found(&r, &nameless_tls), None);
     }
 }
