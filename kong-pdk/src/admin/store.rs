@@ -393,7 +393,10 @@ impl Store {
             .await;
             match posted {
                 Ok(_) => break,
-                Err(_) if tries < 5 => tries += 1,
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
