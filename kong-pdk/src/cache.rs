@@ -211,13 +211,7 @@ impl Cache {
         T: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, String>,
     {
-        if let Some(hit) = self.lookup::<T>(key) {
-            return Ok((hit, HitLevel::Memory));
-        }
-        let since = self.generation.load(Relaxed);
-        let loaded = load()?.map(Arc::new);
-        self.store(key, loaded.clone(), opts, since);
-        Ok((loaded, HitLevel::Loaded))
+        self.load_sync(key, opts, None, load)
     }
 
     /// [`Cache::get_with`] for a loader that reads configuration `epoch` (a
@@ -229,13 +223,29 @@ impl Cache {
         T: Send + Sync + 'static,
         F: FnOnce() -> Result<Option<T>, String>,
     {
+        self.load_sync(key, CacheOptions::default(), Some(epoch), load)
+    }
+
+    /// A cached value, else what `load` finds, kept unless it comes from a configuration
+    /// `epoch` older than the live one.
+    fn load_sync<T, F>(
+        &self,
+        key: &str,
+        opts: CacheOptions,
+        epoch: Option<u64>,
+        load: F,
+    ) -> Result<(Option<Arc<T>>, HitLevel), String>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Result<Option<T>, String>,
+    {
         if let Some(hit) = self.lookup::<T>(key) {
             return Ok((hit, HitLevel::Memory));
         }
         let since = self.generation.load(Relaxed);
         let loaded = load()?.map(Arc::new);
-        if epoch >= self.live_epoch.load(Relaxed) {
-            self.store(key, loaded.clone(), CacheOptions::default(), since);
+        if epoch.is_none_or(|e| e >= self.live_epoch.load(Relaxed)) {
+            self.store(key, loaded.clone(), opts, since);
         }
         Ok((loaded, HitLevel::Loaded))
     }
