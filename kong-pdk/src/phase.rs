@@ -430,3 +430,10 @@ capability!(
     "Kong's tracer works in rewrite, access, response, header_filter, body_filter and log":
     Rewrite, Access, Response, HeaderFilter, BodyFilter, Log
 );
+capability!(
+    /// Choosing how a stream session reaches its upstream (`kong.service.request.disable_tls()`).
+    StreamUpstream,
+    "stream upstream settings cannot be changed in the `{Self}` phase",
+    "Kong allows `kong.service().request().disable_tls()` in preread":
+    Preread
+);

@@ -659,3 +659,35 @@ async fn tls_services_verify_their_upstream_when_asked() {
     );
     kong.stop().await;
 }
+
+/// Turns the upstream TLS of `tls` services off for each session.
+#[plugin(priority = 200, version = "1.0.0", name = "tls-off", protocols_default = ["tcp"])]
+pub struct TlsOff {}
+
+#[handler]
+impl Handler for TlsOff {
+    async fn preread(&self, kong: &mut Kong<Preread>) -> kong_pdk::Result {
+        kong.service().request().disable_tls();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_tls_sends_a_tls_service_plain_tcp() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Off, &["bundled", "tls-off"]).await;
+    let plain = echo("plain:").await;
+    let s = bp
+        .services()
+        .insert(json!({ "name": "said-tls", "url": format!("tls://{plain}") }))
+        .await;
+    let r = bp
+        .routes()
+        .insert(json!({ "protocols": ["tcp"], "sources": [{ "ip": "127.0.0.1" }], "service": { "id": s["id"] } }))
+        .await;
+    bp.plugins()
+        .insert(json!({ "name": "tls-off", "route": { "id": r["id"] } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(exchange(kong.stream_addr(), b"clear").await, b"plain:clear");
+    kong.stop().await;
+}

@@ -111,6 +111,14 @@ const METHODS: [&str; 15] = [
     "TRACE",
 ];
 
+impl<P: RequestPhase + phase::StreamUpstream> ServiceRequest<'_, P> {
+    /// Kong's stream `kong.service.request.disable_tls()`: this session reaches a `tls`
+    /// service's upstream in plain TCP (it cannot be turned back on).
+    pub fn disable_tls(&mut self) {
+        self.tx.upstream.scheme = "http".into();
+    }
+}
+
 impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     /// `enable_buffering()`: buffer the upstream response so `response` handlers and
     /// `kong.service.response().get_raw_body()` see it whole.
