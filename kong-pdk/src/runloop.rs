@@ -289,13 +289,14 @@ fn begin_trace(tx: &mut Transaction) {
 /// The root span's `http.status_code` and `http.route`, before `header_filter` (Kong's
 /// `runloop_before_header_filter`).
 fn trace_status(tx: &mut Transaction) {
+    // Nothing to do (and nothing copied) for the untraced requests of the hot path.
+    let Some(trace) = tx.trace.as_mut() else { return };
     let status = tx.response.status;
     let route = tx
         .route
         .as_ref()
         .and_then(|r| r.paths.as_ref().and_then(|p| p.first().cloned()))
         .unwrap_or_default();
-    let Some(trace) = tx.trace.as_mut() else { return };
     if let Some(root) = trace.root().and_then(|r| trace.span_mut(r))
         && root.attribute("kong.propagation_only").is_none()
     {
