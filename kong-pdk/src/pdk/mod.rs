@@ -51,7 +51,7 @@ pub use error_template::{ErrorFormat, default_message};
 pub use ip::Networks;
 pub use log::{ErrorLog, Level, Log, LogLine, MAX_REQUEST_LINES, Measures};
 pub use node::{Cluster, Nginx, Node, NodeInfo};
-pub use request::{QueryValue, Request, percent_decode};
+pub use request::{QueryValue, Request, percent_decode, percent_encode_component};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};

@@ -46,9 +46,12 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters (for query values).
-#[cfg(feature = "admin")]
-pub(crate) fn percent_encode_component(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters (query values, baggage).
+///
+/// ```
+/// assert_eq!(kong_pdk::pdk::percent_encode_component("a b/é"), "a%20b%2F%C3%A9");
+/// ```
+pub fn percent_encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -130,18 +130,6 @@ pub(crate) fn to_id_size(id: &[u8], len: usize) -> Vec<u8> {
     }
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// What extraction found, and the warnings Kong logs for invalid headers.
 pub(crate) struct Extraction {
     pub(crate) context: Context,
@@ -701,7 +689,7 @@ pub(crate) fn inject(format: &str, ctx: &Context) -> Result<Injected, String> {
                 ),
             );
             for (k, v) in &ctx.baggage {
-                push(&format!("uberctx-{k}"), escape(v));
+                push(&format!("uberctx-{k}"), kong_pdk::pdk::percent_encode_component(v));
             }
         }
         "ot" => {
@@ -711,7 +699,7 @@ pub(crate) fn inject(format: &str, ctx: &Context) -> Result<Injected, String> {
                 push("ot-tracer-sampled", sampled01(yes).into());
             }
             for (k, v) in &ctx.baggage {
-                push(&format!("ot-baggage-{k}"), escape(v));
+                push(&format!("ot-baggage-{k}"), kong_pdk::pdk::percent_encode_component(v));
             }
         }
         "datadog" => {
