@@ -454,11 +454,6 @@ impl Router {
         self.streams.find(conn)
     }
 
-    /// The number of stream routes.
-    pub fn stream_len(&self) -> usize {
-        self.streams.len()
-    }
-
     /// The number of matchers (routes split by path group).
     pub fn len(&self) -> usize {
         self.matchers.len()

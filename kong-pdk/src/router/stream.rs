@@ -158,10 +158,6 @@ impl StreamRouter {
             })
             .map(|m| (m.route.clone(), m.service.clone()))
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.matchers.len()
-    }
 }
 
 #[cfg(test)]
