@@ -236,3 +236,43 @@ fn out_of_descriptors_the_gateway_pauses_accepting_instead_of_spinning() {
     let res = wait_until("the gateway to serve again", || http_get(proxy, "/nothing").ok());
     assert!(res.starts_with("HTTP/1.1 404"), "{res}");
 }
+
+#[test]
+fn mock_upstream_serves_http_and_the_tcp_echo() {
+    use std::io::{Read as _, Write as _};
+    for _ in 0..5 {
+        let (http, echo) = (common::free_port(), common::free_port());
+        let mut child = Spawned(
+            Command::new(BIN)
+                .args(["mock-upstream", "--listen"])
+                .arg(format!("127.0.0.1:{http}"))
+                .arg("--stream-listen")
+                .arg(format!("127.0.0.1:{echo}"))
+                .args(["--stream-ssl-listen", "off"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_until("the mock upstream to answer or exit", || {
+            if http_get(http, "/get").is_ok() {
+                return Some(true);
+            }
+            child.0.try_wait().ok().flatten().map(|_| false)
+        });
+        if !up {
+            continue; // a port was taken meanwhile
+        }
+        let res = http_get(http, "/get").unwrap();
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", echo)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        tcp.write_all(b"ping over tcp").unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = String::new();
+        tcp.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "ping over tcp");
+        return;
+    }
+    panic!("the mock upstream exited before answering, five times over");
+}

@@ -530,16 +530,39 @@ pub fn health(prefix: Option<PathBuf>) -> Result<(), String> {
     }
 }
 
-/// `mock-upstream`: serves Kong's mock upstream until interrupted.
-pub fn mock_upstream(listen: &str) -> Result<(), String> {
+/// `mock-upstream`: serves Kong's mock upstream until interrupted: HTTP on `listen`, the TCP
+/// echo on `stream_listen` and the TLS echo (a self-signed `localhost` certificate) on
+/// `stream_ssl_listen`; `off` skips either echo.
+pub fn mock_upstream(listen: &str, stream_listen: &str, stream_ssl_listen: &str) -> Result<(), String> {
     init_logging("notice");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("could not listen on {listen}: {e}"))?;
-        tracing::info!(target: "kong", "mock upstream listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+        let bind = |addr: &str| {
+            let addr = addr.to_owned();
+            async move {
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| format!("could not listen on {addr}: {e}"))?;
+                let local = listener.local_addr().map_err(|e| e.to_string())?;
+                Ok::<_, String>((listener, local))
+            }
+        };
+        let (listener, local) = bind(listen).await?;
+        tracing::info!(target: "kong", "mock upstream listening on {local}");
+        if stream_listen != "off" {
+            let (echo, local) = bind(stream_listen).await?;
+            tracing::info!(target: "kong", "mock upstream TCP echo listening on {local}");
+            tokio::spawn(mock_upstream::serve_tcp_echo(echo, std::future::pending()));
+        }
+        if stream_ssl_listen != "off" {
+            let (echo, local) = bind(stream_ssl_listen).await?;
+            let (pair, _, _) = crate::gateway::tls::CertificatePair::self_signed(&["localhost"])?;
+            tracing::info!(target: "kong", "mock upstream TLS echo listening on {local}");
+            tokio::spawn(async move { mock_upstream::serve_tls_echo(echo, &pair, std::future::pending()).await });
+        }
         mock_upstream::serve(listener, shutdown_signal()).await;
         Ok(())
     })

@@ -23,7 +23,7 @@
 //! kong-gateway health [-p prefix]                 is a gateway running in the prefix?
 //! kong-gateway migrations bootstrap|up|list|reset [-c kong.conf] [--yes]
 //! kong-gateway version
-//! kong-gateway mock-upstream [--listen ADDR]      Kong's test upstream (127.0.0.1:15555)
+//! kong-gateway mock-upstream [--listen ADDR]      Kong's test upstream (127.0.0.1:15555, echoes on 15557/15558)
 //! ```
 
 use std::path::PathBuf;
@@ -82,6 +82,12 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = crate::gateway::mock_upstream::DEFAULT_ADDR)]
         listen: String,
+        /// The TCP echo's address (Kong's `mock_upstream_stream_port`); `off` to skip it.
+        #[arg(long, default_value = crate::gateway::mock_upstream::DEFAULT_STREAM_ADDR)]
+        stream_listen: String,
+        /// The TLS echo's address (Kong's `mock_upstream_stream_ssl_port`); `off` to skip it.
+        #[arg(long, default_value = crate::gateway::mock_upstream::DEFAULT_STREAM_SSL_ADDR)]
+        stream_ssl_listen: String,
     },
 }
 
@@ -151,7 +157,11 @@ pub fn main(name: &'static str, bundled: &'static [&'static str]) -> ExitCode {
             };
             load(conf, prefix).and_then(|s| conf::migrations(&s, action))
         }
-        Command::MockUpstream { listen } => conf::mock_upstream(&listen),
+        Command::MockUpstream {
+            listen,
+            stream_listen,
+            stream_ssl_listen,
+        } => conf::mock_upstream(&listen, &stream_listen, &stream_ssl_listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

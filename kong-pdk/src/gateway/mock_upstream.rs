@@ -26,6 +26,12 @@ use crate::pdk::request::parse_args;
 /// The mock upstream's default address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:15555";
 
+/// The TCP echo's default address (Kong's `mock_upstream_stream_port`).
+pub const DEFAULT_STREAM_ADDR: &str = "127.0.0.1:15557";
+
+/// The TLS echo's default address (Kong's `mock_upstream_stream_ssl_port`).
+pub const DEFAULT_STREAM_SSL_ADDR: &str = "127.0.0.1:15558";
+
 /// Kong's stream mock upstream (`mock_upstream_stream_port`): echoes what each connection
 /// sends until it ends its side, on `listener` until `shutdown` completes.
 pub async fn serve_tcp_echo(listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
