@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod upstream;
+pub use upstream::{
+    ActiveChecks, Algorithm, CheckType, HashOn, Healthchecks, Healthy, PassiveChecks, Unhealthy, Upstream,
+};
+
 /// A reference to another entity by primary key: `{"id": "..."}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ForeignKey {
@@ -296,34 +301,6 @@ pub struct Sni {
     /// Tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
-}
-
-/// A load-balancing upstream (`/upstreams`): a virtual host name that services use as their
-/// `host`, spread over its [`Target`]s.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Upstream {
-    /// Primary key.
-    pub id: Uuid,
-    /// The virtual host name services point at.
-    pub name: String,
-    /// `round-robin` (default), `consistent-hashing`, `least-connections` or `latency`.
-    #[serde(default = "Upstream::default_algorithm")]
-    pub algorithm: String,
-    /// The `Host` header sent to targets instead of the upstream's name.
-    #[serde(default)]
-    pub host_header: Option<String>,
-    /// The certificate presented to `https` targets when the service has none of its own.
-    #[serde(default)]
-    pub client_certificate: Option<ForeignKey>,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-}
-
-impl Upstream {
-    fn default_algorithm() -> String {
-        "round-robin".into()
-    }
 }
 
 /// A target of an [`Upstream`] (`/upstreams/{u}/targets`): `host:port` and a weight.

@@ -102,6 +102,7 @@ mod error;
 pub mod executor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub mod health;
 mod model;
 pub mod outbound;
 pub mod pdk;

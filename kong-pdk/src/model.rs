@@ -93,6 +93,9 @@ pub struct NodeInfo {
     pub tracing: std::sync::Arc<crate::tracer::NodeTracing>,
     /// `kong.cache` ([`Kong::cache`](crate::Kong::cache)).
     pub cache: std::sync::Arc<crate::cache::Cache>,
+    /// Upstream target addresses' health, requests in flight and latency, across
+    /// configuration changes.
+    pub health: std::sync::Arc<crate::health::HealthBook>,
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -140,6 +143,7 @@ impl Default for NodeInfo {
             cluster_id: Default::default(),
             tracing: Default::default(),
             cache: Default::default(),
+            health: Default::default(),
         }
     }
 }

@@ -714,6 +714,12 @@ pub(crate) fn refused(tx: &mut Transaction, status: u16, message: &str) {
 /// `upstream_ms` is the time spent waiting for the upstream (0 when nothing was proxied).
 pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, settings: &HeaderSettings, upstream_ms: u64) {
     trace_status(tx);
+    // Kong's `header_filter.before`: the cookie a `hash_on = cookie` upstream made up.
+    if let Some(cookie) = tx.hash_cookie.take()
+        && let Ok(v) = HeaderValue::from_str(&cookie)
+    {
+        tx.response.headers.append(http::header::SET_COOKIE, v);
+    }
     set.run_header_filter(tx).await;
     let proxied =
         (tx.upstream_response.is_some() && tx.exit().is_none()) || tx.upstream_failed || tx.answered_for_upstream;

@@ -497,6 +497,11 @@ pub struct Transaction {
     pub(crate) serialize_values: Vec<(String, Value)>,
     pub(crate) collected: Option<Arc<[Arc<dyn ErasedInstance>]>>,
     pub(crate) aborted: bool,
+    /// The `Set-Cookie` a `hash_on = cookie` upstream answers with (the request had none).
+    pub(crate) hash_cookie: Option<String>,
+    /// The request counted in flight at its upstream address until the transaction ends
+    /// (least-connections).
+    pub(crate) balancer_lease: Option<crate::health::InFlight>,
     /// The request went to an upstream that failed to answer (Kong's `KONG_PROXIED` without
     /// a response): the latency headers are the proxied ones.
     pub(crate) upstream_failed: bool,
@@ -638,6 +643,8 @@ impl Transaction {
             serialize_values: Vec::new(),
             collected: None,
             aborted: false,
+            hash_cookie: None,
+            balancer_lease: None,
             upstream_failed: false,
             answered_for_upstream: false,
             client_verify: None,

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats", "vault", "tracer",
         "cache",
     ],
-    &["engine"],
+    &["engine", "health"],
     &["dao", "model"],
     &["transaction", "api"],
     &["router", "pdk"],

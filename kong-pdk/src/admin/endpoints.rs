@@ -252,6 +252,9 @@ impl Admin {
         if kind.name == "services" {
             crate::gateway::declarative::expand_url(&mut obj).map_err(|e| field_violation("url", e))?;
         }
+        if kind.name == "upstreams" {
+            crate::entities::Upstream::apply_shorthands(&mut obj, previous);
+        }
         if let Some(id) = obj.get("id")
             && id.as_str().is_none_or(|s| Uuid::parse_str(s).is_err())
         {
@@ -340,6 +343,12 @@ impl Admin {
                 ws_route_service(&value, entities)?;
             }
             "services" => ws_service_change(&value, previous)?,
+            // Stored as Kong formats it: `host:port`, the port 8000 when omitted.
+            "targets" => {
+                if let Some(t) = value["target"].as_str().map(crate::gateway::format_target) {
+                    value["target"] = Value::from(t);
+                }
+            }
             // A vault reference is checked when the configuration loads (Kong's referenceable
             // fields skip their validation).
             "certificates"
@@ -695,6 +704,10 @@ pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
         Value::Object(o) => !o.is_empty(),
         _ => true,
     };
+    if route["path_handling"] == "v1" {
+        // Kong's custom entity check: accepted, and joined as v0 under this router flavor.
+        tracing::warn!(target: "kong", "path_handling='v1' is deprecated and will not work under 'expressions' or 'traditional_compatible' router_flavor, please use path_handling='v0' instead (deprecated after 3.0)");
+    }
     let http = protocols.iter().any(|p| *p == "http" || *p == "https");
     let ws = protocols.iter().any(|p| crate::runloop::is_ws(p));
     let stream = protocols.iter().any(|p| matches!(*p, "tcp" | "tls" | "udp"));

@@ -384,14 +384,205 @@ fn target_value(v: &Value) -> Result<(), String> {
     }
 }
 
+/// An upstream's name (Kong's `validate_name`): a host name, neither an address nor with a
+/// port.
+fn upstream_name(v: &Value) -> Result<(), String> {
+    let name = v.as_str().unwrap_or_default();
+    let invalid = format!("Invalid name ('{name}'); must be a valid hostname");
+    match typedefs::parse_host(name) {
+        Err(_) => Err(invalid),
+        Ok((_, Some(_))) => Err(format!("Invalid name ('{name}'); no port allowed")),
+        Ok((typedefs::HostKind::Name, None)) => Ok(()),
+        Ok(_) => Err(format!("Invalid name ('{name}'); no ip addresses allowed")),
+    }
+}
+
+/// An HTTP token (Kong's `validate_cookie_name`).
+fn cookie_name(v: &Value) -> Result<(), String> {
+    let name = v.as_str().unwrap_or_default();
+    if name.is_empty() {
+        return Err("no token provided".into());
+    }
+    let forbidden = |b: u8| b < 32 || b == 127 || b" \t()<>@,;:\\\"/?={}[]".contains(&b);
+    if name.bytes().any(forbidden) {
+        return Err(
+            "contains one or more invalid characters. ASCII control characters (0-31;127), \
+                    space, tab and the characters ()<>@,;:\\\"/?={}[] are not allowed."
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn hash_on() -> FieldSchema {
+    with_default(
+        one_of(
+            f(FieldKind::String),
+            json!([
+                "none",
+                "consumer",
+                "ip",
+                "header",
+                "cookie",
+                "path",
+                "query_arg",
+                "uri_capture"
+            ]),
+        ),
+        json!("none"),
+    )
+}
+
+fn simple_param() -> FieldSchema {
+    let mut s = f(FieldKind::String);
+    s.len_min = Some(1);
+    s
+}
+
+/// `then_match = { required = true }` when `if_field` is `value`.
+fn required_when(if_field: &str, value: &str, then_field: &str) -> EntityCheck {
+    EntityCheck::Conditional(Box::new(Conditional {
+        if_field: if_field.into(),
+        if_match: one_of(FieldSchema::matcher(), json!([value])),
+        then_field: then_field.into(),
+        then_match: required(FieldSchema::matcher()),
+        then_err: None,
+    }))
+}
+
+/// `hash_fallback` is one of `allowed` when `hash_on` is `value`.
+fn fallback_when(value: &str, allowed: Value) -> EntityCheck {
+    EntityCheck::Conditional(Box::new(Conditional {
+        if_field: "hash_on".into(),
+        if_match: one_of(FieldSchema::matcher(), json!([value])),
+        then_field: "hash_fallback".into(),
+        then_match: one_of(FieldSchema::matcher(), allowed),
+        then_err: None,
+    }))
+}
+
+/// The `healthchecks` record, with Kong's defaults.
+fn healthchecks() -> FieldSchema {
+    let seconds = |default: f64| with_default(between_f(f(FieldKind::Number), 0.0, 65535.0), json!(default));
+    let byte = |default: i64| with_default(between(f(FieldKind::Integer), 0, 255), json!(default));
+    let statuses = |default: Value| with_default(array_of(between(f(FieldKind::Integer), 100, 999)), default);
+    let record = |fields: Vec<Field>| {
+        FieldSchema::record(RecordSchema {
+            fields,
+            entity_checks: Vec::new(),
+        })
+    };
+    let check_type = || {
+        with_default(
+            one_of(f(FieldKind::String), json!(["tcp", "http", "https", "grpc", "grpcs"])),
+            json!("http"),
+        )
+    };
+    let mut headers = f(FieldKind::Map {
+        keys: Box::new(typedefs::header_name::schema()),
+        values: Box::new(array_of(f(FieldKind::String))),
+    });
+    headers.required = false;
+    let active = record(vec![
+        Field::new("type", check_type()),
+        Field::new("timeout", seconds(1.0)),
+        Field::new(
+            "concurrency",
+            with_default(between(f(FieldKind::Integer), 1, 1 << 31), json!(10)),
+        ),
+        Field::new("http_path", with_default(typedefs::path::schema(), json!("/"))),
+        Field::new("https_sni", typedefs::sni::schema()),
+        Field::new(
+            "https_verify_certificate",
+            required(with_default(f(FieldKind::Boolean), json!(true))),
+        ),
+        Field::new("headers", headers),
+        Field::new(
+            "healthy",
+            record(vec![
+                Field::new("interval", seconds(0.0)),
+                Field::new("http_statuses", statuses(json!([200, 302]))),
+                Field::new("successes", byte(0)),
+            ]),
+        ),
+        Field::new(
+            "unhealthy",
+            record(vec![
+                Field::new("interval", seconds(0.0)),
+                Field::new(
+                    "http_statuses",
+                    statuses(json!([429, 404, 500, 501, 502, 503, 504, 505])),
+                ),
+                Field::new("tcp_failures", byte(0)),
+                Field::new("timeouts", byte(0)),
+                Field::new("http_failures", byte(0)),
+            ]),
+        ),
+    ]);
+    let passive = record(vec![
+        Field::new("type", check_type()),
+        Field::new(
+            "healthy",
+            record(vec![
+                Field::new(
+                    "http_statuses",
+                    statuses(json!([
+                        200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 306, 307, 308
+                    ])),
+                ),
+                Field::new("successes", byte(0)),
+            ]),
+        ),
+        Field::new(
+            "unhealthy",
+            record(vec![
+                Field::new("http_statuses", statuses(json!([429, 500, 503]))),
+                Field::new("tcp_failures", byte(0)),
+                Field::new("timeouts", byte(0)),
+                Field::new("http_failures", byte(0)),
+            ]),
+        ),
+    ]);
+    record(vec![
+        Field::new("active", active),
+        Field::new("passive", passive),
+        Field::new(
+            "threshold",
+            with_default(between_f(f(FieldKind::Number), 0.0, 100.0), json!(0)),
+        ),
+    ])
+}
+
+fn between_f(mut s: FieldSchema, lo: f64, hi: f64) -> FieldSchema {
+    s.between = Some((json!(lo), json!(hi)));
+    s
+}
+
 fn upstreams() -> Kind {
+    let mut name = required(f(FieldKind::String));
+    name.custom_validator = Some(upstream_name);
+    let mut cookie = f(FieldKind::String);
+    cookie.custom_validator = Some(cookie_name);
+    let others = |except: &str| {
+        let all = [
+            "none",
+            "consumer",
+            "ip",
+            "header",
+            "cookie",
+            "path",
+            "query_arg",
+            "uri_capture",
+        ];
+        json!(all.iter().filter(|v| **v != except).collect::<Vec<_>>())
+    };
     Kind {
         name: "upstreams",
         path: "upstreams",
         dao: None,
         schema: RecordSchema {
             fields: common(vec![
-                Field::new("name", required(typedefs::host::schema())),
+                Field::new("name", name),
                 Field::new(
                     "algorithm",
                     with_default(
@@ -402,15 +593,46 @@ fn upstreams() -> Kind {
                         json!("round-robin"),
                     ),
                 ),
+                Field::new("hash_on", hash_on()),
+                Field::new("hash_fallback", hash_on()),
+                Field::new("hash_on_header", typedefs::header_name::schema()),
+                Field::new("hash_fallback_header", typedefs::header_name::schema()),
+                Field::new("hash_on_cookie", cookie),
+                Field::new(
+                    "hash_on_cookie_path",
+                    with_default(typedefs::path::schema(), json!("/")),
+                ),
+                Field::new("hash_on_query_arg", simple_param()),
+                Field::new("hash_fallback_query_arg", simple_param()),
+                Field::new("hash_on_uri_capture", simple_param()),
+                Field::new("hash_fallback_uri_capture", simple_param()),
                 Field::new(
                     "slots",
                     with_default(between(f(FieldKind::Integer), 10, 65536), json!(10000)),
                 ),
-                Field::new("host_header", typedefs::host::schema()),
+                Field::new("healthchecks", healthchecks()),
+                Field::new("host_header", typedefs::host_with_optional_port::schema()),
                 Field::new("client_certificate", foreign("certificates")),
                 Field::new("use_srv_name", with_default(f(FieldKind::Boolean), json!(false))),
             ]),
-            entity_checks: Vec::new(),
+            entity_checks: vec![
+                required_when("hash_on", "header", "hash_on_header"),
+                required_when("hash_fallback", "header", "hash_fallback_header"),
+                required_when("hash_on", "cookie", "hash_on_cookie"),
+                required_when("hash_fallback", "cookie", "hash_on_cookie"),
+                fallback_when("none", json!(["none"])),
+                fallback_when("cookie", json!(["none"])),
+                fallback_when("consumer", others("consumer")),
+                fallback_when("ip", others("ip")),
+                fallback_when("path", others("path")),
+                EntityCheck::Distinct(vec!["hash_on_header".into(), "hash_fallback_header".into()]),
+                required_when("hash_on", "query_arg", "hash_on_query_arg"),
+                required_when("hash_fallback", "query_arg", "hash_fallback_query_arg"),
+                EntityCheck::Distinct(vec!["hash_on_query_arg".into(), "hash_fallback_query_arg".into()]),
+                required_when("hash_on", "uri_capture", "hash_on_uri_capture"),
+                required_when("hash_fallback", "uri_capture", "hash_fallback_uri_capture"),
+                EntityCheck::Distinct(vec!["hash_on_uri_capture".into(), "hash_fallback_uri_capture".into()]),
+            ],
         },
         endpoint_key: Some("name"),
         unique: &["name"],

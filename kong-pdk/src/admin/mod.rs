@@ -25,6 +25,7 @@ mod config;
 mod counters;
 mod endpoints;
 mod errors;
+mod health;
 mod info;
 mod kinds;
 mod routes;

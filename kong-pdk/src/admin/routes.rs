@@ -28,7 +28,9 @@ impl Admin {
             Ok::<Value, ApiError>(value)
         };
         let get = method == Method::GET || method == Method::HEAD;
-        if self.store.is_none() && !get && segs.first().is_some_and(|k| self.kind_at(k).is_some()) {
+        // Setting a target's health is no entity write: DB-less nodes take it too.
+        let health_write = matches!(segs.as_slice(), ["upstreams", .., "healthy" | "unhealthy"]);
+        if self.store.is_none() && !get && !health_write && segs.first().is_some_and(|k| self.kind_at(k).is_some()) {
             let kind = match segs.as_slice() {
                 [parent, _, child, ..] if self.nested(parent, child).is_some() => {
                     self.nested(parent, child).expect("checked").1.name
@@ -110,6 +112,23 @@ impl Admin {
                 };
                 self.one(kind, key, None, method, value).await
             }
+            ["upstreams", u, "health"] if get => self.upstream_health(u, &query).await,
+            ["upstreams", u, "targets", "all"] if get => {
+                let (parent, kind, field) = self.nested("upstreams", "targets").expect("known kinds");
+                let parent_id = self.id_of(parent, u).await?;
+                self.list(kind, Some((field, &parent_id)), &query, &path).await
+            }
+            ["upstreams", u, "targets", t, verdict @ ("healthy" | "unhealthy")] if method == Method::PUT => {
+                self.set_target_health(u, t, None, *verdict == "healthy").await
+            }
+            [
+                "upstreams",
+                u,
+                "targets",
+                t,
+                address,
+                verdict @ ("healthy" | "unhealthy"),
+            ] if method == Method::PUT => self.set_target_health(u, t, Some(address), *verdict == "healthy").await,
             [parent, pkey, kind] if self.nested(parent, kind).is_some() => {
                 let (parent, kind, field) = self.nested(parent, kind).expect("checked");
                 let parent_id = self.id_of(parent, pkey).await?;
@@ -261,6 +280,8 @@ impl Admin {
             [] | ["status"] | ["endpoints"] | ["config"] | ["plugins", "enabled"] | ["schemas", ..] => true,
             [kind] | [kind, _] => self.kind_at(kind).is_some(),
             [parent, _, child] | [parent, _, child, _] if self.nested(parent, child).is_some() => true,
+            ["upstreams", _, "health"] | ["upstreams", _, "targets", _, "healthy" | "unhealthy"] => true,
+            ["upstreams", _, "targets", _, _, "healthy" | "unhealthy"] => true,
             [kind, _, field] => self
                 .kind_at(kind)
                 .is_some_and(|k| k.foreign.iter().any(|f| f.0 == *field)),

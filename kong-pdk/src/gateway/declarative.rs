@@ -382,6 +382,7 @@ impl Config {
                 targets.push((t, Some(id), tpath));
             }
             foreign_by_id(&mut u, "client_certificate");
+            Upstream::apply_shorthands(&mut u, None);
             let upstream: Upstream = serde_json::from_value(Value::Object(u)).map_err(|e| err(&path, e.to_string()))?;
             upstreams.insert(upstream.name.clone(), id);
             upstreams.insert(id.to_string(), id);
@@ -512,7 +513,7 @@ impl Config {
             router,
             plugins: set,
             certificates,
-            upstreams: super::Balancers::new(&self.upstreams, &self.targets),
+            upstreams: super::Balancers::new(&self.upstreams, &self.targets, &plugins.node().health),
             upstream_tls,
             data: Arc::new(data),
         })

@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[cfg(feature = "admin")]
 pub(crate) use balancer::split_target;
-pub use balancer::{Balancer, Balancers};
+pub use balancer::{Address, Balancer, Balancers, PickState, format_target};
 pub use body::ProxyBody;
 
 use crate::executor::PluginSet;
@@ -99,6 +99,8 @@ pub struct Proxy {
     client_header_timeout: Duration,
     /// `port_maps`: the port a listener's port stands for (`80:8000` makes 8000 look like 80).
     port_maps: Vec<(u16, u16)>,
+    /// The upstreams' active health checkers.
+    checkers: balancer::checks::Checkers,
 }
 
 /// The connection a request arrived on.
@@ -180,7 +182,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Proxy {
     /// A proxy serving `snapshot`.
     pub fn new(snapshot: Snapshot, headers: HeaderSettings) -> Proxy {
+        let checkers = balancer::checks::Checkers::default();
+        checkers.sync(&snapshot.upstreams);
         Proxy {
+            checkers,
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             tasks: tokio_util::task::TaskTracker::new(),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -235,6 +240,7 @@ impl Proxy {
     /// Replaces the snapshot. Call `snapshot.plugins.configure()` first, as Kong runs
     /// `configure` before the new configuration takes traffic.
     pub fn swap(&self, snapshot: Snapshot) {
+        self.checkers.sync(&snapshot.upstreams);
         self.snapshot.store(Arc::new(snapshot));
     }
 

@@ -111,6 +111,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         };
         let headers = runloop::upstream_headers(&mut tx, &conn.values, &proxying, &proxy.headers);
         let mut tries = tx.traces_balancer().then(Vec::new);
+        let mut pick = balance(&snap, &mut tx);
         let result = send(
             proxy,
             &snap,
@@ -119,8 +120,10 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             body,
             client_upgrade.is_some(),
             tries.as_mut(),
+            pick.as_mut(),
         )
         .await;
+        tx.balancer_lease = pick.and_then(|p| p.into_lease());
         if let Some(tries) = tries {
             runloop::balancer_tries(&mut tx, tries);
         }
@@ -291,6 +294,7 @@ async fn ws_connect(
     headers.insert("sec-websocket-key", HeaderValue::from_str(&key).ok()?);
     headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
     let mut tries = tx.traces_balancer().then(Vec::new);
+    let mut pick = balance(snap, tx);
     let sent = send(
         proxy,
         snap,
@@ -299,8 +303,10 @@ async fn ws_connect(
         Outgoing::Bytes(Bytes::new()),
         true,
         tries.as_mut(),
+        pick.as_mut(),
     )
     .await;
+    tx.balancer_lease = pick.and_then(|p| p.into_lease());
     if let Some(tries) = tries {
         runloop::balancer_tries(tx, tries);
     }
@@ -409,6 +415,18 @@ pub(super) async fn rejected(proxy: Arc<Proxy>, conn: Arc<Connection>, r: Reject
     (head, body)
 }
 
+/// The balancer's state for a request whose service host names an upstream (`None` for a
+/// plain host): its hash input read, and the cookie Kong sets when hashing on a cookie the
+/// request lacks kept for the response.
+pub(crate) fn balance(snap: &super::Snapshot, tx: &mut Transaction) -> Option<super::balancer::PickState> {
+    let b = snap.upstreams.get(&tx.upstream.host)?;
+    let (input, cookie) = super::balancer::hash_input(&b.upstream, tx);
+    if cookie.is_some() {
+        tx.hash_cookie = cookie;
+    }
+    Some(super::balancer::PickState::new(input.as_deref(), b))
+}
+
 /// The request body sent upstream: known bytes can be sent again on a retry, a stream cannot.
 enum Outgoing {
     Bytes(Bytes),
@@ -423,9 +441,10 @@ async fn send(
     body: Outgoing,
     websocket: bool,
     mut tries: Option<&mut Vec<runloop::BalancerTry>>,
+    mut pick: Option<&mut super::balancer::PickState>,
 ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
     let up = &tx.upstream;
-    let balancer = snap.upstreams.get(&up.host);
+    let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
     if let Some(host) = balancer.and_then(|b| b.host_header.as_deref())
         && let Ok(v) = HeaderValue::from_str(host)
     {
@@ -475,17 +494,35 @@ async fn send(
     };
     let mut attempt = 0;
     loop {
-        let (host, port) = match balancer {
-            Some(b) => b.pick(attempt).ok_or(UpstreamFailure::NoPeer)?,
-            None => (up.host.as_str(), up.port),
+        let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
+            (Some(b), Some(state)) => {
+                let i = b.pick(state).ok_or(UpstreamFailure::NoPeer)?;
+                let a = b.address(i);
+                state.start(a);
+                (a.host.as_str(), a.port, Some((b, i)))
+            }
+            _ => (up.host.as_str(), up.port, None),
         };
         let target = Target { host, port, tls };
         let start_ns = tries.as_ref().map(|_| crate::tracer::now_ns());
+        let started = picked.map(|_| std::time::Instant::now());
         let sent = if websocket {
             Pool::send_upgrade(target, req, connect, read).await
         } else {
             proxy.pool.send(target, req, connect, read).await
         };
+        if let (Some((b, i)), Some(started)) = (picked, started) {
+            b.record(
+                i,
+                started.elapsed(),
+                match &sent {
+                    Ok(resp) => Ok(resp.status().as_u16()),
+                    Err(SendError::Stale) => Ok(0),
+                    Err(SendError::ConnectTimeout(_) | SendError::Timeout) => Err(crate::health::Report::Timeout),
+                    Err(_) => Err(crate::health::Report::TcpFailure),
+                },
+            );
+        }
         if let (Some(tries), Some(start_ns)) = (tries.as_deref_mut(), start_ns) {
             tries.push(runloop::BalancerTry {
                 start_ns,

@@ -210,7 +210,10 @@ impl Proxy {
                 tx.latencies.kong = Some(preread_done.duration_since(tx.started).as_millis() as u64);
                 let idle = Duration::from_millis(tx.upstream.timeouts.read.max(1));
                 let write = Duration::from_millis(tx.upstream.timeouts.write.max(1));
-                let relayed = match connect_upstream(&snap, &tx).await {
+                let mut pick = super::proxy::balance(&snap, &mut tx);
+                let connected = connect_upstream(&snap, &tx, pick.as_mut()).await;
+                tx.balancer_lease = pick.and_then(|p| p.into_lease());
+                let relayed = match connected {
                     Some(Upstream::Plain(mut up)) => match up.write_all(&first).await {
                         Ok(()) => Some(relay(client, up, (client_tls, false), idle, write).await),
                         Err(_) => None,
@@ -362,7 +365,11 @@ enum Upstream {
 
 /// Connects to the service's upstream: the balancer's targets in turn, up to `retries` more
 /// times, each within `connect_timeout`.
-async fn connect_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<Upstream> {
+async fn connect_upstream(
+    snap: &super::Snapshot,
+    tx: &Transaction,
+    mut pick: Option<&mut super::balancer::PickState>,
+) -> Option<Upstream> {
     let up = &tx.upstream;
     // A `tls` service: TLS to the upstream, verified and with a client certificate as its
     // settings say; the name sent is the client's with `preserve_host`, else the host's.
@@ -374,13 +381,19 @@ async fn connect_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<Up
         };
         (snap.upstream_tls.get(tx.service.as_ref().map(|s| s.id)).clone(), name)
     });
-    let balancer = snap.upstreams.get(&up.host);
+    let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
     let timeout = Duration::from_millis(up.timeouts.connect.max(1));
-    for attempt in 0..=up.retries {
-        let (host, port) = match balancer {
-            Some(b) => b.pick(attempt)?,
-            None => (up.host.as_str(), up.port),
+    for _ in 0..=up.retries {
+        let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
+            (Some(b), Some(state)) => {
+                let i = b.pick(state)?;
+                let a = b.address(i);
+                state.start(a);
+                (a.host.as_str(), a.port, Some((b, i)))
+            }
+            _ => (up.host.as_str(), up.port, None),
         };
+        let started = std::time::Instant::now();
         let open = async {
             for addr in tokio::net::lookup_host((host, port)).await.ok()? {
                 if let Ok(tcp) = TcpStream::connect(addr).await {
@@ -389,7 +402,19 @@ async fn connect_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<Up
             }
             None
         };
-        match tokio::time::timeout(timeout, open).await {
+        let opened = tokio::time::timeout(timeout, open).await;
+        if let Some((b, i)) = picked {
+            b.record_connect(
+                i,
+                started.elapsed(),
+                match &opened {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some(crate::health::Report::TcpFailure),
+                    Err(_) => Some(crate::health::Report::Timeout),
+                },
+            );
+        }
+        match opened {
             Ok(Some(tcp)) => {
                 let _ = tcp.set_nodelay(true);
                 let Some((config, name)) = &tls else {

@@ -161,7 +161,11 @@ impl Proxy {
 async fn udp_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<UdpSocket> {
     let up = &tx.upstream;
     let (host, port) = match snap.upstreams.get(&up.host) {
-        Some(b) => b.pick(0)?,
+        Some(b) => {
+            let (input, _) = super::balancer::hash_input(&b.upstream, tx);
+            let a = b.address(b.pick(&mut super::PickState::new(input.as_deref(), b))?);
+            (a.host.as_str(), a.port)
+        }
         None => (up.host.as_str(), up.port),
     };
     let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;

@@ -186,6 +186,22 @@ pub(crate) fn unverified_client_config() -> ClientConfig {
     )
 }
 
+/// The client configuration of an upstream's active HTTPS probes: verifying against the
+/// trusted store (`lua_ssl_trusted_certificate`) or not at all.
+pub(crate) fn probe_client_config(verify: bool) -> Arc<ClientConfig> {
+    static VERIFYING: LazyLock<Arc<ClientConfig>> = LazyLock::new(|| {
+        Arc::new(build_with(
+            &Settings {
+                verify: Some((DEFAULT_DEPTH, Roots::Trusted)),
+                client: None,
+            },
+            &HashMap::new(),
+            &HashMap::new(),
+        ))
+    });
+    if verify { VERIFYING.clone() } else { DEFAULT.clone() }
+}
+
 impl UpstreamTls {
     /// The configurations of `services` (those that differ from the default), from the CA
     /// certificate, certificate and upstream entities they reference. A reference to a missing

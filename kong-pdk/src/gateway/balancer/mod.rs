@@ -1,0 +1,623 @@
+//! Upstreams and their targets, as Kong's ring balancer (`kong/runloop/balancer/*`): a service
+//! whose `host` names an upstream is proxied to one of the upstream's target addresses, chosen
+//! by the upstream's `algorithm`, among the addresses its health checks keep in; a retry moves
+//! to another address.
+//!
+//! - `round-robin`: weighted, spread out (nginx's smooth weighted round-robin).
+//! - `consistent-hashing`: Kong's continuum: `slots` points (at least 1000), each address
+//!   owning points in proportion to its weight, placed by xxHash32 as Kong places them, so a
+//!   hash input keeps its target across reloads and most keep theirs as targets come and go.
+//! - `least-connections`: the fewest requests in flight for the weight.
+//! - `latency`: the lowest decaying average response time for the weight.
+//!
+//! Health lives in the node's [`HealthBook`]: it outlives configuration changes, and the
+//! balancers of every snapshot share it. Active probes run in [`checks`].
+
+pub(crate) mod checks;
+mod hash;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::entities::{Algorithm, CheckType, Target, Upstream};
+use crate::health::{HealthBook, PeerState, Report, Thresholds};
+
+pub(crate) use hash::hash_input;
+
+/// One upstream, ready to pick from.
+#[derive(Debug)]
+pub struct Balancer {
+    /// The upstream entity.
+    pub upstream: Upstream,
+    /// The `Host` header sent to targets, when the upstream sets one.
+    pub host_header: Option<String>,
+    /// The configured targets, in configuration order (weight 0 included).
+    targets: Vec<TargetEntry>,
+    /// The addresses that take traffic (targets with a weight above 0).
+    addresses: Vec<Address>,
+    picker: Picker,
+    /// Where round-robin, and the tie-breaking of the other algorithms, goes next.
+    next: AtomicUsize,
+    total_weight: u64,
+    passive: Thresholds,
+    /// Whether any health check is on (passive reports are skipped otherwise).
+    checks_on: bool,
+}
+
+#[derive(Debug)]
+struct TargetEntry {
+    entity: Target,
+    host: String,
+    port: u16,
+}
+
+/// An address a request can go to.
+#[derive(Debug)]
+pub struct Address {
+    /// Host name or IP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Weight (above 0).
+    pub weight: u32,
+    /// Its health, requests in flight and latency.
+    pub state: Arc<PeerState>,
+}
+
+#[derive(Debug)]
+enum Picker {
+    /// Address indexes, each in proportion to its weight, spread out.
+    RoundRobin(Vec<usize>),
+    /// The continuum: for each point, the address that owns it (`u32::MAX`: none).
+    Hashing(Vec<u32>),
+    LeastConnections,
+    Latency,
+}
+
+/// The longest round-robin wheel; weights are scaled down to fit.
+const WHEEL_MAX: u64 = 4096;
+/// Points per address on the continuum when all weigh the same (Kong's `SERVER_POINTS`).
+const SERVER_POINTS: u64 = 160;
+/// The smallest continuum (Kong's `MIN_CONTINUUM_SIZE`).
+const MIN_POINTS: u32 = 1000;
+const NO_ADDRESS: u32 = u32::MAX;
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Smooth weighted round-robin over `weights`, one full cycle.
+fn wheel(weights: &[u64]) -> Vec<usize> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let mut w: Vec<u64> = weights.iter().map(|x| x / g).collect();
+    let total: u64 = w.iter().sum();
+    if total > WHEEL_MAX {
+        w = w.iter().map(|x| (x * WHEEL_MAX / total).max(1)).collect();
+    }
+    let total: i64 = w.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, wi) in current.iter_mut().zip(&w) {
+            *c += *wi as i64;
+        }
+        let best = (0..w.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+/// Kong's continuum index of `value` (1-based, as Kong's `get_continuum_index`).
+fn continuum_index(value: &str, points: u32) -> u32 {
+    xxhash_rust::xxh32::xxh32(value.as_bytes(), 0) % points + 1
+}
+
+/// Kong's continuum: addresses sorted by `host:port`, each owning points in proportion to its
+/// weight, placed by hashing `"<ip>::<port> <n>"` (Kong's string, double colon included).
+fn continuum(addresses: &[Address], slots: u32) -> Vec<u32> {
+    let points = slots.max(MIN_POINTS);
+    let mut ring = vec![NO_ADDRESS; points as usize + 1];
+    let total: u64 = addresses.iter().map(|a| u64::from(a.weight)).sum();
+    if total == 0 {
+        return ring;
+    }
+    let mut order: Vec<usize> = (0..addresses.len()).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (&addresses[*a], &addresses[*b]);
+        (a.host.as_str(), a.port).cmp(&(b.host.as_str(), b.port))
+    });
+    let count = addresses.len() as u64;
+    let mut name = String::new();
+    for i in order {
+        let a = &addresses[i];
+        let mut entries = (u64::from(a.weight) * count * SERVER_POINTS / total).max(1);
+        let mut n = 1u64;
+        while n <= entries {
+            use std::fmt::Write;
+            name.clear();
+            let _ = write!(name, "{}::{} {n}", a.host, a.port);
+            let at = continuum_index(&name, points) as usize;
+            if ring[at] == NO_ADDRESS {
+                ring[at] = i as u32;
+            } else {
+                entries += 1; // a collision: one more try
+            }
+            n += 1;
+            if n > u64::from(points) {
+                tracing::error!(target: "kong", "consistent hashing balancer requires more entries to add the number of hosts requested, please increase the wheel size");
+                return ring;
+            }
+        }
+    }
+    ring
+}
+
+/// Where one request stands with its balancer: the hash, and the addresses tried.
+#[derive(Debug, Default)]
+pub struct PickState {
+    /// The continuum index of the request's hash input.
+    hash: Option<u32>,
+    /// Addresses tried so far (indexes).
+    tried: Vec<usize>,
+    /// The request counted in flight at the address of its latest try.
+    lease: Option<crate::health::InFlight>,
+}
+
+impl PickState {
+    /// A state for a request whose hash input (for `consistent-hashing`) is `input`.
+    pub fn new(input: Option<&str>, balancer: &Balancer) -> PickState {
+        let hash = match (&balancer.picker, input) {
+            (Picker::Hashing(ring), input) => Some(continuum_index(input.unwrap_or(""), (ring.len() - 1) as u32)),
+            _ => None,
+        };
+        PickState {
+            hash,
+            tried: Vec::new(),
+            lease: None,
+        }
+    }
+
+    /// Counts the request in flight at `address` (the previous try's count ends).
+    pub fn start(&mut self, address: &Address) {
+        self.lease = Some(address.state.start_request());
+    }
+
+    /// The in-flight count of the latest try, to hold until the request ends.
+    pub fn into_lease(self) -> Option<crate::health::InFlight> {
+        self.lease
+    }
+}
+
+impl Balancer {
+    fn new(upstream: &Upstream, targets: &[&Target], book: &HealthBook) -> Balancer {
+        let mut entries = Vec::new();
+        let mut addresses = Vec::new();
+        for t in targets {
+            let (host, port) = split_target(&t.target);
+            if t.weight > 0 {
+                addresses.push(Address {
+                    host: host.clone(),
+                    port,
+                    weight: t.weight,
+                    state: book.peer(upstream.id, &host, port),
+                });
+            }
+            entries.push(TargetEntry {
+                entity: (*t).clone(),
+                host,
+                port,
+            });
+        }
+        let picker = match upstream.algorithm {
+            Algorithm::RoundRobin => {
+                let weights: Vec<u64> = addresses.iter().map(|a| u64::from(a.weight)).collect();
+                Picker::RoundRobin(wheel(&weights))
+            }
+            Algorithm::ConsistentHashing => Picker::Hashing(continuum(&addresses, upstream.slots)),
+            Algorithm::LeastConnections => Picker::LeastConnections,
+            Algorithm::Latency => Picker::Latency,
+        };
+        let passive = &upstream.healthchecks.passive;
+        Balancer {
+            host_header: upstream.host_header.clone(),
+            total_weight: addresses.iter().map(|a| u64::from(a.weight)).sum(),
+            targets: entries,
+            addresses,
+            picker,
+            next: AtomicUsize::new(0),
+            passive: Thresholds::of(&passive.healthy, &passive.unhealthy),
+            checks_on: upstream.uses_healthchecks(),
+            upstream: upstream.clone(),
+        }
+    }
+
+    /// The address at `index` (from [`pick`](Self::pick)).
+    pub fn address(&self, index: usize) -> &Address {
+        &self.addresses[index]
+    }
+
+    /// The addresses that take traffic.
+    pub fn addresses(&self) -> &[Address] {
+        &self.addresses
+    }
+
+    /// The weight of the healthy addresses.
+    pub fn available_weight(&self) -> u64 {
+        self.addresses
+            .iter()
+            .filter(|a| a.state.is_healthy())
+            .map(|a| u64::from(a.weight))
+            .sum()
+    }
+
+    /// Whether the upstream is healthy: some weight is available, and more than the
+    /// `healthchecks.threshold` percentage of it.
+    pub fn is_healthy(&self) -> bool {
+        if self.total_weight == 0 {
+            return false;
+        }
+        let available = self.available_weight() as f64 / self.total_weight as f64 * 100.0;
+        available > 0.0 && available > self.upstream.healthchecks.threshold
+    }
+
+    /// The address for the next try of a request (its index), skipping unhealthy ones and,
+    /// while others are left, those it already tried. `None`: no address can take it (Kong's
+    /// `failure to get a peer from the ring-balancer`).
+    pub fn pick(&self, state: &mut PickState) -> Option<usize> {
+        if !self.is_healthy() {
+            return None;
+        }
+        let usable =
+            |i: usize, fresh: bool| self.addresses[i].state.is_healthy() && !(fresh && state.tried.contains(&i));
+        let n = self.addresses.len();
+        let mut chosen = None;
+        for fresh in [true, false] {
+            chosen = match &self.picker {
+                Picker::RoundRobin(wheel) if !wheel.is_empty() => {
+                    let start = self.next.fetch_add(1, Ordering::Relaxed);
+                    (0..wheel.len())
+                        .map(|k| wheel[(start + k) % wheel.len()])
+                        .find(|&i| usable(i, fresh))
+                }
+                Picker::RoundRobin(_) => None,
+                Picker::Hashing(ring) => {
+                    // Kong walks the continuum downwards from the hash's point.
+                    let points = ring.len() - 1;
+                    let start = state.hash.unwrap_or(1) as usize;
+                    (0..points)
+                        .map(|k| (start + points - 1 - k) % points + 1)
+                        .map(|at| ring[at])
+                        .find(|&i| i != NO_ADDRESS && usable(i as usize, fresh))
+                        .map(|i| i as usize)
+                }
+                Picker::LeastConnections => self.lowest(fresh, &usable, |a| f64::from(a.state.in_flight() + 1)),
+                Picker::Latency => self.lowest(fresh, &usable, |a| a.state.latency().unwrap_or(0.0)),
+            };
+            if chosen.is_some() || n == 0 {
+                break;
+            }
+        }
+        let i = chosen?;
+        state.tried.push(i);
+        Some(i)
+    }
+
+    /// The usable address with the lowest `score / weight`; ties go round in turn.
+    fn lowest(
+        &self,
+        fresh: bool,
+        usable: &impl Fn(usize, bool) -> bool,
+        score: impl Fn(&Address) -> f64,
+    ) -> Option<usize> {
+        let n = self.addresses.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, f64)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if !usable(i, fresh) {
+                continue;
+            }
+            let a = &self.addresses[i];
+            let s = score(a) / f64::from(a.weight);
+            if best.is_none_or(|(_, b)| s < b) {
+                best = Some((i, s));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Records a try at address `index` that took `elapsed`: its response time for the
+    /// latency balancer, and its outcome for the passive health checks (`Ok(0)`: a reused
+    /// connection found closed, sent again, which says nothing about the target).
+    pub(crate) fn record(&self, index: usize, elapsed: std::time::Duration, outcome: Result<u16, Report>) {
+        if outcome == Ok(0) {
+            return;
+        }
+        if matches!(self.picker, Picker::Latency) && outcome.is_ok() {
+            self.addresses[index].state.record_latency(elapsed.as_secs_f64());
+        }
+        if self.checks_on {
+            self.report(index, outcome);
+        }
+    }
+
+    /// Records a stream connection to address `index` that took `elapsed`: `None` when it
+    /// opened (a success for the passive checks), else the failure.
+    pub(crate) fn record_connect(&self, index: usize, elapsed: std::time::Duration, failure: Option<Report>) {
+        if matches!(self.picker, Picker::Latency) && failure.is_none() {
+            self.addresses[index].state.record_latency(elapsed.as_secs_f64());
+        }
+        if self.checks_on {
+            self.apply(index, failure.unwrap_or(Report::Success), &self.passive, "passive");
+        }
+    }
+
+    /// Reports what a try at address `index` met to the passive health checks: `Ok(status)`
+    /// for a response, `Err` for a failure to connect or a timeout.
+    pub fn report(&self, index: usize, outcome: Result<u16, Report>) {
+        let passive = &self.upstream.healthchecks.passive;
+        let report = match outcome {
+            Ok(_) if passive.kind == CheckType::Tcp => Some(Report::Success),
+            Ok(status) => Report::of_status(status, &passive.healthy, &passive.unhealthy),
+            Err(r) => Some(r),
+        };
+        if let Some(report) = report {
+            self.apply(index, report, &self.passive, "passive");
+        }
+    }
+
+    /// Counts `report` for address `index` with `limits`, logging a change of health.
+    pub(crate) fn apply(&self, index: usize, report: Report, limits: &Thresholds, source: &str) {
+        let a = &self.addresses[index];
+        if let Some(healthy) = a.state.report(report, limits) {
+            let now = if healthy { "healthy" } else { "unhealthy" };
+            tracing::warn!(target: "kong", "[healthchecks] ({}) {source} check: target {}:{} is now {now}", self.upstream.name, a.host, a.port);
+        }
+    }
+
+    /// Kong's `GET /upstreams/{u}/health` records' `health` and `data` for each target with
+    /// the weight it has: `(target entity, health, data)`.
+    pub fn target_health(&self) -> Vec<(Value, &'static str, Value)> {
+        let using = self.upstream.uses_healthchecks();
+        self.targets
+            .iter()
+            .map(|t| {
+                let addrs: Vec<&Address> = self
+                    .addresses
+                    .iter()
+                    .filter(|a| a.host == t.host && a.port == t.port)
+                    .collect();
+                let health_of = |a: &Address| match (using, a.state.is_healthy()) {
+                    (false, _) => "HEALTHCHECKS_OFF",
+                    (true, true) => "HEALTHY",
+                    (true, false) => "UNHEALTHY",
+                };
+                let mut health = "HEALTHCHECKS_OFF";
+                for a in &addrs {
+                    match health_of(a) {
+                        "HEALTHY" => {
+                            health = "HEALTHY";
+                            break;
+                        }
+                        "UNHEALTHY" => health = "UNHEALTHY",
+                        _ => {}
+                    }
+                }
+                let entity = serde_json::to_value(&t.entity).unwrap_or(Value::Null);
+                (entity, health, self.target_status(t, &addrs, using))
+            })
+            .collect()
+    }
+
+    fn target_status(&self, t: &TargetEntry, addrs: &[&Address], using: bool) -> Value {
+        let total: u64 = addrs.iter().map(|a| u64::from(a.weight)).sum();
+        let unavailable: u64 = addrs
+            .iter()
+            .filter(|a| !a.state.is_healthy())
+            .map(|a| u64::from(a.weight))
+            .sum();
+        let dns = match crate::schema::typedefs::parse_host(&t.host) {
+            Ok((crate::schema::typedefs::HostKind::Ipv6, _)) => "AAAA",
+            _ => "A",
+        };
+        let addresses: Vec<Value> = if t.entity.weight == 0 {
+            // Kong lists the address of a weight-0 target with its health checks off.
+            vec![json!({ "ip": t.host, "port": t.port, "weight": 0, "health": "HEALTHCHECKS_OFF" })]
+        } else {
+            addrs
+                .iter()
+                .map(|a| {
+                    let health = match (using, a.state.is_healthy()) {
+                        (false, _) => "HEALTHCHECKS_OFF",
+                        (true, true) => "HEALTHY",
+                        (true, false) => "UNHEALTHY",
+                    };
+                    json!({ "ip": a.host, "port": a.port, "weight": a.weight, "health": health })
+                })
+                .collect()
+        };
+        json!({
+            "host": t.host,
+            "port": t.port,
+            "dns": dns,
+            "nodeWeight": t.entity.weight,
+            "weight": { "total": total, "unavailable": unavailable, "available": total - unavailable },
+            "addresses": addresses,
+        })
+    }
+
+    /// Kong's `?balancer_health=1` record: the upstream's health and the balancer's status.
+    pub fn balancer_health(&self) -> Value {
+        let healthy = self.is_healthy();
+        let available = self.available_weight();
+        let balancer_health = if healthy { "HEALTHY" } else { "UNHEALTHY" };
+        let using = self.upstream.uses_healthchecks();
+        let hosts: Vec<Value> = self
+            .targets
+            .iter()
+            .filter(|t| t.entity.weight > 0)
+            .map(|t| {
+                let addrs: Vec<&Address> = self
+                    .addresses
+                    .iter()
+                    .filter(|a| a.host == t.host && a.port == t.port)
+                    .collect();
+                let mut status = self.target_status(t, &addrs, using);
+                for a in status["addresses"].as_array_mut().into_iter().flatten() {
+                    let h = a["health"] != "UNHEALTHY";
+                    a.as_object_mut().map(|m| m.remove("health"));
+                    a["healthy"] = Value::Bool(h);
+                }
+                status
+            })
+            .collect();
+        json!({
+            "health": if using { balancer_health } else { "HEALTHCHECKS_OFF" },
+            "balancer_health": balancer_health,
+            "id": self.upstream.id,
+            "details": {
+                "healthy": healthy,
+                "weight": {
+                    "total": self.total_weight,
+                    "unavailable": self.total_weight - available,
+                    "available": available,
+                },
+                "hosts": hosts,
+            },
+        })
+    }
+
+    /// Sets the health of the target `target` (`host:port` as stored), or of its address
+    /// `address` (`ip` or `ip:port`): the Admin API's `PUT .../healthy` and `.../unhealthy`.
+    /// `Err` names what was not found.
+    pub fn set_health(&self, target: &str, address: Option<&str>, healthy: bool) -> Result<(), String> {
+        let (host, port) = split_target(target);
+        let (ip, ip_port) = match address {
+            Some(a) => split_address(a),
+            None => (host.clone(), None),
+        };
+        let mut found = false;
+        for a in &self.addresses {
+            let same_target = a.host == host && a.port == port;
+            let same_address = a.host == ip && ip_port.is_none_or(|p| p == a.port);
+            if same_target && same_address {
+                found = true;
+                if a.state.set_healthy(healthy) {
+                    let now = if healthy { "healthy" } else { "unhealthy" };
+                    tracing::warn!(target: "kong", "[healthchecks] ({}) target {}:{} set {now} through the Admin API", self.upstream.name, a.host, a.port);
+                }
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(format!("target not found for {}", address.unwrap_or(target)))
+        }
+    }
+}
+
+/// Upstreams by name.
+#[derive(Debug, Default)]
+pub struct Balancers(HashMap<String, Arc<Balancer>>);
+
+impl Balancers {
+    /// Indexes `upstreams` with their `targets` (`host:port`, port 8000 when omitted); the
+    /// addresses' health comes from, and stays in, `book`, which forgets addresses no longer
+    /// configured.
+    pub fn new(upstreams: &[Upstream], targets: &[Target], book: &HealthBook) -> Balancers {
+        let mut map = HashMap::new();
+        for u in upstreams {
+            let mine: Vec<&Target> = targets.iter().filter(|t| t.upstream.id == u.id).collect();
+            map.insert(u.name.to_ascii_lowercase(), Arc::new(Balancer::new(u, &mine, book)));
+        }
+        let balancers = Balancers(map);
+        book.retain(|upstream, host, port| {
+            balancers
+                .0
+                .values()
+                .any(|b| b.upstream.id == upstream && b.addresses.iter().any(|a| a.host == host && a.port == port))
+        });
+        balancers
+    }
+
+    /// The upstream named `host`, if any.
+    pub fn get(&self, host: &str) -> Option<&Arc<Balancer>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        // Names are kept lowercase; most hosts already are, so no allocation then.
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.0.get(&host.to_ascii_lowercase())
+        } else {
+            self.0.get(host)
+        }
+    }
+
+    /// The upstream with id `id`, if any.
+    pub fn by_id(&self, id: Uuid) -> Option<&Arc<Balancer>> {
+        self.0.values().find(|b| b.upstream.id == id)
+    }
+
+    /// Every upstream.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Balancer>> {
+        self.0.values()
+    }
+}
+
+/// `host:port` → (host, port); port 8000 when omitted, brackets kept off IPv6 hosts.
+pub(crate) fn split_target(target: &str) -> (String, u16) {
+    if let Some(rest) = target.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(8000);
+        return (host.to_owned(), port);
+    }
+    match target.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().unwrap_or(8000)),
+        _ => (target.to_owned(), 8000),
+    }
+}
+
+/// `ip`, `ip:port` or `[ip]:port` → (ip, port if given).
+fn split_address(a: &str) -> (String, Option<u16>) {
+    if let Some(rest) = a.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host.to_owned(), after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().ok()),
+        _ => (a.to_owned(), None),
+    }
+}
+
+/// A target as Kong stores it (`format_host`): `host:port`, IPv6 in brackets, port 8000 when
+/// omitted.
+///
+/// ```
+/// use kong_pdk::gateway::format_target;
+/// assert_eq!(format_target("example.test"), "example.test:8000");
+/// assert_eq!(format_target("::1"), "[::1]:8000");
+/// assert_eq!(format_target("10.0.0.1:81"), "10.0.0.1:81");
+/// ```
+pub fn format_target(target: &str) -> String {
+    let (host, port) = split_target(target);
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,508 @@
+//! Load balancing end to end, over real sockets with several scripted targets: each
+//! algorithm's distribution, stickiness for every `hash_on`, failover on retries, passive and
+//! active health checks, the health endpoints, and the Admin API's upstream rules.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kong_pdk::testing::helpers::{self, Blueprint, Conf, Gateway, Strategy};
+use serde_json::{Value, json};
+
+/// A scripted target: answers with its name; `/status/{n}` answers `n`; `/slow` waits 300 ms;
+/// `/health` answers the target's current health status (200 until changed).
+struct Scripted {
+    name: String,
+    addr: SocketAddr,
+    health: Arc<AtomicU16>,
+    probes: Arc<AtomicUsize>,
+}
+
+async fn scripted(name: &str) -> Scripted {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let health = Arc::new(AtomicU16::new(200));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let (me, h, p) = (name.to_owned(), health.clone(), probes.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (me, h, p) = (me.clone(), h.clone(), p.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (me, h, p) = (me.clone(), h.clone(), p.clone());
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let status = if path == "/health" {
+                            p.fetch_add(1, Ordering::Relaxed);
+                            h.load(Ordering::Relaxed)
+                        } else if let Some(n) = path.strip_prefix("/status/") {
+                            n.parse().unwrap_or(200)
+                        } else {
+                            if path == "/slow" {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
+                            200
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(me)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Scripted {
+        name: name.to_owned(),
+        addr,
+        health,
+        probes,
+    }
+}
+
+/// An upstream `lb.test` with `fields`, the `targets` (weight each), a service over it with
+/// `retries`, and a route `/lb` (with a regex route `/cap/(?<part>[a-z]+)` too).
+async fn balanced(bp: &Blueprint, fields: Value, targets: &[(&Scripted, u32)], retries: u32) -> Value {
+    let mut upstream = json!({ "name": "lb.test" });
+    for (k, v) in fields.as_object().unwrap() {
+        upstream[k] = v.clone();
+    }
+    let upstream = bp.upstreams().insert(upstream).await;
+    for (t, weight) in targets {
+        bp.targets()
+            .insert(json!({ "upstream": { "id": upstream["id"] }, "target": t.addr.to_string(), "weight": weight }))
+            .await;
+    }
+    bp.services()
+        .insert(json!({ "name": "lb", "host": "lb.test", "port": 80, "retries": retries, "connect_timeout": 1000 }))
+        .await;
+    bp.routes()
+        .insert(json!({ "paths": ["/lb", "~/cap/(?<part>[a-z]+)"], "service": { "name": "lb" } }))
+        .await;
+    upstream
+}
+
+async fn who(kong: &Gateway, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = kong.proxy_client().get(path);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await;
+    res.assert_status(200);
+    res.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_follows_the_weights_and_retries_fail_over() {
+    let (a, b) = (scripted("a").await, scripted("b").await);
+    // A target nobody listens on: its tries fail and move on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let upstream = balanced(&bp, json!({}), &[(&a, 10), (&b, 30)], 5).await;
+    bp.targets()
+        .insert(json!({ "upstream": { "id": upstream["id"] }, "target": dead.to_string(), "weight": 10 }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..50 {
+        *counts.entry(who(&kong, "/lb", &[]).await).or_insert(0) += 1;
+    }
+    // Every request succeeded, the dead target's share went elsewhere; b gets about 3× a.
+    let (na, nb) = (counts["a"], counts["b"]);
+    assert_eq!(na + nb, 50, "{counts:?}");
+    assert!(nb >= 2 * na, "{counts:?}");
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_sticks_for_every_hash_on() {
+    let targets = [scripted("a").await, scripted("b").await, scripted("c").await];
+    let cases: Vec<(Value, Vec<(&str, Vec<(&str, &str)>)>)> = vec![
+        (
+            json!({ "hash_on": "header", "hash_on_header": "x-user" }),
+            (0..12).map(|_| ("/lb", vec![("x-user", "")])).collect(),
+        ),
+        (json!({ "hash_on": "ip" }), vec![("/lb", vec![])]),
+        (
+            json!({ "hash_on": "path" }),
+            vec![("/lb/one", vec![]), ("/lb/two", vec![]), ("/lb/three", vec![])],
+        ),
+        (
+            json!({ "hash_on": "query_arg", "hash_on_query_arg": "user" }),
+            vec![("/lb?user=1", vec![]), ("/lb?user=2", vec![]), ("/lb?user=3", vec![])],
+        ),
+        (
+            json!({ "hash_on": "uri_capture", "hash_on_uri_capture": "part" }),
+            vec![("/cap/one", vec![]), ("/cap/two", vec![]), ("/cap/three", vec![])],
+        ),
+        (
+            json!({ "hash_on": "cookie", "hash_on_cookie": "lb-id" }),
+            vec![
+                ("/lb", vec![("cookie", "lb-id=one")]),
+                ("/lb", vec![("cookie", "lb-id=two")]),
+            ],
+        ),
+    ];
+    for (fields, requests) in cases {
+        let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+        let upstream = balanced(
+            &bp,
+            fields.clone(),
+            &[(&targets[0], 10), (&targets[1], 10), (&targets[2], 10)],
+            0,
+        )
+        .await;
+        // Kong's shorthand: a hash_on picks consistent hashing.
+        assert_eq!(upstream["algorithm"], "consistent-hashing", "{fields}");
+        let kong = helpers::start_kong(&bp, Conf::default()).await;
+        let mut seen = std::collections::HashSet::new();
+        for (i, (path, headers)) in requests.iter().enumerate() {
+            // Header values differ per request, so the header case spreads.
+            let value = format!("user-{i}");
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (*k, if v.is_empty() { value.as_str() } else { *v }))
+                .collect();
+            let first = who(&kong, path, &headers).await;
+            for _ in 0..4 {
+                assert_eq!(who(&kong, path, &headers).await, first, "{fields} {path} {headers:?}");
+            }
+            seen.insert(first);
+        }
+        if fields["hash_on"] == "header" {
+            assert!(seen.len() > 1, "12 users all on one target: {seen:?}");
+        }
+        kong.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_on_a_missing_cookie_sets_one_that_sticks() {
+    let targets = [scripted("a").await, scripted("b").await];
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    balanced(
+        &bp,
+        json!({ "hash_on": "cookie", "hash_on_cookie": "lb-id", "hash_on_cookie_path": "/lb" }),
+        &[(&targets[0], 10), (&targets[1], 10)],
+        0,
+    )
+    .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let res = kong.proxy_client().get("/lb").send().await;
+    res.assert_status(200);
+    let first = res.text();
+    let cookie = res.assert_header("set-cookie");
+    let (pair, attrs) = cookie.split_once(';').unwrap();
+    assert!(pair.starts_with("lb-id="), "{cookie}");
+    assert_eq!(attrs, " Path=/lb; Same-Site=Lax; HttpOnly");
+    for _ in 0..5 {
+        let res = kong.proxy_client().get("/lb").header("cookie", pair).send().await;
+        assert_eq!(res.text(), first);
+        res.assert_no_header("set-cookie");
+    }
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_on_the_consumer_sticks_per_consumer() {
+    let targets = [scripted("a").await, scripted("b").await, scripted("c").await];
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &["bundled"]).await;
+    balanced(
+        &bp,
+        json!({ "hash_on": "consumer" }),
+        &[(&targets[0], 10), (&targets[1], 10), (&targets[2], 10)],
+        0,
+    )
+    .await;
+    bp.plugins().insert(json!({ "name": "key-auth" })).await;
+    for i in 0..6 {
+        let c = bp.consumers().insert(json!({ "username": format!("user{i}") })).await;
+        bp.table("keyauth_credentials")
+            .insert(json!({ "consumer": { "id": c["id"] }, "key": format!("key{i}") }))
+            .await;
+    }
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..6 {
+        let key = format!("key{i}");
+        let first = who(&kong, "/lb", &[("apikey", &key)]).await;
+        for _ in 0..3 {
+            assert_eq!(who(&kong, "/lb", &[("apikey", &key)]).await, first);
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() > 1, "six consumers all on one target");
+    kong.stop().await;
+    let _ = <kong_plugins::key_auth::KeyAuth as kong_pdk::Plugin>::NAME;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_avoids_the_busy_target() {
+    let (a, b) = (scripted("a").await, scripted("b").await);
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    balanced(
+        &bp,
+        json!({ "algorithm": "least-connections" }),
+        &[(&a, 10), (&b, 10)],
+        0,
+    )
+    .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    // Sequential requests spread.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(who(&kong, "/lb", &[]).await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // While a slow request holds one target, the others go to the other.
+    let client = kong.proxy_client();
+    let slow = tokio::spawn(async move { client.get("/lb/slow").send().await.text() });
+    // Tied targets take turns; once the slow request is in flight, quick requests all go to
+    // the other target.
+    let busy = Arc::new(std::sync::Mutex::new(None));
+    helpers::wait_until("the slow request to be in flight", Duration::from_secs(5), || {
+        let (kong, busy) = (&kong, busy.clone());
+        async move {
+            let got = who(kong, "/lb", &[]).await;
+            let again = who(kong, "/lb", &[]).await;
+            if got == again {
+                *busy.lock().unwrap() = Some(if got == "a" { "b" } else { "a" }.to_owned());
+            }
+            got == again
+        }
+    })
+    .await;
+    let busy = busy.lock().unwrap().clone().unwrap();
+    for _ in 0..3 {
+        assert_ne!(who(&kong, "/lb", &[]).await, busy);
+    }
+    assert_eq!(slow.await.unwrap(), busy);
+    kong.stop().await;
+}
+
+async fn health(kong: &Gateway) -> Vec<(String, String)> {
+    let res = kong.admin_client().get("/upstreams/lb.test/health").send().await;
+    let body = res.assert_json();
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap().to_owned(),
+                t["health"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn health_of(kong: &Gateway, target: &Scripted) -> String {
+    let key = target.addr.to_string();
+    health(kong).await.into_iter().find(|(t, _)| *t == key).unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_checks_open_the_circuit() {
+    let (a, b) = (scripted("a").await, scripted("b").await);
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    balanced(
+        &bp,
+        json!({ "healthchecks": { "passive": { "unhealthy": { "http_failures": 2 } } } }),
+        &[(&a, 10), (&b, 10)],
+        0,
+    )
+    .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    assert_eq!(health_of(&kong, &a).await, "HEALTHY");
+    // 500s from whichever target: after two on one, it is out.
+    for _ in 0..4 {
+        kong.proxy_client()
+            .get("/lb/status/500")
+            .send()
+            .await
+            .assert_status(500);
+    }
+    let states = health(&kong).await;
+    assert!(states.iter().all(|(_, h)| h == "UNHEALTHY"), "{states:?}");
+    // No target left: Kong's 503.
+    let res = kong.proxy_client().get("/lb").send().await;
+    res.assert_status(503);
+    assert_eq!(
+        res.assert_json()["message"],
+        "failure to get a peer from the ring-balancer"
+    );
+    // The Admin API puts one back.
+    let path = format!("/upstreams/lb.test/targets/{}/healthy", a.addr);
+    kong.admin_client().put(&path).send().await.assert_status(204);
+    assert_eq!(who(&kong, "/lb", &[]).await, a.name);
+    let balancer = kong
+        .admin_client()
+        .get("/upstreams/lb.test/health?balancer_health=1")
+        .send()
+        .await
+        .assert_json();
+    assert_eq!(balancer["data"]["health"], "HEALTHY");
+    assert_eq!(balancer["data"]["details"]["weight"]["available"], 10);
+    assert_eq!(balancer["data"]["details"]["weight"]["total"], 20);
+    assert!(balancer["node_id"].is_string());
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_probes_mark_a_target_down_and_up() {
+    let (a, b) = (scripted("a").await, scripted("b").await);
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    balanced(
+        &bp,
+        json!({ "healthchecks": { "active": {
+            "http_path": "/health", "timeout": 1,
+            "healthy": { "interval": 0.05, "successes": 1 },
+            "unhealthy": { "interval": 0.05, "http_failures": 2 }
+        } } }),
+        &[(&a, 10), (&b, 10)],
+        0,
+    )
+    .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    helpers::wait_until("probes", Duration::from_secs(10), || async {
+        a.probes.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    a.health.store(500, Ordering::Relaxed);
+    helpers::wait_until("a to be unhealthy", Duration::from_secs(10), || async {
+        health_of(&kong, &a).await == "UNHEALTHY"
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(who(&kong, "/lb", &[]).await, b.name);
+    }
+    a.health.store(200, Ordering::Relaxed);
+    helpers::wait_until("a to be healthy again", Duration::from_secs(10), || async {
+        health_of(&kong, &a).await == "HEALTHY"
+    })
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(who(&kong, "/lb", &[]).await);
+    }
+    assert_eq!(seen.len(), 2);
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_and_upstream_rules_in_the_admin_api() {
+    let a = scripted("a").await;
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let upstream = balanced(&bp, json!({}), &[(&a, 10)], 0).await;
+    bp.targets()
+        .insert(json!({ "upstream": { "id": upstream["id"] }, "target": "127.0.0.1:1", "weight": 0 }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let admin = kong.admin_client();
+    // Health checks off: each target says so, with its addresses.
+    let body = admin.get("/upstreams/lb.test/health").send().await.assert_json();
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let live = data.iter().find(|t| t["weight"] == 10).unwrap();
+    assert_eq!(live["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(live["data"]["addresses"][0]["ip"], "127.0.0.1");
+    assert_eq!(live["data"]["addresses"][0]["port"], a.addr.port());
+    assert_eq!(live["data"]["dns"], "A");
+    assert_eq!(body["next"], Value::Null);
+    assert!(body["node_id"].is_string());
+    // /targets/all lists every target, weight 0 included.
+    let all = admin.get("/upstreams/lb.test/targets/all").send().await.assert_json();
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    // Unknown targets and upstreams.
+    admin
+        .put("/upstreams/lb.test/targets/10.9.9.9:1/healthy")
+        .send()
+        .await
+        .assert_status(404);
+    admin.get("/upstreams/nope.test/health").send().await.assert_status(404);
+    // An address that is not the target's: 400.
+    let res = admin
+        .put(&format!("/upstreams/lb.test/targets/{}/10.1.1.1/unhealthy", a.addr))
+        .send()
+        .await;
+    res.assert_status(400);
+    // A target stored as Kong formats it.
+    let t = admin
+        .post("/upstreams/lb.test/targets")
+        .json(&json!({ "target": "example.test" }))
+        .send()
+        .await
+        .assert_json();
+    assert_eq!(t["target"], "example.test:8000");
+    // Kong's rules: a header hash needs its header, fallbacks differ, names are hostnames.
+    let res = admin
+        .post("/upstreams")
+        .json(&json!({ "name": "h.test", "hash_on": "header" }))
+        .send()
+        .await;
+    res.assert_status(400);
+    let err = res.assert_json();
+    assert_eq!(err["fields"]["hash_on_header"], "required field missing", "{err}");
+    let res = admin
+        .post("/upstreams")
+        .json(&json!({ "name": "h.test", "hash_on": "ip", "hash_fallback": "ip" }))
+        .send()
+        .await;
+    res.assert_status(400);
+    let res = admin
+        .post("/upstreams")
+        .json(&json!({ "name": "10.0.0.1" }))
+        .send()
+        .await;
+    res.assert_status(400);
+    assert_eq!(
+        res.assert_json()["fields"]["name"],
+        "Invalid name ('10.0.0.1'); no ip addresses allowed"
+    );
+    // least-connections drops the hash; the defaults are Kong's.
+    let u = admin
+        .post("/upstreams")
+        .json(&json!({ "name": "lc.test", "algorithm": "least-connections", "hash_on": "ip" }))
+        .send()
+        .await
+        .assert_json();
+    assert_eq!(u["hash_on"], "none");
+    assert_eq!(
+        u["healthchecks"]["active"]["unhealthy"]["http_statuses"],
+        json!([429, 404, 500, 501, 502, 503, 504, 505])
+    );
+    assert_eq!(u["healthchecks"]["passive"]["healthy"]["successes"], 0);
+    assert_eq!(u["healthchecks"]["threshold"], 0);
+    assert_eq!(u["hash_on_cookie_path"], "/");
+    kong.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbless_node_takes_health_writes() {
+    let a = scripted("a").await;
+    let yaml = format!(
+        "_format_version: \"3.0\"\nupstreams:\n- name: lb.test\n  targets:\n  - target: {}\nservices:\n- name: lb\n  host: lb.test\n  routes:\n  - paths: [\"/lb\"]\n",
+        a.addr
+    );
+    let bp = helpers::get_db_utils(Strategy::Off, &[]).await;
+    let kong = helpers::start_kong(&bp, Conf::default().declarative_config(&yaml)).await;
+    assert_eq!(who(&kong, "/lb", &[]).await, "a");
+    let path = format!("/upstreams/lb.test/targets/{}/unhealthy", a.addr);
+    kong.admin_client().put(&path).send().await.assert_status(204);
+    kong.proxy_client().get("/lb").send().await.assert_status(503);
+    kong.stop().await;
+}
