@@ -501,6 +501,7 @@ pub struct Transaction {
     pub(crate) hash_cookie: Option<String>,
     /// The request counted in flight at its upstream address until the transaction ends
     /// (least-connections).
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) balancer_lease: Option<crate::health::InFlight>,
     /// The request went to an upstream that failed to answer (Kong's `KONG_PROXIED` without
     /// a response): the latency headers are the proxied ones.

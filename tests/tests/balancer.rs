@@ -128,10 +128,13 @@ async fn round_robin_follows_the_weights_and_retries_fail_over() {
     kong.stop().await;
 }
 
+/// A request: its path and headers.
+type Req<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hashing_sticks_for_every_hash_on() {
     let targets = [scripted("a").await, scripted("b").await, scripted("c").await];
-    let cases: Vec<(Value, Vec<(&str, Vec<(&str, &str)>)>)> = vec![
+    let cases: Vec<(Value, Vec<Req>)> = vec![
         (
             json!({ "hash_on": "header", "hash_on_header": "x-user" }),
             (0..12).map(|_| ("/lb", vec![("x-user", "")])).collect(),

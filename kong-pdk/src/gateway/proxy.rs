@@ -119,8 +119,10 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             headers,
             body,
             client_upgrade.is_some(),
-            tries.as_mut(),
-            pick.as_mut(),
+            Balancing {
+                tries: tries.as_mut(),
+                pick: pick.as_mut(),
+            },
         )
         .await;
         tx.balancer_lease = pick.and_then(|p| p.into_lease());
@@ -302,8 +304,10 @@ async fn ws_connect(
         headers,
         Outgoing::Bytes(Bytes::new()),
         true,
-        tries.as_mut(),
-        pick.as_mut(),
+        Balancing {
+            tries: tries.as_mut(),
+            pick: pick.as_mut(),
+        },
     )
     .await;
     tx.balancer_lease = pick.and_then(|p| p.into_lease());
@@ -427,6 +431,12 @@ pub(crate) fn balance(snap: &super::Snapshot, tx: &mut Transaction) -> Option<su
     Some(super::balancer::PickState::new(input.as_deref(), b))
 }
 
+/// A request's balancer state and, when traced, its record of tries.
+struct Balancing<'a> {
+    tries: Option<&'a mut Vec<runloop::BalancerTry>>,
+    pick: Option<&'a mut super::balancer::PickState>,
+}
+
 /// The request body sent upstream: known bytes can be sent again on a retry, a stream cannot.
 enum Outgoing {
     Bytes(Bytes),
@@ -440,9 +450,9 @@ async fn send(
     mut headers: http::HeaderMap,
     body: Outgoing,
     websocket: bool,
-    mut tries: Option<&mut Vec<runloop::BalancerTry>>,
-    mut pick: Option<&mut super::balancer::PickState>,
+    balancing: Balancing<'_>,
 ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
+    let Balancing { mut tries, mut pick } = balancing;
     let up = &tx.upstream;
     let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
     if let Some(host) = balancer.and_then(|b| b.host_header.as_deref())
