@@ -305,24 +305,20 @@ fn trace_status(tx: &mut Transaction) {
     }
 }
 
-/// One try of the balancer, for its `kong.balancer` span.
 #[cfg(feature = "gateway")]
-#[derive(Debug, Clone)]
-pub(crate) struct BalancerTry {
-    /// When the try started and ended, in ns since the Unix epoch.
-    pub(crate) start_ns: u64,
-    pub(crate) end_ns: u64,
-    /// The peer tried.
-    pub(crate) ip: String,
-    pub(crate) port: u16,
-    /// Kong's status for a failed try (502 no connection, 504 timeout).
-    pub(crate) failed: Option<u16>,
-}
+pub(crate) use crate::transaction::BalancerTry;
 
 /// Records the balancer's tries as `kong.balancer` spans: the failed ones as they ended, the
 /// last (successful) one as the pre-created span, which ends with the response.
+/// Also keeps them for `kong.log.serialize()`'s `tries`.
 #[cfg(feature = "gateway")]
 pub(crate) fn balancer_tries(tx: &mut Transaction, tries: Vec<BalancerTry>) {
+    trace_tries(tx, &tries);
+    tx.tries = tries;
+}
+
+#[cfg(feature = "gateway")]
+fn trace_tries(tx: &mut Transaction, tries: &[BalancerTry]) {
     let host = tx.upstream.host.clone();
     let Some(trace) = tx.trace.as_mut() else { return };
     if !trace.records(Instrumentations::BALANCER) || tries.is_empty() {
@@ -330,11 +326,11 @@ pub(crate) fn balancer_tries(tx: &mut Transaction, tries: Vec<BalancerTry>) {
     }
     let Some(root) = trace.root() else { return };
     let count = tries.len();
-    for (i, t) in tries.into_iter().enumerate() {
+    for (i, t) in tries.iter().enumerate() {
         let last = i + 1 == count && t.failed.is_none();
         let attributes = vec![
             ("try_count".into(), AttributeValue::Double((i + 1) as f64)),
-            ("net.peer.ip".into(), AttributeValue::from(t.ip)),
+            ("net.peer.ip".into(), AttributeValue::from(t.ip.clone())),
             ("net.peer.port".into(), AttributeValue::Double(f64::from(t.port))),
         ];
         let span = if last { trace.link_balancer(t.start_ns) } else { None };

@@ -455,6 +455,22 @@ impl fmt::Debug for TypeMap {
     }
 }
 
+/// One try of the balancer: for the `kong.balancer` spans and `kong.log.serialize()`'s
+/// `tries`.
+#[derive(Debug, Clone)]
+pub(crate) struct BalancerTry {
+    /// When the try started (before the balancer picked), when the pick was made and when
+    /// the try ended, in ns since the Unix epoch.
+    pub(crate) start_ns: u64,
+    pub(crate) picked_ns: u64,
+    pub(crate) end_ns: u64,
+    /// The peer tried.
+    pub(crate) ip: String,
+    pub(crate) port: u16,
+    /// Kong's status for a failed try (502 no connection, 504 timeout).
+    pub(crate) failed: Option<u16>,
+}
+
 /// One request's state. Created by the gateway (or the test harness) per request; the executor
 /// runs phases over it; the PDK reads and changes it.
 pub struct Transaction {
@@ -499,6 +515,8 @@ pub struct Transaction {
     pub(crate) aborted: bool,
     /// The `Set-Cookie` a `hash_on = cookie` upstream answers with (the request had none).
     pub(crate) hash_cookie: Option<String>,
+    /// The balancer's tries, in order.
+    pub(crate) tries: Vec<BalancerTry>,
     /// The request counted in flight at its upstream address until the transaction ends
     /// (least-connections).
     #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
@@ -585,14 +603,6 @@ pub(crate) fn new_request_id() -> String {
 }
 
 impl Transaction {
-    /// Whether the request's trace records the balancer's tries.
-    #[cfg(feature = "gateway")]
-    pub(crate) fn traces_balancer(&self) -> bool {
-        self.trace
-            .as_ref()
-            .is_some_and(|t| t.records(crate::tracer::Instrumentations::BALANCER))
-    }
-
     /// A transaction for an HTTP request. The upstream request starts as a copy of the client
     /// request; the gateway sets its target once routed.
     pub fn new(request: ClientRequest, client: ClientConn, node: Arc<NodeInfo>) -> Transaction {
@@ -645,6 +655,7 @@ impl Transaction {
             collected: None,
             aborted: false,
             hash_cookie: None,
+            tries: Vec::new(),
             balancer_lease: None,
             upstream_failed: false,
             answered_for_upstream: false,

@@ -11,8 +11,24 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use kong_pdk::prelude::*;
 use kong_pdk::testing::helpers::{self, Blueprint, Conf, Gateway, Strategy};
 use serde_json::{Value, json};
+
+/// The `tries` of each request's `kong.log.serialize()`.
+static TRIES: std::sync::Mutex<Vec<Value>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `kong.log.serialize()["tries"]` in log.
+#[plugin(priority = 10, version = "1.0.0", name = "tries-logger")]
+pub struct TriesLogger {}
+
+#[handler]
+impl Handler for TriesLogger {
+    async fn log(&self, kong: &mut Kong<Log>) -> kong_pdk::Result {
+        TRIES.lock().unwrap().push(kong.log().serialize()["tries"].clone());
+        Ok(())
+    }
+}
 
 /// A scripted target: answers with its name; `/status/{n}` answers `n`; `/slow` waits 300 ms;
 /// `/health` answers the target's current health status (200 until changed).
@@ -111,11 +127,12 @@ async fn round_robin_follows_the_weights_and_retries_fail_over() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &["tries-logger"]).await;
     let upstream = balanced(&bp, json!({}), &[(&a, 10), (&b, 30)], 5).await;
     bp.targets()
         .insert(json!({ "upstream": { "id": upstream["id"] }, "target": dead.to_string(), "weight": 10 }))
         .await;
+    bp.plugins().insert(json!({ "name": "tries-logger" })).await;
     let kong = helpers::start_kong(&bp, Conf::default()).await;
     let mut counts = std::collections::HashMap::new();
     for _ in 0..50 {
@@ -126,6 +143,20 @@ async fn round_robin_follows_the_weights_and_retries_fail_over() {
     assert_eq!(na + nb, 50, "{counts:?}");
     assert!(nb >= 2 * na, "{counts:?}");
     kong.stop().await;
+    // kong.log.serialize()'s tries: a request that met the dead target shows the failed try,
+    // then the one that answered.
+    let tries = TRIES.lock().unwrap().clone();
+    assert_eq!(tries.len(), 50);
+    let retried = tries
+        .iter()
+        .find(|t| t.as_array().unwrap().len() == 2)
+        .expect("some request met the dead target");
+    assert_eq!(retried[0]["port"], dead.port());
+    assert_eq!(retried[0]["state"], "failed");
+    assert_eq!(retried[0]["code"], 502);
+    assert!(retried[0]["balancer_start"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(retried[1].get("state").is_none());
+    assert!([a.addr.port(), b.addr.port()].contains(&(retried[1]["port"].as_u64().unwrap() as u16)));
 }
 
 /// A request: its path and headers.

@@ -110,7 +110,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             },
         };
         let headers = runloop::upstream_headers(&mut tx, &conn.values, &proxying, &proxy.headers);
-        let mut tries = tx.traces_balancer().then(Vec::new);
+        let mut tries = Some(Vec::new());
         let mut pick = balance(&snap, &mut tx);
         let result = send(
             proxy,
@@ -295,7 +295,7 @@ async fn ws_connect(
     let key = generate_key();
     headers.insert("sec-websocket-key", HeaderValue::from_str(&key).ok()?);
     headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
-    let mut tries = tx.traces_balancer().then(Vec::new);
+    let mut tries = Some(Vec::new());
     let mut pick = balance(snap, tx);
     let sent = send(
         proxy,
@@ -431,7 +431,7 @@ pub(crate) fn balance(snap: &super::Snapshot, tx: &mut Transaction) -> Option<su
     Some(super::balancer::PickState::new(input.as_deref(), b))
 }
 
-/// A request's balancer state and, when traced, its record of tries.
+/// A request's balancer state and its record of tries.
 struct Balancing<'a> {
     tries: Option<&'a mut Vec<runloop::BalancerTry>>,
     pick: Option<&'a mut super::balancer::PickState>,
@@ -504,6 +504,7 @@ async fn send(
     };
     let mut attempt = 0;
     loop {
+        let start_ns = tries.as_ref().map(|_| crate::tracer::now_ns());
         let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
             (Some(b), Some(state)) => {
                 let i = b.pick(state).ok_or(UpstreamFailure::NoPeer)?;
@@ -514,7 +515,7 @@ async fn send(
             _ => (up.host.as_str(), up.port, None),
         };
         let target = Target { host, port, tls };
-        let start_ns = tries.as_ref().map(|_| crate::tracer::now_ns());
+        let picked_ns = start_ns.map(|_| crate::tracer::now_ns());
         let started = picked.map(|_| std::time::Instant::now());
         let sent = if websocket {
             Pool::send_upgrade(target, req, connect, read).await
@@ -536,6 +537,7 @@ async fn send(
         if let (Some(tries), Some(start_ns)) = (tries.as_deref_mut(), start_ns) {
             tries.push(runloop::BalancerTry {
                 start_ns,
+                picked_ns: picked_ns.unwrap_or(start_ns),
                 end_ns: crate::tracer::now_ns(),
                 ip: host.to_owned(),
                 port,

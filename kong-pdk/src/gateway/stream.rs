@@ -211,8 +211,10 @@ impl Proxy {
                 let idle = Duration::from_millis(tx.upstream.timeouts.read.max(1));
                 let write = Duration::from_millis(tx.upstream.timeouts.write.max(1));
                 let mut pick = super::proxy::balance(&snap, &mut tx);
-                let connected = connect_upstream(&snap, &tx, pick.as_mut()).await;
+                let mut tries = Vec::new();
+                let connected = connect_upstream(&snap, &tx, pick.as_mut(), &mut tries).await;
                 tx.balancer_lease = pick.and_then(|p| p.into_lease());
+                tx.tries = tries;
                 let relayed = match connected {
                     Some(Upstream::Plain(mut up)) => match up.write_all(&first).await {
                         Ok(()) => Some(relay(client, up, (client_tls, false), idle, write).await),
@@ -369,6 +371,7 @@ async fn connect_upstream(
     snap: &super::Snapshot,
     tx: &Transaction,
     mut pick: Option<&mut super::balancer::PickState>,
+    tries: &mut Vec<crate::transaction::BalancerTry>,
 ) -> Option<Upstream> {
     let up = &tx.upstream;
     // A `tls` service: TLS to the upstream, verified and with a client certificate as its
@@ -384,6 +387,7 @@ async fn connect_upstream(
     let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
     let timeout = Duration::from_millis(up.timeouts.connect.max(1));
     for _ in 0..=up.retries {
+        let start_ns = crate::tracer::now_ns();
         let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
             (Some(b), Some(state)) => {
                 let i = b.pick(state)?;
@@ -394,6 +398,7 @@ async fn connect_upstream(
             _ => (up.host.as_str(), up.port, None),
         };
         let started = std::time::Instant::now();
+        let picked_ns = crate::tracer::now_ns();
         let open = async {
             for addr in tokio::net::lookup_host((host, port)).await.ok()? {
                 if let Ok(tcp) = TcpStream::connect(addr).await {
@@ -403,6 +408,18 @@ async fn connect_upstream(
             None
         };
         let opened = tokio::time::timeout(timeout, open).await;
+        tries.push(crate::transaction::BalancerTry {
+            start_ns,
+            picked_ns,
+            end_ns: crate::tracer::now_ns(),
+            ip: host.to_owned(),
+            port,
+            failed: match &opened {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(502),
+                Err(_) => Some(504),
+            },
+        });
         if let Some((b, i)) = picked {
             b.record_connect(
                 i,

@@ -269,6 +269,33 @@ fn source_text(tx: &Transaction) -> &'static str {
     }
 }
 
+/// Kong's `balancer_data.tries`: per try its peer, when the balancer started it
+/// (`balancer_start`, ms and ns since the epoch) and how long picking took
+/// (`balancer_latency`, ms and ns); a try that failed also has `state` and `code`.
+fn tries_json(tx: &Transaction) -> Value {
+    Value::Array(
+        tx.tries
+            .iter()
+            .map(|t| {
+                let latency_ns = t.picked_ns.saturating_sub(t.start_ns);
+                let mut v = json!({
+                    "ip": t.ip,
+                    "port": t.port,
+                    "balancer_start": t.start_ns / 1_000_000,
+                    "balancer_start_ns": t.start_ns,
+                    "balancer_latency": latency_ns / 1_000_000,
+                    "balancer_latency_ns": latency_ns,
+                });
+                if let Some(code) = t.failed {
+                    v["state"] = Value::from("failed");
+                    v["code"] = Value::from(code);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 const WORKSPACE_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The stream shape of `serialize()` (Kong's `kong/pdk/log.lua`, stream subsystem): the
@@ -292,7 +319,7 @@ fn serialize_stream(tx: &Transaction) -> Value {
             "kong": tx.latencies.kong.unwrap_or(0),
             "session": session_ms,
         },
-        "tries": [],
+        "tries": tries_json(tx),
         "route": tx.route.as_deref(),
         "service": tx.service.as_deref(),
         "consumer": tx.consumer.as_deref(),
@@ -499,7 +526,7 @@ pub(crate) fn serialize(tx: &Transaction) -> Value {
             "request": m.request_latency,
             "receive": m.receive_latency,
         },
-        "tries": [],
+        "tries": tries_json(tx),
         "route": tx.route.as_deref(),
         "service": tx.service.as_deref(),
         "consumer": tx.consumer.as_deref(),
