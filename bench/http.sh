@@ -16,6 +16,9 @@
 #       queue: one entry per POST), and (j) the same with batches (max_batch_size 1000);
 #   (k) another kong-gateway process, as (c) but with prometheus on globally (every metric
 #       switch on), run alternately with (c) ROUNDS times: the cost of the plugin;
+#   (l) kong-gateway, no plugin, a service straight at (a); (m) the same through an upstream
+#       entity with round-robin over four targets (four ports of (a)); (n) through an upstream
+#       with consistent-hashing on a header; run alternately ROUNDS times: the balancer's cost;
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -51,6 +54,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 . "$ROOT/bench/lib.sh"
 UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port); BASE=$(free_port)
 PROM=$(free_port); PROM_ADMIN=$(free_port)
+UP2=$(free_port); UP3=$(free_port); UP4=$(free_port)
 COMPARE=${COMPARE:-}
 ROUNDS=${ROUNDS:-3}
 
@@ -74,6 +78,10 @@ http {
     client_max_body_size 0;
     server {
         listen 127.0.0.1:$UP reuseport backlog=16384;
+        # (m) and (n): the same server as four targets.
+        listen 127.0.0.1:$UP2 reuseport backlog=16384;
+        listen 127.0.0.1:$UP3 reuseport backlog=16384;
+        listen 127.0.0.1:$UP4 reuseport backlog=16384;
         location / { default_type application/json; return 200 '$BODY'; }
     }
 }
@@ -143,6 +151,36 @@ services:
             config:
               http_endpoint: "http://127.0.0.1:$UP/log"
               queue: { max_batch_size: 1000, max_coalescing_delay: 1 }
+  - name: single
+    url: http://127.0.0.1:$UP
+    routes:
+      - name: single
+        paths: ["/single"]
+  - name: round-robin
+    host: rr.bench
+    routes:
+      - name: rr
+        paths: ["/rr"]
+  - name: hashed
+    host: hash.bench
+    routes:
+      - name: hash
+        paths: ["/hash"]
+upstreams:
+  - name: rr.bench
+    targets:
+      - target: 127.0.0.1:$UP
+      - target: 127.0.0.1:$UP2
+      - target: 127.0.0.1:$UP3
+      - target: 127.0.0.1:$UP4
+  - name: hash.bench
+    hash_on: header
+    hash_on_header: x-user
+    targets:
+      - target: 127.0.0.1:$UP
+      - target: 127.0.0.1:$UP2
+      - target: 127.0.0.1:$UP3
+      - target: 127.0.0.1:$UP4
 consumers:
   - username: bench
     keyauth_credentials:
@@ -300,6 +338,19 @@ for i in $(seq 1 "$ROUNDS"); do
     read -r R2 P2 U2 < <(run "http://127.0.0.1:$PROM/mock/anything" "$PROM_PID")
     PROM_ROWS+=$(printf '| (k) round %s, prometheus global: %.3f × (c) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v k="$R2" -v c="$R" 'BEGIN { print k / c }')" "$R2" "$P2" "$U2" "$(awk -v c="$R2" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
 done
+# (l), (m), (n) alternately: one target, round-robin over four, consistent hashing by header.
+wait_for "http://127.0.0.1:$KONG/rr/anything"
+curl -fsS -o /dev/null -H "x-user: bench" "http://127.0.0.1:$KONG/hash/anything" \
+    || { echo "/hash does not answer" >&2; exit 1; }
+LB_ROWS=""
+for i in $(seq 1 "$ROUNDS"); do
+    read -r L P U < <(run "http://127.0.0.1:$KONG/single/anything" "${PIDS[2]}")
+    LB_ROWS+=$(printf '| (l) round %s, one target | %.0f | %s | %s | %.2f |' "$i" "$L" "$P" "$U" "$(awk -v c="$L" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    read -r M P U < <(run "http://127.0.0.1:$KONG/rr/anything" "${PIDS[2]}")
+    LB_ROWS+=$(printf '| (m) round %s, round-robin over 4 targets: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v m="$M" -v l="$L" 'BEGIN { print m / l }')" "$M" "$P" "$U" "$(awk -v c="$M" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    read -r N P U < <(run "http://127.0.0.1:$KONG/hash/anything" "${PIDS[2]}" "x-user: bench")
+    LB_ROWS+=$(printf '| (n) round %s, consistent-hashing by header: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v n="$N" -v l="$L" 'BEGIN { print n / l }')" "$N" "$P" "$U" "$(awk -v c="$N" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+done
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
@@ -336,4 +387,5 @@ printf '| (j) kong-gateway, 1 worker thread, my-plugin + http-log (batches of up
     "$(awk -v j="$J_RPS" -v c="$C_RPS" 'BEGIN { print j / c }')" "$J_RPS" "$J_P99" "$J_CPU" \
     "$(awk -v j="$J_RPS" -v b="$B_RPS" 'BEGIN { print j / b }')"
 printf '%s' "$PROM_ROWS"
+printf '%s' "$LB_ROWS"
 printf '%s' "$ROWS"

@@ -50,11 +50,64 @@ impl HealthBook {
         peers.get(&(upstream, host.to_owned(), port)).cloned()
     }
 
+    /// Every address's health, sorted by upstream, target and address: the prometheus
+    /// plugin's `kong_upstream_target_health`. `state` is `healthy`, `unhealthy`, or
+    /// `healthchecks_off` when the upstream has no check on.
+    pub fn targets(&self) -> Vec<TargetHealth> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<TargetHealth> = peers
+            .iter()
+            .filter_map(|((_, host, port), peer)| {
+                let labels = peer.labels.lock().unwrap_or_else(|e| e.into_inner());
+                let labels = labels.as_ref()?;
+                let address = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let state = match (labels.checks_on, peer.is_healthy()) {
+                    (false, _) => "healthchecks_off",
+                    (true, true) => "healthy",
+                    (true, false) => "unhealthy",
+                };
+                Some(TargetHealth {
+                    upstream: labels.upstream.clone(),
+                    target: labels.target.clone(),
+                    address,
+                    state,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.upstream, &a.target, &a.address).cmp(&(&b.upstream, &b.target, &b.address)));
+        out
+    }
+
     /// Forgets the addresses `keep` refuses (targets and upstreams no longer configured).
     pub fn retain(&self, mut keep: impl FnMut(Uuid, &str, u16) -> bool) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|(u, h, p), _| keep(*u, h, *p));
     }
+}
+
+/// One address's health, with the names it is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The target (`host:port`).
+    pub target: String,
+    /// The address (`ip:port`).
+    pub address: String,
+    /// `healthy`, `unhealthy` or `healthchecks_off`.
+    pub state: &'static str,
+}
+
+/// The names an address is known by.
+#[derive(Debug)]
+struct Labels {
+    upstream: String,
+    target: String,
+    checks_on: bool,
 }
 
 /// What a request or probe tells about an address.
@@ -125,6 +178,7 @@ pub struct PeerState {
     in_flight: AtomicU32,
     /// The latency balancer's average response time (seconds) and when it was last updated.
     latency: Mutex<Option<(f64, Instant)>>,
+    labels: Mutex<Option<Labels>>,
 }
 
 /// How fast the latency average forgets (Kong's `DECAY_TIME`, seconds).
@@ -137,7 +191,18 @@ impl PeerState {
             counts: Mutex::default(),
             in_flight: AtomicU32::new(0),
             latency: Mutex::new(None),
+            labels: Mutex::new(None),
         }
+    }
+
+    /// Names the address: its upstream, its target (`host:port`) and whether the upstream
+    /// has health checks on (the latest configuration's).
+    pub fn label(&self, upstream: &str, target: &str, checks_on: bool) {
+        *self.labels.lock().unwrap_or_else(|e| e.into_inner()) = Some(Labels {
+            upstream: upstream.to_owned(),
+            target: target.to_owned(),
+            checks_on,
+        });
     }
 
     /// Whether the address takes traffic.
@@ -152,8 +217,18 @@ impl PeerState {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 
-    /// Counts `report` against `limits`; `Some(healthy)` when that flipped the address.
+    /// Counts `report` against `limits`; `Some(healthy)` when that flipped the address. A
+    /// report whose threshold is 0 counts for nothing (lua-resty-healthcheck's `incr_counter`).
     pub fn report(&self, report: Report, limits: &Thresholds) -> Option<bool> {
+        let limit = match report {
+            Report::Success => limits.successes,
+            Report::HttpFailure => limits.http_failures,
+            Report::TcpFailure => limits.tcp_failures,
+            Report::Timeout => limits.timeouts,
+        };
+        if limit == 0 {
+            return None;
+        }
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let healthy = self.is_healthy();
         let (count, limit, to) = match report {
@@ -245,6 +320,12 @@ mod tests {
         };
         assert_eq!(p.report(Report::HttpFailure, &t), None);
         assert_eq!(p.report(Report::Success, &t), None); // clears the HTTP failure
+        // With no success threshold, successes clear nothing: failures add up.
+        let no_successes = Thresholds { successes: 0, ..t };
+        let q = PeerState::new();
+        assert_eq!(q.report(Report::HttpFailure, &no_successes), None);
+        assert_eq!(q.report(Report::Success, &no_successes), None);
+        assert_eq!(q.report(Report::HttpFailure, &no_successes), Some(false));
         assert_eq!(p.report(Report::HttpFailure, &t), None);
         assert_eq!(p.report(Report::TcpFailure, &t), None);
         assert_eq!(p.report(Report::HttpFailure, &t), Some(false));

@@ -319,6 +319,9 @@ pub(crate) fn balancer_tries(tx: &mut Transaction, tries: Vec<BalancerTry>) {
 
 #[cfg(feature = "gateway")]
 fn trace_tries(tx: &mut Transaction, tries: &[BalancerTry]) {
+    if tx.trace.is_none() {
+        return;
+    }
     let host = tx.upstream.host.clone();
     let Some(trace) = tx.trace.as_mut() else { return };
     if !trace.records(Instrumentations::BALANCER) || tries.is_empty() {
@@ -330,7 +333,10 @@ fn trace_tries(tx: &mut Transaction, tries: &[BalancerTry]) {
         let last = i + 1 == count && t.failed.is_none();
         let attributes = vec![
             ("try_count".into(), AttributeValue::Double((i + 1) as f64)),
-            ("net.peer.ip".into(), AttributeValue::from(t.ip.clone())),
+            (
+                "net.peer.ip".into(),
+                AttributeValue::from(t.ip.clone().unwrap_or_else(|| host.clone())),
+            ),
             ("net.peer.port".into(), AttributeValue::Double(f64::from(t.port))),
         ];
         let span = if last { trace.link_balancer(t.start_ns) } else { None };
@@ -714,6 +720,20 @@ pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, setting
     if let Some(cookie) = tx.hash_cookie.take()
         && let Ok(v) = HeaderValue::from_str(&cookie)
     {
+        // It replaces a cookie of the same name the upstream set.
+        let prefix = &cookie[..cookie.find('=').map_or(0, |i| i + 1)];
+        let others: Vec<HeaderValue> = tx
+            .response
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter(|c| !c.as_bytes().starts_with(prefix.as_bytes()))
+            .cloned()
+            .collect();
+        tx.response.headers.remove(http::header::SET_COOKIE);
+        for c in others {
+            tx.response.headers.append(http::header::SET_COOKIE, c);
+        }
         tx.response.headers.append(http::header::SET_COOKIE, v);
     }
     set.run_header_filter(tx).await;

@@ -458,14 +458,15 @@ impl fmt::Debug for TypeMap {
 /// One try of the balancer: for the `kong.balancer` spans and `kong.log.serialize()`'s
 /// `tries`.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "gateway"), allow(dead_code))]
 pub(crate) struct BalancerTry {
     /// When the try started (before the balancer picked), when the pick was made and when
     /// the try ended, in ns since the Unix epoch.
     pub(crate) start_ns: u64,
     pub(crate) picked_ns: u64,
     pub(crate) end_ns: u64,
-    /// The peer tried.
-    pub(crate) ip: String,
+    /// The peer tried: a balancer's address, or `None` for the service's own host.
+    pub(crate) ip: Option<String>,
     pub(crate) port: u16,
     /// Kong's status for a failed try (502 no connection, 504 timeout).
     pub(crate) failed: Option<u16>,

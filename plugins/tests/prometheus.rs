@@ -305,3 +305,53 @@ async fn the_schema_is_kongs() {
     );
     kong.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_target_health_follows_the_balancer() {
+    let bp = helpers::get_db_utils(helpers::Strategy::Sqlite, &["bundled"]).await;
+    let checked = bp
+        .upstreams()
+        .insert(
+            json!({ "name": "checked.test", "healthchecks": { "passive": { "unhealthy": { "http_failures": 1 } } } }),
+        )
+        .await;
+    let plain = bp.upstreams().insert(json!({ "name": "plain.test" })).await;
+    for (u, target) in [
+        (&checked, "127.0.0.1:1"),
+        (&checked, "127.0.0.1:2"),
+        (&plain, "127.0.0.1:3"),
+    ] {
+        bp.targets()
+            .insert(json!({ "upstream": { "id": u["id"] }, "target": target }))
+            .await;
+    }
+    bp.plugins()
+        .insert(json!({ "name": "prometheus", "config": { "upstream_health_metrics": true } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let path = "/upstreams/checked.test/targets/127.0.0.1:2/unhealthy";
+    kong.admin_client().put(path).send().await.assert_status(204);
+    let text = scrape(&kong).await;
+    let s = parse(&text);
+    let health = |target: &str, upstream: &str, state: &str| {
+        value(
+            &s,
+            "kong_upstream_target_health",
+            &[
+                ("upstream", upstream),
+                ("target", target),
+                ("address", target),
+                ("state", state),
+                ("subsystem", "http"),
+            ],
+        )
+    };
+    assert_eq!(health("127.0.0.1:1", "checked.test", "healthy"), Some(1.0), "{text}");
+    assert_eq!(health("127.0.0.1:1", "checked.test", "unhealthy"), Some(0.0));
+    assert_eq!(health("127.0.0.1:2", "checked.test", "unhealthy"), Some(1.0));
+    assert_eq!(health("127.0.0.1:2", "checked.test", "dns_error"), Some(0.0));
+    assert_eq!(health("127.0.0.1:3", "plain.test", "healthchecks_off"), Some(1.0));
+    assert_eq!(health("127.0.0.1:3", "plain.test", "healthy"), Some(0.0));
+    kong.stop().await;
+    let _ = Prometheus::NAME;
+}

@@ -529,7 +529,7 @@ async fn health_endpoints_and_upstream_rules_in_the_admin_api() {
 async fn a_dbless_node_takes_health_writes() {
     let a = scripted("a").await;
     let yaml = format!(
-        "_format_version: \"3.0\"\nupstreams:\n- name: lb.test\n  targets:\n  - target: {}\nservices:\n- name: lb\n  host: lb.test\n  routes:\n  - paths: [\"/lb\"]\n",
+        "_format_version: \"3.0\"\nupstreams:\n- name: lb.test\n  healthchecks: {{ passive: {{ unhealthy: {{ tcp_failures: 1 }} }} }}\n  targets:\n  - target: {}\nservices:\n- name: lb\n  host: lb.test\n  routes:\n  - paths: [\"/lb\"]\n",
         a.addr
     );
     let bp = helpers::get_db_utils(Strategy::Off, &[]).await;

@@ -27,7 +27,7 @@ mod endpoints;
 mod errors;
 mod health;
 mod info;
-mod kinds;
+use crate::gateway::kinds;
 mod routes;
 mod server;
 mod store;

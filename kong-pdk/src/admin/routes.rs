@@ -29,7 +29,12 @@ impl Admin {
         };
         let get = method == Method::GET || method == Method::HEAD;
         // Setting a target's health is no entity write: DB-less nodes take it too.
-        let health_write = matches!(segs.as_slice(), ["upstreams", .., "healthy" | "unhealthy"]);
+        let health_write = method == Method::PUT
+            && matches!(
+                segs.as_slice(),
+                ["upstreams", _, "targets", _, "healthy" | "unhealthy"]
+                    | ["upstreams", _, "targets", _, _, "healthy" | "unhealthy"]
+            );
         if self.store.is_none() && !get && !health_write && segs.first().is_some_and(|k| self.kind_at(k).is_some()) {
             let kind = match segs.as_slice() {
                 [parent, _, child, ..] if self.nested(parent, child).is_some() => {

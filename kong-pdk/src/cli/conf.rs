@@ -72,6 +72,9 @@ pub struct Settings {
     /// `nginx_http_client_header_timeout`: how long a client may take to send a request head,
     /// or stay idle between requests, on the proxy and Admin API listeners.
     pub client_header_timeout: std::time::Duration,
+    /// What the settings hold that this gateway does not act on (unknown keys, `ssl` entries
+    /// of the Admin and Status API listeners): `start` logs each as a warning.
+    pub ignored: Vec<String>,
 }
 
 /// PostgreSQL connection settings (Kong's `pg_*` keys).
@@ -120,7 +123,14 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
         }
         let mut parts = entry.split_whitespace();
         let addr = parts.next().unwrap_or_default();
-        let ssl = parts.any(|flag| flag == "ssl");
+        let flags: Vec<&str> = parts.collect();
+        // PROXY protocol would change who the client is: refused rather than ignored.
+        if flags.contains(&"proxy_protocol") {
+            return Err(format!(
+                "proxy_listen: proxy_protocol is not supported on HTTP listeners ('{entry}')"
+            ));
+        }
+        let ssl = flags.contains(&"ssl");
         let addr = addr
             .parse()
             .map_err(|_| format!("proxy_listen: invalid address '{addr}'"))?;
@@ -289,6 +299,7 @@ impl Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
             client_header_timeout: std::time::Duration::from_secs(60),
+            ignored: Vec::new(),
         };
         let (mut ssl_cert, mut ssl_key) = (None, None);
         for (k, v) in pairs {
@@ -297,8 +308,20 @@ impl Settings {
                 "ssl_cert" => ssl_cert = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "ssl_cert_key" => ssl_key = Some(PathBuf::from(v.split(',').next().unwrap_or_default().trim())),
                 "database" => s.database = v.to_ascii_lowercase(),
-                "admin_listen" => s.admin_listen = plain_listen(&v, "admin_listen")?,
-                "status_listen" => s.status_listen = plain_listen(&v, "status_listen")?,
+                "admin_listen" | "status_listen" => {
+                    let plain = plain_listen(&v, &k)?;
+                    for l in parse_listen(&v).unwrap_or_default().iter().filter(|l| l.ssl) {
+                        s.ignored.push(format!(
+                            "{k}: {} ssl is not served (TLS on this API is not supported)",
+                            l.addr
+                        ));
+                    }
+                    if k == "admin_listen" {
+                        s.admin_listen = plain;
+                    } else {
+                        s.status_listen = plain;
+                    }
+                }
                 "stream_listen" => s.stream_listen = parse_stream_listen(&v)?,
                 "port_maps" => s.port_maps = parse_port_maps(&v)?,
                 "db_update_frequency" => {
@@ -356,7 +379,7 @@ impl Settings {
                 "mock_upstream" => {
                     s.mock_upstream = Some(v.parse().map_err(|_| format!("mock_upstream: invalid address '{v}'"))?)
                 }
-                _ => {}
+                _ => s.ignored.push(format!("{k}: not supported by this gateway, ignored")),
             }
         }
         if let Some(p) = prefix {
@@ -617,6 +640,9 @@ fn default_certificate(s: &Settings) -> Result<CertificatePair, String> {
 /// `start`: runs the gateway until SIGINT/SIGTERM.
 pub fn run(s: Settings) -> Result<(), String> {
     init_logging(&s.log_level);
+    for what in &s.ignored {
+        tracing::warn!(target: "kong", "{what}");
+    }
     std::fs::create_dir_all(s.prefix.join("pids"))
         .map_err(|e| format!("could not create prefix {}: {e}", s.prefix.display()))?;
     // One worker is one thread running every task, as one nginx worker process does: the
@@ -752,6 +778,31 @@ mod tests {
         assert_eq!(
             Settings::load_with_env(None, None, env).unwrap_err(),
             "nginx_http_client_header_timeout: invalid value 'soon'"
+        );
+    }
+
+    #[test]
+    fn settings_without_effect_are_reported_and_proxy_protocol_is_refused() {
+        let env = [
+            ("KONG_PG_SSL".to_owned(), "on".to_owned()),
+            (
+                "KONG_ADMIN_LISTEN".to_owned(),
+                "127.0.0.1:8001, 127.0.0.1:8444 http2 ssl".to_owned(),
+            ),
+        ];
+        let s = Settings::load_with_env(None, None, env).unwrap();
+        assert_eq!(s.admin_listen, ["127.0.0.1:8001".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            s.ignored,
+            [
+                "pg_ssl: not supported by this gateway, ignored",
+                "admin_listen: 127.0.0.1:8444 ssl is not served (TLS on this API is not supported)"
+            ]
+        );
+        let env = [("KONG_PROXY_LISTEN".to_owned(), "0.0.0.0:8000 proxy_protocol".to_owned())];
+        assert_eq!(
+            Settings::load_with_env(None, None, env).unwrap_err(),
+            "proxy_listen: proxy_protocol is not supported on HTTP listeners ('0.0.0.0:8000 proxy_protocol')"
         );
     }
 

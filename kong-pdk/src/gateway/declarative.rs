@@ -82,6 +82,28 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Refuses a field the kind's schema does not have, as Kong does (`unknown field`): kong.yml's
+/// core entities are held to the schemas the Admin API uses.
+fn known_fields(kind: &str, record: &Map<String, Value>, path: &str) -> Result<(), ConfigError> {
+    let Some(k) = super::kinds::get(kind) else {
+        return Ok(());
+    };
+    match record.keys().find(|f| k.schema.field(f).is_none()) {
+        Some(f) => Err(err(&format!("{path}.{f}"), "unknown field")),
+        None => Ok(()),
+    }
+}
+
+/// `record` validated against the kind's schema and completed with its defaults (Kong's
+/// declarative validation), as the Admin API would store it.
+fn schema_checked(kind: &str, record: Map<String, Value>, path: &str) -> Result<Value, ConfigError> {
+    let mut value = Value::Object(record);
+    if let Some(k) = super::kinds::get(kind) {
+        crate::schema::validate_record(&k.schema, &mut value).map_err(|tree| err_tree(path, tree))?;
+    }
+    Ok(value)
+}
+
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
     err_tree(path, Value::String(message.into()))
 }
@@ -261,6 +283,7 @@ impl Config {
                     ppath,
                 ));
             }
+            known_fields("services", &svc, &path)?;
             let service: Service = serde_json::from_value(Value::Object(svc)).map_err(|e| err(&path, e.to_string()))?;
             refs.services.insert(name.unwrap_or_else(|| id.to_string()), id);
             refs.services.insert(id.to_string(), id);
@@ -288,6 +311,7 @@ impl Config {
                     ppath,
                 ));
             }
+            known_fields("routes", &r, &path)?;
             let mut route: Route = serde_json::from_value(Value::Object(r)).map_err(|e| err(&path, e.to_string()))?;
             route.service = service.map(|id| ForeignKey { id });
             ws_route(&route, &cfg.services, &path)?;
@@ -321,6 +345,7 @@ impl Config {
                     daos.push((meta, r, Some(id), rpath));
                 }
             }
+            known_fields("consumers", &c, &path)?;
             c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
             let consumer: Consumer = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
             if let Some(u) = &consumer.username {
@@ -358,6 +383,7 @@ impl Config {
             for (sni, spath) in records(&mut c, "snis", &path)? {
                 snis.push((sni, Some(id), spath));
             }
+            known_fields("certificates", &c, &path)?;
             let cert: Certificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
             certificates.insert(id.to_string(), id);
             cfg.certificates.push(cert);
@@ -369,6 +395,7 @@ impl Config {
             let id = id_of(&c, "ca_certificates", Some(&digest), &path)?;
             c.insert("id".into(), Value::from(id.to_string()));
             c.insert("cert_digest".into(), Value::from(digest));
+            known_fields("ca_certificates", &c, &path)?;
             let ca: CaCertificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
             cfg.ca_certificates.push(ca);
         }
@@ -383,7 +410,9 @@ impl Config {
             }
             foreign_by_id(&mut u, "client_certificate");
             Upstream::apply_shorthands(&mut u, None);
-            let upstream: Upstream = serde_json::from_value(Value::Object(u)).map_err(|e| err(&path, e.to_string()))?;
+            known_fields("upstreams", &u, &path)?;
+            let u = schema_checked("upstreams", u, &path)?;
+            let upstream: Upstream = serde_json::from_value(u).map_err(|e| err(&path, e.to_string()))?;
             upstreams.insert(upstream.name.clone(), id);
             upstreams.insert(id.to_string(), id);
             cfg.upstreams.push(upstream);
@@ -404,7 +433,9 @@ impl Config {
             let id = id_of(&t, "targets", Some(&key), &path)?;
             t.insert("id".into(), Value::from(id.to_string()));
             t.insert("upstream".into(), serde_json::json!({ "id": upstream.to_string() }));
-            let target: Target = serde_json::from_value(Value::Object(t)).map_err(|e| err(&path, e.to_string()))?;
+            known_fields("targets", &t, &path)?;
+            let t = schema_checked("targets", t, &path)?;
+            let target: Target = serde_json::from_value(t).map_err(|e| err(&path, e.to_string()))?;
             cfg.targets.push(target);
         }
         for (sni, path) in records(&mut root, "snis", "")? {
@@ -425,6 +456,7 @@ impl Config {
                 "certificate".into(),
                 serde_json::json!({ "id": certificate.to_string() }),
             );
+            known_fields("snis", &sni, &path)?;
             let sni: Sni = serde_json::from_value(Value::Object(sni)).map_err(|e| err(&path, e.to_string()))?;
             cfg.snis.push(sni);
         }
@@ -692,6 +724,33 @@ mod ws_tests {
 
     fn refused(yaml: &str) -> String {
         Config::parse(yaml).unwrap_err().fields.to_string()
+    }
+
+    /// A field the schema does not have is refused where it stands, as the Admin API refuses
+    /// it; Kong's fields the typed form leaves out are accepted.
+    #[test]
+    fn unknown_fields_of_core_entities_are_refused() {
+        let typo = refused(
+            "_format_version: '3.0'\nservices:\n- url: http://a.test\n  routes:\n  - paths: [/a]\n    strip_paths: false\n",
+        );
+        assert!(
+            typo.contains("services.0.routes.0.strip_paths") || typo.contains("strip_paths"),
+            "{typo}"
+        );
+        assert!(typo.contains("unknown field"), "{typo}");
+        let upstream = refused("_format_version: '3.0'\nupstreams:\n- name: u.test\n  algoritm: latency\n");
+        assert!(
+            upstream.contains("algoritm") && upstream.contains("unknown field"),
+            "{upstream}"
+        );
+        let consumer = refused("_format_version: '3.0'\nconsumers:\n- username: bob\n  nickname: b\n");
+        let slots = refused("_format_version: '3.0'\nupstreams:\n- name: u.test\n  slots: 4294967295\n");
+        assert!(slots.contains("slots") && slots.contains("between"), "{slots}");
+        assert!(consumer.contains("nickname"), "{consumer}");
+        Config::parse(
+            "_format_version: '3.0'\nservices:\n- url: http://a.test\n  write_timeout: 100\n  routes:\n  - paths: [/a]\n    path_handling: v0\n    request_buffering: true\nupstreams:\n- name: u.test\n  slots: 100\n  healthchecks: { threshold: 10 }\n  targets:\n  - target: 10.0.0.1\n    weight: 5\n",
+        )
+        .unwrap();
     }
 
     /// kong.yml follows the Admin API's rules for WebSocket routes (Kong Enterprise's).

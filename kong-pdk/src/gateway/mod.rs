@@ -11,6 +11,7 @@ mod balancer;
 mod body;
 pub mod declarative;
 pub(crate) mod h1guard;
+pub(crate) mod kinds;
 pub mod mock_upstream;
 mod proxy;
 mod stream;
@@ -31,7 +32,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-#[cfg(feature = "admin")]
 pub(crate) use balancer::split_target;
 pub use balancer::{Address, Balancer, Balancers, PickState, format_target};
 pub use body::ProxyBody;
@@ -183,6 +183,7 @@ impl Proxy {
     /// A proxy serving `snapshot`.
     pub fn new(snapshot: Snapshot, headers: HeaderSettings) -> Proxy {
         let checkers = balancer::checks::Checkers::default();
+        snapshot.upstreams.adopt(&snapshot.plugins.plugins().node().health);
         checkers.sync(&snapshot.upstreams);
         Proxy {
             checkers,
@@ -240,6 +241,7 @@ impl Proxy {
     /// Replaces the snapshot. Call `snapshot.plugins.configure()` first, as Kong runs
     /// `configure` before the new configuration takes traffic.
     pub fn swap(&self, snapshot: Snapshot) {
+        snapshot.upstreams.adopt(&snapshot.plugins.plugins().node().health);
         self.checkers.sync(&snapshot.upstreams);
         self.snapshot.store(Arc::new(snapshot));
     }

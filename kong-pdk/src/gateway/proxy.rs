@@ -503,13 +503,16 @@ async fn send(
         Outgoing::Stream(s) => (build(headers, s), None, None),
     };
     let mut attempt = 0;
+    // A reused connection found closed: the request goes again to the same address.
+    let mut resend = None;
     loop {
         let start_ns = tries.as_ref().map(|_| crate::tracer::now_ns());
-        let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
-            (Some(b), Some(state)) => {
+        let (host, port, picked) = match (resend.take(), balancer, pick.as_deref_mut()) {
+            (Some(same), _, _) => same,
+            (None, Some(b), Some(state)) => {
                 let i = b.pick(state).ok_or(UpstreamFailure::NoPeer)?;
+                state.start(b, i);
                 let a = b.address(i);
-                state.start(a);
                 (a.host.as_str(), a.port, Some((b, i)))
             }
             _ => (up.host.as_str(), up.port, None),
@@ -534,12 +537,15 @@ async fn send(
                 },
             );
         }
-        if let (Some(tries), Some(start_ns)) = (tries.as_deref_mut(), start_ns) {
+        if matches!(sent, Err(SendError::Stale)) {
+            resend = Some((host, port, picked));
+        } else if let (Some(tries), Some(start_ns)) = (tries.as_deref_mut(), start_ns) {
             tries.push(runloop::BalancerTry {
                 start_ns,
                 picked_ns: picked_ns.unwrap_or(start_ns),
                 end_ns: crate::tracer::now_ns(),
-                ip: host.to_owned(),
+                // A plain service's host is the transaction's: no copy.
+                ip: picked.map(|_| host.to_owned()),
                 port,
                 failed: match &sent {
                     Ok(_) => None,

@@ -391,8 +391,8 @@ async fn connect_upstream(
         let (host, port, picked) = match (balancer, pick.as_deref_mut()) {
             (Some(b), Some(state)) => {
                 let i = b.pick(state)?;
+                state.start(b, i);
                 let a = b.address(i);
-                state.start(a);
                 (a.host.as_str(), a.port, Some((b, i)))
             }
             _ => (up.host.as_str(), up.port, None),
@@ -412,7 +412,7 @@ async fn connect_upstream(
             start_ns,
             picked_ns,
             end_ns: crate::tracer::now_ns(),
-            ip: host.to_owned(),
+            ip: picked.map(|_| host.to_owned()),
             port,
             failed: match &opened {
                 Ok(Some(_)) => None,

@@ -279,7 +279,7 @@ fn tries_json(tx: &Transaction) -> Value {
             .map(|t| {
                 let latency_ns = t.picked_ns.saturating_sub(t.start_ns);
                 let mut v = json!({
-                    "ip": t.ip,
+                    "ip": t.ip.as_deref().unwrap_or(&tx.upstream.host),
                     "port": t.port,
                     "balancer_start": t.start_ns / 1_000_000,
                     "balancer_start_ns": t.start_ns,

@@ -129,6 +129,25 @@ impl Metrics {
             ];
             e.sample("memory_workers_lua_vms_bytes", labels, bytes);
         }
+        if self.upstream_health.load(Relaxed) {
+            e.family(
+                "upstream_target_health",
+                "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.",
+                Kind::Gauge,
+            );
+            for t in node.health.targets() {
+                for state in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
+                    let labels = [
+                        ("upstream", t.upstream.as_str()),
+                        ("target", t.target.as_str()),
+                        ("address", t.address.as_str()),
+                        ("state", state),
+                        ("subsystem", "http"),
+                    ];
+                    e.sample("upstream_target_health", labels, u64::from(t.state == state));
+                }
+            }
+        }
         if self.enabled.load(Relaxed) {
             self.per_request(&mut e);
         }

@@ -91,7 +91,7 @@ async fn run(b: Arc<Balancer>) {
             if every <= 0.0 {
                 return std::future::pending().await;
             }
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(every));
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(every.min(MAX_SECONDS)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -124,7 +124,7 @@ async fn round(b: &Balancer, healthy: bool, limits: &Thresholds) {
 async fn probe(b: &Balancer, i: usize) -> Option<Report> {
     let active = &b.upstream.healthchecks.active;
     let a = &b.addresses[i];
-    let timeout = Duration::from_secs_f64(active.timeout.max(0.001));
+    let timeout = Duration::from_secs_f64(active.timeout.clamp(0.001, MAX_SECONDS));
     let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((a.host.as_str(), a.port))).await {
         Err(_) => return Some(Report::Timeout),
         Ok(Err(_)) => return Some(Report::TcpFailure),
@@ -153,6 +153,9 @@ async fn probe(b: &Balancer, i: usize) -> Option<Report> {
         }
     }
 }
+
+/// The longest interval or timeout (Kong's schema: 65535 s).
+const MAX_SECONDS: f64 = 65_535.0;
 
 /// The longest status line a probe reads.
 const STATUS_LINE_MAX: usize = 1024;
@@ -197,8 +200,9 @@ async fn http_probe<S: AsyncRead + AsyncWrite + Unpin>(
         .ok()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse::<u16>().ok());
+    // No status (Kong's 0) is an HTTP failure.
     match status {
         Some(status) => Report::of_status(status, &active.healthy, &active.unhealthy),
-        None => Some(Report::TcpFailure),
+        None => Some(Report::HttpFailure),
     }
 }

@@ -84,6 +84,8 @@ const WHEEL_MAX: u64 = 4096;
 const SERVER_POINTS: u64 = 160;
 /// The smallest continuum (Kong's `MIN_CONTINUUM_SIZE`).
 const MIN_POINTS: u32 = 1000;
+/// The largest continuum (`slots` is at most 2^16).
+const MAX_POINTS: u32 = 65_536;
 const NO_ADDRESS: u32 = u32::MAX;
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -121,8 +123,8 @@ fn continuum_index(value: &str, points: u32) -> u32 {
 
 /// Kong's continuum: addresses sorted by `host:port`, each owning points in proportion to its
 /// weight, placed by hashing `"<ip>::<port> <n>"` (Kong's string, double colon included).
-fn continuum(addresses: &[Address], slots: u32) -> Vec<u32> {
-    let points = slots.max(MIN_POINTS);
+fn continuum(addresses: &[Address], targets: usize, slots: u32) -> Vec<u32> {
+    let points = slots.clamp(MIN_POINTS, MAX_POINTS);
     let mut ring = vec![NO_ADDRESS; points as usize + 1];
     let total: u64 = addresses.iter().map(|a| u64::from(a.weight)).sum();
     if total == 0 {
@@ -133,11 +135,12 @@ fn continuum(addresses: &[Address], slots: u32) -> Vec<u32> {
         let (a, b) = (&addresses[*a], &addresses[*b]);
         (a.host.as_str(), a.port).cmp(&(b.host.as_str(), b.port))
     });
-    let count = addresses.len() as u64;
     let mut name = String::new();
     for i in order {
         let a = &addresses[i];
-        let mut entries = (u64::from(a.weight) * count * SERVER_POINTS / total).max(1);
+        // Kong: floor(weight / total * #targets * 160), at least 1.
+        let share = f64::from(a.weight) / total as f64 * targets as f64 * SERVER_POINTS as f64;
+        let mut entries = (share.floor() as u64).max(1);
         let mut n = 1u64;
         while n <= entries {
             use std::fmt::Write;
@@ -184,9 +187,12 @@ impl PickState {
         }
     }
 
-    /// Counts the request in flight at `address` (the previous try's count ends).
-    pub fn start(&mut self, address: &Address) {
-        self.lease = Some(address.state.start_request());
+    /// Starts a try at address `index` of `balancer`: for least-connections, the request
+    /// counts in flight there (and no longer at the previous try's address).
+    pub fn start(&mut self, balancer: &Balancer, index: usize) {
+        if matches!(balancer.picker, Picker::LeastConnections) {
+            self.lease = Some(balancer.addresses[index].state.start_request());
+        }
     }
 
     /// The in-flight count of the latest try, to hold until the request ends.
@@ -202,11 +208,12 @@ impl Balancer {
         for t in targets {
             let (host, port) = split_target(&t.target);
             if t.weight > 0 {
+                let state = book.peer(upstream.id, &host, port);
                 addresses.push(Address {
                     host: host.clone(),
                     port,
                     weight: t.weight,
-                    state: book.peer(upstream.id, &host, port),
+                    state,
                 });
             }
             entries.push(TargetEntry {
@@ -220,7 +227,7 @@ impl Balancer {
                 let weights: Vec<u64> = addresses.iter().map(|a| u64::from(a.weight)).collect();
                 Picker::RoundRobin(wheel(&weights))
             }
-            Algorithm::ConsistentHashing => Picker::Hashing(continuum(&addresses, upstream.slots)),
+            Algorithm::ConsistentHashing => Picker::Hashing(continuum(&addresses, entries.len(), upstream.slots)),
             Algorithm::LeastConnections => Picker::LeastConnections,
             Algorithm::Latency => Picker::Latency,
         };
@@ -248,12 +255,17 @@ impl Balancer {
         &self.addresses
     }
 
-    /// The weight of the healthy addresses.
+    /// Whether address `index` takes traffic: always, when the upstream has no health check on
+    /// (Kong has no health checker then), else as its health says.
+    fn available(&self, index: usize) -> bool {
+        !self.checks_on || self.addresses[index].state.is_healthy()
+    }
+
+    /// The weight of the available addresses.
     pub fn available_weight(&self) -> u64 {
-        self.addresses
-            .iter()
-            .filter(|a| a.state.is_healthy())
-            .map(|a| u64::from(a.weight))
+        (0..self.addresses.len())
+            .filter(|&i| self.available(i))
+            .map(|i| u64::from(self.addresses[i].weight))
             .sum()
     }
 
@@ -262,6 +274,9 @@ impl Balancer {
     pub fn is_healthy(&self) -> bool {
         if self.total_weight == 0 {
             return false;
+        }
+        if !self.checks_on {
+            return true;
         }
         let available = self.available_weight() as f64 / self.total_weight as f64 * 100.0;
         available > 0.0 && available > self.upstream.healthchecks.threshold
@@ -274,11 +289,13 @@ impl Balancer {
         if !self.is_healthy() {
             return None;
         }
-        let usable =
-            |i: usize, fresh: bool| self.addresses[i].state.is_healthy() && !(fresh && state.tried.contains(&i));
         let n = self.addresses.len();
         let mut chosen = None;
-        for fresh in [true, false] {
+        // Addresses not tried yet first; once every available one was, round again.
+        for _ in 0..2 {
+            let tried = &state.tried;
+            let usable = |i: usize, _: bool| self.available(i) && !tried.contains(&i);
+            let fresh = true;
             chosen = match &self.picker {
                 Picker::RoundRobin(wheel) if !wheel.is_empty() => {
                     let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -298,11 +315,21 @@ impl Balancer {
                         .map(|i| i as usize)
                 }
                 Picker::LeastConnections => self.lowest(fresh, &usable, |a| f64::from(a.state.in_flight() + 1)),
-                Picker::Latency => self.lowest(fresh, &usable, |a| a.state.latency().unwrap_or(0.0)),
+                Picker::Latency => {
+                    // Kong's slow start: an address not measured yet scores the average.
+                    let measured: Vec<f64> = self.addresses.iter().filter_map(|a| a.state.latency()).collect();
+                    let seed = if measured.is_empty() {
+                        0.0
+                    } else {
+                        measured.iter().sum::<f64>() / measured.len() as f64
+                    };
+                    self.lowest(fresh, &usable, |a| a.state.latency().unwrap_or(seed))
+                }
             };
-            if chosen.is_some() || n == 0 {
+            if chosen.is_some() || n == 0 || state.tried.is_empty() {
                 break;
             }
+            state.tried.clear();
         }
         let i = chosen?;
         state.tried.push(i);
@@ -465,7 +492,6 @@ impl Balancer {
         let hosts: Vec<Value> = self
             .targets
             .iter()
-            .filter(|t| t.entity.weight > 0)
             .map(|t| {
                 let addrs: Vec<&Address> = self
                     .addresses
@@ -501,6 +527,9 @@ impl Balancer {
     /// `address` (`ip` or `ip:port`): the Admin API's `PUT .../healthy` and `.../unhealthy`.
     /// `Err` names what was not found.
     pub fn set_health(&self, target: &str, address: Option<&str>, healthy: bool) -> Result<(), String> {
+        if !self.checks_on {
+            return Err(format!("no healthchecker found for {}", self.upstream.name));
+        }
         let (host, port) = split_target(target);
         let (ip, ip_port) = match address {
             Some(a) => split_address(a),
@@ -509,7 +538,8 @@ impl Balancer {
         let mut found = false;
         for a in &self.addresses {
             let same_target = a.host == host && a.port == port;
-            let same_address = a.host == ip && ip_port.is_none_or(|p| p == a.port);
+            // An address without a port means Kong's default, 8000.
+            let same_address = a.host == ip && (address.is_none() || ip_port.unwrap_or(8000) == a.port);
             if same_target && same_address {
                 found = true;
                 if a.state.set_healthy(healthy) {
@@ -540,14 +570,26 @@ impl Balancers {
             let mine: Vec<&Target> = targets.iter().filter(|t| t.upstream.id == u.id).collect();
             map.insert(u.name.to_ascii_lowercase(), Arc::new(Balancer::new(u, &mine, book)));
         }
-        let balancers = Balancers(map);
-        book.retain(|upstream, host, port| {
-            balancers
-                .0
-                .values()
-                .any(|b| b.upstream.id == upstream && b.addresses.iter().any(|a| a.host == host && a.port == port))
-        });
-        balancers
+        Balancers(map)
+    }
+
+    /// Makes these balancers the node's: their addresses are named after their current
+    /// upstream and target, and the health book forgets addresses no longer configured. Called
+    /// when the configuration goes live (a configuration built but refused leaves the book as
+    /// it was).
+    pub fn adopt(&self, book: &HealthBook) {
+        let mut live = std::collections::HashSet::new();
+        for b in self.0.values() {
+            let checks_on = b.checks_on;
+            for t in &b.targets {
+                for a in b.addresses.iter().filter(|a| a.host == t.host && a.port == t.port) {
+                    a.state
+                        .label(&b.upstream.name, &format_target(&t.entity.target), checks_on);
+                    live.insert((b.upstream.id, a.host.as_str(), a.port));
+                }
+            }
+        }
+        book.retain(|upstream, host, port| live.contains(&(upstream, host, port)));
     }
 
     /// The upstream named `host`, if any.

@@ -64,6 +64,7 @@ fn weighted_round_robin_and_retries_move_on() {
 #[test]
 fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
     let mut up = upstream(Algorithm::RoundRobin);
+    up.healthchecks.passive.unhealthy.tcp_failures = 1; // a health checker, so health counts
     up.healthchecks.threshold = 0.0;
     let targets = [target(up.id, "a:1", 100), target(up.id, "b:2", 100)];
     let book = HealthBook::default();
@@ -77,10 +78,23 @@ fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
     let b2 = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal2 = b2.get("backend").unwrap();
     assert_eq!(pick_host(bal2, &mut PickState::default()), "b");
-    bal2.set_health("b:2", Some("b"), false).unwrap();
+    bal2.set_health("b:2", Some("b:2"), false).unwrap();
+    assert!(bal2.set_health("b:2", Some("b"), true).is_err(), "no port: Kong's 8000");
     assert!(!bal2.is_healthy());
     assert_eq!(bal2.pick(&mut PickState::default()), None);
     assert!(bal2.set_health("c:3", None, true).is_err());
+    // Without health checks, health is not tracked: every address takes traffic, and setting
+    // it is Kong's error.
+    let plain = upstream(Algorithm::RoundRobin);
+    let b4 = Balancers::new(std::slice::from_ref(&plain), &[target(plain.id, "a:1", 100)], &book);
+    let bal4 = b4.get("backend").unwrap();
+    bal4.address(0).state.set_healthy(false);
+    assert!(bal4.is_healthy());
+    assert_eq!(pick_host(bal4, &mut PickState::default()), "a");
+    assert_eq!(
+        bal4.set_health("a:1", None, false).unwrap_err(),
+        "no healthchecker found for Backend"
+    );
     // A threshold: 50% must be available, so one healthy of two is not enough.
     let mut half = up.clone();
     half.healthchecks.threshold = 50.0;
@@ -93,6 +107,7 @@ fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
 fn consistent_hashing_sticks_and_remaps_little() {
     let mut up = upstream(Algorithm::ConsistentHashing);
     up.hash_on = HashOn::Header;
+    up.healthchecks.passive.unhealthy.tcp_failures = 1;
     let mut targets: Vec<Target> = (1..=4).map(|i| target(up.id, &format!("10.0.0.{i}:80"), 100)).collect();
     let book = HealthBook::default();
     let before = Balancers::new(std::slice::from_ref(&up), &targets, &book);

@@ -1,4 +1,4 @@
-//! The core entity kinds the Admin API serves, with Kong's schemas (`kong/db/schema/entities`):
+//! The core entity kinds the Admin API serves and kong.yml declares, with Kong's schemas (`kong/db/schema/entities`):
 //! fields, defaults, endpoint keys, unique fields and foreign keys.
 
 use std::sync::LazyLock;
@@ -9,6 +9,8 @@ use crate::schema::typedefs;
 use crate::schema::{Conditional, EntityCheck, Field, FieldKind, FieldSchema, RecordSchema};
 
 /// One entity kind.
+// Without the Admin API only the schemas are read (kong.yml's checks).
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 pub(crate) struct Kind {
     /// The table / path name (`services`).
     pub name: &'static str,
@@ -691,6 +693,7 @@ static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
 
 /// Every kind, in dependency order (a kind only references kinds before it, but for
 /// `client_certificate`).
+#[cfg(feature = "admin")]
 pub(crate) fn all() -> &'static [Kind] {
     &KINDS
 }
@@ -701,6 +704,7 @@ pub(crate) fn get(name: &str) -> Option<&'static Kind> {
 }
 
 /// The kind served at `/{path}`.
+#[cfg(feature = "admin")]
 pub(crate) fn by_path(path: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.path == path)
 }
