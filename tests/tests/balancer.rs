@@ -540,3 +540,39 @@ async fn a_dbless_node_takes_health_writes() {
     kong.proxy_client().get("/lb").send().await.assert_status(503);
     kong.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_header_is_the_targets_unless_preserved() {
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let mock = bp.mock_upstream();
+    for (name, host_header) in [("plain.test", None), ("named.test", Some("virtual.test"))] {
+        let u = bp
+            .upstreams()
+            .insert(json!({ "name": name, "host_header": host_header }))
+            .await;
+        bp.targets()
+            .insert(json!({ "upstream": { "id": u["id"] }, "target": mock.to_string() }))
+            .await;
+        let s = bp.services().insert(json!({ "name": name, "host": name })).await;
+        bp.routes()
+            .insert(json!({ "paths": [format!("/{name}")], "service": { "id": s["id"] } }))
+            .await;
+    }
+    let kept = bp.services().insert(json!({ "host": "named.test" })).await;
+    bp.routes()
+        .insert(json!({ "paths": ["/kept"], "preserve_host": true, "service": { "id": kept["id"] } }))
+        .await;
+    let kong = helpers::start_kong(&bp, Conf::default()).await;
+    let host = |path: &'static str| {
+        let kong = &kong;
+        async move {
+            let res = kong.proxy_client().get(path).header("host", "client.test").send().await;
+            res.assert_status(200);
+            res.request().header("host").unwrap()
+        }
+    };
+    assert_eq!(host("/plain.test").await, mock.to_string());
+    assert_eq!(host("/named.test").await, format!("virtual.test:{}", mock.port()));
+    assert_eq!(host("/kept").await, "client.test");
+    kong.stop().await;
+}

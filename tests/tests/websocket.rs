@@ -32,8 +32,8 @@ async fn a_ws_service_balanced_over_an_upstream_entity() {
         ws.send(Frame::new(FrameKind::Text, "$_REQUEST")).await;
         let seen: Value = serde_json::from_slice(&ws.receive().await.unwrap().data).unwrap();
         assert_eq!(seen["path"], "/ws");
-        // The Host is the upstream's name (port 80 is the default and is left out).
-        assert_eq!(seen["headers"]["host"], "echo-upstream", "[#{strategy}]");
+        // The Host is the target's host and port (Kong's set_host_header).
+        assert_eq!(seen["headers"]["host"], bp.mock_upstream().to_string(), "[#{strategy}]");
         ws.send(Frame::close(1000, "bye")).await;
         assert_eq!(ws.receive().await, Some(Frame::close(1000, "bye")));
         kong.stop().await;

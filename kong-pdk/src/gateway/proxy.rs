@@ -455,11 +455,11 @@ async fn send(
     let Balancing { mut tries, mut pick } = balancing;
     let up = &tx.upstream;
     let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
-    if let Some(host) = balancer.and_then(|b| b.host_header.as_deref())
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        headers.insert(HOST, v);
-    }
+    // Kong's `set_host_header`: through a balancer, each try's Host is the upstream's
+    // `host_header`, else the target's host, with the port unless the scheme's default; a
+    // route's `preserve_host` and a plugin's explicit Host stay.
+    let host_per_try =
+        balancer.is_some() && up.host_header.is_none() && !tx.route.as_ref().is_some_and(|r| r.preserve_host);
     // nginx's `proxy_ssl_name $upstream_host`: the Host sent, without its port.
     let server_name = (up.scheme == "https").then(|| {
         let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or(&up.host);
@@ -517,7 +517,36 @@ async fn send(
             }
             _ => (up.host.as_str(), up.port, None),
         };
-        let target = Target { host, port, tls };
+        let try_host = match picked {
+            Some((b, _)) if host_per_try => {
+                let name = b.host_header.as_deref().unwrap_or(host);
+                let default_port = if up.scheme == "https" { 443 } else { 80 };
+                let value = if port == default_port {
+                    name.to_owned()
+                } else if name.contains(':') && !name.starts_with('[') {
+                    format!("[{name}]:{port}")
+                } else {
+                    format!("{name}:{port}")
+                };
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    req.headers_mut().insert(HOST, v);
+                }
+                Some(value)
+            }
+            _ => None,
+        };
+        let try_tls = match (tls, &try_host) {
+            (Some(t), Some(h)) => Some(Tls {
+                config: t.config,
+                server_name: runloop::without_port(h),
+            }),
+            (t, _) => t,
+        };
+        let target = Target {
+            host,
+            port,
+            tls: try_tls,
+        };
         let picked_ns = start_ns.map(|_| crate::tracer::now_ns());
         let started = picked.map(|_| std::time::Instant::now());
         let sent = if websocket {
