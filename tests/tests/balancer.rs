@@ -31,7 +31,8 @@ impl Handler for TriesLogger {
 }
 
 /// A scripted target: answers with its name; `/status/{n}` answers `n`; `/slow` waits 300 ms;
-/// `/health` answers the target's current health status (200 until changed).
+/// `/health` answers the target's current health status (200 until changed); `/host` answers
+/// the Host it got.
 struct Scripted {
     name: String,
     addr: SocketAddr,
@@ -54,6 +55,14 @@ async fn scripted(name: &str) -> Scripted {
                     let (me, h, p) = (me.clone(), h.clone(), p.clone());
                     async move {
                         let path = req.uri().path().to_owned();
+                        if path == "/host" {
+                            let host = req
+                                .headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or_default();
+                            return Ok(hyper::Response::new(Full::new(Bytes::from(host.to_owned()))));
+                        }
                         let status = if path == "/health" {
                             p.fetch_add(1, Ordering::Relaxed);
                             h.load(Ordering::Relaxed)
@@ -575,4 +584,160 @@ async fn the_host_header_is_the_targets_unless_preserved() {
     assert_eq!(host("/named.test").await, format!("virtual.test:{}", mock.port()));
     assert_eq!(host("/kept").await, "client.test");
     kong.stop().await;
+}
+
+/// A local DNS server: answers each query from `records` (name → records), NXDOMAIN for
+/// names it does not know.
+#[derive(Clone, Default)]
+struct DnsStub(Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<hickory_proto::rr::Record>>>>);
+
+impl DnsStub {
+    async fn start(&self) -> SocketAddr {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let records = self.0.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut answer = Message::new();
+                answer
+                    .set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .set_recursion_desired(true)
+                    .set_recursion_available(true)
+                    .set_authoritative(true)
+                    .add_queries(query.queries().to_vec());
+                let q = &query.queries()[0];
+                let name = q.name().to_utf8().trim_end_matches('.').to_ascii_lowercase();
+                let known = records.lock().unwrap().get(&name).cloned();
+                match known {
+                    Some(all) => {
+                        answer.add_answers(all.into_iter().filter(|r| r.record_type() == q.query_type()));
+                    }
+                    None => {
+                        answer.set_response_code(ResponseCode::NXDomain);
+                    }
+                }
+                let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+            }
+        });
+        addr
+    }
+
+    fn set(&self, name: &str, records: Vec<hickory_proto::rr::Record>) {
+        self.0.lock().unwrap().insert(name.to_owned(), records);
+    }
+}
+
+fn a_record(name: &str, ttl: u32) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+    Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, RData::A(A::new(127, 0, 0, 1)))
+}
+
+fn srv_record(name: &str, ttl: u32, port: u16, weight: u16, target: &str) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::SRV};
+    let srv = SRV::new(1, weight, port, Name::from_ascii(target).unwrap());
+    Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, RData::SRV(srv))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_named_by_host_follow_dns_srv_ttls_and_the_hosts_file() {
+    let (a, b, c) = (scripted("a").await, scripted("b").await, scripted("c").await);
+    let stub = DnsStub::default();
+    // srv.test: SRV to a.test (a's port), 1 s TTL; a.test and b.test are 127.0.0.1.
+    stub.set("srv.test", vec![srv_record("srv.test", 1, a.addr.port(), 10, "a.test")]);
+    stub.set("a.test", vec![a_record("a.test", 60)]);
+    stub.set("b.test", vec![a_record("b.test", 60)]);
+    let resolver = stub.start().await;
+    let dir = std::env::temp_dir().join(format!("kong-balancer-dns-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 hosts.test\n").unwrap();
+
+    let bp = helpers::get_db_utils(Strategy::Sqlite, &[]).await;
+    let srv = bp
+        .upstreams()
+        .insert(json!({ "name": "srv.upstream", "use_srv_name": true }))
+        .await;
+    bp.targets()
+        .insert(json!({ "upstream": { "id": srv["id"] }, "target": "srv.test:80" }))
+        .await;
+    let named = bp.upstreams().insert(json!({ "name": "named.upstream" })).await;
+    bp.targets()
+        .insert(json!({ "upstream": { "id": named["id"] }, "target": format!("hosts.test:{}", c.addr.port()) }))
+        .await;
+    let missing = bp.upstreams().insert(json!({ "name": "missing.upstream" })).await;
+    bp.targets()
+        .insert(json!({ "upstream": { "id": missing["id"] }, "target": "nowhere.test:80" }))
+        .await;
+    for name in ["srv", "named", "missing"] {
+        let s = bp
+            .services()
+            .insert(json!({ "name": name, "host": format!("{name}.upstream") }))
+            .await;
+        bp.routes()
+            .insert(json!({ "paths": [format!("/{name}")], "service": { "id": s["id"] } }))
+            .await;
+    }
+    let kong = helpers::start_kong(&bp, Conf::default().dns_resolver(resolver, &hosts)).await;
+
+    // SRV: the record's port, and (use_srv_name) its target name as the Host.
+    helpers::wait_until("srv.test to resolve", Duration::from_secs(10), || async {
+        let res = kong.proxy_client().get("/srv").send().await;
+        res.status() == 200 && res.text() == "a"
+    })
+    .await;
+    let health = kong
+        .admin_client()
+        .get("/upstreams/srv.upstream/health")
+        .send()
+        .await
+        .assert_json();
+    assert_eq!(health["data"][0]["data"]["dns"], "SRV", "{health}");
+    assert_eq!(health["data"][0]["data"]["addresses"][0]["port"], a.addr.port());
+    // The answer changes; once its TTL is over, requests follow it.
+    stub.set("srv.test", vec![srv_record("srv.test", 1, b.addr.port(), 10, "b.test")]);
+    helpers::wait_until("srv.test's new answer", Duration::from_secs(10), || async {
+        kong.proxy_client().get("/srv").send().await.text() == "b"
+    })
+    .await;
+    // use_srv_name: the SRV record's target name is the Host.
+    assert_eq!(
+        kong.proxy_client().get("/srv/host").send().await.text(),
+        format!("b.test:{}", b.addr.port())
+    );
+    // The hosts file answers without a query.
+    helpers::wait_until("hosts.test", Duration::from_secs(10), || async {
+        let health = kong
+            .admin_client()
+            .get("/upstreams/named.upstream/health")
+            .send()
+            .await
+            .assert_json();
+        health["data"][0]["data"]["dns"] == "A" && health["data"][0]["data"]["addresses"][0]["ip"] == "127.0.0.1"
+    })
+    .await;
+    assert_eq!(who(&kong, "/named", &[]).await, "c");
+    // A name nothing answers: DNS_ERROR, and no peer.
+    helpers::wait_until("nowhere.test to fail", Duration::from_secs(10), || async {
+        let health = kong
+            .admin_client()
+            .get("/upstreams/missing.upstream/health")
+            .send()
+            .await
+            .assert_json();
+        health["data"][0]["health"] == "DNS_ERROR"
+    })
+    .await;
+    let res = kong.proxy_client().get("/missing").send().await;
+    res.assert_status(503);
+    kong.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -72,6 +72,9 @@ pub struct Settings {
     /// `nginx_http_client_header_timeout`: how long a client may take to send a request head,
     /// or stay idle between requests, on the proxy and Admin API listeners.
     pub client_header_timeout: std::time::Duration,
+    /// `dns_resolver`, `dns_hostsfile`, `dns_order`, `dns_stale_ttl`: Kong's DNS client for
+    /// targets named by host.
+    pub dns: crate::gateway::DnsSettings,
     /// What the settings hold that this gateway does not act on (unknown keys, `ssl` entries
     /// of the Admin and Status API listeners): `start` logs each as a warning.
     pub ignored: Vec<String>,
@@ -300,6 +303,7 @@ impl Settings {
             mock_upstream: None,
             client_header_timeout: std::time::Duration::from_secs(60),
             ignored: Vec::new(),
+            dns: Default::default(),
         };
         let (mut ssl_cert, mut ssl_key) = (None, None);
         for (k, v) in pairs {
@@ -362,6 +366,25 @@ impl Settings {
                 }
                 "headers" => s.headers = HeaderSettings::parse(&v)?,
                 "lua_ssl_trusted_certificate" => s.lua_ssl_trusted_certificate = v,
+                "dns_resolver" => {
+                    s.dns.resolvers = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|r| !r.is_empty())
+                        .map(|r| {
+                            r.parse::<SocketAddr>()
+                                .or_else(|_| r.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                                .map_err(|_| format!("dns_resolver: invalid address '{r}'"))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "dns_hostsfile" => s.dns.hostsfile = PathBuf::from(&v),
+                "dns_order" => s.dns.order = crate::gateway::DnsSettings::parse_order(&v)?,
+                "dns_stale_ttl" => {
+                    s.dns.stale_ttl = std::time::Duration::from_secs(
+                        v.parse().map_err(|_| format!("dns_stale_ttl: invalid value '{v}'"))?,
+                    )
+                }
                 "nginx_worker_processes" => {
                     s.workers = if v == "auto" {
                         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -679,6 +702,10 @@ pub fn run(s: Settings) -> Result<(), String> {
         let mut proxy = Proxy::new(snapshot, s.headers)
             .with_client_header_timeout(s.client_header_timeout)
             .with_port_maps(&s.port_maps);
+        match crate::gateway::Dns::new(&s.dns) {
+            Ok(dns) => proxy = proxy.with_dns(dns),
+            Err(e) => tracing::warn!(target: "kong", "{e}: targets named by host are resolved by the system at each connection"),
+        }
         if s.proxy_listen.iter().any(|l| l.ssl) || s.stream_listen.iter().any(|(_, l)| l.ssl) {
             proxy = proxy.with_default_certificate(default_certificate(&s)?);
         }
@@ -803,6 +830,40 @@ mod tests {
         assert_eq!(
             Settings::load_with_env(None, None, env).unwrap_err(),
             "proxy_listen: proxy_protocol is not supported on HTTP listeners ('0.0.0.0:8000 proxy_protocol')"
+        );
+    }
+
+    #[test]
+    fn dns_settings_take_kongs_forms() {
+        let env = [
+            ("KONG_DNS_RESOLVER".to_owned(), "10.0.0.2, 10.0.0.3:5353".to_owned()),
+            ("KONG_DNS_ORDER".to_owned(), "srv,A".to_owned()),
+            ("KONG_DNS_STALE_TTL".to_owned(), "60".to_owned()),
+            ("KONG_DNS_HOSTSFILE".to_owned(), "/tmp/hosts".to_owned()),
+        ];
+        let s = Settings::load_with_env(None, None, env).unwrap();
+        assert_eq!(
+            s.dns.resolvers,
+            [
+                "10.0.0.2:53".parse::<SocketAddr>().unwrap(),
+                "10.0.0.3:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            s.dns.order,
+            [crate::gateway::RecordKind::Srv, crate::gateway::RecordKind::A]
+        );
+        assert_eq!(s.dns.stale_ttl.as_secs(), 60);
+        assert_eq!(s.dns.hostsfile, PathBuf::from("/tmp/hosts"));
+        let bad = [("KONG_DNS_ORDER".to_owned(), "A,MX".to_owned())];
+        assert_eq!(
+            Settings::load_with_env(None, None, bad).unwrap_err(),
+            "invalid dns_order: MX"
+        );
+        let bad = [("KONG_DNS_RESOLVER".to_owned(), "dns.example".to_owned())];
+        assert_eq!(
+            Settings::load_with_env(None, None, bad).unwrap_err(),
+            "dns_resolver: invalid address 'dns.example'"
         );
     }
 

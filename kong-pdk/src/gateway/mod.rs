@@ -32,6 +32,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use balancer::dns::{Dns, DnsRecord, DnsSettings, RecordKind, Resolution};
 pub(crate) use balancer::split_target;
 pub use balancer::{Address, Balancer, Balancers, PickState, format_target};
 pub use body::ProxyBody;
@@ -101,6 +102,11 @@ pub struct Proxy {
     port_maps: Vec<(u16, u16)>,
     /// The upstreams' active health checkers.
     checkers: balancer::checks::Checkers,
+    /// The DNS client that resolves targets named by host (`None`: the system resolver, at
+    /// each connection).
+    dns: Option<Arc<Dns>>,
+    /// The upstreams' resolvers.
+    refreshers: balancer::dns::Refreshers,
 }
 
 /// The connection a request arrived on.
@@ -187,6 +193,8 @@ impl Proxy {
         checkers.sync(&snapshot.upstreams);
         Proxy {
             checkers,
+            dns: None,
+            refreshers: Default::default(),
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             tasks: tokio_util::task::TaskTracker::new(),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -215,6 +223,17 @@ impl Proxy {
             .map_or(local, |(host, _)| *host)
     }
 
+    /// Resolves upstream targets named by host with `dns` (Kong's DNS client: record TTLs,
+    /// SRV, `dns_order`, the hosts file) instead of the system resolver at each connection.
+    pub fn with_dns(mut self, dns: Dns) -> Proxy {
+        let dns = Arc::new(dns);
+        let snapshot = self.snapshot();
+        self.refreshers
+            .sync(&snapshot.upstreams, &dns, &snapshot.plugins.plugins().node().health);
+        self.dns = Some(dns);
+        self
+    }
+
     /// Sets how long a client may take to complete a TLS handshake or send a request head, and
     /// stay idle between keep-alive requests (nginx's `client_header_timeout`, 60 s by
     /// default); then the connection is closed.
@@ -241,8 +260,12 @@ impl Proxy {
     /// Replaces the snapshot. Call `snapshot.plugins.configure()` first, as Kong runs
     /// `configure` before the new configuration takes traffic.
     pub fn swap(&self, snapshot: Snapshot) {
-        snapshot.upstreams.adopt(&snapshot.plugins.plugins().node().health);
+        let health = &snapshot.plugins.plugins().node().health;
+        snapshot.upstreams.adopt(health);
         self.checkers.sync(&snapshot.upstreams);
+        if let Some(dns) = &self.dns {
+            self.refreshers.sync(&snapshot.upstreams, dns, health);
+        }
         self.snapshot.store(Arc::new(snapshot));
     }
 

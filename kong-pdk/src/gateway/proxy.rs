@@ -428,7 +428,7 @@ pub(crate) fn balance(snap: &super::Snapshot, tx: &mut Transaction) -> Option<su
     if cookie.is_some() {
         tx.hash_cookie = cookie;
     }
-    Some(super::balancer::PickState::new(input.as_deref(), b))
+    Some(super::balancer::PickState::new(input.as_deref(), &b))
 }
 
 /// A request's balancer state and its record of tries.
@@ -454,7 +454,8 @@ async fn send(
 ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
     let Balancing { mut tries, mut pick } = balancing;
     let up = &tx.upstream;
-    let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
+    let current = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
+    let balancer = current.as_ref();
     // Kong's `set_host_header`: through a balancer, each try's Host is the upstream's
     // `host_header`, else the target's host, with the port unless the scheme's default; a
     // route's `preserve_host` and a plugin's explicit Host stay.
@@ -518,8 +519,10 @@ async fn send(
             _ => (up.host.as_str(), up.port, None),
         };
         let try_host = match picked {
-            Some((b, _)) if host_per_try => {
-                let name = b.host_header.as_deref().unwrap_or(host);
+            Some((b, i)) if host_per_try => {
+                // use_srv_name: an SRV answer's target name rather than its address.
+                let srv = b.address(i).srv_name.as_deref().filter(|_| b.upstream.use_srv_name);
+                let name = b.host_header.as_deref().or(srv).unwrap_or(host);
                 let default_port = if up.scheme == "https" { 443 } else { 80 };
                 let value = if port == default_port {
                     name.to_owned()

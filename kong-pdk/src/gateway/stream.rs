@@ -384,7 +384,8 @@ async fn connect_upstream(
         };
         (snap.upstream_tls.get(tx.service.as_ref().map(|s| s.id)).clone(), name)
     });
-    let balancer = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
+    let current = snap.upstreams.get(&up.host).filter(|_| pick.is_some());
+    let balancer = current.as_ref();
     let timeout = Duration::from_millis(up.timeouts.connect.max(1));
     for _ in 0..=up.retries {
         let start_ns = crate::tracer::now_ns();

@@ -160,7 +160,8 @@ impl Proxy {
 /// target, else its host and port).
 async fn udp_upstream(snap: &super::Snapshot, tx: &Transaction) -> Option<UdpSocket> {
     let up = &tx.upstream;
-    let (host, port) = match snap.upstreams.get(&up.host) {
+    let current = snap.upstreams.get(&up.host);
+    let (host, port) = match current.as_ref() {
         Some(b) => {
             let (input, _) = super::balancer::hash_input(&b.upstream, tx);
             let a = b.address(b.pick(&mut super::PickState::new(input.as_deref(), b))?);

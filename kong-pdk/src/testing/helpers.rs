@@ -619,9 +619,23 @@ pub struct Conf {
     declarative_config: Option<String>,
     tracing: Option<crate::tracer::TracingSettings>,
     db_update_frequency: Option<std::time::Duration>,
+    dns: Option<crate::gateway::DnsSettings>,
 }
 
 impl Conf {
+    /// Kong's DNS client for targets named by host, asking `resolver` (a local DNS stub) and
+    /// reading `hostsfile` (`dns_resolver`, `dns_hostsfile`; `dns_order` and `dns_stale_ttl`
+    /// at their defaults). Without it, host names go to the system resolver at each
+    /// connection.
+    pub fn dns_resolver(mut self, resolver: std::net::SocketAddr, hostsfile: &std::path::Path) -> Conf {
+        self.dns = Some(crate::gateway::DnsSettings {
+            resolvers: vec![resolver],
+            hostsfile: hostsfile.to_owned(),
+            ..Default::default()
+        });
+        self
+    }
+
     /// Kong's `headers` setting (`off`, `server_tokens,latency_tokens`, ...).
     pub fn headers(mut self, headers: &str) -> Conf {
         self.headers = Some(headers.to_owned());
@@ -685,6 +699,16 @@ pub async fn start_kong(bp: &Blueprint, conf: Conf) -> Gateway {
     start_node(bp, conf, bp.0.plugins.clone(), true).await
 }
 
+/// The proxy with `conf`'s DNS client, if it has one.
+fn with_dns(proxy: Proxy, conf: &Conf) -> Proxy {
+    match &conf.dns {
+        Some(settings) => {
+            proxy.with_dns(crate::gateway::Dns::new(settings).unwrap_or_else(|e| panic!("start_kong: {e}")))
+        }
+        None => proxy,
+    }
+}
+
 /// Starts another gateway node on `bp`'s database: its own plugins (so its own plugin states,
 /// such as in-memory counters), its own listeners, the same entities and the same shared
 /// tables, as a second Kong process on one PostgreSQL would be. Entities inserted through the
@@ -732,7 +756,8 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
                 .snapshot(&plugins)
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: declarative config is invalid: {e}"));
-            let proxy = Arc::new(Proxy::new(snapshot, headers).with_default_certificate(default_certificate()));
+            let proxy = with_dns(Proxy::new(snapshot, headers), &conf);
+            let proxy = Arc::new(proxy.with_default_certificate(default_certificate()));
             let admin = Admin::dbless(&config, plugins.clone(), proxy.clone())
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: {e}"));
@@ -742,7 +767,8 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
             // A node on the blueprint's store, as Kong started on the test database; the
             // blueprint writes through its Admin API from now on.
             let empty = Snapshot::empty(plugins.clone());
-            let proxy = Arc::new(Proxy::new(empty, headers).with_default_certificate(default_certificate()));
+            let proxy = with_dns(Proxy::new(empty, headers), &conf);
+            let proxy = Arc::new(proxy.with_default_certificate(default_certificate()));
             let admin = Admin::new(inner.store.clone(), plugins.clone(), proxy.clone())
                 .await
                 .unwrap_or_else(|e| panic!("start_kong: {e}"));

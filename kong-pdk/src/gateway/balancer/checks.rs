@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{Balancer, Balancers};
+use super::{Balancer, Balancers, Slot};
 use crate::entities::{CheckType, Upstream};
 use crate::health::{Report, Thresholds};
 
@@ -25,10 +25,15 @@ struct Started {
 }
 
 impl Started {
+    /// The configuration's side of `b`: its upstream and targets (not what DNS made of them).
     fn of(b: &Balancer) -> Started {
         Started {
             upstream: b.upstream.clone(),
-            addresses: b.addresses.iter().map(|a| (a.host.clone(), a.port, a.weight)).collect(),
+            addresses: b
+                .targets
+                .iter()
+                .map(|t| (t.host.clone(), t.port, t.entity.weight))
+                .collect(),
         }
     }
 }
@@ -44,16 +49,17 @@ impl Checkers {
     /// get a checker, removed ones lose theirs. Outside a Tokio runtime, nothing starts.
     pub(crate) fn sync(&self, balancers: &Balancers) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let wanted: HashMap<Uuid, &Arc<Balancer>> = balancers
-            .iter()
-            .filter(|b| {
+        let wanted: HashMap<Uuid, (&Arc<Slot>, Started)> = balancers
+            .slots()
+            .filter_map(|slot| {
+                let b = slot.load();
                 let a = &b.upstream.healthchecks.active;
-                a.healthy.interval() > 0.0 || a.unhealthy.interval() > 0.0
+                (a.healthy.interval() > 0.0 || a.unhealthy.interval() > 0.0)
+                    .then(|| (b.upstream.id, (slot, Started::of(&b))))
             })
-            .map(|b| (b.upstream.id, b))
             .collect();
         running.retain(|id, (started, task)| {
-            let keep = wanted.get(id).is_some_and(|b| Started::of(b) == *started);
+            let keep = wanted.get(id).is_some_and(|(_, now)| now == started);
             if !keep {
                 task.abort();
             }
@@ -62,12 +68,12 @@ impl Checkers {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        for (id, b) in wanted {
+        for (id, (slot, started)) in wanted {
             if running.contains_key(&id) {
                 continue;
             }
-            let task = runtime.spawn(run(b.clone()));
-            running.insert(id, (Started::of(b), task.abort_handle()));
+            let task = runtime.spawn(run(slot.clone()));
+            running.insert(id, (started, task.abort_handle()));
         }
     }
 }
@@ -81,12 +87,13 @@ impl Drop for Checkers {
     }
 }
 
-/// Probes `b`'s addresses until aborted.
-async fn run(b: Arc<Balancer>) {
+/// Probes the addresses of the slot's balancer (as DNS leaves it) until aborted.
+async fn run(slot: Arc<Slot>) {
+    let b = slot.load_full();
     let active = &b.upstream.healthchecks.active;
     let limits = Thresholds::of(&active.healthy, &active.unhealthy);
     let side = |healthy: bool, every: f64| {
-        let b = b.clone();
+        let slot = slot.clone();
         async move {
             if every <= 0.0 {
                 return std::future::pending().await;
@@ -95,7 +102,7 @@ async fn run(b: Arc<Balancer>) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                round(&b, healthy, &limits).await;
+                round(&slot.load_full(), healthy, &limits).await;
             }
         }
     };

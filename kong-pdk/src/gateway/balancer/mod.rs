@@ -14,6 +14,7 @@
 //! balancers of every snapshot share it. Active probes run in [`checks`].
 
 pub(crate) mod checks;
+pub(crate) mod dns;
 mod hash;
 
 use std::collections::HashMap;
@@ -53,7 +54,15 @@ struct TargetEntry {
     entity: Target,
     host: String,
     port: u16,
+    /// Kong's `dns` of the target's health: the record type that answered, `ttl=0, virtual
+    /// SRV`, or the resolution's error.
+    dns: String,
+    /// Whether the name resolved to nothing (Kong's `DNS_ERROR`).
+    dns_error: bool,
 }
+
+/// What the targets' host names resolved to, by lowercase name.
+pub(crate) type Resolved = HashMap<String, Result<dns::Resolution, String>>;
 
 /// An address a request can go to.
 #[derive(Debug)]
@@ -66,6 +75,10 @@ pub struct Address {
     pub weight: u32,
     /// Its health, requests in flight and latency.
     pub state: Arc<PeerState>,
+    /// The target it comes from (an index into the upstream's targets).
+    target: usize,
+    /// The SRV record's target name it was found by (`use_srv_name`).
+    pub srv_name: Option<String>,
 }
 
 #[derive(Debug)]
@@ -202,24 +215,55 @@ impl PickState {
 }
 
 impl Balancer {
-    fn new(upstream: &Upstream, targets: &[&Target], book: &HealthBook) -> Balancer {
+    fn new(upstream: &Upstream, targets: &[&Target], book: &HealthBook, resolved: &Resolved) -> Balancer {
         let mut entries = Vec::new();
         let mut addresses = Vec::new();
-        for t in targets {
+        for (index, t) in targets.iter().enumerate() {
             let (host, port) = split_target(&t.target);
-            if t.weight > 0 {
-                let state = book.peer(upstream.id, &host, port);
-                addresses.push(Address {
-                    host: host.clone(),
-                    port,
-                    weight: t.weight,
-                    state,
-                });
-            }
+            let ip = host.parse::<std::net::IpAddr>().ok();
+            let mut add = |host: String, port: u16, weight: u32, srv_name: Option<String>| {
+                if t.weight > 0 && weight > 0 {
+                    let state = book.peer(upstream.id, &host, port);
+                    addresses.push(Address {
+                        host,
+                        port,
+                        weight,
+                        state,
+                        target: index,
+                        srv_name,
+                    });
+                }
+            };
+            let (dns, dns_error) = match (ip, resolved.get(&host.to_ascii_lowercase())) {
+                (Some(ip), _) => {
+                    add(host.clone(), port, t.weight, None);
+                    ((if ip.is_ipv4() { "A" } else { "AAAA" }).to_owned(), false)
+                }
+                // Not resolved yet (or no DNS client): the name, resolved at connection.
+                (None, None) => {
+                    add(host.clone(), port, t.weight, None);
+                    ("unknown".to_owned(), false)
+                }
+                // TTL 0: Kong's "virtual SRV", the name resolved at each connection.
+                (None, Some(Ok(r))) if r.ttl.is_zero() => {
+                    add(host.clone(), port, t.weight, None);
+                    ("ttl=0, virtual SRV".to_owned(), false)
+                }
+                (None, Some(Ok(r))) => {
+                    for rec in &r.records {
+                        let weight = rec.weight.map_or(t.weight, |w| u32::from(w.max(1)));
+                        add(rec.ip.to_string(), rec.port.unwrap_or(port), weight, rec.name.clone());
+                    }
+                    (r.kind.to_owned(), false)
+                }
+                (None, Some(Err(e))) => (e.clone(), true),
+            };
             entries.push(TargetEntry {
                 entity: (*t).clone(),
                 host,
                 port,
+                dns,
+                dns_error,
             });
         }
         let picker = match upstream.algorithm {
@@ -363,6 +407,34 @@ impl Balancer {
         best.map(|(i, _)| i)
     }
 
+    /// Names the addresses after the upstream and their targets (for the node's health view).
+    pub(crate) fn label(&self) {
+        for a in &self.addresses {
+            let t = &self.targets[a.target];
+            a.state
+                .label(&self.upstream.name, &format_target(&t.entity.target), self.checks_on);
+        }
+    }
+
+    /// This balancer with its targets' host names resolved as `resolved` says.
+    pub(crate) fn resolved(&self, book: &HealthBook, resolved: &Resolved) -> Balancer {
+        let targets: Vec<&Target> = self.targets.iter().map(|t| &t.entity).collect();
+        Balancer::new(&self.upstream, &targets, book, resolved)
+    }
+
+    /// The host names among the targets (those the DNS client resolves).
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .targets
+            .iter()
+            .filter(|t| t.host.parse::<std::net::IpAddr>().is_err())
+            .map(|t| t.host.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Records a try at address `index` that took `elapsed`: its response time for the
     /// latency balancer, and its outcome for the passive health checks (`Ok(0)`: a reused
     /// connection found closed, sent again, which says nothing about the target).
@@ -418,12 +490,9 @@ impl Balancer {
         let using = self.upstream.uses_healthchecks();
         self.targets
             .iter()
-            .map(|t| {
-                let addrs: Vec<&Address> = self
-                    .addresses
-                    .iter()
-                    .filter(|a| a.host == t.host && a.port == t.port)
-                    .collect();
+            .enumerate()
+            .map(|(index, t)| {
+                let addrs: Vec<&Address> = self.addresses.iter().filter(|a| a.target == index).collect();
                 let health_of = |a: &Address| match (using, a.state.is_healthy()) {
                     (false, _) => "HEALTHCHECKS_OFF",
                     (true, true) => "HEALTHY",
@@ -440,6 +509,9 @@ impl Balancer {
                         _ => {}
                     }
                 }
+                if t.dns_error {
+                    health = "DNS_ERROR";
+                }
                 let entity = serde_json::to_value(&t.entity).unwrap_or(Value::Null);
                 (entity, health, self.target_status(t, &addrs, using))
             })
@@ -453,10 +525,7 @@ impl Balancer {
             .filter(|a| !a.state.is_healthy())
             .map(|a| u64::from(a.weight))
             .sum();
-        let dns = match crate::schema::typedefs::parse_host(&t.host) {
-            Ok((crate::schema::typedefs::HostKind::Ipv6, _)) => "AAAA",
-            _ => "A",
-        };
+        let dns = &t.dns;
         let addresses: Vec<Value> = if t.entity.weight == 0 {
             // Kong lists the address of a weight-0 target with its health checks off.
             vec![json!({ "ip": t.host, "port": t.port, "weight": 0, "health": "HEALTHCHECKS_OFF" })]
@@ -492,12 +561,9 @@ impl Balancer {
         let hosts: Vec<Value> = self
             .targets
             .iter()
-            .map(|t| {
-                let addrs: Vec<&Address> = self
-                    .addresses
-                    .iter()
-                    .filter(|a| a.host == t.host && a.port == t.port)
-                    .collect();
+            .enumerate()
+            .map(|(index, t)| {
+                let addrs: Vec<&Address> = self.addresses.iter().filter(|a| a.target == index).collect();
                 let mut status = self.target_status(t, &addrs, using);
                 for a in status["addresses"].as_array_mut().into_iter().flatten() {
                     let h = a["health"] != "UNHEALTHY";
@@ -531,16 +597,15 @@ impl Balancer {
             return Err(format!("no healthchecker found for {}", self.upstream.name));
         }
         let (host, port) = split_target(target);
-        let (ip, ip_port) = match address {
-            Some(a) => split_address(a),
-            None => (host.clone(), None),
-        };
+        let index = self.targets.iter().position(|t| t.host == host && t.port == port);
+        let given = address.map(split_address);
         let mut found = false;
-        for a in &self.addresses {
-            let same_target = a.host == host && a.port == port;
+        for a in self.addresses.iter().filter(|a| Some(a.target) == index) {
             // An address without a port means Kong's default, 8000.
-            let same_address = a.host == ip && (address.is_none() || ip_port.unwrap_or(8000) == a.port);
-            if same_target && same_address {
+            let same_address = given
+                .as_ref()
+                .is_none_or(|(ip, ip_port)| a.host == *ip && ip_port.unwrap_or(8000) == a.port);
+            if same_address {
                 found = true;
                 if a.state.set_healthy(healthy) {
                     let now = if healthy { "healthy" } else { "unhealthy" };
@@ -556,19 +621,23 @@ impl Balancer {
     }
 }
 
+/// One upstream's balancer, replaced whole when DNS answers change its addresses.
+pub(crate) type Slot = arc_swap::ArcSwap<Balancer>;
+
 /// Upstreams by name.
 #[derive(Debug, Default)]
-pub struct Balancers(HashMap<String, Arc<Balancer>>);
+pub struct Balancers(HashMap<String, Arc<Slot>>);
 
 impl Balancers {
     /// Indexes `upstreams` with their `targets` (`host:port`, port 8000 when omitted); the
-    /// addresses' health comes from, and stays in, `book`, which forgets addresses no longer
-    /// configured.
+    /// addresses' health comes from, and stays in, `book`. Targets named by host go by the
+    /// name until the DNS client resolves them.
     pub fn new(upstreams: &[Upstream], targets: &[Target], book: &HealthBook) -> Balancers {
         let mut map = HashMap::new();
         for u in upstreams {
             let mine: Vec<&Target> = targets.iter().filter(|t| t.upstream.id == u.id).collect();
-            map.insert(u.name.to_ascii_lowercase(), Arc::new(Balancer::new(u, &mine, book)));
+            let b = Balancer::new(u, &mine, book, &Resolved::new());
+            map.insert(u.name.to_ascii_lowercase(), Arc::new(Slot::from_pointee(b)));
         }
         Balancers(map)
     }
@@ -579,39 +648,41 @@ impl Balancers {
     /// it was).
     pub fn adopt(&self, book: &HealthBook) {
         let mut live = std::collections::HashSet::new();
-        for b in self.0.values() {
-            let checks_on = b.checks_on;
-            for t in &b.targets {
-                for a in b.addresses.iter().filter(|a| a.host == t.host && a.port == t.port) {
-                    a.state
-                        .label(&b.upstream.name, &format_target(&t.entity.target), checks_on);
-                    live.insert((b.upstream.id, a.host.as_str(), a.port));
-                }
+        for b in self.iter() {
+            b.label();
+            for a in &b.addresses {
+                live.insert((b.upstream.id, a.host.clone(), a.port));
             }
         }
-        book.retain(|upstream, host, port| live.contains(&(upstream, host, port)));
+        book.retain(|upstream, host, port| live.contains(&(upstream, host.to_owned(), port)));
     }
 
     /// The upstream named `host`, if any.
-    pub fn get(&self, host: &str) -> Option<&Arc<Balancer>> {
+    pub fn get(&self, host: &str) -> Option<Arc<Balancer>> {
         if self.0.is_empty() {
             return None;
         }
         // Names are kept lowercase; most hosts already are, so no allocation then.
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let slot = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.0.get(&host.to_ascii_lowercase())
         } else {
             self.0.get(host)
-        }
+        };
+        slot.map(|s| s.load_full())
     }
 
     /// The upstream with id `id`, if any.
-    pub fn by_id(&self, id: Uuid) -> Option<&Arc<Balancer>> {
-        self.0.values().find(|b| b.upstream.id == id)
+    pub fn by_id(&self, id: Uuid) -> Option<Arc<Balancer>> {
+        self.iter().find(|b| b.upstream.id == id)
     }
 
-    /// Every upstream.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Balancer>> {
+    /// Every upstream, as it stands.
+    pub fn iter(&self) -> impl Iterator<Item = Arc<Balancer>> + '_ {
+        self.0.values().map(|s| s.load_full())
+    }
+
+    /// Every upstream's slot.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
         self.0.values()
     }
 }

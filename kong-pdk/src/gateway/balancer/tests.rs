@@ -38,6 +38,7 @@ fn weighted_round_robin_and_retries_move_on() {
     let book = HealthBook::default();
     let b = Balancers::new(&[up], &targets, &book);
     let bal = b.get("backend").unwrap();
+    let bal = &*bal;
     let mut counts = HashMap::new();
     for _ in 0..400 {
         *counts.entry(pick_host(bal, &mut PickState::default())).or_insert(0) += 1;
@@ -70,6 +71,7 @@ fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
     let book = HealthBook::default();
     let b = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal = b.get("backend").unwrap();
+    let bal = &*bal;
     bal.set_health("a:1", None, false).unwrap();
     for _ in 0..10 {
         assert_eq!(pick_host(bal, &mut PickState::default()), "b");
@@ -77,6 +79,7 @@ fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
     // Health survives a rebuild of the balancers.
     let b2 = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal2 = b2.get("backend").unwrap();
+    let bal2 = &*bal2;
     assert_eq!(pick_host(bal2, &mut PickState::default()), "b");
     bal2.set_health("b:2", Some("b:2"), false).unwrap();
     assert!(bal2.set_health("b:2", Some("b"), true).is_err(), "no port: Kong's 8000");
@@ -88,6 +91,7 @@ fn unhealthy_addresses_are_skipped_and_none_left_is_no_peer() {
     let plain = upstream(Algorithm::RoundRobin);
     let b4 = Balancers::new(std::slice::from_ref(&plain), &[target(plain.id, "a:1", 100)], &book);
     let bal4 = b4.get("backend").unwrap();
+    let bal4 = &*bal4;
     bal4.address(0).state.set_healthy(false);
     assert!(bal4.is_healthy());
     assert_eq!(pick_host(bal4, &mut PickState::default()), "a");
@@ -112,6 +116,7 @@ fn consistent_hashing_sticks_and_remaps_little() {
     let book = HealthBook::default();
     let before = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal = before.get("backend").unwrap();
+    let bal = &*bal;
     let keys: Vec<String> = (0..2000).map(|i| format!("client-{i}")).collect();
     let pick = |bal: &Balancer, key: &str| {
         let mut s = PickState::new(Some(key), bal);
@@ -122,7 +127,7 @@ fn consistent_hashing_sticks_and_remaps_little() {
     let again = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     for (k, t) in keys.iter().zip(&first) {
         assert_eq!(&pick(bal, k), t);
-        assert_eq!(&pick(again.get("backend").unwrap(), k), t);
+        assert_eq!(&pick(&again.get("backend").unwrap(), k), t);
     }
     // Every target gets a fair share.
     for i in 1..=4 {
@@ -135,7 +140,7 @@ fn consistent_hashing_sticks_and_remaps_little() {
     let moved: Vec<(String, String)> = keys
         .iter()
         .zip(&first)
-        .map(|(k, t)| (t.clone(), pick(after.get("backend").unwrap(), k)))
+        .map(|(k, t)| (t.clone(), pick(&after.get("backend").unwrap(), k)))
         .filter(|(a, b)| a != b)
         .collect();
     assert!(
@@ -146,6 +151,7 @@ fn consistent_hashing_sticks_and_remaps_little() {
     assert!(moved.len() < 700, "{} of 2000 keys moved", moved.len());
     // An unhealthy target's keys go to the next point on the ring; a retry too.
     let b = after.get("backend").unwrap();
+    let b = &*b;
     let key = &keys[0];
     let owner = pick(b, key);
     let mut s = PickState::new(Some(key), b);
@@ -168,6 +174,7 @@ fn least_connections_prefers_the_idle_and_weights_count() {
     let book = HealthBook::default();
     let b = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal = b.get("backend").unwrap();
+    let bal = &*bal;
     // Sequential requests that finish go round.
     let seq: Vec<String> = (0..4).map(|_| pick_host(bal, &mut PickState::default())).collect();
     assert_eq!(seq.iter().filter(|h| *h == "a").count(), 2, "{seq:?}");
@@ -184,6 +191,7 @@ fn least_connections_prefers_the_idle_and_weights_count() {
     let targets2 = [target(up2.id, "c:1", 300), target(up2.id, "d:2", 100)];
     let b2 = Balancers::new(std::slice::from_ref(&up2), &targets2, &book);
     let bal2 = b2.get("backend").unwrap();
+    let bal2 = &*bal2;
     let mut guards = Vec::new();
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -201,6 +209,7 @@ fn latency_prefers_the_faster_target() {
     let book = HealthBook::default();
     let b = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal = b.get("backend").unwrap();
+    let bal = &*bal;
     for a in bal.addresses() {
         a.state.record_latency(if a.host == "slow" { 0.5 } else { 0.01 });
     }
@@ -222,6 +231,7 @@ fn passive_checks_open_the_circuit_and_statuses_count() {
     let book = HealthBook::default();
     let b = Balancers::new(std::slice::from_ref(&up), &targets, &book);
     let bal = b.get("backend").unwrap();
+    let bal = &*bal;
     let a = bal.addresses().iter().position(|x| x.host == "a").unwrap();
     bal.report(a, Ok(500));
     bal.report(a, Ok(404)); // in neither list: no effect
