@@ -648,13 +648,19 @@ impl Balancers {
     /// it was).
     pub fn adopt(&self, book: &HealthBook) {
         let mut live = std::collections::HashSet::new();
+        // Upstreams with targets named by host keep their addresses' states: what DNS made of
+        // the names is not known yet when a configuration goes live.
+        let mut named = std::collections::HashSet::new();
         for b in self.iter() {
             b.label();
             for a in &b.addresses {
                 live.insert((b.upstream.id, a.host.clone(), a.port));
             }
+            if !b.names().is_empty() {
+                named.insert(b.upstream.id);
+            }
         }
-        book.retain(|upstream, host, port| live.contains(&(upstream, host.to_owned(), port)));
+        book.retain(|upstream, host, port| named.contains(&upstream) || live.contains(&(upstream, host.to_owned(), port)));
     }
 
     /// The upstream named `host`, if any.
