@@ -660,7 +660,9 @@ impl Balancers {
                 named.insert(b.upstream.id);
             }
         }
-        book.retain(|upstream, host, port| named.contains(&upstream) || live.contains(&(upstream, host.to_owned(), port)));
+        book.retain(|upstream, host, port| {
+            named.contains(&upstream) || live.contains(&(upstream, host.to_owned(), port))
+        });
     }
 
     /// The upstream named `host`, if any.
