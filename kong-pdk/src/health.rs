@@ -32,6 +32,8 @@ use crate::entities::{Healthy, Unhealthy};
 #[derive(Debug, Default)]
 pub struct HealthBook {
     peers: Mutex<HashMap<(Uuid, String, u16), Arc<PeerState>>>,
+    /// Targets whose host name resolved to nothing: (upstream id, target) → upstream name.
+    dns_errors: Mutex<HashMap<(Uuid, String), String>>,
 }
 
 impl HealthBook {
@@ -78,14 +80,37 @@ impl HealthBook {
                 })
             })
             .collect();
+        let errors = self.dns_errors.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(errors.iter().map(|((_, target), upstream)| TargetHealth {
+            upstream: upstream.clone(),
+            target: target.clone(),
+            address: String::new(),
+            state: "dns_error",
+        }));
         out.sort_by(|a, b| (&a.upstream, &a.target, &a.address).cmp(&(&b.upstream, &b.target, &b.address)));
         out
     }
 
-    /// Forgets the addresses `keep` refuses (targets and upstreams no longer configured).
+    /// Records whether the target `target` (`host:port`) of upstream `upstream` (named
+    /// `name`) resolved to nothing.
+    pub fn set_dns_error(&self, upstream: Uuid, name: &str, target: &str, failed: bool) {
+        let mut errors = self.dns_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if failed {
+            errors.insert((upstream, target.to_owned()), name.to_owned());
+        } else {
+            errors.remove(&(upstream, target.to_owned()));
+        }
+    }
+
+    /// Forgets the addresses `keep` refuses (targets and upstreams no longer configured), and
+    /// the name errors of upstreams it refuses every address of.
     pub fn retain(&self, mut keep: impl FnMut(Uuid, &str, u16) -> bool) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|(u, h, p), _| keep(*u, h, *p));
+        let live: std::collections::HashSet<Uuid> = peers.keys().map(|(u, _, _)| *u).collect();
+        drop(peers);
+        let mut errors = self.dns_errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.retain(|(u, _), _| live.contains(u) || keep(*u, "", 0));
     }
 }
 
@@ -340,6 +365,27 @@ mod tests {
             assert_eq!(p.report(Report::Timeout, &off), None);
         }
         assert!(p.is_healthy());
+    }
+
+    #[test]
+    fn the_node_view_names_addresses_and_names_that_failed() {
+        let book = HealthBook::default();
+        let up = Uuid::new_v4();
+        let peer = book.peer(up, "10.0.0.1", 80);
+        peer.label("u", "10.0.0.1:80", true);
+        book.set_dns_error(up, "u", "gone.test:80", true);
+        let all = book.targets();
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].address.as_str(), all[0].state), ("10.0.0.1:80", "healthy"));
+        assert_eq!(
+            (all[1].target.as_str(), all[1].address.as_str(), all[1].state),
+            ("gone.test:80", "", "dns_error")
+        );
+        book.set_dns_error(up, "u", "gone.test:80", false);
+        assert_eq!(book.targets().len(), 1);
+        book.set_dns_error(up, "u", "gone.test:80", true);
+        book.retain(|_, _, _| false);
+        assert!(book.targets().is_empty());
     }
 
     #[test]

@@ -380,10 +380,15 @@ impl Settings {
                 }
                 "dns_hostsfile" => s.dns.hostsfile = PathBuf::from(&v),
                 "dns_order" => s.dns.order = crate::gateway::DnsSettings::parse_order(&v)?,
-                "dns_stale_ttl" => {
-                    s.dns.stale_ttl = std::time::Duration::from_secs(
-                        v.parse().map_err(|_| format!("dns_stale_ttl: invalid value '{v}'"))?,
-                    )
+                "dns_stale_ttl" | "dns_not_found_ttl" | "dns_error_ttl" | "dns_valid_ttl" => {
+                    let secs: u64 = v.parse().map_err(|_| format!("{k}: invalid value '{v}'"))?;
+                    let ttl = std::time::Duration::from_secs(secs);
+                    match k.as_str() {
+                        "dns_stale_ttl" => s.dns.stale_ttl = ttl,
+                        "dns_not_found_ttl" => s.dns.not_found_ttl = ttl,
+                        "dns_error_ttl" => s.dns.error_ttl = ttl,
+                        _ => s.dns.valid_ttl = Some(ttl),
+                    }
                 }
                 "nginx_worker_processes" => {
                     s.workers = if v == "auto" {
@@ -839,6 +844,7 @@ mod tests {
             ("KONG_DNS_RESOLVER".to_owned(), "10.0.0.2, 10.0.0.3:5353".to_owned()),
             ("KONG_DNS_ORDER".to_owned(), "srv,A".to_owned()),
             ("KONG_DNS_STALE_TTL".to_owned(), "60".to_owned()),
+            ("KONG_DNS_VALID_TTL".to_owned(), "5".to_owned()),
             ("KONG_DNS_HOSTSFILE".to_owned(), "/tmp/hosts".to_owned()),
         ];
         let s = Settings::load_with_env(None, None, env).unwrap();
@@ -854,6 +860,8 @@ mod tests {
             [crate::gateway::RecordKind::Srv, crate::gateway::RecordKind::A]
         );
         assert_eq!(s.dns.stale_ttl.as_secs(), 60);
+        assert_eq!(s.dns.valid_ttl, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(s.dns.error_ttl.as_secs(), 1);
         assert_eq!(s.dns.hostsfile, PathBuf::from("/tmp/hosts"));
         let bad = [("KONG_DNS_ORDER".to_owned(), "A,MX".to_owned())];
         assert_eq!(

@@ -43,6 +43,12 @@ pub struct DnsSettings {
     pub order: Vec<RecordKind>,
     /// `dns_stale_ttl`: how long a name that stops resolving keeps its last answer (3600 s).
     pub stale_ttl: Duration,
+    /// `dns_valid_ttl`: a TTL every answer gets instead of its records' (unset by default).
+    pub valid_ttl: Option<Duration>,
+    /// `dns_not_found_ttl`: when a name that does not exist is asked again (30 s).
+    pub not_found_ttl: Duration,
+    /// `dns_error_ttl`: when a name whose query failed is asked again (1 s).
+    pub error_ttl: Duration,
 }
 
 impl Default for DnsSettings {
@@ -52,6 +58,9 @@ impl Default for DnsSettings {
             hostsfile: "/etc/hosts".into(),
             order: vec![RecordKind::Last, RecordKind::Srv, RecordKind::A, RecordKind::Cname],
             stale_ttl: Duration::from_secs(3600),
+            valid_ttl: None,
+            not_found_ttl: Duration::from_secs(30),
+            error_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +123,10 @@ pub struct Dns {
     order: Vec<RecordKind>,
     /// `dns_stale_ttl`.
     pub(crate) stale_ttl: Duration,
+    valid_ttl: Option<Duration>,
+    /// `dns_not_found_ttl` and `dns_error_ttl`.
+    pub(crate) not_found_ttl: Duration,
+    pub(crate) error_ttl: Duration,
     /// The type that answered each name last (`LAST`).
     last: Mutex<HashMap<String, RecordKind>>,
 }
@@ -158,12 +171,21 @@ impl Dns {
             hosts: read_hosts(&settings.hostsfile),
             order: settings.order.clone(),
             stale_ttl: settings.stale_ttl,
+            valid_ttl: settings.valid_ttl,
+            not_found_ttl: settings.not_found_ttl,
+            error_ttl: settings.error_ttl,
             last: Mutex::default(),
         })
     }
 
     /// Resolves `name` (a host name) by `dns_order`; `Err` carries why nothing answered.
     pub async fn resolve(&self, name: &str) -> Result<Resolution, String> {
+        self.resolve_kind(name).await.map_err(|(e, _)| e)
+    }
+
+    /// As [`resolve`](Self::resolve); the error also says whether the name does not exist
+    /// (rather than a query that failed).
+    pub(crate) async fn resolve_kind(&self, name: &str) -> Result<Resolution, (String, bool)> {
         let key = name.to_ascii_lowercase();
         if let Some(ips) = self.hosts.get(&key) {
             return Ok(Resolution {
@@ -173,7 +195,10 @@ impl Dns {
             });
         }
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
-        let mut error = format!("dns client error: no record of types {:?} for {name}", self.order);
+        let mut error = (
+            format!("dns client error: no record of types {:?} for {name}", self.order),
+            true,
+        );
         for kind in &self.order {
             let kind = match kind {
                 RecordKind::Last => match last {
@@ -184,7 +209,10 @@ impl Dns {
                 k => *k,
             };
             match self.query(name, kind).await {
-                Ok(r) if !r.records.is_empty() => {
+                Ok(mut r) if !r.records.is_empty() => {
+                    if let Some(ttl) = self.valid_ttl {
+                        r.ttl = ttl;
+                    }
                     let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
                     if last.len() >= LAST_MAX {
                         last.clear();
@@ -199,12 +227,16 @@ impl Dns {
         Err(error)
     }
 
-    async fn query(&self, name: &str, kind: RecordKind) -> Result<Resolution, String> {
+    async fn query(&self, name: &str, kind: RecordKind) -> Result<Resolution, (String, bool)> {
+        let failed = |e: hickory_resolver::ResolveError| {
+            let not_found = e.is_nx_domain() || e.is_no_records_found();
+            (e.to_string(), not_found)
+        };
         let now = Instant::now();
         let ttl = |until: Instant| until.saturating_duration_since(now);
         match kind {
             RecordKind::Srv => {
-                let answer = self.resolver.srv_lookup(name).await.map_err(|e| e.to_string())?;
+                let answer = self.resolver.srv_lookup(name).await.map_err(failed)?;
                 let mut ttl_left = ttl(answer.as_lookup().valid_until());
                 // Only the best (lowest) priority is used.
                 let best = answer.iter().map(|s| s.priority()).min();
@@ -238,7 +270,7 @@ impl Dns {
                 })
             }
             RecordKind::A => {
-                let answer = self.resolver.ipv4_lookup(name).await.map_err(|e| e.to_string())?;
+                let answer = self.resolver.ipv4_lookup(name).await.map_err(failed)?;
                 Ok(Resolution {
                     kind: "A",
                     records: answer.iter().map(|ip| record(IpAddr::V4(ip.0))).collect(),
@@ -246,7 +278,7 @@ impl Dns {
                 })
             }
             _ => {
-                let answer = self.resolver.ipv6_lookup(name).await.map_err(|e| e.to_string())?;
+                let answer = self.resolver.ipv6_lookup(name).await.map_err(failed)?;
                 Ok(Resolution {
                     kind: "AAAA",
                     records: answer.iter().map(|ip| record(IpAddr::V6(ip.0))).collect(),
@@ -323,8 +355,6 @@ fn same_answers(a: &super::Resolved, b: &super::Resolved) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| key(v) == key(w)))
 }
 
-/// How soon a name that failed is asked again (Kong's `dns_error_ttl`).
-const ERROR_TTL: Duration = Duration::from_secs(1);
 /// The shortest and longest wait between two resolutions of an upstream's names.
 const MIN_WAIT: Duration = Duration::from_secs(1);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -385,14 +415,14 @@ async fn refresh(
         let mut resolved = super::Resolved::new();
         let mut wait = MAX_WAIT;
         for name in current.names() {
-            match dns.resolve(&name).await {
+            match dns.resolve_kind(&name).await {
                 Ok(r) => {
                     wait = wait.min(r.ttl);
                     good.insert(name.clone(), (r.clone(), Instant::now()));
                     resolved.insert(name, Ok(r));
                 }
-                Err(e) => {
-                    wait = wait.min(ERROR_TTL);
+                Err((e, not_found)) => {
+                    wait = wait.min(if not_found { dns.not_found_ttl } else { dns.error_ttl });
                     match good.get(&name) {
                         Some((r, at)) if at.elapsed() < dns.stale_ttl => {
                             tracing::warn!(target: "kong", "[dns] {name}: {e}; serving the answer of {}s ago", at.elapsed().as_secs());

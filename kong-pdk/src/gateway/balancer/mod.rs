@@ -258,6 +258,9 @@ impl Balancer {
                 }
                 (None, Some(Err(e))) => (e.clone(), true),
             };
+            if ip.is_none() {
+                book.set_dns_error(upstream.id, &upstream.name, &format_target(&t.target), dns_error);
+            }
             entries.push(TargetEntry {
                 entity: (*t).clone(),
                 host,
