@@ -102,15 +102,16 @@ impl HealthBook {
         }
     }
 
-    /// Forgets the addresses `keep` refuses (targets and upstreams no longer configured), and
-    /// the name errors of upstreams it refuses every address of.
+    /// Forgets the addresses `keep` refuses (targets and upstreams no longer configured).
     pub fn retain(&self, mut keep: impl FnMut(Uuid, &str, u16) -> bool) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|(u, h, p), _| keep(*u, h, *p));
-        let live: std::collections::HashSet<Uuid> = peers.keys().map(|(u, _, _)| *u).collect();
-        drop(peers);
+    }
+
+    /// Forgets the name errors of the upstreams `keep` refuses.
+    pub fn retain_dns_errors(&self, mut keep: impl FnMut(Uuid) -> bool) {
         let mut errors = self.dns_errors.lock().unwrap_or_else(|e| e.into_inner());
-        errors.retain(|(u, _), _| live.contains(u) || keep(*u, "", 0));
+        errors.retain(|(u, _), _| keep(*u));
     }
 }
 
@@ -385,6 +386,7 @@ mod tests {
         assert_eq!(book.targets().len(), 1);
         book.set_dns_error(up, "u", "gone.test:80", true);
         book.retain(|_, _, _| false);
+        book.retain_dns_errors(|_| false);
         assert!(book.targets().is_empty());
     }
 

@@ -587,9 +587,12 @@ async fn the_host_header_is_the_targets_unless_preserved() {
 }
 
 /// A local DNS server: answers each query from `records` (name → records), NXDOMAIN for
-/// names it does not know.
+/// names it does not know, after `delay` milliseconds.
 #[derive(Clone, Default)]
-struct DnsStub(Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<hickory_proto::rr::Record>>>>);
+struct DnsStub(
+    Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<hickory_proto::rr::Record>>>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl DnsStub {
     async fn start(&self) -> SocketAddr {
@@ -597,6 +600,7 @@ impl DnsStub {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let records = self.0.clone();
+        let delay = self.1.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
@@ -625,6 +629,7 @@ impl DnsStub {
                         answer.set_response_code(ResponseCode::NXDomain);
                     }
                 }
+                tokio::time::sleep(Duration::from_millis(delay.load(Ordering::Relaxed))).await;
                 let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
             }
         });
@@ -725,6 +730,25 @@ async fn targets_named_by_host_follow_dns_srv_ttls_and_the_hosts_file() {
     })
     .await;
     assert_eq!(who(&kong, "/named", &[]).await, "c");
+    // The Host is the target's name, not the address it resolved to.
+    assert_eq!(
+        kong.proxy_client().get("/named/host").send().await.text(),
+        format!("hosts.test:{}", c.addr.port())
+    );
+    // A configuration change starts from what the names resolved to: while the new
+    // configuration's first query is slow, requests still go where DNS said (the system
+    // resolver knows nothing of srv.test).
+    stub.1.store(1000, Ordering::Relaxed);
+    kong.admin_client()
+        .post("/consumers")
+        .json(&json!({ "username": "swap" }))
+        .send()
+        .await
+        .assert_status(201);
+    for _ in 0..3 {
+        assert_eq!(who(&kong, "/srv", &[]).await, "b");
+    }
+    stub.1.store(0, Ordering::Relaxed);
     // A name nothing answers: DNS_ERROR, and no peer.
     helpers::wait_until("nowhere.test to fail", Duration::from_secs(10), || async {
         let health = kong

@@ -261,6 +261,7 @@ impl Proxy {
     /// `configure` before the new configuration takes traffic.
     pub fn swap(&self, snapshot: Snapshot) {
         let health = &snapshot.plugins.plugins().node().health;
+        snapshot.upstreams.seed_from(&self.snapshot().upstreams, health);
         snapshot.upstreams.adopt(health);
         self.checkers.sync(&snapshot.upstreams);
         if let Some(dns) = &self.dns {

@@ -520,14 +520,16 @@ async fn send(
         };
         let try_host = match picked {
             Some((b, i)) if host_per_try => {
-                // use_srv_name: an SRV answer's target name rather than its address.
-                let srv = b.address(i).srv_name.as_deref().filter(|_| b.upstream.use_srv_name);
-                let name = b.host_header.as_deref().or(srv).unwrap_or(host);
+                // The target's name (the SRV target with use_srv_name), never a resolved address.
+                let name = b.host_header.as_deref().unwrap_or(&b.address(i).name);
+                let name = if name.contains(':') && !name.starts_with('[') {
+                    std::borrow::Cow::Owned(format!("[{name}]"))
+                } else {
+                    std::borrow::Cow::Borrowed(name)
+                };
                 let default_port = if up.scheme == "https" { 443 } else { 80 };
                 let value = if port == default_port {
-                    name.to_owned()
-                } else if name.contains(':') && !name.starts_with('[') {
-                    format!("[{name}]:{port}")
+                    name.into_owned()
                 } else {
                     format!("{name}:{port}")
                 };

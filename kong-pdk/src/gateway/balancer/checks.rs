@@ -38,10 +38,13 @@ impl Started {
     }
 }
 
+/// A running checker: what it was started for, the slot it probes, and its task.
+type Running = (Started, Arc<Slot>, tokio::task::AbortHandle);
+
 /// The running checkers, by upstream id; they stop when this drops.
 #[derive(Default)]
 pub(crate) struct Checkers {
-    running: Mutex<HashMap<Uuid, (Started, tokio::task::AbortHandle)>>,
+    running: Mutex<HashMap<Uuid, Running>>,
 }
 
 impl Checkers {
@@ -58,8 +61,11 @@ impl Checkers {
                     .then(|| (b.upstream.id, (slot, Started::of(&b))))
             })
             .collect();
-        running.retain(|id, (started, task)| {
-            let keep = wanted.get(id).is_some_and(|(_, now)| now == started);
+        running.retain(|id, (started, probed, task)| {
+            // A new configuration's slot (which DNS keeps current) restarts the checker too.
+            let keep = wanted
+                .get(id)
+                .is_some_and(|(slot, now)| now == started && Arc::ptr_eq(slot, probed));
             if !keep {
                 task.abort();
             }
@@ -73,7 +79,7 @@ impl Checkers {
                 continue;
             }
             let task = runtime.spawn(run(slot.clone()));
-            running.insert(id, (started, task.abort_handle()));
+            running.insert(id, (started, slot.clone(), task.abort_handle()));
         }
     }
 }
@@ -81,7 +87,7 @@ impl Checkers {
 impl Drop for Checkers {
     fn drop(&mut self) {
         let running = self.running.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (_, task) in running.values() {
+        for (_, _, task) in running.values() {
             task.abort();
         }
     }

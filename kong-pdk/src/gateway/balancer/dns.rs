@@ -161,6 +161,9 @@ impl Dns {
         };
         // The hosts file is Kong's `dns_hostsfile`, read here; hickory keeps to the servers.
         opts.use_hosts_file = ResolveHosts::Never;
+        // No cache below ours: each answer's TTLs are the server's (a cached answer's TTLs count
+        // down to 0, which would read as Kong's "ttl=0").
+        opts.cache_size = 0;
         opts.timeout = Duration::from_secs(2);
         opts.attempts = 2;
         let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
@@ -188,11 +191,22 @@ impl Dns {
     pub(crate) async fn resolve_kind(&self, name: &str) -> Result<Resolution, (String, bool)> {
         let key = name.to_ascii_lowercase();
         if let Some(ips) = self.hosts.get(&key) {
-            return Ok(Resolution {
-                kind: if ips[0].is_ipv4() { "A" } else { "AAAA" },
-                records: ips.iter().map(|ip| record(*ip)).collect(),
-                ttl: Duration::from_secs(10 * 365 * 24 * 3600),
-            });
+            // The families dns_order asks for: A first, AAAA only when listed.
+            let v4: Vec<IpAddr> = ips.iter().copied().filter(IpAddr::is_ipv4).collect();
+            let (kind, ips) = if !v4.is_empty() && self.order.contains(&RecordKind::A) {
+                ("A", v4)
+            } else if self.order.contains(&RecordKind::Aaaa) {
+                ("AAAA", ips.iter().copied().filter(IpAddr::is_ipv6).collect())
+            } else {
+                ("A", Vec::new())
+            };
+            if !ips.is_empty() {
+                return Ok(Resolution {
+                    kind,
+                    records: ips.into_iter().map(record).collect(),
+                    ttl: Duration::from_secs(10 * 365 * 24 * 3600),
+                });
+            }
         }
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
         let mut error = (
@@ -213,6 +227,9 @@ impl Dns {
                     if let Some(ttl) = self.valid_ttl {
                         r.ttl = ttl;
                     }
+                    // Sorted, so a server that rotates its answers changes nothing.
+                    r.records
+                        .sort_by(|a, b| (a.ip, a.port, &a.name).cmp(&(b.ip, b.port, &b.name)));
                     let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
                     if last.len() >= LAST_MAX {
                         last.clear();
@@ -228,16 +245,24 @@ impl Dns {
     }
 
     async fn query(&self, name: &str, kind: RecordKind) -> Result<Resolution, (String, bool)> {
+        // Kong's texts for a name that does not exist and for an empty answer.
         let failed = |e: hickory_resolver::ResolveError| {
-            let not_found = e.is_nx_domain() || e.is_no_records_found();
-            (e.to_string(), not_found)
+            if e.is_nx_domain() {
+                ("dns server error: 3 name error".to_owned(), true)
+            } else if e.is_no_records_found() {
+                ("dns client error: 101 empty record received".to_owned(), true)
+            } else {
+                (e.to_string(), false)
+            }
         };
-        let now = Instant::now();
-        let ttl = |until: Instant| until.saturating_duration_since(now);
+        // The answer's smallest record TTL (0 is Kong's "virtual SRV").
+        let ttl_of = |lookup: &hickory_resolver::lookup::Lookup| {
+            Duration::from_secs(u64::from(lookup.record_iter().map(|r| r.ttl()).min().unwrap_or(0)))
+        };
         match kind {
             RecordKind::Srv => {
                 let answer = self.resolver.srv_lookup(name).await.map_err(failed)?;
-                let mut ttl_left = ttl(answer.as_lookup().valid_until());
+                let mut ttl_left = ttl_of(answer.as_lookup());
                 // Only the best (lowest) priority is used.
                 let best = answer.iter().map(|s| s.priority()).min();
                 let mut records = Vec::new();
@@ -248,7 +273,7 @@ impl Dns {
                         Some(ips) => ips.clone(),
                         None => match self.resolver.ipv4_lookup(target.as_str()).await {
                             Ok(a) => {
-                                ttl_left = ttl_left.min(ttl(a.as_lookup().valid_until()));
+                                ttl_left = ttl_left.min(ttl_of(a.as_lookup()));
                                 a.iter().map(|ip| IpAddr::V4(ip.0)).collect()
                             }
                             Err(_) => Vec::new(),
@@ -257,7 +282,8 @@ impl Dns {
                     for ip in ips {
                         records.push(DnsRecord {
                             ip,
-                            port: Some(srv.port()),
+                            // Port 0: the target's own (Kong's).
+                            port: Some(srv.port()).filter(|p| *p != 0),
                             weight: Some(srv.weight()),
                             name: Some(target.clone()),
                         });
@@ -274,7 +300,7 @@ impl Dns {
                 Ok(Resolution {
                     kind: "A",
                     records: answer.iter().map(|ip| record(IpAddr::V4(ip.0))).collect(),
-                    ttl: ttl(answer.as_lookup().valid_until()),
+                    ttl: ttl_of(answer.as_lookup()),
                 })
             }
             _ => {
@@ -282,7 +308,7 @@ impl Dns {
                 Ok(Resolution {
                     kind: "AAAA",
                     records: answer.iter().map(|ip| record(IpAddr::V6(ip.0))).collect(),
-                    ttl: ttl(answer.as_lookup().valid_until()),
+                    ttl: ttl_of(answer.as_lookup()),
                 })
             }
         }
@@ -408,8 +434,13 @@ async fn refresh(
     dns: std::sync::Arc<Dns>,
     book: std::sync::Arc<crate::health::HealthBook>,
 ) {
-    let mut good: HashMap<String, (Resolution, Instant)> = HashMap::new();
-    let mut previous: Option<super::Resolved> = None;
+    // What the slot starts from (seeded from the configuration before it) counts as known.
+    let seeded = slot.load().resolved.clone();
+    let mut good: HashMap<String, (Resolution, Instant)> = seeded
+        .iter()
+        .filter_map(|(name, r)| Some((name.clone(), (r.as_ref().ok()?.clone(), Instant::now()))))
+        .collect();
+    let mut previous: Option<super::Resolved> = (!seeded.is_empty()).then_some(seeded);
     loop {
         let current = slot.load_full();
         let mut resolved = super::Resolved::new();
@@ -423,7 +454,8 @@ async fn refresh(
                 }
                 Err((e, not_found)) => {
                     wait = wait.min(if not_found { dns.not_found_ttl } else { dns.error_ttl });
-                    match good.get(&name) {
+                    // Stale answers cover failed queries, not names that no longer exist.
+                    match good.get(&name).filter(|_| !not_found) {
                         Some((r, at)) if at.elapsed() < dns.stale_ttl => {
                             tracing::warn!(target: "kong", "[dns] {name}: {e}; serving the answer of {}s ago", at.elapsed().as_secs());
                             resolved.insert(name, Ok(r.clone()));
@@ -439,6 +471,11 @@ async fn refresh(
         if previous.as_ref().is_none_or(|p| !same_answers(p, &resolved)) {
             let next = current.resolved(&book, &resolved);
             next.label();
+            // The addresses DNS no longer gives are forgotten.
+            let id = next.upstream.id;
+            let live: std::collections::HashSet<(String, u16)> =
+                next.addresses.iter().map(|a| (a.host.clone(), a.port)).collect();
+            book.retain(|upstream, host, port| upstream != id || live.contains(&(host.to_owned(), port)));
             slot.store(std::sync::Arc::new(next));
             previous = Some(resolved);
         }

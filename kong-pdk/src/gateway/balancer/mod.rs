@@ -47,6 +47,8 @@ pub struct Balancer {
     passive: Thresholds,
     /// Whether any health check is on (passive reports are skipped otherwise).
     checks_on: bool,
+    /// What the targets' host names resolved to when this balancer was built.
+    resolved: Resolved,
 }
 
 #[derive(Debug)]
@@ -77,8 +79,9 @@ pub struct Address {
     pub state: Arc<PeerState>,
     /// The target it comes from (an index into the upstream's targets).
     target: usize,
-    /// The SRV record's target name it was found by (`use_srv_name`).
-    pub srv_name: Option<String>,
+    /// The name it is asked for by (the `Host` and TLS name of a try): its target's host, or
+    /// with `use_srv_name` the SRV record's target.
+    pub name: String,
 }
 
 #[derive(Debug)]
@@ -221,7 +224,11 @@ impl Balancer {
         for (index, t) in targets.iter().enumerate() {
             let (host, port) = split_target(&t.target);
             let ip = host.parse::<std::net::IpAddr>().ok();
+            let target_host = host.clone();
             let mut add = |host: String, port: u16, weight: u32, srv_name: Option<String>| {
+                let name = srv_name
+                    .filter(|_| upstream.use_srv_name)
+                    .unwrap_or_else(|| target_host.clone());
                 if t.weight > 0 && weight > 0 {
                     let state = book.peer(upstream.id, &host, port);
                     addresses.push(Address {
@@ -230,7 +237,7 @@ impl Balancer {
                         weight,
                         state,
                         target: index,
-                        srv_name,
+                        name,
                     });
                 }
             };
@@ -289,6 +296,7 @@ impl Balancer {
             passive: Thresholds::of(&passive.healthy, &passive.unhealthy),
             checks_on: upstream.uses_healthchecks(),
             upstream: upstream.clone(),
+            resolved: resolved.clone(),
         }
     }
 
@@ -663,9 +671,26 @@ impl Balancers {
                 named.insert(b.upstream.id);
             }
         }
+        book.retain_dns_errors(|upstream| named.contains(&upstream));
         book.retain(|upstream, host, port| {
             named.contains(&upstream) || live.contains(&(upstream, host.to_owned(), port))
         });
+    }
+
+    /// Starts each upstream from what `live`'s same upstream resolved its names to, so a new
+    /// configuration does not go back to unresolved names until its resolver answers.
+    pub(crate) fn seed_from(&self, live: &Balancers, book: &HealthBook) {
+        for slot in self.slots() {
+            let next = slot.load_full();
+            if next.names().is_empty() {
+                continue;
+            }
+            if let Some(prev) = live.by_id(next.upstream.id)
+                && !prev.resolved.is_empty()
+            {
+                slot.store(Arc::new(next.resolved(book, &prev.resolved)));
+            }
+        }
     }
 
     /// The upstream named `host`, if any.
