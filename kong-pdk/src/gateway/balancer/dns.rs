@@ -381,6 +381,8 @@ fn same_answers(a: &super::Resolved, b: &super::Resolved) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| key(v) == key(w)))
 }
 
+/// How many of an upstream's names are resolved at once.
+const RESOLVING_AT_ONCE: usize = 8;
 /// The shortest and longest wait between two resolutions of an upstream's names.
 const MIN_WAIT: Duration = Duration::from_secs(1);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -445,8 +447,21 @@ async fn refresh(
         let current = slot.load_full();
         let mut resolved = super::Resolved::new();
         let mut wait = MAX_WAIT;
-        for name in current.names() {
-            match dns.resolve_kind(&name).await {
+        // The names at once (a few at a time), so a slow one does not hold the others back.
+        let answers: Vec<(String, Result<Resolution, (String, bool)>)> = {
+            use futures_util::StreamExt;
+            let dns = &dns;
+            futures_util::stream::iter(current.names())
+                .map(|name| async move {
+                    let answer = dns.resolve_kind(&name).await;
+                    (name, answer)
+                })
+                .buffer_unordered(RESOLVING_AT_ONCE)
+                .collect()
+                .await
+        };
+        for (name, answer) in answers {
+            match answer {
                 Ok(r) => {
                     wait = wait.min(r.ttl);
                     good.insert(name.clone(), (r.clone(), Instant::now()));
