@@ -116,6 +116,9 @@ pub struct Resolution {
     pub ttl: Duration,
 }
 
+/// What a name resolved to, or why not and whether because it does not exist.
+pub(crate) type Answer = Result<Resolution, (String, bool)>;
+
 /// The DNS client.
 pub struct Dns {
     resolver: TokioResolver,
@@ -188,7 +191,7 @@ impl Dns {
 
     /// As [`resolve`](Self::resolve); the error also says whether the name does not exist
     /// (rather than a query that failed).
-    pub(crate) async fn resolve_kind(&self, name: &str) -> Result<Resolution, (String, bool)> {
+    pub(crate) async fn resolve_kind(&self, name: &str) -> Answer {
         let key = name.to_ascii_lowercase();
         if let Some(ips) = self.hosts.get(&key) {
             // The families dns_order asks for: A first, AAAA only when listed.
@@ -244,7 +247,7 @@ impl Dns {
         Err(error)
     }
 
-    async fn query(&self, name: &str, kind: RecordKind) -> Result<Resolution, (String, bool)> {
+    async fn query(&self, name: &str, kind: RecordKind) -> Answer {
         // Kong's texts for a name that does not exist and for an empty answer.
         let failed = |e: hickory_resolver::ResolveError| {
             if e.is_nx_domain() {
@@ -448,7 +451,7 @@ async fn refresh(
         let mut resolved = super::Resolved::new();
         let mut wait = MAX_WAIT;
         // The names at once (a few at a time), so a slow one does not hold the others back.
-        let answers: Vec<(String, Result<Resolution, (String, bool)>)> = {
+        let answers: Vec<(String, Answer)> = {
             use futures_util::StreamExt;
             let dns = &dns;
             futures_util::stream::iter(current.names())
