@@ -344,12 +344,25 @@ curl -fsS -o /dev/null -H "x-user: bench" "http://127.0.0.1:$KONG/hash/anything"
     || { echo "/hash does not answer" >&2; exit 1; }
 LB_ROWS=""
 for i in $(seq 1 "$ROUNDS"); do
-    read -r L P U < <(run "http://127.0.0.1:$KONG/single/anything" "${PIDS[2]}")
-    LB_ROWS+=$(printf '| (l) round %s, one target | %.0f | %s | %s | %.2f |' "$i" "$L" "$P" "$U" "$(awk -v c="$L" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-    read -r M P U < <(run "http://127.0.0.1:$KONG/rr/anything" "${PIDS[2]}")
+    # The same header for all three, so the rows differ by the balancer only; the order turns
+    # each round, so a machine that slows down during a round favours none of them.
+    declare -A LB=()
+    case $(( (i - 1) % 3 )) in
+        0) ORDER="single rr hash" ;;
+        1) ORDER="rr hash single" ;;
+        *) ORDER="hash single rr" ;;
+    esac
+    for route in $ORDER; do
+        read -r R P U < <(run "http://127.0.0.1:$KONG/$route/anything" "${PIDS[2]}" "x-user: bench")
+        LB[$route]="$R $P $U"
+    done
+    read -r L P U <<<"${LB[single]}"
+    LB_ROWS+=$(printf '| (l) round %s (%s), one target | %.0f | %s | %s | %.2f |' "$i" "$ORDER" "$L" "$P" "$U" "$(awk -v c="$L" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    read -r M P U <<<"${LB[rr]}"
     LB_ROWS+=$(printf '| (m) round %s, round-robin over 4 targets: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v m="$M" -v l="$L" 'BEGIN { print m / l }')" "$M" "$P" "$U" "$(awk -v c="$M" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-    read -r N P U < <(run "http://127.0.0.1:$KONG/hash/anything" "${PIDS[2]}" "x-user: bench")
+    read -r N P U <<<"${LB[hash]}"
     LB_ROWS+=$(printf '| (n) round %s, consistent-hashing by header: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v n="$N" -v l="$L" 'BEGIN { print n / l }')" "$N" "$P" "$U" "$(awk -v c="$N" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    unset LB
 done
 ROWS=""
 if [ -n "$COMPARE" ]; then
