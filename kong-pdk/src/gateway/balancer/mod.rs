@@ -349,14 +349,13 @@ impl Balancer {
         // Addresses not tried yet first; once every available one was, round again.
         for _ in 0..2 {
             let tried = &state.tried;
-            let usable = |i: usize, _: bool| self.available(i) && !tried.contains(&i);
-            let fresh = true;
+            let usable = |i: usize| self.available(i) && !tried.contains(&i);
             chosen = match &self.picker {
                 Picker::RoundRobin(wheel) if !wheel.is_empty() => {
                     let start = self.next.fetch_add(1, Ordering::Relaxed);
                     (0..wheel.len())
                         .map(|k| wheel[(start + k) % wheel.len()])
-                        .find(|&i| usable(i, fresh))
+                        .find(|&i| usable(i))
                 }
                 Picker::RoundRobin(_) => None,
                 Picker::Hashing(ring) => {
@@ -366,19 +365,19 @@ impl Balancer {
                     (0..points)
                         .map(|k| (start + points - 1 - k) % points + 1)
                         .map(|at| ring[at])
-                        .find(|&i| i != NO_ADDRESS && usable(i as usize, fresh))
+                        .find(|&i| i != NO_ADDRESS && usable(i as usize))
                         .map(|i| i as usize)
                 }
-                Picker::LeastConnections => self.lowest(fresh, &usable, |a| f64::from(a.state.in_flight() + 1)),
+                Picker::LeastConnections => self.lowest(&usable, |a| f64::from(a.state.in_flight() + 1)),
                 Picker::Latency => {
                     // Kong's slow start: an address not measured yet scores the average.
-                    let measured: Vec<f64> = self.addresses.iter().filter_map(|a| a.state.latency()).collect();
-                    let seed = if measured.is_empty() {
-                        0.0
-                    } else {
-                        measured.iter().sum::<f64>() / measured.len() as f64
-                    };
-                    self.lowest(fresh, &usable, |a| a.state.latency().unwrap_or(seed))
+                    let (sum, count) = self
+                        .addresses
+                        .iter()
+                        .filter_map(|a| a.state.latency())
+                        .fold((0.0, 0u32), |(sum, count), l| (sum + l, count + 1));
+                    let seed = if count == 0 { 0.0 } else { sum / f64::from(count) };
+                    self.lowest(&usable, |a| a.state.latency().unwrap_or(seed))
                 }
             };
             if chosen.is_some() || n == 0 || state.tried.is_empty() {
@@ -392,12 +391,7 @@ impl Balancer {
     }
 
     /// The usable address with the lowest `score / weight`; ties go round in turn.
-    fn lowest(
-        &self,
-        fresh: bool,
-        usable: &impl Fn(usize, bool) -> bool,
-        score: impl Fn(&Address) -> f64,
-    ) -> Option<usize> {
+    fn lowest(&self, usable: &impl Fn(usize) -> bool, score: impl Fn(&Address) -> f64) -> Option<usize> {
         let n = self.addresses.len();
         if n == 0 {
             return None;
@@ -406,7 +400,7 @@ impl Balancer {
         let mut best: Option<(usize, f64)> = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if !usable(i, fresh) {
+            if !usable(i) {
                 continue;
             }
             let a = &self.addresses[i];
@@ -498,20 +492,14 @@ impl Balancer {
     /// Kong's `GET /upstreams/{u}/health` records' `health` and `data` for each target with
     /// the weight it has: `(target entity, health, data)`.
     pub fn target_health(&self) -> Vec<(Value, &'static str, Value)> {
-        let using = self.upstream.uses_healthchecks();
         self.targets
             .iter()
             .enumerate()
             .map(|(index, t)| {
                 let addrs: Vec<&Address> = self.addresses.iter().filter(|a| a.target == index).collect();
-                let health_of = |a: &Address| match (using, a.state.is_healthy()) {
-                    (false, _) => "HEALTHCHECKS_OFF",
-                    (true, true) => "HEALTHY",
-                    (true, false) => "UNHEALTHY",
-                };
                 let mut health = "HEALTHCHECKS_OFF";
                 for a in &addrs {
-                    match health_of(a) {
+                    match self.address_health(a) {
                         "HEALTHY" => {
                             health = "HEALTHY";
                             break;
@@ -524,12 +512,21 @@ impl Balancer {
                     health = "DNS_ERROR";
                 }
                 let entity = serde_json::to_value(&t.entity).unwrap_or(Value::Null);
-                (entity, health, self.target_status(t, &addrs, using))
+                (entity, health, self.target_status(t, &addrs))
             })
             .collect()
     }
 
-    fn target_status(&self, t: &TargetEntry, addrs: &[&Address], using: bool) -> Value {
+    /// An address's `health` in Kong's health answers.
+    fn address_health(&self, a: &Address) -> &'static str {
+        match (self.checks_on, a.state.is_healthy()) {
+            (false, _) => "HEALTHCHECKS_OFF",
+            (true, true) => "HEALTHY",
+            (true, false) => "UNHEALTHY",
+        }
+    }
+
+    fn target_status(&self, t: &TargetEntry, addrs: &[&Address]) -> Value {
         let total: u64 = addrs.iter().map(|a| u64::from(a.weight)).sum();
         let unavailable: u64 = addrs
             .iter()
@@ -543,14 +540,7 @@ impl Balancer {
         } else {
             addrs
                 .iter()
-                .map(|a| {
-                    let health = match (using, a.state.is_healthy()) {
-                        (false, _) => "HEALTHCHECKS_OFF",
-                        (true, true) => "HEALTHY",
-                        (true, false) => "UNHEALTHY",
-                    };
-                    json!({ "ip": a.host, "port": a.port, "weight": a.weight, "health": health })
-                })
+                .map(|a| json!({ "ip": a.host, "port": a.port, "weight": a.weight, "health": self.address_health(a) }))
                 .collect()
         };
         json!({
@@ -568,14 +558,13 @@ impl Balancer {
         let healthy = self.is_healthy();
         let available = self.available_weight();
         let balancer_health = if healthy { "HEALTHY" } else { "UNHEALTHY" };
-        let using = self.upstream.uses_healthchecks();
         let hosts: Vec<Value> = self
             .targets
             .iter()
             .enumerate()
             .map(|(index, t)| {
                 let addrs: Vec<&Address> = self.addresses.iter().filter(|a| a.target == index).collect();
-                let mut status = self.target_status(t, &addrs, using);
+                let mut status = self.target_status(t, &addrs);
                 for a in status["addresses"].as_array_mut().into_iter().flatten() {
                     let h = a["health"] != "UNHEALTHY";
                     a.as_object_mut().map(|m| m.remove("health"));
@@ -585,7 +574,7 @@ impl Balancer {
             })
             .collect();
         json!({
-            "health": if using { balancer_health } else { "HEALTHCHECKS_OFF" },
+            "health": if self.checks_on { balancer_health } else { "HEALTHCHECKS_OFF" },
             "balancer_health": balancer_health,
             "id": self.upstream.id,
             "details": {
