@@ -168,6 +168,14 @@ pub struct Route {
     /// Status for HTTP requests to HTTPS-only routes.
     #[serde(default = "Route::default_redirect")]
     pub https_redirect_status_code: u16,
+    /// Read the whole request body before calling the upstream (nginx's
+    /// `proxy_request_buffering`); `false` streams it as it arrives.
+    #[serde(default = "Route::default_true")]
+    pub request_buffering: bool,
+    /// Kong's `response_buffering`, stored: the gateway streams every response with
+    /// backpressure (see the README's list of settings accepted without effect).
+    #[serde(default = "Route::default_true")]
+    pub response_buffering: bool,
     /// The service it routes to.
     #[serde(default)]
     pub service: Option<ForeignKey>,
@@ -204,6 +212,8 @@ impl Route {
             preserve_host: false,
             regex_priority: 0,
             https_redirect_status_code: 426,
+            request_buffering: true,
+            response_buffering: true,
             service: None,
             tags: None,
         }

@@ -105,15 +105,24 @@ impl HeaderSettings {
     }
 }
 
-/// The host a request is for: the `Host` header (else the request line's authority), without
-/// its port, brackets or case: `Example.test:8000` → `example.test`, `[::1]:8000` → `::1`.
+/// The host a request is for, as nginx's `$host` (`kong.request.get_host()`,
+/// `X-Forwarded-Host`): the request line's authority when the target is in absolute form, else
+/// the `Host` header; without its port, brackets or case: `Example.test:8000` → `example.test`,
+/// `[::1]:8000` → `::1`.
 pub(crate) fn request_host(headers: &HeaderMap, authority: Option<&str>) -> String {
-    let authority = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(authority)
+    let authority = authority
+        .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
     without_port(authority).to_ascii_lowercase()
+}
+
+/// The host the router matches: the `Host` header's, as Kong's router reads it, even when
+/// the request line names another (an absolute-form target); else nginx's `$host`.
+fn routing_host(req: &crate::transaction::ClientRequest) -> std::borrow::Cow<'_, str> {
+    match req.headers.get(HOST).and_then(|h| h.to_str().ok()).map(without_port) {
+        Some(header) if !header.eq_ignore_ascii_case(&req.host) => header.to_ascii_lowercase().into(),
+        _ => req.host.as_str().into(),
+    }
 }
 
 /// A `Host` value without its port: `example.com:8443` → `example.com`, `[::1]:80` → `::1`.
@@ -183,9 +192,10 @@ pub(crate) async fn before_proxy(
         t.precreate_balancer();
         span.flatten()
     });
+    let host = routing_host(&tx.request);
     let found = router.find(&RequestInfo {
         method: tx.request.method.as_str(),
-        host: &tx.request.host,
+        host: &host,
         port,
         path: &path,
         headers: &tx.request.headers,

@@ -51,6 +51,9 @@ impl Source {
     }
 }
 
+/// Kong's default `client_body_buffer_size` (8k).
+pub const CLIENT_BODY_BUFFER_SIZE: usize = 8 * 1024;
+
 /// Reads a request body that has not been read yet (implemented by the gateway over its
 /// connection).
 pub trait BodyReader: Send + Sync {
@@ -58,6 +61,12 @@ pub trait BodyReader: Send + Sync {
     /// stays ahead of the rest, for a later read or the upstream).
     fn read_to_end(&mut self, limit: usize)
     -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send + '_>>;
+
+    /// Kong's `client_body_buffer_size`: how much of a body `kong.request.get_raw_body()`
+    /// reads (a larger one would be in a file in Kong, and the call fails).
+    fn buffer_size(&self) -> usize {
+        CLIENT_BODY_BUFFER_SIZE
+    }
 }
 
 /// The client request body.

@@ -50,7 +50,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-pub use store::{ClusterEvent, Op, Store, StoreError};
+pub use store::{ClusterEvent, DEFAULT_TIMEOUT, Op, Store, StoreError};
 
 use crate::entities::{CaCertificate, Certificate, Consumer, Route, Service, Sni, Target, Upstream};
 use crate::executor::PluginEntity;

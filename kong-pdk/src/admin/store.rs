@@ -112,38 +112,72 @@ pub enum Op {
 pub struct Store {
     pool: AnyPool,
     sqlite: bool,
+    /// Kong's `pg_timeout`: the longest any one operation may take.
+    timeout: std::time::Duration,
 }
+
+/// Kong's default `pg_timeout` (5000 ms), which this store applies to SQLite too.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
 
 impl Store {
     /// Opens (creating when missing) the SQLite database at `path`. Commits are durable: WAL
     /// with `synchronous = FULL`.
     pub async fn sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        Store::sqlite_with(path, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Store::sqlite`] with `timeout` as its `pg_timeout`.
+    pub async fn sqlite_with(path: &std::path::Path, timeout: std::time::Duration) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.to_string()))?;
         }
-        Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+        Store::connect_with(&format!("sqlite://{}?mode=rwc", path.display()), timeout).await
     }
 
-    /// Connects to a `sqlite://` or `postgres://` URL.
+    /// Connects to a `sqlite://` or `postgres://` URL, with Kong's default `pg_timeout`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects to a `sqlite://` or `postgres://` URL. `timeout` is Kong's `pg_timeout`: the
+    /// longest wait for a connection, and for any one read or write (a transaction's
+    /// included). PostgreSQL also ends a statement that runs longer (`statement_timeout`),
+    /// and SQLite waits that long for another connection's lock (`busy_timeout`), so a
+    /// locked table answers an error instead of holding the writer.
+    pub async fn connect_with(url: &str, timeout: std::time::Duration) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        let ms = timeout.as_millis().max(1);
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 4 })
+            .acquire_timeout(timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    use sqlx::Executor;
                     if sqlite {
-                        use sqlx::Executor;
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute(format!("PRAGMA busy_timeout = {ms}").as_str()).await?;
+                    } else {
+                        conn.execute(format!("SET statement_timeout = {ms}").as_str()).await?;
                     }
                     Ok(())
                 })
             })
             .connect(url)
             .await?;
-        Ok(Store { pool, sqlite })
+        Ok(Store { pool, sqlite, timeout })
+    }
+
+    /// `op`, or Kong's timeout error once `pg_timeout` has passed. A transaction cut short
+    /// is rolled back by the pool.
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, op).await.unwrap_or_else(|_| {
+            Err(StoreError::Database(format!(
+                "timeout (pg_timeout = {} ms)",
+                self.timeout.as_millis()
+            )))
+        })
     }
 
     /// Whether this is the embedded SQLite store.
@@ -211,6 +245,10 @@ impl Store {
 
     /// Every stored entity, as (kind, entity).
     pub async fn load(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        self.bounded(self.load_unbounded()).await
+    }
+
+    async fn load_unbounded(&self) -> Result<Vec<(String, Value)>, StoreError> {
         let rows = sqlx::query("SELECT kind, data FROM entities ORDER BY kind, id")
             .fetch_all(&self.pool)
             .await?;
@@ -226,6 +264,10 @@ impl Store {
 
     /// Applies `ops` in one transaction: all or nothing.
     pub async fn write(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.bounded(self.write_unbounded(ops)).await
+    }
+
+    async fn write_unbounded(&self, ops: &[Op]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for op in ops {
             match op {
@@ -284,6 +326,15 @@ impl Store {
         keys: &[crate::counters::CounterKey],
         now: i64,
     ) -> Result<Vec<i64>, StoreError> {
+        self.bounded(self.counter_values_unbounded(table, keys, now)).await
+    }
+
+    async fn counter_values_unbounded(
+        &self,
+        table: crate::counters::CounterTable,
+        keys: &[crate::counters::CounterKey],
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut values = vec![0; keys.len()];
         let sql = format!(
             "SELECT period, period_date, value FROM {} WHERE identifier = $1 AND service_id = $2 AND route_id = $3 AND ttl >= $4",
@@ -328,6 +379,14 @@ impl Store {
         table: crate::counters::CounterTable,
         increments: &[(&crate::counters::CounterKey, i64, i64)],
     ) -> Result<(), StoreError> {
+        self.bounded(self.add_counters_unbounded(table, increments)).await
+    }
+
+    async fn add_counters_unbounded(
+        &self,
+        table: crate::counters::CounterTable,
+        increments: &[(&crate::counters::CounterKey, i64, i64)],
+    ) -> Result<(), StoreError> {
         let name = table.name();
         let sql = format!(
             "INSERT INTO {name} (identifier, period, period_date, service_id, route_id, value, ttl) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -353,6 +412,14 @@ impl Store {
 
     /// Deletes the counters of `table` that expired before `now`.
     pub async fn purge_counters(&self, table: crate::counters::CounterTable, now: i64) -> Result<u64, StoreError> {
+        self.bounded(self.purge_counters_unbounded(table, now)).await
+    }
+
+    async fn purge_counters_unbounded(
+        &self,
+        table: crate::counters::CounterTable,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(&format!("DELETE FROM {} WHERE ttl < $1", table.name()))
             .bind(now)
             .execute(&self.pool)
@@ -363,6 +430,10 @@ impl Store {
     /// The cluster's id (Kong's `parameters.cluster_id`): made by the first node that asks,
     /// the same for every node on this database afterwards.
     pub async fn cluster_id(&self) -> Result<uuid::Uuid, StoreError> {
+        self.bounded(self.cluster_id_unbounded()).await
+    }
+
+    async fn cluster_id_unbounded(&self) -> Result<uuid::Uuid, StoreError> {
         sqlx::query("INSERT INTO parameters (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind("cluster_id")
             .bind(uuid::Uuid::new_v4().to_string())
@@ -379,6 +450,10 @@ impl Store {
     /// Posts a cluster event (Kong's `cluster_events:broadcast`): the nodes on this database
     /// read it with [`Store::events_since`]. The newest 10,000 are kept.
     pub async fn post_event(&self, node_id: &str, channel: &str, data: &str) -> Result<(), StoreError> {
+        self.bounded(self.post_event_unbounded(node_id, channel, data)).await
+    }
+
+    async fn post_event_unbounded(&self, node_id: &str, channel: &str, data: &str) -> Result<(), StoreError> {
         // Ids are the next after the highest: two nodes posting at once may pick the same one,
         // and the loser tries again.
         let mut tries = 0;
@@ -409,6 +484,10 @@ impl Store {
 
     /// The id of the newest cluster event (0 for none).
     pub async fn last_event(&self) -> Result<i64, StoreError> {
+        self.bounded(self.last_event_unbounded()).await
+    }
+
+    async fn last_event_unbounded(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM cluster_events")
             .fetch_one(&self.pool)
             .await?;
@@ -417,6 +496,10 @@ impl Store {
 
     /// Up to `limit` cluster events after `after`, oldest first: (id, node id, channel, data).
     pub async fn events_since(&self, after: i64, limit: i64) -> Result<Vec<ClusterEvent>, StoreError> {
+        self.bounded(self.events_since_unbounded(after, limit)).await
+    }
+
+    async fn events_since_unbounded(&self, after: i64, limit: i64) -> Result<Vec<ClusterEvent>, StoreError> {
         let rows =
             sqlx::query("SELECT id, node_id, channel, data FROM cluster_events WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(after)
@@ -438,6 +521,10 @@ impl Store {
     /// A number that changes whenever any node writes: one counter row, bumped in each
     /// write's transaction, so nothing grows with the writes.
     pub async fn version(&self) -> Result<i64, StoreError> {
+        self.bounded(self.version_unbounded()).await
+    }
+
+    async fn version_unbounded(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT version FROM cluster_version WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;

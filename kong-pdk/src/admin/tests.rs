@@ -814,6 +814,58 @@ async fn reads_answer_while_a_write_waits_for_the_database() {
     assert_eq!(read.body["data"].as_array().map(Vec::len), Some(2));
 }
 
+/// Kong's `pg_timeout`: a write stuck behind another connection's lock answers Kong's 500
+/// once the timeout has passed, instead of holding the writer for as long as the lock lasts;
+/// the entity is not there, and writes work again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_behind_a_lock_gives_up_after_pg_timeout() {
+    use sqlx::Connection;
+    let timeout = std::time::Duration::from_millis(300);
+    // SQLite: another connection holds the write lock.
+    let db = temp_db();
+    let n = node_on(Store::sqlite_with(&db.path(), timeout).await.unwrap(), db.clone()).await;
+    let mut holder = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    gives_up_then_recovers(&n, async move {
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    })
+    .await;
+    // PostgreSQL: a transaction holds the entities table.
+    let Some((url, drop_db)) = postgres().await else { return };
+    let n = node_on(Store::connect_with(&url, timeout).await.unwrap(), temp_db()).await;
+    let mut holder = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE entities IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    gives_up_then_recovers(&n, async move {
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    })
+    .await;
+    drop_db().await;
+}
+
+/// A POST while the database is locked: 500 within 3 s (10 × the nodes' 300 ms; SQLite's
+/// default 5 s busy wait and the lock itself would both hold it longer), nothing stored; after
+/// `release`, the same POST is 201.
+async fn gives_up_then_recovers(n: &Node, release: impl Future<Output = ()>) {
+    let write = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        form(&n.admin, "POST", "/services", "name=locked&host=a.test"),
+    )
+    .await
+    .expect("the write gave up within pg_timeout");
+    assert_eq!(write.status, 500, "{}", write.body);
+    assert_eq!(write.body, json!({"message": "An unexpected error occurred"}));
+    release.await;
+    assert_eq!(call(&n.admin, "GET", "/services/locked", None, "").await.status, 404);
+    let write = form(&n.admin, "POST", "/services", "name=locked&host=a.test").await;
+    assert_eq!(write.status, 201, "{}", write.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_follows_admin_gui_origin() {
     let db = temp_db();

@@ -72,6 +72,10 @@ pub struct Settings {
     /// `nginx_http_client_header_timeout`: how long a client may take to send a request head,
     /// or stay idle between requests, on the proxy and Admin API listeners.
     pub client_header_timeout: std::time::Duration,
+    /// `client_body_buffer_size` (or `nginx_http_client_body_buffer_size`),
+    /// `nginx_http_client_max_body_size`, `nginx_http_client_body_timeout`: the limits on
+    /// request bodies. `start` buffers large bodies under `<prefix>/client_body_temp`.
+    pub body_limits: crate::gateway::BodyLimits,
     /// `dns_resolver`, `dns_hostsfile`, `dns_order`, `dns_stale_ttl`: Kong's DNS client for
     /// targets named by host.
     pub dns: crate::gateway::DnsSettings,
@@ -93,6 +97,9 @@ pub struct PgSettings {
     pub password: Option<String>,
     /// `pg_database`.
     pub database: String,
+    /// `pg_timeout` (5000 ms): the longest any one database operation may take; the
+    /// embedded SQLite store takes it too.
+    pub timeout: std::time::Duration,
 }
 
 impl PgSettings {
@@ -286,6 +293,7 @@ impl Settings {
                 user: "kong".into(),
                 password: None,
                 database: "kong".into(),
+                timeout: crate::admin::DEFAULT_TIMEOUT,
             },
             declarative_config: None,
             plugins: vec!["bundled".into()],
@@ -302,6 +310,7 @@ impl Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
             client_header_timeout: std::time::Duration::from_secs(60),
+            body_limits: crate::gateway::BodyLimits::default(),
             ignored: Vec::new(),
             dns: Default::default(),
         };
@@ -341,6 +350,15 @@ impl Settings {
                 "pg_user" => s.pg.user = v,
                 "pg_password" => s.pg.password = Some(v),
                 "pg_database" => s.pg.database = v,
+                "pg_timeout" => {
+                    s.pg.timeout = v
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| format!("pg_timeout: invalid value '{v}'"))?
+                }
                 "declarative_config" => s.declarative_config = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "plugins" => s.plugins = comma_list(&v),
                 "prefix" => s.prefix = PathBuf::from(v),
@@ -403,6 +421,20 @@ impl Settings {
                 "nginx_http_client_header_timeout" => {
                     s.client_header_timeout = nginx_duration(&v)
                         .ok_or_else(|| format!("nginx_http_client_header_timeout: invalid value '{v}'"))?
+                }
+                "client_body_buffer_size" | "nginx_http_client_body_buffer_size" => {
+                    s.body_limits.buffer_size = size_bytes(&v)
+                        .and_then(|b| usize::try_from(b).ok())
+                        .ok_or_else(|| format!("{k}: invalid value '{v}'"))?
+                }
+                "nginx_http_client_max_body_size" => {
+                    s.body_limits.max_size = match v.trim() {
+                        "0" => 0,
+                        _ => size_bytes(&v).ok_or_else(|| format!("{k}: invalid value '{v}'"))?,
+                    }
+                }
+                "nginx_http_client_body_timeout" => {
+                    s.body_limits.timeout = nginx_duration(&v).ok_or_else(|| format!("{k}: invalid value '{v}'"))?
                 }
                 "mock_upstream" => {
                     s.mock_upstream = Some(v.parse().map_err(|_| format!("mock_upstream: invalid address '{v}'"))?)
@@ -522,8 +554,8 @@ pub enum Migrations {
 
 async fn open_store(s: &Settings) -> Result<Store, String> {
     match s.database.as_str() {
-        "postgres" => Store::connect(&s.pg.url()).await,
-        "sqlite" => Store::sqlite(&s.prefix.join("kong.db")).await,
+        "postgres" => Store::connect_with(&s.pg.url(), s.pg.timeout).await,
+        "sqlite" => Store::sqlite_with(&s.prefix.join("kong.db"), s.pg.timeout).await,
         other => return Err(format!("migrations need a database; database = {other}")),
     }
     .map_err(|e| format!("could not open the {} database: {e}", s.database))
@@ -673,6 +705,10 @@ pub fn run(s: Settings) -> Result<(), String> {
     }
     std::fs::create_dir_all(s.prefix.join("pids"))
         .map_err(|e| format!("could not create prefix {}: {e}", s.prefix.display()))?;
+    let mut body_limits = s.body_limits.clone();
+    body_limits.temp_dir = s.prefix.join("client_body_temp");
+    std::fs::create_dir_all(&body_limits.temp_dir)
+        .map_err(|e| format!("could not create {}: {e}", body_limits.temp_dir.display()))?;
     // One worker is one thread running every task, as one nginx worker process does: the
     // current-thread scheduler then saves the work-stealing one's cross-thread bookkeeping.
     let mut builder = if s.workers <= 1 {
@@ -706,6 +742,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
         let mut proxy = Proxy::new(snapshot, s.headers)
             .with_client_header_timeout(s.client_header_timeout)
+            .with_body_limits(body_limits)
             .with_port_maps(&s.port_maps);
         match crate::gateway::Dns::new(&s.dns) {
             Ok(dns) => proxy = proxy.with_dns(dns),
@@ -810,6 +847,54 @@ mod tests {
         assert_eq!(
             Settings::load_with_env(None, None, env).unwrap_err(),
             "nginx_http_client_header_timeout: invalid value 'soon'"
+        );
+    }
+
+    #[test]
+    fn pg_timeout_is_in_milliseconds() {
+        let load = |v: &str| Settings::load_with_env(None, None, [("KONG_PG_TIMEOUT".to_owned(), v.to_owned())]);
+        assert_eq!(
+            Settings::load_with_env(None, None, []).unwrap().pg.timeout.as_millis(),
+            5000
+        );
+        assert_eq!(load("250").unwrap().pg.timeout.as_millis(), 250);
+        assert_eq!(load("0").unwrap_err(), "pg_timeout: invalid value '0'");
+        assert_eq!(load("5s").unwrap_err(), "pg_timeout: invalid value '5s'");
+    }
+
+    #[test]
+    fn request_body_limits_take_nginx_sizes_and_times() {
+        let load = |pairs: &[(&str, &str)]| {
+            let env = pairs
+                .iter()
+                .map(|(k, v)| (format!("KONG_{}", k.to_ascii_uppercase()), v.to_string()));
+            Settings::load_with_env(None, None, env.collect::<Vec<_>>())
+        };
+        let s = load(&[]).unwrap();
+        assert_eq!((s.body_limits.buffer_size, s.body_limits.max_size), (8192, 0));
+        assert_eq!(s.body_limits.timeout.as_secs(), 60);
+        let s = load(&[
+            ("client_body_buffer_size", "64k"),
+            ("nginx_http_client_max_body_size", "10m"),
+            ("nginx_http_client_body_timeout", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(s.body_limits.buffer_size, 64 << 10);
+        assert_eq!(s.body_limits.max_size, 10 << 20);
+        assert_eq!(s.body_limits.timeout.as_millis(), 5000);
+        let s = load(&[
+            ("nginx_http_client_body_buffer_size", "1m"),
+            ("nginx_http_client_max_body_size", "0"),
+        ])
+        .unwrap();
+        assert_eq!((s.body_limits.buffer_size, s.body_limits.max_size), (1 << 20, 0));
+        assert_eq!(
+            load(&[("nginx_http_client_max_body_size", "lots")]).unwrap_err(),
+            "nginx_http_client_max_body_size: invalid value 'lots'"
+        );
+        assert_eq!(
+            load(&[("client_body_buffer_size", "0")]).unwrap_err(),
+            "client_body_buffer_size: invalid value '0'"
         );
     }
 

@@ -1,21 +1,20 @@
-//! Bodies: the client's request body (read by plugins on demand, else streamed upstream) and
-//! the response body, streamed chunk by chunk through `body_filter`.
+//! The response body, streamed chunk by chunk through `body_filter` (the request body is in
+//! [`request_body`](super::request_body)).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 
 use tokio_util::task::TaskTracker;
 
 use super::Snapshot;
 use crate::runloop::{self, ResponseBody};
-use crate::transaction::{BodyReader, Transaction};
+use crate::transaction::Transaction;
 
 /// An error inside a proxied body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,101 +27,6 @@ pub fn full(bytes: Bytes) -> ProxyBody {
     http_body_util::Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// The client's body, shared between the transaction (a plugin may read it) and the proxy
-/// (which streams it upstream when no plugin did). A read that stops at its limit leaves what
-/// it read here, ahead of the rest: the body stays whole for a later read or for the upstream.
-#[derive(Clone, Default)]
-pub(super) struct IncomingSlot(Arc<Mutex<Unread>>);
-
-/// What of the body has not been handed out: chunks already read, then the connection's rest.
-#[derive(Default)]
-pub(super) struct Unread {
-    pub(super) read: Vec<Bytes>,
-    pub(super) rest: Option<Incoming>,
-}
-
-impl IncomingSlot {
-    pub(super) fn new(body: Incoming) -> IncomingSlot {
-        IncomingSlot(Arc::new(Mutex::new(Unread {
-            read: Vec::new(),
-            rest: Some(body),
-        })))
-    }
-
-    pub(super) fn take(&self) -> Unread {
-        self.0.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default()
-    }
-
-    fn put_back(&self, unread: Unread) {
-        if let Ok(mut u) = self.0.lock() {
-            *u = unread;
-        }
-    }
-}
-
-impl Unread {
-    /// The body as one stream: the chunks read, then the rest.
-    pub(super) fn into_body(self) -> ProxyBody {
-        use futures_util::StreamExt;
-        let read = futures_util::stream::iter(self.read.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b))));
-        match self.rest {
-            Some(rest) => {
-                let rest = http_body_util::BodyStream::new(rest).map(|f| f.map_err(|e| Box::new(e) as BoxError));
-                http_body_util::StreamBody::new(read.chain(rest)).boxed_unsync()
-            }
-            None => http_body_util::StreamBody::new(read).boxed_unsync(),
-        }
-    }
-
-    /// Whether nothing is left at all.
-    pub(super) fn is_empty(&self) -> bool {
-        self.read.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
-}
-
-impl BodyReader for IncomingSlot {
-    fn read_to_end(
-        &mut self,
-        limit: usize,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send + '_>> {
-        Box::pin(async move {
-            let mut unread = self.take();
-            let mut size: usize = unread.read.iter().map(Bytes::len).sum();
-            if size <= limit {
-                while let Some(rest) = unread.rest.as_mut() {
-                    match rest.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                size += data.len();
-                                unread.read.push(data);
-                                if size > limit {
-                                    break;
-                                }
-                            }
-                        }
-                        Some(Err(e)) => {
-                            // What was read stays for the upstream, which gets the same error.
-                            self.put_back(unread);
-                            return Err(e.to_string());
-                        }
-                        None => unread.rest = None,
-                    }
-                }
-            }
-            if size > limit {
-                // Over the limit: no more is read, and the body stays whole for the upstream.
-                self.put_back(unread);
-                return Ok(None);
-            }
-            let mut all = bytes::BytesMut::with_capacity(size);
-            for chunk in unread.read {
-                all.extend_from_slice(&chunk);
-            }
-            Ok(Some(all.freeze()))
-        })
-    }
 }
 
 /// Where the response body comes from: known bytes or the upstream's body, streamed.

@@ -48,6 +48,9 @@ enum Framing {
     Chunked(Chunk),
     /// Not HTTP/1 message framing any more (h2, an upgrade, a head hyper will reject itself).
     Tunnel,
+    /// A chunk size past nginx's limit (2^63 - 1), which hyper would take: the body fails
+    /// there, and the request is answered 400.
+    Broken,
 }
 
 /// The position inside a chunked body.
@@ -239,7 +242,7 @@ fn scan_body(framing: &mut Framing, bytes: &[u8]) -> usize {
     let mut i = 0;
     while i < bytes.len() {
         match *framing {
-            Framing::Head => return i,
+            Framing::Head | Framing::Broken => return i,
             Framing::Tunnel => return bytes.len(),
             Framing::Length(n) => {
                 let take = (bytes.len() - i).min(usize::try_from(n).unwrap_or(usize::MAX));
@@ -277,7 +280,10 @@ fn chunk_step(state: Chunk, b: u8) -> Option<Framing> {
         Chunk::Size(n) => match b {
             b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                 let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
-                Chunk::Size(n.checked_mul(16)?.checked_add(digit)?)
+                match n.checked_mul(16).and_then(|n| n.checked_add(digit)) {
+                    Some(n) if n <= i64::MAX as u64 => Chunk::Size(n),
+                    _ => return Some(Framing::Broken),
+                }
             }
             b'\n' => return Some(size_line_end(n)),
             _ => Chunk::Ext(n),
@@ -458,6 +464,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 return Poll::Ready(Ok(()));
             }
             match this.framing {
+                Framing::Broken => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "client sent invalid chunked body",
+                    )));
+                }
                 Framing::Tunnel => {
                     if !this.buf.is_empty() {
                         this.ready = this.buf.len();

@@ -14,6 +14,7 @@ pub(crate) mod h1guard;
 pub(crate) mod kinds;
 pub mod mock_upstream;
 mod proxy;
+mod request_body;
 mod stream;
 mod udp;
 pub use stream::StreamListen;
@@ -36,6 +37,7 @@ pub use balancer::dns::{Dns, DnsRecord, DnsSettings, RecordKind, Resolution};
 pub(crate) use balancer::split_target;
 pub use balancer::{Address, Balancer, Balancers, PickState, format_target};
 pub use body::ProxyBody;
+pub use request_body::BodyLimits;
 
 use crate::executor::PluginSet;
 use crate::phase::Phase;
@@ -98,6 +100,8 @@ pub struct Proxy {
     /// How long a client may take to complete a TLS handshake or send a request head (and
     /// stay idle between keep-alive requests).
     client_header_timeout: Duration,
+    /// The limits on clients' request bodies, and where large ones are buffered.
+    body_limits: BodyLimits,
     /// `port_maps`: the port a listener's port stands for (`80:8000` makes 8000 look like 80).
     port_maps: Vec<(u16, u16)>,
     /// The upstreams' active health checkers.
@@ -202,6 +206,7 @@ impl Proxy {
             headers,
             tls: None,
             client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            body_limits: BodyLimits::default(),
             port_maps: Vec::new(),
         }
     }
@@ -239,6 +244,14 @@ impl Proxy {
     /// default); then the connection is closed.
     pub fn with_client_header_timeout(mut self, timeout: Duration) -> Proxy {
         self.client_header_timeout = timeout;
+        self
+    }
+
+    /// Sets the limits on clients' request bodies (nginx's `client_body_buffer_size`,
+    /// `client_max_body_size`, `client_body_timeout`) and the directory where bodies past the
+    /// memory buffer are written while a route's `request_buffering` holds them.
+    pub fn with_body_limits(mut self, limits: BodyLimits) -> Proxy {
+        self.body_limits = limits;
         self
     }
 
@@ -393,6 +406,8 @@ impl Proxy {
 mod parity_tests;
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod request_body_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]

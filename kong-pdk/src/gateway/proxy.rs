@@ -11,9 +11,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{self, IncomingSlot, ProxyBody};
+use super::body::{self, ProxyBody};
 use super::h1guard::Rejected;
-use super::upstream::{Pool, SendError, Target, Tls, UpstreamBody};
+use super::request_body::{self, Buffered, IncomingSlot, Pace, Paced, Spooled};
+use super::upstream::{HeadWait, Pool, SendError, Target, Tls, UpstreamBody};
 use super::{Connection, Proxy};
 use crate::runloop::{self, ResponseBody, UpstreamFailure};
 use crate::transaction::{ClientRequest, RequestBody, Transaction};
@@ -33,7 +34,7 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         None
     };
     let host = runloop::request_host(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
-    let slot = IncomingSlot::new(incoming);
+    let slot = IncomingSlot::new(incoming, &proxy.body_limits);
     let request = ClientRequest {
         method: parts.method.clone(),
         scheme: if conn.tls { "https" } else { "http" },
@@ -49,13 +50,20 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     let mut tx = Box::new(Transaction::new(request, conn.next_request(), set.plugins().node_arc()));
     tx.set_data(snap.data.clone());
 
-    let proxying = match h2_refusal(&tx.request) {
+    let refusal = h2_refusal(&tx.request).or_else(|| too_large(&tx.request.headers, proxy.body_limits.max_size));
+    let proxying = match refusal {
         Some((status, message)) => {
             runloop::refused(&mut tx, status, message);
             runloop::Proxying::default()
         }
         None => runloop::before_proxy(set, &snap.router, &mut tx, conn.sni.as_deref()).await,
     };
+    if let Some(failure) = slot.failure() {
+        // A plugin's read of the body failed: nginx ends the request with the failure's
+        // answer, whatever the plugin did next.
+        let (status, message) = failure.answer();
+        runloop::refused(&mut tx, status, message);
+    }
     let access_done = Instant::now();
     let mut upstream_body = None;
     let mut upstream_ms = 0;
@@ -93,21 +101,43 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
             RequestBody::Buffered(ref b) => Some(b.clone()),
             RequestBody::Pending(_) => None,
         };
+        // A route's `request_buffering` (on by default): the whole body before the upstream
+        // is called, so a slow client never holds an upstream connection and retries can
+        // send it again.
+        let buffering = tx.route.as_ref().is_none_or(|r| r.request_buffering);
         let body = match (tx.upstream.body.clone(), outgoing) {
-            (Some(replaced), _) => Outgoing::Bytes(replaced),
-            (None, Some(read)) => Outgoing::Bytes(read),
+            (Some(replaced), _) => Ok(Outgoing::Bytes(replaced)),
+            (None, Some(read)) => Ok(Outgoing::Bytes(read)),
             (None, None) => match slot.take() {
                 // No body at all (most GETs): known bytes, so a failed connection can be retried.
-                unread if unread.is_empty() => Outgoing::Bytes(Bytes::new()),
-                body::Unread {
+                unread if unread.is_empty() => Ok(Outgoing::Bytes(Bytes::new())),
+                unread if buffering => match request_body::read_whole(unread, &proxy.body_limits).await {
+                    Ok(Buffered::Memory(b)) => {
+                        tx.request.body = RequestBody::Buffered(b.clone());
+                        Ok(Outgoing::Bytes(b))
+                    }
+                    Ok(Buffered::File(file)) => {
+                        slot.spooled(file.clone());
+                        Ok(Outgoing::File(file))
+                    }
+                    Err(failure) => Err(failure),
+                },
+                request_body::Unread {
                     read,
                     rest: Some(incoming),
-                } if read.is_empty() => {
-                    Outgoing::Stream(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed_unsync())
-                }
+                    ..
+                } if read.is_empty() => Ok(Outgoing::Stream(incoming.boxed_unsync())),
                 // What a plugin's limited read left, then the rest.
-                unread => Outgoing::Stream(unread.into_body()),
+                unread => Ok(Outgoing::Stream(unread.into_body())),
             },
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(failure) => {
+                let (status, message) = failure.answer();
+                runloop::refused(&mut tx, status, message);
+                return respond(proxy, snap, tx, None, 0).await;
+            }
         };
         let headers = runloop::upstream_headers(&mut tx, &conn.values, &proxying, &proxy.headers);
         let mut tries = Some(Vec::new());
@@ -173,9 +203,28 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                     upstream_body = Some(ResponseBody::Upstream(incoming));
                 }
             }
-            Err(e) => runloop::upstream_failed(&mut tx, e),
+            // A streamed body the client failed to send is the client's failure.
+            Err(e) => match slot.failure() {
+                Some(failure) => {
+                    let (status, message) = failure.answer();
+                    runloop::refused(&mut tx, status, message);
+                }
+                None => runloop::upstream_failed(&mut tx, e),
+            },
         }
     }
+    respond(proxy, snap, tx, upstream_body, upstream_ms).await
+}
+
+/// The response to the client: `header_filter`, then the body through `body_filter`.
+async fn respond(
+    proxy: &Proxy,
+    snap: Arc<super::Snapshot>,
+    mut tx: Box<Transaction>,
+    upstream_body: Option<ResponseBody<UpstreamBody>>,
+    upstream_ms: u64,
+) -> Response<ProxyBody> {
+    let set = &snap.plugins;
     runloop::header_filter(set, &mut tx, &proxy.headers, upstream_ms).await;
     let source = runloop::response_body(&tx, upstream_body);
     // body_filter and log read the response headers; without them the map moves out.
@@ -192,6 +241,21 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
     builder
         .body(body)
         .unwrap_or_else(|_| Response::new(body::full(Bytes::new())))
+}
+
+/// nginx's `client_max_body_size` (`0`: none) against the announced `Content-Length`: 413
+/// before any phase runs.
+fn too_large(headers: &http::HeaderMap, max_size: u64) -> Option<(u16, &'static str)> {
+    if max_size == 0 {
+        return None;
+    }
+    let announced = headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (announced > max_size).then_some((413, "Payload too large"))
 }
 
 /// nginx's limits for HTTP/2 requests, which the HTTP/1 guard never sees
@@ -437,10 +501,32 @@ struct Balancing<'a> {
     pick: Option<&'a mut super::balancer::PickState>,
 }
 
-/// The request body sent upstream: known bytes can be sent again on a retry, a stream cannot.
+/// The request body sent upstream: known bytes and a buffered file can be sent again on a
+/// retry, a stream cannot.
 enum Outgoing {
     Bytes(Bytes),
+    File(Arc<Spooled>),
     Stream(ProxyBody),
+}
+
+impl Outgoing {
+    /// The body for one try.
+    fn body(self) -> (ProxyBody, Option<Outgoing>) {
+        match self {
+            Outgoing::Bytes(b) => (body::full(b.clone()), Some(Outgoing::Bytes(b))),
+            Outgoing::File(f) => (f.body(), Some(Outgoing::File(f))),
+            Outgoing::Stream(s) => (s, None),
+        }
+    }
+
+    /// The body once more, for another try.
+    fn again(&self) -> Option<ProxyBody> {
+        match self {
+            Outgoing::Bytes(b) => Some(body::full(b.clone())),
+            Outgoing::File(f) => Some(f.body()),
+            Outgoing::Stream(_) => None,
+        }
+    }
 }
 
 async fn send(
@@ -482,7 +568,18 @@ async fn send(
         None => Uri::try_from(up.path.as_str()),
     }
     .map_err(|_| UpstreamFailure::Invalid)?;
+    // A body is written to the upstream under its `write_timeout` (between two writes),
+    // and the read timeout counts from when it is all sent.
+    let pace = match &body {
+        Outgoing::Bytes(b) if b.is_empty() => None,
+        _ if websocket => None,
+        _ => Some(Pace::new()),
+    };
     let build = |headers: http::HeaderMap, body: ProxyBody| {
+        let body = match &pace {
+            Some(pace) => Paced::wrap(body, pace),
+            None => body,
+        };
         let mut req = Request::new(body);
         *req.method_mut() = up.method.clone();
         *req.uri_mut() = uri.clone();
@@ -496,12 +593,17 @@ async fn send(
     } else {
         up.timeouts.read
     });
+    let wait = HeadWait {
+        read,
+        paced: pace.clone().map(|p| (p, Duration::from_millis(up.timeouts.write))),
+    };
     // A request that was never sent (no connection) comes back and is retried as it is. A
     // known body may also be sent once more when a reused connection turns out closed; that
     // needs a copy of the headers.
-    let (mut req, replay, mut spare) = match body {
-        Outgoing::Bytes(b) => (build(headers.clone(), body::full(b.clone())), Some(b), Some(headers)),
-        Outgoing::Stream(s) => (build(headers, s), None, None),
+    let (first, replay) = body.body();
+    let (mut req, mut spare) = match replay {
+        Some(_) => (build(headers.clone(), first), Some(headers)),
+        None => (build(headers, first), None),
     };
     let mut attempt = 0;
     // A reused connection found closed: the request goes again to the same address.
@@ -554,10 +656,13 @@ async fn send(
         };
         let picked_ns = start_ns.map(|_| crate::tracer::now_ns());
         let started = picked.map(|_| std::time::Instant::now());
+        if let Some(pace) = &pace {
+            pace.restart();
+        }
         let sent = if websocket {
             Pool::send_upgrade(target, req, connect, read).await
         } else {
-            proxy.pool.send(target, req, connect, read).await
+            proxy.pool.send(target, req, connect, &wait).await
         };
         if let (Some((b, i)), Some(started)) = (picked, started) {
             b.record(
@@ -599,14 +704,14 @@ async fn send(
             // connection that failed is (Kong retries the whole handshake).
             Err(SendError::Timeout | SendError::Invalid) if tx.is_websocket() && attempt < up.retries => {
                 attempt += 1;
-                match (spare.clone(), &replay) {
-                    (Some(headers), Some(b)) => build(headers, body::full(b.clone())),
+                match (spare.clone(), replay.as_ref().and_then(Outgoing::again)) {
+                    (Some(headers), Some(body)) => build(headers, body),
                     _ => return Err(UpstreamFailure::Timeout),
                 }
             }
             Err(SendError::ConnectTimeout(_) | SendError::Timeout) => return Err(UpstreamFailure::Timeout),
-            Err(SendError::Stale) => match (spare.take(), &replay) {
-                (Some(headers), Some(b)) => build(headers, body::full(b.clone())),
+            Err(SendError::Stale) => match (spare.take(), replay.as_ref().and_then(Outgoing::again)) {
+                (Some(headers), Some(body)) => build(headers, body),
                 _ => return Err(UpstreamFailure::Invalid),
             },
             Err(SendError::Invalid) => return Err(UpstreamFailure::Invalid),

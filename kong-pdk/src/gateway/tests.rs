@@ -69,7 +69,7 @@ impl Handler for Logs {
 /// With `X-Peek`, reads the request body within Kong's 8 KiB buffer and tells the upstream
 /// what came of it (`X-Peeked`: the length, or the error).
 #[plugin(priority = 3, version = "1.0.0", name = "gw-test-peek")]
-struct Peek {}
+pub(super) struct Peek {}
 
 #[handler]
 impl Handler for Peek {
@@ -829,6 +829,62 @@ async fn the_read_timeout_runs_between_reads_of_the_upstream_body() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"), "{text}");
     assert!(text.contains("The upstream server is timing out"), "{text}");
+}
+
+/// An absolute-form target (`GET http://a.test/p`) routes by the `Host` header, as Kong's
+/// router reads it, while `X-Forwarded-Host` and `kong.request.get_host()` take nginx's
+/// `$host`: the request line's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_routes_by_host_and_forwards_the_request_lines_host() {
+    let up = upstream().await;
+    let mut r = Route::new(&["/"]);
+    r.hosts = Some(vec!["b.test".into()]);
+    let gw = start(vec![(Arc::new(r), Some(service_at(up)))], vec![]).await;
+    let answer = raw(
+        gw.addr,
+        b"GET http://A.test:9000/abs HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let echo: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["path"], "/abs");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "a.test");
+    // The request line's host alone does not route.
+    let answer = raw(
+        gw.addr,
+        b"GET http://b.test/abs HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+/// The read timeout is between two reads, not for the whole body: an upstream that sends a
+/// chunk every 100 ms for a second is read to its end under a 300 ms timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_upstream_body_is_read_to_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n").await;
+                for _ in 0..10 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let _ = s.write_all(b"x").await;
+                }
+            });
+        }
+    });
+    let mut svc = Service::new("127.0.0.1", up.port());
+    svc.read_timeout = 300;
+    let gw = start(vec![route(&["/slow"], Some(&Arc::new(svc)))], vec![]).await;
+    let got = closed_after(gw.addr, b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.ends_with("\r\n\r\nxxxxxxxxxx"), "{text}");
 }
 
 /// A plugin's read that stops at its limit leaves the body whole: the upstream gets every byte.

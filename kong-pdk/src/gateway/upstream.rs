@@ -132,14 +132,15 @@ struct Checkin {
 
 impl Pool {
     /// Sends `req` (origin-form URI, `Host` set) to `target` over a pooled connection or a new
-    /// one, and waits for the response head for up to `read_timeout`.
+    /// one, and waits for the response head as `wait` says.
     pub(super) async fn send(
         self: &Arc<Self>,
         target: Target<'_>,
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
-        read_timeout: Duration,
+        wait: &HeadWait,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let read_timeout = wait.read;
         loop {
             let (mut live, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(target, cx))).await {
                 Some(live) => (live, true),
@@ -160,9 +161,9 @@ impl Pool {
                 }
                 Poll::Pending
             });
-            match tokio::time::timeout(read_timeout, head).await {
-                Err(_) => return Err(SendError::Timeout),
-                Ok(Ok(resp)) => {
+            match wait.run(head).await {
+                None => return Err(SendError::Timeout),
+                Some(Ok(resp)) => {
                     let checkin = Box::new(Checkin {
                         pool: self.clone(),
                         host: target.host.into(),
@@ -172,7 +173,7 @@ impl Pool {
                     });
                     return Ok(resp.map(|inner| UpstreamBody::new(inner, Some(checkin), read_timeout)));
                 }
-                Ok(Err(mut e)) => match e.take_message() {
+                Some(Err(mut e)) => match e.take_message() {
                     // Never written: try again on another (or a new) connection.
                     Some(back) if reused => req = back,
                     Some(_) => return Err(SendError::Invalid),
@@ -244,6 +245,42 @@ impl Pool {
     #[cfg(test)]
     pub(super) fn idle_count(&self) -> usize {
         self.idle.lock().map_or(0, |m| m.values().map(Vec::len).sum())
+    }
+}
+
+/// How long the answer's head is waited for: the service's `read_timeout`, and with a request
+/// body its `write_timeout` between two writes of it (nginx's `proxy_send_timeout`), the
+/// read timeout then counting from the moment it is all sent.
+pub(super) struct HeadWait {
+    pub(super) read: Duration,
+    pub(super) paced: Option<(Arc<super::request_body::Pace>, Duration)>,
+}
+
+impl HeadWait {
+    /// `head`'s output, or `None` when a timer ran out first.
+    async fn run<F: Future>(&self, head: F) -> Option<F::Output> {
+        let Some((pace, write)) = &self.paced else {
+            return tokio::time::timeout(self.read, head).await.ok();
+        };
+        let mut head = std::pin::pin!(head);
+        // While the body waits for the client, the upstream's timers wait too: look again later.
+        let again = (*write).min(self.read);
+        let mut sleep = std::pin::pin!(tokio::time::sleep(again));
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut head => return Some(out),
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    let next = match pace.deadline(*write, self.read) {
+                        Some(at) if at <= now => return None,
+                        Some(at) => at,
+                        None => now + again,
+                    };
+                    sleep.as_mut().reset(next.into());
+                }
+            }
+        }
     }
 }
 
@@ -364,10 +401,15 @@ impl Body for UpstreamBody {
         }
         match &polled {
             Poll::Pending => {
-                let timeout = this.read_timeout;
+                let deadline = tokio::time::Instant::now() + this.read_timeout;
                 let waiting = this
                     .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    // The first wait since a read: the whole timeout again.
+                    waiting.as_mut().reset(deadline);
+                    this.armed = true;
+                }
                 if waiting.as_mut().poll(cx).is_ready() {
                     // The connection is mid-body: it cannot be reused.
                     this.checkin = None;

@@ -12,7 +12,7 @@ use crate::phase::{self, RequestPhase};
 use crate::transaction::{RequestBody, Transaction, UriCaptures};
 
 /// Kong's default `client_body_buffer_size` (8k): larger bodies need an explicit limit.
-pub const CLIENT_BODY_BUFFER_SIZE: usize = 8 * 1024;
+pub const CLIENT_BODY_BUFFER_SIZE: usize = crate::transaction::CLIENT_BODY_BUFFER_SIZE;
 
 /// A query argument's value: `?a` is `Flag`, `?a=1` is `Value("1")`, `?a=1&a=2` is `List`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,13 +365,18 @@ impl<'a, P: RequestPhase + phase::RequestRead> Request<'a, P> {
         &self.tx.captures
     }
 
-    /// `get_raw_body()`: the body, read up to Kong's `client_body_buffer_size` (8k); a larger
+    /// `get_raw_body()`: the body, read up to Kong's `client_body_buffer_size` (8k unless
+    /// the gateway is set otherwise); a larger
     /// body fails with Kong's message (use [`get_raw_body_limited`](Self::get_raw_body_limited)).
     pub async fn get_raw_body(&mut self) -> Result<Bytes, PdkError>
     where
         P: phase::RequestBody,
     {
-        self.get_raw_body_within(CLIENT_BODY_BUFFER_SIZE).await?.ok_or_else(|| {
+        let buffer = match &self.tx.request.body {
+            RequestBody::Pending(reader) => reader.buffer_size(),
+            RequestBody::Buffered(_) => CLIENT_BODY_BUFFER_SIZE,
+        };
+        self.get_raw_body_within(buffer).await?.ok_or_else(|| {
             PdkError::new(
                 "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'",
             )
