@@ -156,24 +156,24 @@ fn migrations_bootstrap_list_and_reset_the_embedded_store() {
         run(&["list"]),
         (
             true,
-            "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\npending  003_parameters\n".to_owned()
+            "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\npending  003_parameters\npending  004_unique_keys_by_id\n".to_owned()
         )
     );
     let (ok, out) = run(&["bootstrap"]);
-    assert!(ok && out.contains("4 migrations processed"), "{out}");
+    assert!(ok && out.contains("5 migrations processed"), "{out}");
     assert_eq!(run(&["up"]), (true, "Database is already up-to-date\n".to_owned()));
     assert_eq!(
         run(&["list"]),
         (
             true,
-            "executed 000_base\nexecuted 001_cluster_version\nexecuted 002_ratelimiting_metrics\nexecuted 003_parameters\n".to_owned()
+            "executed 000_base\nexecuted 001_cluster_version\nexecuted 002_ratelimiting_metrics\nexecuted 003_parameters\nexecuted 004_unique_keys_by_id\n".to_owned()
         )
     );
     assert!(!run(&["reset"]).0, "reset asks for --yes");
     assert_eq!(run(&["reset", "--yes"]), (true, "Database schema reset\n".to_owned()));
     assert_eq!(
         run(&["list"]).1,
-        "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\npending  003_parameters\n"
+        "pending  000_base\npending  001_cluster_version\npending  002_ratelimiting_metrics\npending  003_parameters\npending  004_unique_keys_by_id\n"
     );
 }
 

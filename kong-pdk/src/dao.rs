@@ -277,12 +277,83 @@ struct Stored {
     value: Arc<dyn Any + Send + Sync>,
 }
 
-#[derive(Default)]
+/// One kind's entities, in persistent maps: a copy is a pointer, a change copies a path.
+#[derive(Default, Clone)]
 struct Rows {
-    by_id: HashMap<Uuid, Arc<Stored>>,
-    by_cache_key: HashMap<String, Uuid>,
-    /// Each consumer's entities, in the order they were loaded.
-    by_consumer: HashMap<Uuid, Vec<Uuid>>,
+    by_id: imbl::HashMap<Uuid, Arc<Stored>>,
+    by_cache_key: imbl::HashMap<String, Uuid>,
+    /// Each consumer's entities, in the order they were loaded (an entity added later goes
+    /// in id order, which is how a store loads them).
+    by_consumer: imbl::HashMap<Uuid, Vec<Uuid>>,
+}
+
+impl Rows {
+    /// Adds (or replaces) the entity `raw` of the kind `meta`.
+    fn put(&mut self, meta: &DaoMeta, raw: &Value) -> Result<(), String> {
+        let kind = meta.name;
+        let uuid = |v: &Value| v.as_str().and_then(|s| Uuid::parse_str(s).ok());
+        let id = uuid(&raw["id"]).ok_or_else(|| format!("{kind}: an entity without a valid id"))?;
+        let consumer =
+            uuid(&raw["consumer"]["id"]).ok_or_else(|| format!("{kind} {id}: consumer: required field missing"))?;
+        let value = (meta.decode)(raw).map_err(|e| format!("{kind} {id}: {e}"))?;
+        if self.by_id.contains_key(&id) {
+            self.remove(meta, id);
+        }
+        if let Some(key) = meta.cache_key.and_then(|k| raw[k].as_str()) {
+            self.by_cache_key.insert(key.to_owned(), id);
+        }
+        self.by_consumer.entry(consumer).or_default().push(id);
+        self.by_id.insert(
+            id,
+            Arc::new(Stored {
+                id,
+                consumer,
+                raw: raw.clone(),
+                value,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Adds `raw` among entities loaded in id order, keeping each consumer's list in order.
+    fn put_in_order(&mut self, meta: &DaoMeta, raw: &Value) -> Result<(), String> {
+        self.put(meta, raw)?;
+        if let Some(consumer) = raw["consumer"]["id"].as_str().and_then(|s| Uuid::parse_str(s).ok())
+            && let Some(ids) = self.by_consumer.get_mut(&consumer)
+        {
+            ids.sort_unstable();
+        }
+        Ok(())
+    }
+
+    /// Removes the entity `id`.
+    fn remove(&mut self, meta: &DaoMeta, id: Uuid) {
+        let Some(old) = self.by_id.remove(&id) else { return };
+        if let Some(key) = meta.cache_key.and_then(|k| old.raw[k].as_str())
+            && self.by_cache_key.get(key) == Some(&id)
+        {
+            self.by_cache_key.remove(key);
+        }
+        if let Some(ids) = self.by_consumer.get_mut(&old.consumer) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_consumer.remove(&old.consumer);
+            }
+        }
+    }
+}
+
+/// A change [`DataStore::changed`] applies.
+#[derive(Debug, Clone, Copy)]
+pub enum DataChange<'a> {
+    /// A consumer added or replaced.
+    PutConsumer(&'a Consumer),
+    /// The consumer with this id removed.
+    RemoveConsumer(Uuid),
+    /// A plugin entity (of the kind named, as stored) added or replaced.
+    Put(&'a str, &'a Value),
+    /// The plugin entity of the kind named with this id removed.
+    Remove(&'a str, Uuid),
 }
 
 /// The consumers and plugin entities of one configuration, indexed for request-time lookups
@@ -293,9 +364,15 @@ pub struct DataStore {
     /// Which configuration this is, in the order they were built: a value loaded from an
     /// older one is not cached once a newer one is live.
     epoch: u64,
-    consumers: HashMap<Uuid, Arc<Consumer>>,
-    usernames: HashMap<String, Uuid>,
+    consumers: imbl::HashMap<Uuid, Arc<Consumer>>,
+    usernames: imbl::HashMap<String, Uuid>,
     kinds: HashMap<&'static str, Rows>,
+}
+
+/// The next configuration's epoch.
+fn next_epoch() -> u64 {
+    static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 static EMPTY: LazyLock<Arc<DataStore>> = LazyLock::new(|| Arc::new(DataStore::default()));
@@ -317,43 +394,74 @@ impl DataStore {
     /// # Errors
     /// When an entity does not decode into its plugin's type: `<kind> <id>: <why>`.
     pub fn new(consumers: &[Consumer], daos: &BTreeMap<String, Vec<Value>>) -> Result<DataStore, String> {
-        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut store = DataStore {
-            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: next_epoch(),
             ..DataStore::default()
         };
         for c in consumers {
-            if let Some(u) = &c.username {
-                store.usernames.insert(u.clone(), c.id);
-            }
-            store.consumers.insert(c.id, Arc::new(c.clone()));
+            store.put_consumer(c);
         }
         for (kind, items) in daos {
             let Some(meta) = find(kind) else { continue };
             let mut rows = Rows::default();
             for raw in items {
-                let uuid = |v: &Value| v.as_str().and_then(|s| Uuid::parse_str(s).ok());
-                let id = uuid(&raw["id"]).ok_or_else(|| format!("{kind}: an entity without a valid id"))?;
-                let consumer = uuid(&raw["consumer"]["id"])
-                    .ok_or_else(|| format!("{kind} {id}: consumer: required field missing"))?;
-                let value = (meta.decode)(raw).map_err(|e| format!("{kind} {id}: {e}"))?;
-                if let Some(key) = meta.cache_key.and_then(|k| raw[k].as_str()) {
-                    rows.by_cache_key.insert(key.to_owned(), id);
-                }
-                rows.by_consumer.entry(consumer).or_default().push(id);
-                rows.by_id.insert(
-                    id,
-                    Arc::new(Stored {
-                        id,
-                        consumer,
-                        raw: raw.clone(),
-                        value,
-                    }),
-                );
+                rows.put(meta, raw)?;
             }
             store.kinds.insert(meta.name, rows);
         }
         Ok(store)
+    }
+
+    /// A new configuration: this one with `changes` applied, sharing all it leaves alone
+    /// (each change costs a path in the persistent maps, not a copy of the store).
+    ///
+    /// # Errors
+    /// As [`DataStore::new`].
+    pub fn changed(&self, changes: &[DataChange<'_>]) -> Result<DataStore, String> {
+        let mut store = DataStore {
+            epoch: next_epoch(),
+            consumers: self.consumers.clone(),
+            usernames: self.usernames.clone(),
+            kinds: self.kinds.clone(),
+        };
+        for change in changes {
+            match *change {
+                DataChange::PutConsumer(c) => {
+                    store.remove_consumer(c.id);
+                    store.put_consumer(c);
+                }
+                DataChange::RemoveConsumer(id) => store.remove_consumer(id),
+                DataChange::Put(kind, raw) => {
+                    if let Some(meta) = find(kind) {
+                        store.kinds.entry(meta.name).or_default().put_in_order(meta, raw)?;
+                    }
+                }
+                DataChange::Remove(kind, id) => {
+                    if let Some(meta) = find(kind)
+                        && let Some(rows) = store.kinds.get_mut(meta.name)
+                    {
+                        rows.remove(meta, id);
+                    }
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn put_consumer(&mut self, c: &Consumer) {
+        if let Some(u) = &c.username {
+            self.usernames.insert(u.clone(), c.id);
+        }
+        self.consumers.insert(c.id, Arc::new(c.clone()));
+    }
+
+    fn remove_consumer(&mut self, id: Uuid) {
+        if let Some(old) = self.consumers.remove(&id)
+            && let Some(u) = &old.username
+            && self.usernames.get(u) == Some(&id)
+        {
+            self.usernames.remove(u);
+        }
     }
 
     /// The consumer with `id`.
@@ -437,4 +545,90 @@ fn row<T: Dao>(stored: Arc<Stored>) -> Option<Row<T>> {
         value,
         stored,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::prelude::*;
+
+    /// A credential kind for these tests only.
+    #[record]
+    #[derive(Dao)]
+    #[dao(
+        name = "dao_test_keys",
+        plugin = "dao-test",
+        admin_api_name = "dao-test-keys",
+        admin_api_nested_name = "dao-test-key",
+        endpoint_key = "key",
+        cache_key = "key",
+        unique = ["key"],
+    )]
+    struct TestKey {
+        key: String,
+    }
+
+    fn consumer(id: Uuid, username: &str) -> Consumer {
+        serde_json::from_value(json!({ "id": id, "username": username })).unwrap()
+    }
+
+    fn key(id: Uuid, consumer: Uuid, key: &str) -> Value {
+        json!({ "id": id, "consumer": { "id": consumer }, "key": key })
+    }
+
+    #[test]
+    fn a_changed_store_applies_each_change_and_leaves_the_old_one_as_it_was() {
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let (k1, k2) = (Uuid::new_v4(), Uuid::new_v4());
+        let daos = BTreeMap::from([("dao_test_keys".to_owned(), vec![key(k1, alice, "one")])]);
+        let old = DataStore::new(&[consumer(alice, "alice")], &daos).unwrap();
+
+        let renamed = consumer(alice, "alicia");
+        let (bobs, twos) = (consumer(bob, "bob"), key(k2, bob, "two"));
+        let new = old
+            .changed(&[
+                DataChange::PutConsumer(&renamed),
+                DataChange::PutConsumer(&bobs),
+                DataChange::Put("dao_test_keys", &twos),
+                DataChange::Remove("dao_test_keys", k1),
+            ])
+            .unwrap();
+        assert!(new.epoch() > old.epoch());
+        // The new one: the rename moved the username, the keys moved.
+        assert!(new.consumer_by_username("alice").is_none());
+        assert_eq!(new.consumer_by_username("alicia").unwrap().id, alice);
+        assert_eq!(new.consumer_by_username("bob").unwrap().id, bob);
+        assert!(new.select_by_cache_key::<TestKey>("one").is_none());
+        assert_eq!(new.select_by_cache_key::<TestKey>("two").unwrap().consumer, bob);
+        assert!(new.select_by_consumer::<TestKey>(alice).is_empty());
+        assert_eq!(new.count::<TestKey>(), 1);
+        // The old one is untouched.
+        assert_eq!(old.consumer_by_username("alice").unwrap().id, alice);
+        assert!(old.consumer(bob).is_none());
+        assert_eq!(old.select_by_cache_key::<TestKey>("one").unwrap().id, k1);
+        assert_eq!(old.count::<TestKey>(), 1);
+
+        // Replacing an entity drops its old cache key; removing a consumer its username.
+        let replaced = key(k2, bob, "deux");
+        let newer = new
+            .changed(&[
+                DataChange::Put("dao_test_keys", &replaced),
+                DataChange::RemoveConsumer(alice),
+            ])
+            .unwrap();
+        assert!(newer.select_by_cache_key::<TestKey>("two").is_none());
+        let row = newer.select_by_cache_key::<TestKey>("deux").unwrap();
+        assert_eq!((row.id, row.value.key.as_str()), (k2, "deux"));
+        assert_eq!(newer.select_by_consumer::<TestKey>(bob).len(), 1);
+        assert!(newer.consumer_by_username("alicia").is_none());
+        assert!(newer.consumer(alice).is_none());
+        // A bad entity is refused as a full load refuses it.
+        let bad = json!({ "id": Uuid::new_v4(), "key": "x" });
+        let Err(err) = newer.changed(&[DataChange::Put("dao_test_keys", &bad)]) else {
+            panic!("an entity without a consumer was taken");
+        };
+        assert!(err.ends_with("consumer: required field missing"), "{err}");
+    }
 }

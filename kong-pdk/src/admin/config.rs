@@ -87,7 +87,10 @@ pub(super) async fn load_entities(store: &Store) -> Result<Entities, String> {
 }
 
 pub(super) fn empty_entities() -> Entities {
-    Entities(kinds::all().iter().map(|k| (k.name, Arc::default())).collect())
+    Entities(
+        kinds::all().iter().map(|k| (k.name, Arc::default())).collect(),
+        Default::default(),
+    )
 }
 
 /// The entities of a declarative configuration, in the Admin API's shape.

@@ -82,9 +82,9 @@ impl Admin {
         let mut more = false;
         let range = match &after {
             Some(a) => {
-                entities[kind.name].range::<String, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                entities[kind.name].range::<_, String>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
             }
-            None => entities[kind.name].range::<String, _>(..),
+            None => entities[kind.name].range::<_, String>(..),
         };
         let t = now();
         for (_, e) in range {
@@ -294,7 +294,13 @@ impl Admin {
                 Value::Object(m) if target.endpoint_key.is_some_and(|ek| m.contains_key(ek)) => {
                     let k = target.endpoint_key.expect("checked");
                     let v = &m[k];
-                    let found = entities[target.name].values().find(|e| e.get(k) == Some(v));
+                    let found = match v.as_str().and_then(|name| entities.by_name(target.name, name)) {
+                        Some(found) => found.map(|e| &e.json),
+                        None => entities[target.name]
+                            .values()
+                            .find(|e| e.get(k) == Some(v))
+                            .map(|e| &e.json),
+                    };
                     match found {
                         Some(e) => e["id"].as_str().unwrap_or_default().to_owned(),
                         None => {
@@ -453,42 +459,25 @@ impl Admin {
                 Some(json!({ "id": text })),
             ));
         }
-        let mut unique = Vec::new();
-        for field in kind.unique {
-            if let Some(v) = value[*field].as_str() {
-                let taken = entities[kind.name]
-                    .values()
-                    .any(|e| e["id"] != value["id"] && e[*field].as_str() == Some(v));
-                if taken {
-                    return Err(unique_violation(field, &value[*field]));
-                }
-                unique.push((*field, v.to_owned()));
-            }
-        }
-        if let Some(together) = kind.dao.map(|d| d.unique_together).filter(|t| !t.is_empty()) {
+        // Unique fields are the store's to enforce (its `unique_keys`, one index lookup, and
+        // the same across the nodes of a database): a taken value comes back as the store's
+        // refusal, answered with Kong's error for it.
+        let mut unique: Vec<(&'static str, String)> = kind
+            .unique
+            .iter()
+            .filter_map(|field| Some((*field, value[*field].as_str()?.to_owned())))
+            .collect();
+        let together = kind.dao.map(|d| d.unique_together).filter(|t| !t.is_empty());
+        if let Some(together) = together {
             // Kong's composite cache key: these fields together are unique.
-            let part = |e: &Value, f: &str| match f {
-                "consumer" => e["consumer"]["id"].to_string(),
-                f => e[f].to_string(),
+            let part = |f: &str| match f {
+                "consumer" => value["consumer"]["id"].to_string(),
+                f => value[f].to_string(),
             };
-            let key = |e: &Value| together.iter().map(|f| part(e, f)).collect::<Vec<_>>().join(":");
-            let mine = key(&value);
-            if entities[kind.name]
-                .values()
-                .any(|e| e["id"] != value["id"] && key(e) == mine)
-            {
-                let fields: Vec<String> = together
-                    .iter()
-                    .map(|f| match *f {
-                        "consumer" => format!("consumer={}", lua_ref(&value["consumer"])),
-                        f => key_text(f, &value[f]).trim_matches(['{', '}']).to_owned(),
-                    })
-                    .collect();
-                let text = format!("UNIQUE violation detected on '{{{}}}'", fields.join(","));
-                let key: Map<String, Value> = together.iter().map(|f| ((*f).to_owned(), value[*f].clone())).collect();
-                return Err(db_error(Code::UniqueViolation, text, Some(Value::Object(key))));
-            }
-            unique.push(("cache_key", mine));
+            unique.push((
+                "cache_key",
+                together.iter().map(|f| part(f)).collect::<Vec<_>>().join(":"),
+            ));
         }
         if kind.name == "plugins" {
             let scoping_changed =
@@ -496,21 +485,7 @@ impl Admin {
             if scoping_changed {
                 protocols_match(&value, &entities)?;
             }
-            let cache_key = plugin_cache_key(&value);
-            if entities["plugins"]
-                .values()
-                .any(|e| e["id"] != value["id"] && plugin_cache_key(e) == cache_key)
-            {
-                let text = format!(
-                    "UNIQUE violation detected on '{{consumer={},name=\"{}\",route={},service={}}}'",
-                    lua_ref(&value["consumer"]),
-                    value["name"].as_str().unwrap_or_default(),
-                    lua_ref(&value["route"]),
-                    lua_ref(&value["service"])
-                );
-                return Err(db_error(Code::UniqueViolation, text, None));
-            }
-            unique.push(("cache_key", cache_key));
+            unique.push(("cache_key", plugin_cache_key(&value)));
         }
         let mut candidate = Entities::clone(&entities);
         candidate.put(kind.name, id.clone(), value.clone());
@@ -521,6 +496,12 @@ impl Admin {
             unique,
         };
         self.commit(candidate, &[op], |e| match e {
+            StoreError::Unique(_, field, _) if field == "cache_key" && kind.name == "plugins" => {
+                plugin_violation(&value)
+            }
+            StoreError::Unique(_, field, _) if field == "cache_key" => {
+                together_violation(together.unwrap_or_default(), &value)
+            }
             StoreError::Unique(_, field, v) => unique_violation(&field, &Value::from(v)),
             StoreError::Database(e) => db_error(Code::DatabaseError, e, None),
         })
@@ -614,11 +595,53 @@ impl Admin {
         ops: &[Op],
         store_error: impl FnOnce(StoreError) -> ApiError,
     ) -> Result<(), ApiError> {
-        let snapshot = self.build(&candidate).await?;
+        let snapshot = match self.data_changed(&candidate, ops) {
+            Some(data) => self.proxy.snapshot().with_data(Arc::new(data?)),
+            None => self.build(&candidate).await?,
+        };
         let store = self.store.as_ref().ok_or_else(|| message(405, "Method not allowed"))?;
         store.write(ops).await.map_err(store_error)?;
         self.go_live(candidate, snapshot);
         Ok(())
+    }
+
+    /// When `ops` change only consumers and plugin entities (what `kong.db()` reads), the
+    /// live snapshot's data with them applied: the router, plugins and upstreams stay, and
+    /// the write costs what it touches, however many entities there are. `None` for any
+    /// other write, which rebuilds the snapshot.
+    fn data_changed(&self, candidate: &Entities, ops: &[Op]) -> Option<Result<crate::dao::DataStore, ApiError>> {
+        use crate::dao::DataChange;
+        let data_kind = |kind: &str| kind == "consumers" || kinds::get(kind).is_some_and(|k| k.dao.is_some());
+        let mut changes = Vec::with_capacity(ops.len());
+        for op in ops {
+            let change = match op {
+                Op::Put { kind, id, .. } if data_kind(kind) => {
+                    let entity = candidate[kind].get(id)?;
+                    match &entity.typed {
+                        Ok(Typed::Consumer(c)) => DataChange::PutConsumer(c),
+                        Ok(Typed::Dao) => DataChange::Put(kind, &entity.json),
+                        // A consumer that does not parse: the full build reports it.
+                        _ => return None,
+                    }
+                }
+                Op::Delete { kind, id } if data_kind(kind) => {
+                    let id = Uuid::parse_str(id).ok()?;
+                    if *kind == "consumers" {
+                        DataChange::RemoveConsumer(id)
+                    } else {
+                        DataChange::Remove(kind, id)
+                    }
+                }
+                _ => return None,
+            };
+            changes.push(change);
+        }
+        let live = self.proxy.snapshot();
+        Some(live.data.changed(&changes).map_err(|e| {
+            violation(SchemaViolation::new(
+                [("@entity".to_owned(), Value::from(e))].into_iter().collect(),
+            ))
+        }))
     }
 
     /// The proxy snapshot for `entities`.
@@ -629,6 +652,33 @@ impl Admin {
             other => message(400, &other.to_string()),
         })
     }
+}
+
+/// Kong's error for a plugin whose (name, route, service, consumer) another one has.
+fn plugin_violation(value: &Value) -> ApiError {
+    let text = format!(
+        "UNIQUE violation detected on '{{consumer={},name=\"{}\",route={},service={}}}'",
+        lua_ref(&value["consumer"]),
+        value["name"].as_str().unwrap_or_default(),
+        lua_ref(&value["route"]),
+        lua_ref(&value["service"])
+    );
+    db_error(Code::UniqueViolation, text, None)
+}
+
+/// Kong's error for a plugin entity whose `together` fields another one has (its composite
+/// cache key).
+fn together_violation(together: &[&str], value: &Value) -> ApiError {
+    let fields: Vec<String> = together
+        .iter()
+        .map(|f| match *f {
+            "consumer" => format!("consumer={}", lua_ref(&value["consumer"])),
+            f => key_text(f, &value[f]).trim_matches(['{', '}']).to_owned(),
+        })
+        .collect();
+    let text = format!("UNIQUE violation detected on '{{{}}}'", fields.join(","));
+    let key: Map<String, Value> = together.iter().map(|f| ((*f).to_owned(), value[*f].clone())).collect();
+    db_error(Code::UniqueViolation, text, Some(Value::Object(key)))
 }
 
 /// Kong's `check_protocols_match` (`kong/db/dao/plugins.lua`): a plugin on a route shares a
@@ -905,6 +955,9 @@ pub(super) fn find<'a>(
         return child(e).then_some(&e.json);
     }
     let field = kind.endpoint_key?;
+    if let Some(found) = entities.by_name(kind.name, key) {
+        return found.filter(|e| child(e)).map(|e| &e.json);
+    }
     all.values()
         .find(|e| e[field].as_str() == Some(key) && child(e))
         .map(|v| &v.json)

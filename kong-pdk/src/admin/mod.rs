@@ -67,8 +67,9 @@ use server::*;
 /// Proof that the caller holds the Admin API's write lock.
 type WriteLock<'a> = tokio::sync::MutexGuard<'a, ()>;
 
-/// The entities of one kind, by id.
-type Kinds = BTreeMap<String, Arc<Entity>>;
+/// The entities of one kind, by id: a persistent map, so a write copies a path of it, not
+/// the whole kind, and two versions that share most entries compare quickly.
+type Kinds = imbl::OrdMap<String, Arc<Entity>>;
 
 /// One stored entity: the JSON the Admin API answers with, beside its typed form, parsed
 /// once when the entity is written or loaded. Building the proxy's configuration clones the
@@ -147,6 +148,14 @@ typed_kinds! {
     ("targets", Target, Target),
 }
 
+impl PartialEq for Entity {
+    fn eq(&self, other: &Entity) -> bool {
+        self.json == other.json
+    }
+}
+
+impl Eq for Entity {}
+
 impl std::ops::Deref for Entity {
     type Target = Value;
 
@@ -179,15 +188,25 @@ fn plugin_entity(p: &Value) -> PluginEntity {
 /// write copies the index of the kind it changes (pointers only) and never an entity, and
 /// readers keep the copy they loaded while a write builds the next one.
 #[derive(Clone, Default)]
-struct Entities(BTreeMap<&'static str, Arc<Kinds>>);
+struct Entities(BTreeMap<&'static str, Arc<Kinds>>, Names);
+
+/// For kinds whose endpoint key is unique (a consumer's `username`, a service's `name`):
+/// the id of the entity with each value, so `/consumers/{username}` is a lookup, not a scan.
+type Names = BTreeMap<&'static str, imbl::HashMap<String, String>>;
+
+/// The field `kind` is indexed by in [`Names`], if any.
+fn indexed_key(kind: &str) -> Option<&'static str> {
+    let k = kinds::get(kind)?;
+    k.endpoint_key.filter(|key| k.unique.contains(key))
+}
 
 impl std::ops::Index<&str> for Entities {
     type Output = Kinds;
 
     /// The entities of `kind` (none for a kind this node does not know).
     fn index(&self, kind: &str) -> &Kinds {
-        static NONE: Kinds = BTreeMap::new();
-        self.0.get(kind).map_or(&NONE, |k| &**k)
+        static NONE: std::sync::LazyLock<Kinds> = std::sync::LazyLock::new(Kinds::new);
+        self.0.get(kind).map_or(&*NONE, |k| &**k)
     }
 }
 
@@ -195,14 +214,42 @@ impl Entities {
     /// Stores `value` as the `kind` entity `id`, parsing its typed form.
     fn put(&mut self, kind: &'static str, id: String, value: Value) {
         let entity = Arc::new(Entity::new(kind, value));
+        if let Some(key) = indexed_key(kind) {
+            let names = self.1.entry(kind).or_default();
+            if let Some(old) = self.0.get(kind).and_then(|k| k.get(&id))
+                && let Some(name) = old[key].as_str()
+            {
+                names.remove(name);
+            }
+            if let Some(name) = entity[key].as_str() {
+                names.insert(name.to_owned(), id.clone());
+            }
+        }
         Arc::make_mut(self.0.entry(kind).or_default()).insert(id, entity);
     }
 
     /// Removes the `kind` entity `id`.
     fn remove(&mut self, kind: &str, id: &str) {
-        if let Some(k) = self.0.get_mut(kind) {
-            Arc::make_mut(k).remove(id);
+        if let Some(k) = self.0.get_mut(kind)
+            && let Some(old) = Arc::make_mut(k).remove(id)
+            && let Some(key) = indexed_key(kind)
+            && let Some(name) = old[key].as_str()
+            && let Some(names) = self.1.get_mut(kind)
+        {
+            names.remove(name);
         }
+    }
+
+    /// The `kind` entity whose endpoint key is `name`, when the key is indexed (`None` for
+    /// kinds whose key is not unique: search those).
+    fn by_name(&self, kind: &str, name: &str) -> Option<Option<&Arc<Entity>>> {
+        indexed_key(kind)?;
+        Some(
+            self.1
+                .get(kind)
+                .and_then(|n| n.get(name))
+                .and_then(|id| self[kind].get(id)),
+        )
     }
 
     /// Every kind with its entities.
@@ -229,6 +276,10 @@ pub struct Admin {
     node_id: Uuid,
     /// `POST /status/ready` with `status=draining` was received: readiness answers 503.
     draining: std::sync::atomic::AtomicBool,
+    /// Tests only: the next cluster reload, once it has loaded the store, signals the first
+    /// and waits for the second.
+    #[cfg(test)]
+    reload_pause: std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>)>>,
 }
 
 fn key_text(field: &str, value: &Value) -> String {
@@ -303,6 +354,8 @@ impl Admin {
             header_timeout_ms: std::sync::atomic::AtomicU64::new(60_000),
             node_id: Uuid::new_v4(),
             draining: Default::default(),
+            #[cfg(test)]
+            reload_pause: Default::default(),
         };
         let snapshot = admin
             .build(&admin.entities.load())
@@ -342,6 +395,13 @@ impl Admin {
         // what is loaded or applied after it, never overwritten by an older copy.
         let _write = self.writes.lock().await;
         let loaded = load_entities(store).await?;
+        #[cfg(test)]
+        let pause = self.reload_pause.lock().ok().and_then(|mut p| p.take());
+        #[cfg(test)]
+        if let Some((loaded, resume)) = pause {
+            let _ = loaded.send(());
+            let _ = resume.await;
+        }
         let snapshot = self.build(&loaded).await.map_err(|e| e.1.to_string())?;
         self.go_live(loaded, snapshot);
         Ok(())
@@ -404,20 +464,18 @@ fn changed_cache_keys(old: &Entities, new: &Entities) -> Vec<String> {
         {
             continue;
         }
-        let (before, after) = (&old[kind], &new[kind]);
-        for (id, was) in before {
-            match after.get(id) {
-                Some(now) if Arc::ptr_eq(was, now) || was.json == now.json => {}
-                Some(now) => {
+        // The maps share what a write left alone: the walk skips it.
+        for change in old[kind].diff(&new[kind]) {
+            match change {
+                imbl::ordmap::DiffItem::Add(_, now) => keys.extend(entity_cache_keys(kind, now)),
+                imbl::ordmap::DiffItem::Update {
+                    old: (_, was),
+                    new: (_, now),
+                } => {
                     keys.extend(entity_cache_keys(kind, was));
                     keys.extend(entity_cache_keys(kind, now));
                 }
-                None => keys.extend(entity_cache_keys(kind, was)),
-            }
-        }
-        for (id, now) in after {
-            if !before.contains_key(id) {
-                keys.extend(entity_cache_keys(kind, now));
+                imbl::ordmap::DiffItem::Remove(_, was) => keys.extend(entity_cache_keys(kind, was)),
             }
         }
     }

@@ -39,6 +39,12 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
         "003_parameters",
         &["CREATE TABLE IF NOT EXISTS parameters (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)"],
     ),
+    // Each write first drops its entity's unique keys by (kind, id): without an index that
+    // was a scan of every key, so writes slowed down with the data.
+    (
+        "004_unique_keys_by_id",
+        &["CREATE INDEX IF NOT EXISTS unique_keys_by_id ON unique_keys (kind, id)"],
+    ),
 ];
 
 /// A store error.

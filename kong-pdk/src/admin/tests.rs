@@ -814,6 +814,49 @@ async fn reads_answer_while_a_write_waits_for_the_database() {
     assert_eq!(read.body["data"].as_array().map(Vec::len), Some(2));
 }
 
+/// A cluster reload that loaded the store before a local write cannot make that write
+/// disappear: the write waits for the reload, and lands after it. (Before, the reload loaded
+/// without the write lock and went live with its older copy: the write, acknowledged, was
+/// gone from memory.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_reload_never_goes_live_with_a_copy_older_than_a_write() {
+    let db = temp_db();
+    let store = Store::sqlite(&db.path()).await.unwrap();
+    let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
+    let proxy = Arc::new(Proxy::new(Snapshot::empty(plugins.clone()), HeaderSettings::default()));
+    let admin = Admin::new(store.clone(), plugins, proxy).await.unwrap();
+    let addr = serve_admin(admin.clone()).await;
+    let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
+    let (resume, resume_rx) = tokio::sync::oneshot::channel();
+    *admin.reload_pause.lock().unwrap() = Some((loaded_tx, resume_rx));
+    let reloading = tokio::spawn({
+        let admin = admin.clone();
+        async move { admin.reload(&store).await }
+    });
+    loaded.await.unwrap();
+    // The reload holds a copy without the service. The write is acknowledged either now (it
+    // would be, without the lock) or once the reload is done.
+    let write = tokio::spawn(async move {
+        let a = AdminAddr(addr.0);
+        form(&a, "POST", "/services", "name=fresh&host=a.test").await.status
+    });
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        while !write.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok();
+    assert!(
+        !early,
+        "the write was acknowledged while a reload was between its load and going live"
+    );
+    resume.send(()).unwrap();
+    reloading.await.unwrap().unwrap();
+    assert_eq!(write.await.unwrap(), 201);
+    assert_eq!(call(&addr, "GET", "/services/fresh", None, "").await.status, 200);
+}
+
 /// Kong's `pg_timeout`: a write stuck behind another connection's lock answers Kong's 500
 /// once the timeout has passed, instead of holding the writer for as long as the lock lasts;
 /// the entity is not there, and writes work again once the lock is gone.

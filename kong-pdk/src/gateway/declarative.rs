@@ -542,11 +542,15 @@ impl Config {
         );
         set.configure().await;
         Ok(Snapshot {
-            router,
-            plugins: set,
-            certificates,
-            upstreams: super::Balancers::new(&self.upstreams, &self.targets, &plugins.node().health),
-            upstream_tls,
+            router: Arc::new(router),
+            plugins: Arc::new(set),
+            certificates: Arc::new(certificates),
+            upstreams: Arc::new(super::Balancers::new(
+                &self.upstreams,
+                &self.targets,
+                &plugins.node().health,
+            )),
+            upstream_tls: Arc::new(upstream_tls),
             data: Arc::new(data),
         })
     }

@@ -52,17 +52,19 @@ pub use crate::runloop::HeaderSettings;
 pub(crate) use crate::runloop::SERVER_TOKEN;
 
 /// What the proxy serves: routes, plugin instances and certificates, swapped as a whole.
+/// The parts are shared: a change to consumers or plugin entities alone makes a snapshot
+/// that keeps the router, plugins and upstreams of the one before ([`Snapshot::with_data`]).
 pub struct Snapshot {
     /// The router.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// The configured plugin instances.
-    pub plugins: PluginSet,
+    pub plugins: Arc<PluginSet>,
     /// Certificates by server name (certificate and SNI entities).
-    pub certificates: Certificates,
+    pub certificates: Arc<Certificates>,
     /// Upstreams (load balancers) by name.
-    pub upstreams: Balancers,
+    pub upstreams: Arc<Balancers>,
     /// How each service's `https` upstream is spoken to.
-    pub upstream_tls: upstream_tls::UpstreamTls,
+    pub upstream_tls: Arc<upstream_tls::UpstreamTls>,
     /// Consumers and plugin entities, for `kong.db()`.
     pub data: Arc<crate::dao::DataStore>,
 }
@@ -76,12 +78,25 @@ impl Snapshot {
     /// A snapshot of `router` and `plugins`, without certificates.
     pub fn new(router: Router, plugins: PluginSet) -> Snapshot {
         Snapshot {
-            router,
-            plugins,
-            certificates: Certificates::default(),
-            upstreams: Balancers::default(),
-            upstream_tls: upstream_tls::UpstreamTls::default(),
+            router: Arc::new(router),
+            plugins: Arc::new(plugins),
+            certificates: Arc::default(),
+            upstreams: Arc::default(),
+            upstream_tls: Arc::default(),
             data: crate::dao::DataStore::empty(),
+        }
+    }
+
+    /// This snapshot with `data` for its consumers and plugin entities, sharing everything
+    /// else (what an Admin API write of a consumer or a credential changes).
+    pub fn with_data(&self, data: Arc<crate::dao::DataStore>) -> Snapshot {
+        Snapshot {
+            router: self.router.clone(),
+            plugins: self.plugins.clone(),
+            certificates: self.certificates.clone(),
+            upstreams: self.upstreams.clone(),
+            upstream_tls: self.upstream_tls.clone(),
+            data,
         }
     }
 }
@@ -273,8 +288,15 @@ impl Proxy {
     /// Replaces the snapshot. Call `snapshot.plugins.configure()` first, as Kong runs
     /// `configure` before the new configuration takes traffic.
     pub fn swap(&self, snapshot: Snapshot) {
+        let live = self.snapshot();
+        if Arc::ptr_eq(&snapshot.upstreams, &live.upstreams) {
+            // The same upstreams (a change of consumers or plugin entities): their balancers,
+            // checkers and resolvers go on as they are.
+            self.snapshot.store(Arc::new(snapshot));
+            return;
+        }
         let health = &snapshot.plugins.plugins().node().health;
-        snapshot.upstreams.seed_from(&self.snapshot().upstreams, health);
+        snapshot.upstreams.seed_from(&live.upstreams, health);
         snapshot.upstreams.adopt(health);
         self.checkers.sync(&snapshot.upstreams);
         if let Some(dns) = &self.dns {

@@ -125,10 +125,10 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
     }
     let routes = routes.into_iter().map(|r| (Arc::new(r), Some(upstream.clone())));
     let snapshot = Snapshot {
-        router: Router::new(routes).unwrap(),
-        plugins: set,
-        certificates: Certificates::new(&certificates, &snis).unwrap(),
-        upstreams: Balancers::default(),
+        router: Arc::new(Router::new(routes).unwrap()),
+        plugins: Arc::new(set),
+        certificates: Arc::new(Certificates::new(&certificates, &snis).unwrap()),
+        upstreams: Arc::default(),
         upstream_tls: Default::default(),
         data: crate::dao::DataStore::empty(),
     };
