@@ -94,7 +94,8 @@ def sink_serve():
             buf = b""
             while b"\r\n\r\n" not in buf: buf += c.recv(65536)
             head, rest = buf.split(b"\r\n\r\n", 1)
-            n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+            lengths = [l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")]
+            n = int(lengths[0]) if lengths else 0
             got = len(rest)
             while got < n:
                 d = c.recv(1 << 20)

@@ -30,7 +30,7 @@ pub fn full(bytes: Bytes) -> ProxyBody {
 }
 
 /// Where the response body comes from: known bytes or the upstream's body, streamed.
-pub(super) type Source = ResponseBody<super::upstream::UpstreamBody>;
+pub(super) type Source = ResponseBody<super::response_body::Upstream>;
 
 /// Runs `log` on a task of its own, after the client has the response: the one place a
 /// proxied request's log starts. `tasks` is the proxy's, which shutdown waits for.

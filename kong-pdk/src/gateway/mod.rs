@@ -15,6 +15,7 @@ pub(crate) mod kinds;
 pub mod mock_upstream;
 mod proxy;
 mod request_body;
+mod response_body;
 mod stream;
 mod udp;
 pub use stream::StreamListen;

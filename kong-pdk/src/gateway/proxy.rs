@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{self, ProxyBody};
 use super::h1guard::Rejected;
 use super::request_body::{self, Buffered, IncomingSlot, Pace, Paced, Spooled};
+use super::response_body::Upstream;
 use super::upstream::{HeadWait, Pool, SendError, Target, Tls, UpstreamBody};
 use super::{Connection, Proxy};
 use crate::runloop::{self, ResponseBody, UpstreamFailure};
@@ -199,8 +200,13 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                         }
                         Err(_) => runloop::upstream_failed(&mut tx, UpstreamFailure::Invalid),
                     }
+                } else if tx.route.as_ref().is_none_or(|r| r.response_buffering) {
+                    // Kong's default: read ahead of the client, so a slow one never holds the
+                    // upstream's connection.
+                    let ahead = Upstream::buffered(incoming, &proxy.body_limits.temp_dir, &proxy.tasks);
+                    upstream_body = Some(ResponseBody::Upstream(ahead));
                 } else {
-                    upstream_body = Some(ResponseBody::Upstream(incoming));
+                    upstream_body = Some(ResponseBody::Upstream(Upstream::Direct(None, incoming)));
                 }
             }
             // A streamed body the client failed to send is the client's failure.
@@ -221,7 +227,7 @@ async fn respond(
     proxy: &Proxy,
     snap: Arc<super::Snapshot>,
     mut tx: Box<Transaction>,
-    upstream_body: Option<ResponseBody<UpstreamBody>>,
+    upstream_body: Option<ResponseBody<Upstream>>,
     upstream_ms: u64,
 ) -> Response<ProxyBody> {
     let set = &snap.plugins;

@@ -345,21 +345,21 @@ pub(super) struct Spooled {
 /// The most a temporary file is written or read at once.
 const FILE_CHUNK: usize = 64 * 1024;
 
-impl Spooled {
-    /// A new temporary file in `dir`, already unlinked.
-    fn create(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{:010}.{}", serial, std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        std::fs::remove_file(&path)?;
-        Ok(file)
-    }
+/// A new temporary file in `dir`, already unlinked: it goes when its last handle does.
+pub(super) fn temp_file(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{:010}.{}", serial, std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
 
+impl Spooled {
     /// `len` bytes at `offset`.
     async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
         let file = self.file.clone();
@@ -390,12 +390,12 @@ impl Spooled {
 }
 
 #[cfg(unix)]
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub(super) fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
 }
 
 #[cfg(windows)]
-fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+pub(super) fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
     while !buf.is_empty() {
         match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -474,7 +474,7 @@ pub(super) async fn read_whole(mut unread: Unread, limits: &BodyLimits) -> Resul
             let (f, written) = match file.take() {
                 Some(open) => open,
                 None => {
-                    let created = Spooled::create(&limits.temp_dir).map_err(|e| {
+                    let created = temp_file(&limits.temp_dir).map_err(|e| {
                         tracing::error!(target: "kong", "could not open a client body temporary file in {}: {e}", limits.temp_dir.display());
                         BodyFailure::Io
                     })?;

@@ -1,6 +1,6 @@
-//! Request bodies over real sockets: a route's `request_buffering` and the temporary files
-//! behind it, `client_max_body_size`, `client_body_timeout`, broken chunks, and the service's
-//! `write_timeout` and `read_timeout` around the upload.
+//! Bodies over real sockets: a route's `request_buffering` and the temporary files behind it,
+//! `client_max_body_size`, `client_body_timeout`, broken chunks, the service's `write_timeout`
+//! and `read_timeout` around the upload; and a route's `response_buffering`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,23 @@ use super::*;
 use crate::entities::{Route, Service};
 use crate::executor::PluginEntity;
 use crate::pdk::NodeInfo;
+use crate::prelude::*;
 use crate::registry::Plugins;
+
+/// Upper-cases the body's last chunk (`eof`) on requests with `X-Tail`: the length stays.
+#[plugin(priority = 2, version = "1.0.0", name = "gw-test-tail")]
+pub(super) struct Tail {}
+
+#[handler]
+impl Handler for Tail {
+    async fn body_filter(&self, kong: &mut Kong<BodyFilter>) -> crate::Result {
+        if kong.request().get_header("x-tail").is_some() && kong.response().is_eof() {
+            let upper = kong.response().chunk().to_ascii_uppercase();
+            kong.response().set_chunk(upper);
+        }
+        Ok(())
+    }
+}
 
 /// A directory of the test's own, removed when dropped.
 struct TempDir(std::path::PathBuf);
@@ -103,23 +119,31 @@ async fn upstream(dir: std::path::PathBuf) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, seen)
 }
 
-/// A gateway with `limits` and routes `/buffered` (the default) and `/streamed`
-/// (`request_buffering = false`) to `service`, `gw-test-peek` on both.
+/// A gateway with `limits` and routes `/buffered` (the default), `/streamed`
+/// (`request_buffering = false`) and `/passed` (`response_buffering = false`) to `service`,
+/// `gw-test-peek` on all.
 async fn gateway(limits: BodyLimits, service: Service) -> SocketAddr {
     let service = Arc::new(service);
     let buffered = route(&["/buffered"], Some(&service));
     let mut streamed = Route::new(&["/streamed"]);
     streamed.request_buffering = false;
-    let streamed = (Arc::new(streamed), Some(service));
+    let streamed = (Arc::new(streamed), Some(service.clone()));
+    let mut passed = Route::new(&["/passed"]);
+    passed.response_buffering = false;
+    let passed = (Arc::new(passed), Some(service));
     let plugins = Arc::new(
         Plugins::builder(NodeInfo::default())
             .with::<super::tests::Peek>()
+            .with::<Tail>()
             .build(),
     );
     let snap = snapshot(
         &plugins,
-        vec![buffered, streamed],
-        vec![PluginEntity::new("gw-test-peek", json!({}))],
+        vec![buffered, streamed, passed],
+        vec![
+            PluginEntity::new("gw-test-peek", json!({})),
+            PluginEntity::new("gw-test-tail", json!({})),
+        ],
     )
     .await;
     let proxy = Arc::new(Proxy::new(snap, HeaderSettings::default()).with_body_limits(limits));
@@ -411,4 +435,114 @@ async fn the_write_timeout_runs_between_writes_to_an_upstream_that_stops_reading
         answer.contains("\r\n\r\nThe upstream server is timing out\nrequest_id: "),
         "{answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_buffering_reads_the_upstream_ahead_of_a_client_that_does_not_read() {
+    // An upstream that sends a 32 MiB answer and says when the last byte was taken from it.
+    const SIZE: usize = 32 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let sent = Arc::new(tokio::sync::Notify::new());
+    let done = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
+                    .await;
+                let block = vec![b'r'; 64 * 1024];
+                for _ in 0..SIZE / block.len() {
+                    if s.write_all(&block).await.is_err() {
+                        return;
+                    }
+                }
+                done.notify_one();
+                let _ = s.read(&mut head).await;
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let limits = BodyLimits {
+        temp_dir: dir.0.clone(),
+        ..BodyLimits::default()
+    };
+    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    // A client with a small receive window that reads nothing at first.
+    let connect = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(gw).await.unwrap()
+    };
+    let read_all = |mut c: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut got))
+            .await
+            .expect("the answer within 20 s")
+            .unwrap();
+        got
+    };
+    let body_len = |got: &[u8]| got.len() - got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4;
+
+    // Buffered (the default): the upstream is done while the client has read nothing.
+    let mut c = connect().await;
+    c.write_all(b"GET /buffered HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sent.notified())
+        .await
+        .expect("the upstream sent everything to the gateway before the client read");
+    assert_eq!(body_len(&read_all(c).await), SIZE);
+
+    // Passed through (`response_buffering = false`): the upstream waits for the client.
+    let mut c = connect().await;
+    c.write_all(b"GET /passed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(1), sent.notified()).await;
+    assert!(early.is_err(), "the upstream finished though the client read nothing");
+    assert_eq!(body_len(&read_all(c).await), SIZE);
+    tokio::time::timeout(Duration::from_secs(10), sent.notified())
+        .await
+        .expect("done once the client read");
+    assert_eq!(dir.entries(), 0, "the buffer file is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_ahead_still_ends_with_body_filters_eof() {
+    // A body of known length sent in three parts, 100 ms apart: read ahead of the client, and
+    // body_filter still sees its last chunk as the last.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").await;
+                for part in [&b"def"[..], b"ghi"] {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = s.write_all(part).await;
+                }
+                let _ = s.read(&mut head).await;
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let limits = BodyLimits {
+        temp_dir: dir.0.clone(),
+        ..BodyLimits::default()
+    };
+    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    for path in ["/buffered", "/passed"] {
+        let sent = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Tail: 1\r\nConnection: close\r\n\r\n");
+        let got = closed_after(gw, sent.as_bytes()).await;
+        let text = String::from_utf8_lossy(&got);
+        // With its Content-Length the client stops at the 9th byte: only a last chunk seen as
+        // the last is changed.
+        assert!(text.ends_with("\r\n\r\nabcdefGHI"), "{path}: {text}");
+    }
 }
