@@ -37,6 +37,6 @@ mod tests {
         assert_eq!(dbless.database, "off");
         // The path in kong-dbless.conf is relative to the repository root, where README runs it.
         let yml = dbless.declarative_config.as_deref().unwrap();
-        parse_config(&dbless, &root.parent().unwrap().join(yml)).unwrap();
+        parse_config(&dbless, &root.parent().unwrap().join(yml), false).unwrap();
     }
 }

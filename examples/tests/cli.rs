@@ -126,6 +126,48 @@ fn config_parse_and_version() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad header name 'bad name'"), "{err}");
 
+    // Checked as the Admin API checks entities: every problem at once, in Kong's words.
+    std::fs::write(
+        dir.join("invalid.yml"),
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(dir.join("invalid.yml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for problem in [
+        r#""methodz":"unknown field""#,
+        r#""paths":["should start with: / (fixed path) or ~/ (regex path)"]"#,
+        r#""regex_priority":"expected an integer""#,
+    ] {
+        assert!(err.contains(problem), "{problem} missing from: {err}");
+    }
+
+    // Without a kong.conf every plugin the binary links is known: the shipped example, which
+    // uses my-plugin, parses as the README shows it.
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"))
+        .env_remove("KONG_PLUGINS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // With one, its `plugins` decide.
+    std::fs::write(dir.join("bundled.conf"), "plugins = bundled\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "parse"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"))
+        .arg("-c")
+        .arg(dir.join("bundled.conf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("my-plugin"), "{err}");
+
     std::fs::write(dir.join("noformat.yml"), "services: []\n").unwrap();
     let out = Command::new(BIN)
         .args(["config", "parse"])

@@ -2,6 +2,7 @@
 //! a model, and the model checked. Every problem is reported at the user's own token.
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{Attribute, Ident, Type};
 
@@ -420,6 +421,87 @@ fn check_field(cx: &Ctxt, f: &FieldModel) {
             cx.syn_error(syn::Error::new(lo.span(), "`between` needs the lower bound first"));
         }
     }
+    if let Some(default) = &f.default
+        && let Some(why) = default_breaks(default, &f.validators)
+    {
+        cx.syn_error(syn::Error::new(default.span(), why));
+    }
+}
+
+/// Why a literal `default` fails one of the field's own validators (Kong would refuse every
+/// config that leaves the field out), or `None` when it passes them.
+fn default_breaks(default: &Value, validators: &[Validator]) -> Option<String> {
+    // The length Kong's `len_*` measure: a string's characters, an array's items.
+    let len = match default {
+        Value::Str(s) => Some(s.value().chars().count() as f64),
+        Value::Array { items, .. } => Some(items.len() as f64),
+        _ => None,
+    };
+    let number = default.as_f64();
+    let show = |v: &Value| match v {
+        Value::Str(s) => s.value(),
+        other => other.to_token_stream().to_string(),
+    };
+    for v in validators {
+        let broken = match v {
+            Validator::OneOf(items) => {
+                let mine = show(default);
+                (!items.iter().any(|i| show(i) == mine)).then(|| {
+                    let all: Vec<String> = items.iter().map(show).collect();
+                    format!("this default is not one of the field's `one_of` values; Kong would answer `expected one of: {}`", all.join(", "))
+                })
+            }
+            Validator::Between(lo, hi) => match (number, lo.as_f64(), hi.as_f64()) {
+                (Some(n), Some(a), Some(b)) if n < a || n > b => Some(format!(
+                    "this default is outside the field's `between`; Kong would answer `value should be between {} and {}`",
+                    show(lo),
+                    show(hi)
+                )),
+                _ => None,
+            },
+            Validator::Gt(g) => match (number, g.as_f64()) {
+                (Some(n), Some(g_)) if n <= g_ => Some(format!(
+                    "this default is not greater than the field's `gt`; Kong would answer `value must be greater than {}`",
+                    show(g)
+                )),
+                _ => None,
+            },
+            Validator::LenEq(n) => match (len, n.as_f64()) {
+                (Some(l), Some(n_)) if l != n_ => Some(format!(
+                    "this default's length is not the field's `len_eq`; Kong would answer `length must be {}`",
+                    show(n)
+                )),
+                _ => None,
+            },
+            Validator::LenMin(n) => match (len, n.as_f64()) {
+                (Some(l), Some(n_)) if l < n_ => Some(format!(
+                    "this default is shorter than the field's `len_min`; Kong would answer `length must be at least {}`",
+                    show(n)
+                )),
+                _ => None,
+            },
+            Validator::LenMax(n) => match (len, n.as_f64()) {
+                (Some(l), Some(n_)) if l > n_ => Some(format!(
+                    "this default is longer than the field's `len_max`; Kong would answer `length must be at most {}`",
+                    show(n)
+                )),
+                _ => None,
+            },
+            Validator::StartsWith(prefix) => match default {
+                Value::Str(s) if !s.value().starts_with(&prefix.value()) => Some(format!(
+                    "this default does not start with the field's `starts_with`; Kong would answer `should start with: {}`",
+                    prefix.value()
+                )),
+                _ => None,
+            },
+            // A Lua pattern: checked when the schema is used.
+            Validator::Match(_) => None,
+        };
+        if broken.is_some() {
+            return broken;
+        }
+    }
+    None
 }
 
 fn string_list(cx: &Ctxt, arg: &Arg, fields: &[FieldModel], plugin: bool) -> Vec<String> {

@@ -44,6 +44,32 @@
 //! synthetic request and a fake upstream; with the `testing` feature, `testing::helpers` runs
 //! it in a real gateway on every store strategy, as Kong's `spec.helpers` do.
 //!
+//! ## From `kong-pdk new` to your own gateway
+//!
+//! kong-pdk is not on crates.io yet: depend on a checkout (`cargo add kong-pdk --path
+//! <checkout>/kong-pdk`, or `--git`), or let the scaffold do it.
+//!
+//! 1. `cargo install --path kong-pdk` in a checkout gives the `kong-pdk` command; `kong-pdk new
+//!    my-plugin` writes a crate that depends on that checkout: `src/lib.rs` (the plugin),
+//!    `tests/integration.rs`, `examples/kong-gateway.rs`, `kong.conf` and a README.
+//! 2. `cargo test` runs the plugin in a real gateway per store strategy (`testing::helpers`,
+//!    with the dev-dependency's `testing` feature).
+//! 3. The gateway binary is any `main` that links the plugin and hands over to Kong's command
+//!    line (`cli::main`, feature `cli`):
+//!
+//!    ```ignore
+//!    use kong_pdk::Plugin as _;
+//!
+//!    fn main() -> std::process::ExitCode {
+//!        let _ = my_plugin::MyPlugin::NAME; // naming the plugin links it
+//!        kong_pdk::cli::main("kong-gateway", &[])
+//!    }
+//!    ```
+//!
+//!    `cargo run --example kong-gateway -- start -c kong.conf`, with `plugins = bundled,my-plugin`
+//!    in kong.conf, serves it: the Admin API attaches it to services, routes and consumers as
+//!    Kong's does.
+//!
 //! ## What a plugin crate sees
 //!
 //! | module | Kong |
@@ -82,6 +108,7 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets the macros' `::kong_pdk::` paths resolve inside this crate's own tests.
 extern crate self as kong_pdk;
@@ -169,11 +196,31 @@ macro_rules! prelude_markers {
     };
 }
 
-/// Everything a plugin author needs: `use kong_pdk::prelude::*;`.
+/// Everything a plugin author needs: `use kong_pdk::prelude::*;`. It brings `json!` too, for
+/// Kong's JSON answers:
+///
+/// ```
+/// use kong_pdk::prelude::*;
+///
+/// #[plugin(priority = 1000, version = "0.1.0", name = "deny-all")]
+/// pub struct DenyAll {}
+///
+/// #[handler]
+/// impl Handler for DenyAll {
+///     async fn access(&self, kong: &mut Kong<Access>) -> kong_pdk::Result {
+///         kong.response().exit(403, json!({ "message": "denied" }))
+///     }
+/// }
+/// ```
 pub mod prelude {
     crate::phase::request_phases!(prelude_markers);
     pub use crate::{Exit, Handler, Instance, Kong, Phase, Plugin, Worker, handler, plugin, record};
+    pub use serde_json::json;
 }
+
+/// The JSON crate the PDK speaks (`Value` bodies, configs, entities): a plugin needs no
+/// dependency of its own for it.
+pub use serde_json;
 
 #[doc(hidden)]
 pub mod __private {

@@ -31,20 +31,41 @@ impl Admin {
 
     /// `POST /config` (DB-less): a whole new declarative configuration, JSON or YAML, or a
     /// form's `config` field. Invalid → 400 code 14 and the running configuration stays.
-    pub(super) async fn load_config(&self, headers: &http::HeaderMap, bytes: &[u8]) -> ApiResult {
-        let ctype = headers
+    pub(super) async fn load_config(&self, headers: &http::HeaderMap, bytes: &[u8], flatten: bool) -> ApiResult {
+        let full_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let text = if ctype.starts_with("application/x-www-form-urlencoded") {
+            .unwrap_or_default();
+        let ctype = full_type.to_ascii_lowercase();
+        // Kong's `hydrate_config_from_request`: a JSON body that is the configuration itself,
+        // else a `config` argument (JSON, form or multipart, as `-F config=@kong.yml` sends
+        // it), else the raw body (YAML or JSON).
+        let argument = if ctype.starts_with("application/json") {
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(v) if v.get("_format_version").is_some() => Some(v.to_string()),
+                Ok(v) => v.get("config").and_then(Value::as_str).map(str::to_owned),
+                Err(_) => None,
+            }
+        } else if ctype.starts_with("application/x-www-form-urlencoded") {
             let form = args::form(&String::from_utf8_lossy(bytes));
-            form.get("config")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
+            form.get("config").and_then(Value::as_str).map(str::to_owned)
+        } else if ctype.starts_with("multipart/form-data") {
+            let boundary = full_type
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("boundary="))
+                .map(|b| b.trim_matches('"'));
+            boundary
+                .and_then(|b| args::multipart(bytes, b))
+                .and_then(|form| form.get("config").and_then(Value::as_str).map(str::to_owned))
         } else {
-            String::from_utf8_lossy(bytes).into_owned()
+            None
+        };
+        let text = match argument {
+            Some(text) => text,
+            None if !bytes.is_empty() && !ctype.starts_with("multipart/form-data") => {
+                String::from_utf8_lossy(bytes).into_owned()
+            }
+            None => return Err(message(400, "expected a declarative configuration")),
         };
         let invalid = |fields: Value| {
             let text = serde_json::to_string(&fields).unwrap_or_default();
@@ -54,7 +75,14 @@ impl Admin {
                 Some(fields),
             )
         };
-        let config = Config::parse(&text).map_err(|e| invalid(e.fields))?;
+        let config = Config::parse(&text).map_err(|e| {
+            let mut answer = invalid(e.fields.clone());
+            if flatten && let Value::Object(body) = &mut answer.1 {
+                let given: Value = serde_yaml_ng::from_str(&text).unwrap_or(Value::Null);
+                body.insert("flattened_errors".into(), Value::from(e.flattened(&given)));
+            }
+            answer
+        })?;
         let snapshot = config.snapshot(&self.plugins).await.map_err(|e| match e {
             crate::registry::LoadError::Invalid { violation, .. } => invalid(violation.fields().clone()),
             other => invalid(Value::from(other.to_string())),

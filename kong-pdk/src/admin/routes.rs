@@ -64,7 +64,10 @@ impl Admin {
                     ));
                 }
                 let bytes = collect_body(body).await?;
-                self.load_config(&parts.headers, &bytes).await
+                let flatten = query
+                    .split('&')
+                    .any(|kv| matches!(kv, "flatten_errors=1" | "flatten_errors=true"));
+                self.load_config(&parts.headers, &bytes, flatten).await
             }
             [] if get => Ok((StatusCode::OK, self.info().await)),
             ["status"] if get => self.status(&query).await,

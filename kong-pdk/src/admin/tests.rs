@@ -588,6 +588,93 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     assert!(text.contains("_format_version") && text.contains("/new"), "{text}");
     // The exported configuration loads back.
     assert!(Config::parse(text).is_ok(), "{text}");
+
+    // Every body Kong takes: multipart (`curl -F config=@kong.yml`), a form's `config`, JSON
+    // that is the configuration, JSON with a `config` string; nothing is Kong's 400.
+    let multipart = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"config\"; filename=\"kong.yml\"\r\nContent-Type: application/octet-stream\r\n\r\n{}\r\n--XyZ--\r\n",
+        yaml("/multi", "X-Multi")
+    );
+    let r = call(
+        &a,
+        "POST",
+        "/config",
+        Some("multipart/form-data; boundary=XyZ"),
+        &multipart,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(proxy_get(addr, "/multi/anything").await.0, 200);
+    let encoded = crate::pdk::request::percent_encode_component(&yaml("/form", "X-Form"));
+    let r = call(
+        &a,
+        "POST",
+        "/config",
+        Some("application/x-www-form-urlencoded"),
+        &format!("config={encoded}"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(proxy_get(addr, "/form/anything").await.0, 200);
+    let as_json: Value = serde_yaml_ng::from_str(&yaml("/json", "X-Json")).unwrap();
+    let r = call(&a, "POST", "/config", Some("application/json"), &as_json.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(proxy_get(addr, "/json/anything").await.0, 200);
+    let wrapped = json!({ "config": yaml("/wrapped", "X-Wrapped") });
+    let r = call(&a, "POST", "/config", Some("application/json"), &wrapped.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(proxy_get(addr, "/wrapped/anything").await.0, 200);
+    // Every problem of every entity at once, as the Admin API words them; flattened per entity
+    // when asked.
+    let invalid = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n";
+    let r = call(&a, "POST", "/config?flatten_errors=1", Some("text/yaml"), invalid).await;
+    assert_eq!((r.status, r.body["code"].clone()), (400, json!(14)), "{}", r.body);
+    assert_eq!(r.body["name"], "invalid declarative configuration");
+    assert_eq!(
+        r.body["fields"],
+        json!({ "services": { "1": { "routes": {
+            "1": { "methodz": "unknown field", "paths": ["should start with: / (fixed path) or ~/ (regex path)"] },
+            "2": { "regex_priority": "expected an integer" },
+        } } } })
+    );
+    let flat = r.body["flattened_errors"].as_array().unwrap();
+    assert_eq!(flat.len(), 2, "{flat:?}");
+    assert_eq!(
+        (
+            &flat[0]["entity_type"],
+            &flat[0]["entity_name"],
+            &flat[0]["entity"]["paths"]
+        ),
+        (&json!("route"), &json!("r"), &json!(["mock"]))
+    );
+    assert_eq!(
+        flat[0]["errors"],
+        json!([
+            { "type": "field", "field": "methodz", "message": "unknown field" },
+            { "type": "field", "field": "paths.1", "message": "should start with: / (fixed path) or ~/ (regex path)" },
+        ])
+    );
+    assert_eq!(
+        flat[1]["errors"],
+        json!([{ "type": "field", "field": "regex_priority", "message": "expected an integer" }])
+    );
+    assert_eq!(
+        proxy_get(addr, "/wrapped/anything").await.0,
+        200,
+        "the running configuration stays"
+    );
+    let r = call(
+        &a,
+        "POST",
+        "/config",
+        Some("multipart/form-data; boundary=XyZ"),
+        "--XyZ--\r\n",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body),
+        (400, json!({ "message": "expected a declarative configuration" }))
+    );
 }
 
 async fn proxy_json(addr: SocketAddr, path: &str) -> (u16, Value) {

@@ -28,6 +28,7 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../templates/new/kong-gateway.rs.tmpl"),
     ),
     ("kong.conf", include_str!("../../templates/new/kong.conf.tmpl")),
+    ("README.md", include_str!("../../templates/new/README.md.tmpl")),
     (".gitignore", include_str!("../../templates/new/gitignore.tmpl")),
 ];
 
@@ -111,6 +112,11 @@ fn generate(new: &New) -> Result<PathBuf, String> {
         Some(path) => {
             let path = std::fs::canonicalize(path).map_err(|e| format!("--kong-pdk-path {}: {e}", path.display()))?;
             format!("path = {:?}", path.display().to_string())
+        }
+        // kong-pdk is not on crates.io yet: the sources this command was built from, while
+        // they are there (`cargo install --path kong-pdk` from a checkout).
+        None if Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml").exists() => {
+            format!("path = {:?}", env!("CARGO_MANIFEST_DIR"))
         }
         None => format!("version = \"{}\"", env!("CARGO_PKG_VERSION")),
     };

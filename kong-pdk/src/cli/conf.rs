@@ -363,7 +363,15 @@ impl Settings {
                 "plugins" => s.plugins = comma_list(&v),
                 "prefix" => s.prefix = PathBuf::from(v),
                 "admin_gui_origin" => s.admin_gui_origin = comma_list(&v),
-                "log_level" => s.log_level = v,
+                "log_level" => {
+                    if !LOG_LEVELS.contains(&v.as_str()) {
+                        return Err(format!(
+                            "log_level has an invalid value: '{v}' ({})",
+                            LOG_LEVELS.join(", ")
+                        ));
+                    }
+                    s.log_level = v
+                }
                 "trusted_ips" => s.trusted_ips = comma_list(&v),
                 "db_cache_ttl" => s.db_cache_ttl = seconds("db_cache_ttl", &v)?,
                 "db_cache_neg_ttl" => s.db_cache_neg_ttl = Some(seconds("db_cache_neg_ttl", &v)?),
@@ -526,11 +534,16 @@ fn load_plugins(s: &Settings) -> Result<Arc<Plugins>, String> {
     ))
 }
 
-/// `config parse`: validates a declarative configuration against the enabled plugins.
-pub fn parse_config(s: &Settings, file: &Path) -> Result<(), String> {
+/// `config parse`: validates a declarative configuration against the enabled plugins, or
+/// every plugin the binary links when `linked`.
+pub fn parse_config(s: &Settings, file: &Path, linked: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("could not read {}: {e}", file.display()))?;
     let config = Config::parse(&text).map_err(|e| e.to_string())?;
-    let plugins = load_plugins(s)?;
+    let plugins = if linked {
+        Arc::new(Plugins::load_all(s.node()?))
+    } else {
+        load_plugins(s)?
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -652,16 +665,83 @@ pub fn mock_upstream(listen: &str, stream_listen: &str, stream_ssl_listen: &str)
 }
 
 fn init_logging(level: &str) {
-    let filter = match level {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(level))
+        .with_ansi(false)
+        .event_format(KongLogFormat)
+        .try_init();
+}
+
+/// Kong's log levels, most verbose first.
+const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"];
+
+/// The filter for Kong's `log_level`: tracing's levels, with `notice`, `crit`, `alert` and
+/// `emerg` told apart by their targets (`kong::notice`, ...).
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let directives = match level {
         "debug" => "debug",
-        "info" | "notice" => "info",
+        "info" => "info",
+        "notice" => "warn,kong::notice=info",
         "warn" => "warn",
+        "crit" => "off,kong::crit=error,kong::alert=error,kong::emerg=error",
+        "alert" => "off,kong::alert=error,kong::emerg=error",
+        "emerg" => "off,kong::emerg=error",
         _ => "error",
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .try_init();
+    tracing_subscriber::EnvFilter::new(directives)
+}
+
+/// Lines as nginx writes its error log: `2026/12/02 17:40:00 [notice] message`, with Kong's
+/// level names and no colour codes.
+struct KongLogFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for KongLogFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let level = match meta.target().strip_prefix("kong::") {
+            Some(kong @ ("notice" | "crit" | "alert" | "emerg")) => kong,
+            _ => match *meta.level() {
+                tracing::Level::ERROR => "error",
+                tracing::Level::WARN => "warn",
+                tracing::Level::INFO => "info",
+                _ => "debug",
+            },
+        };
+        write!(writer, "{} [{level}] ", log_time(std::time::SystemTime::now()))?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// `YYYY/MM/DD HH:MM:SS` in UTC.
+fn log_time(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}/{month:02}/{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 async fn shutdown_signal() {
@@ -847,6 +927,70 @@ mod tests {
         assert_eq!(
             Settings::load_with_env(None, None, env).unwrap_err(),
             "nginx_http_client_header_timeout: invalid value 'soon'"
+        );
+    }
+
+    #[test]
+    fn logs_print_kongs_levels_and_notice_hides_info() {
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let run = |level: &str| {
+            let out = Buffer::default();
+            let sink = out.clone();
+            let subscriber = tracing_subscriber::registry().with(log_filter(level)).with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .event_format(KongLogFormat)
+                    .with_writer(move || sink.clone()),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                use crate::model::Level;
+                for l in [
+                    Level::Debug,
+                    Level::Info,
+                    Level::Notice,
+                    Level::Warn,
+                    Level::Err,
+                    Level::Crit,
+                ] {
+                    crate::pdk::log::emit(l, &format!("[p] {l:?}"));
+                }
+            });
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|l| l.split_once(' ').unwrap().1.split_once(' ').unwrap().1.to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run("notice"),
+            [
+                "[notice] [p] Notice",
+                "[warn] [p] Warn",
+                "[error] [p] Err",
+                "[crit] [p] Crit"
+            ]
+        );
+        assert_eq!(run("info")[0], "[info] [p] Info");
+        assert_eq!(run("crit"), ["[crit] [p] Crit"]);
+        assert!(!run("debug").concat().contains('\x1b'), "no colour codes");
+        assert_eq!(
+            log_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_696_000)),
+            "2025/12/02 17:20:00"
+        );
+        let env = [("KONG_LOG_LEVEL".to_owned(), "loud".to_owned())];
+        assert_eq!(
+            Settings::load_with_env(None, None, env).unwrap_err(),
+            "log_level has an invalid value: 'loud' (debug, info, notice, warn, error, crit, alert, emerg)"
         );
     }
 

@@ -143,7 +143,11 @@ pub fn main(name: &'static str, bundled: &'static [&'static str]) -> ExitCode {
         Command::Start { conf, prefix } => load(conf, prefix).and_then(conf::run),
         Command::Config {
             command: ConfigCommand::Parse { file, conf },
-        } => load(conf, None).and_then(|s| conf::parse_config(&s, &file)),
+        } => {
+            // Without a kong.conf (or KONG_PLUGINS), every plugin the binary links is known.
+            let linked = conf.is_none() && std::env::var_os("KONG_PLUGINS").is_none();
+            load(conf, None).and_then(|s| conf::parse_config(&s, &file, linked))
+        }
         Command::Health { prefix } => conf::health(prefix),
         Command::Migrations { command, conf, prefix } => {
             let action = match command {

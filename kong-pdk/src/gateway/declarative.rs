@@ -82,15 +82,195 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Refuses a field the kind's schema does not have, as Kong does (`unknown field`): kong.yml's
-/// core entities are held to the schemas the Admin API uses.
-fn known_fields(kind: &str, record: &Map<String, Value>, path: &str) -> Result<(), ConfigError> {
+impl ConfigError {
+    /// Kong's `flattened_errors` (`POST /config?flatten_errors=1`): one entry per entity with
+    /// problems, nested entities (a service's routes) promoted to entries of their own, each
+    /// with `entity_type`, `entity_id`, `entity_name`, `entity_tags`, `entity` (as `config`
+    /// gave it) and `errors` (`{type: "field", field, message}` or `{type: "entity",
+    /// message}`). Problems outside any entity come last, as entity errors of no type.
+    pub fn flattened(&self, config: &Value) -> Vec<Value> {
+        let mut out = Vec::new();
+        let Value::Object(tree) = &self.fields else {
+            return out;
+        };
+        let mut loose = Vec::new();
+        for (kind, errors) in tree {
+            match (errors, config.get(kind)) {
+                (Value::Object(by_index), Some(Value::Array(entities))) => {
+                    flatten_kind(kind, by_index, entities, &mut out);
+                }
+                (errors, _) => add_errors(kind, errors, &mut loose),
+            }
+        }
+        if !loose.is_empty() {
+            out.push(serde_json::json!({ "errors": loose }));
+        }
+        out
+    }
+}
+
+/// The entries of `kind`'s entities (`by_index`: 1-based positions in `entities`).
+fn flatten_kind(kind: &str, by_index: &Map<String, Value>, entities: &[Value], out: &mut Vec<Value>) {
+    for (index, errors) in by_index {
+        let entity = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| entities.get(i.wrapping_sub(1)))
+            .unwrap_or(&Value::Null);
+        let mut own = Vec::new();
+        let mut nested = Vec::new();
+        match errors {
+            Value::Object(fields) => {
+                for (field, e) in fields {
+                    match (e, entity.get(field)) {
+                        // A nested kind (a service's routes): entries of their own.
+                        (Value::Object(inner), Some(Value::Array(children)))
+                            if inner.keys().all(|k| k.parse::<usize>().is_ok()) =>
+                        {
+                            flatten_kind(field, inner, children, &mut nested);
+                        }
+                        _ => add_errors(field, e, &mut own),
+                    }
+                }
+            }
+            other => add_errors("@entity", other, &mut own),
+        }
+        if !own.is_empty() {
+            let text = |f: &str| {
+                entity
+                    .get(f)
+                    .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                    .cloned()
+            };
+            out.push(serde_json::json!({
+                "entity_type": kind.strip_suffix('s').unwrap_or(kind),
+                "entity_id": text("id"),
+                "entity_name": text("name").or_else(|| text("username")),
+                "entity_tags": entity.get("tags").filter(|t| t.is_array()).cloned(),
+                "entity": entity,
+                "errors": own,
+            }));
+        }
+        out.extend(nested);
+    }
+}
+
+/// Kong's `categorize_errors`: `@entity` messages, else field messages under their dotted
+/// field name (`paths.1`).
+fn add_errors(field: &str, errors: &Value, out: &mut Vec<Value>) {
+    match errors {
+        Value::String(message) if field == "@entity" || field.ends_with(".@entity") => {
+            out.push(serde_json::json!({ "type": "entity", "message": message }))
+        }
+        Value::String(message) => out.push(serde_json::json!({ "type": "field", "field": field, "message": message })),
+        Value::Array(list) => {
+            for (i, e) in list.iter().enumerate() {
+                let name = if field == "@entity" {
+                    field.to_owned()
+                } else {
+                    format!("{field}.{}", i + 1)
+                };
+                if !e.is_null() {
+                    add_errors(&name, e, out);
+                }
+            }
+        }
+        Value::Object(m) => {
+            for (k, e) in m {
+                let name = if k == "@entity" {
+                    k.clone()
+                } else {
+                    format!("{field}.{k}")
+                };
+                add_errors(&name, e, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Kong's declarative validation of a core entity, as the Admin API validates it: a field the
+/// kind's schema does not have (`unknown field`) and every field its schema refuses, in Kong's
+/// words, all at once.
+fn checked(kind: &str, record: &Map<String, Value>, path: &str) -> Result<(), ConfigError> {
     let Some(k) = super::kinds::get(kind) else {
         return Ok(());
     };
-    match record.keys().find(|f| k.schema.field(f).is_none()) {
-        Some(f) => Err(err(&format!("{path}.{f}"), "unknown field")),
-        None => Ok(()),
+    let mut problems = Map::new();
+    let mut known = Map::new();
+    for (field, value) in record {
+        if k.schema.field(field).is_none() {
+            problems.insert(field.clone(), Value::from("unknown field"));
+        } else {
+            known.insert(field.clone(), value.clone());
+        }
+    }
+    if let Err(Value::Object(refused)) = crate::schema::validate_record(&k.schema, &mut Value::Object(known)) {
+        for (field, why) in refused {
+            problems.entry(field).or_insert(why);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(err_tree(path, Value::Object(problems)))
+    }
+}
+
+/// The problems of a configuration: every entity is checked, and all that is wrong with them
+/// is reported at once, each under its entity's path.
+#[derive(Default)]
+struct Problems(Option<Value>);
+
+impl Problems {
+    fn add(&mut self, e: ConfigError) {
+        match &mut self.0 {
+            None => self.0 = Some(e.fields),
+            Some(tree) => merge(tree, e.fields),
+        }
+    }
+
+    /// `record` as a `T` when it is valid ([`checked`], then its typed form); else its
+    /// problems are kept and `None` is returned.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        record: Map<String, Value>,
+        path: &str,
+    ) -> Option<T> {
+        if let Err(e) = checked(kind, &record, path) {
+            self.add(e);
+            return None;
+        }
+        match serde_json::from_value(Value::Object(record)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.add(err(path, e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// `Ok` when nothing was wrong.
+    fn into_result(self) -> Result<(), ConfigError> {
+        match self.0 {
+            None => Ok(()),
+            Some(fields) => Err(ConfigError { fields }),
+        }
+    }
+}
+
+/// Adds the error tree `from` to `into` (the first message for a field stays).
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        for (k, v) in b {
+            match a.get_mut(&k) {
+                Some(existing) => merge(existing, v),
+                None => {
+                    a.insert(k, v);
+                }
+            }
+        }
     }
 }
 
@@ -252,6 +432,7 @@ impl Config {
         let transform = root.remove("_transform").and_then(|v| v.as_bool()).unwrap_or(true);
         strip_meta(&mut root);
         let mut cfg = Config::default();
+        let mut problems = Problems::default();
         let mut refs = Refs {
             services: HashMap::new(),
             routes: HashMap::new(),
@@ -283,11 +464,11 @@ impl Config {
                     ppath,
                 ));
             }
-            known_fields("services", &svc, &path)?;
-            let service: Service = serde_json::from_value(Value::Object(svc)).map_err(|e| err(&path, e.to_string()))?;
             refs.services.insert(name.unwrap_or_else(|| id.to_string()), id);
             refs.services.insert(id.to_string(), id);
-            cfg.services.push(service);
+            if let Some(service) = problems.typed::<Service>("services", svc, &path) {
+                cfg.services.push(service);
+            }
         }
         for (r, path) in records(&mut root, "routes", "")? {
             routes.push((r, None, path));
@@ -311,12 +492,18 @@ impl Config {
                     ppath,
                 ));
             }
-            known_fields("routes", &r, &path)?;
-            let mut route: Route = serde_json::from_value(Value::Object(r)).map_err(|e| err(&path, e.to_string()))?;
-            route.service = service.map(|id| ForeignKey { id });
-            ws_route(&route, &cfg.services, &path)?;
             refs.routes.insert(name.unwrap_or_else(|| id.to_string()), id);
             refs.routes.insert(id.to_string(), id);
+            let Some(mut route) = problems.typed::<Route>("routes", r, &path) else {
+                continue;
+            };
+            route.service = service.map(|id| ForeignKey { id });
+            // A route of a service with problems of its own is not checked against it.
+            let service_refused = service.is_some_and(|id| !cfg.services.iter().any(|s| s.id == id));
+            if !service_refused && let Err(e) = ws_route(&route, &cfg.services, &path) {
+                problems.add(e);
+                continue;
+            }
             cfg.routes.push(route);
         }
         for (mut c, path) in records(&mut root, "consumers", "")? {
@@ -345,14 +532,18 @@ impl Config {
                     daos.push((meta, r, Some(id), rpath));
                 }
             }
-            known_fields("consumers", &c, &path)?;
-            c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
-            let consumer: Consumer = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
-            if let Some(u) = &consumer.username {
+            if let Some(u) = &username {
                 refs.consumers.insert(u.clone(), id);
             }
             refs.consumers.insert(id.to_string(), id);
-            cfg.consumers.push(consumer);
+            if let Err(e) = checked("consumers", &c, &path) {
+                problems.add(e);
+                continue;
+            }
+            c.retain(|k, _| matches!(k.as_str(), "id" | "username" | "custom_id" | "tags"));
+            if let Some(consumer) = problems.typed::<Consumer>("consumers", c, &path) {
+                cfg.consumers.push(consumer);
+            }
         }
         for (p, path) in records(&mut root, "plugins", "")? {
             plugins.push((p, Scope::GLOBAL, path));
@@ -363,8 +554,10 @@ impl Config {
             }
         }
         for (meta, r, parent, path) in daos {
-            let entity = dao_entity(meta, r, parent, &refs.consumers, &path, transform)?;
-            cfg.daos.entry(meta.name.to_owned()).or_default().push(entity);
+            match dao_entity(meta, r, parent, &refs.consumers, &path, transform) {
+                Ok(entity) => cfg.daos.entry(meta.name.to_owned()).or_default().push(entity),
+                Err(e) => problems.add(e),
+            }
         }
         let mut certificates = HashMap::new();
         let mut snis: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
@@ -383,10 +576,10 @@ impl Config {
             for (sni, spath) in records(&mut c, "snis", &path)? {
                 snis.push((sni, Some(id), spath));
             }
-            known_fields("certificates", &c, &path)?;
-            let cert: Certificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
             certificates.insert(id.to_string(), id);
-            cfg.certificates.push(cert);
+            if let Some(cert) = problems.typed::<Certificate>("certificates", c, &path) {
+                cfg.certificates.push(cert);
+            }
         }
         for (mut c, path) in records(&mut root, "ca_certificates", "")? {
             let pem = c.get("cert").and_then(Value::as_str).unwrap_or_default();
@@ -395,9 +588,9 @@ impl Config {
             let id = id_of(&c, "ca_certificates", Some(&digest), &path)?;
             c.insert("id".into(), Value::from(id.to_string()));
             c.insert("cert_digest".into(), Value::from(digest));
-            known_fields("ca_certificates", &c, &path)?;
-            let ca: CaCertificate = serde_json::from_value(Value::Object(c)).map_err(|e| err(&path, e.to_string()))?;
-            cfg.ca_certificates.push(ca);
+            if let Some(ca) = problems.typed::<CaCertificate>("ca_certificates", c, &path) {
+                cfg.ca_certificates.push(ca);
+            }
         }
         let mut upstreams = HashMap::new();
         let mut targets: Vec<(Map<String, Value>, Option<Uuid>, String)> = Vec::new();
@@ -410,12 +603,21 @@ impl Config {
             }
             foreign_by_id(&mut u, "client_certificate");
             Upstream::apply_shorthands(&mut u, None);
-            known_fields("upstreams", &u, &path)?;
-            let u = schema_checked("upstreams", u, &path)?;
-            let upstream: Upstream = serde_json::from_value(u).map_err(|e| err(&path, e.to_string()))?;
-            upstreams.insert(upstream.name.clone(), id);
+            if let Some(name) = &name {
+                upstreams.insert(name.clone(), id);
+            }
             upstreams.insert(id.to_string(), id);
-            cfg.upstreams.push(upstream);
+            let u = match checked("upstreams", &u, &path).and_then(|()| schema_checked("upstreams", u, &path)) {
+                Ok(u) => u,
+                Err(e) => {
+                    problems.add(e);
+                    continue;
+                }
+            };
+            match serde_json::from_value::<Upstream>(u) {
+                Ok(upstream) => cfg.upstreams.push(upstream),
+                Err(e) => problems.add(err(&path, e.to_string())),
+            }
         }
         for (t, path) in records(&mut root, "targets", "")? {
             targets.push((t, None, path));
@@ -433,10 +635,17 @@ impl Config {
             let id = id_of(&t, "targets", Some(&key), &path)?;
             t.insert("id".into(), Value::from(id.to_string()));
             t.insert("upstream".into(), serde_json::json!({ "id": upstream.to_string() }));
-            known_fields("targets", &t, &path)?;
-            let t = schema_checked("targets", t, &path)?;
-            let target: Target = serde_json::from_value(t).map_err(|e| err(&path, e.to_string()))?;
-            cfg.targets.push(target);
+            let t = match checked("targets", &t, &path).and_then(|()| schema_checked("targets", t, &path)) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.add(e);
+                    continue;
+                }
+            };
+            match serde_json::from_value::<Target>(t) {
+                Ok(target) => cfg.targets.push(target),
+                Err(e) => problems.add(err(&path, e.to_string())),
+            }
         }
         for (sni, path) in records(&mut root, "snis", "")? {
             snis.push((sni, None, path));
@@ -456,10 +665,12 @@ impl Config {
                 "certificate".into(),
                 serde_json::json!({ "id": certificate.to_string() }),
             );
-            known_fields("snis", &sni, &path)?;
-            let sni: Sni = serde_json::from_value(Value::Object(sni)).map_err(|e| err(&path, e.to_string()))?;
-            cfg.snis.push(sni);
+            if let Some(sni) = problems.typed::<Sni>("snis", sni, &path) {
+                cfg.snis.push(sni);
+            }
         }
+        // Every entity's problems at once; plugins are checked against valid entities.
+        problems.into_result()?;
         for (mut p, mut scope, path) in plugins {
             let name = p
                 .get("name")

@@ -42,9 +42,15 @@ pub const MAX_REQUEST_LINES: usize = 1000;
 pub(crate) fn emit(level: Level, line: &str) {
     match level {
         Level::Debug => tracing::debug!(target: "kong", "{line}"),
-        Level::Info | Level::Notice => tracing::info!(target: "kong", "{line}"),
+        Level::Info => tracing::info!(target: "kong", "{line}"),
+        // Kong's levels that tracing lacks travel in the target, for the filter and the
+        // printed level (`kong start`'s log).
+        Level::Notice => tracing::info!(target: "kong::notice", "{line}"),
         Level::Warn => tracing::warn!(target: "kong", "{line}"),
-        Level::Err | Level::Crit | Level::Alert | Level::Emerg => tracing::error!(target: "kong", "{line}"),
+        Level::Err => tracing::error!(target: "kong", "{line}"),
+        Level::Crit => tracing::error!(target: "kong::crit", "{line}"),
+        Level::Alert => tracing::error!(target: "kong::alert", "{line}"),
+        Level::Emerg => tracing::error!(target: "kong::emerg", "{line}"),
     }
 }
 

@@ -111,26 +111,33 @@ const METHODS: [&str; 15] = [
     "TRACE",
 ];
 
-impl<P: RequestPhase + phase::StreamUpstream> ServiceRequest<'_, P> {
+impl<P: RequestPhase> ServiceRequest<'_, P> {
     /// Kong's stream `kong.service.request.disable_tls()`: this session reaches a `tls`
     /// service's upstream in plain TCP (it cannot be turned back on).
-    pub fn disable_tls(&mut self) {
+    pub fn disable_tls(&mut self)
+    where
+        P: phase::StreamUpstream,
+    {
         self.tx.upstream.scheme = "http".into();
     }
 }
 
-impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
+impl<P: RequestPhase> ServiceRequest<'_, P> {
     /// `enable_buffering()`: buffer the upstream response so `response` handlers and
     /// `kong.service.response().get_raw_body()` see it whole.
     pub fn enable_buffering(&mut self)
     where
+        P: phase::ServiceRequestWrite,
         P: phase::EnableBuffering,
     {
         self.tx.buffered = true;
     }
 
     /// `set_scheme("http" | "https")`.
-    pub fn set_scheme(&mut self, scheme: &str) -> Result<(), PdkError> {
+    pub fn set_scheme(&mut self, scheme: &str) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         if scheme != "http" && scheme != "https" {
             return Err(PdkError::new(format!("invalid scheme: {scheme}")));
         }
@@ -139,7 +146,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_path(path)`: must start with `/`.
-    pub fn set_path(&mut self, path: &str) -> Result<(), PdkError> {
+    pub fn set_path(&mut self, path: &str) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         if !path.starts_with('/') {
             return Err(PdkError::new("path must start with /"));
         }
@@ -148,12 +158,18 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_raw_query(query)`: without `?`.
-    pub fn set_raw_query(&mut self, query: &str) {
+    pub fn set_raw_query(&mut self, query: &str)
+    where
+        P: phase::ServiceRequestWrite,
+    {
         self.tx.upstream.query = (!query.is_empty()).then(|| query.to_owned());
     }
 
     /// `set_method(method)`: one of Kong's methods.
-    pub fn set_method(&mut self, method: &str) -> Result<(), PdkError> {
+    pub fn set_method(&mut self, method: &str) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         if !METHODS.contains(&method) {
             return Err(PdkError::new(format!("invalid method: {method}")));
         }
@@ -163,7 +179,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_query(args)`: replaces the query, encoded with sorted keys as Kong.
-    pub fn set_query<'k>(&mut self, args: impl IntoIterator<Item = (&'k str, &'k str)>) {
+    pub fn set_query<'k>(&mut self, args: impl IntoIterator<Item = (&'k str, &'k str)>)
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let mut args: Vec<(&str, &str)> = args.into_iter().collect();
         args.sort();
         let q: Vec<String> = args
@@ -174,7 +193,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `clear_query_arg(name)`: removes every occurrence.
-    pub fn clear_query_arg(&mut self, name: &str) {
+    pub fn clear_query_arg(&mut self, name: &str)
+    where
+        P: phase::ServiceRequestWrite,
+    {
         if let Some(q) = &self.tx.upstream.query {
             let kept: Vec<&str> = q
                 .split('&')
@@ -186,7 +208,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_header(name, value)`. `Host` sets the upstream Host header.
-    pub fn set_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError> {
+    pub fn set_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let value = value.to_string();
         let n = header_name(name)?;
         if n == http::header::HOST {
@@ -197,7 +222,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `add_header(name, value)`.
-    pub fn add_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError> {
+    pub fn add_header(&mut self, name: &str, value: impl std::fmt::Display) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let n = header_name(name)?;
         self.tx
             .upstream
@@ -207,14 +235,20 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `clear_header(name)`.
-    pub fn clear_header(&mut self, name: &str) -> Result<(), PdkError> {
+    pub fn clear_header(&mut self, name: &str) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let n = header_name(name)?;
         self.tx.upstream.headers.remove(n);
         Ok(())
     }
 
     /// `set_headers({...})`.
-    pub fn set_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Result<(), PdkError> {
+    pub fn set_headers<'h>(&mut self, headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         for (k, v) in headers {
             self.set_header(k, v)?;
         }
@@ -222,7 +256,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_raw_body(body)`: replaces the body sent upstream.
-    pub fn set_raw_body(&mut self, body: impl Into<Bytes>) {
+    pub fn set_raw_body(&mut self, body: impl Into<Bytes>)
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let body = body.into();
         self.tx
             .upstream
@@ -235,7 +272,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     /// `set_body(args)`: encodes `body` in the content type the request goes with: form
     /// encoding for `application/x-www-form-urlencoded` (keys sorted, as Kong), JSON for
     /// `application/json` or when there is none (which then becomes the content type).
-    pub fn set_body(&mut self, body: &Value) -> Result<(), PdkError> {
+    pub fn set_body(&mut self, body: &Value) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let content_type = self
             .tx
             .upstream
@@ -263,7 +303,10 @@ impl<P: RequestPhase + phase::ServiceRequestWrite> ServiceRequest<'_, P> {
     }
 
     /// `set_body(args, "application/json")`: encodes `body` as JSON and sets the content type.
-    pub fn set_json_body(&mut self, body: &Value) -> Result<(), PdkError> {
+    pub fn set_json_body(&mut self, body: &Value) -> Result<(), PdkError>
+    where
+        P: phase::ServiceRequestWrite,
+    {
         let bytes = serde_json::to_vec(body).map_err(|e| PdkError::new(e.to_string()))?;
         self.tx
             .upstream

@@ -115,10 +115,11 @@ impl fmt::Display for Strategy {
 /// Every strategy a plugin should be tested with: `off`, `sqlite` and, when PostgreSQL is
 /// reachable, `postgres` (Kong's `helpers.all_strategies()`).
 ///
-/// PostgreSQL is found through `KONG_TEST_PG_HOST` and `KONG_TEST_PG_PORT` (default
-/// 127.0.0.1:5432). When it does not answer, `postgres` is left out with the reason printed,
-/// unless `KONG_TEST_REQUIRE_PG=1`, which makes that a panic (CI sets it). `KONG_DATABASE`
-/// narrows the list to one strategy, as with Kong.
+/// PostgreSQL is found through `KONG_TEST_PG_HOST`, `KONG_TEST_PG_PORT`, `KONG_TEST_PG_USER` and
+/// `KONG_TEST_PG_PASSWORD` (default `postgres@127.0.0.1:5432`, no password), and probed once
+/// per process with a real login (3 s at most). When that fails, `postgres` is left out and
+/// the reason printed once, unless `KONG_TEST_REQUIRE_PG=1`, which makes it a panic (CI sets
+/// it). `KONG_DATABASE` narrows the list to one strategy, as with Kong.
 pub fn all_strategies() -> Vec<Strategy> {
     strategies(&[Strategy::Off, Strategy::Sqlite, Strategy::Postgres])
 }
@@ -147,7 +148,8 @@ fn strategies_with(only: Option<&str>, candidates: &[Strategy]) -> Vec<Strategy>
                 std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1"),
                 "KONG_TEST_REQUIRE_PG=1 but {why}"
             );
-            eprintln!("skipping the postgres strategy: {why}");
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| eprintln!("skipping the postgres strategy: {why}"));
             continue;
         }
         out.push(s);
@@ -175,25 +177,52 @@ impl PgSettings {
     }
 
     fn url(&self, database: &str) -> String {
+        let enc = crate::pdk::request::percent_encode_component;
         let auth = if self.password.is_empty() {
-            self.user.clone()
+            enc(&self.user)
         } else {
-            format!("{}:{}", self.user, self.password)
+            format!("{}:{}", enc(&self.user), enc(&self.password))
         };
         format!("postgres://{auth}@{}:{}/{database}", self.host, self.port)
     }
 
+    /// Whether a login works, found out once per process: a server that answers on its port
+    /// but refuses the user (or its password) counts as unreachable, with the server's words.
     fn reachable(&self) -> Result<(), String> {
-        use std::net::ToSocketAddrs;
-        let unreachable = |e: String| format!("PostgreSQL at {}:{} is unreachable: {e}", self.host, self.port);
-        let addr = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| unreachable(e.to_string()))?
-            .next()
-            .ok_or_else(|| unreachable("no address".into()))?;
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map(drop)
-            .map_err(|e| unreachable(e.to_string()))
+        static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        PROBED.get_or_init(|| self.login()).clone()
+    }
+
+    fn login(&self) -> Result<(), String> {
+        let url = self.url("postgres");
+        let unreachable = |e: String| {
+            format!(
+                "PostgreSQL at {}:{} (user {}) is unreachable: {e}; set KONG_TEST_PG_HOST, KONG_TEST_PG_PORT, KONG_TEST_PG_USER and KONG_TEST_PG_PASSWORD",
+                self.host, self.port, self.user
+            )
+        };
+        // A thread of its own: the caller may be inside a runtime, or not.
+        let probe = std::thread::spawn(move || -> Result<(), String> {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                sqlx::any::install_default_drivers();
+                let login = async {
+                    let conn = sqlx::AnyConnection::connect(&url).await.map_err(|e| e.to_string())?;
+                    conn.close().await.map_err(|e| e.to_string())
+                };
+                tokio::time::timeout(Duration::from_secs(3), login)
+                    .await
+                    .map_err(|_| "no answer within 3 s".to_owned())?
+            })
+        });
+        probe
+            .join()
+            .map_err(|_| "the probe panicked".to_owned())?
+            .map_err(unreachable)
     }
 }
 

@@ -325,3 +325,35 @@ async fn a_postgres_blueprint_drops_its_database() {
         .unwrap();
     assert_eq!(left, 0, "{name} is dropped with the blueprint");
 }
+
+/// The PostgreSQL probe logs in: a server that answers but refuses the user is unreachable,
+/// with the server's reason and the variables to set; a port with no server fails fast.
+#[test]
+fn the_postgres_probe_logs_in_and_says_what_to_set() {
+    let settings = PgSettings::from_env();
+    let wrong_user = PgSettings {
+        user: "kong_pdk_no_such_role".into(),
+        ..PgSettings::from_env()
+    };
+    let err = wrong_user.login().unwrap_err();
+    assert!(err.contains("(user kong_pdk_no_such_role) is unreachable: "), "{err}");
+    assert!(err.ends_with("KONG_TEST_PG_USER and KONG_TEST_PG_PASSWORD"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nothing = PgSettings {
+        port: closed,
+        ..PgSettings::from_env()
+    };
+    assert!(nothing.login().is_err());
+    // Where the real server is expected, a login works (CI requires it).
+    match settings.login() {
+        Ok(()) => {}
+        Err(why) if std::env::var("KONG_TEST_REQUIRE_PG").as_deref() != Ok("1") => {
+            eprintln!("skipping the successful login: {why}")
+        }
+        Err(why) => panic!("KONG_TEST_REQUIRE_PG=1 but {why}"),
+    }
+}
