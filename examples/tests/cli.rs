@@ -180,6 +180,37 @@ fn config_parse_and_version() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Kong 3.10.0 (kong-pdk 0.1.0)\n");
 }
 
+/// Kong's docs' `curl -F config=@kong.yml http://localhost:8001/config` against a DB-less
+/// gateway: the multipart upload is the new configuration, served at once.
+#[test]
+fn post_config_takes_the_multipart_upload_kongs_docs_show() {
+    let dir = temp_dir("post-config");
+    let conf = |[proxy, mock, admin]: [u16; 3]| {
+        std::fs::write(dir.join("kong.yml"), "_format_version: \"3.0\"\n").unwrap();
+        format!(
+            "proxy_listen = 127.0.0.1:{proxy}\nadmin_listen = 127.0.0.1:{admin}\ndatabase = off\ndeclarative_config = {}\nmock_upstream = 127.0.0.1:{mock}\nprefix = {}\nnginx_worker_processes = 1\n",
+            dir.join("kong.yml").display(),
+            dir.join("prefix").display()
+        )
+    };
+    let ready = |[_, _, admin]: [u16; 3]| http_get(admin, "/status").is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
+    let (_gateway, [proxy, mock, admin]) = spawn_ready(&dir, conf, ready);
+    let yml = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{mock}\n  routes:\n  - paths: [/uploaded]\n"
+    );
+    let body = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"config\"; filename=\"kong.yml\"\r\nContent-Type: application/octet-stream\r\n\r\n{yml}\r\n--b0undary--\r\n"
+    );
+    let request = format!(
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let res = exchange(admin, &request).unwrap();
+    assert!(res.starts_with("HTTP/1.1 201"), "{res}");
+    let res = http_get(proxy, "/uploaded/anything").unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+}
+
 #[test]
 fn migrations_bootstrap_list_and_reset_the_embedded_store() {
     let dir = temp_dir("migrations");

@@ -127,9 +127,9 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                     read,
                     rest: Some(incoming),
                     ..
-                } if read.is_empty() => Ok(Outgoing::Stream(incoming.boxed_unsync())),
+                } if read.is_empty() => Ok(Outgoing::Stream(incoming.boxed_unsync(), slot.clone())),
                 // What a plugin's limited read left, then the rest.
-                unread => Ok(Outgoing::Stream(unread.into_body())),
+                unread => Ok(Outgoing::Stream(unread.into_body(), slot.clone())),
             },
         };
         let body = match body {
@@ -508,29 +508,30 @@ struct Balancing<'a> {
 }
 
 /// The request body sent upstream: known bytes and a buffered file can be sent again on a
-/// retry, a stream cannot.
+/// retry, a stream (with the client's side of it, which may fail) cannot.
 enum Outgoing {
     Bytes(Bytes),
     File(Arc<Spooled>),
-    Stream(ProxyBody),
+    Stream(ProxyBody, IncomingSlot),
 }
 
 impl Outgoing {
-    /// The body for one try.
-    fn body(self) -> (ProxyBody, Option<Outgoing>) {
+    /// The body for one try, the body again if it can be, and the client's body when it is
+    /// streamed.
+    fn body(self) -> (ProxyBody, Option<Outgoing>, Option<IncomingSlot>) {
         match self {
-            Outgoing::Bytes(b) => (body::full(b.clone()), Some(Outgoing::Bytes(b))),
-            Outgoing::File(f) => (f.body(), Some(Outgoing::File(f))),
-            Outgoing::Stream(s) => (s, None),
+            Outgoing::Bytes(b) => (request_body::in_frames(b.clone()), Some(Outgoing::Bytes(b)), None),
+            Outgoing::File(f) => (f.body(), Some(Outgoing::File(f)), None),
+            Outgoing::Stream(s, client) => (s, None, Some(client)),
         }
     }
 
     /// The body once more, for another try.
     fn again(&self) -> Option<ProxyBody> {
         match self {
-            Outgoing::Bytes(b) => Some(body::full(b.clone())),
+            Outgoing::Bytes(b) => Some(request_body::in_frames(b.clone())),
             Outgoing::File(f) => Some(f.body()),
-            Outgoing::Stream(_) => None,
+            Outgoing::Stream(..) => None,
         }
     }
 }
@@ -606,7 +607,7 @@ async fn send(
     // A request that was never sent (no connection) comes back and is retried as it is. A
     // known body may also be sent once more when a reused connection turns out closed; that
     // needs a copy of the headers.
-    let (first, replay) = body.body();
+    let (first, replay, client) = body.body();
     let (mut req, mut spare) = match replay {
         Some(_) => (build(headers.clone(), first), Some(headers)),
         None => (build(headers, first), None),
@@ -670,7 +671,11 @@ async fn send(
         } else {
             proxy.pool.send(target, req, connect, &wait).await
         };
-        if let (Some((b, i)), Some(started)) = (picked, started) {
+        // A client that failed to send its body is not the target's failure.
+        let client_failed = client.as_ref().is_some_and(|c| c.failure().is_some());
+        if let (Some((b, i)), Some(started)) = (picked, started)
+            && !client_failed
+        {
             b.record(
                 i,
                 started.elapsed(),

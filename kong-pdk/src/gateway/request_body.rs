@@ -278,14 +278,17 @@ impl BodyReader for IncomingSlot {
         limit: usize,
     ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send + '_>> {
         Box::pin(async move {
-            let mut unread = self.take();
-            if let Some(file) = unread.spooled.clone() {
-                self.put_back(unread);
+            let mut held = Held {
+                slot: self,
+                unread: self.take(),
+            };
+            if let Some(file) = held.unread.spooled.clone() {
                 if file.len > limit as u64 {
                     return Ok(None);
                 }
                 return file.read_all().await.map(Some).map_err(|e| e.to_string());
             }
+            let unread = &mut held.unread;
             let mut size: usize = unread.read.iter().map(Bytes::len).sum();
             if size <= limit {
                 while let Some(rest) = unread.rest.as_mut() {
@@ -299,23 +302,21 @@ impl BodyReader for IncomingSlot {
                                 }
                             }
                         }
-                        Some(Err(e)) => {
-                            // What was read stays for the upstream; the answer is the
-                            // failure's (408, 413, 400).
-                            self.put_back(unread);
-                            return Err(e.to_string());
-                        }
+                        // What was read stays for the upstream; the answer is the failure's
+                        // (408, 413, 400).
+                        Some(Err(e)) => return Err(e.to_string()),
                         None => unread.rest = None,
                     }
                 }
             }
             if size > limit {
                 // Over the limit: no more is read, and the body stays whole for the upstream.
-                self.put_back(unread);
                 return Ok(None);
             }
+            // Read whole: the transaction keeps it from now on, the slot nothing.
+            let read = std::mem::take(&mut unread.read);
             let mut all = BytesMut::with_capacity(size);
-            for chunk in unread.read {
+            for chunk in read {
                 all.extend_from_slice(&chunk);
             }
             Ok(Some(all.freeze()))
@@ -324,6 +325,19 @@ impl BodyReader for IncomingSlot {
 
     fn buffer_size(&self) -> usize {
         self.buffer_size
+    }
+}
+
+/// What a read took out of the slot, put back however the read ends (a plugin that gives up
+/// waiting drops it mid-read): the body is never lost on the way to the upstream.
+struct Held<'a> {
+    slot: &'a IncomingSlot,
+    unread: Unread,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.slot.put_back(std::mem::take(&mut self.unread));
     }
 }
 
@@ -451,6 +465,38 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.spooled.len - self.offset)
+    }
+}
+
+/// Known bytes as a body of [`FILE_CHUNK`] frames with their exact length: the upstream's
+/// `write_timeout` then runs between writes of a large body, not only after all of it.
+pub(super) fn in_frames(bytes: Bytes) -> ProxyBody {
+    if bytes.len() <= FILE_CHUNK {
+        return super::body::full(bytes);
+    }
+    InFrames(bytes).boxed_unsync()
+}
+
+struct InFrames(Bytes);
+
+impl Body for InFrames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.0.len().min(FILE_CHUNK);
+        Poll::Ready(Some(Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
     }
 }
 

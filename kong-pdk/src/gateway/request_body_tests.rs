@@ -23,6 +23,21 @@ use crate::pdk::NodeInfo;
 use crate::prelude::*;
 use crate::registry::Plugins;
 
+/// With `X-Impatient`, waits 50 ms at most for the whole body, then gives up on it.
+#[plugin(priority = 4, version = "1.0.0", name = "gw-test-impatient")]
+pub(super) struct Impatient {}
+
+#[handler]
+impl Handler for Impatient {
+    async fn access(&self, kong: &mut Kong<Access>) -> crate::Result {
+        if kong.request().get_header("x-impatient").is_some() {
+            let mut request = kong.request();
+            let _ = tokio::time::timeout(Duration::from_millis(50), request.get_raw_body_limited(0)).await;
+        }
+        Ok(())
+    }
+}
+
 /// Upper-cases the body's last chunk (`eof`) on requests with `X-Tail`: the length stays.
 #[plugin(priority = 2, version = "1.0.0", name = "gw-test-tail")]
 pub(super) struct Tail {}
@@ -135,6 +150,7 @@ async fn gateway(limits: BodyLimits, service: Service) -> SocketAddr {
         Plugins::builder(NodeInfo::default())
             .with::<super::tests::Peek>()
             .with::<Tail>()
+            .with::<Impatient>()
             .build(),
     );
     let snap = snapshot(
@@ -143,6 +159,7 @@ async fn gateway(limits: BodyLimits, service: Service) -> SocketAddr {
         vec![
             PluginEntity::new("gw-test-peek", json!({})),
             PluginEntity::new("gw-test-tail", json!({})),
+            PluginEntity::new("gw-test-impatient", json!({})),
         ],
     )
     .await;
@@ -544,5 +561,27 @@ async fn a_body_read_ahead_still_ends_with_body_filters_eof() {
         // With its Content-Length the client stops at the 9th byte: only a last chunk seen as
         // the last is changed.
         assert!(text.ends_with("\r\n\r\nabcdefGHI"), "{path}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_gives_up_reading_the_body_leaves_it_whole_for_the_upstream() {
+    // The body arrives in three parts 100 ms apart; the plugin stops waiting after 50 ms.
+    let dir = TempDir::new();
+    let (up, _) = upstream(dir.0.clone()).await;
+    let limits = BodyLimits {
+        temp_dir: dir.0.clone(),
+        ..BodyLimits::default()
+    };
+    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let body = vec![b'p'; 3000];
+    for path in ["/buffered", "/streamed"] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nX-Impatient: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let answer = send_slowly(gw, &head, &body, 3, Duration::from_millis(100)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert_eq!(echo(&answer)["len"], body.len(), "{path}: the upstream got every byte");
     }
 }

@@ -31,8 +31,9 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// The upstream's body on its way to the client.
 pub(super) enum Upstream {
-    /// As the upstream sends it (a first frame already taken out may wait in front).
-    Direct(Option<Frame<Bytes>>, UpstreamBody),
+    /// As the upstream sends it (what a first look took out waits in front: a frame, or the
+    /// error the body failed with, which the body would not give again).
+    Direct(Option<Result<Frame<Bytes>, BoxError>>, UpstreamBody),
     /// Read ahead of the client by a task of its own.
     Ahead(ProxyBody),
 }
@@ -48,17 +49,18 @@ impl Upstream {
         // no waker behind that matters: the next poll registers the real one.)
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let first = match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => return Upstream::Direct(Some(frame), body),
+            Poll::Ready(Some(Ok(frame))) if body.is_end_stream() => return Upstream::Direct(Some(Ok(frame)), body),
             Poll::Ready(Some(Ok(frame))) => Some(frame),
             Poll::Ready(None) => return Upstream::Direct(None, body),
-            // The error again at the client's first poll: nothing to read ahead.
-            Poll::Ready(Some(Err(_))) => return Upstream::Direct(None, body),
+            // The client gets the error at its first poll: nothing to read ahead.
+            Poll::Ready(Some(Err(e))) => return Upstream::Direct(Some(Err(e)), body),
             Poll::Pending => None,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             readable: Notify::new(),
             writable: Notify::new(),
+            gone: Notify::new(),
             temp_dir: temp_dir.to_owned(),
         });
         let first = first.and_then(|f| f.into_data().ok());
@@ -74,7 +76,7 @@ impl Body for Upstream {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Upstream::Direct(first, body) => match first.take() {
-                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                Some(frame) => Poll::Ready(Some(frame)),
                 None => Pin::new(body).poll_frame(cx),
             },
             Upstream::Ahead(body) => Pin::new(body).poll_frame(cx),
@@ -103,6 +105,8 @@ struct Shared {
     readable: Notify,
     /// Room to write, or the reader gone.
     writable: Notify,
+    /// The reader gone: the upstream is not waited for any more.
+    gone: Notify,
     temp_dir: std::path::PathBuf,
 }
 
@@ -114,8 +118,10 @@ struct State {
     /// Bytes written to the file, and read back from it.
     written: u64,
     read: u64,
-    /// The body ended (`Ok`) or failed.
+    /// The body ended (`Ok`) or failed (the error, until the reader takes it).
     end: Option<Result<(), BoxError>>,
+    /// The reader handed out the end.
+    ended: bool,
     /// The client's side was dropped: stop reading the upstream.
     reader_gone: bool,
 }
@@ -125,21 +131,42 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records the end, unless one is recorded already.
     fn finish(&self, end: Result<(), BoxError>) {
-        self.lock().end = Some(end);
+        let mut s = self.lock();
+        if s.end.is_none() && !s.ended {
+            s.end = Some(end);
+        }
+        drop(s);
         self.readable.notify_one();
     }
 }
 
-/// Reads `body` to its end into `shared`, `first` (a frame already read) first.
+/// Makes sure the reader learns of an end, however the reading stops (a panic, a runtime
+/// shutting down): without one it would wait forever.
+struct Finishes(Arc<Shared>);
+
+impl Drop for Finishes {
+    fn drop(&mut self) {
+        self.0.finish(Err("the upstream body was cut short".into()));
+    }
+}
+
+/// Reads `body` to its end into `shared`, `first` (a frame already read) first; stops at once
+/// when the client's side is gone, even while the upstream is silent.
 async fn read_ahead(mut body: UpstreamBody, first: Option<Bytes>, shared: Arc<Shared>) {
+    let finishes = Finishes(shared.clone());
     if let Some(data) = first
         && !hold(&shared, data, body.is_end_stream()).await
     {
         return;
     }
     loop {
-        match body.frame().await {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = shared.gone.notified() => return,
+        };
+        match frame {
             Some(Ok(frame)) => {
                 // The last frame of a body of known length carries the end with it, so the
                 // client's side knows it is the last (body_filter's `eof`).
@@ -150,8 +177,8 @@ async fn read_ahead(mut body: UpstreamBody, first: Option<Bytes>, shared: Arc<Sh
                     return;
                 }
                 if last {
-                    // `hold` recorded the end with the data.
-                    return;
+                    // `hold` recorded the end with the data (trailers: here).
+                    return finishes.0.finish(Ok(()));
                 }
             }
             Some(Err(e)) => return shared.finish(Err(e)),
@@ -169,6 +196,12 @@ async fn hold(shared: &Shared, data: Bytes, last: bool) -> bool {
             let mut s = shared.lock();
             if s.reader_gone {
                 return false;
+            }
+            if s.written == s.read && s.written > 0 {
+                // All the file held was read: it is written from its start again, so it never
+                // grows past the most that waited at once.
+                s.written = 0;
+                s.read = 0;
             }
             let file_unread = s.written - s.read;
             if file_unread == 0 && s.in_memory + data.len() <= MEMORY {
@@ -247,6 +280,7 @@ impl Drop for ReaderGuard {
     fn drop(&mut self) {
         self.0.lock().reader_gone = true;
         self.0.writable.notify_one();
+        self.0.gone.notify_one();
     }
 }
 
@@ -269,9 +303,17 @@ fn reader(shared: Arc<Shared>) -> ProxyBody {
                     let len = (s.written - s.read).min(READ_CHUNK as u64) as usize;
                     s.file.clone().map(|f| (f, s.read, len))
                 } else {
-                    match s.end.take() {
-                        Some(Ok(())) => return None,
-                        Some(Err(e)) => return Some((Err(e), None)),
+                    match &s.end {
+                        _ if s.ended => return None,
+                        Some(Ok(())) => {
+                            s.ended = true;
+                            return None;
+                        }
+                        Some(Err(_)) => {
+                            s.ended = true;
+                            let Some(Err(e)) = s.end.take() else { return None };
+                            return Some((Err(e), None));
+                        }
                         None => None,
                     }
                 }
@@ -298,7 +340,7 @@ fn reader(shared: Arc<Shared>) -> ProxyBody {
         }
     });
     AheadBody {
-        frames: Box::pin(frames),
+        frames: Box::pin(futures_util::StreamExt::fuse(frames)),
         shared,
     }
     .boxed_unsync()
@@ -322,6 +364,6 @@ impl Body for AheadBody {
 
     fn is_end_stream(&self) -> bool {
         let s = self.shared.lock();
-        s.memory.is_empty() && s.written == s.read && matches!(s.end, Some(Ok(())))
+        s.ended || (s.memory.is_empty() && s.written == s.read && matches!(s.end, Some(Ok(()))))
     }
 }
