@@ -29,6 +29,45 @@ pub fn full(bytes: Bytes) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// nginx's idle timers (`client_body_timeout`, `proxy_read_timeout`): the longest wait
+/// between two reads. The timer is allocated on the first wait only and reset, not
+/// reallocated, after each read.
+pub(super) struct IdleTimer {
+    timeout: std::time::Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `waiting` counts from the current wait (a read since makes it stale).
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub(super) fn new(timeout: std::time::Duration) -> IdleTimer {
+        IdleTimer {
+            timeout,
+            waiting: None,
+            armed: false,
+        }
+    }
+
+    /// A read came back pending: whether the wait has now lasted the whole timeout (the
+    /// timer then wakes `cx` when it will have).
+    pub(super) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            waiting.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        waiting.as_mut().poll(cx).is_ready()
+    }
+
+    /// A read happened: the next wait gets the whole timeout again.
+    pub(super) fn read(&mut self) {
+        self.armed = false;
+    }
+}
+
 /// Where the response body comes from: known bytes or the upstream's body, streamed.
 pub(super) type Source = ResponseBody<super::response_body::Upstream>;
 

@@ -118,11 +118,8 @@ impl std::error::Error for BodyFailure {}
 pub(super) struct ClientBody {
     inner: Incoming,
     max_size: u64,
-    timeout: Duration,
     received: u64,
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether `waiting` counts from the current wait.
-    armed: bool,
+    idle: super::body::IdleTimer,
     failed: Arc<AtomicU8>,
 }
 
@@ -143,22 +140,10 @@ impl Body for ClientBody {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.timeout;
-                let waiting = this
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.armed {
-                    waiting.as_mut().reset(deadline);
-                    this.armed = true;
-                }
-                if waiting.as_mut().poll(cx).is_ready() {
-                    return this.fail(BodyFailure::Timeout);
-                }
-                Poll::Pending
-            }
+            Poll::Pending if this.idle.expired(cx) => this.fail(BodyFailure::Timeout),
+            Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
+                this.idle.read();
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                     if this.max_size > 0 && this.received > this.max_size {
@@ -207,10 +192,8 @@ impl IncomingSlot {
         let rest = ClientBody {
             inner: body,
             max_size: limits.max_size,
-            timeout: limits.timeout,
             received: 0,
-            waiting: None,
-            armed: false,
+            idle: super::body::IdleTimer::new(limits.timeout),
             failed: failed.clone(),
         };
         IncomingSlot {

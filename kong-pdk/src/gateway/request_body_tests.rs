@@ -170,6 +170,33 @@ async fn gateway(limits: BodyLimits, service: Service) -> SocketAddr {
     addr
 }
 
+/// A gateway as [`gateway`] makes it, in front of the echoing [`upstream`], with `limits`
+/// writing to a temporary directory of its own and the service changed by `tweak`: the
+/// directory, the gateway and the upstream's request count.
+async fn echo_gateway(
+    mut limits: BodyLimits,
+    tweak: impl FnOnce(&mut Service),
+) -> (TempDir, SocketAddr, Arc<AtomicUsize>) {
+    let dir = TempDir::new();
+    let (up, seen) = upstream(dir.0.clone()).await;
+    limits.temp_dir = dir.0.clone();
+    let mut service = Service::new("127.0.0.1", up.port());
+    tweak(&mut service);
+    (dir, gateway(limits, service).await, seen)
+}
+
+/// A gateway as [`gateway`] makes it, in front of `service`, its temporary files in a
+/// directory of its own.
+async fn gateway_in(service: Service) -> (TempDir, SocketAddr) {
+    let dir = TempDir::new();
+    let limits = BodyLimits {
+        temp_dir: dir.0.clone(),
+        ..BodyLimits::default()
+    };
+    let gw = gateway(limits, service).await;
+    (dir, gw)
+}
+
 /// Sends `head` and `body` (in `parts` writes, `pause` apart) and returns the whole answer
 /// (status line, head, body); the request asks to close.
 async fn send_slowly(addr: SocketAddr, head: &str, body: &[u8], parts: usize, pause: Duration) -> String {
@@ -210,13 +237,7 @@ fn chunked(body: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_buffering_sends_the_whole_body_with_its_length_from_memory_or_a_removed_file() {
-    let dir = TempDir::new();
-    let (up, _) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (dir, gw, _) = echo_gateway(BodyLimits::default(), |_| {}).await;
     let watch_fds = unlinked_files_in(&dir.0).is_some();
     if !watch_fds {
         eprintln!("skipping the temporary-file checks: /proc/self/fd cannot be read here");
@@ -254,14 +275,14 @@ async fn request_buffering_sends_the_whole_body_with_its_length_from_memory_or_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_body_buffer_size_sets_what_get_raw_body_reads() {
-    let dir = TempDir::new();
-    let (up, _) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        buffer_size: 16 * 1024,
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (_dir, gw, _) = echo_gateway(
+        BodyLimits {
+            buffer_size: 16 * 1024,
+            ..BodyLimits::default()
+        },
+        |_| {},
+    )
+    .await;
     for (size, peeked) in [
         (10_000usize, "10000".to_owned()),
         (
@@ -282,14 +303,14 @@ async fn client_body_buffer_size_sets_what_get_raw_body_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_past_client_max_body_size_are_refused_413() {
-    let dir = TempDir::new();
-    let (up, seen) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        max_size: 1000,
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (_dir, gw, seen) = echo_gateway(
+        BodyLimits {
+            max_size: 1000,
+            ..BodyLimits::default()
+        },
+        |_| {},
+    )
+    .await;
     // Announced: refused before any phase, the body unread.
     let answer = send_slowly(
         gw,
@@ -329,14 +350,14 @@ async fn bodies_past_client_max_body_size_are_refused_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_past_client_body_timeout_is_408() {
-    let dir = TempDir::new();
-    let (up, seen) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        timeout: Duration::from_millis(300),
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (_dir, gw, seen) = echo_gateway(
+        BodyLimits {
+            timeout: Duration::from_millis(300),
+            ..BodyLimits::default()
+        },
+        |_| {},
+    )
+    .await;
     for (path, peek) in [("/buffered", ""), ("/streamed", ""), ("/streamed", "X-Peek: 1\r\n")] {
         let sent = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{peek}Content-Length: 10\r\n\r\nabc");
         let got = closed_after(gw, sent.as_bytes()).await;
@@ -356,13 +377,7 @@ async fn a_body_that_stalls_past_client_body_timeout_is_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_chunked_body_is_400_as_nginx_answers() {
-    let dir = TempDir::new();
-    let (up, seen) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (_dir, gw, seen) = echo_gateway(BodyLimits::default(), |_| {}).await;
     for path in ["/buffered", "/streamed"] {
         for bad in [
             "zz\r\nabc\r\n0\r\n\r\n",
@@ -392,15 +407,10 @@ async fn a_broken_chunked_body_is_400_as_nginx_answers() {
 async fn the_read_timeout_starts_once_a_slow_upload_is_sent() {
     // A client uploading 1 MiB over about 1.2 s to a service with a 400 ms read timeout: the
     // upstream answers as soon as it has the body, so no timer runs out.
-    let dir = TempDir::new();
-    let (up, _) = upstream(dir.0.clone()).await;
-    let mut service = Service::new("127.0.0.1", up.port());
-    service.read_timeout = 400;
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, service).await;
+    let (_dir, gw, _) = echo_gateway(BodyLimits::default(), |s| {
+        s.read_timeout = 400;
+    })
+    .await;
     let body = vec![b'u'; 1 << 20];
     for path in ["/buffered", "/streamed"] {
         let head = format!(
@@ -430,16 +440,11 @@ async fn the_write_timeout_runs_between_writes_to_an_upstream_that_stops_reading
             });
         }
     });
-    let dir = TempDir::new();
     let mut service = Service::new("127.0.0.1", up.port());
     service.write_timeout = 300;
     // Longer than `send_slowly` waits: only the write timeout can end it in time.
     service.read_timeout = 60_000;
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, service).await;
+    let (_dir, gw) = gateway_in(service).await;
     // More than the kernel's send and receive buffers hold.
     let body = vec![b'w'; 8 << 20];
     let head = format!(
@@ -458,36 +463,28 @@ async fn the_write_timeout_runs_between_writes_to_an_upstream_that_stops_reading
 async fn response_buffering_reads_the_upstream_ahead_of_a_client_that_does_not_read() {
     // An upstream that sends a 32 MiB answer and says when the last byte was taken from it.
     const SIZE: usize = 32 << 20;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
     let sent = Arc::new(tokio::sync::Notify::new());
     let done = sent.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let done = done.clone();
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                let _ = s.read(&mut head).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
-                    .await;
-                let block = vec![b'r'; 64 * 1024];
-                for _ in 0..SIZE / block.len() {
-                    if s.write_all(&block).await.is_err() {
-                        return;
-                    }
+    let up = super::tests::raw_upstream(move |mut s| {
+        let done = done.clone();
+        async move {
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let _ = s
+                .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
+                .await;
+            let block = vec![b'r'; 64 * 1024];
+            for _ in 0..SIZE / block.len() {
+                if s.write_all(&block).await.is_err() {
+                    return;
                 }
-                done.notify_one();
-                let _ = s.read(&mut head).await;
-            });
+            }
+            done.notify_one();
+            let _ = s.read(&mut head).await;
         }
-    });
-    let dir = TempDir::new();
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    })
+    .await;
+    let (dir, gw) = gateway_in(Service::new("127.0.0.1", up.port())).await;
     // A client with a small receive window that reads nothing at first.
     let connect = || async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -532,28 +529,18 @@ async fn response_buffering_reads_the_upstream_ahead_of_a_client_that_does_not_r
 async fn a_body_read_ahead_still_ends_with_body_filters_eof() {
     // A body of known length sent in three parts, 100 ms apart: read ahead of the client, and
     // body_filter still sees its last chunk as the last.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                let _ = s.read(&mut head).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").await;
-                for part in [&b"def"[..], b"ghi"] {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = s.write_all(part).await;
-                }
-                let _ = s.read(&mut head).await;
-            });
+    let up = super::tests::raw_upstream(|mut s| async move {
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").await;
+        for part in [&b"def"[..], b"ghi"] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.write_all(part).await;
         }
-    });
-    let dir = TempDir::new();
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+        let _ = s.read(&mut head).await;
+    })
+    .await;
+    let (_dir, gw) = gateway_in(Service::new("127.0.0.1", up.port())).await;
     for path in ["/buffered", "/passed"] {
         let sent = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Tail: 1\r\nConnection: close\r\n\r\n");
         let got = closed_after(gw, sent.as_bytes()).await;
@@ -567,13 +554,7 @@ async fn a_body_read_ahead_still_ends_with_body_filters_eof() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_gives_up_reading_the_body_leaves_it_whole_for_the_upstream() {
     // The body arrives in three parts 100 ms apart; the plugin stops waiting after 50 ms.
-    let dir = TempDir::new();
-    let (up, _) = upstream(dir.0.clone()).await;
-    let limits = BodyLimits {
-        temp_dir: dir.0.clone(),
-        ..BodyLimits::default()
-    };
-    let gw = gateway(limits, Service::new("127.0.0.1", up.port())).await;
+    let (_dir, gw, _) = echo_gateway(BodyLimits::default(), |_| {}).await;
     let body = vec![b'p'; 3000];
     for path in ["/buffered", "/streamed"] {
         let head = format!(

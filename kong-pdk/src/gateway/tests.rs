@@ -145,6 +145,22 @@ impl Handler for Panicky {
     }
 }
 
+/// A raw TCP upstream on a random port: `serve` runs for each connection it accepts.
+pub(super) async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
 /// An upstream that echoes the request as JSON (path, headers), or streams `/stream`.
 pub(super) async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -789,18 +805,13 @@ impl Handler for Buffer {
 async fn the_read_timeout_runs_between_reads_of_the_upstream_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // An upstream that sends its head and 3 of 10 body bytes, then stalls.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
-                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-            });
-        }
-    });
+    let up = raw_upstream(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    })
+    .await;
     let mut svc = Service::new("127.0.0.1", up.port());
     svc.read_timeout = 300;
     let svc = Arc::new(svc);
@@ -864,21 +875,16 @@ async fn an_absolute_form_target_routes_by_host_and_forwards_the_request_lines_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_but_steady_upstream_body_is_read_to_its_end() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n").await;
-                for _ in 0..10 {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    let _ = s.write_all(b"x").await;
-                }
-            });
+    let up = raw_upstream(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n").await;
+        for _ in 0..10 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = s.write_all(b"x").await;
         }
-    });
+    })
+    .await;
     let mut svc = Service::new("127.0.0.1", up.port());
     svc.read_timeout = 300;
     let gw = start(vec![route(&["/slow"], Some(&Arc::new(svc)))], vec![]).await;

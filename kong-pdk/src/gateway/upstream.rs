@@ -337,11 +337,7 @@ pub struct UpstreamBody {
     inner: Incoming,
     checkin: Option<Box<Checkin>>,
     /// nginx's `proxy_read_timeout`: the longest wait between two reads of the body.
-    read_timeout: Duration,
-    /// When the read being waited for times out: allocated on the first wait, then reset.
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether `waiting` counts from the current wait (a read since makes it stale).
-    armed: bool,
+    idle: super::body::IdleTimer,
 }
 
 /// The upstream sent no part of its body for the service's read timeout.
@@ -367,9 +363,7 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             checkin,
-            read_timeout,
-            waiting: None,
-            armed: false,
+            idle: super::body::IdleTimer::new(read_timeout),
         }
     }
 
@@ -401,19 +395,9 @@ impl Body for UpstreamBody {
         }
         match &polled {
             Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.read_timeout;
-                let waiting = this
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.armed {
-                    // The first wait since a read: the whole timeout again.
-                    waiting.as_mut().reset(deadline);
-                    this.armed = true;
-                }
-                if waiting.as_mut().poll(cx).is_ready() {
+                if this.idle.expired(cx) {
                     // The connection is mid-body: it cannot be reused.
                     this.checkin = None;
-                    this.waiting = None;
                     return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                 }
                 return Poll::Pending;
@@ -422,8 +406,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(_))) => this.checkin = None,
             Poll::Ready(Some(Ok(_))) => {}
         }
-        // A read happened: the next wait gets the whole timeout again.
-        this.armed = false;
+        this.idle.read();
         polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as Self::Error)))
     }
 
