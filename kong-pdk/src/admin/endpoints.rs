@@ -449,6 +449,13 @@ impl Admin {
         status: StatusCode,
     ) -> ApiResult {
         let entities = self.entities.load_full();
+        let mut value = value;
+        // Kong's certificates DAO: `snis`, a list of names, is not stored with the
+        // certificate but as the SNI entities that point at it.
+        let sni_names = match kind.name {
+            "certificates" => certificate_snis(&mut value)?,
+            _ => None,
+        };
         let value = self.prepare(kind, value, previous, &entities)?;
         let id = value["id"].as_str().unwrap_or_default().to_owned();
         if previous.is_none() && entities[kind.name].contains_key(&id) && status == StatusCode::CREATED {
@@ -489,13 +496,16 @@ impl Admin {
         }
         let mut candidate = Entities::clone(&entities);
         candidate.put(kind.name, id.clone(), value.clone());
-        let op = Op::Put {
+        let mut ops = vec![Op::Put {
             kind: kind.name,
-            id,
+            id: id.clone(),
             data: value.clone(),
             unique,
-        };
-        self.commit(candidate, &[op], |e| match e {
+        }];
+        if let Some(names) = &sni_names {
+            sni_ops(names, &id, &entities, &mut candidate, &mut ops)?;
+        }
+        self.commit(candidate, &ops, |e| match e {
             StoreError::Unique(_, field, _) if field == "cache_key" && kind.name == "plugins" => {
                 plugin_violation(&value)
             }
@@ -516,6 +526,12 @@ impl Admin {
             && let Some(schema) = entity["name"].as_str().and_then(|n| self.plugins.schema(n))
         {
             schema.show_shorthands(&mut entity["config"]);
+        }
+        // Kong's `select_with_name_list` and `page`: a certificate shows its SNIs' names.
+        if kind.name == "certificates"
+            && let Some(id) = entity["id"].as_str().map(str::to_owned)
+        {
+            entity["snis"] = Value::from(snis_of(&self.entities.load(), &id));
         }
         entity
     }
@@ -652,6 +668,104 @@ impl Admin {
             other => message(400, &other.to_string()),
         })
     }
+}
+
+/// Takes a certificate's `snis` (a list of names, or one name) out of `value`, checked as
+/// Kong's certificates DAO checks it: names as SNI names, none twice. `None` when not given.
+fn certificate_snis(value: &mut Value) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(given) = value.as_object_mut().and_then(|o| o.remove("snis")) else {
+        return Ok(None);
+    };
+    let names: Vec<String> = match given {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(field_violation("snis", "expected a string")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(field_violation("snis", "expected an array")),
+    };
+    let sni = kinds::get("snis").expect("known kind");
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        // Checked as an SNI entity's name is.
+        let mut probe = json!({ "name": name, "certificate": { "id": Uuid::nil().to_string() } });
+        if let Err(why) = crate::schema::validate_record(&sni.schema, &mut probe) {
+            let text = why["name"].as_str().unwrap_or("invalid value").to_owned();
+            return Err(field_violation("snis", text));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(field_violation("snis", format!("{name} is duplicated")));
+        }
+    }
+    let mut names = names;
+    names.sort();
+    Ok(Some(names))
+}
+
+/// The names of the SNIs of certificate `id`, sorted.
+fn snis_of(entities: &Entities, id: &str) -> Vec<String> {
+    let mut names: Vec<String> = entities["snis"]
+        .values()
+        .filter(|s| s["certificate"]["id"].as_str() == Some(id))
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The writes that make certificate `id`'s SNIs exactly `names` (Kong's `snis:update_list`):
+/// a name another certificate has is refused with Kong's message.
+fn sni_ops(
+    names: &[String],
+    id: &str,
+    entities: &Entities,
+    candidate: &mut Entities,
+    ops: &mut Vec<Op>,
+) -> Result<(), ApiError> {
+    for name in names {
+        if let Some(Some(sni)) = entities.by_name("snis", name)
+            && sni["certificate"]["id"].as_str() != Some(id)
+        {
+            return Err(field_violation(
+                "snis",
+                format!(
+                    "{name} already associated with existing certificate '{}'",
+                    sni["certificate"]["id"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let current = snis_of(entities, id);
+    for gone in current.iter().filter(|n| !names.contains(n)) {
+        if let Some(Some(sni)) = entities.by_name("snis", gone) {
+            let sni_id = sni["id"].as_str().unwrap_or_default().to_owned();
+            candidate.remove("snis", &sni_id);
+            ops.push(Op::Delete {
+                kind: "snis",
+                id: sni_id,
+            });
+        }
+    }
+    let t = now();
+    for name in names.iter().filter(|n| !current.contains(n)) {
+        let sni_id = Uuid::new_v4().to_string();
+        let sni = json!({
+            "id": sni_id, "name": name, "certificate": { "id": id },
+            "tags": null, "created_at": t, "updated_at": t,
+        });
+        candidate.put("snis", sni_id.clone(), sni.clone());
+        ops.push(Op::Put {
+            kind: "snis",
+            id: sni_id,
+            data: sni,
+            unique: vec![("name", name.clone())],
+        });
+    }
+    Ok(())
 }
 
 /// Kong's error for a plugin whose (name, route, service, consumer) another one has.
@@ -953,6 +1067,11 @@ pub(super) fn find<'a>(
         && let Some(e) = all.get(&key.to_ascii_lowercase())
     {
         return child(e).then_some(&e.json);
+    }
+    if kind.name == "certificates" {
+        // Kong's certificates endpoint also takes the name of one of the certificate's SNIs.
+        let cert = entities.by_name("snis", key).flatten()?["certificate"]["id"].as_str()?;
+        return all.get(cert).filter(|e| child(e)).map(|e| &e.json);
     }
     let field = kind.endpoint_key?;
     if let Some(found) = entities.by_name(kind.name, key) {

@@ -773,6 +773,93 @@ async fn upstreams(n: Node) {
 
 on_every_store!(ca_certificates_verify_https_upstreams, ca_certificates);
 
+on_every_store!(certificates_take_their_snis_as_a_list, certificate_snis);
+
+/// Kong's certificates DAO: `snis` on a certificate is the list of SNI entities pointing at it,
+/// created, replaced and shown with it; a name another certificate has is refused.
+async fn certificate_snis(n: Node) {
+    let a = &n.admin;
+    let pem = |name: &str| crate::gateway::tls::CertificatePair::self_signed(&[name]).unwrap();
+    let (_, cert1, key1) = pem("one.test");
+    let r = json_call(
+        a,
+        "POST",
+        "/certificates",
+        json!({ "cert": cert1, "key": key1, "snis": ["b.test", "a.test"] }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["snis"], json!(["a.test", "b.test"]));
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let snis = call(a, "GET", "/snis", None, "").await;
+    assert_eq!(snis.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(snis.body["data"][0]["certificate"]["id"], id.as_str());
+    // Shown on reads, and found by one of its names.
+    assert_eq!(
+        call(a, "GET", &format!("/certificates/{id}"), None, "").await.body["snis"],
+        json!(["a.test", "b.test"])
+    );
+    assert_eq!(
+        call(a, "GET", "/certificates/b.test", None, "").await.body["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        call(a, "GET", "/certificates", None, "").await.body["data"][0]["snis"],
+        json!(["a.test", "b.test"])
+    );
+    // Replaced on update.
+    let r = json_call(
+        a,
+        "PATCH",
+        &format!("/certificates/{id}"),
+        json!({ "snis": ["c.test", "a.test"] }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["snis"].clone()),
+        (200, json!(["a.test", "c.test"])),
+        "{}",
+        r.body
+    );
+    assert_eq!(call(a, "GET", "/snis/b.test", None, "").await.status, 404);
+    // Kong's refusals.
+    let (_, cert2, key2) = pem("two.test");
+    let taken = json_call(
+        a,
+        "POST",
+        "/certificates",
+        json!({ "cert": cert2, "key": key2, "snis": ["c.test"] }),
+    )
+    .await;
+    assert_eq!(taken.status, 400, "{}", taken.body);
+    assert_eq!(
+        taken.body["fields"]["snis"],
+        format!("c.test already associated with existing certificate '{id}'")
+    );
+    let twice = json_call(
+        a,
+        "POST",
+        "/certificates",
+        json!({ "cert": cert2, "key": key2, "snis": ["d.test", "d.test"] }),
+    )
+    .await;
+    assert_eq!(twice.body["fields"]["snis"], "d.test is duplicated", "{}", twice.body);
+    assert_eq!(
+        call(a, "GET", "/certificates", None, "").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing stored"
+    );
+    // Deleting the certificate takes its SNIs along.
+    assert_eq!(
+        call(a, "DELETE", &format!("/certificates/{id}"), None, "").await.status,
+        204
+    );
+    assert_eq!(call(a, "GET", "/snis", None, "").await.body["data"], json!([]));
+}
+
 async fn ca_certificates(n: Node) {
     use crate::gateway::upstream_tls_tests::{ca, https_upstream, leaf};
     let a = &n.admin;
