@@ -422,10 +422,57 @@ fn check_field(cx: &Ctxt, f: &FieldModel) {
         }
     }
     if let Some(default) = &f.default
-        && let Some(why) = default_breaks(default, &f.validators)
+        && let Some(why) = default_misfits(default, &f.ty).or_else(|| default_breaks(default, &f.validators))
     {
         cx.syn_error(syn::Error::new(default.span(), why));
     }
+}
+
+/// The scalar type a field holds, by name, when it is a plain one (`u32`, `Option<String>`):
+/// what a literal default can be checked against before any trait is involved.
+fn scalar_name(ty: &Type) -> Option<String> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    if last.ident == "Option" {
+        let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        return match args.args.first()? {
+            syn::GenericArgument::Type(inner) => scalar_name(inner),
+            _ => None,
+        };
+    }
+    (p.path.segments.len() == 1 && last.arguments.is_empty()).then(|| last.ident.to_string())
+}
+
+/// Why a literal `default` cannot be a value of the field's plain scalar type, said at the
+/// literal (the trait check in `kong_pdk::schema::literal` covers the other types).
+fn default_misfits(default: &Value, ty: &Type) -> Option<String> {
+    let name = scalar_name(ty)?;
+    let fits = match name.as_str() {
+        "i8" | "i16" | "i32" | "i64" | "isize" | "u8" | "u16" | "u32" | "u64" | "usize" => {
+            matches!(default, Value::Int { .. })
+        }
+        "f32" | "f64" => matches!(default, Value::Int { .. } | Value::Float { .. }),
+        "bool" => matches!(default, Value::Bool(_)),
+        "String" => matches!(default, Value::Str(_)),
+        _ => return None,
+    };
+    let want = match name.as_str() {
+        "bool" => "`true` or `false`",
+        "String" => "a string literal",
+        "f32" | "f64" => "a number",
+        _ => "an integer",
+    };
+    (!fits).then(|| {
+        format!(
+            "this default does not fit a field of type `{name}`: {} cannot be the default of a `{name}` field; write {want}",
+            default.kind()
+        )
+    })
 }
 
 /// Why a literal `default` fails one of the field's own validators (Kong would refuse every
