@@ -422,9 +422,10 @@ fn check_field(cx: &Ctxt, f: &FieldModel) {
         }
     }
     if let Some(default) = &f.default
-        && let Some(why) = default_misfits(default, &f.ty).or_else(|| default_breaks(default, &f.validators))
+        && let Some((span, why)) = default_misfits(default, &f.ty, false)
+            .or_else(|| default_breaks(default, &f.validators).map(|why| (default.span(), why)))
     {
-        cx.syn_error(syn::Error::new(default.span(), why));
+        cx.syn_error(syn::Error::new(span, why));
     }
 }
 
@@ -448,9 +449,13 @@ fn scalar_name(ty: &Type) -> Option<String> {
     (p.path.segments.len() == 1 && last.arguments.is_empty()).then(|| last.ident.to_string())
 }
 
-/// Why a literal `default` cannot be a value of the field's plain scalar type, said at the
-/// literal (the trait check in `kong_pdk::schema::literal` covers the other types).
-fn default_misfits(default: &Value, ty: &Type) -> Option<String> {
+/// Why a literal `default` cannot be a value of the field's plain scalar type (or each item of
+/// an array default one of its plain scalar elements), said at the literal; the trait check in
+/// `kong_pdk::schema::literal` covers the other types.
+fn default_misfits(default: &Value, ty: &Type, item: bool) -> Option<(Span, String)> {
+    if let (Value::Array { items, .. }, Some(element)) = (default, element_type(ty)) {
+        return items.iter().find_map(|i| default_misfits(i, &element, true));
+    }
     let name = scalar_name(ty)?;
     let fits = match name.as_str() {
         "i8" | "i16" | "i32" | "i64" | "isize" | "u8" | "u16" | "u32" | "u64" | "usize" => {
@@ -468,10 +473,18 @@ fn default_misfits(default: &Value, ty: &Type) -> Option<String> {
         _ => "an integer",
     };
     (!fits).then(|| {
-        format!(
-            "this default does not fit a field of type `{name}`: {} cannot be the default of a `{name}` field; write {want}",
-            default.kind()
-        )
+        let why = if item {
+            format!(
+                "this item does not fit the field's `{name}` elements: {} cannot be a `{name}`; write {want}",
+                default.kind()
+            )
+        } else {
+            format!(
+                "this default does not fit a field of type `{name}`: {} cannot be the default of a `{name}` field; write {want}",
+                default.kind()
+            )
+        };
+        (default.span(), why)
     })
 }
 
