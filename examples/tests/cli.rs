@@ -129,7 +129,7 @@ fn config_parse_and_version() {
     // Checked as the Admin API checks entities: every problem at once, in Kong's words.
     std::fs::write(
         dir.join("invalid.yml"),
-        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n",
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n  - name: r3\n    protocols: [http]\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -143,6 +143,8 @@ fn config_parse_and_version() {
         r#""methodz":"unknown field""#,
         r#""paths":["should start with: / (fixed path) or ~/ (regex path)"]"#,
         r#""regex_priority":"expected an integer""#,
+        // The Admin API's route entity checks too.
+        r#""3":{"@entity":["must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"]}"#,
     ] {
         assert!(err.contains(problem), "{problem} missing from: {err}");
     }

@@ -494,6 +494,15 @@ impl Config {
             }
             refs.routes.insert(name.unwrap_or_else(|| id.to_string()), id);
             refs.routes.insert(id.to_string(), id);
+            // The Admin API's route entity checks, on the route as its schema completes it.
+            let mut full = Value::Object(r.clone());
+            if let Some(k) = super::kinds::get("routes")
+                && crate::schema::validate_record(&k.schema, &mut full).is_ok()
+                && let Err(errors) = super::kinds::route_checks(&full)
+            {
+                problems.add(err_tree(&path, Value::Object(errors)));
+                continue;
+            }
             let Some(mut route) = problems.typed::<Route>("routes", r, &path) else {
                 continue;
             };

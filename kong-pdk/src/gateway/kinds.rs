@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::schema::typedefs;
 use crate::schema::{Conditional, EntityCheck, Field, FieldKind, FieldSchema, RecordSchema};
@@ -707,4 +707,145 @@ pub(crate) fn get(name: &str) -> Option<&'static Kind> {
 #[cfg(feature = "admin")]
 pub(crate) fn by_path(path: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.path == path)
+}
+
+/// Kong's route entity checks: which fields each protocol needs and allows (the Admin API and
+/// kong.yml both run them). The errors are a schema violation's fields.
+pub(crate) fn route_checks(route: &Value) -> Result<(), Map<String, Value>> {
+    let field_violation = |field: &str, text: String| -> Map<String, Value> {
+        [(field.to_owned(), Value::from(text))].into_iter().collect()
+    };
+    let protocols: Vec<&str> = route["protocols"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let set = |f: &str| match &route[f] {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
+    if route["path_handling"] == "v1" {
+        // Kong's custom entity check: accepted, and joined as v0 under this router flavor.
+        tracing::warn!(target: "kong", "path_handling='v1' is deprecated and will not work under 'expressions' or 'traditional_compatible' router_flavor, please use path_handling='v0' instead (deprecated after 3.0)");
+    }
+    let http = protocols.iter().any(|p| *p == "http" || *p == "https");
+    let ws = protocols.iter().any(|p| crate::runloop::is_ws(p));
+    let stream = protocols.iter().any(|p| matches!(*p, "tcp" | "tls" | "udp"));
+    let passthrough = protocols.contains(&"tls_passthrough");
+    let groups = [
+        http,
+        stream,
+        passthrough,
+        protocols.iter().any(|p| p.starts_with("grpc")),
+        ws,
+    ];
+    if groups.iter().filter(|g| **g).count() > 1 {
+        return Err(field_violation(
+            "protocols",
+            "these sets are mutually exclusive: ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs'), ('ws', 'wss')".to_owned(),
+        ));
+    }
+    if stream || passthrough {
+        for field in ["methods", "hosts", "paths", "headers"] {
+            if set(field) {
+                return Err(field_violation(
+                    field,
+                    format!("cannot set '{field}' when 'protocols' is 'tcp', 'tls', 'tls_passthrough' or 'udp'"),
+                ));
+            }
+        }
+        let entity =
+            |message: &str| -> Map<String, Value> { [("@entity".to_owned(), json!([message]))].into_iter().collect() };
+        if passthrough && !set("snis") {
+            return Err(entity("must set snis when 'protocols' is 'tls_passthrough'"));
+        }
+        if stream && !["sources", "destinations", "snis"].iter().any(|f| set(f)) {
+            return Err(entity(
+                "must set one of 'sources', 'destinations', 'snis' when 'protocols' is 'tcp', 'tls' or 'udp'",
+            ));
+        }
+    } else if !ws {
+        for field in ["sources", "destinations"] {
+            if set(field) {
+                let which = if http { "'http' or 'https'" } else { "'grpc' or 'grpcs'" };
+                return Err(field_violation(
+                    field,
+                    format!("cannot set '{field}' when 'protocols' is {which}"),
+                ));
+            }
+        }
+    }
+    if ws {
+        for field in ["methods", "sources", "destinations"] {
+            if set(field) {
+                return Err(field_violation(
+                    field,
+                    format!("cannot set '{field}' when 'protocols' is 'ws' or 'wss'"),
+                ));
+            }
+        }
+        let wss = protocols.contains(&"wss");
+        let (fields, names, which): (&[&str], &str, &str) = if wss {
+            (
+                &["hosts", "headers", "paths", "snis"],
+                "'hosts', 'headers', 'paths', 'snis'",
+                "wss",
+            )
+        } else {
+            (&["hosts", "headers", "paths"], "'hosts', 'headers', 'paths'", "ws")
+        };
+        if !fields.iter().any(|f| set(f)) {
+            return Err([(
+                "@entity".to_owned(),
+                json!([format!("must set one of {names} when 'protocols' is '{which}'")]),
+            )]
+            .into_iter()
+            .collect());
+        }
+    }
+    if http {
+        let https = protocols.contains(&"https");
+        let (fields, names): (&[&str], &str) = if https {
+            (
+                &["methods", "hosts", "headers", "paths", "snis"],
+                "'methods', 'hosts', 'headers', 'paths', 'snis'",
+            )
+        } else {
+            (
+                &["methods", "hosts", "headers", "paths"],
+                "'methods', 'hosts', 'headers', 'paths'",
+            )
+        };
+        if !fields.iter().any(|f| set(f)) {
+            let which = if https { "https" } else { "http" };
+            return Err([(
+                "@entity".to_owned(),
+                json!([format!("must set one of {names} when 'protocols' is '{which}'")]),
+            )]
+            .into_iter()
+            .collect());
+        }
+    }
+    if set("snis")
+        && !protocols
+            .iter()
+            .any(|p| matches!(*p, "grpcs" | "https" | "tls" | "tls_passthrough" | "wss"))
+    {
+        return Err(field_violation(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'".to_owned(),
+        ));
+    }
+    if let Some(headers) = route["headers"].as_object()
+        && headers.keys().any(|k| k.eq_ignore_ascii_case("host"))
+    {
+        return Err(field_violation(
+            "headers",
+            "cannot contain 'host' header, which must be specified in the 'hosts' attribute".to_owned(),
+        ));
+    }
+    Ok(())
 }
