@@ -93,6 +93,18 @@ fn the_configured_header_name_is_used() {
     assert!(!res.contains("x-myplugin"));
 }
 
+/// `config parse <file> [-c <conf>]`, without `KONG_PLUGINS` from the environment.
+fn config_parse(file: impl AsRef<Path>, conf: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["config", "parse"])
+        .arg(file.as_ref())
+        .env_remove("KONG_PLUGINS");
+    if let Some(conf) = conf {
+        cmd.arg("-c").arg(conf);
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
 fn config_parse_and_version() {
     let dir = temp_dir("parse");
@@ -101,11 +113,7 @@ fn config_parse_and_version() {
         "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(dir.join("good.yml"))
-        .output()
-        .unwrap();
+    let out = config_parse(dir.join("good.yml"), None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "parse successful\n");
 
@@ -115,13 +123,7 @@ fn config_parse_and_version() {
     )
     .unwrap();
     std::fs::write(dir.join("kong.conf"), "plugins = bundled,my-plugin\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(dir.join("bad.yml"))
-        .arg("-c")
-        .arg(dir.join("kong.conf"))
-        .output()
-        .unwrap();
+    let out = config_parse(dir.join("bad.yml"), Some(&dir.join("kong.conf")));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad header name 'bad name'"), "{err}");
@@ -132,11 +134,7 @@ fn config_parse_and_version() {
         "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n  - name: r3\n    protocols: [http]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(dir.join("invalid.yml"))
-        .output()
-        .unwrap();
+    let out = config_parse(dir.join("invalid.yml"), None);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for problem in [
@@ -151,31 +149,19 @@ fn config_parse_and_version() {
 
     // Without a kong.conf every plugin the binary links is known: the shipped example, which
     // uses my-plugin, parses as the README shows it.
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"))
-        .env_remove("KONG_PLUGINS")
-        .output()
-        .unwrap();
+    let out = config_parse(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"), None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // With one, its `plugins` decide.
     std::fs::write(dir.join("bundled.conf"), "plugins = bundled\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"))
-        .arg("-c")
-        .arg(dir.join("bundled.conf"))
-        .output()
-        .unwrap();
+    let out = config_parse(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kong.yml"),
+        Some(&dir.join("bundled.conf")),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("my-plugin"), "{err}");
 
     std::fs::write(dir.join("noformat.yml"), "services: []\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "parse"])
-        .arg(dir.join("noformat.yml"))
-        .output()
-        .unwrap();
+    let out = config_parse(dir.join("noformat.yml"), None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("_format_version"));
 
     let out = Command::new(BIN).arg("version").output().unwrap();
