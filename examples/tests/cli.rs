@@ -131,7 +131,7 @@ fn config_parse_and_version() {
     // Checked as the Admin API checks entities: every problem at once, in Kong's words.
     std::fs::write(
         dir.join("invalid.yml"),
-        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n  - name: r3\n    protocols: [http]\n",
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n  - name: r3\n    protocols: [http]\n  plugins:\n  - name: my-plugin\n    config:\n      response_header_name: \"bad name\"\nplugins:\n- name: nope\n",
     )
     .unwrap();
     let out = config_parse(dir.join("invalid.yml"), None);
@@ -143,6 +143,9 @@ fn config_parse_and_version() {
         r#""regex_priority":"expected an integer""#,
         // The Admin API's route entity checks too.
         r#""3":{"@entity":["must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"]}"#,
+        // Plugins' problems with them, at their paths.
+        r#""plugins":{"1":{"config":{"response_header_name":"bad header name 'bad name'"#,
+        r#""plugins":{"1":{"name":"plugin 'nope' not enabled; add it to the 'plugins' configuration property"}}"#,
     ] {
         assert!(err.contains(problem), "{problem} missing from: {err}");
     }

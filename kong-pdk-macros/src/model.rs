@@ -156,6 +156,25 @@ fn element_type(ty: &Type) -> Option<Type> {
     }
 }
 
+/// Whether `ty` is a map (`HashMap`, `BTreeMap`, `IndexMap`, or an `Option` of one).
+fn is_map(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    match last.ident.to_string().as_str() {
+        "HashMap" | "BTreeMap" | "IndexMap" => true,
+        "Option" => match &last.arguments {
+            syn::PathArguments::AngleBracketed(args) => args.args.iter().any(|a| match a {
+                syn::GenericArgument::Type(t) => is_map(t),
+                _ => false,
+            }),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// A typedef name, checked against the SDK's typedefs.
 fn typedef_name(cx: &Ctxt, arg: &Arg) -> Option<Ident> {
     match &arg.value {
@@ -453,8 +472,40 @@ fn scalar_name(ty: &Type) -> Option<String> {
 /// an array default one of its plain scalar elements), said at the literal; the trait check in
 /// `kong_pdk::schema::literal` covers the other types.
 fn default_misfits(default: &Value, ty: &Type, item: bool) -> Option<(Span, String)> {
-    if let (Value::Array { items, .. }, Some(element)) = (default, element_type(ty)) {
-        return items.iter().find_map(|i| default_misfits(i, &element, true));
+    let shown = || {
+        ty.to_token_stream()
+            .to_string()
+            .replace(" < ", "<")
+            .replace(" >", ">")
+            .replace(" ,", ",")
+    };
+    match (default, element_type(ty)) {
+        (Value::Array { items, .. }, Some(element)) => {
+            return items.iter().find_map(|i| default_misfits(i, &element, true));
+        }
+        (_, Some(_)) => {
+            return Some((
+                default.span(),
+                format!(
+                    "this default does not fit a field of type `{}`: {} cannot be the default of an array field; write `[...]`",
+                    shown(),
+                    default.kind()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if is_map(ty) {
+        return (!matches!(default, Value::EmptyMap { .. })).then(|| {
+            (
+                default.span(),
+                format!(
+                    "this default does not fit a field of type `{}`: {} cannot be the default of a map field; write `{{}}` (a map's only literal default) or leave the default out",
+                    shown(),
+                    default.kind()
+                ),
+            )
+        });
     }
     let name = scalar_name(ty)?;
     let fits = match name.as_str() {

@@ -172,16 +172,32 @@ pub struct Route {
     /// `proxy_request_buffering`); `false` streams it as it arrives.
     #[serde(default = "Route::default_true")]
     pub request_buffering: bool,
-    /// Kong's `response_buffering`, stored: the gateway streams every response with
-    /// backpressure (see the README's list of settings accepted without effect).
+    /// Read the upstream's response ahead of a slow client (nginx's `proxy_buffering`);
+    /// `false` passes it on at the client's pace.
     #[serde(default = "Route::default_true")]
     pub response_buffering: bool,
+    /// How the service path and the request path are joined: `v0` (Kong's default), or `v1`
+    /// under `router_flavor = traditional` ([`RouterFlavor`](crate::pdk::RouterFlavor)).
+    #[serde(default)]
+    pub path_handling: PathHandling,
     /// The service it routes to.
     #[serde(default)]
     pub service: Option<ForeignKey>,
     /// Tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+}
+
+/// A route's `path_handling` (Kong's `kong/router/traditional.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathHandling {
+    /// The service path and the rest of the request path are joined with one `/`.
+    #[default]
+    V0,
+    /// Joined as strings (`/service` + `route` = `/serviceroute`); deprecated by Kong, and
+    /// only in effect under `router_flavor = traditional`.
+    V1,
 }
 
 impl Route {
@@ -214,6 +230,7 @@ impl Route {
             https_redirect_status_code: 426,
             request_buffering: true,
             response_buffering: true,
+            path_handling: PathHandling::V0,
             service: None,
             tags: None,
         }

@@ -96,6 +96,48 @@ pub struct NodeInfo {
     /// Upstream target addresses' health, requests in flight and latency, across
     /// configuration changes.
     pub health: std::sync::Arc<crate::health::HealthBook>,
+    /// `router_flavor`: how routes join paths (see [`RouterFlavor`]).
+    pub router_flavor: RouterFlavor,
+}
+
+/// Kong's `router_flavor` (kong.conf). Both flavors match requests the same way (Kong's
+/// `traditional_compatible` router was made to match as `traditional` does); they differ in
+/// how a route with `path_handling = "v1"` builds the upstream path.
+///
+/// ```
+/// use kong_pdk::pdk::RouterFlavor;
+/// assert_eq!(RouterFlavor::default(), RouterFlavor::TraditionalCompatible);
+/// assert_eq!("traditional".parse(), Ok(RouterFlavor::Traditional));
+/// assert!("expressions".parse::<RouterFlavor>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouterFlavor {
+    /// Kong's default: every route joins paths as `v0`; `v1` routes are accepted with
+    /// Kong's deprecation warning and joined as `v0`.
+    #[default]
+    TraditionalCompatible,
+    /// Kong's `traditional`: `v1` routes join as `v1` (Kong's `kong/router/traditional.lua`).
+    Traditional,
+}
+
+impl std::str::FromStr for RouterFlavor {
+    type Err = String;
+
+    /// `traditional_compatible` or `traditional`; `expressions` (routes written as ATC
+    /// expressions) is refused: this gateway's routes are the traditional ones.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "traditional_compatible" => Ok(RouterFlavor::TraditionalCompatible),
+            "traditional" => Ok(RouterFlavor::Traditional),
+            "expressions" => Err(
+                "router_flavor = expressions is not supported by this gateway: its routes are Kong's traditional ones (use traditional_compatible, Kong's default, or traditional)"
+                    .to_owned(),
+            ),
+            other => Err(format!(
+                "router_flavor has an invalid value: '{other}' (traditional, traditional_compatible, expressions)"
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for NodeInfo {
@@ -141,6 +183,7 @@ impl Default for NodeInfo {
             tcp: None,
             stats: Default::default(),
             cluster_id: Default::default(),
+            router_flavor: RouterFlavor::default(),
             tracing: Default::default(),
             cache: Default::default(),
             health: Default::default(),

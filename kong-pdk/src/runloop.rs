@@ -28,12 +28,13 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, HeaderValue, SERVER, VIA};
 use http::{HeaderMap, Method, Version};
 
-use crate::entities::Route;
+use crate::entities::{PathHandling, Route};
 use crate::executor::PluginSet;
+use crate::model::RouterFlavor;
 use crate::pdk::ErrorFormat;
 use crate::pdk::request::normalize_path;
 use crate::phase::Phase;
-use crate::router::{RequestInfo, Router, upstream_path};
+use crate::router::{RequestInfo, Router, upstream_path, upstream_path_v1};
 use crate::tracer::{AttributeValue, Instrumentations, SpanKind, SpanOptions, Status, Trace};
 use crate::transaction::{CloseMsg, Frame, FrameState, Latencies, Side, Source, Transaction, UpstreamResponse};
 
@@ -217,7 +218,11 @@ pub(crate) async fn before_proxy(
     tx.captures = m.captures;
     if let Some(service) = m.service {
         let strip = m.route.strip_path;
-        tx.upstream.path = upstream_path(service.path.as_deref(), &path, m.matched_path.as_deref(), strip);
+        let join = match (set.plugins().node().router_flavor, m.route.path_handling) {
+            (RouterFlavor::Traditional, PathHandling::V1) => upstream_path_v1,
+            _ => upstream_path,
+        };
+        tx.upstream.path = join(service.path.as_deref(), &path, m.matched_path.as_deref(), strip);
         tx.set_service(service);
         if strip {
             proxying.stripped = m.matched_path;

@@ -75,7 +75,7 @@ impl Admin {
                 Some(fields),
             )
         };
-        let config = Config::parse(&text).map_err(|e| {
+        let config = Config::parse_for(&text, &self.plugins).map_err(|e| {
             let mut answer = invalid(e.fields.clone());
             if flatten && let Value::Object(body) = &mut answer.1 {
                 let given: Value = serde_yaml_ng::from_str(&text).unwrap_or(Value::Null);

@@ -132,10 +132,25 @@ impl Admin {
             // A nested path only reaches children of that parent.
             find(entities, kind, key, parent.as_ref().map(|(f, id)| (*f, id))).and_then(|e| alive(e, now()))
         };
+        // Kong's certificates endpoint takes the name of one of the certificate's SNIs for
+        // the certificate; a name no SNI has is `SNI not found`, except to a PUT, which creates
+        // a certificate with that name among its SNIs (Kong's `prepare_params`).
+        let sni_name =
+            (kind.name == "certificates" && parent.is_none() && Uuid::parse_str(key).is_err()).then_some(key);
+        let not_found = || {
+            message(
+                404,
+                if sni_name.is_some() {
+                    "SNI not found"
+                } else {
+                    "Not found"
+                },
+            )
+        };
         if matches!(method, Method::GET | Method::HEAD) {
             return current(&self.entities.load())
                 .map(|e| (StatusCode::OK, self.shown(kind, e)))
-                .ok_or_else(|| message(404, "Not found"));
+                .ok_or_else(not_found);
         }
         // A write reads what it changes under the write lock, so it builds on the last
         // acknowledged write and never undoes one (a PATCH of one field keeps another's, a
@@ -149,12 +164,12 @@ impl Admin {
                     Ok((StatusCode::NO_CONTENT, Value::Null))
                 }
                 // A nested entity that is not there is a 404; a top-level one is not.
-                None if parent.is_some() => Err(message(404, "Not found")),
+                None if parent.is_some() || sni_name.is_some() => Err(not_found()),
                 None => Ok((StatusCode::NO_CONTENT, Value::Null)),
             },
             Method::PATCH => {
                 let Some(existing) = existing else {
-                    return Err(message(404, "Not found"));
+                    return Err(not_found());
                 };
                 let Some(Value::Object(mut patch)) = body else {
                     return Err(message(400, "Cannot parse JSON body"));
@@ -199,6 +214,9 @@ impl Admin {
                     entity.insert(endpoint_key.into(), Value::from(key));
                 }
                 entity.insert("id".into(), id);
+                if kind.name == "certificates" {
+                    put_certificate_snis(&mut entity, sni_name);
+                }
                 if let Some((field, pid)) = &parent {
                     entity.insert((*field).into(), json!({ "id": pid }));
                 }
@@ -345,7 +363,7 @@ impl Admin {
         }
         match kind.name {
             "routes" => {
-                route_checks(&value)?;
+                route_checks(&value, self.plugins.node().router_flavor)?;
                 ws_route_service(&value, entities)?;
             }
             "services" => ws_service_change(&value, previous)?,
@@ -706,6 +724,23 @@ fn certificate_snis(value: &mut Value) -> Result<Option<Vec<String>>, ApiError> 
     Ok(Some(names))
 }
 
+/// Kong's `prepare_args` for a PUT of a certificate: the SNI name it was addressed by joins
+/// the `snis` given, and a PUT without `snis` leaves the certificate none (a PUT replaces the
+/// whole entity).
+fn put_certificate_snis(entity: &mut Map<String, Value>, name: Option<&str>) {
+    match (entity.get_mut("snis"), name) {
+        (Some(Value::Array(list)), Some(name)) if !list.iter().any(|n| n == name) => list.push(Value::from(name)),
+        (Some(Value::String(one)), Some(name)) if one != name => {
+            let both = json!([one.clone(), name]);
+            entity.insert("snis".into(), both);
+        }
+        (None, _) => {
+            entity.insert("snis".into(), Value::Null);
+        }
+        _ => {}
+    }
+}
+
 /// The names of the SNIs of certificate `id`, sorted.
 fn snis_of(entities: &Entities, id: &str) -> Vec<String> {
     let mut names: Vec<String> = entities["snis"]
@@ -855,8 +890,8 @@ pub(super) fn plugin_cache_key(p: &Value) -> String {
 }
 
 /// Kong's route entity checks (which fields each protocol needs), as a schema violation.
-pub(super) fn route_checks(route: &Value) -> Result<(), ApiError> {
-    kinds::route_checks(route).map_err(|errors| violation(SchemaViolation::new(errors)))
+pub(super) fn route_checks(route: &Value, flavor: crate::model::RouterFlavor) -> Result<(), ApiError> {
+    kinds::route_checks(route, flavor).map_err(|errors| violation(SchemaViolation::new(errors)))
 }
 
 /// Kong Enterprise's DAO checks between WebSocket routes and their services: a `ws`/`wss`

@@ -626,18 +626,34 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     assert_eq!(proxy_get(addr, "/wrapped/anything").await.0, 200);
     // Every problem of every entity at once, as the Admin API words them; flattened per entity
     // when asked.
-    let invalid = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n";
+    let invalid = "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:1\n  routes:\n  - name: r\n    paths: [mock]\n    methodz: [GET]\n  - name: r2\n    paths: [/ok]\n    regex_priority: many\n  plugins:\n  - name: gw-test-header\n    config:\n      colour: red\nplugins:\n- name: nope\n";
     let r = call(&a, "POST", "/config?flatten_errors=1", Some("text/yaml"), invalid).await;
     assert_eq!((r.status, r.body["code"].clone()), (400, json!(14)), "{}", r.body);
     assert_eq!(r.body["name"], "invalid declarative configuration");
     assert_eq!(
         r.body["fields"],
-        json!({ "services": { "1": { "routes": {
-            "1": { "methodz": "unknown field", "paths": ["should start with: / (fixed path) or ~/ (regex path)"] },
-            "2": { "regex_priority": "expected an integer" },
-        } } } })
+        json!({
+            "services": { "1": {
+                "routes": {
+                    "1": { "methodz": "unknown field", "paths": ["should start with: / (fixed path) or ~/ (regex path)"] },
+                    "2": { "regex_priority": "expected an integer" },
+                },
+                // Plugins' problems join the entities', each at its plugin's path.
+                "plugins": { "1": { "config": { "colour": "unknown field" } } },
+            } },
+            "plugins": { "1": {
+                "name": "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
+            } },
+        })
     );
-    let flat = r.body["flattened_errors"].as_array().unwrap();
+    let flat: Vec<_> = r.body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entity_type"] == "route")
+        .cloned()
+        .collect();
+    assert_eq!(r.body["flattened_errors"].as_array().unwrap().len(), 4, "{}", r.body);
     assert_eq!(flat.len(), 2, "{flat:?}");
     assert_eq!(
         (
@@ -657,6 +673,19 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
     assert_eq!(
         flat[1]["errors"],
         json!([{ "type": "field", "field": "regex_priority", "message": "expected an integer" }])
+    );
+    let plugin = r.body["flattened_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entity_name"] == "gw-test-header")
+        .cloned();
+    assert_eq!(
+        plugin.map(|p| (p["entity_type"].clone(), p["errors"].clone())),
+        Some((
+            json!("plugin"),
+            json!([{ "type": "field", "field": "config.colour", "message": "unknown field" }])
+        ))
     );
     assert_eq!(
         proxy_get(addr, "/wrapped/anything").await.0,
@@ -851,6 +880,50 @@ async fn certificate_snis(n: Node) {
             .len(),
         1,
         "nothing stored"
+    );
+    // A name no SNI has: Kong's `SNI not found`, except to a PUT, which creates a certificate
+    // with that name among its SNIs.
+    for method in ["GET", "PATCH", "DELETE"] {
+        let r = json_call(a, method, "/certificates/nope.test", json!({})).await;
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (404, json!({ "message": "SNI not found" })),
+            "{method}"
+        );
+    }
+    let r = json_call(
+        a,
+        "PUT",
+        "/certificates/e.test",
+        json!({ "cert": cert2, "key": key2, "snis": ["f.test"] }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["snis"].clone()),
+        (200, json!(["e.test", "f.test"])),
+        "{}",
+        r.body
+    );
+    let put_id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(a, "GET", "/certificates/e.test", None, "").await.body["id"],
+        put_id.as_str()
+    );
+    // A PUT replaces the whole certificate: without `snis` it has none after.
+    let r = json_call(
+        a,
+        "PUT",
+        &format!("/certificates/{put_id}"),
+        json!({ "cert": cert2, "key": key2 }),
+    )
+    .await;
+    assert_eq!((r.status, r.body["snis"].clone()), (200, json!([])), "{}", r.body);
+    assert_eq!(call(a, "GET", "/certificates/e.test", None, "").await.status, 404);
+    assert_eq!(
+        call(a, "DELETE", &format!("/certificates/{put_id}"), None, "")
+            .await
+            .status,
+        204
     );
     // Deleting the certificate takes its SNIs along.
     assert_eq!(

@@ -69,6 +69,9 @@ pub struct Settings {
     /// `mock_upstream`: also serve Kong's mock upstream on this address (this gateway's
     /// extension, so the quick start runs with one command).
     pub mock_upstream: Option<SocketAddr>,
+    /// `router_flavor`: `traditional_compatible` (the default) or `traditional`, under which
+    /// routes with `path_handling = v1` join paths as v1.
+    pub router_flavor: crate::model::RouterFlavor,
     /// `nginx_http_client_header_timeout`: how long a client may take to send a request head,
     /// or stay idle between requests, on the proxy and Admin API listeners.
     pub client_header_timeout: std::time::Duration,
@@ -309,6 +312,7 @@ impl Settings {
             lua_ssl_trusted_certificate: "system".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mock_upstream: None,
+            router_flavor: Default::default(),
             client_header_timeout: std::time::Duration::from_secs(60),
             body_limits: crate::gateway::BodyLimits::default(),
             ignored: Vec::new(),
@@ -444,6 +448,7 @@ impl Settings {
                 "nginx_http_client_body_timeout" => {
                     s.body_limits.timeout = nginx_duration(&v).ok_or_else(|| format!("{k}: invalid value '{v}'"))?
                 }
+                "router_flavor" => s.router_flavor = v.trim().parse()?,
                 "mock_upstream" => {
                     s.mock_upstream = Some(v.parse().map_err(|_| format!("mock_upstream: invalid address '{v}'"))?)
                 }
@@ -489,6 +494,7 @@ impl Settings {
             .unwrap_or_else(|_| "localhost".into());
         Ok(NodeInfo {
             trusted_ips: trusted,
+            router_flavor: self.router_flavor,
             hostname,
             tracing: Arc::new(crate::tracer::NodeTracing::new(self.tracing)),
             cache: Arc::new(crate::cache::Cache::new(
@@ -538,12 +544,12 @@ fn load_plugins(s: &Settings) -> Result<Arc<Plugins>, String> {
 /// every plugin the binary links when `linked`.
 pub fn parse_config(s: &Settings, file: &Path, linked: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("could not read {}: {e}", file.display()))?;
-    let config = Config::parse(&text).map_err(|e| e.to_string())?;
     let plugins = if linked {
         Arc::new(Plugins::load_all(s.node()?))
     } else {
         load_plugins(s)?
     };
+    let config = Config::parse_for(&text, &plugins).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -812,7 +818,7 @@ pub fn run(s: Settings) -> Result<(), String> {
             (Some(path), "off") => {
                 let text =
                     std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
-                Config::parse(&text).map_err(|e| e.to_string())?
+                Config::parse_for(&text, &plugins).map_err(|e| e.to_string())?
             }
             _ => Config::default(),
         };
@@ -991,6 +997,24 @@ mod tests {
         assert_eq!(
             Settings::load_with_env(None, None, env).unwrap_err(),
             "log_level has an invalid value: 'loud' (debug, info, notice, warn, error, crit, alert, emerg)"
+        );
+    }
+
+    #[test]
+    fn router_flavor_picks_the_path_joining_and_refuses_expressions() {
+        let flavor = |v: &str| {
+            let env = [("KONG_ROUTER_FLAVOR".to_owned(), v.to_owned())];
+            Settings::load_with_env(None, None, env).and_then(|s| s.node().map(|n| n.router_flavor))
+        };
+        assert_eq!(
+            Settings::load_with_env(None, None, []).unwrap().router_flavor,
+            crate::model::RouterFlavor::TraditionalCompatible
+        );
+        assert_eq!(flavor("traditional"), Ok(crate::model::RouterFlavor::Traditional));
+        assert!(flavor("expressions").unwrap_err().contains("not supported"));
+        assert_eq!(
+            flavor("atc").unwrap_err(),
+            "router_flavor has an invalid value: 'atc' (traditional, traditional_compatible, expressions)"
         );
     }
 

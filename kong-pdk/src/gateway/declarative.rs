@@ -284,6 +284,23 @@ fn schema_checked(kind: &str, record: Map<String, Value>, path: &str) -> Result<
     Ok(value)
 }
 
+/// YAML (or JSON) text as a value.
+fn parse_text(text: &str) -> Result<Value, ConfigError> {
+    serde_yaml_ng::from_str(text).map_err(|e| err("", format!("failed parsing declarative configuration: {e}")))
+}
+
+/// Why the plugin entity at `path` was refused, at that path and in Kong's words.
+fn plugin_problem(path: &str, e: LoadError) -> ConfigError {
+    match e {
+        LoadError::NotEnabled(name) | LoadError::NotInstalled(name) => err(
+            &format!("{path}.name"),
+            format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
+        ),
+        LoadError::Invalid { violation, .. } => err_tree(path, violation.fields().clone()),
+        LoadError::Route(message) => err(path, message),
+    }
+}
+
 fn err(path: &str, message: impl Into<String>) -> ConfigError {
     err_tree(path, Value::String(message.into()))
 }
@@ -406,14 +423,51 @@ fn resolve(map: &HashMap<String, Uuid>, v: &Value, path: &str, entity: &str) -> 
 
 impl Config {
     /// Parses YAML (or JSON, which is YAML) in Kong's declarative format.
+    ///
+    /// Plugin entities are read but their configs are not checked: [`Config::snapshot`] does
+    /// that, or [`Config::parse_for`] up front.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let value: Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| err("", format!("failed parsing declarative configuration: {e}")))?;
-        Config::from_value(value)
+        Config::from_value(parse_text(text)?)
     }
 
-    /// Reads a declarative configuration value.
+    /// Parses YAML (or JSON) in Kong's declarative format and checks each plugin entity
+    /// against `plugins` as well (enabled, its scope, its config's schema), so that every
+    /// problem of the configuration, the entities' and the plugins', is reported at once,
+    /// each at its entity's path, as Kong's `POST /config` does.
+    ///
+    /// ```
+    /// use kong_pdk::gateway::declarative::Config;
+    /// use kong_pdk::pdk::NodeInfo;
+    /// use kong_pdk::registry::Plugins;
+    ///
+    /// let plugins = std::sync::Arc::new(Plugins::builder(NodeInfo::default()).build());
+    /// let yml = "_format_version: \"3.0\"\nservices:\n- name: s\n  port: many\n  \
+    ///            plugins:\n  - name: nope\n";
+    /// let e = Config::parse_for(yml, &plugins).unwrap_err();
+    /// assert_eq!(e.fields["services"]["1"]["port"], "expected an integer");
+    /// assert_eq!(
+    ///     e.fields["services"]["1"]["plugins"]["1"]["name"],
+    ///     "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
+    /// );
+    /// ```
+    pub fn parse_for(text: &str, plugins: &Arc<Plugins>) -> Result<Config, ConfigError> {
+        Config::read(parse_text(text)?, Some(plugins))
+    }
+
+    /// Reads a declarative configuration value (plugin configs unchecked, as
+    /// [`Config::parse`]).
     pub fn from_value(value: Value) -> Result<Config, ConfigError> {
+        Config::read(value, None)
+    }
+
+    /// Reads a declarative configuration value, its plugin entities checked against
+    /// `plugins` (as [`Config::parse_for`]).
+    pub fn from_value_for(value: Value, plugins: &Arc<Plugins>) -> Result<Config, ConfigError> {
+        Config::read(value, Some(plugins))
+    }
+
+    fn read(value: Value, enabled: Option<&Arc<Plugins>>) -> Result<Config, ConfigError> {
+        let flavor = enabled.map(|p| p.node().router_flavor).unwrap_or_default();
         let Value::Object(mut root) = value else {
             return Err(err("", "expected an object"));
         };
@@ -498,7 +552,7 @@ impl Config {
             let mut full = Value::Object(r.clone());
             if let Some(k) = super::kinds::get("routes")
                 && crate::schema::validate_record(&k.schema, &mut full).is_ok()
-                && let Err(errors) = super::kinds::route_checks(&full)
+                && let Err(errors) = super::kinds::route_checks(&full, flavor)
             {
                 problems.add(err_tree(&path, Value::Object(errors)));
                 continue;
@@ -678,21 +732,35 @@ impl Config {
                 cfg.snis.push(sni);
             }
         }
-        // Every entity's problems at once; plugins are checked against valid entities.
-        problems.into_result()?;
-        for (mut p, mut scope, path) in plugins {
-            let name = p
-                .get("name")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| err(&format!("{path}.name"), "required field missing"))?;
+        // Plugins last, so that what they reference is known; their problems join the
+        // entities' and all are reported at once.
+        let mut set = enabled.map(|p| PluginSet::builder(p.clone()));
+        'plugins: for (mut p, mut scope, path) in plugins {
+            let Some(name) = p.get("name").and_then(Value::as_str).map(str::to_owned) else {
+                problems.add(err(&format!("{path}.name"), "required field missing"));
+                continue;
+            };
+            let mut generic = p.clone();
+            for field in ["config", "protocols", "service", "route", "consumer"] {
+                generic.remove(field);
+            }
+            if let Err(e) = checked("plugins", &generic, &path) {
+                problems.add(e);
+                continue;
+            }
             for (field, map, entity) in [
                 ("service", &refs.services, "services"),
                 ("route", &refs.routes, "routes"),
                 ("consumer", &refs.consumers, "consumers"),
             ] {
                 if let Some(v) = p.get(field).filter(|v| !v.is_null()) {
-                    let id = resolve(map, v, &format!("{path}.{field}"), entity)?;
+                    let id = match resolve(map, v, &format!("{path}.{field}"), entity) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            problems.add(e);
+                            continue 'plugins;
+                        }
+                    };
                     match field {
                         "service" => scope.service = Some(id),
                         "route" => scope.route = Some(id),
@@ -701,7 +769,13 @@ impl Config {
                 }
             }
             let key = format!("{name}:{:?}:{:?}:{:?}", scope.route, scope.service, scope.consumer);
-            let id = id_of(&p, "plugins", Some(&key), &path)?;
+            let id = match id_of(&p, "plugins", Some(&key), &path) {
+                Ok(id) => id,
+                Err(e) => {
+                    problems.add(e);
+                    continue;
+                }
+            };
             let enabled = p.get("enabled").and_then(Value::as_bool).unwrap_or(true);
             let config = p.remove("config").unwrap_or(Value::Null);
             let ordering = p.get("ordering").and_then(crate::executor::Ordering::from_json);
@@ -709,7 +783,7 @@ impl Config {
                 .get("protocols")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
-            cfg.plugins.push(PluginEntity {
+            let entity = PluginEntity {
                 id,
                 name,
                 scope,
@@ -717,8 +791,16 @@ impl Config {
                 enabled,
                 ordering,
                 protocols,
-            });
+            };
+            if let Some(set) = &mut set
+                && let Err(e) = set.add(entity.clone())
+            {
+                problems.add(plugin_problem(&path, e));
+                continue;
+            }
+            cfg.plugins.push(entity);
         }
+        problems.into_result()?;
         Ok(cfg)
     }
 

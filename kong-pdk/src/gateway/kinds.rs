@@ -710,8 +710,9 @@ pub(crate) fn by_path(path: &str) -> Option<&'static Kind> {
 }
 
 /// Kong's route entity checks: which fields each protocol needs and allows (the Admin API and
-/// kong.yml both run them). The errors are a schema violation's fields.
-pub(crate) fn route_checks(route: &Value) -> Result<(), Map<String, Value>> {
+/// kong.yml both run them), under the node's `router_flavor`. The errors are a schema
+/// violation's fields.
+pub(crate) fn route_checks(route: &Value, flavor: crate::model::RouterFlavor) -> Result<(), Map<String, Value>> {
     let field_violation = |field: &str, text: String| -> Map<String, Value> {
         [(field.to_owned(), Value::from(text))].into_iter().collect()
     };
@@ -728,8 +729,14 @@ pub(crate) fn route_checks(route: &Value) -> Result<(), Map<String, Value>> {
         _ => true,
     };
     if route["path_handling"] == "v1" {
-        // Kong's custom entity check: accepted, and joined as v0 under this router flavor.
-        tracing::warn!(target: "kong", "path_handling='v1' is deprecated and will not work under 'expressions' or 'traditional_compatible' router_flavor, please use path_handling='v0' instead (deprecated after 3.0)");
+        // Kong's custom entity check: accepted, with a warning that says what the flavor does.
+        let fate = match flavor {
+            crate::model::RouterFlavor::Traditional => "will be removed in future version",
+            crate::model::RouterFlavor::TraditionalCompatible => {
+                "will not work under 'expressions' or 'traditional_compatible' router_flavor"
+            }
+        };
+        tracing::warn!(target: "kong", "path_handling='v1' is deprecated and {fate}, please use path_handling='v0' instead (deprecated after 3.0)");
     }
     let http = protocols.iter().any(|p| *p == "http" || *p == "https");
     let ws = protocols.iter().any(|p| crate::runloop::is_ws(p));

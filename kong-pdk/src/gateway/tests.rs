@@ -945,3 +945,44 @@ async fn a_failed_upstream_answer_carries_the_proxied_latency_headers() {
     assert!(res.header("x-kong-response-latency").is_some());
     assert_eq!(res.header("x-kong-upstream-latency"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_path_handling_joins_as_v1_only_under_the_traditional_router_flavor() {
+    let up = upstream().await;
+    let mut service = Service::new("127.0.0.1", up.port());
+    service.path = Some("/service".into());
+    let service = Arc::new(service);
+    let mut v1 = Route::new(&["/route"]);
+    v1.path_handling = crate::entities::PathHandling::V1;
+    let mut kept = Route::new(&["/kept"]);
+    kept.path_handling = crate::entities::PathHandling::V1;
+    kept.strip_path = false;
+    let v0 = Route::new(&["/plain"]);
+    let routes = || {
+        [&v1, &kept, &v0]
+            .into_iter()
+            .map(|r| (Arc::new(r.clone()), Some(service.clone())))
+            .collect::<Vec<_>>()
+    };
+    for (flavor, want) in [
+        (
+            crate::model::RouterFlavor::TraditionalCompatible,
+            ["/service/req", "/service/kept/x", "/service/req"],
+        ),
+        (
+            crate::model::RouterFlavor::Traditional,
+            ["/servicereq", "/servicekept/x", "/service/req"],
+        ),
+    ] {
+        let node = NodeInfo {
+            router_flavor: flavor,
+            ..NodeInfo::default()
+        };
+        let plugins = Arc::new(Plugins::builder(node).build());
+        let gw = serve(plugins.clone(), snapshot(&plugins, routes(), vec![]).await).await;
+        for (request, want) in ["/routereq", "/kept/x", "/plainreq"].into_iter().zip(want) {
+            let res = get(gw.addr, request, &[]).await;
+            assert_eq!(res.json()["path"], want, "{flavor:?}: {request}");
+        }
+    }
+}

@@ -50,7 +50,7 @@ pub use ctx::Ctx;
 pub use error_template::{ErrorFormat, default_message};
 pub use ip::Networks;
 pub use log::{ErrorLog, Level, Log, LogLine, MAX_REQUEST_LINES, Measures};
-pub use node::{Cluster, Nginx, Node, NodeInfo};
+pub use node::{Cluster, Nginx, Node, NodeInfo, RouterFlavor};
 pub use request::{QueryValue, Request, percent_decode, percent_encode_component};
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;

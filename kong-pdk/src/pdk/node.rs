@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::stats::{Statistics, UnitError};
 
-pub use crate::model::NodeInfo;
+pub use crate::model::{NodeInfo, RouterFlavor};
 
 /// `kong.node`.
 pub struct Node<'a> {

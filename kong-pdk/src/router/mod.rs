@@ -46,7 +46,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use regex::Regex;
 
-pub use path::upstream_path;
+pub use path::{upstream_path, upstream_path_v1};
 
 use crate::entities::{Route, Service};
 use crate::transaction::UriCaptures;

@@ -777,7 +777,7 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
     let (proxy, admin) = match inner.strategy {
         Strategy::Off => {
             let config = match &conf.declarative_config {
-                Some(text) => crate::gateway::declarative::Config::parse(text)
+                Some(text) => crate::gateway::declarative::Config::parse_for(text, &plugins)
                     .unwrap_or_else(|e| panic!("start_kong: declarative_config: {e}")),
                 None => bp.declarative_config().await,
             };
