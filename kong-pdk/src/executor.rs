@@ -52,6 +52,10 @@ pub struct PluginEntity {
     /// subsystems its protocols belong to: HTTP (`http`, `https`, `grpc(s)`, `ws(s)`) and
     /// stream (`tcp`, `tls`, `udp`, `tls_passthrough`).
     pub protocols: Option<Vec<String>>,
+    /// Kong's `instance_name`: a name unique among plugin instances.
+    pub instance_name: Option<String>,
+    /// Tags.
+    pub tags: Option<Vec<String>>,
 }
 
 /// Kong Enterprise's dynamic ordering of a plugin instance (`ordering: {before: {access:
@@ -171,6 +175,8 @@ impl PluginEntity {
             enabled: true,
             ordering: None,
             protocols: None,
+            instance_name: None,
+            tags: None,
         }
     }
 

@@ -155,6 +155,8 @@ pub(super) fn entities_of(config: &Config) -> Entities {
             "config": p.config,
             "enabled": p.enabled,
             "ordering": p.ordering.as_ref().map(crate::executor::Ordering::to_json),
+            "instance_name": p.instance_name,
+            "tags": p.tags,
         });
         if let Some(protocols) = &p.protocols {
             v["protocols"] = json!(protocols);

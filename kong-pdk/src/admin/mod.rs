@@ -178,10 +178,16 @@ fn plugin_entity(p: &Value) -> PluginEntity {
         config: p["config"].clone(),
         enabled: p["enabled"].as_bool().unwrap_or(true),
         ordering: crate::executor::Ordering::from_json(&p["ordering"]),
-        protocols: p["protocols"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+        protocols: strings(&p["protocols"]),
+        instance_name: p["instance_name"].as_str().map(str::to_owned),
+        tags: strings(&p["tags"]),
     }
+}
+
+/// A JSON array's strings, `None` when it is not an array.
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
 /// Entities by kind, then by id. Entities and each kind's index are shared between copies: a

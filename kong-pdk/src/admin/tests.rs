@@ -704,6 +704,21 @@ async fn dbless_serves_the_declarative_config_refuses_writes_and_takes_post_conf
         (r.status, r.body),
         (400, json!({ "message": "expected a declarative configuration" }))
     );
+    // A plugin is shown as Kong stores it: its common fields kept, its config completed.
+    let named =
+        "_format_version: \"3.0\"\nplugins:\n- name: gw-test-header\n  instance_name: headers\n  tags: [team-a]\n";
+    assert_eq!(call(&a, "POST", "/config", Some("text/yaml"), named).await.status, 201);
+    let shown = call(&a, "GET", "/plugins/headers", None, "").await;
+    assert_eq!(
+        (
+            shown.status,
+            &shown.body["tags"],
+            &shown.body["config"]["response_header_name"]
+        ),
+        (200, &json!(["team-a"]), &json!("X-MyPlugin")),
+        "{}",
+        shown.body
+    );
 }
 
 async fn proxy_json(addr: SocketAddr, path: &str) -> (u16, Value) {

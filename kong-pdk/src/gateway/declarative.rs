@@ -466,8 +466,8 @@ impl Config {
         Config::read(value, Some(plugins))
     }
 
-    fn read(value: Value, enabled: Option<&Arc<Plugins>>) -> Result<Config, ConfigError> {
-        let flavor = enabled.map(|p| p.node().router_flavor).unwrap_or_default();
+    fn read(value: Value, enabled_plugins: Option<&Arc<Plugins>>) -> Result<Config, ConfigError> {
+        let flavor = enabled_plugins.map(|p| p.node().router_flavor).unwrap_or_default();
         let Value::Object(mut root) = value else {
             return Err(err("", "expected an object"));
         };
@@ -734,7 +734,7 @@ impl Config {
         }
         // Plugins last, so that what they reference is known; their problems join the
         // entities' and all are reported at once.
-        let mut set = enabled.map(|p| PluginSet::builder(p.clone()));
+        let mut set = enabled_plugins.map(|p| PluginSet::builder(p.clone()));
         'plugins: for (mut p, mut scope, path) in plugins {
             let Some(name) = p.get("name").and_then(Value::as_str).map(str::to_owned) else {
                 problems.add(err(&format!("{path}.name"), "required field missing"));
@@ -779,24 +779,35 @@ impl Config {
             let enabled = p.get("enabled").and_then(Value::as_bool).unwrap_or(true);
             let config = p.remove("config").unwrap_or(Value::Null);
             let ordering = p.get("ordering").and_then(crate::executor::Ordering::from_json);
-            let protocols = p
-                .get("protocols")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
-            let entity = PluginEntity {
+            let strings = |field: &str| {
+                p.get(field)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            };
+            let mut entity = PluginEntity {
                 id,
                 name,
                 scope,
                 config,
                 enabled,
                 ordering,
-                protocols,
+                protocols: strings("protocols"),
+                instance_name: p.get("instance_name").and_then(Value::as_str).map(str::to_owned),
+                tags: strings("tags"),
             };
-            if let Some(set) = &mut set
-                && let Err(e) = set.add(entity.clone())
-            {
-                problems.add(plugin_problem(&path, e));
-                continue;
+            if let (Some(set), Some(plugins)) = (&mut set, enabled_plugins) {
+                if let Err(e) = set.add(entity.clone()) {
+                    problems.add(plugin_problem(&path, e));
+                    continue;
+                }
+                // Stored (and shown by the Admin API) as Kong stores it: completed with the
+                // schema's defaults.
+                if let Some(Ok(config)) = plugins
+                    .schema(&entity.name)
+                    .map(|s| s.validate_config(entity.config.clone()))
+                {
+                    entity.config = config;
+                }
             }
             cfg.plugins.push(entity);
         }
