@@ -19,6 +19,16 @@
 #   (l) kong-gateway, no plugin, a service straight at (a); (m) the same through an upstream
 #       entity with round-robin over four targets (four ports of (a)); (n) through an upstream
 #       with consistent-hashing on a header; run alternately ROUNDS times: the balancer's cost;
+# and the rows of the performance issue, each beside its peers (nginx, and HAProxy as a second
+# peer):
+#   (o) 1,000 connections (wrk -c1000) against (b), HAProxy and (c);
+#   (p) 2 workers each: nginx with 2 worker processes, kong-gateway with 2 worker threads,
+#       wrk -t2 -c100;
+#   (q) HTTPS (TLS 1.3, keep-alive) against nginx with ssl and kong-gateway's ssl listener;
+#   (r) HTTP/2 over TLS (h2load, 5 connections x 10 streams) against the same two;
+#   (s) HAProxy, 1 thread, keep-alive to (a), as (b);
+#   memory: kong-gateway's RSS idle after start, and the RSS each idle keep-alive client
+#   connection adds (1,000 of them, each after one proxied request), beside nginx and HAProxy;
 # then prints req/s, p99 latency, the server's CPU time per request and the ratio to nginx's
 # proxy.
 #
@@ -43,6 +53,8 @@ need() { command -v "$1" >/dev/null 2>&1 || NEED+=("$2"); }
 NEED=()
 need wrk wrk
 need nginx nginx-light
+need haproxy haproxy
+need h2load nghttp2-client
 if [ ${#NEED[@]} -gt 0 ]; then
     echo "installing ${NEED[*]}" >&2
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
@@ -55,6 +67,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 UP=$(free_port); NGX=$(free_port); KONG=$(free_port); RELAY=$(free_port); BASE=$(free_port)
 PROM=$(free_port); PROM_ADMIN=$(free_port)
 UP2=$(free_port); UP3=$(free_port); UP4=$(free_port)
+NGX2=$(free_port); KONG2=$(free_port); NGX_TLS=$(free_port); KONG_TLS=$(free_port); HAP=$(free_port)
+# (o) holds 1,000 client connections and as many upstream ones.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 COMPARE=${COMPARE:-}
 ROUNDS=${ROUNDS:-3}
 
@@ -65,7 +80,10 @@ GATEWAY="$ROOT/target/release/kong-gateway"
 
 # The upstream's answer: a small JSON body, as the mock upstream's /anything gives.
 BODY='{"message":"hello from the upstream","vars":{"uri":"/anything"}}'
-mkdir -p "$WORK/nginx-up" "$WORK/nginx-proxy" "$WORK/kong"
+mkdir -p "$WORK/nginx-up" "$WORK/nginx-proxy" "$WORK/nginx-proxy2" "$WORK/kong" "$WORK/kong2" "$WORK/haproxy" "$WORK/tls"
+# (q) and (r): one self-signed certificate for both servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
 cat > "$WORK/nginx-up/nginx.conf" <<EOF
 worker_processes 1;
 error_log stderr error;
@@ -97,6 +115,10 @@ http {
     upstream up { server 127.0.0.1:$UP; keepalive 512; }
     server {
         listen 127.0.0.1:$NGX reuseport backlog=16384;
+        listen 127.0.0.1:$NGX_TLS ssl http2 reuseport backlog=16384;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.3;
         location /mock/ {
             proxy_pass http://up/;
             proxy_http_version 1.1;
@@ -106,6 +128,29 @@ http {
         }
     }
 }
+EOF
+# (p): the same proxy with two worker processes.
+sed -e 's/^worker_processes 1;/worker_processes 2;/' -e "s|$WORK/nginx-proxy/|$WORK/nginx-proxy2/|" \
+    -e "s|127.0.0.1:$NGX reuseport|127.0.0.1:$NGX2 reuseport|" -e "/127.0.0.1:$NGX_TLS/d" \
+    "$WORK/nginx-proxy/nginx.conf" > "$WORK/nginx-proxy2/nginx.conf"
+# (s): HAProxy as (b): one thread, keep-alive to (a), the prefix stripped, the header added.
+cat > "$WORK/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend proxy
+    bind 127.0.0.1:$HAP
+    default_backend up
+backend up
+    http-request set-path "%[path,regsub(^/mock/,/)]"
+    http-response set-header X-MyPlugin response
+    server a 127.0.0.1:$UP
 EOF
 cat > "$WORK/kong/kong.yml" <<EOF
 _format_version: "3.0"
@@ -189,7 +234,9 @@ consumers:
       - group: bench
 EOF
 cat > "$WORK/kong/kong.conf" <<EOF
-proxy_listen = 127.0.0.1:$KONG
+proxy_listen = 127.0.0.1:$KONG, 127.0.0.1:$KONG_TLS ssl http2
+ssl_cert = $WORK/tls/cert.pem
+ssl_cert_key = $WORK/tls/key.pem
 admin_listen = off
 database = off
 declarative_config = $WORK/kong/kong.yml
@@ -203,6 +250,12 @@ EOF
 "$NGINX" -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 "$GATEWAY" start -c "$WORK/kong/kong.conf" >"$WORK/kong/out.log" 2>&1 & PIDS+=($!)
 "$ROOT/target/release/tcp-relay" "127.0.0.1:$RELAY" "127.0.0.1:$UP" & PIDS+=($!)
+"$NGINX" -p "$WORK/nginx-proxy2" -c "$WORK/nginx-proxy2/nginx.conf" -g 'daemon off;' & NGX2_PID=$!; PIDS+=($!)
+haproxy -f "$WORK/haproxy/haproxy.cfg" -db >"$WORK/haproxy/out.log" 2>&1 & HAP_PID=$!; PIDS+=($!)
+# (p): kong-gateway with two worker threads, the same configuration.
+sed -e "s|^proxy_listen = .*|proxy_listen = 127.0.0.1:$KONG2|" -e "s|$WORK/kong/prefix|$WORK/kong2/prefix|" \
+    -e "s|^nginx_worker_processes = 1|nginx_worker_processes = 2|" "$WORK/kong/kong.conf" > "$WORK/kong2/kong.conf"
+"$GATEWAY" start -c "$WORK/kong2/kong.conf" >"$WORK/kong2/out.log" 2>&1 & KONG2_PID=$!; PIDS+=($!)
 if [ -n "$COMPARE" ]; then
     mkdir -p "$WORK/base"
     # The other build serves (c)'s and (f)'s routes only: its plugins may differ from this
@@ -230,9 +283,9 @@ consumers:
     acls:
       - group: bench
 EOF2
-    sed -e "s|127.0.0.1:$KONG|127.0.0.1:$BASE|" -e "s|$WORK/kong/prefix|$WORK/base/prefix|" \
+    sed -e "s|^proxy_listen = .*|proxy_listen = 127.0.0.1:$BASE|" -e "s|$WORK/kong/prefix|$WORK/base/prefix|" \
         -e "s|$WORK/kong/kong.yml|$WORK/base/kong.yml|" "$WORK/kong/kong.conf" > "$WORK/base/kong.conf"
-    "$COMPARE" start -c "$WORK/base/kong.conf" >"$WORK/base/out.log" 2>&1 & PIDS+=($!)
+    "$COMPARE" start -c "$WORK/base/kong.conf" >"$WORK/base/out.log" 2>&1 & BASE_PID=$!; PIDS+=($!)
 fi
 # (k): this build with the same routes and prometheus on globally.
 mkdir -p "$WORK/prom"
@@ -247,7 +300,7 @@ plugins:
       bandwidth_metrics: true
       upstream_health_metrics: true
 EOF
-sed -e "s|127.0.0.1:$KONG|127.0.0.1:$PROM|" -e "s|$WORK/kong/prefix|$WORK/prom/prefix|" \
+sed -e "s|^proxy_listen = .*|proxy_listen = 127.0.0.1:$PROM|" -e "s|$WORK/kong/prefix|$WORK/prom/prefix|" \
     -e "s|$WORK/kong/kong.yml|$WORK/prom/kong.yml|" -e "s|^admin_listen = off|admin_listen = 127.0.0.1:$PROM_ADMIN|" \
     "$WORK/kong/kong.conf" > "$WORK/prom/kong.conf"
 "$GATEWAY" start -c "$WORK/prom/kong.conf" >"$WORK/prom/out.log" 2>&1 & PIDS+=($!)
@@ -268,6 +321,17 @@ wait_for "http://127.0.0.1:$KONG/mock/anything"
 wait_for "http://127.0.0.1:$RELAY/anything"
 [ -z "$COMPARE" ] || wait_for "http://127.0.0.1:$BASE/mock/anything"
 wait_for "http://127.0.0.1:$PROM/mock/anything"
+wait_for "http://127.0.0.1:$NGX2/mock/anything"
+wait_for "http://127.0.0.1:$KONG2/mock/anything"
+wait_for "http://127.0.0.1:$HAP/mock/anything"
+curl -fsSk -o /dev/null --tlsv1.3 "https://127.0.0.1:$KONG_TLS/mock/anything" \
+    || { echo "kong-gateway's ssl listener does not answer" >&2; exit 1; }
+curl -fsSk -o /dev/null --tlsv1.3 "https://127.0.0.1:$NGX_TLS/mock/anything" \
+    || { echo "nginx's ssl listener does not answer" >&2; exit 1; }
+# Resident memory (KiB) of a process.
+rss() { awk '/^VmRSS:/ { print $2 }' /proc/"$1"/status; }
+# Idle: started, a few requests served (the checks above), nothing else yet.
+KONG_IDLE_RSS=$(rss "${PIDS[2]}")
 curl -fsS "http://127.0.0.1:$PROM_ADMIN/metrics" | grep -q '^kong_http_requests_total{service="upstream",route="mock"' \
     || { echo "prometheus does not count /mock" >&2; exit 1; }
 curl -fsS -o /dev/null "http://127.0.0.1:$KONG/logged/anything" \
@@ -284,16 +348,17 @@ curl -fsS -o /dev/null "http://127.0.0.1:$KONG/cached/anything"
 curl -fsS -D - -o /dev/null "http://127.0.0.1:$KONG/cached/anything" | grep -qi '^X-Cache-Status: Hit' \
     || { echo "proxy-cache does not hit on /cached" >&2; exit 1; }
 
-# CPU time (user + system) a process and its threads have used, in clock ticks.
-ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{ t += $14 + $15 } END { print t }'; }
+# CPU time (user + system) processes and their threads have used, in clock ticks.
+ticks() { for p in $1; do cat /proc/"$p"/task/*/stat 2>/dev/null; done | awk '{ t += $14 + $15 } END { print t }'; }
 HZ=$(getconf CLK_TCK)
 
 # Prints "req/s p99_ms cpu_us_per_request" for one wrk run against $1, charging the CPU time
-# of process $2 (the server under test).
+# of the processes $2 (the server under test; a space-separated list for several workers).
+# WRK_THREADS and WRK_CONNECTIONS override THREADS and CONNECTIONS for one call.
 run() {
     local out rps p99 n t0 t1
     t0=$(ticks "$2")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-H "$3"} "$1")
+    out=$(wrk -t"${WRK_THREADS:-$THREADS}" -c"${WRK_CONNECTIONS:-$CONNECTIONS}" -d"$DURATION" --latency ${3:+-H "$3"} "$1")
     t1=$(ticks "$2")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -308,6 +373,47 @@ run() {
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000;
         printf "%.2f", n }')
     echo "$rps $p99 $(awk -v t="$((t1 - t0))" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+}
+
+# As run, with h2load: HTTP/2 over TLS, 5 connections of 10 concurrent streams each. h2load
+# gives no percentiles: the second field is the mean request time and its spread.
+h2run() {
+    local out rps time n t0 t1
+    t0=$(ticks "$2")
+    out=$(h2load -c5 -m10 -t1 -D"${DURATION%s}" "$1" 2>&1)
+    t1=$(ticks "$2")
+    rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")
+    n=$(awk '/^requests:/ { print $8 }' <<<"$out")
+    if ! grep -q ' 0 failed, 0 errored' <<<"$out"; then
+        echo "errors during the h2load run against $1:" >&2
+        grep '^requests:' <<<"$out" >&2
+    fi
+    time=$(awk '/^time for request:/ { print $6 "_mean,_sd_" $7 }' <<<"$out")
+    echo "$rps $time $(awk -v t="$((t1 - t0))" -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')"
+}
+
+# The RSS (KiB) each idle keep-alive client connection adds to the processes $2: 1,000 clients
+# each make one request to $1, then stay connected while the RSS is read.
+conn_rss() {
+    local before after
+    before=$(for p in $2; do rss "$p"; done | awk '{ t += $1 } END { print t }')
+    after=$(python3 - "$1" "$2" <<'PY'
+import http.client, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+conns = []
+for _ in range(1000):
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    c.request("GET", url.path)
+    c.getresponse().read()
+    conns.append(c)
+total = 0
+for pid in sys.argv[2].split():
+    with open(f"/proc/{pid}/status") as f:
+        total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+print(total)
+PY
+)
+    awk -v a="$after" -v b="$before" 'BEGIN { printf "%.1f", (a - b) / 1000 }'
 }
 
 # Warm-up, then the measured runs.
@@ -364,17 +470,47 @@ for i in $(seq 1 "$ROUNDS"); do
     LB_ROWS+=$(printf '| (n) round %s, consistent-hashing by header: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v n="$N" -v l="$L" 'BEGIN { print n / l }')" "$N" "$P" "$U" "$(awk -v c="$N" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
     unset LB
 done
+# (o) to (s) and memory: the performance issue's rows.
+NGX_WORKER2=$(pgrep -P "$NGX2_PID" | tr '\n' ' ')
+read -r O_NGX_RPS O_NGX_P99 O_NGX_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
+read -r O_HAP_RPS O_HAP_P99 O_HAP_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
+read -r O_RPS O_P99 O_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
+read -r P_NGX_RPS P_NGX_P99 P_NGX_CPU < <(WRK_THREADS=2 WRK_CONNECTIONS=100 run "http://127.0.0.1:$NGX2/mock/anything" "$NGX_WORKER2")
+read -r P_RPS P_P99 P_CPU < <(WRK_THREADS=2 WRK_CONNECTIONS=100 run "http://127.0.0.1:$KONG2/mock/anything" "$KONG2_PID")
+read -r Q_NGX_RPS Q_NGX_P99 Q_NGX_CPU < <(run "https://127.0.0.1:$NGX_TLS/mock/anything" "$NGX_WORKER")
+read -r Q_RPS Q_P99 Q_CPU < <(run "https://127.0.0.1:$KONG_TLS/mock/anything" "${PIDS[2]}")
+read -r R_NGX_RPS R_NGX_T R_NGX_CPU < <(h2run "https://127.0.0.1:$NGX_TLS/mock/anything" "$NGX_WORKER")
+read -r R_RPS R_T R_CPU < <(h2run "https://127.0.0.1:$KONG_TLS/mock/anything" "${PIDS[2]}")
+read -r S_RPS S_P99 S_CPU < <(run "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
+KONG_CONN_RSS=$(conn_rss "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
+NGX_CONN_RSS=$(conn_rss "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
+HAP_CONN_RSS=$(conn_rss "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+row() { printf '| %s | %.0f | %s | %s | %s |\n' "$1" "$2" "${3//_/ }" "$4" "$5"; }
+PERF_ROWS=$(
+    row "(s) HAProxy, 1 thread, keep-alive" "$S_RPS" "$S_P99" "$S_CPU" "$(ratio "$S_RPS" "$B_RPS")"
+    row "(o) nginx proxy, -c1000" "$O_NGX_RPS" "$O_NGX_P99" "$O_NGX_CPU" "1.00"
+    row "(o) HAProxy, -c1000" "$O_HAP_RPS" "$O_HAP_P99" "$O_HAP_CPU" "$(ratio "$O_HAP_RPS" "$O_NGX_RPS") (vs nginx -c1000)"
+    row "(o) kong-gateway, my-plugin, -c1000" "$O_RPS" "$O_P99" "$O_CPU" "$(ratio "$O_RPS" "$O_NGX_RPS") (vs nginx -c1000)"
+    row "(p) nginx proxy, 2 workers, -t2 -c100" "$P_NGX_RPS" "$P_NGX_P99" "$P_NGX_CPU" "1.00"
+    row "(p) kong-gateway, 2 worker threads, -t2 -c100" "$P_RPS" "$P_P99" "$P_CPU" "$(ratio "$P_RPS" "$P_NGX_RPS") (vs nginx 2 workers)"
+    row "(q) nginx proxy, HTTPS (TLS 1.3)" "$Q_NGX_RPS" "$Q_NGX_P99" "$Q_NGX_CPU" "1.00"
+    row "(q) kong-gateway, HTTPS (TLS 1.3)" "$Q_RPS" "$Q_P99" "$Q_CPU" "$(ratio "$Q_RPS" "$Q_NGX_RPS") (vs nginx HTTPS)"
+    row "(r) nginx proxy, HTTP/2 (h2load -c5 -m10; mean request time and its sd, not p99)" "$R_NGX_RPS" "$R_NGX_T" "$R_NGX_CPU" "1.00"
+    row "(r) kong-gateway, HTTP/2 (h2load -c5 -m10; mean request time and its sd, not p99)" "$R_RPS" "$R_T" "$R_CPU" "$(ratio "$R_RPS" "$R_NGX_RPS") (vs nginx HTTP/2)"
+)
+
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
     for i in $(seq 1 "$ROUNDS"); do
         read -r R P U < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
         ROWS+=$(printf '| (c) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-        read -r R P U < <(run "http://127.0.0.1:$BASE/mock/anything" "${PIDS[4]}")
+        read -r R P U < <(run "http://127.0.0.1:$BASE/mock/anything" "$BASE_PID")
         ROWS+=$(printf '| (e) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
         read -r R P U < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
         ROWS+=$(printf '| (f) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-        read -r R P U < <(run "http://127.0.0.1:$BASE/auth/anything" "${PIDS[4]}" "apikey: bench-key")
+        read -r R P U < <(run "http://127.0.0.1:$BASE/auth/anything" "$BASE_PID" "apikey: bench-key")
         ROWS+=$(printf '| (f) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
     done
 fi
@@ -402,3 +538,8 @@ printf '| (j) kong-gateway, 1 worker thread, my-plugin + http-log (batches of up
 printf '%s' "$PROM_ROWS"
 printf '%s' "$LB_ROWS"
 printf '%s' "$ROWS"
+printf '%s\n' "$PERF_ROWS"
+printf '\n| memory | kong-gateway | nginx worker | HAProxy |\n|---|---|---|---|\n'
+printf '| RSS idle after start (KiB) | %s | | |\n' "$KONG_IDLE_RSS"
+printf '| RSS per idle keep-alive client connection (KiB, 1,000 held) | %s | %s | %s |\n' \
+    "$KONG_CONN_RSS" "$NGX_CONN_RSS" "$HAP_CONN_RSS"
