@@ -34,6 +34,8 @@ pub(super) const LINE_MAX: usize = 8 * 1024;
 pub(super) const HEAD_MAX: usize = 4 * 8 * 1024;
 /// The most header lines in one request (hyper's own limit).
 pub(super) const MAX_HEADERS: usize = 100;
+/// The largest head buffer an idle connection keeps between requests.
+const IDLE_BUF_MAX: usize = 1024;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -557,10 +559,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                             }
                         }
                     }
-                    if this.buf.capacity() - this.buf.len() < 4096 {
-                        this.buf.reserve(8192);
-                    }
-                    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf))?;
+                    let n = if this.buf.is_empty() {
+                        // Waiting for the next head with nothing held (an idle keep-alive
+                        // connection): the read goes through the stack, so the connection
+                        // keeps no head buffer while it waits, only one the size of its
+                        // last head.
+                        if this.buf.capacity() > IDLE_BUF_MAX {
+                            this.buf = BytesMut::new();
+                        }
+                        let mut stack = [0u8; 4096];
+                        let mut read = ReadBuf::new(&mut stack);
+                        ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+                        this.buf.extend_from_slice(read.filled());
+                        read.filled().len()
+                    } else {
+                        if this.buf.capacity() - this.buf.len() < 4096 {
+                            this.buf.reserve(8192);
+                        }
+                        ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf))?
+                    };
                     if n == 0 {
                         // The client closed: hand hyper whatever partial head there is.
                         this.framing = Framing::Tunnel;
@@ -699,6 +716,39 @@ mod tests {
         drop(writer.await.unwrap());
         assert_eq!(seen, b"GET /after-blank HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(most <= 128 * 1024, "the guard buffered {most} bytes of blank lines");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_keeps_no_head_buffer() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut guard = Guarded::new(server, HeaderSettings::default());
+        let mut chunk = [0u8; 4096];
+        // A head longer than the idle allowance, then one short one.
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(3000));
+        for head in [long.as_str(), "GET /short HTTP/1.1\r\nHost: x\r\n\r\n"] {
+            client.write_all(head.as_bytes()).await.unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < head.len() {
+                let n = guard.read(&mut chunk).await.unwrap();
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(seen, head.as_bytes());
+            // Waiting for the next head: nothing to read, and the buffer let go.
+            let waiting = std::future::poll_fn(|cx| {
+                Poll::Ready(
+                    Pin::new(&mut guard)
+                        .poll_read(cx, &mut ReadBuf::new(&mut chunk))
+                        .is_pending(),
+                )
+            })
+            .await;
+            assert!(waiting, "no head was sent");
+            assert!(
+                guard.buf.capacity() <= IDLE_BUF_MAX,
+                "an idle connection holds {} bytes of head buffer",
+                guard.buf.capacity()
+            );
+        }
     }
 
     #[tokio::test]
