@@ -416,6 +416,14 @@ PY
     awk -v a="$after" -v b="$before" 'BEGIN { printf "%.1f", (a - b) / 1000 }'
 }
 
+# Memory per connection first, on processes that have served only the checks above: an
+# allocator keeps what a process once used, so a process that has held many connections
+# before would show less than a connection costs. (p)'s processes, the 2-worker ones.
+NGX_WORKER2=$(pgrep -P "$NGX2_PID" | tr '\n' ' ')
+KONG_CONN_RSS=$(conn_rss "http://127.0.0.1:$KONG2/mock/anything" "$KONG2_PID")
+NGX_CONN_RSS=$(conn_rss "http://127.0.0.1:$NGX2/mock/anything" "$NGX_WORKER2")
+HAP_CONN_RSS=$(conn_rss "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
+
 # Warm-up, then the measured runs.
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NGX/mock/anything" >/dev/null
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$KONG/mock/anything" >/dev/null
@@ -470,8 +478,7 @@ for i in $(seq 1 "$ROUNDS"); do
     LB_ROWS+=$(printf '| (n) round %s, consistent-hashing by header: %.3f × (l) | %.0f | %s | %s | %.2f |' "$i" "$(awk -v n="$N" -v l="$L" 'BEGIN { print n / l }')" "$N" "$P" "$U" "$(awk -v c="$N" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
     unset LB
 done
-# (o) to (s) and memory: the performance issue's rows.
-NGX_WORKER2=$(pgrep -P "$NGX2_PID" | tr '\n' ' ')
+# (o) to (s): the performance issue's rows.
 read -r O_NGX_RPS O_NGX_P99 O_NGX_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
 read -r O_HAP_RPS O_HAP_P99 O_HAP_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
 read -r O_RPS O_P99 O_CPU < <(WRK_CONNECTIONS=1000 run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
@@ -482,9 +489,6 @@ read -r Q_RPS Q_P99 Q_CPU < <(run "https://127.0.0.1:$KONG_TLS/mock/anything" "$
 read -r R_NGX_RPS R_NGX_T R_NGX_CPU < <(h2run "https://127.0.0.1:$NGX_TLS/mock/anything" "$NGX_WORKER")
 read -r R_RPS R_T R_CPU < <(h2run "https://127.0.0.1:$KONG_TLS/mock/anything" "${PIDS[2]}")
 read -r S_RPS S_P99 S_CPU < <(run "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
-KONG_CONN_RSS=$(conn_rss "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
-NGX_CONN_RSS=$(conn_rss "http://127.0.0.1:$NGX/mock/anything" "$NGX_WORKER")
-HAP_CONN_RSS=$(conn_rss "http://127.0.0.1:$HAP/mock/anything" "$HAP_PID")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 row() { printf '| %s | %.0f | %s | %s | %s |\n' "$1" "$2" "${3//_/ }" "$4" "$5"; }
 PERF_ROWS=$(
@@ -541,5 +545,5 @@ printf '%s' "$ROWS"
 printf '%s\n' "$PERF_ROWS"
 printf '\n| memory | kong-gateway | nginx worker | HAProxy |\n|---|---|---|---|\n'
 printf '| RSS idle after start (KiB) | %s | | |\n' "$KONG_IDLE_RSS"
-printf '| RSS per idle keep-alive client connection (KiB, 1,000 held) | %s | %s | %s |\n' \
+printf '| RSS per idle keep-alive client connection (KiB, 1,000 held, fresh processes; nginx: 2 workers) | %s | %s | %s |\n' \
     "$KONG_CONN_RSS" "$NGX_CONN_RSS" "$HAP_CONN_RSS"

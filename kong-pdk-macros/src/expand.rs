@@ -360,8 +360,13 @@ fn default_check(f: &FieldModel) -> Option<TokenStream> {
     let span = default.span();
     // The type is re-spanned to the literal so the error points at the default.
     let ty = respan(f.ty.to_token_stream(), span);
+    // The bound is declared here, at the literal too, so that rustc's "required by a bound"
+    // note points at the author's default rather than into kong-pdk.
     Some(quote_spanned! {span=>
-        ::kong_pdk::schema::literal::default_fits::<#ty, #marker>();
+        {
+            const fn default_fits<T: ::kong_pdk::schema::literal::DefaultFits<L> + ?Sized, L>() {}
+            default_fits::<#ty, #marker>();
+        }
     })
 }
 

@@ -1,8 +1,9 @@
 //! The compile-time check that a `#[field(default = ...)]` literal fits the field's type.
 //!
-//! `#[plugin]` emits `default_fits::<FieldType, LiteralKind>()` at the literal's span, so a
-//! string default on an integer field fails to compile with the message below, pointing at
-//! the literal.
+//! `#[plugin]` checks plain scalar, array and map fields itself. For other types (records,
+//! aliases) it emits a function bounded by `FieldType: DefaultFits<LiteralKind>` and a call of
+//! it, both spanned at the literal, so a default of the wrong kind fails to compile with the
+//! message below, pointing at the literal.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::marker::PhantomData;
@@ -47,5 +48,10 @@ impl<T, S> DefaultFits<EmptyArrayLiteral> for HashSet<T, S> {}
 impl<T> DefaultFits<MapLiteral> for BTreeMap<String, T> {}
 impl<T, S> DefaultFits<MapLiteral> for HashMap<String, T, S> {}
 
-/// Compiles only when `L` fits `T`.
+/// Compiles only when `L` fits `T` (what `#[plugin]` emits, spelled out).
+///
+/// ```
+/// use kong_pdk::schema::literal::{IntegerLiteral, default_fits};
+/// default_fits::<Option<u32>, IntegerLiteral>();
+/// ```
 pub const fn default_fits<T: DefaultFits<L> + ?Sized, L>() {}
