@@ -117,7 +117,11 @@ pub(crate) async fn https_upstream(chain: &[&Issued], client_ca: &Issued) -> Soc
 /// Serves `config` on a random port.
 async fn gateway(config: serde_json::Value) -> SocketAddr {
     let plugins = Arc::new(Plugins::builder(NodeInfo::default()).build());
-    let snapshot = Config::from_value(config).unwrap().snapshot(&plugins).await.unwrap();
+    let snapshot = Config::from_value_for(config, &plugins)
+        .unwrap()
+        .snapshot(&plugins)
+        .await
+        .unwrap();
     let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

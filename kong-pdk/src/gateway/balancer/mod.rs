@@ -149,7 +149,7 @@ fn continuum(addresses: &[Address], targets: usize, slots: u32) -> Vec<u32> {
     let mut order: Vec<usize> = (0..addresses.len()).collect();
     order.sort_by(|a, b| {
         let (a, b) = (&addresses[*a], &addresses[*b]);
-        (a.host.as_str(), a.port).cmp(&(b.host.as_str(), b.port))
+        (shown_ip(&a.host), a.port).cmp(&(shown_ip(&b.host), b.port))
     });
     let mut name = String::new();
     for i in order {
@@ -161,7 +161,7 @@ fn continuum(addresses: &[Address], targets: usize, slots: u32) -> Vec<u32> {
         while n <= entries {
             use std::fmt::Write;
             name.clear();
-            let _ = write!(name, "{}::{} {n}", a.host, a.port);
+            let _ = write!(name, "{}::{} {n}", shown_ip(&a.host), a.port);
             let at = continuum_index(&name, points) as usize;
             if ring[at] == NO_ADDRESS {
                 ring[at] = i as u32;
@@ -536,11 +536,11 @@ impl Balancer {
         let dns = &t.dns;
         let addresses: Vec<Value> = if t.entity.weight == 0 {
             // Kong lists the address of a weight-0 target with its health checks off.
-            vec![json!({ "ip": t.host, "port": t.port, "weight": 0, "health": "HEALTHCHECKS_OFF" })]
+            vec![json!({ "ip": shown_ip(&t.host), "port": t.port, "weight": 0, "health": "HEALTHCHECKS_OFF" })]
         } else {
             addrs
                 .iter()
-                .map(|a| json!({ "ip": a.host, "port": a.port, "weight": a.weight, "health": self.address_health(a) }))
+                .map(|a| json!({ "ip": shown_ip(&a.host), "port": a.port, "weight": a.weight, "health": self.address_health(a) }))
                 .collect()
         };
         json!({
@@ -713,6 +713,16 @@ impl Balancers {
 }
 
 /// `host:port` → (host, port); port 8000 when omitted, brackets kept off IPv6 hosts.
+/// An address as Kong's balancer names it: an IPv6 address in brackets (Kong's DNS client
+/// brackets AAAA answers), so that `/health` shows it and the hash ring places it as Kong does.
+fn shown_ip(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        std::borrow::Cow::Owned(format!("[{host}]"))
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
 pub(crate) fn split_target(target: &str) -> (String, u16) {
     if let Some(rest) = target.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')

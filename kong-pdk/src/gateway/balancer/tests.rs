@@ -259,3 +259,22 @@ fn targets_default_to_port_8000() {
     assert_eq!(split_address("10.0.0.1"), ("10.0.0.1".into(), None));
     assert_eq!(split_address("[::1]:9"), ("::1".into(), Some(9)));
 }
+
+#[test]
+fn ipv6_addresses_are_bracketed_as_kongs_dns_client_brackets_them() {
+    let up = upstream(Algorithm::RoundRobin);
+    let targets = [target(up.id, "[::1]:8000", 100), target(up.id, "127.0.0.1:8000", 100)];
+    let book = HealthBook::default();
+    let b = Balancers::new(&[up], &targets, &book);
+    let bal = b.get("backend").unwrap();
+    let ips: Vec<Value> = bal
+        .target_health()
+        .into_iter()
+        .map(|(_, _, status)| status["addresses"][0]["ip"].clone())
+        .collect();
+    assert!(ips.contains(&json!("[::1]")), "{ips:?}");
+    assert!(ips.contains(&json!("127.0.0.1")), "{ips:?}");
+    // The address itself stays connectable.
+    let hosts: Vec<String> = (0..2).map(|_| pick_host(&bal, &mut PickState::default())).collect();
+    assert!(hosts.contains(&"::1".to_owned()), "{hosts:?}");
+}
