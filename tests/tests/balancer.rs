@@ -707,6 +707,8 @@ async fn targets_named_by_host_follow_dns_srv_ttls_and_the_hosts_file() {
         .assert_json();
     assert_eq!(health["data"][0]["data"]["dns"], "SRV", "{health}");
     assert_eq!(health["data"][0]["data"]["addresses"][0]["port"], a.addr.port());
+    // Kong's balancer keeps an SRV answer's target name as the address.
+    assert_eq!(health["data"][0]["data"]["addresses"][0]["ip"], "a.test", "{health}");
     // The answer changes; once its TTL is over, requests follow it.
     stub.set("srv.test", vec![srv_record("srv.test", 1, b.addr.port(), 10, "b.test")]);
     helpers::wait_until("srv.test's new answer", Duration::from_secs(10), || async {

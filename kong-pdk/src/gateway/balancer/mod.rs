@@ -82,6 +82,21 @@ pub struct Address {
     /// The name it is asked for by (the `Host` and TLS name of a try): its target's host, or
     /// with `use_srv_name` the SRV record's target.
     pub name: String,
+    /// The SRV record's target name when the address comes from one: Kong's balancer keeps
+    /// that name as the address (resolving it at each connection), so `/health` shows it and
+    /// the hash ring places it by it.
+    srv_target: Option<String>,
+}
+
+impl Address {
+    /// The address as Kong's balancer names it (`/health`'s `ip`, the hash ring's key): the
+    /// SRV record's target name, or the IP, an IPv6 one in brackets.
+    fn kong_ip(&self) -> std::borrow::Cow<'_, str> {
+        match &self.srv_target {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => shown_ip(&self.host),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,7 +164,7 @@ fn continuum(addresses: &[Address], targets: usize, slots: u32) -> Vec<u32> {
     let mut order: Vec<usize> = (0..addresses.len()).collect();
     order.sort_by(|a, b| {
         let (a, b) = (&addresses[*a], &addresses[*b]);
-        (shown_ip(&a.host), a.port).cmp(&(shown_ip(&b.host), b.port))
+        (a.kong_ip(), a.port).cmp(&(b.kong_ip(), b.port))
     });
     let mut name = String::new();
     for i in order {
@@ -161,7 +176,7 @@ fn continuum(addresses: &[Address], targets: usize, slots: u32) -> Vec<u32> {
         while n <= entries {
             use std::fmt::Write;
             name.clear();
-            let _ = write!(name, "{}::{} {n}", shown_ip(&a.host), a.port);
+            let _ = write!(name, "{}::{} {n}", a.kong_ip(), a.port);
             let at = continuum_index(&name, points) as usize;
             if ring[at] == NO_ADDRESS {
                 ring[at] = i as u32;
@@ -225,8 +240,9 @@ impl Balancer {
             let (host, port) = split_target(&t.target);
             let ip = host.parse::<std::net::IpAddr>().ok();
             let target_host = host.clone();
-            let mut add = |host: String, port: u16, weight: u32, srv_name: Option<String>| {
-                let name = srv_name
+            let mut add = |host: String, port: u16, weight: u32, srv_target: Option<String>| {
+                let name = srv_target
+                    .clone()
                     .filter(|_| upstream.use_srv_name)
                     .unwrap_or_else(|| target_host.clone());
                 if t.weight > 0 && weight > 0 {
@@ -238,6 +254,7 @@ impl Balancer {
                         state,
                         target: index,
                         name,
+                        srv_target,
                     });
                 }
             };
@@ -540,7 +557,7 @@ impl Balancer {
         } else {
             addrs
                 .iter()
-                .map(|a| json!({ "ip": shown_ip(&a.host), "port": a.port, "weight": a.weight, "health": self.address_health(a) }))
+                .map(|a| json!({ "ip": a.kong_ip(), "port": a.port, "weight": a.weight, "health": self.address_health(a) }))
                 .collect()
         };
         json!({
