@@ -288,6 +288,14 @@ fn out_of_descriptors_the_gateway_pauses_accepting_instead_of_spinning() {
     assert!(idle.len() > 64, "only {} connections opened", idle.len());
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.0.id();
+    // The binary runs with mimalloc's lean arena setting (it sets it for itself).
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"MIMALLOC_ARENA_EAGER_COMMIT=0"),
+        "the gateway runs without MIMALLOC_ARENA_EAGER_COMMIT=0"
+    );
     let before = cpu_ticks(pid).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let spent = cpu_ticks(pid).unwrap() - before;
