@@ -332,7 +332,10 @@ curl -fsSk -o /dev/null --tlsv1.3 "https://127.0.0.1:$NGX_TLS/mock/anything" \
 rss() { awk '/^VmRSS:/ { print $2 }' /proc/"$1"/status; }
 # Idle: started, a few requests served (the checks above), nothing else yet.
 KONG_IDLE_RSS=$(rss "${PIDS[2]}")
-curl -fsS "http://127.0.0.1:$PROM_ADMIN/metrics" | grep -q '^kong_http_requests_total{service="upstream",route="mock"' \
+# Read whole first: `grep -q` stops reading at its match, and curl's failed write would fail
+# the pipeline.
+METRICS=$(curl -fsS "http://127.0.0.1:$PROM_ADMIN/metrics")
+grep -q '^kong_http_requests_total{service="upstream",route="mock"' <<<"$METRICS" \
     || { echo "prometheus does not count /mock" >&2; exit 1; }
 curl -fsS -o /dev/null "http://127.0.0.1:$KONG/logged/anything" \
     || { echo "/logged does not answer" >&2; exit 1; }

@@ -124,10 +124,21 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// The `ssl` flag: TLS, with HTTP/2 offered by ALPN.
     pub ssl: bool,
+    /// The `http2` flag. Kong turns HTTP/2 on for its whole proxy server when any entry has
+    /// it, and plain listeners then take h2c (HTTP/2 with prior knowledge) beside HTTP/1.1;
+    /// with none, they speak HTTP/1.1 only. TLS listeners offer HTTP/2 by ALPN
+    /// either way.
+    pub http2: bool,
 }
 
-/// Parses Kong's `proxy_listen`: `addr [flags], ...` or `off`. Flags other than `ssl` (`http2`,
-/// `reuseport`, `backlog=N`, ...) are accepted; HTTP/2 is always on.
+/// Whether the plain `proxy_listen` listeners take h2c: any entry has the `http2` flag, as
+/// Kong's template then writes `http2 on;` for the whole proxy server.
+fn h2c(listens: &[Listen]) -> bool {
+    listens.iter().any(|l| l.http2)
+}
+
+/// Parses Kong's `proxy_listen`: `addr [flags], ...` or `off`. `ssl` and `http2` are read;
+/// the other flags (`reuseport`, `backlog=N`, ...) are accepted.
 fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -143,11 +154,11 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
                 "proxy_listen: proxy_protocol is not supported on HTTP listeners ('{entry}')"
             ));
         }
-        let ssl = flags.contains(&"ssl");
+        let (ssl, http2) = (flags.contains(&"ssl"), flags.contains(&"http2"));
         let addr = addr
             .parse()
             .map_err(|_| format!("proxy_listen: invalid address '{addr}'"))?;
-        out.push(Listen { addr, ssl });
+        out.push(Listen { addr, ssl, http2 });
     }
     Ok(out)
 }
@@ -886,6 +897,7 @@ pub fn run(s: Settings) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
+        let h2c = h2c(&s.proxy_listen);
         for listen in &s.proxy_listen {
             let addr = listen.addr;
             let listener = tokio::net::TcpListener::bind(addr)
@@ -899,6 +911,9 @@ pub fn run(s: Settings) -> Result<(), String> {
             if listen.ssl {
                 tracing::info!(target: "kong", "proxy listening on {local} (ssl, http2)");
                 servers.push(tokio::spawn(proxy.clone().serve_tls(listener, stopped)));
+            } else if h2c {
+                tracing::info!(target: "kong", "proxy listening on {local} (h2c)");
+                servers.push(tokio::spawn(proxy.clone().serve_h2c(listener, stopped)));
             } else {
                 tracing::info!(target: "kong", "proxy listening on {local}");
                 servers.push(tokio::spawn(proxy.clone().serve(listener, stopped)));
@@ -1152,16 +1167,21 @@ mod tests {
             vec![
                 Listen {
                     addr: "0.0.0.0:8000".parse().unwrap(),
-                    ssl: false
+                    ssl: false,
+                    http2: false
                 },
                 Listen {
                     addr: "127.0.0.1:8443".parse().unwrap(),
-                    ssl: true
+                    ssl: true,
+                    http2: true
                 },
             ]
         );
         assert!(parse_listen("off").unwrap().is_empty());
         assert!(parse_listen("nowhere:80").is_err());
+        // Kong's default: the ssl entry's http2 turns h2c on for the plain one too.
+        assert!(h2c(&l));
+        assert!(!h2c(&parse_listen("0.0.0.0:8000, 0.0.0.0:8443 ssl").unwrap()));
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub(crate) struct Guarded<T> {
     headers: HeaderSettings,
     /// Whether any bytes arrived yet (the h2 preface is only looked for at the start).
     started: bool,
+    /// Whether the connection may speak h2c: its preface then passes through untouched.
+    /// Otherwise the preface is checked as any head, and refused.
+    h2c: bool,
     /// The proxy and connection that answer a rejected head; without them the guard answers
     /// itself.
     proxy: Option<(Arc<Proxy>, Arc<Connection>)>,
@@ -143,6 +146,7 @@ impl<T> Guarded<T> {
             rejected: false,
             headers,
             started: false,
+            h2c: true,
             proxy: None,
             answer: None,
             header_timeout: super::CLIENT_HEADER_TIMEOUT,
@@ -158,6 +162,13 @@ impl<T> Guarded<T> {
         guard.header_timeout = proxy.client_header_timeout;
         guard.proxy = Some((proxy, conn));
         guard
+    }
+
+    /// The same guard for a connection that speaks HTTP/1 only: the h2 preface is a head
+    /// like any other, and refused.
+    pub(super) fn http1_only(mut self) -> Guarded<T> {
+        self.h2c = false;
+        self
     }
 
     /// The same guard with another head timeout (the Admin API's listener sets its own).
@@ -530,7 +541,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                         this.buf.advance(blank);
                     }
                     if !this.buf.is_empty() {
-                        if !this.started {
+                        if !this.started && this.h2c {
                             this.started = true;
                             let n = this.buf.len().min(H2_PREFACE.len());
                             if this.buf[..n] == H2_PREFACE[..n] {
@@ -542,6 +553,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                                 }
                             }
                         }
+                        this.started |= !this.h2c;
                         if this.started {
                             match check_head(&this.buf) {
                                 Head::Complete(len, framing, upgrade) => {

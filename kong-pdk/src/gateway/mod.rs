@@ -306,11 +306,18 @@ impl Proxy {
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    /// Serves HTTP/1.1 and h2c (prior knowledge) on `listener` until `shutdown` completes,
-    /// then stops accepting, lets in-flight requests finish (for up to 30 s) and closes idle
-    /// keep-alive connections.
+    /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (for up to 30 s) and closes idle keep-alive connections. A
+    /// `proxy_listen` entry without flags.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.accept_loop(listener, false, shutdown).await
+        self.accept_loop(listener, Wire::Plain, shutdown).await
+    }
+
+    /// Serves HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on `listener`, as
+    /// [`Proxy::serve`] does: a plain `proxy_listen` entry with the `http2` flag. Each
+    /// connection's first bytes say which it speaks.
+    pub async fn serve_h2c(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.accept_loop(listener, Wire::PlainH2c, shutdown).await
     }
 
     /// Serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listener`, as [`Proxy::serve`] does.
@@ -320,10 +327,11 @@ impl Proxy {
     /// Without [`Proxy::with_default_certificate`].
     pub async fn serve_tls(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         assert!(self.tls.is_some(), "serve_tls needs Proxy::with_default_certificate");
-        self.accept_loop(listener, true, shutdown).await
+        self.accept_loop(listener, Wire::Tls, shutdown).await
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: bool, shutdown: impl Future<Output = ()>) {
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, wire: Wire, shutdown: impl Future<Output = ()>) {
+        let tls = wire == Wire::Tls;
         let port = self.mapped_port(listener.local_addr().map_or(0, |a| a.port()));
         let stats = self.snapshot().plugins.plugins().node().stats.clone();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -340,10 +348,10 @@ impl Proxy {
                     let stop = stop_rx.clone();
                     let conn = Connection::new(peer, server_ip, port, tls, &stats);
                     conns.spawn(async move {
-                        if tls {
-                            proxy.accept_tls(stream, conn, stop).await;
-                        } else {
-                            proxy.connection(stream, conn, stop).await;
+                        match wire {
+                            Wire::Tls => proxy.accept_tls(stream, conn, stop).await,
+                            Wire::Plain => proxy.connection(stream, conn, Http::One, stop).await,
+                            Wire::PlainH2c => proxy.connection(stream, conn, Http::Either, stop).await,
                         }
                     });
                 }
@@ -386,43 +394,110 @@ impl Proxy {
         match tokio::time::timeout(self.client_header_timeout, handshake).await {
             Ok(Some(stream)) => {
                 conn.session = Some(Arc::new(tls::session_of(stream.get_ref().1)));
-                self.clone().connection(stream, conn, stop).await
+                // ALPN said which protocol the client speaks.
+                let http = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Http::Two,
+                    _ => Http::One,
+                };
+                self.clone().connection(stream, conn, http, stop).await
             }
             _ => tracing::debug!(target: "kong", "TLS handshake with {} failed", conn.peer),
         }
     }
 
-    async fn connection<I>(self: Arc<Self>, io: I, conn: Connection, mut stop: tokio::sync::watch::Receiver<bool>)
-    where
+    async fn connection<I>(
+        self: Arc<Self>,
+        io: I,
+        conn: Connection,
+        http: Http,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let conn = Arc::new(conn);
-        let io = TokioIo::new(h1guard::Guarded::with_proxy(io, self.clone(), conn.clone()));
+        let guard = h1guard::Guarded::with_proxy(io, self.clone(), conn.clone());
+        let io = TokioIo::new(match http {
+            Http::One => guard.http1_only(),
+            Http::Two | Http::Either => guard,
+        });
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
             let conn = conn.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(&proxy, req, &conn).await) }
+            // Boxed: hyper keeps the request's future for the connection's life, and an idle
+            // keep-alive connection then holds a pointer rather than the whole future.
+            Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy::handle(&proxy, req, &conn).await) })
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // half_close: the guard ends the read side after a rejected head while an earlier
-        // request may still be answered.
-        builder
-            .http1()
-            .half_close(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.client_header_timeout);
-        // HTTP/2 heads get the HTTP/1 head's bound (4 × 8 KiB), as nginx's buffers do.
-        builder.http2().max_header_list_size(h1guard::HEAD_MAX as u32);
-        let serving = builder.serve_connection_with_upgrades(io, service);
-        let mut serving = std::pin::pin!(serving);
-        tokio::select! {
-            _ = serving.as_mut() => return,
-            _ = stop.wait_for(|s| *s) => {}
+        // Both protocols' settings, whichever builder takes them: half_close, because the
+        // guard ends the read side after a rejected head while an earlier request may still
+        // be answered; HTTP/2 heads get the HTTP/1 head's bound (4 × 8 KiB), as nginx's
+        // buffers do.
+        macro_rules! http1 {
+            ($builder:expr) => {
+                $builder
+                    .half_close(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(self.client_header_timeout)
+            };
         }
-        serving.as_mut().graceful_shutdown();
-        let _ = serving.await;
+        macro_rules! http2 {
+            ($builder:expr) => {
+                $builder
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(h1guard::HEAD_MAX as u32)
+            };
+        }
+        // Serves until the connection ends; once `stop` turns true, what is in flight
+        // finishes and the connection closes.
+        macro_rules! drive {
+            ($serving:expr) => {{
+                let mut serving = std::pin::pin!($serving);
+                tokio::select! {
+                    _ = serving.as_mut() => return,
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                serving.as_mut().graceful_shutdown();
+                let _ = serving.await;
+            }};
+        }
+        match http {
+            Http::One => {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                http1!(builder);
+                drive!(builder.serve_connection(io, service).with_upgrades())
+            }
+            Http::Two => {
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                http2!(builder);
+                drive!(builder.serve_connection(io, service))
+            }
+            Http::Either => {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                http1!(builder.http1());
+                http2!(builder.http2());
+                drive!(builder.serve_connection_with_upgrades(io, service))
+            }
+        }
     }
+}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// HTTP/1.1.
+    Plain,
+    /// HTTP/1.1 and h2c, told apart by the connection's first bytes.
+    PlainH2c,
+    /// TLS, then the protocol ALPN agreed on.
+    Tls,
+}
+
+/// The HTTP a connection is served with.
+#[derive(Clone, Copy)]
+enum Http {
+    One,
+    Two,
+    Either,
 }
 
 #[cfg(test)]

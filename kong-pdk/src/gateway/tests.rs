@@ -767,7 +767,13 @@ async fn connections_that_never_finish_a_head_are_closed_after_the_header_timeou
 async fn h2c_requests_meet_the_same_head_limits() {
     let up = upstream().await;
     let gw = start(vec![route(&["/"], Some(&service_at(up)))], vec![]).await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // A listener with Kong's `http2` flag.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let h2c = listener.local_addr().unwrap();
+    tokio::spawn(gw.proxy.clone().serve_h2c(listener, std::future::pending()));
+    // HTTP/1.1 there too.
+    assert_eq!(get(h2c, "/ok", &[]).await.status, 200);
+    let stream = tokio::net::TcpStream::connect(h2c).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .unwrap();
@@ -788,6 +794,17 @@ async fn h2c_requests_meet_the_same_head_limits() {
     assert_eq!(get("/ok".into(), vec!["c".repeat(7 * 1024); 3]).await.unwrap(), 200);
     let huge = get("/ok".into(), vec!["c".repeat(7 * 1024); 6]).await;
     assert!(huge.map_or(true, |s| s != 200), "a 42 KiB head was accepted");
+}
+
+#[tokio::test]
+async fn a_listener_without_the_http2_flag_speaks_http1_only() {
+    let up = upstream().await;
+    let gw = start(vec![route(&["/"], Some(&service_at(up)))], vec![]).await;
+    // The HTTP/2 preface is no HTTP/1.1 request: refused as nginx refuses it, in HTTP/1.1.
+    let answer = closed_after(gw.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(get(gw.addr, "/ok", &[]).await.status, 200);
 }
 
 /// Turns on buffered proxying (`response` reads the whole upstream body).

@@ -137,7 +137,8 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http, https) = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
-    tokio::spawn(proxy.clone().serve(plain, std::future::pending()));
+    // As Kong's default proxy_listen: http2 on the ssl entry turns h2c on for the plain one.
+    tokio::spawn(proxy.clone().serve_h2c(plain, std::future::pending()));
     tokio::spawn(proxy.serve_tls(tls, std::future::pending()));
     TlsGateway {
         http,

@@ -830,7 +830,8 @@ async fn start_node(bp: &Blueprint, conf: Conf, plugins: Arc<Plugins>, writes_he
         }
     };
     let mut tasks = vec![
-        tokio::spawn(proxy.clone().serve(plain, until_stopped())),
+        // Kong's test proxy_listen turns HTTP/2 on (`9443 http2 ssl, 9002 http2`): h2c too.
+        tokio::spawn(proxy.clone().serve_h2c(plain, until_stopped())),
         tokio::spawn(proxy.clone().serve_tls(tls, until_stopped())),
         tokio::spawn(admin.clone().serve(admin_listener, until_stopped())),
         tokio::spawn(admin.clone().serve_status(status_listener, until_stopped())),
