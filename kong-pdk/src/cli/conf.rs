@@ -129,6 +129,8 @@ pub struct Listen {
     /// with none, they speak HTTP/1.1 only. TLS listeners offer HTTP/2 by ALPN
     /// either way.
     pub http2: bool,
+    /// The socket's options: `reuseport`, `backlog=`, `ipv6only=`, `so_keepalive=`.
+    pub socket: crate::gateway::SocketOptions,
 }
 
 /// Whether the plain `proxy_listen` listeners take h2c: any entry has the `http2` flag, as
@@ -137,8 +139,9 @@ fn h2c(listens: &[Listen]) -> bool {
     listens.iter().any(|l| l.http2)
 }
 
-/// Parses Kong's `proxy_listen`: `addr [flags], ...` or `off`. `ssl` and `http2` are read;
-/// the other flags (`reuseport`, `backlog=N`, ...) are accepted.
+/// Parses Kong's `proxy_listen`: `addr [flags], ...` or `off`. `ssl`, `http2` and the socket
+/// flags (`reuseport`, `backlog=N`, `ipv6only=`, `so_keepalive=`) are read; the others
+/// (`deferred`, `bind`, ...) are accepted.
 fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -155,10 +158,19 @@ fn parse_listen(value: &str) -> Result<Vec<Listen>, String> {
             ));
         }
         let (ssl, http2) = (flags.contains(&"ssl"), flags.contains(&"http2"));
+        let mut socket = crate::gateway::SocketOptions::default();
+        for flag in &flags {
+            socket.apply(flag).map_err(|e| format!("proxy_listen: {e}"))?;
+        }
         let addr = addr
             .parse()
             .map_err(|_| format!("proxy_listen: invalid address '{addr}'"))?;
-        out.push(Listen { addr, ssl, http2 });
+        out.push(Listen {
+            addr,
+            ssl,
+            http2,
+            socket,
+        });
     }
     Ok(out)
 }
@@ -176,9 +188,9 @@ fn plain_listen(value: &str, setting: &str) -> Result<Vec<SocketAddr>, String> {
 /// Kong's `stream_listen` error text.
 const STREAM_LISTEN_FORM: &str = "stream_listen must be of form: [off] | <ip>:<port> [udp] [ssl] [proxy_protocol] [bind] [reuseport] [backlog=%d+] [ipv6only=on] [ipv6only=off] [so_keepalive=on] [so_keepalive=off] [so_keepalive=%w*:%w*:%d*], [... next entry ...]";
 
-/// `stream_listen`: the TCP addresses to serve streams on. Kong's flags are checked; `bind`,
-/// `reuseport`, `backlog=`, `ipv6only=` and `so_keepalive=` are accepted (the socket options
-/// are the system's).
+/// `stream_listen`: the addresses to serve streams on, with Kong's flags; `reuseport`,
+/// `backlog=`, `ipv6only=` and `so_keepalive=` set the socket's options, `bind` is accepted
+/// (each entry has a socket of its own).
 fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::StreamListen)>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -189,20 +201,13 @@ fn parse_stream_listen(value: &str) -> Result<Vec<(SocketAddr, crate::gateway::S
         let addr = parts.next().unwrap_or_default();
         let mut options = crate::gateway::StreamListen::default();
         for flag in parts {
-            let known = matches!(
-                flag,
-                "bind" | "reuseport" | "ipv6only=on" | "ipv6only=off" | "so_keepalive=on" | "so_keepalive=off"
-            ) || flag
-                .strip_prefix("backlog=")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                || flag
-                    .strip_prefix("so_keepalive=")
-                    .is_some_and(|k| k.split(':').count() == 3);
             match flag {
                 "ssl" => options.ssl = true,
                 "proxy_protocol" => options.proxy_protocol = true,
                 "udp" => options.udp = true,
-                _ if known => {}
+                // Each entry gets a socket of its own anyway.
+                "bind" => {}
+                _ if options.socket.apply(flag) == Ok(true) => {}
                 _ => return Err(STREAM_LISTEN_FORM.to_owned()),
             }
         }
@@ -875,15 +880,17 @@ pub fn run(s: Settings) -> Result<(), String> {
         for (addr, listen) in &s.stream_listen {
             let (addr, listen) = (*addr, *listen);
             if listen.udp {
-                let socket = tokio::net::UdpSocket::bind(addr)
-                    .await
+                let socket = listen
+                    .socket
+                    .bind_udp(addr)
                     .map_err(|e| format!("stream_listen: could not listen on {addr} (udp): {e}"))?;
                 tracing::info!(target: "kong", "stream proxy listening on {addr} (udp)");
                 tokio::spawn(proxy.clone().serve_udp(socket, std::future::pending()));
                 continue;
             }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = listen
+                .socket
+                .bind_tcp(addr)
                 .map_err(|e| format!("stream_listen: could not listen on {addr}: {e}"))?;
             tracing::info!(target: "kong", "stream proxy listening on {}{}", listener.local_addr().map_err(|e| e.to_string())?, if listen.ssl { " (ssl)" } else { "" });
             tokio::spawn(proxy.clone().serve_stream_with(listener, listen, std::future::pending()));
@@ -900,8 +907,9 @@ pub fn run(s: Settings) -> Result<(), String> {
         let h2c = h2c(&s.proxy_listen);
         for listen in &s.proxy_listen {
             let addr = listen.addr;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = listen
+                .socket
+                .bind_tcp(addr)
                 .map_err(|e| format!("proxy_listen: could not listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             let mut stop = stop_rx.clone();
@@ -1168,17 +1176,27 @@ mod tests {
                 Listen {
                     addr: "0.0.0.0:8000".parse().unwrap(),
                     ssl: false,
-                    http2: false
+                    http2: false,
+                    socket: crate::gateway::SocketOptions {
+                        reuseport: true,
+                        backlog: Some(16384),
+                        ..Default::default()
+                    }
                 },
                 Listen {
                     addr: "127.0.0.1:8443".parse().unwrap(),
                     ssl: true,
-                    http2: true
+                    http2: true,
+                    socket: Default::default()
                 },
             ]
         );
         assert!(parse_listen("off").unwrap().is_empty());
         assert!(parse_listen("nowhere:80").is_err());
+        assert_eq!(
+            parse_listen("127.0.0.1:8000 backlog=x").unwrap_err(),
+            "proxy_listen: invalid value in listen flag 'backlog=x'"
+        );
         // Kong's default: the ssl entry's http2 turns h2c on for the plain one too.
         assert!(h2c(&l));
         assert!(!h2c(&parse_listen("0.0.0.0:8000, 0.0.0.0:8443 ssl").unwrap()));
@@ -1212,8 +1230,22 @@ mod tests {
                 ("0.0.0.0:20".parse().unwrap(), true)
             ]
         );
+        assert!(listens[0].1.socket.reuseport);
+        assert_eq!(listens[0].1.socket.backlog, Some(16384));
+        assert_eq!(
+            listens[1].1.socket.so_keepalive,
+            Some(crate::gateway::Keepalive::On {
+                idle: Some(std::time::Duration::from_secs(60)),
+                interval: Some(std::time::Duration::from_secs(5)),
+                count: Some(3)
+            })
+        );
         assert_eq!(
             parse_stream_listen("127.0.0.1:7000 fast").unwrap_err(),
+            STREAM_LISTEN_FORM
+        );
+        assert_eq!(
+            parse_stream_listen("127.0.0.1:7000 backlog=x").unwrap_err(),
             STREAM_LISTEN_FORM
         );
         assert_eq!(parse_stream_listen("nowhere").unwrap_err(), STREAM_LISTEN_FORM);

@@ -12,6 +12,7 @@ mod body;
 pub mod declarative;
 pub(crate) mod h1guard;
 pub(crate) mod kinds;
+mod listen;
 pub mod mock_upstream;
 mod proxy;
 mod request_body;
@@ -38,6 +39,7 @@ pub use balancer::dns::{Dns, DnsRecord, DnsSettings, RecordKind, Resolution};
 pub(crate) use balancer::split_target;
 pub use balancer::{Address, Balancer, Balancers, PickState, format_target};
 pub use body::ProxyBody;
+pub use listen::{DEFAULT_BACKLOG, Keepalive, SocketOptions};
 pub use request_body::BodyLimits;
 
 use crate::executor::PluginSet;

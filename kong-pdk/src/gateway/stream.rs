@@ -258,6 +258,10 @@ pub struct StreamListen {
     pub proxy_protocol: bool,
     /// `udp`: datagrams, served by [`Proxy::serve_udp`] on a UDP socket.
     pub udp: bool,
+    /// The socket's options (`reuseport`, `backlog=`, `ipv6only=`, `so_keepalive=`), applied
+    /// by whoever binds the socket: [`SocketOptions::bind_tcp`](super::SocketOptions::bind_tcp)
+    /// or [`SocketOptions::bind_udp`](super::SocketOptions::bind_udp).
+    pub socket: super::SocketOptions,
 }
 
 impl Proxy {
