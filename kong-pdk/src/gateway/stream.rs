@@ -519,11 +519,14 @@ async fn pump(
     write: Duration,
     activity: &Activity,
 ) -> u64 {
-    let mut buf = vec![0u8; CHUNK];
+    // Capacity only: bytes are written as they arrive, so a session that moves little never
+    // clears (or commits) its whole buffer.
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut total = 0;
     activity.touch();
     loop {
-        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+        buf.clear();
+        let n = match tokio::time::timeout(idle, from.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             Ok(_) => break,
             // Quiet here, but the other direction moved: wait on.
@@ -536,8 +539,9 @@ async fn pump(
             _ => break,
         }
         activity.touch();
-        if n == buf.len() && n < CHUNK_BULK {
-            buf.resize(CHUNK_BULK, 0);
+        if n == buf.capacity() && n < CHUNK_BULK {
+            buf.clear();
+            buf.reserve_exact(CHUNK_BULK);
         }
     }
     // The first direction to end passes the end on (half-close); after the second, both
