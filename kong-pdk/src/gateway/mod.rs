@@ -17,6 +17,8 @@ pub mod mock_upstream;
 mod proxy;
 mod request_body;
 mod response_body;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 mod udp;
 pub use stream::StreamListen;

@@ -169,10 +169,7 @@ impl Proxy {
 
     /// One session: routing and `preread`, the upstream, the bytes (`first` goes upstream
     /// before the client's next ones: a passed-through ClientHello), then `log`.
-    async fn stream_session<C>(&self, mut client: C, conn: ClientConn, server: SocketAddr, first: Bytes)
-    where
-        C: AsyncRead + AsyncWrite + Unpin + Send,
-    {
+    async fn stream_session<C: Client>(&self, mut client: C, conn: ClientConn, server: SocketAddr, first: Bytes) {
         let snap = self.snapshot();
         let source = (conn.forwarded_ip, conn.forwarded_port);
         let node = snap.plugins.plugins().node_arc();
@@ -220,7 +217,10 @@ impl Proxy {
                 tx.tries = tries;
                 let relayed = match connected {
                     Some(Upstream::Plain(mut up)) => match up.write_all(&first).await {
-                        Ok(()) => Some(relay(client, up, (client_tls, false), idle, write).await),
+                        Ok(()) => Some(match client.plain() {
+                            Some(tcp) => relay_tcp(tcp, &up, idle, write).await,
+                            None => relay(client, up, (client_tls, false), idle, write).await,
+                        }),
                         Err(_) => None,
                     },
                     Some(Upstream::Tls(mut up)) => match up.write_all(&first).await {
@@ -482,6 +482,117 @@ where
     )
 }
 
+/// The client side of a stream session: plain TCP, which [`relay_tcp`] relays without
+/// splitting (and splices on Linux), or TLS terminated here.
+trait Client: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The plain TCP connection, when the client is one.
+    fn plain(&self) -> Option<&TcpStream>;
+}
+
+impl Client for TcpStream {
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Client for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// [`relay`] between two plain TCP connections, with the same rules. Both directions borrow
+/// the sockets (no split halves to lock), and on Linux a direction that moves bulk data goes
+/// through a pipe with splice(2): its bytes pass from socket to socket in the kernel.
+async fn relay_tcp(client: &TcpStream, upstream: &TcpStream, idle: Duration, write: Duration) -> (u64, u64) {
+    let activity = Activity::default();
+    tokio::join!(
+        pump_tcp(client, upstream, idle, write, &activity),
+        pump_tcp(upstream, client, idle, write, &activity)
+    )
+}
+
+/// [`pump`] between plain TCP sockets: reads into a buffer of [`CHUNK`] bytes until one fills
+/// it, then (Linux) splices through a pipe, or (elsewhere, or when no pipe can be opened) reads
+/// [`CHUNK_BULK`] bytes at a time.
+async fn pump_tcp(from: &TcpStream, to: &TcpStream, idle: Duration, write: Duration, activity: &Activity) -> u64 {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    #[cfg(target_os = "linux")]
+    let mut pipe: Option<super::splice::Pipe> = None;
+    let mut total = 0;
+    activity.touch();
+    loop {
+        #[cfg(target_os = "linux")]
+        if let Some(pipe) = pipe.as_mut() {
+            let n = match tokio::time::timeout(idle, pipe.fill(from)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(_) => break,
+                Err(_) if activity.idle_for() < idle => continue,
+                Err(_) => break,
+            };
+            activity.touch();
+            match tokio::time::timeout(write, pipe.drain(to)).await {
+                Ok(Ok(())) => total += n as u64,
+                _ => break,
+            }
+            activity.touch();
+            continue;
+        }
+        buf.clear();
+        let n = match tokio::time::timeout(idle, read_tcp(from, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => break,
+            Err(_) if activity.idle_for() < idle => continue,
+            Err(_) => break,
+        };
+        activity.touch();
+        match tokio::time::timeout(write, write_tcp(to, &buf[..n])).await {
+            Ok(Ok(())) => total += n as u64,
+            _ => break,
+        }
+        activity.touch();
+        if n == buf.capacity() && n < CHUNK_BULK {
+            #[cfg(target_os = "linux")]
+            if let Ok(opened) = super::splice::Pipe::new() {
+                pipe = Some(opened);
+                buf = Vec::new();
+                continue;
+            }
+            buf.clear();
+            buf.reserve_exact(CHUNK_BULK);
+        }
+    }
+    // As in `pump`: the first direction to end half-closes; the sockets close together after.
+    if !activity.one_done.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+    }
+    total
+}
+
+/// One read from `from` into `buf`'s spare capacity, when it is readable.
+async fn read_tcp(from: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        from.readable().await?;
+        match from.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+/// All of `bytes` into `to`, waiting while its send buffer is full.
+async fn write_tcp(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// When either direction last moved bytes: the session is idle only when both are.
 #[derive(Default)]
 struct Activity {
@@ -723,6 +834,75 @@ mod tests {
             b"",
             "the peer's own address: no route"
         );
+    }
+
+    /// Two connected sockets: (the test's end, the relay's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain_tcp_relays_chatty_then_bulk_bytes_both_ways_and_passes_half_closes_on() {
+        let (mut client, client_far) = pair().await;
+        let (mut upstream, upstream_far) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(
+                &client_far,
+                &upstream_far,
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+            )
+            .await
+        });
+        // Chatty first (a buffer of CHUNK), then more than a buffer at once (the bulk mode: a
+        // pipe on Linux), then the client's half-close.
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        upstream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        let up_bytes = pattern(2 * 1024 * 1024 + 3, 1);
+        let down_bytes = pattern(3 * 1024 * 1024 + 5, 7);
+        let (sent_up, sent_down) = (up_bytes.clone(), down_bytes.clone());
+        let client_side = tokio::spawn(async move {
+            let (mut r, mut w) = client.split();
+            let send = async {
+                w.write_all(&sent_up).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let receive = r.read_to_end(&mut got);
+            let (_, read) = tokio::join!(send, receive);
+            read.unwrap();
+            got
+        });
+        let upstream_side = tokio::spawn(async move {
+            let (mut r, mut w) = upstream.split();
+            let send = async {
+                w.write_all(&sent_down).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let receive = r.read_to_end(&mut got);
+            let (_, read) = tokio::join!(send, receive);
+            read.unwrap();
+            got
+        });
+        let upstream_got = upstream_side.await.unwrap();
+        let client_got = client_side.await.unwrap();
+        assert!(upstream_got == up_bytes, "the client's bytes arrive whole and in order");
+        assert!(
+            client_got == down_bytes,
+            "the upstream's bytes arrive whole and in order"
+        );
+        let counted = relay.await.unwrap();
+        assert_eq!(counted, (5 + up_bytes.len() as u64, down_bytes.len() as u64));
     }
 
     async fn parse(bytes: &[u8]) -> (Result<Option<SocketAddr>, &'static str>, Vec<u8>) {
