@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -282,7 +284,7 @@ pub(super) fn client_conn(peer: SocketAddr, client: SocketAddr, server: SocketAd
         sni,
         session: None,
         server_ip: server.ip(),
-        serial: super::SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        serial: super::SERIAL.fetch_add(1, Relaxed) + 1,
         requests: 1,
     }
 }
@@ -465,9 +467,10 @@ async fn connect_upstream(
     None
 }
 
-/// Copies both ways until each side has ended its direction (or gone quiet for `idle`, nginx's
-/// `proxy_timeout`, or refused a write for `write`). Returns the bytes from the client and
-/// from the upstream. `tls` says which sides (client, upstream) speak TLS.
+/// Copies both ways until each side has ended its direction, or until the session ends: both
+/// directions quiet for `idle` (nginx's `proxy_timeout`), a write refused for `write`, or an
+/// error either way. Returns the bytes from the client and from the upstream. `tls` says which
+/// sides (client, upstream) speak TLS.
 async fn relay<C, U>(client: C, upstream: U, tls: (bool, bool), idle: Duration, write: Duration) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite,
@@ -476,10 +479,38 @@ where
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let activity = Activity::default();
-    tokio::join!(
-        pump(client_read, upstream_write, tls.1, idle, write, &activity),
-        pump(upstream_read, client_write, tls.0, idle, write, &activity)
+    let moved = [AtomicU64::new(0), AtomicU64::new(0)];
+    both(
+        pump(client_read, upstream_write, tls.1, idle, write, &activity, &moved[0]),
+        pump(upstream_read, client_write, tls.0, idle, write, &activity, &moved[1]),
     )
+    .await;
+    (moved[0].load(Relaxed), moved[1].load(Relaxed))
+}
+
+/// How one direction of a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Its input ended (and the end was passed on): the other direction goes on.
+    Input,
+    /// The session is over: an error, the idle timeout or the write timeout.
+    Session,
+}
+
+/// Runs both directions until each has ended its input, or until one ends the session, which
+/// stops the other at once.
+async fn both(a: impl Future<Output = Ended>, b: impl Future<Output = Ended>) {
+    tokio::pin!(a, b);
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        let ended = tokio::select! {
+            ended = &mut a, if !a_done => { a_done = true; ended }
+            ended = &mut b, if !b_done => { b_done = true; ended }
+        };
+        if ended == Ended::Session {
+            return;
+        }
+    }
 }
 
 /// The client side of a stream session: plain TCP, which [`relay_tcp`] relays without
@@ -506,50 +537,61 @@ impl Client for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
 /// through a pipe with splice(2): its bytes pass from socket to socket in the kernel.
 async fn relay_tcp(client: &TcpStream, upstream: &TcpStream, idle: Duration, write: Duration) -> (u64, u64) {
     let activity = Activity::default();
-    tokio::join!(
-        pump_tcp(client, upstream, idle, write, &activity),
-        pump_tcp(upstream, client, idle, write, &activity)
+    let moved = [AtomicU64::new(0), AtomicU64::new(0)];
+    both(
+        pump_tcp(client, upstream, idle, write, &activity, &moved[0]),
+        pump_tcp(upstream, client, idle, write, &activity, &moved[1]),
     )
+    .await;
+    (moved[0].load(Relaxed), moved[1].load(Relaxed))
 }
 
 /// [`pump`] between plain TCP sockets: reads into a buffer of [`CHUNK`] bytes until one fills
 /// it, then (Linux) splices through a pipe, or (elsewhere, or when no pipe can be opened) reads
 /// [`CHUNK_BULK`] bytes at a time.
-async fn pump_tcp(from: &TcpStream, to: &TcpStream, idle: Duration, write: Duration, activity: &Activity) -> u64 {
+async fn pump_tcp(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+    write: Duration,
+    activity: &Activity,
+    moved: &AtomicU64,
+) -> Ended {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     #[cfg(target_os = "linux")]
     let mut pipe: Option<super::splice::Pipe> = None;
-    let mut total = 0;
     activity.touch();
     loop {
         #[cfg(target_os = "linux")]
         if let Some(pipe) = pipe.as_mut() {
             let n = match tokio::time::timeout(idle, pipe.fill(from)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(_) => break,
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return Ended::Session,
                 Err(_) if activity.idle_for() < idle => continue,
-                Err(_) => break,
+                Err(_) => return Ended::Session,
             };
             activity.touch();
             match tokio::time::timeout(write, pipe.drain(to)).await {
-                Ok(Ok(())) => total += n as u64,
-                _ => break,
-            }
+                Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
+                _ => return Ended::Session,
+            };
             activity.touch();
             continue;
         }
         buf.clear();
         let n = match tokio::time::timeout(idle, read_tcp(from, &mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            Ok(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Ended::Session,
             Err(_) if activity.idle_for() < idle => continue,
-            Err(_) => break,
+            Err(_) => return Ended::Session,
         };
         activity.touch();
         match tokio::time::timeout(write, write_tcp(to, &buf[..n])).await {
-            Ok(Ok(())) => total += n as u64,
-            _ => break,
-        }
+            Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
+            _ => return Ended::Session,
+        };
         activity.touch();
         if n == buf.capacity() && n < CHUNK_BULK {
             #[cfg(target_os = "linux")]
@@ -562,11 +604,12 @@ async fn pump_tcp(from: &TcpStream, to: &TcpStream, idle: Duration, write: Durat
             buf.reserve_exact(CHUNK_BULK);
         }
     }
-    // As in `pump`: the first direction to end half-closes; the sockets close together after.
-    if !activity.one_done.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    // As in `pump`: the first input to end is passed on (half-close); the sockets close
+    // together after the second.
+    if !activity.one_done.swap(true, Relaxed) {
         let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
     }
-    total
+    Ended::Input
 }
 
 /// One read from `from` into `buf`'s spare capacity, when it is readable.
@@ -608,20 +651,17 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Relaxed);
     }
 
     fn idle_for(&self) -> Duration {
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)),
-        )
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Relaxed)))
     }
 }
 
 /// One direction: reads of at most [`CHUNK`] bytes ([`CHUNK_BULK`] once one read filled the
-/// buffer), each written before the next read (so a slow reader holds back the sender); the
-/// end of the input ends the output.
+/// buffer), each written before the next read (so a slow reader holds back the sender), the
+/// bytes written counted in `moved`; the end of the input ends the output.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
@@ -629,26 +669,27 @@ async fn pump(
     idle: Duration,
     write: Duration,
     activity: &Activity,
-) -> u64 {
+    moved: &AtomicU64,
+) -> Ended {
     // Capacity only: bytes are written as they arrive, so a session that moves little never
     // clears (or commits) its whole buffer.
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut total = 0;
     activity.touch();
     loop {
         buf.clear();
         let n = match tokio::time::timeout(idle, from.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            Ok(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Ended::Session,
             // Quiet here, but the other direction moved: wait on.
             Err(_) if activity.idle_for() < idle => continue,
-            Err(_) => break,
+            Err(_) => return Ended::Session,
         };
         activity.touch();
         match tokio::time::timeout(write, to.write_all(&buf[..n])).await {
-            Ok(Ok(())) => total += n as u64,
-            _ => break,
-        }
+            Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
+            _ => return Ended::Session,
+        };
         activity.touch();
         if n == buf.capacity() && n < CHUNK_BULK {
             buf.clear();
@@ -658,11 +699,11 @@ async fn pump(
     // The first direction to end passes the end on (half-close); after the second, both
     // connections close at once, so a plain TCP side needs no shutdown (a TLS side still gets
     // its close_notify).
-    if !activity.one_done.swap(true, std::sync::atomic::Ordering::Relaxed) || to_tls {
+    if !activity.one_done.swap(true, Relaxed) || to_tls {
         // Bounded: a TLS side's close_notify goes to a peer that may not read any more.
         let _ = tokio::time::timeout(write, to.shutdown()).await;
     }
-    total
+    Ended::Input
 }
 
 /// The PROXY protocol header's source address (v1 text or v2 binary, as HAProxy defines
@@ -903,6 +944,87 @@ mod tests {
         );
         let counted = relay.await.unwrap();
         assert_eq!(counted, (5 + up_bytes.len() as u64, down_bytes.len() as u64));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain_tcp_sessions_end_when_both_directions_are_quiet_for_the_read_timeout() {
+        let (mut client, client_far) = pair().await;
+        let (mut upstream, upstream_far) = pair().await;
+        let idle = Duration::from_millis(300);
+        let relay =
+            tokio::spawn(async move { relay_tcp(&client_far, &upstream_far, idle, Duration::from_secs(10)).await });
+        // A burst that fills a buffer (the client's direction splices from here on), then a
+        // byte every 100 ms from the client only: the upstream's direction is quiet for
+        // longer than the timeout, but the session is not.
+        let burst = pattern(100 * 1024, 3);
+        client.write_all(&burst).await.unwrap();
+        let mut got = vec![0u8; burst.len()];
+        upstream.read_exact(&mut got).await.unwrap();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(b".").await.unwrap();
+            let mut one = [0u8; 1];
+            upstream.read_exact(&mut one).await.unwrap();
+            assert!(!relay.is_finished(), "one direction moving keeps the session");
+        }
+        // Now both are quiet: the session ends, and both peers see the end.
+        let counted = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the session ends after the timeout")
+            .unwrap();
+        assert_eq!(counted, (burst.len() as u64 + 8, 0));
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), upstream.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_stops_reading_ends_the_session_after_the_write_timeout() {
+        for generic in [false, true] {
+            stalled_upstream(generic).await;
+        }
+    }
+
+    /// The upstream reads nothing; `generic`: through [`relay`] (as TLS sessions), else
+    /// [`relay_tcp`].
+    async fn stalled_upstream(generic: bool) {
+        let (client, client_far) = pair().await;
+        let (_upstream, upstream_far) = pair().await;
+        let (idle, write) = (Duration::from_secs(30), Duration::from_millis(300));
+        let relay = tokio::spawn(async move {
+            if generic {
+                relay(client_far, upstream_far, (false, false), idle, write).await
+            } else {
+                relay_tcp(&client_far, &upstream_far, idle, write).await
+            }
+        });
+        // The upstream reads nothing: once the socket buffers are full, the relay's write
+        // waits, and gives up after the write timeout.
+        let sender = tokio::spawn(async move {
+            let mut client = client;
+            let chunk = vec![7u8; 256 * 1024];
+            let mut sent = 0u64;
+            while sent < 256 * 1024 * 1024 {
+                if client.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let (from_client, from_upstream) = tokio::time::timeout(Duration::from_secs(20), relay)
+            .await
+            .expect("the session ends after the write timeout")
+            .unwrap();
+        assert_eq!(from_upstream, 0, "generic: {generic}");
+        assert!(from_client < 256 * 1024 * 1024, "what the upstream took: {from_client}");
+        sender.abort();
     }
 
     async fn parse(bytes: &[u8]) -> (Result<Option<SocketAddr>, &'static str>, Vec<u8>) {
