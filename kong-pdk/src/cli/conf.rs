@@ -133,9 +133,10 @@ pub struct Listen {
     pub socket: crate::gateway::SocketOptions,
 }
 
-/// Whether the plain `proxy_listen` listeners take h2c: any entry has the `http2` flag, as
-/// Kong's template then writes `http2 on;` for the whole proxy server.
-fn h2c(listens: &[Listen]) -> bool {
+/// Whether the proxy speaks HTTP/2 (h2c on plain listeners, h2 by ALPN on TLS ones): any
+/// entry has the `http2` flag, as Kong's template then writes `http2 on;` for the whole proxy
+/// server.
+fn http2(listens: &[Listen]) -> bool {
     listens.iter().any(|l| l.http2)
 }
 
@@ -845,7 +846,8 @@ pub fn run(s: Settings) -> Result<(), String> {
         let mut proxy = Proxy::new(snapshot, s.headers)
             .with_client_header_timeout(s.client_header_timeout)
             .with_body_limits(body_limits)
-            .with_port_maps(&s.port_maps);
+            .with_port_maps(&s.port_maps)
+            .with_http2(http2(&s.proxy_listen));
         match crate::gateway::Dns::new(&s.dns) {
             Ok(dns) => proxy = proxy.with_dns(dns),
             Err(e) => tracing::warn!(target: "kong", "{e}: targets named by host are resolved by the system at each connection"),
@@ -904,7 +906,7 @@ pub fn run(s: Settings) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
-        let h2c = h2c(&s.proxy_listen);
+        let h2c = http2(&s.proxy_listen);
         for listen in &s.proxy_listen {
             let addr = listen.addr;
             let listener = listen
@@ -917,7 +919,7 @@ pub fn run(s: Settings) -> Result<(), String> {
                 let _ = stop.changed().await;
             };
             if listen.ssl {
-                tracing::info!(target: "kong", "proxy listening on {local} (ssl, http2)");
+                tracing::info!(target: "kong", "proxy listening on {local} (ssl{})", if h2c { ", http2" } else { "" });
                 servers.push(tokio::spawn(proxy.clone().serve_tls(listener, stopped)));
             } else if h2c {
                 tracing::info!(target: "kong", "proxy listening on {local} (h2c)");
@@ -1198,8 +1200,8 @@ mod tests {
             "proxy_listen: invalid value in listen flag 'backlog=x'"
         );
         // Kong's default: the ssl entry's http2 turns h2c on for the plain one too.
-        assert!(h2c(&l));
-        assert!(!h2c(&parse_listen("0.0.0.0:8000, 0.0.0.0:8443 ssl").unwrap()));
+        assert!(http2(&l));
+        assert!(!http2(&parse_listen("0.0.0.0:8000, 0.0.0.0:8443 ssl").unwrap()));
     }
 
     #[test]

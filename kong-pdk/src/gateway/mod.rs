@@ -124,6 +124,8 @@ pub struct Proxy {
     body_limits: BodyLimits,
     /// `port_maps`: the port a listener's port stands for (`80:8000` makes 8000 look like 80).
     port_maps: Vec<(u16, u16)>,
+    /// Whether TLS listeners offer h2 by ALPN (Kong's `http2` listen flag).
+    http2: bool,
     /// The upstreams' active health checkers.
     checkers: balancer::checks::Checkers,
     /// The DNS client that resolves targets named by host (`None`: the system resolver, at
@@ -228,6 +230,7 @@ impl Proxy {
             client_header_timeout: CLIENT_HEADER_TIMEOUT,
             body_limits: BodyLimits::default(),
             port_maps: Vec::new(),
+            http2: true,
         }
     }
 
@@ -237,6 +240,21 @@ impl Proxy {
     /// container runtime or load balancer.
     pub fn with_port_maps(mut self, maps: &[(u16, u16)]) -> Proxy {
         self.port_maps = maps.to_vec();
+        self
+    }
+
+    /// Whether TLS listeners ([`Proxy::serve_tls`]) offer HTTP/2: with `false`, ALPN offers
+    /// http/1.1 alone, as Kong's nginx does when no `proxy_listen` entry has the `http2` flag.
+    /// On by default, as in Kong's default `proxy_listen` (`0.0.0.0:8443 http2 ssl`).
+    ///
+    /// ```
+    /// # use kong_pdk::gateway::{HeaderSettings, Proxy, Snapshot};
+    /// # fn with(snapshot: Snapshot) -> Proxy {
+    /// Proxy::new(snapshot, HeaderSettings::default()).with_http2(false)
+    /// # }
+    /// ```
+    pub fn with_http2(mut self, on: bool) -> Proxy {
+        self.http2 = on;
         self
     }
 
@@ -393,7 +411,7 @@ impl Proxy {
                 crate::runloop::certificate(&snapshot.plugins, &mut tx).await;
                 asked = tx.handshake_requests();
             }
-            start.into_stream(configs.get(asked)).await.ok()
+            start.into_stream(configs.get(asked, self.http2)).await.ok()
         };
         match tokio::time::timeout(self.client_header_timeout, handshake).await {
             Ok(Some(stream)) => {

@@ -241,12 +241,19 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
+/// ALPN with HTTP/2 on: h2 first, as nginx prefers it.
+const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN with HTTP/2 off.
+const HTTP1: &[&[u8]] = &[b"http/1.1"];
+
 /// The server configurations of a TLS listener, one for each combination of what the
 /// `certificate` phase may ask (`kong.client.tls`): certificates from the resolver, ALPN h2 and
-/// http/1.1.
+/// http/1.1 (or http/1.1 alone where HTTP/2 is off).
 pub(super) struct ServerConfigs {
     /// By `client_certificate as usize | (no_session_reuse as usize) << 1`.
     by_request: [Arc<rustls::ServerConfig>; 4],
+    /// The same, offering http/1.1 alone: no `proxy_listen` entry has the `http2` flag.
+    http1_only: [Arc<rustls::ServerConfig>; 4],
     /// The same for TLS streams: no ALPN (the bytes inside are the client's own protocol).
     streams: [Arc<rustls::ServerConfig>; 4],
 }
@@ -255,7 +262,7 @@ impl ServerConfigs {
     pub(super) fn new(resolver: Resolver) -> ServerConfigs {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let resolver = Arc::new(resolver);
-        let config = |client_certificate: bool, no_session_reuse: bool, alpn: bool| {
+        let config = |client_certificate: bool, no_session_reuse: bool, alpn: &[&[u8]]| {
             let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default protocol versions");
@@ -265,9 +272,7 @@ impl ServerConfigs {
                 builder.with_no_client_auth()
             }
             .with_cert_resolver(resolver.clone());
-            if alpn {
-                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            }
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             if no_session_reuse {
                 config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                 config.send_tls13_tickets = 0;
@@ -276,16 +281,22 @@ impl ServerConfigs {
         };
         ServerConfigs {
             by_request: [
-                config(false, false, true),
-                config(true, false, true),
-                config(false, true, true),
-                config(true, true, true),
+                config(false, false, H2),
+                config(true, false, H2),
+                config(false, true, H2),
+                config(true, true, H2),
+            ],
+            http1_only: [
+                config(false, false, HTTP1),
+                config(true, false, HTTP1),
+                config(false, true, HTTP1),
+                config(true, true, HTTP1),
             ],
             streams: [
-                config(false, false, false),
-                config(true, false, false),
-                config(false, true, false),
-                config(true, true, false),
+                config(false, false, &[]),
+                config(true, false, &[]),
+                config(false, true, &[]),
+                config(true, true, &[]),
             ],
         }
     }
@@ -295,9 +306,11 @@ impl ServerConfigs {
         self.streams[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
     }
 
-    /// The configuration that does what the `certificate` phase asked.
-    pub(super) fn get(&self, asked: HandshakeRequests) -> Arc<rustls::ServerConfig> {
-        self.by_request[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
+    /// The configuration that does what the `certificate` phase asked, offering h2 by ALPN
+    /// when `http2` is on.
+    pub(super) fn get(&self, asked: HandshakeRequests, http2: bool) -> Arc<rustls::ServerConfig> {
+        let configs = if http2 { &self.by_request } else { &self.http1_only };
+        configs[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
     }
 }
 

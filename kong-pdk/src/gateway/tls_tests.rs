@@ -90,6 +90,12 @@ fn der(pem: &str) -> Vec<u8> {
 /// A gateway with plain and TLS listeners, SNI entities for `names`, `routes` to the mock
 /// upstream and the handshake-counting plugin.
 async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Service>) -> TlsGateway {
+    start_tls_with(names, routes, upstream, true).await
+}
+
+/// [`start_tls`], with HTTP/2 on (as Kong's default `proxy_listen`) or off (no entry with the
+/// `http2` flag).
+async fn start_tls_with(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Service>, http2: bool) -> TlsGateway {
     let plugins = Arc::new(
         Plugins::builder(NodeInfo::default())
             .with::<Handshakes>()
@@ -133,12 +139,20 @@ async fn start_tls(names: &[&'static str], routes: Vec<Route>, upstream: Arc<Ser
         data: crate::dao::DataStore::empty(),
     };
     let (default, default_pem, _) = CertificatePair::self_signed(&["localhost"]).unwrap();
-    let proxy = Arc::new(Proxy::new(snapshot, HeaderSettings::default()).with_default_certificate(default));
+    let proxy = Arc::new(
+        Proxy::new(snapshot, HeaderSettings::default())
+            .with_default_certificate(default)
+            .with_http2(http2),
+    );
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http, https) = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
     // As Kong's default proxy_listen: http2 on the ssl entry turns h2c on for the plain one.
-    tokio::spawn(proxy.clone().serve_h2c(plain, std::future::pending()));
+    if http2 {
+        tokio::spawn(proxy.clone().serve_h2c(plain, std::future::pending()));
+    } else {
+        tokio::spawn(proxy.clone().serve(plain, std::future::pending()));
+    }
     tokio::spawn(proxy.serve_tls(tls, std::future::pending()));
     TlsGateway {
         http,
@@ -239,6 +253,15 @@ async fn sni_picks_the_certificate_and_alpn_negotiates_h2() {
     // A client offering only HTTP/1.1 gets it.
     let (_, alpn, stream) = connect(gw.https, Some("a.test"), &[b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(request(stream, false, "https://a.test/mock/anything").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_http2_flag_alpn_offers_http1_alone() {
+    let mock = mock_upstream().await;
+    let gw = start_tls_with(&["a.test"], vec![Route::new(&["/mock"])], service_at(mock), false).await;
+    let (_, alpn, stream) = connect(gw.https, Some("a.test"), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]), "h2 is not offered");
     assert_eq!(request(stream, false, "https://a.test/mock/anything").await.status, 200);
 }
 
