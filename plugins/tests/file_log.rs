@@ -92,6 +92,33 @@ async fn reopen_follows_a_rotation_and_without_it_the_moved_file_grows() {
 }
 
 #[tokio::test]
+async fn stream_sessions_are_logged_once_with_kongs_stream_shape() {
+    use kong_pdk::executor::PluginEntity;
+    use kong_pdk::testing::TestSession;
+    let dir = Dir::new();
+    let path = dir.0.join("stream.log");
+    // Kong's default protocols are the HTTP ones: an instance logs streams when it says so.
+    let entity = PluginEntity::new("file-log", json!({ "path": path })).protocols(&["tcp", "tls"]);
+    let gw = Harness::new().plugin_entity::<FileLog>(entity).start().await.unwrap();
+    let done = gw
+        .stream(TestSession::new("ping"), |got| [b"pong:", got].concat())
+        .await;
+    assert_eq!((done.status, done.to_client.as_ref()), (200, &b"pong:ping"[..]));
+    let logged = wait_lines(&path, 1).await;
+    assert_eq!(logged.len(), 1, "one line per session");
+    let line = &logged[0];
+    assert_eq!(line["session"]["received"], 4);
+    assert_eq!(line["session"]["sent"], 9);
+    assert_eq!(line["session"]["status"], 200);
+    assert_eq!(line["upstream"]["sent"], 4);
+    assert_eq!(line["upstream"]["received"], 9);
+    assert!(
+        line.get("request").is_none() && line.get("response").is_none(),
+        "{line}"
+    );
+}
+
+#[tokio::test]
 async fn a_file_that_cannot_be_opened_is_logged_and_the_request_is_served() {
     let dir = Dir::new();
     let path = dir.0.join("missing-dir").join("access.log");
