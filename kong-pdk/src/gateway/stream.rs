@@ -488,6 +488,18 @@ where
     (moved[0].load(Relaxed), moved[1].load(Relaxed))
 }
 
+/// What a read under the idle timeout came to.
+enum Read {
+    /// Bytes arrived.
+    Bytes(usize),
+    /// The input ended.
+    End,
+    /// Nothing arrived in time, but the other direction moved since: read again.
+    Quiet,
+    /// An error, or both directions quiet for the idle timeout: the session ends.
+    Failed,
+}
+
 /// How one direction of a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -564,35 +576,27 @@ async fn pump_tcp(
     loop {
         #[cfg(target_os = "linux")]
         if let Some(pipe) = pipe.as_mut() {
-            let n = match tokio::time::timeout(idle, pipe.fill(from)).await {
-                Ok(Ok(0)) => break,
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return Ended::Session,
-                Err(_) if activity.idle_for() < idle => continue,
-                Err(_) => return Ended::Session,
+            let n = match activity.read(idle, pipe.fill(from)).await {
+                Read::Bytes(n) => n,
+                Read::End => break,
+                Read::Quiet => continue,
+                Read::Failed => return Ended::Session,
             };
-            activity.touch();
-            match tokio::time::timeout(write, pipe.drain(to)).await {
-                Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
-                _ => return Ended::Session,
-            };
-            activity.touch();
+            if !activity.write(write, pipe.drain(to), n, moved).await {
+                return Ended::Session;
+            }
             continue;
         }
         buf.clear();
-        let n = match tokio::time::timeout(idle, read_tcp(from, &mut buf)).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Ended::Session,
-            Err(_) if activity.idle_for() < idle => continue,
-            Err(_) => return Ended::Session,
+        let n = match activity.read(idle, read_tcp(from, &mut buf)).await {
+            Read::Bytes(n) => n,
+            Read::End => break,
+            Read::Quiet => continue,
+            Read::Failed => return Ended::Session,
         };
-        activity.touch();
-        match tokio::time::timeout(write, write_tcp(to, &buf[..n])).await {
-            Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
-            _ => return Ended::Session,
-        };
-        activity.touch();
+        if !activity.write(write, write_tcp(to, &buf[..n]), n, moved).await {
+            return Ended::Session;
+        }
         if n == buf.capacity() && n < CHUNK_BULK {
             #[cfg(target_os = "linux")]
             if let Ok(opened) = super::splice::Pipe::new() {
@@ -654,6 +658,38 @@ impl Activity {
         self.last_ms.store(self.now_ms(), Relaxed);
     }
 
+    /// A read, bounded by the idle timeout.
+    async fn read(&self, idle: Duration, read: impl Future<Output = std::io::Result<usize>>) -> Read {
+        match tokio::time::timeout(idle, read).await {
+            Ok(Ok(0)) => Read::End,
+            Ok(Ok(n)) => {
+                self.touch();
+                Read::Bytes(n)
+            }
+            Ok(Err(_)) => Read::Failed,
+            // Quiet here, but the other direction moved: wait on.
+            Err(_) if self.idle_for() < idle => Read::Quiet,
+            Err(_) => Read::Failed,
+        }
+    }
+
+    /// A write of `n` bytes, bounded by the write timeout: whether it completed (the bytes are
+    /// then counted in `moved`).
+    async fn write(
+        &self,
+        write: Duration,
+        done: impl Future<Output = std::io::Result<()>>,
+        n: usize,
+        moved: &AtomicU64,
+    ) -> bool {
+        let written = matches!(tokio::time::timeout(write, done).await, Ok(Ok(())));
+        if written {
+            moved.fetch_add(n as u64, Relaxed);
+            self.touch();
+        }
+        written
+    }
+
     fn idle_for(&self) -> Duration {
         Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Relaxed)))
     }
@@ -677,20 +713,15 @@ async fn pump(
     activity.touch();
     loop {
         buf.clear();
-        let n = match tokio::time::timeout(idle, from.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Ended::Session,
-            // Quiet here, but the other direction moved: wait on.
-            Err(_) if activity.idle_for() < idle => continue,
-            Err(_) => return Ended::Session,
+        let n = match activity.read(idle, from.read_buf(&mut buf)).await {
+            Read::Bytes(n) => n,
+            Read::End => break,
+            Read::Quiet => continue,
+            Read::Failed => return Ended::Session,
         };
-        activity.touch();
-        match tokio::time::timeout(write, to.write_all(&buf[..n])).await {
-            Ok(Ok(())) => moved.fetch_add(n as u64, Relaxed),
-            _ => return Ended::Session,
-        };
-        activity.touch();
+        if !activity.write(write, to.write_all(&buf[..n]), n, moved).await {
+            return Ended::Session;
+        }
         if n == buf.capacity() && n < CHUNK_BULK {
             buf.clear();
             buf.reserve_exact(CHUNK_BULK);
@@ -885,6 +916,19 @@ mod tests {
         (near, far)
     }
 
+    /// Sends `bytes` and half-closes while reading everything the other side sends.
+    async fn send_and_read_all(mut tcp: TcpStream, bytes: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = tcp.split();
+        let send = async {
+            w.write_all(&bytes).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let (_, read) = tokio::join!(send, r.read_to_end(&mut got));
+        read.unwrap();
+        got
+    }
+
     fn pattern(len: usize, seed: usize) -> Vec<u8> {
         (0..len).map(|i| ((i + seed) % 251) as u8).collect()
     }
@@ -911,30 +955,8 @@ mod tests {
         let up_bytes = pattern(2 * 1024 * 1024 + 3, 1);
         let down_bytes = pattern(3 * 1024 * 1024 + 5, 7);
         let (sent_up, sent_down) = (up_bytes.clone(), down_bytes.clone());
-        let client_side = tokio::spawn(async move {
-            let (mut r, mut w) = client.split();
-            let send = async {
-                w.write_all(&sent_up).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let receive = r.read_to_end(&mut got);
-            let (_, read) = tokio::join!(send, receive);
-            read.unwrap();
-            got
-        });
-        let upstream_side = tokio::spawn(async move {
-            let (mut r, mut w) = upstream.split();
-            let send = async {
-                w.write_all(&sent_down).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let receive = r.read_to_end(&mut got);
-            let (_, read) = tokio::join!(send, receive);
-            read.unwrap();
-            got
-        });
+        let client_side = tokio::spawn(send_and_read_all(client, sent_up));
+        let upstream_side = tokio::spawn(send_and_read_all(upstream, sent_down));
         let upstream_got = upstream_side.await.unwrap();
         let client_got = client_side.await.unwrap();
         assert!(upstream_got == up_bytes, "the client's bytes arrive whole and in order");
