@@ -5,9 +5,12 @@
 //! never open one, so they keep their two file descriptors and no pipe buffers.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -58,7 +61,10 @@ impl Pipe {
             from.readable().await?;
             let moved = from.try_io(Interest::READABLE, || {
                 let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-                Ok(splice(from, None, &self.write, None, self.capacity, flags)?)
+                match splice(from, None, &self.write, None, self.capacity, flags) {
+                    Err(Errno::EAGAIN) => self.past_urgent_mark(from),
+                    moved => Ok(moved?),
+                }
             });
             match moved {
                 Ok(n) => {
@@ -71,16 +77,37 @@ impl Pipe {
         }
     }
 
-    /// Moves everything the pipe holds into `to`, waiting while `to`'s send buffer is full.
-    pub(super) async fn drain(&mut self, to: &TcpStream) -> io::Result<()> {
+    /// splice(2) stops at TCP urgent data (MSG_OOB) and says EAGAIN while bytes wait behind it;
+    /// recv(2) steps over the urgent byte, as the buffered relay does. After an EAGAIN, one
+    /// small recv tells the two apart: what it reads goes into the (empty) pipe, and splicing
+    /// goes on past the mark. A real EAGAIN stays one.
+    fn past_urgent_mark(&self, from: &TcpStream) -> io::Result<usize> {
+        let mut bytes = [0u8; 4096];
+        let n = recv(from.as_raw_fd(), &mut bytes, MsgFlags::empty())?;
+        if n > 0 && nix::unistd::write(&self.write, &bytes[..n])? != n {
+            return Err(io::Error::other("an empty pipe took less than 4 KiB"));
+        }
+        Ok(n)
+    }
+
+    /// Moves everything the pipe holds into `to`, waiting at most `wait` each time `to`'s send
+    /// buffer is full (nginx's timeout between two successive writes), and calling `progress`
+    /// after each write that moved bytes.
+    pub(super) async fn drain(&mut self, to: &TcpStream, wait: Duration, mut progress: impl FnMut()) -> io::Result<()> {
         while self.held > 0 {
-            to.writable().await?;
+            tokio::time::timeout(wait, to.writable())
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
             let moved = to.try_io(Interest::WRITABLE, || {
                 let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
                 Ok(splice(&self.read, None, to, None, self.held, flags)?)
             });
             match moved {
-                Ok(n) => self.held -= n,
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.held -= n;
+                    progress();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -125,7 +152,9 @@ mod tests {
             if n == 0 {
                 break;
             }
-            pipe.drain(&to).await.unwrap();
+            pipe.drain(&to, std::time::Duration::from_secs(10), || {})
+                .await
+                .unwrap();
             moved += n;
         }
         assert_eq!(moved, data.len());

@@ -555,6 +555,11 @@ async fn relay_tcp(client: &TcpStream, upstream: &TcpStream, idle: Duration, wri
         pump_tcp(upstream, client, idle, write, &activity, &moved[1]),
     )
     .await;
+    // The sockets are borrowed and outlive the relay (the session logs before it lets them
+    // go): both ends are told now, the second end of input or a session cut short included.
+    for tcp in [client, upstream] {
+        let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
+    }
     (moved[0].load(Relaxed), moved[1].load(Relaxed))
 }
 
@@ -582,9 +587,10 @@ async fn pump_tcp(
                 Read::Quiet => continue,
                 Read::Failed => return Ended::Session,
             };
-            if !activity.write(write, pipe.drain(to), n, moved).await {
+            if pipe.drain(to, write, || activity.touch()).await.is_err() {
                 return Ended::Session;
             }
+            moved.fetch_add(n as u64, Relaxed);
             continue;
         }
         buf.clear();
@@ -594,9 +600,10 @@ async fn pump_tcp(
             Read::Quiet => continue,
             Read::Failed => return Ended::Session,
         };
-        if !activity.write(write, write_tcp(to, &buf[..n]), n, moved).await {
+        if write_tcp(to, &buf[..n], write, activity).await.is_err() {
             return Ended::Session;
         }
+        moved.fetch_add(n as u64, Relaxed);
         if n == buf.capacity() && n < CHUNK_BULK {
             #[cfg(target_os = "linux")]
             if let Ok(opened) = super::splice::Pipe::new() {
@@ -608,8 +615,8 @@ async fn pump_tcp(
             buf.reserve_exact(CHUNK_BULK);
         }
     }
-    // As in `pump`: the first input to end is passed on (half-close); the sockets close
-    // together after the second.
+    // As in `pump`: the first input to end is passed on (half-close); `relay_tcp` shuts both
+    // sockets down after the second.
     if !activity.one_done.swap(true, Relaxed) {
         let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
     }
@@ -627,12 +634,19 @@ async fn read_tcp(from: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize>
     }
 }
 
-/// All of `bytes` into `to`, waiting while its send buffer is full.
-async fn write_tcp(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+/// All of `bytes` into `to`, waiting at most `wait` each time its send buffer is full (nginx's
+/// timeout between two successive writes); each write that moves bytes is activity.
+async fn write_tcp(to: &TcpStream, mut bytes: &[u8], wait: Duration, activity: &Activity) -> std::io::Result<()> {
     while !bytes.is_empty() {
-        to.writable().await?;
+        tokio::time::timeout(wait, to.writable())
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                activity.touch();
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
@@ -673,21 +687,19 @@ impl Activity {
         }
     }
 
-    /// A write of `n` bytes, bounded by the write timeout: whether it completed (the bytes are
-    /// then counted in `moved`).
-    async fn write(
-        &self,
-        write: Duration,
-        done: impl Future<Output = std::io::Result<()>>,
-        n: usize,
-        moved: &AtomicU64,
-    ) -> bool {
-        let written = matches!(tokio::time::timeout(write, done).await, Ok(Ok(())));
-        if written {
-            moved.fetch_add(n as u64, Relaxed);
-            self.touch();
+    /// All of `bytes` into `to`, each write bounded by the write timeout (nginx's timeout
+    /// between two successive writes) and counted as activity: whether all were written.
+    async fn write(&self, write: Duration, to: &mut (impl AsyncWrite + Unpin), mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            match tokio::time::timeout(write, to.write(bytes)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    bytes = &bytes[n..];
+                    self.touch();
+                }
+                _ => return false,
+            }
         }
-        written
+        true
     }
 
     fn idle_for(&self) -> Duration {
@@ -719,9 +731,10 @@ async fn pump(
             Read::Quiet => continue,
             Read::Failed => return Ended::Session,
         };
-        if !activity.write(write, to.write_all(&buf[..n]), n, moved).await {
+        if !activity.write(write, &mut to, &buf[..n]).await {
             return Ended::Session;
         }
+        moved.fetch_add(n as u64, Relaxed);
         if n == buf.capacity() && n < CHUNK_BULK {
             buf.clear();
             buf.reserve_exact(CHUNK_BULK);
@@ -1004,6 +1017,110 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// `relay_tcp` in a task that keeps both sockets open after it returns, as a session does
+    /// until its `log` phase is over: (the client's end, the upstream's end, the relay).
+    async fn relay_kept_open(
+        idle: Duration,
+        write: Duration,
+    ) -> (
+        TcpStream,
+        TcpStream,
+        tokio::task::JoinHandle<((u64, u64), TcpStream, TcpStream)>,
+    ) {
+        let (client, client_far) = pair().await;
+        let (upstream, upstream_far) = pair().await;
+        let relay = tokio::spawn(async move {
+            let counted = relay_tcp(&client_far, &upstream_far, idle, write).await;
+            (counted, client_far, upstream_far)
+        });
+        (client, upstream, relay)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_second_end_reaches_the_client_before_the_session_lets_its_sockets_go() {
+        let ten = Duration::from_secs(10);
+        let (mut client, mut upstream, relay) = relay_kept_open(ten, ten).await;
+        client.write_all(b"ping").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(ten, upstream.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"ping", "the client's end passed on");
+        // The upstream answers after the client's end, then ends too: the client sees both
+        // while the relay's sockets are still open.
+        upstream.write_all(b"pong").await.unwrap();
+        upstream.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("the client sees the end")
+            .unwrap();
+        assert_eq!(answer, b"pong");
+        let (counted, _kept, _open) = relay.await.unwrap();
+        assert_eq!(counted, (4, 4));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+        // Each write waits at most 1.5 s, and the session's read timeout is 1.5 s too. Small
+        // socket buffers toward the upstream, which takes 8 KiB at a time (about every 170 ms
+        // here): moving one pipe's worth takes seconds, with progress all along.
+        let timeout = Duration::from_millis(1500);
+        let (mut client, client_far) = pair().await;
+        let (mut upstream, upstream_far) = pair().await;
+        socket2::SockRef::from(&upstream_far)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        socket2::SockRef::from(&upstream).set_recv_buffer_size(4096).unwrap();
+        let relay = tokio::spawn(async move {
+            let counted = relay_tcp(&client_far, &upstream_far, timeout, timeout).await;
+            (counted, client_far, upstream_far)
+        });
+        let data = pattern(192 * 1024, 5);
+        client.write_all(&data).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 8 * 1024];
+        while got.len() < data.len() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let n = tokio::time::timeout(Duration::from_secs(5), upstream.read(&mut chunk))
+                .await
+                .expect("bytes keep coming")
+                .unwrap();
+            assert!(n > 0, "the session was cut off after {} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == data, "the bytes arrive whole and in order");
+        let ((from_client, _), _, _) = relay.await.unwrap();
+        assert_eq!(from_client, data.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn urgent_data_does_not_stall_a_spliced_direction() {
+        let ten = Duration::from_secs(10);
+        let (mut client, mut upstream, _relay) = relay_kept_open(ten, ten).await;
+        // Enough to fill the first buffer (the direction splices from here on), then an
+        // urgent byte: like recv(2), the relay steps over it and goes on.
+        let bulk = pattern(64 * 1024, 9);
+        client.write_all(&bulk).await.unwrap();
+        let mut got = vec![0u8; bulk.len()];
+        tokio::time::timeout(ten, upstream.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        client.write_all(b"before").await.unwrap();
+        socket2::SockRef::from(&client).send_out_of_band(b"!").unwrap();
+        client.write_all(b"after").await.unwrap();
+        let mut rest = vec![0u8; b"beforeafter".len()];
+        tokio::time::timeout(Duration::from_secs(5), upstream.read_exact(&mut rest))
+            .await
+            .expect("the bytes behind the urgent one arrive")
+            .unwrap();
+        assert_eq!(rest, b"beforeafter");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
