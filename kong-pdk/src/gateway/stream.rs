@@ -948,17 +948,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plain_tcp_relays_chatty_then_bulk_bytes_both_ways_and_passes_half_closes_on() {
-        let (mut client, client_far) = pair().await;
-        let (mut upstream, upstream_far) = pair().await;
-        let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_far,
-                &upstream_far,
-                Duration::from_secs(10),
-                Duration::from_secs(10),
-            )
-            .await
-        });
+        let ten = Duration::from_secs(10);
+        let (mut client, mut upstream, relay) = relay_kept_open(ten, ten).await;
         // Chatty first (a buffer of CHUNK), then more than a buffer at once (the bulk mode: a
         // pipe on Linux), then the client's half-close.
         client.write_all(b"hello").await.unwrap();
@@ -977,7 +968,7 @@ mod tests {
             client_got == down_bytes,
             "the upstream's bytes arrive whole and in order"
         );
-        let counted = relay.await.unwrap();
+        let (counted, _, _) = relay.await.unwrap();
         assert_eq!(counted, (5 + up_bytes.len() as u64, down_bytes.len() as u64));
     }
 
