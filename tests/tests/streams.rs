@@ -1,5 +1,5 @@
 //! Stream proxying over real sockets (issue 17): TCP connections routed by destination port
-//! and source, `preread` exits with Kong's rules, ip-restriction in preread, the stream
+//! and source with Kong's priorities, `preread` exits with Kong's rules, ip-restriction in preread, the stream
 //! shape of `kong.log.serialize()`, and the Admin API's stream route rules.
 
 use std::net::SocketAddr;
@@ -136,6 +136,43 @@ async fn tcp_connections_are_routed_and_proxied_both_ways() {
             got.len(),
             big.len() + 2 * got.windows(2).filter(|w| w == b"a:").count(),
             "[#{strategy}]"
+        );
+        kong.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_routes_are_picked_by_kongs_priority_over_real_sockets() {
+    // Every route matches a connection from 127.0.0.1 to the gateway on 127.0.0.1; Kong's
+    // weights pick one: sources and destinations together first, then a source IP, then a
+    // source CIDR, then a destination IP.
+    let routes = [
+        (
+            "both:",
+            json!({ "sources": [{ "ip": "127.0.0.0/8" }], "destinations": [{ "ip": "127.0.0.1" }] }),
+        ),
+        ("source-ip:", json!({ "sources": [{ "ip": "127.0.0.1" }] })),
+        ("source-cidr:", json!({ "sources": [{ "ip": "127.0.0.0/8" }] })),
+        ("destination-ip:", json!({ "destinations": [{ "ip": "127.0.0.1" }] })),
+    ];
+    let strategy = helpers::all_strategies()[0];
+    for first in 0..routes.len() {
+        let bp = helpers::get_db_utils(strategy, &["bundled"]).await;
+        // The routes from `first` on, added lowest priority first: insertion order does not decide.
+        for (tag, attributes) in routes[first..].iter().rev() {
+            let svc = service(&bp, tag.trim_end_matches(':'), echo(tag).await).await;
+            let mut route = attributes.clone();
+            route["protocols"] = json!(["tcp"]);
+            route["service"] = json!({ "id": svc["id"] });
+            bp.routes().insert(route).await;
+        }
+        let kong: Gateway = helpers::start_kong(&bp, Conf::default()).await;
+        let got = exchange(kong.stream_addr(), b"hi").await;
+        let expected = format!("{}hi", routes[first].0);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expected,
+            "[#{strategy}] routes from {first}"
         );
         kong.stop().await;
     }
