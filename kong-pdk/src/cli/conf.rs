@@ -843,11 +843,13 @@ pub fn run(s: Settings) -> Result<(), String> {
             .snapshot(&plugins)
             .await
             .map_err(|e| format!("declarative config is invalid: {e}"))?;
+        // One flag for the whole proxy server, as Kong's `http2 on;`.
+        let h2 = http2(&s.proxy_listen);
         let mut proxy = Proxy::new(snapshot, s.headers)
             .with_client_header_timeout(s.client_header_timeout)
             .with_body_limits(body_limits)
             .with_port_maps(&s.port_maps)
-            .with_http2(http2(&s.proxy_listen));
+            .with_http2(h2);
         match crate::gateway::Dns::new(&s.dns) {
             Ok(dns) => proxy = proxy.with_dns(dns),
             Err(e) => tracing::warn!(target: "kong", "{e}: targets named by host are resolved by the system at each connection"),
@@ -906,7 +908,6 @@ pub fn run(s: Settings) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
-        let h2c = http2(&s.proxy_listen);
         for listen in &s.proxy_listen {
             let addr = listen.addr;
             let listener = listen
@@ -919,9 +920,9 @@ pub fn run(s: Settings) -> Result<(), String> {
                 let _ = stop.changed().await;
             };
             if listen.ssl {
-                tracing::info!(target: "kong", "proxy listening on {local} (ssl{})", if h2c { ", http2" } else { "" });
+                tracing::info!(target: "kong", "proxy listening on {local} (ssl{})", if h2 { ", http2" } else { "" });
                 servers.push(tokio::spawn(proxy.clone().serve_tls(listener, stopped)));
-            } else if h2c {
+            } else if h2 {
                 tracing::info!(target: "kong", "proxy listening on {local} (h2c)");
                 servers.push(tokio::spawn(proxy.clone().serve_h2c(listener, stopped)));
             } else {

@@ -250,7 +250,7 @@ const HTTP1: &[&[u8]] = &[b"http/1.1"];
 /// `certificate` phase may ask (`kong.client.tls`): certificates from the resolver, ALPN h2 and
 /// http/1.1 (or http/1.1 alone where HTTP/2 is off).
 pub(super) struct ServerConfigs {
-    /// By `client_certificate as usize | (no_session_reuse as usize) << 1`.
+    /// By [`ServerConfigs::index`].
     by_request: [Arc<rustls::ServerConfig>; 4],
     /// The same, offering http/1.1 alone: no `proxy_listen` entry has the `http2` flag.
     http1_only: [Arc<rustls::ServerConfig>; 4],
@@ -279,38 +279,37 @@ impl ServerConfigs {
             }
             Arc::new(config)
         };
+        // The four combinations of what the certificate phase may ask, in `index` order.
+        let set = |alpn: &[&[u8]]| {
+            [
+                config(false, false, alpn),
+                config(true, false, alpn),
+                config(false, true, alpn),
+                config(true, true, alpn),
+            ]
+        };
         ServerConfigs {
-            by_request: [
-                config(false, false, H2),
-                config(true, false, H2),
-                config(false, true, H2),
-                config(true, true, H2),
-            ],
-            http1_only: [
-                config(false, false, HTTP1),
-                config(true, false, HTTP1),
-                config(false, true, HTTP1),
-                config(true, true, HTTP1),
-            ],
-            streams: [
-                config(false, false, &[]),
-                config(true, false, &[]),
-                config(false, true, &[]),
-                config(true, true, &[]),
-            ],
+            by_request: set(H2),
+            http1_only: set(HTTP1),
+            streams: set(&[]),
         }
+    }
+
+    /// Where the configuration for `asked` sits in each set.
+    fn index(asked: HandshakeRequests) -> usize {
+        usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1
     }
 
     /// [`ServerConfigs::get`] for a TLS stream.
     pub(super) fn get_stream(&self, asked: HandshakeRequests) -> Arc<rustls::ServerConfig> {
-        self.streams[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
+        self.streams[Self::index(asked)].clone()
     }
 
     /// The configuration that does what the `certificate` phase asked, offering h2 by ALPN
     /// when `http2` is on.
     pub(super) fn get(&self, asked: HandshakeRequests, http2: bool) -> Arc<rustls::ServerConfig> {
         let configs = if http2 { &self.by_request } else { &self.http1_only };
-        configs[usize::from(asked.client_certificate) | usize::from(asked.no_session_reuse) << 1].clone()
+        configs[Self::index(asked)].clone()
     }
 }
 
