@@ -249,19 +249,26 @@ impl<T> Clone for Row<T> {
 }
 
 impl<T> Row<T> {
-    /// The entity as a [`Credential`], for [`kong.client().authenticate`](crate::pdk::Client::authenticate).
-    pub fn credential(&self) -> Credential {
-        let mut fields = match &self.stored.raw {
-            Value::Object(m) => m.clone(),
-            _ => serde_json::Map::new(),
-        };
-        fields.remove("id");
-        fields.remove("consumer");
-        Credential {
-            id: self.id,
-            consumer: Some(ForeignKey { id: self.consumer }),
-            fields,
-        }
+    /// The entity as a [`Credential`], for
+    /// [`kong.client().set_consumer`](crate::pdk::Client::set_consumer). Built on the first
+    /// call and shared after it: an auth plugin asks for it on every request.
+    pub fn credential(&self) -> Arc<Credential> {
+        self.stored
+            .credential
+            .get_or_init(|| {
+                let mut fields = match &self.stored.raw {
+                    Value::Object(m) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                fields.remove("id");
+                fields.remove("consumer");
+                Arc::new(Credential {
+                    id: self.id,
+                    consumer: Some(ForeignKey { id: self.consumer }),
+                    fields,
+                })
+            })
+            .clone()
     }
 
     /// The entity as stored (JSON).
@@ -275,6 +282,8 @@ struct Stored {
     consumer: Uuid,
     raw: Value,
     value: Arc<dyn Any + Send + Sync>,
+    /// [`Row::credential`], once asked for.
+    credential: std::sync::OnceLock<Arc<Credential>>,
 }
 
 /// One kind's entities, in persistent maps: a copy is a pointer, a change copies a path.
@@ -309,6 +318,7 @@ impl Rows {
                 id,
                 consumer,
                 raw: raw.clone(),
+                credential: Default::default(),
                 value,
             }),
         );

@@ -144,6 +144,7 @@ mod runloop;
 pub mod schema;
 pub mod stats;
 pub mod testing;
+pub mod text;
 pub mod timer;
 pub mod tracer;
 #[doc(hidden)]

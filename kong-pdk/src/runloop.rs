@@ -553,12 +553,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    crate::text::shared_value(s.as_bytes()).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
-/// A header value from a string built for it, without copying it again.
-fn owned(s: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// A header value written as `format!` would, shared by its clones.
+macro_rules! formatted {
+    ($($arg:tt)*) => {
+        crate::text::shared_fmt(format_args!($($arg)*)).unwrap_or_else(|| HeaderValue::from_static(""))
+    };
 }
 
 /// Kong's `Via` entry on the upstream request, by the client's HTTP version.
@@ -584,7 +586,7 @@ pub(crate) struct ConnValues {
 impl ConnValues {
     pub(crate) fn new(peer: std::net::IpAddr, port: u16) -> ConnValues {
         ConnValues {
-            peer_ip: owned(peer.to_string()),
+            peer_ip: formatted!("{peer}"),
             port: HeaderValue::from(port),
         }
     }
@@ -612,7 +614,7 @@ pub(crate) fn upstream_headers(
         if ip == tx.client.ip {
             conn.peer_ip.clone()
         } else {
-            owned(ip.to_string())
+            formatted!("{ip}")
         }
     };
     let preserve = tx.route.as_ref().is_some_and(|r| r.preserve_host);
@@ -625,12 +627,12 @@ pub(crate) fn upstream_headers(
         if tx.upstream.port == default_port {
             value(&tx.upstream.host)
         } else {
-            owned(format!("{}:{}", tx.upstream.host, tx.upstream.port))
+            formatted!("{}:{}", tx.upstream.host, tx.upstream.port)
         }
     };
     h.insert(HOST, host);
     let xff = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => owned(format!("{prev}, {}", tx.client.ip)),
+        Some(prev) => formatted!("{prev}, {}", tx.client.ip),
         None => ip(tx.client.forwarded_ip),
     };
     h.insert(X_FORWARDED_FOR, xff);
@@ -654,7 +656,7 @@ pub(crate) fn upstream_headers(
     }
     let via = upstream_via(req.version);
     match req.headers.get(VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => h.insert(VIA, owned(format!("{prev}, {via}"))),
+        Some(prev) => h.insert(VIA, formatted!("{prev}, {via}")),
         None => h.insert(VIA, HeaderValue::from_static(via)),
     };
     h
@@ -665,9 +667,7 @@ pub(crate) fn upstream_headers(
 pub(crate) fn upstream_head(tx: &mut Transaction, status: u16, mut headers: HeaderMap) {
     strip_hop_by_hop(&mut headers);
     let plugin_set = std::mem::replace(&mut tx.response.headers, headers.clone());
-    for (name, value) in plugin_set.iter() {
-        tx.response.headers.insert(name.clone(), value.clone());
-    }
+    crate::pdk::overlay(&mut tx.response.headers, plugin_set);
     tx.response.status = status;
     tx.upstream_response = Some(UpstreamResponse {
         status,
@@ -680,7 +680,7 @@ pub(crate) fn upstream_head(tx: &mut Transaction, status: u16, mut headers: Head
 pub(crate) async fn response(set: &PluginSet, tx: &mut Transaction, body: Bytes) {
     tx.response
         .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        .insert(CONTENT_LENGTH, crate::text::decimal(body.len() as u64));
     if let Some(r) = tx.upstream_response.as_mut() {
         r.body = Some(body);
     }
@@ -767,7 +767,7 @@ pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, setting
     if proxied {
         if settings.server_tokens {
             let via = match h.get(VIA).and_then(|v| v.to_str().ok()) {
-                Some(prev) => owned(format!("{prev}, {VIA_TOKEN}")),
+                Some(prev) => formatted!("{prev}, {VIA_TOKEN}"),
                 None => HeaderValue::from_static(VIA_TOKEN),
             };
             h.insert(VIA, via);
@@ -776,21 +776,21 @@ pub(crate) async fn header_filter(set: &PluginSet, tx: &mut Transaction, setting
             }
         }
         if settings.latency_tokens {
-            h.insert(X_KONG_UPSTREAM_LATENCY, HeaderValue::from(upstream_ms));
-            h.insert(X_KONG_PROXY_LATENCY, HeaderValue::from(proxy_ms));
+            h.insert(X_KONG_UPSTREAM_LATENCY, crate::text::decimal(upstream_ms));
+            h.insert(X_KONG_PROXY_LATENCY, crate::text::decimal(proxy_ms));
         }
     } else {
         if settings.server_tokens {
             h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
         }
         if settings.latency_tokens {
-            h.insert(X_KONG_RESPONSE_LATENCY, HeaderValue::from(total));
+            h.insert(X_KONG_RESPONSE_LATENCY, crate::text::decimal(total));
         }
     }
     if settings.upstream_status
         && let Some(status) = upstream_status
     {
-        h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status));
+        h.insert(X_KONG_UPSTREAM_STATUS, crate::text::decimal(status.into()));
     }
     if let Some(id) = id {
         h.insert(X_KONG_REQUEST_ID, id);

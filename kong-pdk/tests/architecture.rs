@@ -22,6 +22,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
 
 /// The layers, bottom first: a module may use those of its own layer's predecessors only.
 const LAYERS: &[&[&str]] = &[
+    &["text"],
     &[
         "error", "phase", "entities", "schema", "counters", "redis", "timer", "outbound", "stats", "vault", "tracer",
         "cache",

@@ -111,7 +111,7 @@ fn check(config: &Value) -> Result<(), String> {
 #[derive(Debug)]
 struct Entry {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: http::HeaderMap,
     body: Bytes,
     /// When it was stored, in seconds.
     timestamp: i64,
@@ -123,20 +123,26 @@ struct Entry {
 
 impl Entry {
     fn size(&self) -> usize {
-        self.body.len() + self.headers.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>() + 128
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 16)
+                .sum::<usize>()
+            + 128
     }
 
     /// Kong's object as the Admin API shows it.
     fn to_json(&self) -> Value {
         let mut headers = serde_json::Map::new();
-        for (name, value) in &self.headers {
-            match headers.get_mut(name) {
-                Some(Value::Array(list)) => list.push(Value::from(value.as_str())),
-                Some(one) => *one = json!([one.take(), value]),
-                None => {
-                    headers.insert(name.clone(), Value::from(value.as_str()));
-                }
-            }
+        for name in self.headers.keys() {
+            let text = |v: &http::HeaderValue| Value::from(String::from_utf8_lossy(v.as_bytes()));
+            let mut values = self.headers.get_all(name).iter().map(text);
+            let value = match (values.next(), values.next()) {
+                (Some(one), None) => one,
+                (first, second) => first.into_iter().chain(second).chain(values).collect(),
+            };
+            headers.insert(name.as_str().to_owned(), value);
         }
         json!({
             "status": self.status,
@@ -320,6 +326,9 @@ fn media_type(text: &str) -> Option<(String, String, BTreeMap<String, String>)> 
     Some((t.to_ascii_lowercase(), sub.to_ascii_lowercase(), params))
 }
 
+const X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
+const X_CACHE_KEY: http::HeaderName = http::HeaderName::from_static("x-cache-key");
+
 /// Hop-by-hop headers a hit does not replay.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -337,7 +346,7 @@ const HOP_BY_HOP: &[&str] = &[
 #[derive(Debug, Clone)]
 struct Storing {
     key: String,
-    headers: Vec<(String, String)>,
+    headers: http::HeaderMap,
     ttl: i64,
     body: Vec<u8>,
     /// Cacheable so far (a response body over the bound is not).
@@ -411,7 +420,7 @@ impl ProxyCache {
         };
         let text = format!("{prefix}|{method}|{uri}|{params}|{headers}");
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        kong_pdk::text::hex(digest.as_ref())
     }
 
     fn cacheable_response(&self, kong: &mut Kong<'_, HeaderFilter, Caches>) -> Option<i64> {
@@ -520,7 +529,7 @@ impl Handler for ProxyCache {
         let miss = |status: &str, kong: &mut Kong<Access, Caches>| -> kong_pdk::Result {
             kong.ctx().plugin().insert(Storing {
                 key: key.clone(),
-                headers: Vec::new(),
+                headers: http::HeaderMap::new(),
                 ttl: 0,
                 body: Vec::new(),
                 open: true,
@@ -547,35 +556,33 @@ impl Handler for ProxyCache {
         if stale {
             return miss("Refresh", kong);
         }
-        let mut headers: Vec<(&str, String)> = entry
-            .headers
-            .iter()
-            .filter(|(n, _)| {
-                let n = n.to_ascii_lowercase();
-                !HOP_BY_HOP.contains(&n.as_str())
-                    && !n.contains("ratelimit-remaining")
-                    && !["age", "x-cache-status", "x-cache-key"].contains(&n.as_str())
-            })
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect();
+        // Names in a header map are lowercase already. Cloned values share the stored bytes.
+        let mut headers = http::HeaderMap::with_capacity(entry.headers.len() + 3);
+        for (name, value) in entry.headers.iter().filter(|(n, _)| {
+            let n = n.as_str();
+            !HOP_BY_HOP.contains(&n)
+                && !n.contains("ratelimit-remaining")
+                && !["age", "x-cache-status", "x-cache-key"].contains(&n)
+        }) {
+            headers.append(name, value.clone());
+        }
         if self.wants("age", debug) {
-            headers.push(("age", age.to_string()));
+            headers.insert(http::header::AGE, kong_pdk::text::decimal(age.max(0) as u64));
         }
         if self.wants("X-Cache-Status", debug) {
-            headers.push(("X-Cache-Status", "Hit".to_owned()));
+            headers.insert(X_CACHE_STATUS, http::HeaderValue::from_static("Hit"));
         }
         if self.wants("X-Cache-Key", debug) {
-            headers.push(("X-Cache-Key", key.clone()));
+            // The key is hex: always a valid value.
+            if let Ok(v) = http::HeaderValue::from_str(&key) {
+                headers.insert(X_CACHE_KEY, v);
+            }
         }
         // The stored answer replaces the headers set so far for this one.
         let mut response = kong.response();
         response.clear_header("X-Cache-Status")?;
         response.clear_header("X-Cache-Key")?;
-        response.exit_for_upstream(
-            entry.status,
-            kong_pdk::pdk::ExitBody::Raw(entry.body.clone()),
-            headers.iter().map(|(n, v)| (*n, v.as_str())),
-        )
+        response.exit_for_upstream(entry.status, kong_pdk::pdk::ExitBody::Raw(entry.body.clone()), headers)
     }
 
     async fn header_filter(&self, kong: &mut Kong<HeaderFilter, Caches>) -> kong_pdk::Result {
@@ -585,9 +592,7 @@ impl Handler for ProxyCache {
         match self.cacheable_response(kong) {
             Some(ttl) => {
                 storing.ttl = ttl;
-                storing.headers = (kong.response().get_headers().iter())
-                    .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect();
+                storing.headers = kong.response().get_headers().clone();
                 kong.ctx().plugin().insert(storing);
             }
             None => {
@@ -724,7 +729,7 @@ mod tests {
         for i in 0..100 {
             let entry = Entry {
                 status: 200,
-                headers: Vec::new(),
+                headers: http::HeaderMap::new(),
                 body: Bytes::from(vec![b'x'; 4000]),
                 timestamp: i,
                 ttl: 300,

@@ -173,12 +173,16 @@ async fn diagnostic_headers_follow_the_config_or_kong_debug_and_hits_drop_hop_by
             .header("Content-Type", "application/json")
             .header("X-RateLimit-Remaining-Minute", "4")
             .header("X-Custom", "kept")
+            .header("Set-Cookie", "a=1")
+            .header("Set-Cookie", "b=2")
     };
     let res = gw.send(TestRequest::get("/h"), up).await;
     assert!(status(&res).is_none() && res.header("X-Cache-Key").is_none());
     let hit = gw.send(TestRequest::get("/h"), up).await;
     assert!(status(&hit).is_none() && hit.header("Age").is_none());
     assert_eq!(hit.header("X-Custom"), Some("kept"));
+    let cookies: Vec<_> = hit.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"], "every value of a stored header is replayed");
     assert!(
         hit.header("X-RateLimit-Remaining-Minute").is_none(),
         "rate-limit headers are not replayed"

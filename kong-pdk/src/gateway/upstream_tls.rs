@@ -142,7 +142,7 @@ fn single_certificate(pem: &str) -> Result<CertificateDer<'static>, (&'static st
 
 fn digest_hex(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::text::hex(digest.as_ref())
 }
 
 /// The TLS client configurations of a snapshot's services.

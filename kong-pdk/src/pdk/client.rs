@@ -95,35 +95,48 @@ impl<'a, P: RequestPhase> Client<'a, P> {
     /// (with `credential`, or anonymously without one) and tells the upstream in
     /// `X-Consumer-ID`, `X-Consumer-Custom-ID`, `X-Consumer-Username`,
     /// `X-Credential-Identifier` and `X-Anonymous-Consumer`, replacing what the client sent.
-    pub fn set_consumer(&mut self, consumer: Arc<Consumer>, credential: Option<Credential>) -> Result<(), PdkError>
+    pub fn set_consumer(&mut self, consumer: Arc<Consumer>, credential: Option<Arc<Credential>>) -> Result<(), PdkError>
     where
         P: phase::Authenticate,
     {
-        use http::HeaderValue;
+        use http::{HeaderName, HeaderValue};
+        const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+        const CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+        const USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+        const CREDENTIAL: HeaderName = HeaderName::from_static("x-credential-identifier");
+        const ANONYMOUS: HeaderName = HeaderName::from_static("x-anonymous-consumer");
         let h = &mut self.tx.upstream.headers;
-        let text =
-            |v: &str| HeaderValue::from_str(v).map_err(|_| PdkError::new(format!("invalid header value \"{v}\"")));
-        h.insert("x-consumer-id", text(&consumer.id.to_string())?);
+        let text = |v: &str| {
+            crate::text::shared_value(v.as_bytes())
+                .ok_or_else(|| PdkError::new(format!("invalid header value \"{v}\"")))
+        };
+        // A uuid's text, written on the stack: always a valid header value.
+        let id = |id: &uuid::Uuid| {
+            let mut buf = uuid::Uuid::encode_buffer();
+            crate::text::shared_value(id.hyphenated().encode_lower(&mut buf).as_bytes())
+                .unwrap_or_else(|| HeaderValue::from_static(""))
+        };
+        h.insert(CONSUMER_ID, id(&consumer.id));
         match &consumer.custom_id {
-            Some(c) => h.insert("x-consumer-custom-id", text(c)?),
-            None => h.remove("x-consumer-custom-id"),
+            Some(c) => h.insert(CUSTOM_ID, text(c)?),
+            None => h.remove(CUSTOM_ID),
         };
         match &consumer.username {
-            Some(u) => h.insert("x-consumer-username", text(u)?),
-            None => h.remove("x-consumer-username"),
+            Some(u) => h.insert(USERNAME, text(u)?),
+            None => h.remove(USERNAME),
         };
         match &credential {
             Some(c) => {
-                h.insert("x-credential-identifier", text(&c.id.to_string())?);
-                h.remove("x-anonymous-consumer");
+                h.insert(CREDENTIAL, id(&c.id));
+                h.remove(ANONYMOUS);
             }
             None => {
-                h.remove("x-credential-identifier");
-                h.insert("x-anonymous-consumer", HeaderValue::from_static("true"));
+                h.remove(CREDENTIAL);
+                h.insert(ANONYMOUS, HeaderValue::from_static("true"));
             }
         }
         self.tx.consumer = Some(consumer);
-        self.tx.credential = credential.map(Arc::new);
+        self.tx.credential = credential;
         Ok(())
     }
 

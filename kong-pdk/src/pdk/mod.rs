@@ -52,6 +52,7 @@ pub use ip::Networks;
 pub use log::{ErrorLog, Level, Log, LogLine, MAX_REQUEST_LINES, Measures};
 pub use node::{Cluster, Nginx, Node, NodeInfo, RouterFlavor};
 pub use request::{QueryValue, Request, percent_decode, percent_encode_component};
+pub(crate) use response::overlay;
 pub use response::{Exit, ExitBody, Response};
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};

@@ -262,6 +262,32 @@ pub struct Response<'a, P> {
     _phase: PhantomData<fn() -> P>,
 }
 
+/// Moves `from` over `into`: each name in `from` replaces that name's values in `into`, and
+/// every value it has is kept. Nothing is cloned.
+pub(crate) fn overlay(into: &mut HeaderMap, from: HeaderMap) {
+    use http::header::Entry;
+    let mut current = None;
+    for (name, value) in from {
+        match name {
+            Some(name) => {
+                current = Some(match into.entry(name) {
+                    Entry::Occupied(mut e) => {
+                        e.insert(value);
+                        e
+                    }
+                    Entry::Vacant(e) => e.insert_entry(value),
+                });
+            }
+            // `None` repeats the previous name: its first value already replaced the old ones.
+            None => {
+                if let Some(e) = current.as_mut() {
+                    e.append(value);
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn header_name(name: &str) -> Result<HeaderName, PdkError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| PdkError::new(format!("invalid header name \"{name}\"")))
 }
@@ -269,7 +295,8 @@ pub(crate) fn header_name(name: &str) -> Result<HeaderName, PdkError> {
 /// Kong's header value rules: `""` becomes `" "`; values must be valid header text.
 pub(crate) fn header_value(name: &str, value: &str) -> Result<HeaderValue, PdkError> {
     let value = if value.is_empty() { " " } else { value };
-    HeaderValue::from_str(value).map_err(|_| PdkError::new(format!("invalid header value for \"{name}\"")))
+    crate::text::shared_value(value.as_bytes())
+        .ok_or_else(|| PdkError::new(format!("invalid header value for \"{name}\"")))
 }
 
 fn check_status(status: u16, lo: u16) -> Result<(), PdkError> {
@@ -425,18 +452,26 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     /// `exit(status, body, headers)` for an answer that stands in for the upstream's, as a
     /// cache's (Kong's `ngx.ctx.KONG_PROXIED = true` before the exit): the response is reported
     /// as proxied, with `Via`, `X-Kong-Upstream-Latency` and `X-Kong-Proxy-Latency` rather than
-    /// `X-Kong-Response-Latency`.
-    pub fn exit_for_upstream<'h>(
+    /// `X-Kong-Response-Latency`. `headers` is the stored answer's head: each name in it
+    /// replaces what was set so far, and every value of a name is sent (two `Set-Cookie`s
+    /// stay two).
+    pub fn exit_for_upstream(
         &mut self,
         status: u16,
         body: impl Into<ExitBody>,
-        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        headers: http::HeaderMap,
     ) -> crate::Result
     where
         P: phase::ResponseWrite,
     {
+        check_not_sent(self.tx)?;
+        check_status(status, 100)?;
+        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
+            return Ok(());
+        }
         self.tx.answered_for_upstream = true;
-        self.exit_with(status, body, headers)
+        overlay(&mut self.tx.response.headers, headers);
+        Ok(exit_tx(self.tx, P::PHASE, status, body.into(), [])?)
     }
 
     /// `error(status, message)`: an error response in Kong's template, negotiated from the
@@ -527,7 +562,7 @@ impl Transaction {
         self.response.status = status;
         self.response
             .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            .insert(CONTENT_LENGTH, crate::text::decimal(body.len() as u64));
         self.exit = Some(Produced { status, body });
         self.source = Some(source);
     }

@@ -100,9 +100,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use kong_pdk::text::hex as to_hex;
 
 /// A decimal id as big-endian bytes (Kong's `from_dec(...):to_binary()`), at most 128 bits.
 fn from_dec(s: &str) -> Option<Vec<u8>> {
