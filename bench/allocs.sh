@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Counts kong-gateway's heap allocations per request (calls into mimalloc's malloc and realloc,
-# through perf uprobes) on three routes of bench/http.sh: (c) my-plugin, (h) proxy-cache hits
-# and (g) the chain key-auth + rate-limiting + correlation-id + response-transformer. Each route
+# through perf uprobes) on four routes of bench/http.sh: (c) my-plugin, (h) proxy-cache hits,
+# (g) the chain key-auth + rate-limiting + correlation-id + response-transformer and (i)
+# my-plugin + http-log (one POST per entry, sent from the same process). Each route
 # gets REQUESTS requests on one keep-alive connection after a warm-up. A count does not depend
 # on the machine's load, so one run tells a change apart from its base.
 #
@@ -36,6 +37,11 @@ services:
           - { name: rate-limiting, config: { minute: 1000000000, policy: local } }
           - name: correlation-id
           - { name: response-transformer, config: { add: { headers: ["X-Transformed:yes"] } } }
+      - name: logged
+        paths: ["/logged"]
+        plugins:
+          - name: my-plugin
+          - { name: http-log, config: { http_endpoint: "http://127.0.0.1:$MOCK/post" } }
 consumers:
   - username: bench
     keyauth_credentials: [{ key: bench-key }]
@@ -81,7 +87,7 @@ CONF
     perf probe -q -x "$bin" --add "kongalloc:$group=mi_malloc_aligned" --add "kongalloc:${group}r=mi_realloc_aligned" 2>/dev/null \
         || { echo "cannot place uprobes on $bin (root? perf_event_paranoid?)" >&2; exit 1; }
     local route
-    for route in mock cached limited; do
+    for route in mock cached limited logged; do
         local urls=() outs=()
         for _ in $(seq 1 "$REQUESTS"); do
             urls+=("http://127.0.0.1:$port/$route/anything")

@@ -170,75 +170,81 @@ impl Handler for HttpLog {
             kong.log().err("this gateway has no HTTP client to send logs with");
             return Ok(());
         };
-        let Some(endpoint) = Endpoint::parse(&self.http_endpoint) else {
-            kong.log().err(format!("could not parse url {}", self.http_endpoint));
-            return Ok(());
-        };
         let name = self.queue_name();
-        let queue = kong.state().get_or_insert_with(name, || {
-            let config = self.queue_config();
-            let single = config.max_batch_size.unwrap_or(1) == 1;
-            let method = self.method.clone().unwrap_or_else(|| "POST".into());
-            let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
-            let timeout = Duration::from_millis(self.timeout.unwrap_or(10000.0).max(1.0) as u64);
-            let keepalive = Duration::from_millis(self.keepalive.unwrap_or(60000.0).max(0.0) as u64);
-            let mut headers = vec![("Content-Type".to_owned(), content_type)];
-            if let Some(user) = &endpoint.userinfo {
-                let decoded = kong_pdk::pdk::percent_decode(user, false);
-                let token = base64::engine::general_purpose::STANDARD.encode(decoded);
-                headers.push(("Authorization".into(), format!("Basic {token}")));
-            }
-            for (k, v) in self.headers.iter().flat_map(|h| h.0.iter()) {
-                if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
-                    headers.push((k.clone(), v.clone()));
-                }
-            }
-            let endpoint = endpoint.clone();
-            let send: crate::queue::Send = Arc::new(move |entries: &[Vec<u8>]| {
-                let client = client.clone();
-                let body = match entries {
-                    [one] if single => one.clone(),
-                    _ => {
-                        let size = entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
-                        let mut body = Vec::with_capacity(size);
-                        body.push(b'[');
-                        for (i, entry) in entries.iter().enumerate() {
-                            if i > 0 {
-                                body.push(b',');
-                            }
-                            body.extend_from_slice(entry);
+        // The endpoint is parsed once, when the queue that sends to it is made.
+        let queue = match kong.state().get(&name) {
+            Some(queue) => queue,
+            None => {
+                let Some(endpoint) = Endpoint::parse(&self.http_endpoint) else {
+                    kong.log().err(format!("could not parse url {}", self.http_endpoint));
+                    return Ok(());
+                };
+                kong.state().get_or_insert_with(name, || {
+                    let config = self.queue_config();
+                    let single = config.max_batch_size.unwrap_or(1) == 1;
+                    let method = self.method.clone().unwrap_or_else(|| "POST".into());
+                    let content_type = self.content_type.clone().unwrap_or_else(|| "application/json".into());
+                    let timeout = Duration::from_millis(self.timeout.unwrap_or(10000.0).max(1.0) as u64);
+                    let keepalive = Duration::from_millis(self.keepalive.unwrap_or(60000.0).max(0.0) as u64);
+                    let mut headers = vec![("Content-Type".to_owned(), content_type)];
+                    if let Some(user) = &endpoint.userinfo {
+                        let decoded = kong_pdk::pdk::percent_decode(user, false);
+                        let token = base64::engine::general_purpose::STANDARD.encode(decoded);
+                        headers.push(("Authorization".into(), format!("Basic {token}")));
+                    }
+                    for (k, v) in self.headers.iter().flat_map(|h| h.0.iter()) {
+                        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                            headers.push((k.clone(), v.clone()));
                         }
-                        body.push(b']');
-                        body
                     }
-                };
-                let request = OutboundRequest {
-                    method: method.clone(),
-                    scheme: endpoint.scheme.clone(),
-                    host: endpoint.host.clone(),
-                    port: endpoint.port,
-                    path: endpoint.path.clone(),
-                    headers: headers.clone(),
-                    body,
-                    timeout,
-                    keepalive,
-                };
-                let (host, port) = (endpoint.host.clone(), endpoint.port);
-                Box::pin(async move {
-                    let answer = client.send(request).await?;
-                    if answer.status < 300 {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "request to {host}:{port} returned status code {} and body {}",
-                            answer.status,
-                            String::from_utf8_lossy(&answer.body)
-                        ))
-                    }
+                    let endpoint = endpoint.clone();
+                    let send: crate::queue::Send = Arc::new(move |entries: &[Vec<u8>]| {
+                        let client = client.clone();
+                        let body = match entries {
+                            [one] if single => one.clone(),
+                            _ => {
+                                let size = entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
+                                let mut body = Vec::with_capacity(size);
+                                body.push(b'[');
+                                for (i, entry) in entries.iter().enumerate() {
+                                    if i > 0 {
+                                        body.push(b',');
+                                    }
+                                    body.extend_from_slice(entry);
+                                }
+                                body.push(b']');
+                                body
+                            }
+                        };
+                        let request = OutboundRequest {
+                            method: method.clone(),
+                            scheme: endpoint.scheme.clone(),
+                            host: endpoint.host.clone(),
+                            port: endpoint.port,
+                            path: endpoint.path.clone(),
+                            headers: headers.clone(),
+                            body,
+                            timeout,
+                            keepalive,
+                        };
+                        let (host, port) = (endpoint.host.clone(), endpoint.port);
+                        Box::pin(async move {
+                            let answer = client.send(request).await?;
+                            if answer.status < 300 {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "request to {host}:{port} returned status code {} and body {}",
+                                    answer.status,
+                                    String::from_utf8_lossy(&answer.body)
+                                ))
+                            }
+                        })
+                    });
+                    Queue::new(format!("http-log plugin {}", kong.plugin_id()), config, send, timers)
                 })
-            });
-            Queue::new(format!("http-log plugin {}", kong.plugin_id()), config, send, timers)
-        });
+            }
+        };
         if let Some(warning) = queue.enqueue(entry) {
             kong.log().warn(warning);
         }

@@ -96,6 +96,11 @@ impl std::fmt::Debug for Queues {
 
 impl Queues {
     /// The queue named `name`, created by `create` when there is none yet.
+    /// The queue named `name`, if it is there.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
     pub(crate) fn get_or_insert_with(&self, name: String, create: impl FnOnce() -> Arc<Queue>) -> Arc<Queue> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(q) = queues.get(&name) {

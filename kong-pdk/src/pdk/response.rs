@@ -292,6 +292,15 @@ pub(crate) fn header_name(name: &str) -> Result<HeaderName, PdkError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| PdkError::new(format!("invalid header name \"{name}\"")))
 }
 
+/// [`header_value`] for a value given as [`Display`], written once, straight into the value.
+pub(crate) fn display_value(name: &str, value: &dyn Display) -> Result<HeaderValue, PdkError> {
+    match crate::text::shared_fmt(format_args!("{value}")) {
+        Some(v) if v.is_empty() => Ok(HeaderValue::from_static(" ")),
+        Some(v) => Ok(v),
+        None => Err(PdkError::new(format!("invalid header value for \"{name}\""))),
+    }
+}
+
 /// Kong's header value rules: `""` becomes `" "`; values must be valid header text.
 pub(crate) fn header_value(name: &str, value: &str) -> Result<HeaderValue, PdkError> {
     let value = if value.is_empty() { " " } else { value };
@@ -375,7 +384,7 @@ impl<'a, P: RequestPhase> Response<'a, P> {
             tracing::warn!(target: "kong", "[{}] manually setting Transfer-Encoding. Ignored.", self.plugin);
             return Ok(());
         }
-        let v = header_value(name, &value.to_string())?;
+        let v = display_value(name, &value)?;
         self.tx.response.headers.insert(n, v);
         Ok(())
     }
@@ -399,7 +408,7 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     {
         self.check_not_sent()?;
         let n = header_name(name)?;
-        let v = header_value(name, &value.to_string())?;
+        let v = display_value(name, &value)?;
         self.tx.response.headers.append(n, v);
         Ok(())
     }
@@ -591,5 +600,36 @@ impl Transaction {
                 .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
         }
         self.exit_with(status, body, Source::Exit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displayed_values_follow_kongs_rules_at_every_length() {
+        assert_eq!(display_value("x", &"").unwrap(), " ", "empty becomes a space");
+        assert_eq!(display_value("x", &42).unwrap(), "42");
+        let long = "a".repeat(300);
+        assert_eq!(display_value("x", &long).unwrap(), long.as_str());
+        let err = display_value("x-bad", &"a\r\nb").unwrap_err();
+        assert_eq!(err.message(), "invalid header value for \"x-bad\"");
+    }
+
+    #[test]
+    fn overlay_replaces_each_name_and_keeps_all_its_values() {
+        let mut into = HeaderMap::new();
+        into.append("a", HeaderValue::from_static("old"));
+        into.append("b", HeaderValue::from_static("kept"));
+        let mut from = HeaderMap::new();
+        from.append("a", HeaderValue::from_static("1"));
+        from.append("a", HeaderValue::from_static("2"));
+        from.append("c", HeaderValue::from_static("3"));
+        overlay(&mut into, from);
+        let all = |n: &str| into.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("a"), ["1", "2"]);
+        assert_eq!(all("b"), ["kept"]);
+        assert_eq!(all("c"), ["3"]);
     }
 }

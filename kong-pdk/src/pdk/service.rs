@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
-use super::response::{header_name, header_value};
+use super::response::{display_value, header_name};
 use crate::error::PdkError;
 use crate::phase::{self, RequestPhase};
 use crate::transaction::{Timeouts, Transaction};
@@ -212,12 +212,12 @@ impl<P: RequestPhase> ServiceRequest<'_, P> {
     where
         P: phase::ServiceRequestWrite,
     {
-        let value = value.to_string();
         let n = header_name(name)?;
+        let v = display_value(name, &value)?;
         if n == http::header::HOST {
-            self.tx.upstream.host_header = Some(value.clone());
+            self.tx.upstream.host_header = Some(value.to_string());
         }
-        self.tx.upstream.headers.insert(n, header_value(name, &value)?);
+        self.tx.upstream.headers.insert(n, v);
         Ok(())
     }
 
@@ -227,10 +227,7 @@ impl<P: RequestPhase> ServiceRequest<'_, P> {
         P: phase::ServiceRequestWrite,
     {
         let n = header_name(name)?;
-        self.tx
-            .upstream
-            .headers
-            .append(n, header_value(name, &value.to_string())?);
+        self.tx.upstream.headers.append(n, display_value(name, &value)?);
         Ok(())
     }
 
