@@ -110,15 +110,15 @@ pub(crate) fn shared_fmt(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
         len: 0,
         bytes: [0; INLINE],
     };
-    if std::fmt::Write::write_fmt(&mut inline, args).is_ok() {
-        return is_text(inline.as_ref())
-            .then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(inline)).ok())
-            .flatten();
+    let bytes = if std::fmt::Write::write_fmt(&mut inline, args).is_ok() {
+        bytes::Bytes::from_owner(inline)
+    } else {
+        bytes::Bytes::from(std::fmt::format(args))
+    };
+    if !is_text(&bytes) {
+        return None;
     }
-    let text = std::fmt::format(args);
-    is_text(text.as_bytes())
-        .then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok())
-        .flatten()
+    HeaderValue::from_maybe_shared(bytes).ok()
 }
 
 #[cfg(test)]

@@ -80,15 +80,30 @@ fn exit_tx<'h>(
     body: ExitBody,
     headers: impl IntoIterator<Item = (&'h str, &'h str)>,
 ) -> Result<(), PdkError> {
+    exit_tx_with(tx, phase, status, body, |tx| {
+        for (k, v) in headers {
+            let n = header_name(k)?;
+            tx.response.headers.insert(n, header_value(k, v)?);
+        }
+        Ok(())
+    })
+}
+
+/// [`exit_tx`] with the exit's headers set by `set_headers`, once the exit is known to
+/// happen (not sent yet, a valid status, no earlier exit in `access`).
+fn exit_tx_with(
+    tx: &mut Transaction,
+    phase: crate::Phase,
+    status: u16,
+    body: ExitBody,
+    set_headers: impl FnOnce(&mut Transaction) -> Result<(), PdkError>,
+) -> Result<(), PdkError> {
     check_not_sent(tx)?;
     check_status(status, 100)?;
     if tx.exit.is_some() && phase == crate::Phase::Access {
         return Ok(());
     }
-    for (k, v) in headers {
-        let n = header_name(k)?;
-        tx.response.headers.insert(n, header_value(k, v)?);
-    }
+    set_headers(tx)?;
     let body = match body {
         ExitBody::Empty => Bytes::new(),
         ExitBody::Raw(b) => b,
@@ -473,14 +488,11 @@ impl<'a, P: RequestPhase> Response<'a, P> {
     where
         P: phase::ResponseWrite,
     {
-        check_not_sent(self.tx)?;
-        check_status(status, 100)?;
-        if self.tx.exit.is_some() && P::PHASE == crate::Phase::Access {
-            return Ok(());
-        }
-        self.tx.answered_for_upstream = true;
-        overlay(&mut self.tx.response.headers, headers);
-        Ok(exit_tx(self.tx, P::PHASE, status, body.into(), [])?)
+        Ok(exit_tx_with(self.tx, P::PHASE, status, body.into(), |tx| {
+            tx.answered_for_upstream = true;
+            overlay(&mut tx.response.headers, headers);
+            Ok(())
+        })?)
     }
 
     /// `error(status, message)`: an error response in Kong's template, negotiated from the
