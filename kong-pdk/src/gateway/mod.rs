@@ -10,6 +10,7 @@ pub(crate) mod accept;
 mod balancer;
 mod body;
 pub mod declarative;
+mod h1client;
 pub(crate) mod h1guard;
 pub(crate) mod kinds;
 mod listen;

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
+use super::h1client::RequestHead;
 use super::h1guard::Rejected;
 use super::request_body::{self, Buffered, IncomingSlot, Pace, Paced, Spooled};
 use super::response_body::Upstream;
@@ -570,11 +571,6 @@ async fn send(
         );
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    let uri = match &up.query {
-        Some(q) => Uri::try_from(format!("{}?{q}", up.path)),
-        None => Uri::try_from(up.path.as_str()),
-    }
-    .map_err(|_| UpstreamFailure::Invalid)?;
     // A body is written to the upstream under its `write_timeout` (between two writes),
     // and the read timeout counts from when it is all sent.
     let pace = match &body {
@@ -582,16 +578,9 @@ async fn send(
         _ if websocket => None,
         _ => Some(Pace::new()),
     };
-    let build = |headers: http::HeaderMap, body: ProxyBody| {
-        let body = match &pace {
-            Some(pace) => Paced::wrap(body, pace),
-            None => body,
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = up.method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.headers_mut() = headers;
-        req
+    let paced = |body: ProxyBody| match &pace {
+        Some(pace) => Paced::wrap(body, pace),
+        None => body,
     };
     let connect = Duration::from_millis(up.timeouts.connect);
     // A WebSocket service's handshake answer is awaited for the connect timeout (Kong's).
@@ -605,13 +594,9 @@ async fn send(
         paced: pace.clone().map(|p| (p, Duration::from_millis(up.timeouts.write))),
     };
     // A request that was never sent (no connection) comes back and is retried as it is. A
-    // known body may also be sent once more when a reused connection turns out closed; that
-    // needs a copy of the headers.
+    // known body may also be sent once more when a reused connection turns out closed.
     let (first, replay, client) = body.body();
-    let (mut req, mut spare) = match replay {
-        Some(_) => (build(headers.clone(), first), Some(headers)),
-        None => (build(headers, first), None),
-    };
+    let mut body = paced(first);
     let mut attempt = 0;
     // A reused connection found closed: the request goes again to the same address.
     let mut resend = None;
@@ -643,7 +628,7 @@ async fn send(
                     format!("{name}:{port}")
                 };
                 if let Ok(v) = HeaderValue::from_str(&value) {
-                    req.headers_mut().insert(HOST, v);
+                    headers.insert(HOST, v);
                 }
                 Some(value)
             }
@@ -667,9 +652,26 @@ async fn send(
             pace.restart();
         }
         let sent = if websocket {
-            Pool::send_upgrade(target, req, connect, read).await
+            let uri = match &up.query {
+                Some(q) => Uri::try_from(format!("{}?{q}", up.path)),
+                None => Uri::try_from(up.path.as_str()),
+            }
+            .map_err(|_| UpstreamFailure::Invalid)?;
+            let mut req = Request::new(body);
+            *req.method_mut() = up.method.clone();
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers.clone();
+            Pool::send_upgrade(target, req, connect, read)
+                .await
+                .map_err(|e| e.map(Request::into_body))
         } else {
-            proxy.pool.send(target, req, connect, &wait).await
+            let head = RequestHead {
+                method: &up.method,
+                path: &up.path,
+                query: up.query.as_deref(),
+                headers: &headers,
+            };
+            proxy.pool.send(target, head, body, connect, &wait).await
         };
         // A client that failed to send its body is not the target's failure.
         let client_failed = client.as_ref().is_some_and(|c| c.failure().is_some());
@@ -704,7 +706,7 @@ async fn send(
                 },
             });
         }
-        req = match sent {
+        body = match sent {
             Ok(resp) => return Ok(resp),
             Err(SendError::Connect(back) | SendError::ConnectTimeout(back)) if attempt < up.retries => {
                 attempt += 1;
@@ -715,15 +717,15 @@ async fn send(
             // connection that failed is (Kong retries the whole handshake).
             Err(SendError::Timeout | SendError::Invalid) if tx.is_websocket() && attempt < up.retries => {
                 attempt += 1;
-                match (spare.clone(), replay.as_ref().and_then(Outgoing::again)) {
-                    (Some(headers), Some(body)) => build(headers, body),
-                    _ => return Err(UpstreamFailure::Timeout),
+                match replay.as_ref().and_then(Outgoing::again) {
+                    Some(body) => paced(body),
+                    None => return Err(UpstreamFailure::Timeout),
                 }
             }
             Err(SendError::ConnectTimeout(_) | SendError::Timeout) => return Err(UpstreamFailure::Timeout),
-            Err(SendError::Stale) => match (spare.take(), replay.as_ref().and_then(Outgoing::again)) {
-                (Some(headers), Some(body)) => build(headers, body),
-                _ => return Err(UpstreamFailure::Invalid),
+            Err(SendError::Stale) => match replay.as_ref().and_then(Outgoing::again) {
+                Some(body) => paced(body),
+                None => return Err(UpstreamFailure::Invalid),
             },
             Err(SendError::Invalid) => return Err(UpstreamFailure::Invalid),
         };

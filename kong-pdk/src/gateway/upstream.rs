@@ -1,15 +1,15 @@
 //! The upstream side of the proxy: keep-alive HTTP/1.1 connections to targets, pooled per
 //! target and driven by the request that uses them.
 //!
-//! A connection has no task of its own. The request that checks it out polls it while waiting
-//! for the response head, then hands it to the response body ([`UpstreamBody`]), which polls
-//! it while the body streams and puts it back in the pool once the body has ended. So a
-//! proxied request crosses no task boundary and no channel wake-up, as an nginx worker's
-//! upstream connection does not. A connection is checked before reuse: one poll notices an
-//! upstream that closed it while it was idle.
+//! A connection has no task of its own. The request that checks it out writes its request
+//! and reads the response head on it ([`super::h1client`]), then hands it to the response
+//! body ([`UpstreamBody`]), which reads the body from it and puts it back in the pool once the
+//! body has ended. So a proxied request crosses no task boundary and no channel wake-up, as
+//! an nginx worker's upstream connection does not. A connection is checked before reuse: one
+//! poll notices an upstream that closed it while it was idle.
 //!
-//! WebSocket handshakes get a connection of their own, driven by a task, so that a `101`
-//! answer can turn it into a tunnel.
+//! WebSocket handshakes get a connection of their own, driven by a hyper task, so that a
+//! `101` answer can turn it into a tunnel.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::body::ProxyBody;
+use super::h1client::{Conn, Failure, Reading, RequestHead, Stream};
 
 /// How long an idle connection is kept (nginx's `keepalive_timeout` for upstreams).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,42 +58,43 @@ fn tls_key(tls: Option<Tls<'_>>) -> TlsKey {
 }
 
 /// Why a request got no response.
-#[derive(Debug)]
-pub(super) enum SendError {
-    /// No connection could be opened. The request was not sent and comes back.
-    Connect(Request<ProxyBody>),
-    /// Opening the connection took longer than the connect timeout. The request comes back.
-    ConnectTimeout(Request<ProxyBody>),
+pub(super) enum SendError<B> {
+    /// No connection could be opened. The request's body was not sent and comes back.
+    Connect(B),
+    /// Opening the connection took longer than the connect timeout. The body comes back.
+    ConnectTimeout(B),
     /// No response head within the read timeout.
     Timeout,
     /// A reused connection turned out closed after the request was (partly) written: a known
     /// body may be sent again on another connection.
     Stale,
-    /// Anything else: an invalid response, a broken connection.
+    /// Anything else: an invalid response, a broken connection, a request that cannot be
+    /// written.
     Invalid,
 }
 
-/// The socket of an upstream connection: plain TCP or TLS.
-type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
-
-type Conn = http1::Connection<TokioIo<Stream>, ProxyBody>;
-
-/// An open HTTP/1.1 connection: the request half and the connection state machine, which
-/// only makes progress when polled.
-struct Live {
-    sender: http1::SendRequest<ProxyBody>,
-    conn: Conn,
-    /// The connection future finished: the connection is closed.
-    closed: bool,
+impl<B> SendError<B> {
+    /// The same failure, with what comes back made into `C`.
+    pub(super) fn map<C>(self, f: impl FnOnce(B) -> C) -> SendError<C> {
+        match self {
+            SendError::Connect(b) => SendError::Connect(f(b)),
+            SendError::ConnectTimeout(b) => SendError::ConnectTimeout(f(b)),
+            SendError::Timeout => SendError::Timeout,
+            SendError::Stale => SendError::Stale,
+            SendError::Invalid => SendError::Invalid,
+        }
+    }
 }
 
-impl Live {
-    /// Lets the connection make progress; whether it is still open.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.closed && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.closed = true;
-        }
-        !self.closed
+impl<B> std::fmt::Debug for SendError<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Connect(_) => "Connect",
+            SendError::ConnectTimeout(_) => "ConnectTimeout",
+            SendError::Timeout => "Timeout",
+            SendError::Stale => "Stale",
+            SendError::Invalid => "Invalid",
+        })
     }
 }
 
@@ -100,7 +102,7 @@ impl Live {
 struct Idle {
     port: u16,
     tls: TlsKey,
-    live: Box<Live>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -121,66 +123,52 @@ pub(super) struct Pool {
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
 }
 
-/// What a response body gives back to the pool when it ends.
+/// Where a response body puts its connection back when it ends.
 struct Checkin {
     pool: Arc<Pool>,
     host: Box<str>,
     port: u16,
     tls: TlsKey,
-    live: Box<Live>,
 }
 
 impl Pool {
-    /// Sends `req` (origin-form URI, `Host` set) to `target` over a pooled connection or a new
-    /// one, and waits for the response head as `wait` says.
+    /// Sends `head` and `body` to `target` over a pooled connection or a new one, and waits
+    /// for the response head as `wait` says.
     pub(super) async fn send(
         self: &Arc<Self>,
         target: Target<'_>,
-        mut req: Request<ProxyBody>,
+        head: RequestHead<'_>,
+        body: ProxyBody,
         connect_timeout: Duration,
         wait: &HeadWait,
-    ) -> Result<Response<UpstreamBody>, SendError> {
-        let read_timeout = wait.read;
-        loop {
-            let (mut live, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(target, cx))).await {
-                Some(live) => (live, true),
-                None => match connect(target, connect_timeout).await {
-                    Ok(live) => (live, false),
-                    Err(timed_out) if timed_out => return Err(SendError::ConnectTimeout(req)),
-                    Err(_) => return Err(SendError::Connect(req)),
-                },
-            };
-            let mut response = std::pin::pin!(live.sender.try_send_request(req));
-            let head = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                    return Poll::Ready(r);
-                }
-                if !live.drive(cx) {
-                    // The connection ended; the response future resolves with its error.
-                    return response.as_mut().poll(cx);
-                }
-                Poll::Pending
-            });
-            match wait.run(head).await {
-                None => return Err(SendError::Timeout),
-                Some(Ok(resp)) => {
-                    let checkin = Box::new(Checkin {
-                        pool: self.clone(),
-                        host: target.host.into(),
-                        port: target.port,
-                        tls: tls_key(target.tls),
-                        live,
-                    });
-                    return Ok(resp.map(|inner| UpstreamBody::new(inner, Some(checkin), read_timeout)));
-                }
-                Some(Err(mut e)) => match e.take_message() {
-                    // Never written: try again on another (or a new) connection.
-                    Some(back) if reused => req = back,
-                    Some(_) => return Err(SendError::Invalid),
-                    None if reused && !e.into_error().is_parse() => return Err(SendError::Stale),
-                    None => return Err(SendError::Invalid),
-                },
+    ) -> Result<Response<UpstreamBody>, SendError<ProxyBody>> {
+        let (conn, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(target, cx))).await {
+            Some(conn) => (conn, true),
+            None => match connect(target, connect_timeout).await {
+                Ok(stream) => (Box::new(Conn::new(stream)), false),
+                Err(true) => return Err(SendError::ConnectTimeout(body)),
+                Err(false) => return Err(SendError::Connect(body)),
+            },
+        };
+        let mut exchange = conn.exchange(head, body).map_err(|_| SendError::Invalid)?;
+        match wait.run(std::future::poll_fn(|cx| exchange.poll_head(cx))).await {
+            None => Err(SendError::Timeout),
+            Some(Ok(head)) => {
+                let checkin = Checkin {
+                    pool: self.clone(),
+                    host: target.host.into(),
+                    port: target.port,
+                    tls: tls_key(target.tls),
+                };
+                let reading = exchange.into_body(&head);
+                let mut response = Response::new(UpstreamBody::lean(reading, checkin, wait.read));
+                *response.status_mut() = head.status;
+                *response.version_mut() = head.version;
+                *response.headers_mut() = head.headers;
+                Ok(response)
             }
+            Some(Err(Failure::Closed)) if reused => Err(SendError::Stale),
+            Some(Err(_)) => Err(SendError::Invalid),
         }
     }
 
@@ -191,42 +179,38 @@ impl Pool {
         req: Request<ProxyBody>,
         connect_timeout: Duration,
         read_timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, SendError> {
-        let Live { mut sender, conn, .. } = match connect(target, connect_timeout).await {
-            Ok(live) => *live,
+    ) -> Result<Response<UpstreamBody>, SendError<Request<ProxyBody>>> {
+        let stream = match connect(target, connect_timeout).await {
+            Ok(stream) => stream,
             Err(true) => return Err(SendError::ConnectTimeout(req)),
             Err(false) => return Err(SendError::Connect(req)),
+        };
+        let Ok((mut sender, conn)) = http1::Builder::new().handshake(TokioIo::new(stream)).await else {
+            return Err(SendError::Connect(req));
         };
         tokio::spawn(conn.with_upgrades());
         match tokio::time::timeout(read_timeout, sender.send_request(req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Ok(resp)) => Ok(resp.map(|inner| UpstreamBody::new(inner, None, read_timeout))),
+            Ok(Ok(resp)) => Ok(resp.map(|inner| UpstreamBody::hyper(inner, read_timeout))),
             Ok(Err(_)) => Err(SendError::Invalid),
         }
     }
 
     /// The most recently used idle connection to `target` that is still open and ready.
-    fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Box<Live>> {
+    fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(target.host)?;
         while let Some(at) = list.iter().rposition(|i| i.is(target.port, target.tls)) {
-            let mut candidate = list.swap_remove(at).live;
-            if candidate.drive(cx) && candidate.sender.is_ready() {
+            let mut candidate = list.swap_remove(at).conn;
+            if candidate.is_idle_open(cx) {
                 return Some(candidate);
             }
         }
         None
     }
 
-    fn checkin(&self, back: Checkin) {
-        let Checkin {
-            host, port, tls, live, ..
-        } = back;
-        // Readiness is checked at checkout, after the poll that lets the connection take
-        // the next request.
-        if live.closed {
-            return;
-        }
+    fn checkin(&self, back: Checkin, conn: Box<Conn>) {
+        let Checkin { host, port, tls, .. } = back;
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(host).or_default();
@@ -236,7 +220,7 @@ impl Pool {
         list.push(Idle {
             port,
             tls,
-            live,
+            conn,
             since: now,
         });
     }
@@ -286,7 +270,7 @@ impl HeadWait {
 
 /// Opens a connection to `target`: every resolved address in turn, within `timeout` in all.
 /// `Err(true)` when the time ran out.
-async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, bool> {
+async fn connect(target: Target<'_>, timeout: Duration) -> Result<Stream, bool> {
     let open = async {
         let mut last = None;
         for addr in tokio::net::lookup_host((target.host, target.port))
@@ -317,27 +301,24 @@ async fn connect(target: Target<'_>, timeout: Duration) -> Result<Box<Live>, boo
                 Either::Right(Box::new(tls))
             }
         };
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| false)?;
-        // Boxed: the connection state is large, and moves between request, body and pool.
-        Ok(Box::new(Live {
-            sender,
-            conn,
-            closed: false,
-        }))
+        Ok(stream)
     };
     tokio::time::timeout(timeout, open).await.map_err(|_| true)?
 }
 
-/// The upstream's response body. It drives its connection while it is read and returns the
+/// The upstream's response body. It reads its connection while it is read and returns the
 /// connection to the pool once it has ended.
 pub struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<Box<Checkin>>,
+    inner: Inner,
     /// nginx's `proxy_read_timeout`: the longest wait between two reads of the body.
     idle: super::body::IdleTimer,
+}
+
+enum Inner {
+    /// Read from a pooled connection; `None` once the connection is back or gone.
+    Lean(Option<Reading>, Option<Box<Checkin>>),
+    /// The body of a WebSocket handshake's answer, from hyper.
+    Hyper(Incoming),
 }
 
 /// The upstream sent no part of its body for the service's read timeout.
@@ -352,6 +333,18 @@ impl std::fmt::Display for BodyTimeout {
 
 impl std::error::Error for BodyTimeout {}
 
+/// The upstream's body broke off or broke its framing.
+#[derive(Debug)]
+pub struct BodyBroken;
+
+impl std::fmt::Display for BodyBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream's body ended early or is not validly framed")
+    }
+}
+
+impl std::error::Error for BodyBroken {}
+
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody").finish_non_exhaustive()
@@ -359,22 +352,31 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, checkin: Option<Box<Checkin>>, read_timeout: Duration) -> UpstreamBody {
+    fn lean(reading: Reading, checkin: Checkin, read_timeout: Duration) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            inner: Inner::Lean(Some(reading), Some(Box::new(checkin))),
+            idle: super::body::IdleTimer::new(read_timeout),
+        };
+        // A body without content (HEAD, 204, 304, `Content-Length: 0`) has ended already.
+        body.release_if_done();
+        body
+    }
+
+    fn hyper(inner: Incoming, read_timeout: Duration) -> UpstreamBody {
         UpstreamBody {
-            inner,
-            checkin,
+            inner: Inner::Hyper(inner),
             idle: super::body::IdleTimer::new(read_timeout),
         }
     }
 
-    /// The body has ended: the connection goes back to the pool, after one more poll so that
-    /// it takes the next request.
-    fn release(&mut self, cx: Option<&mut Context<'_>>) {
-        if let Some(mut back) = self.checkin.take() {
-            if let Some(cx) = cx {
-                back.live.drive(cx);
-            }
-            back.pool.clone().checkin(*back);
+    /// Once the body has ended, its connection goes back to the pool (when it may).
+    fn release_if_done(&mut self) {
+        if let Inner::Lean(reading, checkin) = &mut self.inner
+            && reading.as_ref().is_some_and(Reading::is_done)
+            && let Some(reading) = reading.take()
+            && let (Some(conn), Some(back)) = (reading.into_reusable(), checkin.take())
+        {
+            back.pool.clone().checkin(*back, conn);
         }
     }
 }
@@ -385,45 +387,49 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending() {
-            // Asking for a frame told the connection we want one; let it read it.
-            if let Some(back) = this.checkin.as_mut() {
-                back.live.drive(cx);
-                polled = Pin::new(&mut this.inner).poll_frame(cx);
-            }
-        }
+        let polled = match &mut this.inner {
+            Inner::Hyper(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as Self::Error))),
+            Inner::Lean(None, _) => Poll::Ready(None),
+            Inner::Lean(Some(reading), _) => reading
+                .poll_data(cx)
+                .map(|data| data.map(|r| r.map(Frame::data).map_err(|_| Box::new(BodyBroken) as Self::Error))),
+        };
         match &polled {
             Poll::Pending => {
                 if this.idle.expired(cx) {
                     // The connection is mid-body: it cannot be reused.
-                    this.checkin = None;
+                    if let Inner::Lean(reading, _) = &mut this.inner {
+                        *reading = None;
+                    }
                     return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                 }
                 return Poll::Pending;
             }
-            Poll::Ready(None) => this.release(Some(cx)),
-            Poll::Ready(Some(Err(_))) => this.checkin = None,
-            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(_))) => {
+                if let Inner::Lean(reading, _) = &mut this.inner {
+                    *reading = None;
+                }
+            }
+            Poll::Ready(_) => this.release_if_done(),
         }
         this.idle.read();
-        polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as Self::Error)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(incoming) => incoming.is_end_stream(),
+            Inner::Lean(reading, _) => reading.as_ref().is_none_or(Reading::is_done),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body without content (HEAD, 204, 304, `Content-Length: 0`) may never be polled.
-        if self.inner.is_end_stream() {
-            self.release(None);
+        match &self.inner {
+            Inner::Hyper(incoming) => incoming.size_hint(),
+            Inner::Lean(None, _) => SizeHint::with_exact(0),
+            Inner::Lean(Some(reading), _) => reading.remaining().map_or_else(SizeHint::new, SizeHint::with_exact),
         }
     }
 }
@@ -569,5 +575,53 @@ mod tests {
             "sent again on a new connection"
         );
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_and_interim_answers_reach_the_client_whole_and_keep_the_connection() {
+        const CHUNKED: &str = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n4;ext=1\r\nchun\r\n6\r\nked ok\r\n0\r\nX-Trailer: t\r\n\r\n";
+        let up = scripted(|_, _, _| Answer::Respond(CHUNKED)).await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        for _ in 0..3 {
+            let got = get(gw.addr, "/up", &[]).await;
+            assert_eq!(got.status, 200);
+            assert_eq!(got.header("x-up"), Some("1"));
+            assert_eq!(&got.body[..], b"chunked ok");
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one upstream connection for all");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_up_to_the_close_is_passed_whole_and_its_connection_not_reused() {
+        let up = scripted(|_, _, _| Answer::RespondThenClose("HTTP/1.1 200 OK\r\nX-Up: 1\r\n\r\nto the end")).await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        for _ in 0..2 {
+            let got = get(gw.addr, "/up", &[]).await;
+            assert_eq!(got.status, 200);
+            assert_eq!(&got.body[..], b"to the end");
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(gw.proxy.pool.idle_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broken_answers_are_kongs_502_and_the_gateway_keeps_serving() {
+        let up = scripted(|conn, _, head| match (conn, head.starts_with("GET /bad-length")) {
+            (_, true) => Answer::RespondThenClose("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"),
+            _ if head.starts_with("GET /not-http") => Answer::RespondThenClose("SSH-2.0-OpenSSH_9.2\r\n\r\n"),
+            _ => Answer::Respond(OK),
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        for path in ["/up/bad-length", "/up/not-http"] {
+            let got = get(gw.addr, path, &[("Accept", "application/json")]).await;
+            assert_eq!(got.status, 502, "{path}");
+            assert_eq!(
+                got.json()["message"],
+                "An invalid response was received from the upstream server",
+                "{path}"
+            );
+        }
+        assert_eq!(get(gw.addr, "/up/fine", &[]).await.status, 200);
     }
 }

@@ -1,0 +1,1112 @@
+//! The gateway's own HTTP/1.1 client connection to upstreams: one write buffer for the
+//! request head (and small body chunks), one read buffer the response head is parsed in and
+//! the body is cut from, and no channel or task between a request and its connection.
+//!
+//! An exchange writes the request while it reads: an upstream that answers before it has
+//! read the whole body (a `413`, a redirect) is heard, and its connection is then not reused.
+//! A response body is framed as RFC 9112 §6.3 says: none for `HEAD`, `1xx`, `204` and
+//! `304`; chunked when the last transfer coding is `chunked`; `Content-Length`; otherwise
+//! up to the end of the connection. Interim `1xx` answers are skipped.
+//!
+//! Limits: the response head is at most [`MAX_HEAD`] bytes with [`MAX_HEADERS`] fields,
+//! a chunk-size line (with extensions) at most [`MAX_LINE`] bytes, trailers at most
+//! [`MAX_HEAD`] bytes in all; beyond them the answer is invalid (Kong's `502`).
+
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
+
+use super::body::ProxyBody;
+
+/// The socket of an upstream connection: plain TCP or TLS.
+pub(super) type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
+/// The largest response head (nginx's `proxy_buffer_size` as Kong sets it: 160k).
+pub(super) const MAX_HEAD: usize = 160 * 1024;
+/// The most header fields in a response head.
+pub(super) const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, extensions included.
+pub(super) const MAX_LINE: usize = 4096;
+/// How much room a read is given at least.
+const READ_ROOM: usize = 8 * 1024;
+/// A write buffer grown past this (by a large body chunk) is let go when its exchange ends.
+const OUT_KEEP: usize = 64 * 1024;
+
+/// A keep-alive connection to a target, with its buffers.
+pub(super) struct Conn {
+    io: Stream,
+    /// Read but not yet taken: the start of a response, or a body's next bytes.
+    read: BytesMut,
+    /// The bytes being written, from `written` on.
+    out: Vec<u8>,
+    written: usize,
+}
+
+/// What goes in the request line and the header block.
+#[derive(Clone, Copy)]
+pub(super) struct RequestHead<'a> {
+    pub(super) method: &'a Method,
+    pub(super) path: &'a str,
+    pub(super) query: Option<&'a str>,
+    pub(super) headers: &'a HeaderMap,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The connection was closed before any byte of an answer came.
+    Closed,
+    /// The request could not be written as asked (a target with a control character, a body
+    /// other than its `Content-Length`), or the client's body failed.
+    Request,
+    /// The answer is not HTTP/1.x or breaks a limit.
+    Invalid,
+}
+
+/// A response head, and how its body is framed.
+pub(super) struct Head {
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    pub(super) headers: HeaderMap,
+    pub(super) framing: Framing,
+    /// The connection may take another request once the body has ended.
+    pub(super) keep_alive: bool,
+}
+
+/// How the rest of a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// So many bytes more.
+    Length(u64),
+    /// Chunked, at the given place in a chunk.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+    /// The body has ended.
+    Done,
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// In a chunk-size line: the size so far, its digits, whether past the size (extensions
+    /// or whitespace), and the line's length.
+    Size {
+        size: u64,
+        digits: u8,
+        past: bool,
+        len: usize,
+    },
+    /// So many data bytes more, then CRLF.
+    Data(u64),
+    /// The CRLF after a chunk's data: whether the CR was seen.
+    DataEnd { cr: bool },
+    /// Trailer fields: the bytes of the current line, and of all lines.
+    Trailer { line: usize, total: usize },
+}
+
+impl Conn {
+    /// A connection over `io`, with empty buffers.
+    pub(super) fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            read: BytesMut::new(),
+            out: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Whether an idle connection can take a request: still open, and nothing unasked for
+    /// has arrived on it.
+    pub(super) fn is_idle_open(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        // Pending: open and quiet. Ready: closed (EOF), failed, or bytes nobody asked for.
+        Pin::new(&mut self.io).poll_read(cx, &mut buf).is_pending()
+    }
+
+    /// Starts an exchange on this connection: `head` (and `body`) is written while the
+    /// response head is awaited ([`Exchange::poll_head`]).
+    pub(super) fn exchange(mut self: Box<Self>, head: RequestHead<'_>, body: ProxyBody) -> Result<Exchange, Failure> {
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
+        self.out.clear();
+        self.written = 0;
+        let encoder = encode_head(&mut self.out, head, &body)?;
+        let body = if body.is_end_stream() { None } else { Some(body) };
+        Ok(Exchange {
+            conn: self,
+            body,
+            encoder,
+            sent: false,
+            write_failed: false,
+            received: false,
+            is_head: *head.method == Method::HEAD,
+        })
+    }
+
+    /// Reads more into `read`: the bytes read, `0` at the end of the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_ROOM / 2 {
+            self.read.reserve(READ_ROOM);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Writes what `out` holds; ready once all of it is written.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How the request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoder {
+    /// Exactly so many bytes more.
+    Length(u64),
+    /// In chunks, ended by a last chunk.
+    Chunked,
+}
+
+/// Writes the request line and header block into `out`, with the framing header the body
+/// needs (hyper's rules: the caller's `Content-Length` or chunked `Transfer-Encoding` stand;
+/// otherwise a body of known size gets a `Content-Length`, one of unknown size is chunked),
+/// and returns how the body is to be written.
+fn encode_head(out: &mut Vec<u8>, head: RequestHead<'_>, body: &ProxyBody) -> Result<Encoder, Failure> {
+    let target_ok = |s: &str| s.bytes().all(|b| b > b' ' && b != 0x7f);
+    if !target_ok(head.path) || !head.query.is_none_or(target_ok) {
+        return Err(Failure::Request);
+    }
+    out.reserve(64 + head.path.len() + head.headers.len() * 32);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    if head.path.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(head.path.as_bytes());
+    if let Some(q) = head.query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let empty = body.is_end_stream();
+    let mut length = None;
+    let mut chunked = false;
+    for (name, value) in head.headers {
+        if *name == http::header::TRANSFER_ENCODING {
+            if empty {
+                continue;
+            }
+            chunked = last_coding_is_chunked(value.as_bytes());
+        } else if *name == http::header::CONTENT_LENGTH {
+            let n = parse_length(value.as_bytes()).ok_or(Failure::Request)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Failure::Request);
+            }
+            length = Some(n);
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let encoder = if empty {
+        Encoder::Length(0)
+    } else if chunked {
+        Encoder::Chunked
+    } else if let Some(n) = length {
+        Encoder::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        let _ = write!(out, "content-length: {n}\r\n");
+        Encoder::Length(n)
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Encoder::Chunked
+    };
+    out.extend_from_slice(b"\r\n");
+    Ok(encoder)
+}
+
+/// Whether the last coding of a `Transfer-Encoding` value is `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A `Content-Length` value: decimal digits only, and no overflow.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+}
+
+/// One request on a connection, until the response head has come.
+pub(super) struct Exchange {
+    conn: Box<Conn>,
+    /// The body still to write; `None` once it has all been handed to the connection.
+    body: Option<ProxyBody>,
+    encoder: Encoder,
+    /// Everything, body included, is written and flushed.
+    sent: bool,
+    /// Writing failed: the rest of the request is not sent.
+    write_failed: bool,
+    /// Some bytes of an answer came.
+    received: bool,
+    is_head: bool,
+}
+
+impl Exchange {
+    /// Writes what can be written and reads what has come, until the response head has.
+    /// The connection then goes on to read the body ([`Exchange::into_body`]).
+    pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, Failure>> {
+        if !self.sent && !self.write_failed {
+            match self.poll_send(cx) {
+                Poll::Ready(Ok(())) => self.sent = true,
+                Poll::Ready(Err(Failure::Request)) => return Poll::Ready(Err(Failure::Request)),
+                Poll::Ready(Err(_)) => self.write_failed = true,
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let read = &mut self.conn.read;
+            if !read.is_empty() {
+                self.received = true;
+                if let Some(mut head) = parse_head(read, self.is_head)? {
+                    // A request not all written leaves the connection mid-request.
+                    head.keep_alive &= self.sent;
+                    return Poll::Ready(Ok(head));
+                }
+                if read.len() > MAX_HEAD {
+                    return Poll::Ready(Err(Failure::Invalid));
+                }
+            }
+            if self.write_failed && !self.received {
+                return Poll::Ready(Err(Failure::Closed));
+            }
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) | Err(_) if self.received => return Poll::Ready(Err(Failure::Invalid)),
+                Ok(0) | Err(_) => return Poll::Ready(Err(Failure::Closed)),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The response body after `head`, read from this connection.
+    pub(super) fn into_body(self, head: &Head) -> Reading {
+        Reading {
+            conn: self.conn,
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+        }
+    }
+
+    /// Writes the head and the body; ready once all is written and flushed.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        let io_failed = |_: io::Error| Failure::Closed;
+        loop {
+            ready!(self.conn.poll_drain(cx)).map_err(io_failed)?;
+            let Some(body) = self.body.as_mut() else {
+                return Pin::new(&mut self.conn.io).poll_flush(cx).map_err(io_failed);
+            };
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    // What was written may sit in the TLS layer: push it out while the
+                    // client's body is awaited.
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.conn.io).poll_flush(cx) {
+                        return Poll::Ready(Err(io_failed(e)));
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
+            let out = &mut self.conn.out;
+            match frame {
+                Some(Ok(frame)) => {
+                    // Trailers of the client's body are not sent on.
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match &mut self.encoder {
+                        Encoder::Length(left) => {
+                            *left = left.checked_sub(data.len() as u64).ok_or(Failure::Request)?;
+                            out.extend_from_slice(&data);
+                        }
+                        Encoder::Chunked => {
+                            let _ = write!(out, "{:x}\r\n", data.len());
+                            out.extend_from_slice(&data);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                }
+                None => {
+                    match self.encoder {
+                        Encoder::Length(0) => {}
+                        Encoder::Length(_) => return Poll::Ready(Err(Failure::Request)),
+                        Encoder::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+                    }
+                    self.body = None;
+                }
+                Some(Err(_)) => return Poll::Ready(Err(Failure::Request)),
+            }
+        }
+    }
+}
+
+/// Parses a response head at the start of `read`. An interim `1xx` is dropped and the next
+/// head looked for; `None` while the head is incomplete. The head's bytes leave `read`, and
+/// the header values share them.
+fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Option<Head>, Failure> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let len = match response.parse(read) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(Failure::Invalid),
+        };
+        let code = response.code.ok_or(Failure::Invalid)?;
+        if (100..200).contains(&code) && code != 101 {
+            read.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Failure::Invalid)?;
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Where each name and value sits in the head, to cut them from it once it is frozen.
+        let base = read.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = response.headers.len();
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = (name, name + field.name.len(), value, value + field.value.len());
+        }
+        let bytes = read.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut length: Option<u64> = None;
+        let mut bad_length = false;
+        let mut chunked = None;
+        let mut close = version == Version::HTTP_10;
+        for &(n0, n1, v0, v1) in &spans[..count] {
+            let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Failure::Invalid)?;
+            let raw = &bytes[v0..v1];
+            if name == http::header::CONTENT_LENGTH {
+                match parse_length(raw) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => bad_length = true,
+                }
+            } else if name == http::header::TRANSFER_ENCODING {
+                chunked = Some(last_coding_is_chunked(raw));
+            } else if name == http::header::CONNECTION {
+                let tokens = raw.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+                for token in tokens {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                        close = false;
+                    }
+                }
+            }
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Failure::Invalid)?;
+            headers.append(name, value);
+        }
+        let framing = if is_head || code == 101 || code == 204 || code == 304 {
+            Framing::Done
+        } else if let Some(chunked) = chunked {
+            // A Transfer-Encoding overrides a Content-Length (and makes the connection
+            // suspect: it is not reused).
+            close |= length.is_some() || bad_length;
+            if chunked {
+                Framing::Chunked(Chunk::Size {
+                    size: 0,
+                    digits: 0,
+                    past: false,
+                    len: 0,
+                })
+            } else {
+                Framing::Close
+            }
+        } else if bad_length {
+            return Err(Failure::Invalid);
+        } else if let Some(n) = length {
+            if n == 0 { Framing::Done } else { Framing::Length(n) }
+        } else {
+            Framing::Close
+        };
+        let keep_alive = !close && code != 101 && framing != Framing::Close;
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// A response body being read from its connection.
+pub(super) struct Reading {
+    conn: Box<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Reading {
+    /// Whether the body has ended.
+    pub(super) fn is_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// The bytes left when the body's length is known.
+    pub(super) fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The connection, once the body has ended and it can take another request.
+    pub(super) fn into_reusable(self) -> Option<Box<Conn>> {
+        (self.is_done() && self.keep_alive && self.conn.read.is_empty()).then_some(self.conn)
+    }
+
+    /// The next part of the body; `None` at its end.
+    pub(super) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Failure>>> {
+        loop {
+            let read = &mut self.conn.read;
+            match &mut self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if !read.is_empty() {
+                        let n = (*left).min(read.len() as u64) as usize;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            self.framing = Framing::Done;
+                        }
+                        return Poll::Ready(Some(Ok(read.split_to(n).freeze())));
+                    }
+                }
+                Framing::Close => {
+                    if !read.is_empty() {
+                        return Poll::Ready(Some(Ok(read.split().freeze())));
+                    }
+                }
+                Framing::Chunked(chunk) => match decode_chunked(chunk, read) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::End) => {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::More) => {}
+                },
+            }
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::Close => {
+                    self.framing = Framing::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Ok(0) | Err(_) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(Failure::Invalid)));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// What the chunked decoder made of the bytes it had.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    /// Data of a chunk.
+    Data(Bytes),
+    /// The last chunk and the trailers are past.
+    End,
+    /// Everything read is consumed; more is needed.
+    More,
+}
+
+/// Decodes chunked framing from the start of `read`, taking what it consumes.
+fn decode_chunked(state: &mut Chunk, read: &mut BytesMut) -> Result<Decoded, Failure> {
+    loop {
+        let Some(&b) = read.first() else {
+            return Ok(Decoded::More);
+        };
+        match state {
+            Chunk::Size {
+                size,
+                digits,
+                past,
+                len,
+            } => {
+                *len += 1;
+                if *len > MAX_LINE {
+                    return Err(Failure::Invalid);
+                }
+                read.advance(1);
+                match b {
+                    b'\n' if *digits == 0 => return Err(Failure::Invalid),
+                    b'\n' if *size == 0 => *state = Chunk::Trailer { line: 0, total: 0 },
+                    b'\n' => *state = Chunk::Data(*size),
+                    // The CR before LF, whitespace, and extensions (`;name=value`) are passed.
+                    b'\r' | b' ' | b'\t' | b';' => *past = true,
+                    _ if *past => {}
+                    _ => {
+                        let digit = (b as char).to_digit(16).ok_or(Failure::Invalid)?;
+                        *digits += 1;
+                        if *digits > 16 {
+                            return Err(Failure::Invalid);
+                        }
+                        *size = *size * 16 + u64::from(digit);
+                    }
+                }
+            }
+            Chunk::Data(left) => {
+                let n = (*left).min(read.len() as u64) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    *state = Chunk::DataEnd { cr: false };
+                }
+                return Ok(Decoded::Data(read.split_to(n).freeze()));
+            }
+            Chunk::DataEnd { cr } => {
+                read.advance(1);
+                match b {
+                    b'\r' if !*cr => *cr = true,
+                    b'\n' => {
+                        *state = Chunk::Size {
+                            size: 0,
+                            digits: 0,
+                            past: false,
+                            len: 0,
+                        }
+                    }
+                    _ => return Err(Failure::Invalid),
+                }
+            }
+            Chunk::Trailer { line, total } => {
+                read.advance(1);
+                *total += 1;
+                if *total > MAX_HEAD {
+                    return Err(Failure::Invalid);
+                }
+                match b {
+                    b'\n' if *line == 0 => return Ok(Decoded::End),
+                    b'\n' => *line = 0,
+                    // A CR alone does not start a line's content.
+                    b'\r' => {}
+                    _ => *line += 1,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use bytes::{Bytes, BytesMut};
+    use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::either::Either;
+
+    use super::super::body::{ProxyBody, full};
+    use super::*;
+
+    fn req_head<'a>(
+        method: &'a Method,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+    ) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            query,
+            headers,
+        }
+    }
+
+    /// A body of unknown length: the given chunks, one frame each.
+    fn streamed(chunks: &[&'static str]) -> ProxyBody {
+        let frames: Vec<Result<http_body::Frame<Bytes>, super::super::body::BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    fn encoded(head: RequestHead<'_>, body: &ProxyBody) -> Result<(String, Encoder), Failure> {
+        let mut out = Vec::new();
+        let encoder = encode_head(&mut out, head, body)?;
+        Ok((String::from_utf8(out).unwrap(), encoder))
+    }
+
+    #[test]
+    fn request_heads_carry_the_framing_the_body_needs() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.test"));
+        let get = Method::GET;
+        let post = Method::POST;
+        let (text, enc) = encoded(req_head(&get, "/a", Some("b=1"), &headers), &full(Bytes::new())).unwrap();
+        assert_eq!(text, "GET /a?b=1 HTTP/1.1\r\nhost: example.test\r\n\r\n");
+        assert_eq!(enc, Encoder::Length(0));
+
+        let (text, enc) = encoded(
+            req_head(&post, "/", None, &headers),
+            &full(Bytes::from_static(b"hello")),
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\nhost: example.test\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(enc, Encoder::Length(5));
+
+        let (text, enc) = encoded(req_head(&post, "/", None, &headers), &streamed(&["a"])).unwrap();
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\nhost: example.test\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(enc, Encoder::Chunked);
+
+        // The caller's framing stands.
+        let mut given = headers.clone();
+        given.insert("content-length", HeaderValue::from_static("1"));
+        let (text, enc) = encoded(req_head(&post, "/", None, &given), &streamed(&["a"])).unwrap();
+        assert!(text.ends_with("content-length: 1\r\n\r\n"), "{text}");
+        assert_eq!(enc, Encoder::Length(1));
+        let mut given = headers.clone();
+        given.insert("transfer-encoding", HeaderValue::from_static("gzip, Chunked"));
+        let (_, enc) = encoded(req_head(&post, "/", None, &given), &full(Bytes::from_static(b"x"))).unwrap();
+        assert_eq!(enc, Encoder::Chunked);
+        // An empty body sends no Transfer-Encoding.
+        let (text, enc) = encoded(req_head(&post, "/", None, &given), &full(Bytes::new())).unwrap();
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert_eq!(enc, Encoder::Length(0));
+        // Two different lengths, or one that is not a number, are refused.
+        let mut given = headers.clone();
+        given.append("content-length", HeaderValue::from_static("1"));
+        given.append("content-length", HeaderValue::from_static("2"));
+        assert_eq!(
+            encoded(req_head(&post, "/", None, &given), &full(Bytes::new())).err(),
+            Some(Failure::Request)
+        );
+        given.insert("content-length", HeaderValue::from_static("+1"));
+        assert_eq!(
+            encoded(req_head(&post, "/", None, &given), &full(Bytes::new())).err(),
+            Some(Failure::Request)
+        );
+    }
+
+    #[test]
+    fn a_target_that_would_break_the_request_line_is_refused() {
+        let headers = HeaderMap::new();
+        let get = Method::GET;
+        for (path, query) in [
+            ("/a b", None),
+            ("/a\r\nX: 1", None),
+            ("/a", Some("q=1 HTTP/1.1")),
+            ("/a\u{7f}", None),
+            ("/a\t", None),
+        ] {
+            assert_eq!(
+                encoded(req_head(&get, path, query, &headers), &full(Bytes::new())).err(),
+                Some(Failure::Request),
+                "{path:?} {query:?}"
+            );
+        }
+        let (text, _) = encoded(req_head(&get, "", None, &headers), &full(Bytes::new())).unwrap();
+        assert!(text.starts_with("GET / HTTP/1.1\r\n"), "{text}");
+        let (text, _) = encoded(
+            req_head(&get, "/caf%C3%A9/é", Some("a=%20&b=é"), &headers),
+            &full(Bytes::new()),
+        )
+        .unwrap();
+        assert!(text.starts_with("GET /caf%C3%A9/é?a=%20&b=é HTTP/1.1\r\n"), "{text}");
+    }
+
+    fn parsed(text: &str, is_head: bool) -> Result<Option<Head>, Failure> {
+        let mut read = BytesMut::from(text.as_bytes());
+        parse_head(&mut read, is_head)
+    }
+
+    #[test]
+    fn response_heads_are_parsed_and_framed_as_rfc_9112_says() {
+        let h = parsed(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+
+        let framing = |text: &str, is_head: bool| parsed(text, is_head).unwrap().map(|h| (h.framing, h.keep_alive));
+        let chunked = Framing::Chunked(Chunk::Size {
+            size: 0,
+            digits: 0,
+            past: false,
+            len: 0,
+        });
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5", false),
+            None,
+            "incomplete"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Some((Framing::Done, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n", false),
+            Some((Framing::Done, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false),
+            Some((Framing::Done, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            Some((Framing::Done, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+            Some((chunked, true))
+        );
+        // Transfer-Encoding wins over Content-Length, and the connection is not trusted again.
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            Some((chunked, false))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            Some((Framing::Close, false))
+        );
+        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", false), Some((Framing::Close, false)));
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(1), true))
+        );
+        // Repeated equal lengths are one length; different ones, or garbage, are invalid.
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(2), true))
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 999x OK\r\n\r\n",
+            "SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+        ] {
+            assert_eq!(parsed(bad, false).err(), Some(Failure::Invalid), "{bad:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            parsed(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).err(),
+            Some(Failure::Invalid)
+        );
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_the_rest_stays_for_the_body() {
+        let mut read = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"[..]);
+        let h = parse_head(&mut read, false).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::CREATED);
+        assert_eq!(&read[..], b"ok");
+    }
+
+    /// Decodes `wire` fed in pieces of `step` bytes: the data, or the failure.
+    fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), Failure> {
+        let mut state = Chunk::Size {
+            size: 0,
+            digits: 0,
+            past: false,
+            len: 0,
+        };
+        let mut read = BytesMut::new();
+        let mut data = Vec::new();
+        let mut fed = 0;
+        for piece in wire.chunks(step) {
+            read.extend_from_slice(piece);
+            fed += piece.len();
+            loop {
+                match decode_chunked(&mut state, &mut read)? {
+                    Decoded::Data(d) => data.extend_from_slice(&d),
+                    // What the decoder left, and what it was not given yet.
+                    Decoded::End => return Ok((data, read.len() + wire.len() - fed)),
+                    Decoded::More => break,
+                }
+            }
+        }
+        Err(Failure::Closed)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_the_same_whatever_the_reads() {
+        let wire = b"5;name=value\r\nhello\r\nA \r\n, world!!!\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, wire.len()] {
+            let (data, left) = dechunk(wire, step).unwrap();
+            assert_eq!(data, b"hello, world!!!", "step {step}");
+            assert_eq!(left, 4, "what follows the body stays (step {step})");
+        }
+        assert_eq!(dechunk(b"0\r\n\r\n", 1).unwrap().0, b"");
+        assert_eq!(dechunk(b"3\nabc\n0\n\n", 1).unwrap().0, b"abc", "bare LF line ends");
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"3\r\nabcX\r\n",
+            b"11111111111111111\r\n",
+            b"3\r\nabc\rX",
+        ] {
+            assert_eq!(
+                dechunk(bad, 1).err(),
+                Some(Failure::Invalid),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long_ext = format!("1;{}\r\n", "e".repeat(MAX_LINE));
+        assert_eq!(dechunk(long_ext.as_bytes(), 512).err(), Some(Failure::Invalid));
+        let long_trailer = format!("0\r\nX: {}\r\n\r\n", "t".repeat(MAX_HEAD));
+        assert_eq!(dechunk(long_trailer.as_bytes(), 4096).err(), Some(Failure::Invalid));
+    }
+
+    /// A connected pair: the gateway's side as a [`Conn`], and the upstream's socket.
+    async fn pair() -> (Box<Conn>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Box::new(Conn::new(Either::Left(client))), server)
+    }
+
+    /// Reads from `s` until `end` has come; all that was read.
+    async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.ends_with(end) {
+            let mut buf = [0; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    async fn body_of(reading: &mut Reading) -> Result<Vec<u8>, Failure> {
+        let mut out = Vec::new();
+        while let Some(data) = poll_fn(|cx| reading.poll_data(cx)).await {
+            out.extend_from_slice(&data?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_goes_chunked_and_the_answer_comes_in_pieces() {
+        let (conn, mut up) = pair().await;
+        let headers = HeaderMap::new();
+        let post = Method::POST;
+        let mut exchange = conn
+            .exchange(req_head(&post, "/up", None, &headers), streamed(&["ab", "cde"]))
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let got = read_until(&mut up, b"0\r\n\r\n").await;
+            for piece in [
+                "HTTP/1.1 200 OK\r\nTransfer-",
+                "Encoding: chunked\r\n\r\n3\r\nab",
+                "c\r\n0\r\n\r\n",
+            ] {
+                up.write_all(piece.as_bytes()).await.unwrap();
+                up.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            (got, up)
+        });
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        let mut reading = exchange.into_body(&head);
+        assert_eq!(body_of(&mut reading).await.unwrap(), b"abc");
+        let (got, _up) = server.await.unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+        );
+        let mut conn = reading
+            .into_reusable()
+            .expect("a complete keep-alive answer leaves the connection reusable");
+        assert!(poll_fn(|cx| Poll::Ready(conn.is_idle_open(cx))).await);
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_body_is_heard_and_the_connection_not_reused() {
+        let (conn, mut up) = pair().await;
+        let headers = HeaderMap::new();
+        let post = Method::POST;
+        // A body far larger than the socket buffers, which the upstream never reads.
+        let big = Bytes::from(vec![b'x'; 32 << 20]);
+        let mut exchange = conn.exchange(req_head(&post, "/", None, &headers), full(big)).unwrap();
+        up.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        assert_eq!(head.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!head.keep_alive);
+        assert!(exchange.into_body(&head).into_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_close_before_any_answer_is_closed_and_a_close_mid_answer_is_invalid() {
+        let headers = HeaderMap::new();
+        let get = Method::GET;
+        let (conn, up) = pair().await;
+        let mut exchange = conn
+            .exchange(req_head(&get, "/", None, &headers), full(Bytes::new()))
+            .unwrap();
+        drop(up);
+        assert_eq!(poll_fn(|cx| exchange.poll_head(cx)).await.err(), Some(Failure::Closed));
+
+        let (conn, mut up) = pair().await;
+        let mut exchange = conn
+            .exchange(req_head(&get, "/", None, &headers), full(Bytes::new()))
+            .unwrap();
+        up.write_all(b"HTTP/1.1 200 OK\r\nContent-").await.unwrap();
+        drop(up);
+        assert_eq!(poll_fn(|cx| exchange.poll_head(cx)).await.err(), Some(Failure::Invalid));
+
+        // A body cut short is a failure, and its connection goes.
+        let (conn, mut up) = pair().await;
+        let mut exchange = conn
+            .exchange(req_head(&get, "/", None, &headers), full(Bytes::new()))
+            .unwrap();
+        up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        drop(up);
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        let mut reading = exchange.into_body(&head);
+        assert_eq!(body_of(&mut reading).await.err(), Some(Failure::Invalid));
+
+        // A body up to the close is complete at the close, and the connection is not kept.
+        let (conn, mut up) = pair().await;
+        let mut exchange = conn
+            .exchange(req_head(&get, "/", None, &headers), full(Bytes::new()))
+            .unwrap();
+        up.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await.unwrap();
+        drop(up);
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        let mut reading = exchange.into_body(&head);
+        assert_eq!(body_of(&mut reading).await.unwrap(), b"until the end");
+        assert!(reading.into_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_head_past_the_limit_is_invalid() {
+        let headers = HeaderMap::new();
+        let get = Method::GET;
+        let (conn, mut up) = pair().await;
+        let mut exchange = conn
+            .exchange(req_head(&get, "/", None, &headers), full(Bytes::new()))
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let _ = up.write_all(b"HTTP/1.1 200 OK\r\n").await;
+            let line = format!("X-Big: {}\r\n", "b".repeat(1000));
+            for _ in 0..(MAX_HEAD / 1000 + 2) {
+                if up.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            up
+        });
+        assert_eq!(poll_fn(|cx| exchange.poll_head(cx)).await.err(), Some(Failure::Invalid));
+        drop(exchange);
+        let _ = server.await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_that_was_closed_or_spoke_unasked_is_not_open() {
+        let (mut conn, up) = pair().await;
+        assert!(poll_fn(|cx| Poll::Ready(conn.is_idle_open(cx))).await);
+        drop(up);
+        // The close arrives as the probe's readiness: wait until it is seen.
+        poll_fn(|cx| {
+            if conn.is_idle_open(cx) {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+
+        let (mut conn, mut up) = pair().await;
+        up.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n").await.unwrap();
+        poll_fn(|cx| {
+            if conn.is_idle_open(cx) {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}
