@@ -22,8 +22,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of proxied requests and responses.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// A body of known bytes.
+/// A body of known bytes. An empty one is free: its box holds nothing.
 pub fn full(bytes: Bytes) -> ProxyBody {
+    if bytes.is_empty() {
+        return http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+    }
     http_body_util::Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()

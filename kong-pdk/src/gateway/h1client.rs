@@ -34,16 +34,22 @@ pub(super) const MAX_HEAD: usize = 160 * 1024;
 pub(super) const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line, extensions included.
 pub(super) const MAX_LINE: usize = 4096;
-/// How much room a read is given at least.
+/// How much room a read is given at first.
 const READ_ROOM: usize = 8 * 1024;
+/// How much room reads that keep filling it grow to (a large body comes in fewer reads).
+const READ_ROOM_MAX: usize = 64 * 1024;
 /// A write buffer grown past this (by a large body chunk) is let go when its exchange ends.
 const OUT_KEEP: usize = 64 * 1024;
 
 /// A keep-alive connection to a target, with its buffers.
 pub(super) struct Conn {
     io: Stream,
+    /// Where the connection goes: its pool's key.
+    pub(super) home: super::upstream::Home,
     /// Read but not yet taken: the start of a response, or a body's next bytes.
     read: BytesMut,
+    /// The room the next read is given: doubled each time a read fills it.
+    room: usize,
     /// The bytes being written, from `written` on.
     out: Vec<u8>,
     written: usize,
@@ -113,11 +119,13 @@ pub(super) enum Chunk {
 }
 
 impl Conn {
-    /// A connection over `io`, with empty buffers.
-    pub(super) fn new(io: Stream) -> Conn {
+    /// A connection over `io` to `home`, with empty buffers.
+    pub(super) fn new(io: Stream, home: super::upstream::Home) -> Conn {
         Conn {
             io,
+            home,
             read: BytesMut::new(),
+            room: READ_ROOM,
             out: Vec::new(),
             written: 0,
         }
@@ -158,10 +166,19 @@ impl Conn {
 
     /// Reads more into `read`: the bytes read, `0` at the end of the connection.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_ROOM / 2 {
-            self.read.reserve(READ_ROOM);
+        if self.read.capacity() - self.read.len() < self.room / 2 {
+            self.read.reserve(self.room);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        let room = self.read.capacity() - self.read.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        ))?;
+        if n == room {
+            self.room = (self.room * 2).min(READ_ROOM_MAX);
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Writes what `out` holds; ready once all of it is written.
@@ -939,7 +956,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Box::new(Conn::new(Either::Left(client))), server)
+        let home = super::super::upstream::Home::new(super::super::upstream::Target {
+            host: "127.0.0.1",
+            port: 0,
+            tls: None,
+        });
+        (Box::new(Conn::new(Either::Left(client), home)), server)
     }
 
     /// Reads from `s` until `end` has come; all that was read.

@@ -457,10 +457,12 @@ impl Proxy {
         // buffers do.
         macro_rules! http1 {
             ($builder:expr) => {
+                // The guard times the head (`client_header_timeout`) with one timer per
+                // connection; hyper's own would take a new one per request.
                 $builder
                     .half_close(true)
                     .timer(TokioTimer::new())
-                    .header_read_timeout(self.client_header_timeout)
+                    .header_read_timeout(None)
             };
         }
         macro_rules! http2 {

@@ -189,9 +189,8 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
                 if tx.response.status == 101 {
                     upstream_body = Some(ResponseBody::Bytes(Bytes::new()));
                 } else if tx.is_buffered() {
-                    match incoming.collect().await {
-                        Ok(collected) => {
-                            let bytes = collected.to_bytes();
+                    match whole(incoming).await {
+                        Ok(bytes) => {
                             runloop::response(set, &mut tx, bytes.clone()).await;
                             upstream_body = Some(ResponseBody::Bytes(bytes));
                         }
@@ -221,6 +220,26 @@ pub(super) async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &Connect
         }
     }
     respond(proxy, snap, tx, upstream_body, upstream_ms).await
+}
+
+/// All of a body: its one frame as it came, or its frames joined.
+async fn whole(mut body: UpstreamBody) -> Result<Bytes, body::BoxError> {
+    let mut first = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        match (&first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(one), None) => {
+                let mut all = bytes::BytesMut::with_capacity(one.len() + data.len());
+                all.extend_from_slice(one);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+            (Some(_), Some(all)) => all.extend_from_slice(&data),
+        }
+    }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), bytes::BytesMut::freeze))
 }
 
 /// The response to the client: `header_filter`, then the body through `body_filter`.

@@ -53,8 +53,32 @@ pub(super) struct Tls<'a> {
 /// A pooled connection's TLS: configuration (compared by identity) and server name.
 type TlsKey = Option<(Arc<rustls::ClientConfig>, Box<str>)>;
 
-fn tls_key(tls: Option<Tls<'_>>) -> TlsKey {
-    tls.map(|t| (t.config.clone(), t.server_name.into()))
+/// Where a connection goes: its pool key (target host, port, TLS configuration and server
+/// name), made once when the connection is opened.
+pub(super) struct Home {
+    host: Box<str>,
+    port: u16,
+    tls: TlsKey,
+}
+
+impl Home {
+    pub(super) fn new(target: Target<'_>) -> Home {
+        Home {
+            host: target.host.into(),
+            port: target.port,
+            tls: target.tls.map(|t| (t.config.clone(), t.server_name.into())),
+        }
+    }
+
+    /// Whether a connection to here serves `port` with `tls` (the host is the pool's key).
+    fn serves(&self, port: u16, tls: Option<Tls<'_>>) -> bool {
+        self.port == port
+            && match (&self.tls, tls) {
+                (None, None) => true,
+                (Some((config, name)), Some(t)) => Arc::ptr_eq(config, t.config) && **name == *t.server_name,
+                _ => false,
+            }
+    }
 }
 
 /// Why a request got no response.
@@ -98,37 +122,16 @@ impl<B> std::fmt::Debug for SendError<B> {
     }
 }
 
-/// The pool key: target host, port and TLS (configuration and server name).
+/// An idle connection, and since when.
 struct Idle {
-    port: u16,
-    tls: TlsKey,
     conn: Box<Conn>,
     since: Instant,
-}
-
-impl Idle {
-    fn is(&self, port: u16, tls: Option<Tls<'_>>) -> bool {
-        self.port == port
-            && match (&self.tls, tls) {
-                (None, None) => true,
-                (Some((config, name)), Some(t)) => Arc::ptr_eq(config, t.config) && **name == *t.server_name,
-                _ => false,
-            }
-    }
 }
 
 /// Idle keep-alive connections by target host, most recently used last.
 #[derive(Default)]
 pub(super) struct Pool {
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
-}
-
-/// Where a response body puts its connection back when it ends.
-struct Checkin {
-    pool: Arc<Pool>,
-    host: Box<str>,
-    port: u16,
-    tls: TlsKey,
 }
 
 impl Pool {
@@ -145,7 +148,7 @@ impl Pool {
         let (conn, reused) = match std::future::poll_fn(|cx| Poll::Ready(self.checkout(target, cx))).await {
             Some(conn) => (conn, true),
             None => match connect(target, connect_timeout).await {
-                Ok(stream) => (Box::new(Conn::new(stream)), false),
+                Ok(stream) => (Box::new(Conn::new(stream, Home::new(target))), false),
                 Err(true) => return Err(SendError::ConnectTimeout(body)),
                 Err(false) => return Err(SendError::Connect(body)),
             },
@@ -154,14 +157,8 @@ impl Pool {
         match wait.run(std::future::poll_fn(|cx| exchange.poll_head(cx))).await {
             None => Err(SendError::Timeout),
             Some(Ok(head)) => {
-                let checkin = Checkin {
-                    pool: self.clone(),
-                    host: target.host.into(),
-                    port: target.port,
-                    tls: tls_key(target.tls),
-                };
                 let reading = exchange.into_body(&head);
-                let mut response = Response::new(UpstreamBody::lean(reading, checkin, wait.read));
+                let mut response = Response::new(UpstreamBody::lean(reading, self.clone(), wait.read));
                 *response.status_mut() = head.status;
                 *response.version_mut() = head.version;
                 *response.headers_mut() = head.headers;
@@ -200,7 +197,7 @@ impl Pool {
     fn checkout(&self, target: Target<'_>, cx: &mut Context<'_>) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(target.host)?;
-        while let Some(at) = list.iter().rposition(|i| i.is(target.port, target.tls)) {
+        while let Some(at) = list.iter().rposition(|i| i.conn.home.serves(target.port, target.tls)) {
             let mut candidate = list.swap_remove(at).conn;
             if candidate.is_idle_open(cx) {
                 return Some(candidate);
@@ -209,20 +206,17 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, back: Checkin, conn: Box<Conn>) {
-        let Checkin { host, port, tls, .. } = back;
+    fn checkin(&self, conn: Box<Conn>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(host).or_default();
+        let list = match idle.get_mut(&*conn.home.host) {
+            Some(list) => list,
+            None => idle.entry(conn.home.host.clone()).or_default(),
+        };
         // Oldest first: drop those idle too long, and the oldest when the list is full.
         let expired = list.iter().take_while(|i| now - i.since > IDLE_TIMEOUT).count();
         list.drain(..expired.max((list.len() + 1).saturating_sub(MAX_IDLE_PER_HOST)));
-        list.push(Idle {
-            port,
-            tls,
-            conn,
-            since: now,
-        });
+        list.push(Idle { conn, since: now });
     }
 
     /// Idle connections held, over all targets.
@@ -316,7 +310,7 @@ pub struct UpstreamBody {
 
 enum Inner {
     /// Read from a pooled connection; `None` once the connection is back or gone.
-    Lean(Option<Reading>, Option<Box<Checkin>>),
+    Lean(Option<Reading>, Arc<Pool>),
     /// The body of a WebSocket handshake's answer, from hyper.
     Hyper(Incoming),
 }
@@ -352,9 +346,9 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn lean(reading: Reading, checkin: Checkin, read_timeout: Duration) -> UpstreamBody {
+    fn lean(reading: Reading, pool: Arc<Pool>, read_timeout: Duration) -> UpstreamBody {
         let mut body = UpstreamBody {
-            inner: Inner::Lean(Some(reading), Some(Box::new(checkin))),
+            inner: Inner::Lean(Some(reading), pool),
             idle: super::body::IdleTimer::new(read_timeout),
         };
         // A body without content (HEAD, 204, 304, `Content-Length: 0`) has ended already.
@@ -371,12 +365,11 @@ impl UpstreamBody {
 
     /// Once the body has ended, its connection goes back to the pool (when it may).
     fn release_if_done(&mut self) {
-        if let Inner::Lean(reading, checkin) = &mut self.inner
+        if let Inner::Lean(reading, pool) = &mut self.inner
             && reading.as_ref().is_some_and(Reading::is_done)
-            && let Some(reading) = reading.take()
-            && let (Some(conn), Some(back)) = (reading.into_reusable(), checkin.take())
+            && let Some(conn) = reading.take().and_then(Reading::into_reusable)
         {
-            back.pool.clone().checkin(*back, conn);
+            pool.checkin(conn);
         }
     }
 }
