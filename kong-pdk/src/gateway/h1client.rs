@@ -143,6 +143,14 @@ impl Conn {
         Pin::new(&mut self.io).poll_read(cx, &mut buf).is_pending()
     }
 
+    /// Lets go of the read buffer while the connection is idle. Its memory is most often still
+    /// shared with the last answer's header values, so the next read could not reuse it.
+    pub(super) fn idle(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+    }
+
     /// Starts an exchange on this connection: `head` (and `body`) is written while the
     /// response head is awaited ([`Exchange::poll_head`]).
     pub(super) fn exchange(mut self: Box<Self>, head: RequestHead<'_>, body: ProxyBody) -> Result<Exchange, Failure> {
@@ -652,6 +660,40 @@ fn decode_chunked(state: &mut Chunk, read: &mut BytesMut) -> Result<Decoded, Fai
     }
 }
 
+/// [`parse_head`] over `text`, for the property tests.
+#[cfg(test)]
+pub(super) fn parse_head_for_tests(text: &[u8], is_head: bool) -> Result<Option<Head>, Failure> {
+    parse_head(&mut BytesMut::from(text), is_head)
+}
+
+/// Decodes chunked `wire` fed in pieces of `step` bytes: the data and how many bytes follow
+/// the body, or the failure (`Closed` when the body is incomplete).
+#[cfg(test)]
+pub(super) fn dechunk_for_tests(wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), Failure> {
+    let mut state = Chunk::Size {
+        size: 0,
+        digits: 0,
+        past: false,
+        len: 0,
+    };
+    let mut read = BytesMut::new();
+    let mut data = Vec::new();
+    let mut fed = 0;
+    for piece in wire.chunks(step.max(1)) {
+        read.extend_from_slice(piece);
+        fed += piece.len();
+        loop {
+            match decode_chunked(&mut state, &mut read)? {
+                Decoded::Data(d) => data.extend_from_slice(&d),
+                // What the decoder left, and what it was not given yet.
+                Decoded::End => return Ok((data, read.len() + wire.len() - fed)),
+                Decoded::More => break,
+            }
+        }
+    }
+    Err(Failure::Closed)
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::poll_fn;
@@ -895,42 +937,20 @@ mod tests {
         assert_eq!(&read[..], b"ok");
     }
 
-    /// Decodes `wire` fed in pieces of `step` bytes: the data, or the failure.
-    fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), Failure> {
-        let mut state = Chunk::Size {
-            size: 0,
-            digits: 0,
-            past: false,
-            len: 0,
-        };
-        let mut read = BytesMut::new();
-        let mut data = Vec::new();
-        let mut fed = 0;
-        for piece in wire.chunks(step) {
-            read.extend_from_slice(piece);
-            fed += piece.len();
-            loop {
-                match decode_chunked(&mut state, &mut read)? {
-                    Decoded::Data(d) => data.extend_from_slice(&d),
-                    // What the decoder left, and what it was not given yet.
-                    Decoded::End => return Ok((data, read.len() + wire.len() - fed)),
-                    Decoded::More => break,
-                }
-            }
-        }
-        Err(Failure::Closed)
-    }
-
     #[test]
     fn chunked_bodies_decode_the_same_whatever_the_reads() {
         let wire = b"5;name=value\r\nhello\r\nA \r\n, world!!!\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
         for step in [1, 2, 3, 7, wire.len()] {
-            let (data, left) = dechunk(wire, step).unwrap();
+            let (data, left) = dechunk_for_tests(wire, step).unwrap();
             assert_eq!(data, b"hello, world!!!", "step {step}");
             assert_eq!(left, 4, "what follows the body stays (step {step})");
         }
-        assert_eq!(dechunk(b"0\r\n\r\n", 1).unwrap().0, b"");
-        assert_eq!(dechunk(b"3\nabc\n0\n\n", 1).unwrap().0, b"abc", "bare LF line ends");
+        assert_eq!(dechunk_for_tests(b"0\r\n\r\n", 1).unwrap().0, b"");
+        assert_eq!(
+            dechunk_for_tests(b"3\nabc\n0\n\n", 1).unwrap().0,
+            b"abc",
+            "bare LF line ends"
+        );
         for bad in [
             &b"x\r\n"[..],
             b"\r\n",
@@ -939,16 +959,22 @@ mod tests {
             b"3\r\nabc\rX",
         ] {
             assert_eq!(
-                dechunk(bad, 1).err(),
+                dechunk_for_tests(bad, 1).err(),
                 Some(Failure::Invalid),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
         }
         let long_ext = format!("1;{}\r\n", "e".repeat(MAX_LINE));
-        assert_eq!(dechunk(long_ext.as_bytes(), 512).err(), Some(Failure::Invalid));
+        assert_eq!(
+            dechunk_for_tests(long_ext.as_bytes(), 512).err(),
+            Some(Failure::Invalid)
+        );
         let long_trailer = format!("0\r\nX: {}\r\n\r\n", "t".repeat(MAX_HEAD));
-        assert_eq!(dechunk(long_trailer.as_bytes(), 4096).err(), Some(Failure::Invalid));
+        assert_eq!(
+            dechunk_for_tests(long_trailer.as_bytes(), 4096).err(),
+            Some(Failure::Invalid)
+        );
     }
 
     /// A connected pair: the gateway's side as a [`Conn`], and the upstream's socket.

@@ -1,10 +1,10 @@
-//! Property tests of the parsers that take what clients and operators send: arbitrary input
-//! never panics and never makes memory grow beyond the input's size. 256 cases each by
+//! Property tests of the parsers that take what clients, upstreams and operators send:
+//! arbitrary input never panics and never makes memory grow beyond the input's size. 256 cases each by
 //! default; `PROPTEST_CASES=100000 cargo test prop_` runs longer.
 
 use proptest::prelude::*;
 
-use super::h1guard;
+use super::{h1client, h1guard};
 
 /// Request bytes built from the pieces heads are made of, so the cases reach deep states.
 fn head_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -54,5 +54,42 @@ proptest! {
     fn prop_declarative_configs_never_panic(text in "[a-z_:\\- \\n\\[\\]{}\"0-9./]{0,200}") {
         let _ = super::declarative::Config::parse(&text);
         let _ = super::declarative::Config::parse(&format!("_format_version: \"3.0\"\n{text}"));
+    }
+
+    #[test]
+    fn prop_upstream_answers_never_panic(bytes in head_bytes(), tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut text = b"HTTP/1.1 200 OK\r\n".to_vec();
+        text.extend_from_slice(&bytes);
+        text.extend_from_slice(&tail);
+        for answer in [&bytes[..], &text[..]] {
+            for is_head in [false, true] {
+                let _ = h1client::parse_head_for_tests(answer, is_head);
+            }
+            let _ = h1client::dechunk_for_tests(answer, 3);
+        }
+    }
+
+    #[test]
+    fn prop_chunked_bodies_decode_to_what_was_encoded(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+        step in 1usize..64,
+        extension in proptest::bool::ANY,
+    ) {
+        use std::fmt::Write as _;
+        let mut wire = Vec::new();
+        for chunk in &chunks {
+            let mut line = format!("{:X}", chunk.len());
+            if extension {
+                let _ = write!(line, " ;a=\"b\"");
+            }
+            wire.extend_from_slice(line.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\nT: 1\r\n\r\n");
+        let (data, left) = h1client::dechunk_for_tests(&wire, step).expect("a valid body decodes");
+        prop_assert_eq!(data, chunks.concat());
+        prop_assert_eq!(left, 0);
     }
 }

@@ -206,7 +206,8 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, conn: Box<Conn>) {
+    fn checkin(&self, mut conn: Box<Conn>) {
+        conn.idle();
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = match idle.get_mut(&*conn.home.host) {
