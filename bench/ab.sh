@@ -65,20 +65,8 @@ YML
 
 PORT_A=$(free_port)
 PORT_B=$(free_port)
-for side in a b; do
-    port=$([ $side = a ] && echo "$PORT_A" || echo "$PORT_B")
-    mkdir -p "$WORK/$side"
-    cat > "$WORK/$side/kong.conf" <<CONF
-proxy_listen = 127.0.0.1:$port
-admin_listen = off
-database = off
-declarative_config = $WORK/kong.yml
-plugins = bundled,my-plugin
-prefix = $WORK/$side/prefix
-nginx_worker_processes = 1
-log_level = error
-CONF
-done
+gateway_conf "$WORK/a" "$PORT_A" "$WORK/kong.yml"
+gateway_conf "$WORK/b" "$PORT_B" "$WORK/kong.yml"
 "$A" start -c "$WORK/a/kong.conf" >"$WORK/a/out.log" 2>&1 &
 PID_A=$!
 PIDS+=("$PID_A")

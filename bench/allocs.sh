@@ -66,17 +66,7 @@ count() {
     local bin=$1 name=$2 port group
     port=$(free_port)
     group="kg$RANDOM"
-    mkdir -p "$WORK/$group"
-    cat > "$WORK/$group/kong.conf" <<CONF
-proxy_listen = 127.0.0.1:$port
-admin_listen = off
-database = off
-declarative_config = $WORK/kong.yml
-plugins = bundled,my-plugin
-prefix = $WORK/$group/prefix
-nginx_worker_processes = 1
-log_level = error
-CONF
+    gateway_conf "$WORK/$group" "$port" "$WORK/kong.yml"
     "$bin" start -c "$WORK/$group/kong.conf" >"$WORK/$group/out.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")

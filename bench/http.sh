@@ -37,8 +37,9 @@
 #   COMPARE=/path/to/other/kong-gateway bash bench/http.sh
 #
 # COMPARE adds (e), another build of kong-gateway with the same configuration, and runs (c)
-# and (e) alternately ROUNDS times (default 3), so a change is measured against its base in
-# one run on one machine.
+# and (e), then (f) on both, alternately ROUNDS times (default 3), the order of each pair
+# swapped every round, so a change is measured against its base in one run on one machine.
+# bench/ab.sh does the same for two builds alone, with the CPU per request of each.
 #
 # Installs wrk and nginx (Debian packages) when missing. Ports are picked free; everything
 # runs under a temporary directory that is removed at the end.
@@ -510,15 +511,27 @@ PERF_ROWS=$(
 ROWS=""
 if [ -n "$COMPARE" ]; then
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$BASE/mock/anything" >/dev/null
+    # One run of build $1 (`this` or `base`) on route $2 (`mock` or `auth`), as a row.
+    compare_row() {
+        local url pid label row
+        if [ "$1" = this ]; then
+            url="http://127.0.0.1:$KONG/$2/anything" pid=${PIDS[2]} label="this build"
+        else
+            url="http://127.0.0.1:$BASE/$2/anything" pid=$BASE_PID label=$COMPARE
+        fi
+        row=$([ "$2" = mock ] && { [ "$1" = this ] && echo c || echo e; } || echo f)
+        local key=""
+        [ "$2" = auth ] && key="apikey: bench-key"
+        read -r R P U < <(run "$url" "$pid" "$key")
+        ROWS+=$(printf '| (%s) %s, round %s | %.0f | %s | %s | %.2f |' "$row" "$label" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+    }
+    # The pair's order swaps every round: the build that runs second tends to do better here.
     for i in $(seq 1 "$ROUNDS"); do
-        read -r R P U < <(run "http://127.0.0.1:$KONG/mock/anything" "${PIDS[2]}")
-        ROWS+=$(printf '| (c) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-        read -r R P U < <(run "http://127.0.0.1:$BASE/mock/anything" "$BASE_PID")
-        ROWS+=$(printf '| (e) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-        read -r R P U < <(run "http://127.0.0.1:$KONG/auth/anything" "${PIDS[2]}" "apikey: bench-key")
-        ROWS+=$(printf '| (f) this build, round %s | %.0f | %s | %s | %.2f |' "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
-        read -r R P U < <(run "http://127.0.0.1:$BASE/auth/anything" "$BASE_PID" "apikey: bench-key")
-        ROWS+=$(printf '| (f) %s, round %s | %.0f | %s | %s | %.2f |' "$COMPARE" "$i" "$R" "$P" "$U" "$(awk -v c="$R" -v b="$B_RPS" 'BEGIN { print c / b }')")$'\n'
+        if [ $((i % 2)) = 1 ]; then first=this second=base; else first=base second=this; fi
+        for route in mock auth; do
+            compare_row "$first" "$route"
+            compare_row "$second" "$route"
+        done
     done
 fi
 

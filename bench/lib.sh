@@ -13,3 +13,19 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# Writes $1/kong.conf for a one-worker kong-gateway on 127.0.0.1:$2 with the declarative
+# config $3, the bundled plugins and my-plugin, no Admin API, its prefix under $1.
+gateway_conf() {
+    mkdir -p "$1"
+    cat > "$1/kong.conf" <<CONF
+proxy_listen = 127.0.0.1:$2
+admin_listen = off
+database = off
+declarative_config = $3
+plugins = bundled,my-plugin
+prefix = $1/prefix
+nginx_worker_processes = 1
+log_level = error
+CONF
+}

@@ -841,77 +841,76 @@ mod tests {
         let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
 
-        let framing = |text: &str, is_head: bool| parsed(text, is_head).unwrap().map(|h| (h.framing, h.keep_alive));
         let chunked = Framing::Chunked(Chunk::Size {
             size: 0,
             digits: 0,
             past: false,
             len: 0,
         });
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 5", false),
-            None,
-            "incomplete"
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
-            Some((Framing::Done, true))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 204 No Content\r\n\r\n", false),
-            Some((Framing::Done, true))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false),
-            Some((Framing::Done, true))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
-            Some((Framing::Done, true))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false),
-            Some((chunked, true))
-        );
-        // Transfer-Encoding wins over Content-Length, and the connection is not trusted again.
-        assert_eq!(
-            framing(
+        // (head, answers a HEAD request, its framing and whether the connection is kept;
+        // `None`: the head is incomplete).
+        let cases: [(&str, bool, Option<(Framing, bool)>); 13] = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5", false, None),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Some((Framing::Done, true)),
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false, Some((Framing::Done, true))),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Some((Framing::Done, true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Some((Framing::Done, true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Some((chunked, true)),
+            ),
+            // Transfer-Encoding wins over Content-Length, and the connection is not trusted again.
+            (
                 "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false
+                false,
+                Some((chunked, false)),
             ),
-            Some((chunked, false))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
-            Some((Framing::Close, false))
-        );
-        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", false), Some((Framing::Close, false)));
-        assert_eq!(
-            framing(
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Some((Framing::Close, false)),
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Some((Framing::Close, false))),
+            (
                 "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
-                false
+                false,
+                Some((Framing::Length(1), false)),
             ),
-            Some((Framing::Length(1), false))
-        );
-        assert_eq!(
-            framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
-            Some((Framing::Length(1), false))
-        );
-        assert_eq!(
-            framing(
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Some((Framing::Length(1), false)),
+            ),
+            (
                 "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
-                false
+                false,
+                Some((Framing::Length(1), true)),
             ),
-            Some((Framing::Length(1), true))
-        );
-        // Repeated equal lengths are one length; different ones, or garbage, are invalid.
-        assert_eq!(
-            framing(
+            // Repeated equal lengths are one length.
+            (
                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
-                false
+                false,
+                Some((Framing::Length(2), true)),
             ),
-            Some((Framing::Length(2), true))
-        );
+        ];
+        for (text, is_head, want) in cases {
+            let got = parsed(text, is_head).unwrap().map(|h| (h.framing, h.keep_alive));
+            assert_eq!(got, want, "{text:?}");
+        }
+        // Different lengths, or garbage, are invalid.
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n",
