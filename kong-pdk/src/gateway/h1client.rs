@@ -849,7 +849,7 @@ mod tests {
         });
         // (head, answers a HEAD request, its framing and whether the connection is kept;
         // `None`: the head is incomplete).
-        let cases: [(&str, bool, Option<(Framing, bool)>); 13] = [
+        let cases = [
             ("HTTP/1.1 200 OK\r\nContent-Length: 5", false, None),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
