@@ -613,7 +613,9 @@ async fn send(
         paced: pace.clone().map(|p| (p, Duration::from_millis(up.timeouts.write))),
     };
     // A request that was never sent (no connection) comes back and is retried as it is. A
-    // known body may also be sent once more when a reused connection turns out closed.
+    // known body is also sent again when a reused connection turns out closed: on the next
+    // pooled one, and at last on a new one. As in nginx, such a failure is not a try; the
+    // pool's size bounds them.
     let (first, replay, client) = body.body();
     let mut body = paced(first);
     let mut attempt = 0;

@@ -446,6 +446,8 @@ mod tests {
         RespondThenClose(&'static str),
         /// Close the connection without an answer.
         Close,
+        /// Answer once the upstream has accepted two connections.
+        RespondWhenTwoOpen(&'static str),
     }
 
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -472,7 +474,7 @@ mod tests {
             while let Ok((mut s, _)) = listener.accept().await {
                 let conn = accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    serve(&mut s, conn, script).await;
+                    serve(&mut s, conn, script, accepted).await;
                     drop(s);
                     closed.notify_one();
                 });
@@ -481,7 +483,7 @@ mod tests {
         Scripted { addr, accepted, closed }
     }
 
-    async fn serve(s: &mut TcpStream, conn: usize, script: Script) {
+    async fn serve(s: &mut TcpStream, conn: usize, script: Script, accepted: &AtomicUsize) {
         let mut buf = Vec::new();
         for n in 0.. {
             let end = loop {
@@ -499,6 +501,17 @@ mod tests {
                 Answer::Respond(text) => s.write_all(text.as_bytes()).await.unwrap(),
                 Answer::RespondThenClose(text) => return s.write_all(text.as_bytes()).await.unwrap(),
                 Answer::Close => return,
+                Answer::RespondWhenTwoOpen(text) => {
+                    let two = async {
+                        while accepted.load(Ordering::SeqCst) < 2 {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    };
+                    tokio::time::timeout(Duration::from_secs(5), two)
+                        .await
+                        .expect("a second connection");
+                    s.write_all(text.as_bytes()).await.unwrap();
+                }
             }
         }
     }
@@ -617,5 +630,28 @@ mod tests {
             );
         }
         assert_eq!(get(gw.addr, "/up/fine", &[]).await.status, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_lost_on_every_pooled_connection_goes_on_to_a_new_one_as_nginx_does() {
+        // Each connection answers its first request and drops the next one unanswered, so
+        // every pooled connection is stale. nginx does not count a failure on a cached
+        // keep-alive connection as a try: the request goes on to the next one, then a new one.
+        let up = scripted(|_, n, _| match n {
+            0 => Answer::RespondWhenTwoOpen(OK),
+            _ => Answer::Close,
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        let (a, b) = tokio::join!(request(gw.addr, "GET", "/up"), request(gw.addr, "GET", "/up"));
+        assert_eq!((a, b), (200, 200));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(gw.proxy.pool.idle_count(), 2, "two connections pooled");
+        assert_eq!(request(gw.addr, "GET", "/up").await, 200);
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            3,
+            "both stale ones tried, then a new one"
+        );
     }
 }
