@@ -53,6 +53,8 @@ pub(super) struct Conn {
     /// The bytes being written, from `written` on.
     out: Vec<u8>,
     written: usize,
+    /// Some bytes of the current request went out.
+    wrote: bool,
 }
 
 /// What goes in the request line and the header block.
@@ -99,23 +101,35 @@ pub(super) enum Framing {
     Done,
 }
 
-/// Where the chunked decoder is.
+/// Where the chunked decoder is (RFC 9112 §7.1: `size [BWS ; extensions] CRLF data CRLF`,
+/// then `0 CRLF`, trailer lines and an empty line; a bare LF is refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Chunk {
-    /// In a chunk-size line: the size so far, its digits, whether past the size (extensions
-    /// or whitespace), and the line's length.
-    Size {
-        size: u64,
-        digits: u8,
-        past: bool,
-        len: usize,
-    },
-    /// So many data bytes more, then CRLF.
+    /// In a chunk size's hex digits: the size so far, its digits, the line's length.
+    Size { size: u64, digits: u8, len: usize },
+    /// Whitespace after the size.
+    SizeSpace { size: u64, len: usize },
+    /// A chunk extension (`;name=value`), passed over.
+    Extension { size: u64, len: usize },
+    /// The LF that ends the size line.
+    SizeLf { size: u64 },
+    /// So many data bytes more.
     Data(u64),
-    /// The CRLF after a chunk's data: whether the CR was seen.
-    DataEnd { cr: bool },
-    /// Trailer fields: the bytes of the current line, and of all lines.
-    Trailer { line: usize, total: usize },
+    /// The CR after a chunk's data.
+    DataCr,
+    /// The LF after a chunk's data.
+    DataLf,
+    /// Trailer fields: the current line's length, all lines' bytes, whether a CR came.
+    Trailer { line: usize, total: usize, cr: bool },
+}
+
+impl Chunk {
+    /// The start of a chunked body.
+    pub(super) const START: Chunk = Chunk::Size {
+        size: 0,
+        digits: 0,
+        len: 0,
+    };
 }
 
 impl Conn {
@@ -128,6 +142,7 @@ impl Conn {
             room: READ_ROOM,
             out: Vec::new(),
             written: 0,
+            wrote: false,
         }
     }
 
@@ -159,14 +174,17 @@ impl Conn {
         }
         self.out.clear();
         self.written = 0;
+        self.wrote = false;
         let encoder = encode_head(&mut self.out, head, &body)?;
         let body = if body.is_end_stream() { None } else { Some(body) };
         Ok(Exchange {
             conn: self,
-            body,
-            encoder,
-            sent: false,
-            write_failed: false,
+            writer: Writer {
+                body,
+                encoder,
+                sent: false,
+                failed: false,
+            },
             received: false,
             is_head: *head.method == Method::HEAD,
         })
@@ -197,6 +215,7 @@ impl Conn {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
+            self.wrote = true;
         }
         self.out.clear();
         self.written = 0;
@@ -218,8 +237,7 @@ enum Encoder {
 /// otherwise a body of known size gets a `Content-Length`, one of unknown size is chunked),
 /// and returns how the body is to be written.
 fn encode_head(out: &mut Vec<u8>, head: RequestHead<'_>, body: &ProxyBody) -> Result<Encoder, Failure> {
-    let target_ok = |s: &str| s.bytes().all(|b| b > b' ' && b != 0x7f);
-    if !target_ok(head.path) || !head.query.is_none_or(target_ok) {
+    if !target_ok(head.path, head.query) {
         return Err(Failure::Request);
     }
     out.reserve(64 + head.path.len() + head.headers.len() * 32);
@@ -235,15 +253,21 @@ fn encode_head(out: &mut Vec<u8>, head: RequestHead<'_>, body: &ProxyBody) -> Re
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let empty = body.is_end_stream();
+    let chunked = !empty
+        && (head.headers.get_all(http::header::TRANSFER_ENCODING).iter())
+            .next_back()
+            .is_some_and(|v| last_coding_is_chunked(v.as_bytes()));
     let mut length = None;
-    let mut chunked = false;
     for (name, value) in head.headers {
         if *name == http::header::TRANSFER_ENCODING {
             if empty {
                 continue;
             }
-            chunked = last_coding_is_chunked(value.as_bytes());
         } else if *name == http::header::CONTENT_LENGTH {
+            // A chunked body's length is its framing's: a Content-Length beside it goes.
+            if chunked {
+                continue;
+            }
             let n = parse_length(value.as_bytes()).ok_or(Failure::Request)?;
             if length.is_some_and(|l| l != n) {
                 return Err(Failure::Request);
@@ -272,6 +296,12 @@ fn encode_head(out: &mut Vec<u8>, head: RequestHead<'_>, body: &ProxyBody) -> Re
     Ok(encoder)
 }
 
+/// Whether a request target can go in a request line: no space, no control character.
+pub(super) fn target_ok(path: &str, query: Option<&str>) -> bool {
+    let ok = |s: &str| s.bytes().all(|b| b > b' ' && b != 0x7f);
+    ok(path) && query.is_none_or(ok)
+}
+
 /// Whether the last coding of a `Transfer-Encoding` value is `chunked`.
 fn last_coding_is_chunked(value: &[u8]) -> bool {
     value
@@ -280,97 +310,84 @@ fn last_coding_is_chunked(value: &[u8]) -> bool {
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// A `Content-Length` value: decimal digits only, and no overflow.
+/// A `Content-Length` value: decimal digits only, and no overflow. A list of equal values
+/// (`5, 5`, which some servers send) is that value.
 fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 {
-        return None;
+    let mut length = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 {
+            return None;
+        }
+        let n = part
+            .iter()
+            .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
     }
-    value
-        .iter()
-        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+    length
 }
 
 /// One request on a connection, until the response head has come.
 pub(super) struct Exchange {
     conn: Box<Conn>,
+    writer: Writer,
+    /// Some bytes of an answer came.
+    received: bool,
+    is_head: bool,
+}
+
+/// The writing side of a request. It goes on after the response head has come, while the
+/// body is read: an upstream may answer before it has read the whole request (an echo, a
+/// progress report) and still want the rest.
+struct Writer {
     /// The body still to write; `None` once it has all been handed to the connection.
     body: Option<ProxyBody>,
     encoder: Encoder,
     /// Everything, body included, is written and flushed.
     sent: bool,
     /// Writing failed: the rest of the request is not sent.
-    write_failed: bool,
-    /// Some bytes of an answer came.
-    received: bool,
-    is_head: bool,
+    failed: bool,
 }
 
-impl Exchange {
-    /// Writes what can be written and reads what has come, until the response head has.
-    /// The connection then goes on to read the body ([`Exchange::into_body`]).
-    pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, Failure>> {
-        if !self.sent && !self.write_failed {
-            match self.poll_send(cx) {
-                Poll::Ready(Ok(())) => self.sent = true,
-                Poll::Ready(Err(Failure::Request)) => return Poll::Ready(Err(Failure::Request)),
-                Poll::Ready(Err(_)) => self.write_failed = true,
-                Poll::Pending => {}
-            }
+impl Writer {
+    /// Writes what can be written now, without waiting.
+    fn progress(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Result<(), Failure> {
+        if self.sent || self.failed {
+            return Ok(());
         }
-        loop {
-            let read = &mut self.conn.read;
-            if !read.is_empty() {
-                self.received = true;
-                if let Some(mut head) = parse_head(read, self.is_head)? {
-                    // A request not all written leaves the connection mid-request.
-                    head.keep_alive &= self.sent;
-                    return Poll::Ready(Ok(head));
-                }
-                if read.len() > MAX_HEAD {
-                    return Poll::Ready(Err(Failure::Invalid));
-                }
-            }
-            if self.write_failed && !self.received {
-                return Poll::Ready(Err(Failure::Closed));
-            }
-            match ready!(self.conn.poll_fill(cx)) {
-                Ok(0) | Err(_) if self.received => return Poll::Ready(Err(Failure::Invalid)),
-                Ok(0) | Err(_) => return Poll::Ready(Err(Failure::Closed)),
-                Ok(_) => {}
-            }
+        match self.poll_send(conn, cx) {
+            Poll::Ready(Ok(())) => self.sent = true,
+            Poll::Ready(Err(Failure::Request)) => return Err(Failure::Request),
+            // Whatever the upstream answered before it stopped reading is still read.
+            Poll::Ready(Err(_)) => self.failed = true,
+            Poll::Pending => {}
         }
-    }
-
-    /// The response body after `head`, read from this connection.
-    pub(super) fn into_body(self, head: &Head) -> Reading {
-        Reading {
-            conn: self.conn,
-            framing: head.framing,
-            keep_alive: head.keep_alive,
-        }
+        Ok(())
     }
 
     /// Writes the head and the body; ready once all is written and flushed.
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+    fn poll_send(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         let io_failed = |_: io::Error| Failure::Closed;
         loop {
-            ready!(self.conn.poll_drain(cx)).map_err(io_failed)?;
+            ready!(conn.poll_drain(cx)).map_err(io_failed)?;
             let Some(body) = self.body.as_mut() else {
-                return Pin::new(&mut self.conn.io).poll_flush(cx).map_err(io_failed);
+                return Pin::new(&mut conn.io).poll_flush(cx).map_err(io_failed);
             };
             let frame = match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
                     // What was written may sit in the TLS layer: push it out while the
                     // client's body is awaited.
-                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.conn.io).poll_flush(cx) {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut conn.io).poll_flush(cx) {
                         return Poll::Ready(Err(io_failed(e)));
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(frame) => frame,
             };
-            let out = &mut self.conn.out;
+            let out = &mut conn.out;
             match frame {
                 Some(Ok(frame)) => {
                     // Trailers of the client's body are not sent on.
@@ -400,6 +417,47 @@ impl Exchange {
                 }
                 Some(Err(_)) => return Poll::Ready(Err(Failure::Request)),
             }
+        }
+    }
+}
+
+impl Exchange {
+    /// Writes what can be written and reads what has come, until the response head has.
+    /// The connection then goes on to read the body ([`Exchange::into_body`]).
+    pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, Failure>> {
+        self.writer.progress(&mut self.conn, cx)?;
+        loop {
+            let read = &mut self.conn.read;
+            if !read.is_empty() {
+                self.received = true;
+                if let Some(head) = parse_head(read, self.is_head)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if read.len() > MAX_HEAD {
+                    return Poll::Ready(Err(Failure::Invalid));
+                }
+            }
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) | Err(_) if self.received => return Poll::Ready(Err(Failure::Invalid)),
+                Ok(0) | Err(_) => return Poll::Ready(Err(Failure::Closed)),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether any byte of the request went out (nginx's `request_sent`).
+    pub(super) fn wrote(&self) -> bool {
+        self.conn.wrote
+    }
+
+    /// The response body after `head`, read from this connection while the rest of the
+    /// request is written.
+    pub(super) fn into_body(self, head: &Head) -> Reading {
+        Reading {
+            conn: self.conn,
+            writer: self.writer,
+            framing: head.framing,
+            keep_alive: head.keep_alive,
         }
     }
 }
@@ -472,12 +530,7 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Option<Head>, Failur
             // suspect: it is not reused).
             close |= length.is_some() || bad_length;
             if chunked {
-                Framing::Chunked(Chunk::Size {
-                    size: 0,
-                    digits: 0,
-                    past: false,
-                    len: 0,
-                })
+                Framing::Chunked(Chunk::START)
             } else {
                 Framing::Close
             }
@@ -502,6 +555,7 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Option<Head>, Failur
 /// A response body being read from its connection.
 pub(super) struct Reading {
     conn: Box<Conn>,
+    writer: Writer,
     framing: Framing,
     keep_alive: bool,
 }
@@ -523,11 +577,18 @@ impl Reading {
 
     /// The connection, once the body has ended and it can take another request.
     pub(super) fn into_reusable(self) -> Option<Box<Conn>> {
-        (self.is_done() && self.keep_alive && self.conn.read.is_empty()).then_some(self.conn)
+        let clean = self.is_done() && self.keep_alive && self.writer.sent && self.conn.read.is_empty();
+        clean.then_some(self.conn)
     }
 
     /// The next part of the body; `None` at its end.
     pub(super) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Failure>>> {
+        if self.framing != Framing::Done
+            && let Err(e) = self.writer.progress(&mut self.conn, cx)
+        {
+            self.keep_alive = false;
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let read = &mut self.conn.read;
             match &mut self.framing {
@@ -587,77 +648,102 @@ enum Decoded {
 /// Decodes chunked framing from the start of `read`, taking what it consumes.
 fn decode_chunked(state: &mut Chunk, read: &mut BytesMut) -> Result<Decoded, Failure> {
     loop {
-        let Some(&b) = read.first() else {
+        if read.is_empty() {
             return Ok(Decoded::More);
-        };
-        match state {
-            Chunk::Size {
-                size,
-                digits,
-                past,
-                len,
-            } => {
-                *len += 1;
-                if *len > MAX_LINE {
-                    return Err(Failure::Invalid);
-                }
-                read.advance(1);
-                match b {
-                    b'\n' if *digits == 0 => return Err(Failure::Invalid),
-                    b'\n' if *size == 0 => *state = Chunk::Trailer { line: 0, total: 0 },
-                    b'\n' => *state = Chunk::Data(*size),
-                    // The CR before LF, whitespace, and extensions (`;name=value`) are passed.
-                    b'\r' | b' ' | b'\t' | b';' => *past = true,
-                    _ if *past => {}
-                    _ => {
-                        let digit = (b as char).to_digit(16).ok_or(Failure::Invalid)?;
-                        *digits += 1;
-                        if *digits > 16 {
-                            return Err(Failure::Invalid);
-                        }
-                        *size = *size * 16 + u64::from(digit);
-                    }
-                }
+        }
+        if let Chunk::Data(left) = state {
+            let n = (*left).min(read.len() as u64) as usize;
+            *left -= n as u64;
+            if *left == 0 {
+                *state = Chunk::DataCr;
             }
-            Chunk::Data(left) => {
-                let n = (*left).min(read.len() as u64) as usize;
-                *left -= n as u64;
-                if *left == 0 {
-                    *state = Chunk::DataEnd { cr: false };
-                }
-                return Ok(Decoded::Data(read.split_to(n).freeze()));
-            }
-            Chunk::DataEnd { cr } => {
-                read.advance(1);
-                match b {
-                    b'\r' if !*cr => *cr = true,
-                    b'\n' => {
-                        *state = Chunk::Size {
-                            size: 0,
-                            digits: 0,
-                            past: false,
-                            len: 0,
-                        }
-                    }
-                    _ => return Err(Failure::Invalid),
-                }
-            }
-            Chunk::Trailer { line, total } => {
-                read.advance(1);
-                *total += 1;
-                if *total > MAX_HEAD {
-                    return Err(Failure::Invalid);
-                }
-                match b {
-                    b'\n' if *line == 0 => return Ok(Decoded::End),
-                    b'\n' => *line = 0,
-                    // A CR alone does not start a line's content.
-                    b'\r' => {}
-                    _ => *line += 1,
-                }
-            }
+            return Ok(Decoded::Data(read.split_to(n).freeze()));
+        }
+        let b = read[0];
+        read.advance(1);
+        match chunk_step(*state, b)? {
+            Some(next) => *state = next,
+            None => return Ok(Decoded::End),
         }
     }
+}
+
+/// The decoder's state after byte `b` of the framing; `None` once the body has ended.
+fn chunk_step(state: Chunk, b: u8) -> Result<Option<Chunk>, Failure> {
+    // A size line (size, whitespace, extensions) is bounded as a whole.
+    let line = |len: usize| {
+        if len + 1 >= MAX_LINE {
+            Err(Failure::Invalid)
+        } else {
+            Ok(len + 1)
+        }
+    };
+    let next = match state {
+        Chunk::Size { size, digits, len } => match (b as char).to_digit(16) {
+            Some(d) if digits < 16 => Chunk::Size {
+                size: size * 16 + u64::from(d),
+                digits: digits + 1,
+                len: line(len)?,
+            },
+            Some(_) => return Err(Failure::Invalid),
+            None if digits == 0 => return Err(Failure::Invalid),
+            None => match b {
+                b' ' | b'\t' => Chunk::SizeSpace { size, len: line(len)? },
+                b';' => Chunk::Extension { size, len: line(len)? },
+                b'\r' => Chunk::SizeLf { size },
+                _ => return Err(Failure::Invalid),
+            },
+        },
+        Chunk::SizeSpace { size, len } => match b {
+            b' ' | b'\t' => Chunk::SizeSpace { size, len: line(len)? },
+            b';' => Chunk::Extension { size, len: line(len)? },
+            b'\r' => Chunk::SizeLf { size },
+            _ => return Err(Failure::Invalid),
+        },
+        Chunk::Extension { size, len } => match b {
+            b'\r' => Chunk::SizeLf { size },
+            b'\t' | b' '..=b'~' | 0x80.. => Chunk::Extension { size, len: line(len)? },
+            _ => return Err(Failure::Invalid),
+        },
+        Chunk::SizeLf { size } => match b {
+            b'\n' if size == 0 => Chunk::Trailer {
+                line: 0,
+                total: 0,
+                cr: false,
+            },
+            b'\n' => Chunk::Data(size),
+            _ => return Err(Failure::Invalid),
+        },
+        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+        Chunk::DataLf if b == b'\n' => Chunk::START,
+        Chunk::Trailer { line, total, cr } => {
+            if total >= MAX_HEAD {
+                return Err(Failure::Invalid);
+            }
+            match (cr, b) {
+                (false, b'\r') => Chunk::Trailer {
+                    line,
+                    total: total + 1,
+                    cr: true,
+                },
+                (true, b'\n') if line == 0 => return Ok(None),
+                (true, b'\n') => Chunk::Trailer {
+                    line: 0,
+                    total: total + 1,
+                    cr: false,
+                },
+                (false, b'\t' | b' '..=b'~' | 0x80..) => Chunk::Trailer {
+                    line: line + 1,
+                    total: total + 1,
+                    cr: false,
+                },
+                _ => return Err(Failure::Invalid),
+            }
+        }
+        // Data is taken whole by the caller; anything else here breaks the framing.
+        Chunk::Data(_) | Chunk::DataCr | Chunk::DataLf => return Err(Failure::Invalid),
+    };
+    Ok(Some(next))
 }
 
 /// [`parse_head`] over `text`, for the property tests.
@@ -670,12 +756,7 @@ pub(super) fn parse_head_for_tests(text: &[u8], is_head: bool) -> Result<Option<
 /// the body, or the failure (`Closed` when the body is incomplete).
 #[cfg(test)]
 pub(super) fn dechunk_for_tests(wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), Failure> {
-    let mut state = Chunk::Size {
-        size: 0,
-        digits: 0,
-        past: false,
-        len: 0,
-    };
+    let mut state = Chunk::START;
     let mut read = BytesMut::new();
     let mut data = Vec::new();
     let mut fed = 0;
@@ -775,6 +856,12 @@ mod tests {
         given.insert("transfer-encoding", HeaderValue::from_static("gzip, Chunked"));
         let (_, enc) = encoded(req_head(&post, "/", None, &given), &full(Bytes::from_static(b"x"))).unwrap();
         assert_eq!(enc, Encoder::Chunked);
+        // A chunked body sends no Content-Length beside it.
+        given.insert("content-length", HeaderValue::from_static("1"));
+        let (text, enc) = encoded(req_head(&post, "/", None, &given), &full(Bytes::from_static(b"x"))).unwrap();
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(enc, Encoder::Chunked);
+        given.remove("content-length");
         // An empty body sends no Transfer-Encoding.
         let (text, enc) = encoded(req_head(&post, "/", None, &given), &full(Bytes::new())).unwrap();
         assert!(!text.contains("transfer-encoding"), "{text}");
@@ -841,12 +928,7 @@ mod tests {
         let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
 
-        let chunked = Framing::Chunked(Chunk::Size {
-            size: 0,
-            digits: 0,
-            past: false,
-            len: 0,
-        });
+        let chunked = Framing::Chunked(Chunk::START);
         // (head, answers a HEAD request, its framing and whether the connection is kept;
         // `None`: the head is incomplete).
         let cases = [
@@ -899,6 +981,11 @@ mod tests {
                 false,
                 Some((Framing::Length(1), true)),
             ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                false,
+                Some((Framing::Length(5), true)),
+            ),
             // Repeated equal lengths are one length.
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
@@ -945,13 +1032,16 @@ mod tests {
             assert_eq!(left, 4, "what follows the body stays (step {step})");
         }
         assert_eq!(dechunk_for_tests(b"0\r\n\r\n", 1).unwrap().0, b"");
-        assert_eq!(
-            dechunk_for_tests(b"3\nabc\n0\n\n", 1).unwrap().0,
-            b"abc",
-            "bare LF line ends"
-        );
+        assert_eq!(dechunk_for_tests(b"3 ;ext\r\nabc\r\n0\r\n\r\n", 1).unwrap().0, b"abc");
         for bad in [
-            &b"x\r\n"[..],
+            // Bare LF line ends, and bytes between the size and its CRLF.
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nT: 1\n\r\n",
+            b"3 4\r\nabc\r\n",
+            b"3\rX\nabc\r\n",
+            b"3;a\x01\r\nabc\r\n",
+            b"x\r\n",
             b"\r\n",
             b"3\r\nabcX\r\n",
             b"11111111111111111\r\n",
@@ -1058,7 +1148,6 @@ mod tests {
             .unwrap();
         let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
         assert_eq!(head.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(!head.keep_alive);
         assert!(exchange.into_body(&head).into_reusable().is_none());
     }
 
@@ -1155,5 +1244,45 @@ mod tests {
             }
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_request_body_goes_on_after_an_early_answer_head() {
+        // The upstream answers its head at once, reads the whole request, then sends the body:
+        // a gateway that stopped writing at the head would wait for the body forever.
+        let (conn, mut up) = pair().await;
+        let headers = HeaderMap::new();
+        let post = Method::POST;
+        let size = 4 << 20;
+        let big = Bytes::from(vec![b'x'; size]);
+        let mut exchange = conn.exchange(req_head(&post, "/", None, &headers), full(big)).unwrap();
+        let server = tokio::spawn(async move {
+            up.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0; 64 * 1024];
+            let body = loop {
+                if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                    && got.len() - at - 4 >= size
+                {
+                    break got.len() - at - 4;
+                }
+                let n = up.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+            };
+            up.write_all(b"4\r\ndone\r\n0\r\n\r\n").await.unwrap();
+            (body, up)
+        });
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        let mut reading = exchange.into_body(&head);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(20), body_of(&mut reading))
+            .await
+            .expect("the body comes once the request is all written");
+        assert_eq!(answer.unwrap(), b"done");
+        let (body, _up) = server.await.unwrap();
+        assert_eq!(body, size);
+        assert!(reading.into_reusable().is_some(), "all written, all read: reusable");
     }
 }

@@ -616,6 +616,10 @@ async fn send(
     // known body is also sent again when a reused connection turns out closed: on the next
     // pooled one, and at last on a new one. As in nginx, such a failure is not a try; the
     // pool's size bounds them.
+    // A target that cannot go in a request line is refused before any connection is taken.
+    if !websocket && !super::h1client::target_ok(&up.path, up.query.as_deref()) {
+        return Err(UpstreamFailure::Invalid);
+    }
     let (first, replay, client) = body.body();
     let mut body = paced(first);
     let mut attempt = 0;

@@ -153,6 +153,9 @@ impl Pool {
                 Err(false) => return Err(SendError::Connect(body)),
             },
         };
+        // nginx resends a request lost on a cached connection, unless it is a POST, PATCH or
+        // LOCK of which something was sent already.
+        let idempotent = !matches!(head.method.as_str(), "POST" | "PATCH" | "LOCK");
         let mut exchange = conn.exchange(head, body).map_err(|_| SendError::Invalid)?;
         match wait.run(std::future::poll_fn(|cx| exchange.poll_head(cx))).await {
             None => Err(SendError::Timeout),
@@ -164,7 +167,7 @@ impl Pool {
                 *response.headers_mut() = head.headers;
                 Ok(response)
             }
-            Some(Err(Failure::Closed)) if reused => Err(SendError::Stale),
+            Some(Err(Failure::Closed)) if reused && (idempotent || !exchange.wrote()) => Err(SendError::Stale),
             Some(Err(_)) => Err(SendError::Invalid),
         }
     }
@@ -653,5 +656,20 @@ mod tests {
             3,
             "both stale ones tried, then a new one"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_post_lost_on_a_reused_connection_is_not_sent_again() {
+        // nginx does not resend a POST, PATCH or LOCK once some of it was sent: the upstream
+        // may have acted on it.
+        let up = scripted(|conn, n, _| match (conn, n) {
+            (0, 0) | (1.., _) => Answer::Respond(OK),
+            _ => Answer::Close,
+        })
+        .await;
+        let gw = start(vec![route(&["/up"], Some(&service_at(up.addr)))], vec![]).await;
+        assert_eq!(request(gw.addr, "GET", "/up").await, 200);
+        assert_eq!(request(gw.addr, "POST", "/up").await, 502);
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "not sent on a new connection");
     }
 }
