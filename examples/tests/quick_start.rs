@@ -165,14 +165,15 @@ fn two_nodes_on_one_postgres_database_share_configuration() {
     assert_eq!(status, 201, "{body}");
     let (status, _, body) = http(a.admin, "POST", "/services/shared/plugins", Some("name=my-plugin")).unwrap();
     assert_eq!(status, 201, "{body}");
-    // Node B learns of the route through the cluster events and proxies it.
-    let head = wait_until("node B to serve the route created on node A", || {
+    // Node B learns of the route and then of its plugin through the cluster events (two
+    // events: the route may be served before the plugin arrives), and proxies it with both.
+    let head = wait_until("node B to serve the route created on node A, with its plugin", || {
         http(b.proxy, "GET", "/shared/anything", None)
             .ok()
-            .filter(|(status, _, _)| *status == 200)
+            .filter(|(status, head, _)| *status == 200 && head.contains("\r\nx-myplugin: response"))
             .map(|(_, head, _)| head)
     });
-    assert!(head.contains("\r\nx-myplugin: response"), "{head}");
+    assert!(head.contains("\r\nvia: 1.1 kong/"), "{head}");
     let (status, _, _) = http(b.admin, "GET", "/routes", None).unwrap();
     assert_eq!(status, 200);
     drop((a, b));
